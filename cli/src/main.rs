@@ -1,0 +1,166 @@
+//! `hearth`: the one command of the Hearth federated customer-service system.
+//!
+//! Each subcommand lives in its own module and does three things: parse its arguments (clap), load its
+//! configuration ([`config`]), call into the service crates. Errors carry context naming the file or the
+//! peer; `main` prints the whole cause chain and exits non-zero.
+#![forbid(unsafe_code)]
+
+mod bench;
+mod config;
+mod data;
+mod demo;
+mod operator;
+mod pki;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// Hearth: privacy-preserving federated learning for customer service.
+///
+/// Institutions in a consortium train intent models together without any customer data leaving an
+/// institution. A coordinator orchestrates rounds; each institution runs a participant that trains on
+/// its own data and serves the resulting model to its customer-service apps. All traffic is gRPC over
+/// TLS 1.3 with mutual authentication.
+#[derive(Debug, Parser)]
+#[command(name = "hearth", version, propagate_version = true)]
+#[command(
+    after_help = "Examples:\n  hearth demo                      # full federated run on CLINC150, then serve\n  hearth demo --no-serve --json    # scripted run, JSON summary on stdout\n  hearth pki init --dir pki --participants bank-a,bank-b\n  hearth coordinator --config coordinator.toml\n  hearth participant --config bank-a.toml"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a complete federated training on loopback: PKI, one coordinator, N participant processes.
+    Demo(demo::DemoArgs),
+    /// Run the coordinator service.
+    #[command(
+        after_help = "Examples:\n  hearth coordinator --config coordinator.toml\n  HEARTH_COORDINATOR__LISTEN=0.0.0.0:7700 hearth coordinator\n\nEvery field of the configuration file is optional; see README.md for the full list.\nEnvironment variables HEARTH_COORDINATOR__<FIELD>[__<SUBFIELD>] override the file."
+    )]
+    Coordinator(ServiceArgs),
+    /// Run a participant: train on this institution's data, serve inference.
+    #[command(
+        after_help = "Examples:\n  hearth participant --config bank-a.toml\n  HEARTH_PARTICIPANT__COORDINATOR=coord.example:7700 hearth participant --config bank-a.toml\n\nEnvironment variables HEARTH_PARTICIPANT__<FIELD>[__<SUBFIELD>] override the file."
+    )]
+    Participant(ServiceArgs),
+    /// Manage the consortium's certificates.
+    Pki {
+        #[command(subcommand)]
+        command: pki::PkiCommand,
+    },
+    /// Submit and follow training jobs (operator).
+    Job {
+        #[command(subcommand)]
+        command: operator::JobCommand,
+    },
+    /// Load an institution's labelled conversations into its participant store.
+    Data {
+        #[command(subcommand)]
+        command: data::DataCommand,
+    },
+    /// Benchmarks that print tables.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+/// Arguments shared by the long-running services.
+#[derive(Debug, clap::Args)]
+struct ServiceArgs {
+    /// TOML configuration file (optional: defaults and environment variables apply).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Write the bound address to this file once listening (used by the demo and tests).
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let verbose = matches!(cli.command, Command::Coordinator(_) | Command::Participant(_));
+    init_logging(if verbose { "info" } else { "warn" });
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Demo(args) => demo::run(args).await,
+        Command::Coordinator(args) => {
+            let cfg: hearth_coordinator::CoordinatorConfig =
+                config::load(args.config.as_deref(), "HEARTH_COORDINATOR")?;
+            let running = hearth_coordinator::start(cfg, shutdown_signal()).await?;
+            write_ready(args.ready_file.as_deref(), &running.addr.to_string())?;
+            running.done.await.context("coordinator task")?
+        }
+        Command::Participant(args) => {
+            let cfg: hearth_participant::ParticipantConfig =
+                config::load(args.config.as_deref(), "HEARTH_PARTICIPANT")?;
+            let running = hearth_participant::start(cfg, shutdown_signal()).await?;
+            write_ready(args.ready_file.as_deref(), &running.inference_addr.to_string())?;
+            running.done.await.context("participant task")?
+        }
+        Command::Pki { command } => pki::run(command),
+        Command::Job { command } => operator::run(command).await,
+        Command::Data { command } => data::run(command),
+        Command::Bench { command } => bench::run(command).await,
+    }
+}
+
+/// Writes `addr` atomically (write then rename) so a reader never sees half an address.
+fn write_ready(path: Option<&std::path::Path>, addr: &str) -> anyhow::Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, addr).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down");
+}

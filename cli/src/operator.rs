@@ -1,0 +1,313 @@
+//! `hearth job`: what a consortium operator does with the coordinator: submit a job, follow it, read
+//! status, fetch a committed model. The demo and the benchmark drive the coordinator through these same
+//! functions.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use hearth_models::{FeatureConfig, IntentModel, IntentSpec, TrainParams};
+use hearth_proto::v1::coordinator_client::CoordinatorClient;
+use hearth_proto::v1::{self, job_event, model_chunk};
+use hearth_proto::MAX_MESSAGE_BYTES;
+use hearth_transport::TlsMaterial;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tonic::transport::Channel;
+
+/// `hearth job ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum JobCommand {
+    /// Submit a training job described by a TOML file, then follow it until it ends.
+    #[command(
+        after_help = "Example:\n  hearth job submit --spec intent-job.toml --coordinator 127.0.0.1:7700 --tls-dir hearth-pki\n\nA job file:\n  rounds = 10\n  min_participants = 2\n  round_deadline_s = 120\n  [model]\n  labels_file = \"train.csv\"    # or: labels = [\"balance\", \"transfer\", \"oos\"]\n  [train]\n  local_epochs = 1\n  learning_rate = 0.5"
+    )]
+    Submit {
+        /// The job file.
+        #[arg(long)]
+        spec: PathBuf,
+        #[command(flatten)]
+        conn: Connection,
+        /// Return as soon as the job is accepted instead of following it.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Show the coordinator's participants and jobs.
+    #[command(
+        after_help = "Example:\n  hearth job status --coordinator 127.0.0.1:7700 --tls-dir hearth-pki"
+    )]
+    Status {
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Follow a job's rounds until it ends.
+    #[command(after_help = "Example:\n  hearth job watch job-1-3f2a --coordinator 127.0.0.1:7700")]
+    Watch {
+        /// The job id.
+        job_id: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+/// How the operator reaches the coordinator.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Connection {
+    /// Coordinator address, host:port.
+    #[arg(long, default_value = "127.0.0.1:7700", env = "HEARTH_COORDINATOR_ADDR")]
+    pub coordinator: String,
+    /// Name on the coordinator's certificate.
+    #[arg(long, default_value = "localhost")]
+    pub coordinator_name: String,
+    /// Directory with ca.pem, operator.pem and operator.key.
+    #[arg(long, default_value = "hearth-pki", env = "HEARTH_TLS_DIR")]
+    pub tls_dir: PathBuf,
+}
+
+impl Connection {
+    /// Connects with the operator certificate.
+    pub async fn connect(&self) -> anyhow::Result<CoordinatorClient<Channel>> {
+        let d = &self.tls_dir;
+        let tls = TlsMaterial::load(&d.join("ca.pem"), &d.join("operator.pem"), &d.join("operator.key"))
+            .context("loading the operator's TLS material")?;
+        let cfg = hearth_transport::client_config(&tls)?;
+        let channel = hearth_transport::connect(&self.coordinator, &self.coordinator_name, cfg)
+            .await
+            .with_context(|| format!("connecting to the coordinator at {}", self.coordinator))?;
+        Ok(CoordinatorClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+}
+
+/// A job file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    #[serde(default)]
+    pub job_id: String,
+    pub rounds: u64,
+    #[serde(default)]
+    pub participants_per_round: u32,
+    pub min_participants: u32,
+    #[serde(default = "default_deadline")]
+    pub round_deadline_s: u32,
+    #[serde(default)]
+    pub wait_for_participants: u32,
+    /// Server momentum of federated averaging (default: the tuned value).
+    pub server_momentum: Option<f32>,
+    /// Server learning rate (default 1).
+    pub server_learning_rate: Option<f32>,
+    pub model: ModelSection,
+    #[serde(default)]
+    pub train: TrainSection,
+}
+
+fn default_deadline() -> u32 {
+    300
+}
+
+/// `[model]` of a job file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// A CSV/JSONL file whose distinct labels are the model's labels (relative to the job file).
+    pub labels_file: Option<PathBuf>,
+    #[serde(default)]
+    pub features: Option<FeatureConfig>,
+}
+
+/// `[train]` of a job file; defaults are the tuned ones.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    pub local_epochs: Option<u32>,
+    pub learning_rate: Option<f32>,
+    pub batch_size: Option<u32>,
+    pub l2: Option<f32>,
+    pub seed: Option<u64>,
+}
+
+/// What a job asks of the coordinator, in the types of the crates.
+#[derive(Debug, Clone)]
+pub struct JobPlan {
+    pub job_id: String,
+    pub spec: IntentSpec,
+    pub train: TrainParams,
+    pub rounds: u64,
+    pub participants_per_round: u32,
+    pub min_participants: u32,
+    pub round_deadline_s: u32,
+    pub wait_for_participants: u32,
+    pub server_learning_rate: f32,
+    pub server_momentum: f32,
+}
+
+impl JobPlan {
+    /// Reads a job file.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let f: JobFile =
+            toml::from_str(&text).with_context(|| format!("parsing job file {}", path.display()))?;
+        let mut labels = f.model.labels.clone();
+        if let Some(lf) = &f.model.labels_file {
+            let lf = path.parent().unwrap_or(Path::new(".")).join(lf);
+            labels.extend(crate::data::read_labelled(&lf)?.into_iter().map(|e| e.label));
+        }
+        labels.sort();
+        labels.dedup();
+        if labels.is_empty() {
+            bail!("{}: [model] needs `labels` or `labels_file`", path.display());
+        }
+        let spec = IntentSpec::new(labels, f.model.features.unwrap_or_default())
+            .with_context(|| format!("{}: [model]", path.display()))?;
+        let d = TrainParams::default();
+        let t = f.train;
+        Ok(Self {
+            job_id: f.job_id,
+            spec,
+            train: TrainParams {
+                local_epochs: t.local_epochs.unwrap_or(d.local_epochs),
+                learning_rate: t.learning_rate.unwrap_or(d.learning_rate),
+                batch_size: t.batch_size.unwrap_or(d.batch_size),
+                l2: t.l2.unwrap_or(d.l2),
+                seed: t.seed.unwrap_or(d.seed),
+            },
+            rounds: f.rounds,
+            participants_per_round: f.participants_per_round,
+            min_participants: f.min_participants,
+            round_deadline_s: f.round_deadline_s,
+            wait_for_participants: f.wait_for_participants,
+            server_learning_rate: f.server_learning_rate.unwrap_or(1.0),
+            server_momentum: f.server_momentum.unwrap_or(hearth_models::DEFAULT_SERVER_MOMENTUM),
+        })
+    }
+
+    /// The wire form.
+    pub fn to_proto(&self) -> v1::JobSpec {
+        v1::JobSpec {
+            job_id: self.job_id.clone(),
+            model_spec_json: self.spec.to_json().into(),
+            rounds: self.rounds,
+            train: Some(train_to_proto(&self.train)),
+            participants_per_round: self.participants_per_round,
+            min_participants: self.min_participants,
+            round_deadline_s: self.round_deadline_s,
+            wait_for_participants: self.wait_for_participants,
+            server_learning_rate: self.server_learning_rate,
+            server_momentum: self.server_momentum,
+        }
+    }
+}
+
+/// Train parameters on the wire.
+pub fn train_to_proto(t: &TrainParams) -> v1::TrainParams {
+    v1::TrainParams {
+        local_epochs: t.local_epochs,
+        learning_rate: t.learning_rate,
+        batch_size: t.batch_size,
+        l2: t.l2,
+        seed: t.seed,
+    }
+}
+
+/// Downloads version `version` (0: latest) of `job` as raw parameters with their spec JSON.
+pub async fn download_params(
+    client: &mut CoordinatorClient<Channel>,
+    job: &str,
+    version: u64,
+) -> anyhow::Result<(u64, bytes::Bytes, Vec<f32>)> {
+    let mut stream = client
+        .download_model(v1::ModelRequest { job_id: job.into(), version, latest_job: false })
+        .await
+        .with_context(|| format!("downloading version {version} of {job}"))?
+        .into_inner();
+    let Some(model_chunk::Kind::Header(h)) = stream.message().await?.and_then(|c| c.kind) else {
+        bail!("model stream did not start with a header");
+    };
+    let n = usize::try_from(h.num_params)?;
+    let mut params = Vec::with_capacity(n);
+    let mut hasher = Sha256::new();
+    while let Some(c) = stream.message().await? {
+        let Some(model_chunk::Kind::Data(d)) = c.kind else { bail!("header repeated mid-stream") };
+        if d.len() % 4 != 0 || params.len() + d.len() / 4 > n {
+            bail!("malformed model chunk");
+        }
+        hasher.update(&d);
+        params.extend(d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+    }
+    if params.len() != n || hasher.finalize().as_slice() != h.sha256.as_ref() {
+        bail!("model download incomplete or corrupt");
+    }
+    Ok((h.version, h.model_spec_json, params))
+}
+
+/// Downloads a committed intent model.
+pub async fn download_model(
+    client: &mut CoordinatorClient<Channel>,
+    job: &str,
+    version: u64,
+) -> anyhow::Result<IntentModel> {
+    let (_, spec, params) = download_params(client, job, version).await?;
+    let spec = IntentSpec::from_json(&spec)?;
+    Ok(IntentModel::from_params(spec, params)?)
+}
+
+pub async fn run(cmd: JobCommand) -> anyhow::Result<()> {
+    match cmd {
+        JobCommand::Submit { spec, conn, detach } => {
+            let plan = JobPlan::from_file(&spec)?;
+            let mut client = conn.connect().await?;
+            let id =
+                client.submit_job(plan.to_proto()).await.context("submitting the job")?.into_inner().job_id;
+            println!("{id}");
+            if detach {
+                return Ok(());
+            }
+            watch(&mut client, &id).await
+        }
+        JobCommand::Status { conn } => {
+            let mut client = conn.connect().await?;
+            let s = client.get_status(v1::StatusRequest {}).await?.into_inner();
+            println!("protocol {}", s.protocol_version);
+            println!("{:<24} {:<10}", "participant", "connected");
+            for p in &s.participants {
+                println!("{:<24} {:<10}", p.participant_id, p.connected);
+            }
+            println!();
+            println!("{:<24} {:<10} {:>7} {:>10} {:>8}", "job", "state", "rounds", "committed", "version");
+            for j in &s.jobs {
+                println!(
+                    "{:<24} {:<10} {:>7} {:>10} {:>8}",
+                    j.job_id, j.state, j.rounds, j.committed_rounds, j.latest_version
+                );
+            }
+            Ok(())
+        }
+        JobCommand::Watch { job_id, conn } => {
+            let mut client = conn.connect().await?;
+            watch(&mut client, &job_id).await
+        }
+    }
+}
+
+async fn watch(client: &mut CoordinatorClient<Channel>, id: &str) -> anyhow::Result<()> {
+    let mut events = client.watch_job(v1::WatchJobRequest { job_id: id.into() }).await?.into_inner();
+    println!("{:>5} {:>12} {:>9} {:>10} {:>8}", "round", "participants", "examples", "train_loss", "seconds");
+    while let Some(ev) = events.message().await? {
+        match ev.kind {
+            Some(job_event::Kind::Committed(s)) => println!(
+                "{:>5} {:>12} {:>9} {:>10.4} {:>8.2}",
+                s.round, s.participants, s.examples, s.train_loss, s.seconds
+            ),
+            Some(job_event::Kind::Failed(f)) => eprintln!("round {} failed: {}", f.round, f.reason),
+            Some(job_event::Kind::Finished(f)) => {
+                eprintln!("job {} ended at version {}", f.job_id, f.final_version);
+                return Ok(());
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

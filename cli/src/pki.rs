@@ -1,0 +1,151 @@
+//! `hearth pki`: a consortium CA and node certificates, written as PEM files.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use hearth_crypto::pki::{ConsortiumCa, Role};
+
+/// `hearth pki ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum PkiCommand {
+    /// Create a consortium CA and certificates for a coordinator, participants, an operator and an app.
+    #[command(
+        after_help = "Examples:\n  hearth pki init --dir pki --participants bank-a,airline-b,retail-c\n  hearth pki init --dir pki --participants bank-a --dns coord.example.org --ip 10.0.0.5\n\nWrites DIR/ca.pem and DIR/ca.key (keep the CA key offline), DIR/coordinator.{pem,key},\nDIR/<participant>.{pem,key}, DIR/operator.{pem,key} and DIR/app.{pem,key}."
+    )]
+    Init(InitArgs),
+    /// Issue one more certificate from an existing CA.
+    #[command(
+        after_help = "Example:\n  hearth pki issue --dir pki --role participant --id hospital-d --dns hospital-d.example.org"
+    )]
+    Issue(IssueArgs),
+}
+
+/// Arguments of `hearth pki init`.
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// Directory to write into (created; existing files are never overwritten).
+    #[arg(long, default_value = "hearth-pki")]
+    pub dir: PathBuf,
+    /// Name of the consortium (the CA's common name).
+    #[arg(long, default_value = "Hearth development consortium")]
+    pub consortium: String,
+    /// Participant ids, comma-separated ([a-z0-9._-]).
+    #[arg(long, value_delimiter = ',', default_value = "participant")]
+    pub participants: Vec<String>,
+    /// Extra DNS names for the server certificates (localhost is always included).
+    #[arg(long, value_delimiter = ',')]
+    pub dns: Vec<String>,
+    /// Extra IP addresses for the server certificates (127.0.0.1 and ::1 are always included).
+    #[arg(long, value_delimiter = ',')]
+    pub ip: Vec<std::net::IpAddr>,
+}
+
+/// Arguments of `hearth pki issue`.
+#[derive(Debug, clap::Args)]
+pub struct IssueArgs {
+    /// Directory holding ca.pem and ca.key; the new files go there too.
+    #[arg(long, default_value = "hearth-pki")]
+    pub dir: PathBuf,
+    /// coordinator, participant, operator or app.
+    #[arg(long)]
+    pub role: Role,
+    /// The node's id ([a-z0-9._-], at most 64 characters).
+    #[arg(long)]
+    pub id: String,
+    /// Extra DNS names.
+    #[arg(long, value_delimiter = ',')]
+    pub dns: Vec<String>,
+    /// Extra IP addresses.
+    #[arg(long, value_delimiter = ',')]
+    pub ip: Vec<std::net::IpAddr>,
+}
+
+pub fn run(cmd: PkiCommand) -> anyhow::Result<()> {
+    match cmd {
+        PkiCommand::Init(a) => {
+            let written = init(&a)?;
+            eprintln!("wrote {} files to {}", written.len(), a.dir.display());
+            Ok(())
+        }
+        PkiCommand::Issue(a) => {
+            let ca = load_ca(&a.dir)?;
+            let (dns, ips) = names(&a.dns, &a.ip);
+            issue(&ca, &a.dir, a.role, &a.id, &dns, &ips)?;
+            eprintln!("wrote {0}/{1}.pem and {0}/{1}.key", a.dir.display(), a.id);
+            Ok(())
+        }
+    }
+}
+
+fn names(dns: &[String], ip: &[std::net::IpAddr]) -> (Vec<String>, Vec<std::net::IpAddr>) {
+    let mut d = vec!["localhost".to_string()];
+    d.extend(dns.iter().cloned());
+    let mut i: Vec<std::net::IpAddr> = vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()];
+    i.extend(ip.iter().copied());
+    (d, i)
+}
+
+/// Creates the CA and every certificate of `a`; returns the files written.
+pub fn init(a: &InitArgs) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
+    let ca = ConsortiumCa::generate(&a.consortium)?;
+    let mut written = vec![write_new(&a.dir.join("ca.pem"), &ca.cert_pem())?];
+    written.push(write_secret(&a.dir.join("ca.key"), &ca.key_pem())?);
+    let (dns, ips) = names(&a.dns, &a.ip);
+    written.extend(issue(&ca, &a.dir, Role::Coordinator, "coordinator", &dns, &ips)?);
+    for p in &a.participants {
+        if ["coordinator", "operator", "app", "ca"].contains(&p.as_str()) {
+            bail!("participant id {p:?} is reserved; choose another name");
+        }
+        written.extend(issue(&ca, &a.dir, Role::Participant, p, &dns, &ips)?);
+    }
+    written.extend(issue(&ca, &a.dir, Role::Operator, "operator", &[], &[])?);
+    written.extend(issue(&ca, &a.dir, Role::App, "app", &[], &[])?);
+    Ok(written)
+}
+
+fn issue(
+    ca: &ConsortiumCa,
+    dir: &Path,
+    role: Role,
+    id: &str,
+    dns: &[String],
+    ips: &[std::net::IpAddr],
+) -> anyhow::Result<Vec<PathBuf>> {
+    let cert =
+        ca.issue(role, id, dns, ips).with_context(|| format!("issuing the {role} certificate {id:?}"))?;
+    Ok(vec![
+        write_new(&dir.join(format!("{id}.pem")), &cert.cert_pem)?,
+        write_secret(&dir.join(format!("{id}.key")), &cert.key_pem)?,
+    ])
+}
+
+fn load_ca(dir: &Path) -> anyhow::Result<ConsortiumCa> {
+    let read = |n: &str| {
+        let p = dir.join(n);
+        std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+    };
+    Ok(ConsortiumCa::from_pem(&read("ca.pem")?, &read("ca.key")?)?)
+}
+
+fn write_new(path: &Path, content: &str) -> anyhow::Result<PathBuf> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+    f.write_all(content.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path.to_path_buf())
+}
+
+fn write_secret(path: &Path, content: &str) -> anyhow::Result<PathBuf> {
+    let p = write_new(path, content)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("restricting {}", p.display()))?;
+    }
+    Ok(p)
+}

@@ -1,0 +1,36 @@
+//! The coordinator's configuration: a TOML file, every field optional, overridable from the environment by
+//! the CLI (`HEARTH_COORDINATOR__LISTEN=...`).
+
+use std::path::PathBuf;
+
+use hearth_policies::RoundPolicy;
+use hearth_transport::TlsPaths;
+use serde::{Deserialize, Serialize};
+
+/// Configuration of `hearth coordinator`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// Address to listen on for gRPC over mTLS. Port 0 picks a free port.
+    pub listen: String,
+    /// Directory for the store (`coordinator.redb`) and the audit file.
+    pub state_dir: PathBuf,
+    /// TLS material.
+    pub tls: TlsPaths,
+    /// Bounds every job must respect.
+    pub policy: RoundPolicy,
+    /// How many updates may stream in at once; each holds one model-sized buffer until validated.
+    pub max_concurrent_uploads: usize,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7700".into(),
+            state_dir: PathBuf::from("hearth-data/coordinator"),
+            tls: TlsPaths::in_dir(std::path::Path::new("hearth-pki"), "coordinator"),
+            policy: RoundPolicy::default(),
+            max_concurrent_uploads: 4,
+        }
+    }
+}

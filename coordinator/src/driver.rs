@@ -1,0 +1,342 @@
+//! The coordinator's shared state (participants, jobs, store) and the task that drives each job's rounds.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hearth_proto::v1::{self, announcement, job_event, Announcement};
+use rand::seq::IndexedRandom;
+use rand::SeedableRng;
+use tokio::sync::{mpsc, Semaphore};
+use tonic::Status;
+
+use crate::aggregate::Aggregator;
+use crate::audit::{now_ms, AuditLog};
+use crate::config::CoordinatorConfig;
+use crate::job::{lock, JobRuntime, OpenRound, MAX_ROUND_ATTEMPTS, RETRY_PAUSE};
+use crate::store::{JobPhase, Store, StoreError};
+
+/// The sending half of a participant's announcement stream.
+pub(crate) type AnnouncementTx = mpsc::Sender<Result<Announcement, Status>>;
+
+/// How many announcements may queue for one participant before it counts as stalled and is dropped.
+pub(crate) const ANNOUNCEMENT_QUEUE: usize = 64;
+
+#[derive(Debug)]
+pub(crate) struct Peer {
+    pub(crate) tx: Option<AnnouncementTx>,
+    pub(crate) subscription: u64,
+    pub(crate) last_seen_ms: u64,
+}
+
+/// State shared by the gRPC service and the job drivers.
+#[derive(Debug)]
+pub struct Shared {
+    pub(crate) config: CoordinatorConfig,
+    pub(crate) store: Store,
+    pub(crate) audit: AuditLog,
+    pub(crate) peers: Mutex<HashMap<String, Peer>>,
+    pub(crate) jobs: Mutex<HashMap<String, Arc<JobRuntime>>>,
+    pub(crate) next_subscription: AtomicU64,
+    pub(crate) next_sequence: AtomicU64,
+    /// Bounds how many model-sized upload buffers exist at once.
+    pub(crate) upload_slots: Semaphore,
+}
+
+impl Shared {
+    /// Opens the store and audit log under the configured state directory.
+    pub fn open(config: &CoordinatorConfig) -> Result<Arc<Self>, StoreError> {
+        let store = Store::open(&config.state_dir.join("coordinator.redb"))?;
+        let audit = AuditLog::open(&config.state_dir.join("audit.jsonl"))
+            .map_err(|e| StoreError::Db(format!("opening audit log: {e}")))?;
+        Ok(Arc::new(Self {
+            config: config.clone(),
+            store,
+            audit,
+            peers: Mutex::new(HashMap::new()),
+            jobs: Mutex::new(HashMap::new()),
+            next_subscription: AtomicU64::new(1),
+            next_sequence: AtomicU64::new(1),
+            upload_slots: Semaphore::new(config.max_concurrent_uploads.max(1)),
+        }))
+    }
+
+    /// Reloads stored jobs and restarts the driver of every job still running, after its last committed
+    /// round.
+    pub fn resume_jobs(self: &Arc<Self>) {
+        let loaded = match self.store.load_all() {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                tracing::error!(error = %e, "could not load stored jobs; starting without them");
+                return;
+            }
+        };
+        for (record, params, velocity) in loaded {
+            let seq = record.sequence;
+            self.next_sequence.fetch_max(seq + 1, Ordering::SeqCst);
+            let running = record.phase == JobPhase::Running;
+            let id = record.id.clone();
+            let committed = record.committed.len();
+            let num_params = params.len();
+            let job = Arc::new(JobRuntime::new(record, num_params, params, velocity));
+            lock(&self.jobs).insert(id.clone(), Arc::clone(&job));
+            if running {
+                tracing::info!(job = %id, committed, "resuming job after restart");
+                self.audit.record("system", "job.resume", "ok", &format!("job {id} after round {committed}"));
+                tokio::spawn(drive(Arc::clone(self), job));
+            }
+        }
+    }
+
+    /// Ids of participants with a live announcement stream.
+    pub(crate) fn connected(&self) -> HashSet<String> {
+        lock(&self.peers)
+            .iter()
+            .filter(|(_, p)| p.tx.as_ref().is_some_and(|tx| !tx.is_closed()))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Sends `a` to one participant; a participant whose queue is full is dropped (it reconnects).
+    pub(crate) fn announce_to(&self, participant: &str, a: announcement::Kind) -> bool {
+        let mut peers = lock(&self.peers);
+        let Some(peer) = peers.get_mut(participant) else { return false };
+        let Some(tx) = peer.tx.as_ref() else { return false };
+        match tx.try_send(Ok(Announcement { kind: Some(a) })) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(participant, error = %e, "announcement queue unusable; dropping subscription");
+                peer.tx = None;
+                false
+            }
+        }
+    }
+
+    /// Sends `a` to every connected participant.
+    pub(crate) fn announce_all(&self, a: &announcement::Kind) {
+        for id in self.connected() {
+            self.announce_to(&id, a.clone());
+        }
+    }
+
+    /// The job most recently submitted that has committed at least one round.
+    pub(crate) fn latest_job(&self) -> Option<Arc<JobRuntime>> {
+        lock(&self.jobs)
+            .values()
+            .filter(|j| j.global().version > 0)
+            .max_by_key(|j| lock(&j.record).sequence)
+            .cloned()
+    }
+
+    pub(crate) fn job(&self, id: &str) -> Option<Arc<JobRuntime>> {
+        lock(&self.jobs).get(id).cloned()
+    }
+}
+
+/// Picks the participants invited to `round`: all connected ones, or a seeded sample of `per_round`.
+fn select(mut connected: Vec<String>, per_round: u32, seed: u64, round: u64) -> HashSet<String> {
+    connected.sort();
+    if per_round == 0 || per_round as usize >= connected.len() {
+        return connected.into_iter().collect();
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ round.rotate_left(32));
+    connected.choose_multiple(&mut rng, per_round as usize).cloned().collect()
+}
+
+/// Runs a job's remaining rounds to the end.
+pub(crate) async fn drive(shared: Arc<Shared>, job: Arc<JobRuntime>) {
+    let mut attempts = 0u32;
+    loop {
+        let rec = lock(&job.record).clone();
+        if rec.phase != JobPhase::Running {
+            return;
+        }
+        let round = rec.latest_version() + 1;
+        if round > rec.rounds {
+            finish(&shared, &job, JobPhase::Finished).await;
+            return;
+        }
+        // Wait for enough participants.
+        let needed = if round == 1 {
+            rec.wait_for_participants.max(rec.min_participants)
+        } else {
+            rec.min_participants
+        };
+        let connected = loop {
+            let connected = shared.connected();
+            if connected.len() >= needed as usize {
+                break connected;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let invited =
+            select(connected.into_iter().collect(), rec.participants_per_round, rec.train.seed, round);
+        let deadline = Instant::now() + Duration::from_secs(u64::from(rec.round_deadline_s));
+        let deadline_unix_ms = now_ms() + u64::from(rec.round_deadline_s) * 1000;
+        let base_version = rec.latest_version();
+        *lock(&job.open) = Some(OpenRound {
+            round,
+            base_version,
+            invited: invited.clone(),
+            received: HashSet::new(),
+            uploading: HashSet::new(),
+            nonces: HashSet::new(),
+            agg: Aggregator::new(job.num_params),
+            deadline,
+            opened: Instant::now(),
+        });
+        let open = announcement::Kind::RoundOpen(v1::RoundOpen {
+            job_id: rec.id.clone(),
+            round,
+            base_version,
+            deadline_unix_ms,
+            train: Some(v1::TrainParams {
+                local_epochs: rec.train.local_epochs,
+                learning_rate: rec.train.learning_rate,
+                batch_size: rec.train.batch_size,
+                l2: rec.train.l2,
+                seed: rec.train.seed,
+            }),
+            model_spec_json: rec.model_spec_json.clone().into_bytes().into(),
+            num_params: job.num_params as u64,
+        });
+        let mut sorted: Vec<&String> = invited.iter().collect();
+        sorted.sort();
+        for p in &sorted {
+            shared.announce_to(p, open.clone());
+        }
+        tracing::info!(job = %rec.id, round, invited = invited.len(), "round open");
+        job.emit(job_event::Kind::Opened(v1::RoundOpened {
+            round,
+            invited: invited.len() as u32,
+            deadline_unix_ms,
+        }));
+
+        // Collect until settled or the deadline.
+        loop {
+            if job.round_settled(&shared.connected()) || Instant::now() >= deadline {
+                break;
+            }
+            tokio::select! {
+                () = job.changed.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+
+        match job.try_commit(rec.min_participants, rec.server_learning_rate, rec.server_momentum) {
+            Ok((round_rec, model, velocity)) => {
+                attempts = 0;
+                // The phase stays `Running` here: the next turn of the loop finds no round left and ends the
+                // job through `finish`, which also tells watchers and participants.
+                let mut updated = rec.clone();
+                updated.committed.push(round_rec.clone());
+                let params = model.params.clone();
+                let shared2 = Arc::clone(&shared);
+                let to_save = updated.clone();
+                let vel = velocity.clone();
+                let saved =
+                    tokio::task::spawn_blocking(move || shared2.store.save(&to_save, Some((&params, &vel))))
+                        .await;
+                match saved {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(job = %rec.id, round, error = %e, "could not persist the round; stopping the job");
+                        shared.audit.record(
+                            "system",
+                            "round.commit",
+                            "error",
+                            &format!("{}#{round}: {e}", rec.id),
+                        );
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "persist task failed");
+                        return;
+                    }
+                }
+                *lock(&job.record) = updated;
+                *lock(&job.velocity) = velocity;
+                job.publish(model);
+                shared.audit.record(
+                    "system",
+                    "round.commit",
+                    "ok",
+                    &format!(
+                        "job {} round {round}: {} updates from [{}], {} examples",
+                        rec.id,
+                        round_rec.participants,
+                        round_rec.contributors.join(","),
+                        round_rec.examples
+                    ),
+                );
+                tracing::info!(job = %rec.id, round, participants = round_rec.participants, loss = round_rec.train_loss, secs = round_rec.seconds, "round committed");
+                job.emit(job_event::Kind::Committed(summary(&round_rec)));
+                shared.announce_all(&announcement::Kind::RoundCommitted(v1::RoundCommitted {
+                    job_id: rec.id.clone(),
+                    round,
+                    version: round,
+                    participants: round_rec.participants,
+                }));
+            }
+            Err(reason) => {
+                attempts += 1;
+                tracing::warn!(job = %rec.id, round, attempt = attempts, %reason, "round failed");
+                shared.audit.record("system", "round.fail", "refused", &format!("{}: {reason}", rec.id));
+                job.emit(job_event::Kind::Failed(v1::RoundFailed { round, reason: reason.clone() }));
+                if attempts >= MAX_ROUND_ATTEMPTS {
+                    finish(&shared, &job, JobPhase::Failed).await;
+                    return;
+                }
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+}
+
+pub(crate) fn summary(r: &crate::store::RoundRecord) -> v1::RoundSummary {
+    v1::RoundSummary {
+        round: r.round,
+        version: r.version,
+        participants: r.participants,
+        examples: r.examples,
+        train_loss: r.train_loss,
+        seconds: r.seconds,
+    }
+}
+
+async fn finish(shared: &Arc<Shared>, job: &Arc<JobRuntime>, phase: JobPhase) {
+    let rec = {
+        let mut rec = lock(&job.record);
+        rec.phase = phase;
+        rec.clone()
+    };
+    let shared2 = Arc::clone(shared);
+    let to_save = rec.clone();
+    match tokio::task::spawn_blocking(move || shared2.store.save(&to_save, None)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(job = %rec.id, error = %e, "could not persist the job's end"),
+        Err(e) => tracing::error!(error = %e, "persist task failed"),
+    }
+    shared.audit.record("system", "job.end", phase.as_str(), &rec.id);
+    tracing::info!(job = %rec.id, phase = phase.as_str(), "job ended");
+    let finished = v1::JobFinished { job_id: rec.id.clone(), final_version: rec.latest_version() };
+    job.emit(job_event::Kind::Finished(finished.clone()));
+    shared.announce_all(&announcement::Kind::JobFinished(finished));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selection_is_seeded_and_bounded() {
+        let ids: Vec<String> = (0..10).map(|i| format!("p{i}")).collect();
+        let a = select(ids.clone(), 3, 42, 1);
+        let b = select(ids.iter().rev().cloned().collect(), 3, 42, 1);
+        assert_eq!(a.len(), 3);
+        assert_eq!(a, b, "same seed and round, same cohort whatever the order");
+        assert_eq!(select(ids.clone(), 0, 42, 1).len(), 10);
+        assert_eq!(select(ids, 20, 42, 1).len(), 10);
+    }
+}

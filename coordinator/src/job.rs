@@ -1,0 +1,329 @@
+//! Jobs and rounds: the state machine that opens a round, collects updates until every invited participant
+//! answered (or dropped, or the deadline passed), and commits the averaged model.
+//!
+//! A round is [`OpenRound`] while it collects; it becomes a committed [`RoundRecord`] only through
+//! [`JobRuntime::try_commit`], which refuses a round with fewer than `min_participants` updates. Updates for
+//! any other round, from uninvited participants, twice from the same participant, or with a nonce seen
+//! before are refused by [`JobRuntime::begin_upload`] before a byte of their payload is read.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hearth_proto::v1::{self, job_event, JobEvent};
+use sha2::{Digest, Sha256};
+use tokio::sync::{broadcast, Notify};
+
+use crate::aggregate::Aggregator;
+use crate::store::{JobRecord, RoundRecord};
+
+/// A global model version held in memory, ready to stream.
+#[derive(Debug)]
+pub(crate) struct GlobalModel {
+    pub(crate) version: u64,
+    pub(crate) params: Vec<f32>,
+    /// `params` as little-endian bytes; chunks of a download are zero-copy slices of this.
+    pub(crate) bytes: Bytes,
+    pub(crate) sha256: [u8; 32],
+}
+
+impl GlobalModel {
+    pub(crate) fn new(version: u64, params: Vec<f32>) -> Self {
+        let mut raw = Vec::with_capacity(params.len() * 4);
+        for p in &params {
+            raw.extend_from_slice(&p.to_le_bytes());
+        }
+        let sha256 = Sha256::digest(&raw).into();
+        Self { version, params, bytes: Bytes::from(raw), sha256 }
+    }
+}
+
+/// A round collecting updates.
+#[derive(Debug)]
+pub(crate) struct OpenRound {
+    pub(crate) round: u64,
+    pub(crate) base_version: u64,
+    pub(crate) invited: HashSet<String>,
+    pub(crate) received: HashSet<String>,
+    /// Participants whose upload is streaming right now.
+    pub(crate) uploading: HashSet<String>,
+    pub(crate) nonces: HashSet<Vec<u8>>,
+    pub(crate) agg: Aggregator,
+    pub(crate) deadline: Instant,
+    pub(crate) opened: Instant,
+}
+
+/// Why an upload was refused before its payload was read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum UploadRefusal {
+    #[error("round {round} of job {job} is not open (open round: {open})")]
+    RoundNotOpen { job: String, round: u64, open: String },
+    #[error("participant {0} was not invited to this round")]
+    NotInvited(String),
+    #[error("participant {0} already uploaded an update for this round")]
+    Duplicate(String),
+    #[error("nonce was already used in this round: replayed upload refused")]
+    Replay,
+    #[error("update is based on model version {got}, the round trains version {expected}")]
+    WrongBase { got: u64, expected: u64 },
+}
+
+/// Everything the coordinator holds about one job while it runs.
+#[derive(Debug)]
+pub(crate) struct JobRuntime {
+    pub(crate) record: Mutex<JobRecord>,
+    pub(crate) num_params: usize,
+    pub(crate) global: RwLock<Arc<GlobalModel>>,
+    /// The server optimizer's velocity (empty without momentum).
+    pub(crate) velocity: Mutex<Vec<f32>>,
+    pub(crate) open: Mutex<Option<OpenRound>>,
+    /// Woken when an upload lands or a participant disconnects, so the driver re-checks its round.
+    pub(crate) changed: Notify,
+    pub(crate) events: broadcast::Sender<JobEvent>,
+}
+
+impl JobRuntime {
+    pub(crate) fn new(record: JobRecord, num_params: usize, params: Vec<f32>, velocity: Vec<f32>) -> Self {
+        let version = record.latest_version();
+        let (events, _) = broadcast::channel(1024);
+        Self {
+            record: Mutex::new(record),
+            num_params,
+            global: RwLock::new(Arc::new(GlobalModel::new(version, params))),
+            velocity: Mutex::new(velocity),
+            open: Mutex::new(None),
+            changed: Notify::new(),
+            events,
+        }
+    }
+
+    pub(crate) fn global(&self) -> Arc<GlobalModel> {
+        self.global.read().map(|g| Arc::clone(&g)).unwrap_or_else(|p| Arc::clone(&p.into_inner()))
+    }
+
+    pub(crate) fn emit(&self, kind: job_event::Kind) {
+        // No receivers is fine: nobody is watching.
+        let _ = self.events.send(JobEvent { kind: Some(kind) });
+    }
+
+    /// Checks an upload header against the open round and reserves the participant's slot.
+    pub(crate) fn begin_upload(
+        &self,
+        participant: &str,
+        round: u64,
+        base_version: u64,
+        nonce: &[u8],
+    ) -> Result<Instant, UploadRefusal> {
+        let mut open = lock(&self.open);
+        let job = lock(&self.record).id.clone();
+        let Some(r) = open.as_mut().filter(|r| r.round == round) else {
+            let open = open.as_ref().map_or("none".to_string(), |r| r.round.to_string());
+            return Err(UploadRefusal::RoundNotOpen { job, round, open });
+        };
+        if !r.invited.contains(participant) {
+            return Err(UploadRefusal::NotInvited(participant.to_string()));
+        }
+        if !r.nonces.insert(nonce.to_vec()) {
+            return Err(UploadRefusal::Replay);
+        }
+        if r.received.contains(participant) || r.uploading.contains(participant) {
+            return Err(UploadRefusal::Duplicate(participant.to_string()));
+        }
+        if base_version != r.base_version {
+            return Err(UploadRefusal::WrongBase { got: base_version, expected: r.base_version });
+        }
+        r.uploading.insert(participant.to_string());
+        Ok(r.deadline)
+    }
+
+    /// Releases a reserved slot after a failed upload.
+    pub(crate) fn abort_upload(&self, participant: &str, round: u64) {
+        if let Some(r) = lock(&self.open).as_mut().filter(|r| r.round == round) {
+            r.uploading.remove(participant);
+        }
+        self.changed.notify_one();
+    }
+
+    /// Folds a fully received, validated update into the open round.
+    pub(crate) fn finish_upload(
+        &self,
+        participant: &str,
+        round: u64,
+        delta: &[f32],
+        examples: u64,
+        loss: f32,
+    ) -> Result<(u32, u32), UploadRefusal> {
+        let mut open = lock(&self.open);
+        let job = lock(&self.record).id.clone();
+        let Some(r) = open.as_mut().filter(|r| r.round == round) else {
+            let open = open.as_ref().map_or("none".to_string(), |r| r.round.to_string());
+            return Err(UploadRefusal::RoundNotOpen { job, round, open });
+        };
+        r.uploading.remove(participant);
+        r.agg.add(delta, examples, loss);
+        r.received.insert(participant.to_string());
+        let counts = (r.received.len() as u32, r.invited.len() as u32);
+        drop(open);
+        self.changed.notify_one();
+        Ok(counts)
+    }
+
+    /// Whether the open round can stop waiting: every invited participant answered, or those who did not
+    /// are gone and nobody is mid-upload.
+    pub(crate) fn round_settled(&self, connected: &HashSet<String>) -> bool {
+        let open = lock(&self.open);
+        let Some(r) = open.as_ref() else { return true };
+        if !r.uploading.is_empty() {
+            return false;
+        }
+        r.invited.iter().all(|p| r.received.contains(p) || !connected.contains(p))
+    }
+
+    /// Closes the open round. Commits it if it gathered at least `min_participants` updates: the new model
+    /// is returned for the caller to persist and publish. Otherwise returns why not.
+    pub(crate) fn try_commit(
+        &self,
+        min_participants: u32,
+        server_lr: f32,
+        momentum: f32,
+    ) -> Result<(RoundRecord, GlobalModel, Vec<f32>), String> {
+        let Some(r) = lock(&self.open).take() else {
+            return Err("no round is open".into());
+        };
+        if r.agg.count() < min_participants {
+            return Err(format!(
+                "round {} gathered {} of the {} updates it needs ({} invited)",
+                r.round,
+                r.agg.count(),
+                min_participants,
+                r.invited.len()
+            ));
+        }
+        let global = self.global();
+        // The velocity is updated on a copy: it replaces the job's only once the round is persisted.
+        let mut velocity = lock(&self.velocity).clone();
+        let params = r.agg.apply(&global.params, &mut velocity, server_lr, momentum);
+        let mut contributors: Vec<String> = r.received.into_iter().collect();
+        contributors.sort();
+        let record = RoundRecord {
+            round: r.round,
+            version: r.round,
+            participants: r.agg.count(),
+            examples: r.agg.total_weight(),
+            train_loss: r.agg.mean_loss(),
+            seconds: r.opened.elapsed().as_secs_f64(),
+            contributors,
+        };
+        Ok((record, GlobalModel::new(r.round, params), velocity))
+    }
+
+    /// Installs a committed model as the global one.
+    pub(crate) fn publish(&self, model: GlobalModel) {
+        let model = Arc::new(model);
+        match self.global.write() {
+            Ok(mut g) => *g = model,
+            Err(p) => *p.into_inner() = model,
+        }
+    }
+
+    /// The job's status and its submission sequence number (for ordering jobs).
+    pub(crate) fn status(&self) -> (u64, v1::JobStatus) {
+        let rec = lock(&self.record);
+        let status = v1::JobStatus {
+            job_id: rec.id.clone(),
+            state: rec.phase.as_str().into(),
+            rounds: rec.rounds,
+            committed_rounds: rec.committed.len() as u64,
+            latest_version: rec.latest_version(),
+        };
+        (rec.sequence, status)
+    }
+}
+
+/// Locks a std mutex, recovering the data if a panicking thread poisoned it (state stays consistent:
+/// every critical section here completes its writes before anything that could panic).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The wait between a failed round and its retry.
+pub(crate) const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// How many times a round is retried before its job fails.
+pub(crate) const MAX_ROUND_ATTEMPTS: u32 = 3;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{JobPhase, StoredTrain};
+
+    fn runtime() -> JobRuntime {
+        let record = JobRecord {
+            id: "job-1".into(),
+            model_spec_json: "{}".into(),
+            rounds: 2,
+            train: StoredTrain { local_epochs: 1, learning_rate: 0.1, batch_size: 1, l2: 0.0, seed: 1 },
+            participants_per_round: 0,
+            min_participants: 2,
+            round_deadline_s: 10,
+            wait_for_participants: 2,
+            submitted_by: "operator:op".into(),
+            phase: JobPhase::Running,
+            committed: vec![],
+            sequence: 1,
+            server_learning_rate: 1.0,
+            server_momentum: 0.0,
+        };
+        let rt = JobRuntime::new(record, 2, vec![0.0, 0.0], vec![]);
+        *lock(&rt.open) = Some(OpenRound {
+            round: 1,
+            base_version: 0,
+            invited: ["a".to_string(), "b".to_string()].into(),
+            received: HashSet::new(),
+            uploading: HashSet::new(),
+            nonces: HashSet::new(),
+            agg: Aggregator::new(2),
+            deadline: Instant::now() + Duration::from_secs(10),
+            opened: Instant::now(),
+        });
+        rt
+    }
+
+    #[test]
+    fn refuses_out_of_order_duplicate_replayed_and_uninvited_uploads() {
+        let rt = runtime();
+        assert!(matches!(rt.begin_upload("a", 2, 0, b"n1"), Err(UploadRefusal::RoundNotOpen { .. })));
+        assert_eq!(rt.begin_upload("c", 1, 0, b"n2"), Err(UploadRefusal::NotInvited("c".into())));
+        assert_eq!(rt.begin_upload("a", 1, 5, b"n3"), Err(UploadRefusal::WrongBase { got: 5, expected: 0 }));
+        rt.begin_upload("a", 1, 0, b"n4").unwrap();
+        assert_eq!(rt.begin_upload("a", 1, 0, b"n5"), Err(UploadRefusal::Duplicate("a".into())));
+        rt.finish_upload("a", 1, &[1.0, 1.0], 1, 0.5).unwrap();
+        assert_eq!(rt.begin_upload("b", 1, 0, b"n4"), Err(UploadRefusal::Replay));
+        assert_eq!(rt.begin_upload("a", 1, 0, b"n6"), Err(UploadRefusal::Duplicate("a".into())));
+    }
+
+    #[test]
+    fn a_round_commits_only_with_enough_updates() {
+        let rt = runtime();
+        rt.begin_upload("a", 1, 0, b"n1").unwrap();
+        rt.finish_upload("a", 1, &[2.0, 0.0], 1, 0.5).unwrap();
+        let err = rt.try_commit(2, 1.0, 0.0).unwrap_err();
+        assert!(err.contains("gathered 1 of the 2"), "{err}");
+        // The round is closed now: a late upload is refused.
+        assert!(matches!(rt.begin_upload("b", 1, 0, b"n2"), Err(UploadRefusal::RoundNotOpen { .. })));
+    }
+
+    #[test]
+    fn settles_when_missing_participants_disconnect() {
+        let rt = runtime();
+        rt.begin_upload("a", 1, 0, b"n1").unwrap();
+        let connected: HashSet<String> = ["a".to_string()].into();
+        assert!(!rt.round_settled(&connected), "a is mid-upload");
+        rt.finish_upload("a", 1, &[2.0, 0.0], 3, 0.5).unwrap();
+        assert!(rt.round_settled(&connected), "b is gone, a answered");
+        let (rec, model, _) = rt.try_commit(1, 1.0, 0.0).unwrap();
+        assert_eq!(rec.participants, 1);
+        assert_eq!(model.params, vec![2.0, 0.0]);
+    }
+}

@@ -1,0 +1,497 @@
+//! The gRPC `Coordinator` service. Every handler first derives the caller's identity from its client
+//! certificate and checks its role; nothing in a request says who the caller is.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use futures::Stream;
+use hearth_crypto::pki::{NodeIdentity, Role};
+use hearth_models::ModelSpec;
+use hearth_policies::JobShape;
+use hearth_proto::v1::coordinator_server::Coordinator;
+use hearth_proto::v1::{self, announcement, job_event, model_chunk, update_chunk};
+use hearth_proto::{protocol_major, MAX_CHUNK_BYTES, PROTOCOL_MAJOR, PROTOCOL_VERSION};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::audit::now_ms;
+use crate::driver::{drive, summary, Peer, Shared, ANNOUNCEMENT_QUEUE};
+use crate::job::{lock, JobRuntime};
+use crate::store::{JobPhase, JobRecord, StoredTrain};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The service object; cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct CoordinatorService {
+    shared: Arc<Shared>,
+}
+
+impl CoordinatorService {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// The caller's identity, refused (and audited) unless its role is one of `roles`.
+    fn require<T>(&self, req: &Request<T>, action: &str, roles: &[Role]) -> Result<NodeIdentity, Status> {
+        let who = hearth_transport::peer_identity(req)?;
+        if roles.contains(&who.role) {
+            return Ok(who);
+        }
+        self.shared.audit.record(&who.to_string(), action, "denied", "role not allowed");
+        Err(Status::permission_denied(format!("{action} is not allowed for a {} certificate", who.role)))
+    }
+
+    fn job(&self, id: &str) -> Result<Arc<JobRuntime>, Status> {
+        self.shared.job(id).ok_or_else(|| Status::not_found(format!("no job {id:?}")))
+    }
+
+    /// [`Self::refuse_upload`] with the status's own message as the detail.
+    fn refuse_status(&self, who: &NodeIdentity, status: Status) -> Status {
+        let detail = status.message().to_owned();
+        self.refuse_upload(who, &detail, status)
+    }
+
+    /// Refuses an upload: logs, audits, releases the slot if one was taken.
+    fn refuse_upload(&self, who: &NodeIdentity, detail: &str, status: Status) -> Status {
+        tracing::warn!(participant = %who, %detail, "update refused");
+        self.shared.audit.record(&who.to_string(), "update.upload", "refused", detail);
+        status
+    }
+}
+
+fn validate_job_id(id: &str) -> Result<(), Status> {
+    hearth_crypto::pki::validate_node_id(id).map_err(|e| Status::invalid_argument(format!("job_id: {e}")))
+}
+
+#[tonic::async_trait]
+impl Coordinator for CoordinatorService {
+    async fn register(
+        &self,
+        req: Request<v1::RegisterRequest>,
+    ) -> Result<Response<v1::RegisterReply>, Status> {
+        let who = self.require(&req, "participant.register", &[Role::Participant])?;
+        let msg = req.into_inner();
+        if protocol_major(&msg.protocol_version) != Some(PROTOCOL_MAJOR) {
+            self.shared.audit.record(
+                &who.to_string(),
+                "participant.register",
+                "refused",
+                &format!("protocol version {:?}", msg.protocol_version),
+            );
+            return Err(Status::failed_precondition(format!(
+                "protocol version {:?} is not supported; this coordinator speaks {PROTOCOL_VERSION}",
+                msg.protocol_version
+            )));
+        }
+        lock(&self.shared.peers)
+            .entry(who.id.clone())
+            .and_modify(|p| p.last_seen_ms = now_ms())
+            .or_insert(Peer { tx: None, subscription: 0, last_seen_ms: now_ms() });
+        self.shared.audit.record(&who.to_string(), "participant.register", "ok", &msg.software_version);
+        tracing::info!(participant = %who.id, "registered");
+        Ok(Response::new(v1::RegisterReply {
+            participant_id: who.id,
+            protocol_version: PROTOCOL_VERSION.into(),
+            max_chunk_bytes: MAX_CHUNK_BYTES as u32,
+        }))
+    }
+
+    type SubscribeStream = BoxStream<v1::Announcement>;
+
+    async fn subscribe(
+        &self,
+        req: Request<v1::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let who = self.require(&req, "participant.subscribe", &[Role::Participant])?;
+        let (tx, rx) = mpsc::channel(ANNOUNCEMENT_QUEUE);
+        let sub = self.shared.next_subscription.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut peers = lock(&self.shared.peers);
+            let peer =
+                peers.entry(who.id.clone()).or_insert(Peer { tx: None, subscription: 0, last_seen_ms: 0 });
+            peer.tx = Some(tx.clone());
+            peer.subscription = sub;
+            peer.last_seen_ms = now_ms();
+        }
+        tracing::info!(participant = %who.id, "subscribed");
+        // Tell a (re)connecting participant which model to serve right away.
+        if let Some(job) = self.shared.latest_job() {
+            let rec = lock(&job.record).clone();
+            let _ = tx.try_send(Ok(v1::Announcement {
+                kind: Some(announcement::Kind::RoundCommitted(v1::RoundCommitted {
+                    job_id: rec.id.clone(),
+                    round: rec.latest_version(),
+                    version: rec.latest_version(),
+                    participants: rec.committed.last().map_or(0, |r| r.participants),
+                })),
+            }));
+        }
+        // Heartbeats keep idle connections alive; when the participant goes away, its entry is marked
+        // disconnected and every job re-checks whether its round can stop waiting.
+        let shared = Arc::clone(&self.shared);
+        let id = who.id.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tx.closed() => break,
+                    () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {
+                        let beat = v1::Announcement {
+                            kind: Some(announcement::Kind::Heartbeat(v1::Heartbeat { unix_ms: now_ms() })),
+                        };
+                        if tx.try_send(Ok(beat)).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            {
+                let mut peers = lock(&shared.peers);
+                if let Some(p) = peers.get_mut(&id).filter(|p| p.subscription == sub) {
+                    p.tx = None;
+                }
+            }
+            tracing::info!(participant = %id, "disconnected");
+            for job in lock(&shared.jobs).values() {
+                job.changed.notify_one();
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type DownloadModelStream = BoxStream<v1::ModelChunk>;
+
+    async fn download_model(
+        &self,
+        req: Request<v1::ModelRequest>,
+    ) -> Result<Response<Self::DownloadModelStream>, Status> {
+        self.require(&req, "model.download", &[Role::Participant, Role::Operator])?;
+        let msg = req.into_inner();
+        let job = if msg.latest_job {
+            self.shared.latest_job().ok_or_else(|| Status::not_found("no job has committed a model yet"))?
+        } else {
+            self.job(&msg.job_id)?
+        };
+        let model = job.global();
+        if msg.version != 0 && msg.version != model.version {
+            return Err(if msg.version < model.version {
+                Status::failed_precondition(format!(
+                    "version {} is no longer kept; the latest is {}",
+                    msg.version, model.version
+                ))
+            } else {
+                Status::not_found(format!(
+                    "version {} does not exist yet; the latest is {}",
+                    msg.version, model.version
+                ))
+            });
+        }
+        let rec = lock(&job.record).clone();
+        let header = v1::ModelChunk {
+            kind: Some(model_chunk::Kind::Header(v1::ModelHeader {
+                job_id: rec.id.clone(),
+                version: model.version,
+                num_params: model.params.len() as u64,
+                model_spec_json: rec.model_spec_json.into_bytes().into(),
+                sha256: model.sha256.to_vec().into(),
+            })),
+        };
+        let bytes = model.bytes.clone();
+        let chunks = (0..bytes.len()).step_by(MAX_CHUNK_BYTES).map(move |start| {
+            let end = (start + MAX_CHUNK_BYTES).min(bytes.len());
+            Ok(v1::ModelChunk { kind: Some(model_chunk::Kind::Data(bytes.slice(start..end))) })
+        });
+        let stream = futures::stream::iter(std::iter::once(Ok(header)).chain(chunks));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn upload_update(
+        &self,
+        req: Request<Streaming<v1::UpdateChunk>>,
+    ) -> Result<Response<v1::UploadReceipt>, Status> {
+        let who = self.require(&req, "update.upload", &[Role::Participant])?;
+        let mut stream = req.into_inner();
+        let first = tokio::time::timeout(std::time::Duration::from_secs(30), stream.message())
+            .await
+            .map_err(|_| {
+                self.refuse_upload(
+                    &who,
+                    "no header within 30 s",
+                    Status::deadline_exceeded("no update header within 30 s"),
+                )
+            })??;
+        let header = match first.and_then(|c| c.kind) {
+            Some(update_chunk::Kind::Header(h)) => h,
+            _ => {
+                return Err(self.refuse_upload(
+                    &who,
+                    "stream did not start with a header",
+                    Status::invalid_argument("an update stream must start with an UpdateHeader"),
+                ))
+            }
+        };
+        let job = self.job(&header.job_id).map_err(|s| self.refuse_status(&who, s))?;
+        let bad =
+            |detail: String| self.refuse_upload(&who, &detail, Status::invalid_argument(detail.clone()));
+        if header.num_params != job.num_params as u64 {
+            return Err(bad(format!(
+                "update has {} parameters, the model of job {} has {}",
+                header.num_params, header.job_id, job.num_params
+            )));
+        }
+        if header.num_examples == 0 || header.num_examples > 1_000_000_000 {
+            return Err(bad(format!("num_examples {} is outside 1..=1e9", header.num_examples)));
+        }
+        if !header.train_loss.is_finite() || header.train_loss < 0.0 {
+            return Err(bad(format!("train_loss {} is not a finite non-negative number", header.train_loss)));
+        }
+        if header.nonce.len() != 16 {
+            return Err(bad(format!("nonce must be 16 bytes, got {}", header.nonce.len())));
+        }
+        if header.sha256.len() != 32 {
+            return Err(bad(format!("sha256 must be 32 bytes, got {}", header.sha256.len())));
+        }
+        let round = header.round;
+        let deadline = job.begin_upload(&who.id, round, header.base_version, &header.nonce).map_err(|e| {
+            let status = match e {
+                crate::job::UploadRefusal::Duplicate(_) | crate::job::UploadRefusal::Replay => {
+                    Status::already_exists(e.to_string())
+                }
+                _ => Status::failed_precondition(e.to_string()),
+            };
+            self.refuse_upload(&who, &e.to_string(), status)
+        })?;
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let result = async {
+            let _slot = tokio::time::timeout_at(deadline, self.shared.upload_slots.acquire())
+                .await
+                .map_err(|_| Status::deadline_exceeded("the round closed while waiting for an upload slot"))?
+                .map_err(|_| Status::unavailable("coordinator shutting down"))?;
+            let expected = job.num_params * 4;
+            let mut delta: Vec<f32> = Vec::with_capacity(job.num_params);
+            let mut hasher = Sha256::new();
+            loop {
+                let msg = tokio::time::timeout_at(deadline, stream.message()).await.map_err(|_| {
+                    Status::deadline_exceeded(format!("round {round} deadline passed mid-upload"))
+                })??;
+                let Some(msg) = msg else { break };
+                let data = match msg.kind {
+                    Some(update_chunk::Kind::Data(d)) => d,
+                    _ => return Err(Status::invalid_argument("only data chunks may follow the header")),
+                };
+                if data.len() > MAX_CHUNK_BYTES || data.len() % 4 != 0 {
+                    return Err(Status::invalid_argument(format!(
+                        "chunk of {} bytes: chunks hold whole f32 values, at most {MAX_CHUNK_BYTES} bytes",
+                        data.len()
+                    )));
+                }
+                if delta.len() * 4 + data.len() > expected {
+                    return Err(Status::invalid_argument(format!(
+                        "update is longer than the model's {} parameters",
+                        job.num_params
+                    )));
+                }
+                hasher.update(&data);
+                for c in data.chunks_exact(4) {
+                    let v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                    if !v.is_finite() {
+                        return Err(Status::invalid_argument(format!(
+                            "parameter {} is {v}: updates must be finite",
+                            delta.len()
+                        )));
+                    }
+                    delta.push(v);
+                }
+            }
+            if delta.len() != job.num_params {
+                return Err(Status::invalid_argument(format!(
+                    "update ended after {} of {} parameters",
+                    delta.len(),
+                    job.num_params
+                )));
+            }
+            if hasher.finalize().as_slice() != header.sha256.as_ref() {
+                return Err(Status::data_loss("update checksum does not match its header"));
+            }
+            job.finish_upload(&who.id, round, &delta, header.num_examples, header.train_loss)
+                .map_err(|e| Status::failed_precondition(e.to_string()))
+        }
+        .await;
+        match result {
+            Ok((received, invited)) => {
+                job.emit(job_event::Kind::UpdateReceived(v1::UpdateReceived { round, received, invited }));
+                tracing::info!(participant = %who.id, job = %header.job_id, round, "update accepted");
+                Ok(Response::new(v1::UploadReceipt { job_id: header.job_id, round, accepted: true }))
+            }
+            Err(status) => {
+                job.abort_upload(&who.id, round);
+                Err(self.refuse_status(&who, status))
+            }
+        }
+    }
+
+    async fn submit_job(&self, req: Request<v1::JobSpec>) -> Result<Response<v1::JobAccepted>, Status> {
+        let who = self.require(&req, "job.submit", &[Role::Operator])?;
+        let spec = req.into_inner();
+        let refuse = |detail: String| {
+            self.shared.audit.record(&who.to_string(), "job.submit", "refused", &detail);
+            Status::invalid_argument(detail)
+        };
+        let model =
+            ModelSpec::from_json(&spec.model_spec_json).map_err(|e| refuse(format!("model spec: {e}")))?;
+        let server_learning_rate =
+            if spec.server_learning_rate == 0.0 { 1.0 } else { spec.server_learning_rate };
+        if !(server_learning_rate > 0.0 && server_learning_rate <= 10.0) {
+            return Err(refuse(format!(
+                "server_learning_rate {} must be in (0, 10]",
+                spec.server_learning_rate
+            )));
+        }
+        if !(0.0..=0.99).contains(&spec.server_momentum) {
+            return Err(refuse(format!("server_momentum {} must be in [0, 0.99]", spec.server_momentum)));
+        }
+        let train = spec.train.ok_or_else(|| refuse("train parameters are missing".into()))?;
+        let shape = JobShape {
+            rounds: spec.rounds,
+            min_participants: spec.min_participants,
+            round_deadline_s: spec.round_deadline_s,
+            num_params: model.num_params() as u64,
+            local_epochs: train.local_epochs,
+            learning_rate: train.learning_rate,
+            batch_size: train.batch_size,
+            l2: train.l2,
+        };
+        self.shared.config.policy.check(&shape).map_err(|e| refuse(format!("policy: {e}")))?;
+        let sequence = self.shared.next_sequence.fetch_add(1, Ordering::SeqCst);
+        let id = if spec.job_id.is_empty() {
+            format!("job-{sequence}-{:04x}", rand::random::<u16>())
+        } else {
+            validate_job_id(&spec.job_id)?;
+            spec.job_id.clone()
+        };
+        let model_spec_json = String::from_utf8(model.to_json()).map_err(|e| refuse(e.to_string()))?;
+        let record = JobRecord {
+            id: id.clone(),
+            model_spec_json,
+            rounds: spec.rounds,
+            train: StoredTrain {
+                local_epochs: train.local_epochs,
+                learning_rate: train.learning_rate,
+                batch_size: train.batch_size,
+                l2: train.l2,
+                seed: train.seed,
+            },
+            participants_per_round: spec.participants_per_round,
+            min_participants: spec.min_participants,
+            round_deadline_s: spec.round_deadline_s,
+            wait_for_participants: spec.wait_for_participants,
+            submitted_by: who.to_string(),
+            phase: JobPhase::Running,
+            committed: vec![],
+            sequence,
+            server_learning_rate,
+            server_momentum: spec.server_momentum,
+        };
+        let params = vec![0.0f32; model.num_params()];
+        let job = {
+            let mut jobs = lock(&self.shared.jobs);
+            if jobs.contains_key(&id) {
+                return Err(Status::already_exists(format!("job {id} exists")));
+            }
+            let job = Arc::new(JobRuntime::new(record.clone(), params.len(), params.clone(), vec![]));
+            jobs.insert(id.clone(), Arc::clone(&job));
+            job
+        };
+        let shared = Arc::clone(&self.shared);
+        let saved = tokio::task::spawn_blocking(move || shared.store.save(&record, Some((&params, &[]))))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if let Err(e) = saved {
+            lock(&self.shared.jobs).remove(&id);
+            return Err(Status::internal(format!("could not persist job: {e}")));
+        }
+        self.shared.audit.record(
+            &who.to_string(),
+            "job.submit",
+            "ok",
+            &format!("job {id}: {} rounds, {} params", shape.rounds, shape.num_params),
+        );
+        tracing::info!(job = %id, by = %who, "job accepted");
+        tokio::spawn(drive(Arc::clone(&self.shared), job));
+        Ok(Response::new(v1::JobAccepted { job_id: id }))
+    }
+
+    type WatchJobStream = BoxStream<v1::JobEvent>;
+
+    async fn watch_job(
+        &self,
+        req: Request<v1::WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        self.require(&req, "job.watch", &[Role::Operator, Role::Participant])?;
+        let job = self.job(&req.get_ref().job_id)?;
+        // Subscribe before reading history so no event falls between the two.
+        let mut live = job.events.subscribe();
+        let rec = lock(&job.record).clone();
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            for r in &rec.committed {
+                let ev = v1::JobEvent { kind: Some(job_event::Kind::Committed(summary(r))) };
+                if tx.send(Ok(ev)).await.is_err() {
+                    return;
+                }
+            }
+            let mut last = rec.latest_version();
+            if rec.phase != JobPhase::Running {
+                let fin = v1::JobFinished { job_id: rec.id.clone(), final_version: last };
+                let _ = tx.send(Ok(v1::JobEvent { kind: Some(job_event::Kind::Finished(fin)) })).await;
+                return;
+            }
+            loop {
+                match live.recv().await {
+                    Ok(ev) => {
+                        if let Some(job_event::Kind::Committed(s)) = &ev.kind {
+                            if s.round <= last {
+                                continue; // already sent from history
+                            }
+                            last = s.round;
+                        }
+                        let done = matches!(ev.kind, Some(job_event::Kind::Finished(_)));
+                        if tx.send(Ok(ev)).await.is_err() || done {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(skipped = n, "job watcher lagged");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_status(&self, req: Request<v1::StatusRequest>) -> Result<Response<v1::StatusReply>, Status> {
+        self.require(&req, "status", &[Role::Operator, Role::Participant, Role::Coordinator])?;
+        let connected = self.shared.connected();
+        let mut participants: Vec<v1::ParticipantStatus> = lock(&self.shared.peers)
+            .iter()
+            .map(|(id, p)| v1::ParticipantStatus {
+                participant_id: id.clone(),
+                connected: connected.contains(id),
+                last_seen_unix_ms: p.last_seen_ms,
+            })
+            .collect();
+        participants.sort_by(|a, b| a.participant_id.cmp(&b.participant_id));
+        let mut jobs: Vec<(u64, v1::JobStatus)> =
+            lock(&self.shared.jobs).values().map(|j| j.status()).collect();
+        jobs.sort_by_key(|(seq, _)| *seq);
+        Ok(Response::new(v1::StatusReply {
+            protocol_version: PROTOCOL_VERSION.into(),
+            participants,
+            jobs: jobs.into_iter().map(|(_, j)| j).collect(),
+        }))
+    }
+}

@@ -1,0 +1,273 @@
+//! The coordinator's embedded store (redb): job records and each job's latest committed global model.
+//!
+//! A round commits in one write transaction that stores the new model and the job record naming it, so a
+//! crash leaves either the old round or the new one, never a mix. On start the coordinator reloads every
+//! job and resumes unfinished ones after their last committed round.
+
+use std::path::Path;
+
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+const MODELS: TableDefinition<&str, &[u8]> = TableDefinition::new("models");
+const VELOCITY: TableDefinition<&str, &[u8]> = TableDefinition::new("velocity");
+
+fn f32_blob(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|p| p.to_le_bytes()).collect()
+}
+
+fn blob_f32(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+/// A stored job: its record, its latest model and the server optimizer's velocity (empty without momentum).
+pub type StoredJob = (JobRecord, Vec<f32>, Vec<f32>);
+
+/// Errors of the embedded store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be opened or written.
+    #[error("coordinator store: {0}")]
+    Db(String),
+    /// A stored record could not be decoded: the file was written by another version or damaged.
+    #[error("coordinator store: corrupt record for job {job}: {reason}")]
+    Corrupt {
+        /// The job whose record is bad.
+        job: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+fn db_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobPhase {
+    /// Accepted, rounds still to run.
+    Running,
+    /// Every round committed.
+    Finished,
+    /// Gave up: a round could not gather enough updates.
+    Failed,
+}
+
+impl JobPhase {
+    /// Lower-case name, as shown in status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobPhase::Running => "running",
+            JobPhase::Finished => "finished",
+            JobPhase::Failed => "failed",
+        }
+    }
+}
+
+/// Training parameters of a job, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredTrain {
+    /// Local epochs per round.
+    pub local_epochs: u32,
+    /// SGD learning rate.
+    pub learning_rate: f32,
+    /// Mini-batch size.
+    pub batch_size: u32,
+    /// L2 strength.
+    pub l2: f32,
+    /// Seed for participant selection and local shuffling.
+    pub seed: u64,
+}
+
+/// One committed round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundRecord {
+    /// Round number, from 1.
+    pub round: u64,
+    /// Model version this round produced (equals `round`).
+    pub version: u64,
+    /// Updates aggregated.
+    pub participants: u32,
+    /// Examples behind those updates.
+    pub examples: u64,
+    /// Example-weighted mean training loss reported by participants.
+    pub train_loss: f32,
+    /// Wall time from opening to commit.
+    pub seconds: f64,
+    /// Participant ids whose updates were aggregated.
+    pub contributors: Vec<String>,
+}
+
+/// Everything the coordinator keeps about a job except the model parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Job id.
+    pub id: String,
+    /// The model spec as JSON text (the models crate validates it).
+    pub model_spec_json: String,
+    /// Rounds to run.
+    pub rounds: u64,
+    /// Local training parameters.
+    pub train: StoredTrain,
+    /// Participants invited per round (0: every connected one).
+    pub participants_per_round: u32,
+    /// Minimum updates for a round to commit.
+    pub min_participants: u32,
+    /// Seconds a round stays open.
+    pub round_deadline_s: u32,
+    /// Participants to wait for before the first round.
+    pub wait_for_participants: u32,
+    /// Who submitted it (certificate identity).
+    pub submitted_by: String,
+    /// Phase.
+    pub phase: JobPhase,
+    /// Committed rounds, in order.
+    pub committed: Vec<RoundRecord>,
+    /// Submission order, to find the most recent job.
+    pub sequence: u64,
+    /// Server learning rate of the aggregation.
+    #[serde(default = "one")]
+    pub server_learning_rate: f32,
+    /// Server momentum (0: plain federated averaging).
+    #[serde(default)]
+    pub server_momentum: f32,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+impl JobRecord {
+    /// The latest committed model version (0 = the initial model).
+    pub fn latest_version(&self) -> u64 {
+        self.committed.last().map_or(0, |r| r.version)
+    }
+}
+
+/// The coordinator's database.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens or creates `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(db_err)?;
+        let tx = db.begin_write().map_err(db_err)?;
+        tx.open_table(JOBS).map_err(db_err)?;
+        tx.open_table(MODELS).map_err(db_err)?;
+        tx.open_table(VELOCITY).map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(Self { db })
+    }
+
+    /// Writes `record` and, if given, the model parameters of `record.latest_version()` and the server
+    /// optimizer's velocity, atomically.
+    pub fn save(&self, record: &JobRecord, params: Option<(&[f32], &[f32])>) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(record).map_err(db_err)?;
+        let tx = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut jobs = tx.open_table(JOBS).map_err(db_err)?;
+            jobs.insert(record.id.as_str(), json.as_slice()).map_err(db_err)?;
+            if let Some((params, velocity)) = params {
+                let mut blob = Vec::with_capacity(8 + params.len() * 4);
+                blob.extend_from_slice(&record.latest_version().to_le_bytes());
+                blob.extend_from_slice(&f32_blob(params));
+                let mut models = tx.open_table(MODELS).map_err(db_err)?;
+                models.insert(record.id.as_str(), blob.as_slice()).map_err(db_err)?;
+                let mut vel = tx.open_table(VELOCITY).map_err(db_err)?;
+                vel.insert(record.id.as_str(), f32_blob(velocity).as_slice()).map_err(db_err)?;
+            }
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    /// Every stored job with its latest model parameters.
+    pub fn load_all(&self) -> Result<Vec<StoredJob>, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let jobs = tx.open_table(JOBS).map_err(db_err)?;
+        let models = tx.open_table(MODELS).map_err(db_err)?;
+        let velocities = tx.open_table(VELOCITY).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in jobs.iter().map_err(db_err)? {
+            let (key, value) = row.map_err(db_err)?;
+            let id = key.value().to_string();
+            let corrupt = |reason: String| StoreError::Corrupt { job: id.clone(), reason };
+            let record: JobRecord =
+                serde_json::from_slice(value.value()).map_err(|e| corrupt(e.to_string()))?;
+            let blob = models
+                .get(id.as_str())
+                .map_err(db_err)?
+                .ok_or_else(|| corrupt("model parameters missing".into()))?;
+            let blob = blob.value();
+            if blob.len() < 8 || (blob.len() - 8) % 4 != 0 {
+                return Err(corrupt(format!("model blob of {} bytes", blob.len())));
+            }
+            let mut version = [0u8; 8];
+            version.copy_from_slice(&blob[..8]);
+            if u64::from_le_bytes(version) != record.latest_version() {
+                return Err(corrupt("model version does not match the job record".into()));
+            }
+            let params = blob_f32(&blob[8..]);
+            let velocity =
+                velocities.get(id.as_str()).map_err(db_err)?.map(|v| blob_f32(v.value())).unwrap_or_default();
+            out.push((record, params, velocity));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> JobRecord {
+        JobRecord {
+            id: id.into(),
+            model_spec_json: "{}".into(),
+            rounds: 3,
+            train: StoredTrain { local_epochs: 1, learning_rate: 0.5, batch_size: 8, l2: 0.0, seed: 7 },
+            participants_per_round: 0,
+            min_participants: 1,
+            round_deadline_s: 30,
+            wait_for_participants: 1,
+            submitted_by: "operator:op".into(),
+            phase: JobPhase::Running,
+            committed: vec![],
+            sequence: 1,
+            server_learning_rate: 1.0,
+            server_momentum: 0.9,
+        }
+    }
+
+    #[test]
+    fn saves_and_reloads_jobs_with_their_latest_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            let mut rec = record("job-a");
+            store.save(&rec, Some((&[0.0, 0.0], &[]))).unwrap();
+            rec.committed.push(RoundRecord {
+                round: 1,
+                version: 1,
+                participants: 2,
+                examples: 10,
+                train_loss: 1.5,
+                seconds: 0.1,
+                contributors: vec!["a".into(), "b".into()],
+            });
+            store.save(&rec, Some((&[1.5, -2.0], &[0.5, 0.25]))).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let all = store.load_all().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].0.latest_version(), 1);
+        assert_eq!(all[0].1, vec![1.5, -2.0]);
+        assert_eq!(all[0].2, vec![0.5, 0.25]);
+    }
+}

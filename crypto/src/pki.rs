@@ -1,0 +1,353 @@
+//! The consortium's public-key infrastructure: one CA per consortium, one certificate per node.
+//!
+//! A node's identity is the `urn:hearth:<role>:<id>` URI in its certificate's subject alternative names.
+//! Services read identity only from there (through [`identity_from_cert_der`]), never from a request.
+//! Everything here takes and returns PEM strings; writing files is the caller's business.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose, SanType,
+};
+use zeroize::Zeroizing;
+
+/// Errors of the PKI.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// A node id does not follow the rules (1 to 64 of `[a-z0-9._-]`, starting with a letter or digit).
+    #[error("invalid node id {id:?}: {reason}")]
+    InvalidId {
+        /// The id given.
+        id: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A role name is not one of coordinator, participant, operator, app.
+    #[error("unknown role {0:?}: expected coordinator, participant, operator or app")]
+    UnknownRole(String),
+    /// Generating or signing a certificate failed.
+    #[error("certificate generation failed: {0}")]
+    Generate(String),
+    /// A PEM or DER input could not be parsed.
+    #[error("could not parse {what}: {reason}")]
+    Parse {
+        /// What was being parsed.
+        what: &'static str,
+        /// Why it failed.
+        reason: String,
+    },
+    /// A certificate carries no Hearth identity, or more than one.
+    #[error("certificate carries no usable Hearth identity: {0}")]
+    NoIdentity(String),
+}
+
+/// What a node is allowed to do, fixed in its certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Runs rounds and aggregates.
+    Coordinator,
+    /// An institution's node: trains and serves.
+    Participant,
+    /// The consortium operator: submits jobs, reads status.
+    Operator,
+    /// A customer-service application calling inference.
+    App,
+}
+
+impl Role {
+    /// The lower-case name used in certificates and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Coordinator => "coordinator",
+            Role::Participant => "participant",
+            Role::Operator => "operator",
+            Role::App => "app",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = PkiError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "coordinator" => Ok(Role::Coordinator),
+            "participant" => Ok(Role::Participant),
+            "operator" => Ok(Role::Operator),
+            "app" => Ok(Role::App),
+            other => Err(PkiError::UnknownRole(other.to_string())),
+        }
+    }
+}
+
+/// Who a peer is, as its certificate says.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NodeIdentity {
+    /// Its role.
+    pub role: Role,
+    /// Its id, unique within the role.
+    pub id: String,
+}
+
+impl fmt::Display for NodeIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.role, self.id)
+    }
+}
+
+/// Checks a node id: 1 to 64 characters of `[a-z0-9._-]`, starting with a letter or digit.
+pub fn validate_node_id(id: &str) -> Result<(), PkiError> {
+    let bad = |reason| Err(PkiError::InvalidId { id: id.chars().take(80).collect(), reason });
+    if id.is_empty() {
+        return bad("it is empty");
+    }
+    if id.len() > 64 {
+        return bad("it is longer than 64 characters");
+    }
+    if !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)) {
+        return bad("only a-z, 0-9, '.', '_' and '-' are allowed");
+    }
+    if !id.as_bytes()[0].is_ascii_alphanumeric() {
+        return bad("it must start with a letter or digit");
+    }
+    Ok(())
+}
+
+const URI_PREFIX: &str = "urn:hearth:";
+
+fn gen_err(e: impl fmt::Display) -> PkiError {
+    PkiError::Generate(e.to_string())
+}
+
+/// A certificate and its private key, as PEM.
+pub struct IssuedCert {
+    /// The certificate.
+    pub cert_pem: String,
+    /// The private key (PKCS#8), wiped from memory on drop.
+    pub key_pem: Zeroizing<String>,
+}
+
+impl fmt::Debug for IssuedCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedCert")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"[redacted]")
+            .finish()
+    }
+}
+
+/// The consortium's certificate authority.
+pub struct ConsortiumCa {
+    cert_pem: String,
+    cert_der: Vec<u8>,
+    key_pem: Zeroizing<String>,
+}
+
+impl fmt::Debug for ConsortiumCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsortiumCa").field("cert_pem", &self.cert_pem).field("key", &"[redacted]").finish()
+    }
+}
+
+impl ConsortiumCa {
+    /// Generates a new CA (ECDSA P-256, valid 10 years, may sign only end-entity certificates).
+    pub fn generate(consortium_name: &str) -> Result<Self, PkiError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, consortium_name);
+        dn.push(DnType::OrganizationName, "Hearth consortium");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let now = rcgen::date_time_ymd(2025, 1, 1);
+        params.not_before = now;
+        params.not_after = rcgen::date_time_ymd(2036, 1, 1);
+        let cert = params.self_signed(&key).map_err(gen_err)?;
+        Ok(Self {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().to_vec(),
+            key_pem: Zeroizing::new(key.serialize_pem()),
+        })
+    }
+
+    /// Loads a CA written by [`ConsortiumCa::cert_pem`] and [`ConsortiumCa::key_pem`].
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
+        let ca = Self {
+            cert_pem: cert_pem.to_string(),
+            cert_der: pem_to_der(cert_pem, "CA certificate")?,
+            key_pem: Zeroizing::new(key_pem.to_string()),
+        };
+        // Fail now, not at the first issue, if the pair is unusable.
+        ca.issuer()?;
+        Ok(ca)
+    }
+
+    fn issuer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {
+        let key = KeyPair::from_pem(&self.key_pem)
+            .map_err(|e| PkiError::Parse { what: "CA private key", reason: e.to_string() })?;
+        Issuer::from_ca_cert_der(&self.cert_der.clone().into(), key)
+            .map_err(|e| PkiError::Parse { what: "CA certificate", reason: e.to_string() })
+    }
+
+    /// The CA certificate, to distribute to every node.
+    pub fn cert_pem(&self) -> String {
+        self.cert_pem.clone()
+    }
+
+    /// The CA private key: keep it offline.
+    pub fn key_pem(&self) -> Zeroizing<String> {
+        self.key_pem.clone()
+    }
+
+    /// Issues a node certificate (ECDSA P-256, valid 2 years) naming `role` and `id`, usable for both
+    /// TLS client and server authentication, valid for the given DNS names and IP addresses.
+    pub fn issue(
+        &self,
+        role: Role,
+        id: &str,
+        dns_names: &[String],
+        ip_addrs: &[IpAddr],
+    ) -> Result<IssuedCert, PkiError> {
+        validate_node_id(id)?;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, id);
+        dn.push(DnType::OrganizationalUnitName, role.as_str());
+        params.distinguished_name = dn;
+        let uri = format!("{URI_PREFIX}{role}:{id}");
+        let mut sans = vec![SanType::URI(uri.try_into().map_err(gen_err)?)];
+        for d in dns_names {
+            sans.push(SanType::DnsName(d.clone().try_into().map_err(gen_err)?));
+        }
+        sans.extend(ip_addrs.iter().map(|ip| SanType::IpAddress(*ip)));
+        params.subject_alt_names = sans;
+        params.extended_key_usages =
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = rcgen::date_time_ymd(2025, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2028, 1, 1);
+        let issuer = self.issuer()?;
+        let cert = params.signed_by(&key, &issuer).map_err(gen_err)?;
+        Ok(IssuedCert { cert_pem: cert.pem(), key_pem: Zeroizing::new(key.serialize_pem()) })
+    }
+}
+
+fn pem_to_der(pem: &str, what: &'static str) -> Result<Vec<u8>, PkiError> {
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| PkiError::Parse { what, reason: e.to_string() })?;
+    if block.label != "CERTIFICATE" {
+        return Err(PkiError::Parse {
+            what,
+            reason: format!("PEM block is {:?}, not CERTIFICATE", block.label),
+        });
+    }
+    Ok(block.contents)
+}
+
+/// Reads the Hearth identity from a DER certificate: exactly one `urn:hearth:<role>:<id>` SAN URI.
+pub fn identity_from_cert_der(der: &[u8]) -> Result<NodeIdentity, PkiError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| PkiError::Parse { what: "peer certificate", reason: e.to_string() })?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| PkiError::Parse { what: "subject alternative names", reason: e.to_string() })?
+        .ok_or_else(|| PkiError::NoIdentity("no subject alternative names".into()))?;
+    let uris: Vec<&str> = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::URI(u) if u.starts_with(URI_PREFIX) => Some(*u),
+            _ => None,
+        })
+        .collect();
+    let [uri] = uris.as_slice() else {
+        return Err(PkiError::NoIdentity(format!("{} urn:hearth: URIs, expected exactly one", uris.len())));
+    };
+    let rest = &uri[URI_PREFIX.len()..];
+    let (role, id) =
+        rest.split_once(':').ok_or_else(|| PkiError::NoIdentity(format!("malformed URI {uri:?}")))?;
+    let role: Role = role.parse()?;
+    validate_node_id(id)?;
+    Ok(NodeIdentity { role, id: id.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn der(pem: &str) -> Vec<u8> {
+        pem_to_der(pem, "test").unwrap()
+    }
+
+    #[test]
+    fn issued_certificates_carry_their_identity() {
+        let ca = ConsortiumCa::generate("test").unwrap();
+        for role in [Role::Coordinator, Role::Participant, Role::Operator, Role::App] {
+            let c = ca.issue(role, "bank-a.1", &["localhost".into()], &[[127, 0, 0, 1].into()]).unwrap();
+            let id = identity_from_cert_der(&der(&c.cert_pem)).unwrap();
+            assert_eq!(id, NodeIdentity { role, id: "bank-a.1".into() });
+            assert_eq!(id.to_string(), format!("{role}:bank-a.1"));
+        }
+    }
+
+    #[test]
+    fn a_reloaded_ca_issues_certificates() {
+        let ca = ConsortiumCa::generate("test").unwrap();
+        let again = ConsortiumCa::from_pem(&ca.cert_pem(), &ca.key_pem()).unwrap();
+        let c = again.issue(Role::App, "app", &[], &[]).unwrap();
+        assert_eq!(identity_from_cert_der(&der(&c.cert_pem)).unwrap().role, Role::App);
+        assert!(ConsortiumCa::from_pem("garbage", &ca.key_pem()).is_err());
+        assert!(ConsortiumCa::from_pem(&ca.cert_pem(), "garbage").is_err());
+    }
+
+    #[test]
+    fn invalid_ids_are_rejected() {
+        let ca = ConsortiumCa::generate("test").unwrap();
+        for bad in ["Bank A", "", &"a".repeat(65), "../x", "-x", "a:b", "é"] {
+            assert!(validate_node_id(bad).is_err(), "{bad:?}");
+            assert!(ca.issue(Role::Participant, bad, &[], &[]).is_err(), "{bad:?}");
+        }
+        for good in ["a", "bank-a", "inst_1.eu", &"a".repeat(64)] {
+            validate_node_id(good).unwrap();
+        }
+    }
+
+    #[test]
+    fn certificates_without_identity_are_rejected() {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let plain = params.self_signed(&key).unwrap();
+        assert!(matches!(identity_from_cert_der(plain.der()), Err(PkiError::NoIdentity(_))));
+        assert!(identity_from_cert_der(b"not a certificate").is_err());
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let ca = ConsortiumCa::generate("test").unwrap();
+        let c = ca.issue(Role::App, "app", &[], &[]).unwrap();
+        assert!(!format!("{ca:?}").contains("PRIVATE"));
+        assert!(!format!("{c:?}").contains("PRIVATE"));
+    }
+
+    #[test]
+    fn roles_parse_and_print() {
+        for r in ["coordinator", "participant", "operator", "app"] {
+            assert_eq!(r.parse::<Role>().unwrap().to_string(), r);
+        }
+        assert!("admin".parse::<Role>().is_err());
+    }
+}

@@ -1,0 +1,236 @@
+//! The intent classifier: multinomial logistic (softmax) regression over hashed text features.
+//!
+//! Parameters are one flat `f32` vector, the form federated averaging needs: weights laid out
+//! `[feature][label]` (a feature's row is contiguous, so a sparse example touches few cache lines), then
+//! one bias per label.
+
+use serde::{Deserialize, Serialize};
+
+use crate::features::{featurize, FeatureConfig, SparseVec};
+use crate::{ModelError, OOS_LABEL};
+
+/// Largest spec JSON accepted.
+const MAX_SPEC_BYTES: usize = 1 << 20;
+
+/// What an intent model is: its labels and how it reads text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntentSpec {
+    /// Label names; the model predicts an index into this list.
+    pub labels: Vec<String>,
+    /// Feature extraction.
+    pub features: FeatureConfig,
+}
+
+impl IntentSpec {
+    /// Validates and builds a spec: 2 to 10,000 unique non-empty labels of at most 200 bytes, a feature
+    /// dimension that is a power of two between 2^10 and 2^22, n-gram lengths that make sense.
+    pub fn new(labels: Vec<String>, features: FeatureConfig) -> Result<Self, ModelError> {
+        let bad = |m: String| Err(ModelError::InvalidSpec(m));
+        if !(2..=10_000).contains(&labels.len()) {
+            return bad(format!("{} labels; a model needs 2 to 10000", labels.len()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for l in &labels {
+            if l.is_empty() || l.len() > 200 {
+                return bad(format!("label {l:?} must be 1 to 200 bytes"));
+            }
+            if !seen.insert(l.as_str()) {
+                return bad(format!("label {l:?} appears twice"));
+            }
+        }
+        if !features.dim.is_power_of_two() || !(1 << 10..=1 << 22).contains(&features.dim) {
+            return bad(format!("feature dim {} must be a power of two in 1024..=4194304", features.dim));
+        }
+        if !(1..=3).contains(&features.word_ngrams) {
+            return bad(format!("word_ngrams {} must be 1 to 3", features.word_ngrams));
+        }
+        if features.char_ngram_min > 0
+            && (features.char_ngram_min > features.char_ngram_max || features.char_ngram_max > 8)
+        {
+            return bad(format!(
+                "char n-grams {}..={} must satisfy min <= max <= 8",
+                features.char_ngram_min, features.char_ngram_max
+            ));
+        }
+        Ok(Self { labels, features })
+    }
+
+    /// Number of `f32` parameters: `dim * labels + labels`.
+    pub fn num_params(&self) -> usize {
+        self.features.dim as usize * self.labels.len() + self.labels.len()
+    }
+
+    /// The JSON form carried in job specs and model files.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising plain strings and integers cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses and validates the JSON form.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ModelError> {
+        if bytes.len() > MAX_SPEC_BYTES {
+            return Err(ModelError::InvalidSpec(format!(
+                "spec of {} bytes exceeds {MAX_SPEC_BYTES}",
+                bytes.len()
+            )));
+        }
+        let raw: IntentSpec = serde_json::from_slice(bytes)
+            .map_err(|e| ModelError::InvalidSpec(format!("not an intent spec: {e}")))?;
+        Self::new(raw.labels, raw.features)
+    }
+
+    /// Index of `label`, if the model has it.
+    pub fn label_index(&self, label: &str) -> Option<usize> {
+        self.labels.iter().position(|l| l == label)
+    }
+}
+
+/// A trained (or initial) intent model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntentModel {
+    /// Its spec.
+    pub spec: IntentSpec,
+    /// Flat parameters, `spec.num_params()` long.
+    pub params: Vec<f32>,
+    /// A query whose best probability is below this is out of scope.
+    pub oos_threshold: Option<f32>,
+}
+
+/// A classification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// Best label.
+    pub label: String,
+    /// Its probability.
+    pub confidence: f32,
+    /// The best label is `oos`, or the confidence is under the threshold.
+    pub out_of_scope: bool,
+    /// The best labels with their probabilities, best first.
+    pub top_k: Vec<(String, f32)>,
+}
+
+/// Softmax probabilities of one featurised example.
+pub(crate) fn probabilities(spec: &IntentSpec, params: &[f32], x: &SparseVec, out: &mut Vec<f32>) {
+    let c = spec.labels.len();
+    let bias_at = spec.features.dim as usize * c;
+    out.clear();
+    out.extend_from_slice(&params[bias_at..bias_at + c]);
+    for (&i, &v) in x.indices.iter().zip(&x.values) {
+        let row = &params[i as usize * c..i as usize * c + c];
+        for (o, w) in out.iter_mut().zip(row) {
+            *o += v * w;
+        }
+    }
+    softmax_in_place(out);
+}
+
+pub(crate) fn softmax_in_place(z: &mut [f32]) {
+    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in z.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in z.iter_mut() {
+        *v /= sum;
+    }
+}
+
+impl IntentModel {
+    /// All-zero parameters: predicts the uniform distribution.
+    pub fn zeroed(spec: IntentSpec) -> Self {
+        let n = spec.num_params();
+        Self { spec, params: vec![0.0; n], oos_threshold: None }
+    }
+
+    /// Wraps parameters after checking their length and that every one is finite.
+    pub fn from_params(spec: IntentSpec, params: Vec<f32>) -> Result<Self, ModelError> {
+        if params.len() != spec.num_params() {
+            return Err(ModelError::InvalidParams(format!(
+                "{} parameters, the spec needs {}",
+                params.len(),
+                spec.num_params()
+            )));
+        }
+        if let Some(i) = params.iter().position(|p| !p.is_finite()) {
+            return Err(ModelError::InvalidParams(format!("parameter {i} is {}", params[i])));
+        }
+        Ok(Self { spec, params, oos_threshold: None })
+    }
+
+    /// Probabilities for every label.
+    pub fn probabilities(&self, text: &str) -> Vec<f32> {
+        let x = featurize(&self.spec.features, text);
+        let mut p = Vec::with_capacity(self.spec.labels.len());
+        probabilities(&self.spec, &self.params, &x, &mut p);
+        p
+    }
+
+    /// Classifies `text`, returning the `top_k` best labels.
+    pub fn predict(&self, text: &str, top_k: usize) -> Prediction {
+        let p = self.probabilities(text);
+        self.prediction_from(&p, top_k)
+    }
+
+    pub(crate) fn prediction_from(&self, p: &[f32], top_k: usize) -> Prediction {
+        let mut order: Vec<usize> = (0..p.len()).collect();
+        order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+        let best = order[0];
+        let label = self.spec.labels[best].clone();
+        let confidence = p[best];
+        let out_of_scope = label == OOS_LABEL || self.oos_threshold.is_some_and(|t| confidence < t);
+        let top_k = order.iter().take(top_k.max(1)).map(|&i| (self.spec.labels[i].clone(), p[i])).collect();
+        Prediction { label, confidence, out_of_scope, top_k }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> IntentSpec {
+        IntentSpec::new(
+            vec!["a".into(), "b".into(), "oos".into()],
+            FeatureConfig { dim: 1024, ..Default::default() },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn spec_validation_names_the_problem() {
+        let f = FeatureConfig::default();
+        let e = IntentSpec::new(vec!["a".into()], f.clone()).unwrap_err();
+        assert!(e.to_string().contains("1 labels"), "{e}");
+        let e = IntentSpec::new(vec!["a".into(), "a".into()], f.clone()).unwrap_err();
+        assert!(e.to_string().contains("twice"), "{e}");
+        let e = IntentSpec::new(vec!["a".into(), "b".into()], FeatureConfig { dim: 1000, ..f.clone() })
+            .unwrap_err();
+        assert!(e.to_string().contains("power of two"), "{e}");
+        assert!(IntentSpec::from_json(b"{\"labels\": 3}").is_err());
+        assert!(IntentSpec::from_json(&vec![b' '; 2 << 20]).is_err());
+        let s = spec();
+        assert_eq!(IntentSpec::from_json(&s.to_json()).unwrap(), s);
+        assert_eq!(s.num_params(), 1024 * 3 + 3);
+    }
+
+    #[test]
+    fn zero_model_is_uniform_and_thresholds_flag_out_of_scope() {
+        let mut m = IntentModel::zeroed(spec());
+        let p = m.predict("anything", 5);
+        assert_eq!(p.top_k.len(), 3);
+        assert!((p.confidence - 1.0 / 3.0).abs() < 1e-6);
+        m.oos_threshold = Some(0.5);
+        assert!(m.predict("anything", 1).out_of_scope);
+    }
+
+    #[test]
+    fn from_params_refuses_wrong_length_and_non_finite() {
+        let s = spec();
+        assert!(IntentModel::from_params(s.clone(), vec![0.0; 3]).is_err());
+        let mut p = vec![0.0; s.num_params()];
+        p[7] = f32::NAN;
+        let e = IntentModel::from_params(s, p).unwrap_err();
+        assert!(e.to_string().contains("parameter 7"), "{e}");
+    }
+}

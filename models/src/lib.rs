@@ -1,0 +1,85 @@
+//! Hearth models: everything about learning from text, as pure functions over values.
+//!
+//! Start with [`intent`]: the intent classifier (softmax regression over [`features`]). Then:
+//! - [`features`]: hashed word and character n-grams; English and Chinese (CJK characters are tokens).
+//! - [`train`]: local mini-batch SGD, the same code for a participant's round and a centralized baseline.
+//! - [`eval`]: accuracy, macro-F1, in-scope accuracy and out-of-scope recall as the CLINC150 paper reports
+//!   them; the out-of-scope threshold.
+//! - [`file`]: the model file format (version, dimensions, checksum).
+//! - [`spec`]: model families and their sizes, as a job names them.
+//! - [`data`]: parsers for CLINC150 and for an institution's own CSV / JSON Lines files.
+//! - [`split`]: the seeded non-IID Dirichlet split used to simulate institutions.
+//! - [`baseline`]: a linfa Naive Bayes baseline, a sanity check for the classifier.
+//!
+//! This crate touches neither the network nor the file system: callers pass bytes and strings in.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod baseline;
+pub mod data;
+pub mod eval;
+pub mod features;
+pub mod file;
+pub mod intent;
+pub mod spec;
+pub mod split;
+pub mod train;
+
+use serde::{Deserialize, Serialize};
+
+pub use baseline::linfa_naive_bayes;
+pub use data::{
+    detect_format, parse_clinc150, parse_labelled, Clinc150, ImportReport, InputFormat, RowError,
+};
+pub use eval::{choose_oos_threshold, evaluate, Confusion, Metrics};
+pub use features::{featurize, FeatureConfig, SparseVec};
+pub use file::{decode_model_file, encode_model_file};
+pub use intent::{IntentModel, IntentSpec, Prediction};
+pub use spec::ModelSpec;
+pub use split::{dirichlet_split, Split};
+pub use train::{
+    encode, mean_loss, train_local, EncodedSet, TrainParams, TrainStats, DEFAULT_ROUNDS,
+    DEFAULT_SERVER_MOMENTUM,
+};
+
+/// The label that means "matches no known intent": such a query should go to a person.
+pub const OOS_LABEL: &str = "oos";
+
+/// One labelled utterance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Example {
+    /// What the customer wrote.
+    pub text: String,
+    /// Its intent label (`oos` for out of scope).
+    pub label: String,
+}
+
+/// Errors of this crate.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelError {
+    /// A model spec is not acceptable (labels, dimensions, family).
+    #[error("invalid model spec: {0}")]
+    InvalidSpec(String),
+    /// Parameters do not fit the spec, or are not finite.
+    #[error("invalid parameters: {0}")]
+    InvalidParams(String),
+    /// An example's label is not one of the model's labels.
+    #[error("label {0:?} is not one of the model's labels")]
+    UnknownLabel(String),
+    /// Training parameters are out of range.
+    #[error("invalid training parameters: {0}")]
+    InvalidTrainParams(String),
+    /// A dataset could not be parsed as a whole (individual bad rows go to [`ImportReport::errors`]).
+    #[error("invalid dataset: {0}")]
+    InvalidData(String),
+    /// A split was asked for with impossible arguments.
+    #[error("invalid split: {0}")]
+    InvalidSplit(String),
+    /// A model file is not one this version can read.
+    #[error("model file: {0}")]
+    File(#[from] file::FileError),
+    /// The linfa baseline failed.
+    #[error("linfa baseline: {0}")]
+    Baseline(String),
+}

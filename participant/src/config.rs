@@ -1,0 +1,38 @@
+//! A participant's configuration: a TOML file, every field optional, overridable from the environment by
+//! the CLI (`HEARTH_PARTICIPANT__COORDINATOR=...`).
+
+use std::path::PathBuf;
+
+use hearth_transport::TlsPaths;
+use serde::{Deserialize, Serialize};
+
+/// Configuration of `hearth participant`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ParticipantConfig {
+    /// The coordinator's gRPC address, `host:port`.
+    pub coordinator: String,
+    /// The name the coordinator's certificate must carry (a DNS name or an IP address).
+    pub coordinator_name: String,
+    /// Address of the inference endpoint (HTTP JSON and gRPC on one mTLS port). Port 0 picks a free port.
+    pub listen: String,
+    /// Directory of this participant's embedded store (its data shard and served model).
+    pub data_dir: PathBuf,
+    /// TLS material.
+    pub tls: TlsPaths,
+    /// Share of the local data kept out of training to calibrate the out-of-scope threshold locally.
+    pub holdout_fraction: f64,
+}
+
+impl Default for ParticipantConfig {
+    fn default() -> Self {
+        Self {
+            coordinator: "127.0.0.1:7700".into(),
+            coordinator_name: "localhost".into(),
+            listen: "127.0.0.1:7800".into(),
+            data_dir: PathBuf::from("hearth-data/participant"),
+            tls: TlsPaths::in_dir(std::path::Path::new("hearth-pki"), "participant"),
+            holdout_fraction: 0.1,
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! The participant's side of the round protocol: register, subscribe to announcements, and for each round
+//! it is invited to: download the global model, train on local data, upload the delta. After each commit it
+//! downloads the new global model and swaps it into the inference endpoint.
+//!
+//! Local data never leaves this module except as the model delta of a round.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use hearth_models::{
+    choose_oos_threshold, encode, encode_model_file, train_local, EncodedSet, Example, IntentModel,
+    IntentSpec, TrainParams,
+};
+use hearth_proto::v1::coordinator_client::CoordinatorClient;
+use hearth_proto::v1::{self, announcement, model_chunk, update_chunk};
+use hearth_proto::{MAX_CHUNK_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+use tonic::transport::Channel;
+
+use crate::serve::{ModelSlot, ServedModel};
+use crate::store::Store;
+
+/// A downloaded global model.
+#[derive(Debug, Clone)]
+struct Downloaded {
+    job_id: String,
+    version: u64,
+    spec_json: Bytes,
+    params: Arc<Vec<f32>>,
+}
+
+/// Local data split into what trains and what calibrates.
+#[derive(Debug)]
+struct LocalData {
+    train: Vec<Example>,
+    holdout: Vec<Example>,
+}
+
+/// State of the federation worker, serialised by one async mutex: one download or training at a time.
+#[derive(Debug, Default)]
+struct Worker {
+    last: Option<Downloaded>,
+    /// Encoded training set and the spec it was encoded for.
+    encoded: Option<(Bytes, Arc<EncodedSet>)>,
+}
+
+/// Everything the federation task needs.
+#[derive(Debug)]
+pub(crate) struct Federation {
+    /// Our identity as the coordinator derived it from our certificate, once registered.
+    id: std::sync::OnceLock<String>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) slot: ModelSlot,
+    pub(crate) coordinator: String,
+    pub(crate) coordinator_name: String,
+    pub(crate) tls: Arc<rustls::ClientConfig>,
+    pub(crate) holdout_fraction: f64,
+    data: std::sync::OnceLock<Arc<LocalData>>,
+    worker: Mutex<Worker>,
+}
+
+impl Federation {
+    pub(crate) fn new(
+        store: Arc<Store>,
+        slot: ModelSlot,
+        coordinator: String,
+        coordinator_name: String,
+        tls: Arc<rustls::ClientConfig>,
+        holdout_fraction: f64,
+    ) -> Self {
+        Self {
+            id: std::sync::OnceLock::new(),
+            store,
+            slot,
+            coordinator,
+            coordinator_name,
+            tls,
+            holdout_fraction,
+            data: std::sync::OnceLock::new(),
+            worker: Mutex::new(Worker::default()),
+        }
+    }
+
+    /// Runs sessions with the coordinator until the process stops, reconnecting with backoff.
+    pub(crate) async fn run(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match Arc::clone(&self).session().await {
+                Ok(()) => {
+                    tracing::info!("coordinator closed the announcement stream; reconnecting");
+                    backoff = Duration::from_millis(200);
+                }
+                Err(e) => {
+                    tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "coordinator session failed");
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn client(&self) -> anyhow::Result<CoordinatorClient<Channel>> {
+        let channel =
+            hearth_transport::connect(&self.coordinator, &self.coordinator_name, Arc::clone(&self.tls))
+                .await
+                .with_context(|| format!("connecting to coordinator {}", self.coordinator))?;
+        Ok(CoordinatorClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    async fn session(self: Arc<Self>) -> anyhow::Result<()> {
+        let mut client = self.client().await?;
+        let reply = client
+            .register(v1::RegisterRequest {
+                protocol_version: PROTOCOL_VERSION.into(),
+                software_version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .await
+            .context("registering")?
+            .into_inner();
+        tracing::info!(participant = %reply.participant_id, "registered with the coordinator");
+        let _ = self.id.set(reply.participant_id);
+        let mut stream = client.subscribe(v1::SubscribeRequest {}).await.context("subscribing")?.into_inner();
+        while let Some(a) = stream.message().await.context("reading announcements")? {
+            match a.kind {
+                Some(announcement::Kind::RoundOpen(open)) => {
+                    let me = Arc::clone(&self);
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        let (job, round) = (open.job_id.clone(), open.round);
+                        if let Err(e) = me.round(client, open).await {
+                            tracing::warn!(job, round, error = format!("{e:#}"), "round work failed");
+                        }
+                    });
+                }
+                Some(announcement::Kind::RoundCommitted(c)) => {
+                    let me = Arc::clone(&self);
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = me.refresh(client, &c.job_id, c.version).await {
+                            tracing::warn!(
+                                job = c.job_id,
+                                version = c.version,
+                                error = format!("{e:#}"),
+                                "model refresh failed"
+                            );
+                        }
+                    });
+                }
+                Some(announcement::Kind::JobFinished(f)) => {
+                    tracing::info!(job = f.job_id, version = f.final_version, "job finished");
+                }
+                Some(announcement::Kind::Heartbeat(_)) | None => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn local_data(&self) -> anyhow::Result<Arc<LocalData>> {
+        if let Some(d) = self.data.get() {
+            return Ok(Arc::clone(d));
+        }
+        let all = self.store.examples().context("reading local examples")?;
+        let data = Arc::new(split_holdout(all, self.holdout_fraction));
+        Ok(Arc::clone(self.data.get_or_init(|| data)))
+    }
+
+    /// Downloads `version` of `job` (0: latest), reusing the last download when it matches.
+    async fn download(
+        &self,
+        worker: &mut Worker,
+        client: &mut CoordinatorClient<Channel>,
+        job: &str,
+        version: u64,
+    ) -> anyhow::Result<Downloaded> {
+        if let Some(last) = worker.last.as_ref().filter(|d| d.job_id == job && d.version == version) {
+            return Ok(last.clone());
+        }
+        let mut stream = client
+            .download_model(v1::ModelRequest { job_id: job.into(), version, latest_job: false })
+            .await
+            .with_context(|| format!("downloading version {version} of job {job}"))?
+            .into_inner();
+        let header = match stream.message().await?.and_then(|c| c.kind) {
+            Some(model_chunk::Kind::Header(h)) => h,
+            _ => bail!("model stream did not start with a header"),
+        };
+        let n = usize::try_from(header.num_params).context("model too large")?;
+        let spec = IntentSpec::from_json(&header.model_spec_json).context("model spec from coordinator")?;
+        if spec.num_params() != n {
+            bail!("model header says {n} parameters, its spec {}", spec.num_params());
+        }
+        let mut params = Vec::with_capacity(n);
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = stream.message().await? {
+            let Some(model_chunk::Kind::Data(data)) = chunk.kind else {
+                bail!("unexpected header mid-stream")
+            };
+            if data.len() % 4 != 0 || params.len() + data.len() / 4 > n {
+                bail!("model stream has a malformed or oversized chunk");
+            }
+            hasher.update(&data);
+            params.extend(data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        }
+        if params.len() != n {
+            bail!("model stream ended after {} of {n} parameters", params.len());
+        }
+        if hasher.finalize().as_slice() != header.sha256.as_ref() {
+            bail!("model checksum mismatch");
+        }
+        let d = Downloaded {
+            job_id: header.job_id,
+            version: header.version,
+            spec_json: header.model_spec_json,
+            params: Arc::new(params),
+        };
+        worker.last = Some(d.clone());
+        Ok(d)
+    }
+
+    async fn round(
+        self: Arc<Self>,
+        mut client: CoordinatorClient<Channel>,
+        open: v1::RoundOpen,
+    ) -> anyhow::Result<()> {
+        let mut worker = self.worker.lock().await;
+        if now_ms() > open.deadline_unix_ms {
+            bail!("round {} closed before work could start", open.round);
+        }
+        let base = self.download(&mut worker, &mut client, &open.job_id, open.base_version).await?;
+        let spec = IntentSpec::from_json(&base.spec_json)?;
+        let data = self.local_data()?;
+        let encoded = match worker.encoded.as_ref().filter(|(s, _)| *s == base.spec_json) {
+            Some((_, e)) => Arc::clone(e),
+            None => {
+                let (spec2, data2) = (spec.clone(), Arc::clone(&data));
+                let e = Arc::new(
+                    tokio::task::spawn_blocking(move || encode(&spec2, &data2.train))
+                        .await?
+                        .context("encoding local data")?,
+                );
+                worker.encoded = Some((base.spec_json.clone(), Arc::clone(&e)));
+                e
+            }
+        };
+        if encoded.is_empty() {
+            bail!("no local training data");
+        }
+        let t = open.train.unwrap_or_default();
+        let params = TrainParams {
+            local_epochs: t.local_epochs,
+            learning_rate: t.learning_rate,
+            batch_size: t.batch_size,
+            l2: t.l2,
+            // Each participant and round shuffles differently, reproducibly.
+            seed: t.seed ^ open.round.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ fxhash(&self.id_or_cert()),
+        };
+        let base_params = Arc::clone(&base.params);
+        let (delta, stats) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let mut local = base_params.as_ref().clone();
+            let stats = train_local(&spec, &mut local, &encoded, &params)?;
+            let delta: Vec<f32> = local.iter().zip(base_params.iter()).map(|(l, g)| l - g).collect();
+            Ok((delta, stats))
+        })
+        .await??;
+        drop(worker);
+
+        let mut raw = Vec::with_capacity(delta.len() * 4);
+        for d in &delta {
+            raw.extend_from_slice(&d.to_le_bytes());
+        }
+        let raw = Bytes::from(raw);
+        let header = v1::UpdateHeader {
+            job_id: open.job_id.clone(),
+            round: open.round,
+            base_version: open.base_version,
+            num_examples: stats.examples as u64,
+            train_loss: stats.mean_loss,
+            num_params: delta.len() as u64,
+            nonce: rand::random::<[u8; 16]>().to_vec().into(),
+            sha256: Sha256::digest(&raw).to_vec().into(),
+        };
+        let chunks = (0..raw.len()).step_by(MAX_CHUNK_BYTES).map(move |s| v1::UpdateChunk {
+            kind: Some(update_chunk::Kind::Data(raw.slice(s..(s + MAX_CHUNK_BYTES).min(raw.len())))),
+        });
+        let first = v1::UpdateChunk { kind: Some(update_chunk::Kind::Header(header)) };
+        let stream = futures::stream::iter(std::iter::once(first).chain(chunks));
+        client.upload_update(stream).await.context("uploading update")?;
+        tracing::info!(
+            job = open.job_id,
+            round = open.round,
+            loss = stats.mean_loss,
+            examples = stats.examples,
+            "update uploaded"
+        );
+        Ok(())
+    }
+
+    /// Downloads a committed model, calibrates its out-of-scope threshold on the local holdout, stores it
+    /// and swaps it into the inference endpoint.
+    async fn refresh(
+        self: Arc<Self>,
+        mut client: CoordinatorClient<Channel>,
+        job: &str,
+        version: u64,
+    ) -> anyhow::Result<()> {
+        if version == 0 {
+            return Ok(());
+        }
+        if let Some(cur) = self.slot.load_full() {
+            if cur.job_id == job && cur.version >= version {
+                return Ok(());
+            }
+        }
+        let mut worker = self.worker.lock().await;
+        let d = self.download(&mut worker, &mut client, job, version).await?;
+        drop(worker);
+        let data = self.local_data()?;
+        let store = Arc::clone(&self.store);
+        let served = tokio::task::spawn_blocking(move || -> anyhow::Result<ServedModel> {
+            let spec = IntentSpec::from_json(&d.spec_json)?;
+            let mut model = IntentModel::from_params(spec, d.params.as_ref().clone())?;
+            if !data.holdout.is_empty() {
+                model.oos_threshold = Some(choose_oos_threshold(&model, &data.holdout));
+            }
+            let meta = serde_json::json!({ "job_id": d.job_id, "version": d.version });
+            store.save_model(&encode_model_file(&model, &meta)).context("storing the served model")?;
+            Ok(ServedModel { model, job_id: d.job_id, version: d.version })
+        })
+        .await??;
+        tracing::info!(job = served.job_id, version = served.version, threshold = ?served.model.oos_threshold, "serving new model");
+        self.slot.store(Some(Arc::new(served)));
+        Ok(())
+    }
+
+    fn id_or_cert(&self) -> String {
+        self.id.get().cloned().unwrap_or_default()
+    }
+}
+
+/// Keeps a deterministic `fraction` of examples (by a hash of their text) out of training.
+fn split_holdout(all: Vec<Example>, fraction: f64) -> LocalData {
+    if all.len() < 20 || fraction <= 0.0 {
+        return LocalData { train: all, holdout: vec![] };
+    }
+    let cut = (fraction.min(0.5) * 1000.0) as u64;
+    let (holdout, train) = all.into_iter().partition(|e| fxhash(&e.text) % 1000 < cut);
+    LocalData { train, holdout }
+}
+
+fn fxhash(s: &str) -> u64 {
+    // FNV-1a: stable across runs and platforms.
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holdout_is_deterministic_and_about_the_right_size() {
+        let all: Vec<Example> =
+            (0..1000).map(|i| Example { text: format!("message {i}"), label: "x".into() }).collect();
+        let a = split_holdout(all.clone(), 0.1);
+        let b = split_holdout(all, 0.1);
+        assert_eq!(a.holdout, b.holdout);
+        assert!((60..140).contains(&a.holdout.len()), "{}", a.holdout.len());
+        assert_eq!(a.holdout.len() + a.train.len(), 1000);
+        let small: Vec<Example> =
+            (0..5).map(|i| Example { text: i.to_string(), label: "x".into() }).collect();
+        assert!(split_holdout(small, 0.1).holdout.is_empty());
+    }
+}

@@ -1,0 +1,97 @@
+//! Hearth participant: runs inside one institution. It keeps the institution's labelled conversations in
+//! its own embedded store, trains on them when the coordinator opens a round, uploads only the model
+//! delta, and serves the latest committed global model to the institution's customer-service apps.
+//!
+//! Start at [`start`]. Then:
+//! - [`config`]: what an operator configures.
+//! - [`store`]: the embedded store (examples, served model).
+//! - `federation`: the round protocol, client side.
+//! - [`serve`]: the inference endpoint (HTTP JSON and gRPC on one mTLS port).
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod serve;
+pub mod store;
+
+mod federation;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use arc_swap::ArcSwapOption;
+use hearth_models::decode_model_file;
+use hearth_transport::{client_config, server_config, ServeOptions, TlsMaterial};
+
+pub use config::ParticipantConfig;
+pub use serve::ServedModel;
+pub use store::Store;
+
+/// Largest model file the participant will load from its own store.
+const MAX_MODEL_FILE_BYTES: usize = 1 << 30;
+
+/// A running participant.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the inference endpoint listens.
+    pub inference_addr: SocketAddr,
+    /// Resolves when the inference server stopped.
+    pub done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Opens the store, starts the federation task and serves inference until `shutdown` resolves.
+pub async fn start(
+    config: ParticipantConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Running> {
+    let tls = TlsMaterial::load(&config.tls.ca, &config.tls.cert, &config.tls.key)
+        .context("loading the participant's TLS material")?;
+    let store = Arc::new(Store::open(&config.data_dir).context("opening the participant store")?);
+    let count = store.count()?;
+    tracing::info!(examples = count, dir = %config.data_dir.display(), "participant store open");
+
+    let slot: serve::ModelSlot = Arc::new(ArcSwapOption::empty());
+    // Serve the last model we had before a restart, until the coordinator announces a newer one.
+    if let Some(file) = store.load_model()? {
+        match decode_model_file(&file, MAX_MODEL_FILE_BYTES) {
+            Ok((model, meta)) => {
+                let job_id = meta.get("job_id").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+                let version = meta.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
+                slot.store(Some(Arc::new(ServedModel { model, job_id, version })));
+            }
+            Err(e) => tracing::warn!(error = %e, "stored model unreadable; waiting for the coordinator's"),
+        }
+    }
+
+    let federation = Arc::new(federation::Federation::new(
+        Arc::clone(&store),
+        Arc::clone(&slot),
+        config.coordinator.clone(),
+        config.coordinator_name.clone(),
+        client_config(&tls).context("building the TLS client configuration")?,
+        config.holdout_fraction,
+    ));
+    let fed_task = tokio::spawn(federation.run());
+
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let inference_addr = listener.local_addr()?;
+    let server_tls = server_config(&tls).context("building the TLS server configuration")?;
+    tracing::info!(%inference_addr, "inference endpoint listening (HTTPS + gRPC, client certificates required)");
+    let done = tokio::spawn(async move {
+        let r = hearth_transport::serve(
+            listener,
+            server_tls,
+            serve::router(slot),
+            ServeOptions::default(),
+            shutdown,
+        )
+        .await
+        .context("serving inference");
+        fed_task.abort();
+        r
+    });
+    Ok(Running { inference_addr, done })
+}

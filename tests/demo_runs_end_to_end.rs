@@ -1,0 +1,71 @@
+//! `hearth demo --no-serve --json` on your own CSV files: real processes, one JSON document on stdout with
+//! the documented keys, accuracies as fractions.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn demo_runs_end_to_end_on_bring_your_own_data() {
+    let (train, test) = clinc_slice(8);
+    let dir = tempfile::tempdir().unwrap();
+    let (tr, te) = (dir.path().join("train.csv"), dir.path().join("test.jsonl"));
+    write_csv(&tr, &train);
+    let jsonl: String = test
+        .iter()
+        .map(|e| serde_json::json!({"text": e.text, "label": e.label}).to_string() + "\n")
+        .collect();
+    std::fs::write(&te, jsonl).unwrap();
+    let work = dir.path().join("work");
+    let out = hearth_ok(&[
+        "demo",
+        "--no-serve",
+        "--json",
+        "--participants",
+        "3",
+        "--rounds",
+        "3",
+        "--train",
+        s(&tr),
+        "--test",
+        s(&te),
+        "--dir",
+        s(&work),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("stdout is one JSON document: {e}\n{}", String::from_utf8_lossy(&out.stdout))
+    });
+    assert_eq!(v["participants"], 3);
+    assert!(v["dataset"].as_str().unwrap().contains("train.csv"));
+    assert!(v["seed"].is_u64());
+    let rounds = v["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 3);
+    for r in rounds {
+        for k in ["round", "participants", "train_loss", "accuracy", "macro_f1"] {
+            assert!(!r[k].is_null(), "round row lacks {k}: {r}");
+        }
+    }
+    for section in ["federated", "centralized"] {
+        for k in ["accuracy", "macro_f1", "in_scope_accuracy", "oos_recall"] {
+            let x = v[section][k].as_f64().unwrap_or_else(|| panic!("{section}.{k} missing"));
+            assert!((0.0..=1.0).contains(&x), "{section}.{k} = {x}");
+        }
+    }
+    assert!(v["federated"]["accuracy"].as_f64().unwrap() > 0.6, "{v}");
+    // Logs went to files and stderr, not stdout.
+    assert!(work.join("logs/coordinator.log").exists());
+}
+
+#[test]
+fn demo_reports_bad_rows_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let tr = dir.path().join("train.csv");
+    std::fs::write(&tr, "text,label\nhello,greet\n,greet\nbye,\n").unwrap();
+    let out = std::process::Command::new(HEARTH)
+        .args(["demo", "--no-serve", "--train", s(&tr), "--test", s(&tr)])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(":3:") && err.contains(":4:"), "{err}");
+}

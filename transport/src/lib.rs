@@ -1,0 +1,372 @@
+//! Hearth transport: the TLS 1.3 mutual-authentication plumbing that the coordinator and the participants
+//! share, so that neither service depends on the other.
+//!
+//! - [`TlsMaterial`], [`TlsPaths`]: a node's CA, certificate and key.
+//! - [`server_config`] / [`client_config`]: rustls configurations that speak TLS 1.3 only and require a
+//!   client certificate issued by the consortium CA.
+//! - [`serve`]: the accept loop. It completes the TLS handshake (with a deadline), reads the peer's Hearth
+//!   identity from its certificate, and serves an axum `Router` over HTTP/1.1 and HTTP/2 on one port, so
+//!   JSON endpoints and gRPC services (mounted with `tonic::service::Routes::into_axum_router`) share it.
+//!   Every request carries the peer's [`PeerIdentity`] in its extensions.
+//! - [`connect`]: a tonic `Channel` over the same TLS client configuration.
+//!
+//! Identity comes from the certificate only; nothing here reads a caller's claim about itself.
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_crypto::pki::{identity_from_cert_der, NodeIdentity};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tonic::transport::{Channel, Endpoint};
+use zeroize::Zeroizing;
+
+/// HTTP/2 flow-control windows: large enough that a multi-megabyte model streams without stalling on
+/// window updates over a fast link.
+const STREAM_WINDOW: u32 = 4 << 20;
+const CONNECTION_WINDOW: u32 = 16 << 20;
+
+/// Errors of the transport.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// A TLS file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// PEM input held no usable certificate or key.
+    #[error("{what}: {reason}")]
+    Pem {
+        /// Which input.
+        what: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+    /// rustls refused the configuration (e.g. the key does not match the certificate).
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    /// Connecting to a peer failed.
+    #[error("connecting to {addr}: {reason}")]
+    Connect {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The listener failed.
+    #[error("accepting connections: {0}")]
+    Accept(std::io::Error),
+}
+
+/// Paths of a node's TLS material, as written in configuration files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsPaths {
+    /// The consortium CA certificate (PEM): peers must present certificates it issued.
+    pub ca: PathBuf,
+    /// This node's certificate (PEM).
+    pub cert: PathBuf,
+    /// This node's private key (PEM).
+    pub key: PathBuf,
+}
+
+impl TlsPaths {
+    /// The layout `hearth pki init` writes: `DIR/ca.pem`, `DIR/NAME.pem`, `DIR/NAME.key`.
+    pub fn in_dir(dir: &Path, name: &str) -> Self {
+        Self {
+            ca: dir.join("ca.pem"),
+            cert: dir.join(format!("{name}.pem")),
+            key: dir.join(format!("{name}.key")),
+        }
+    }
+}
+
+/// A node's TLS material in memory.
+#[derive(Clone)]
+pub struct TlsMaterial {
+    /// The consortium CA certificate.
+    pub ca_pem: String,
+    /// This node's certificate chain.
+    pub cert_pem: String,
+    /// This node's private key, wiped on drop.
+    pub key_pem: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsMaterial").field("key_pem", &"[redacted]").finish_non_exhaustive()
+    }
+}
+
+impl TlsMaterial {
+    /// Reads the three PEM files; errors name the file.
+    pub fn load(ca: &Path, cert: &Path, key: &Path) -> Result<Self, TransportError> {
+        let read = |p: &Path| {
+            std::fs::read_to_string(p)
+                .map_err(|source| TransportError::Read { path: p.to_path_buf(), source })
+        };
+        Ok(Self { ca_pem: read(ca)?, cert_pem: read(cert)?, key_pem: Zeroizing::new(read(key)?) })
+    }
+
+    /// [`TlsMaterial::load`] from configured paths.
+    pub fn from_paths(p: &TlsPaths) -> Result<Self, TransportError> {
+        Self::load(&p.ca, &p.cert, &p.key)
+    }
+
+    fn certs(&self) -> Result<Vec<CertificateDer<'static>>, TransportError> {
+        parse_certs(&self.cert_pem, "node certificate")
+    }
+
+    fn key(&self) -> Result<PrivateKeyDer<'static>, TransportError> {
+        rustls_pemfile::private_key(&mut self.key_pem.as_bytes())
+            .map_err(|e| TransportError::Pem { what: "private key", reason: e.to_string() })?
+            .ok_or(TransportError::Pem { what: "private key", reason: "no private key in PEM".into() })
+    }
+
+    fn roots(&self) -> Result<RootCertStore, TransportError> {
+        let mut roots = RootCertStore::empty();
+        for c in parse_certs(&self.ca_pem, "CA certificate")? {
+            roots
+                .add(c)
+                .map_err(|e| TransportError::Pem { what: "CA certificate", reason: e.to_string() })?;
+        }
+        Ok(roots)
+    }
+}
+
+fn parse_certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TransportError> {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| TransportError::Pem { what, reason: e.to_string() })?;
+    if certs.is_empty() {
+        return Err(TransportError::Pem { what, reason: "no certificate in PEM".into() });
+    }
+    Ok(certs)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn tls_err(e: impl std::fmt::Display) -> TransportError {
+    TransportError::Tls(e.to_string())
+}
+
+/// Server side: TLS 1.3 only, a client certificate from the consortium CA required, ALPN h2 and
+/// http/1.1.
+pub fn server_config(m: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>, TransportError> {
+    let provider = provider();
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(m.roots()?), Arc::clone(&provider))
+        .build()
+        .map_err(tls_err)?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_err)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(m.certs()?, m.key()?)
+        .map_err(tls_err)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Client side: TLS 1.3 only, the consortium CA as the only root, this node's certificate, ALPN h2.
+pub fn client_config(m: &TlsMaterial) -> Result<Arc<rustls::ClientConfig>, TransportError> {
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_err)?
+        .with_root_certificates(m.roots()?)
+        .with_client_auth_cert(m.certs()?, m.key()?)
+        .map_err(tls_err)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// A gRPC channel to `addr` (`host:port`) whose certificate must name `server_name`. The channel
+/// reconnects by itself after the peer restarts.
+pub async fn connect(
+    addr: &str,
+    server_name: &str,
+    cfg: Arc<rustls::ClientConfig>,
+) -> Result<Channel, TransportError> {
+    let err = |reason: String| TransportError::Connect { addr: addr.to_string(), reason };
+    let name = ServerName::try_from(server_name.to_string())
+        .map_err(|e| err(format!("server name {server_name:?}: {e}")))?;
+    // The scheme is "http" because TLS is done by the connector below, not by tonic.
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| err(e.to_string()))?
+        .connect_timeout(Duration::from_secs(10))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW);
+    let target = addr.to_string();
+    let connector = tower::service_fn(move |_: http::Uri| {
+        let (cfg, name, target) = (Arc::clone(&cfg), name.clone(), target.clone());
+        async move {
+            let tcp = TcpStream::connect(&target).await?;
+            tcp.set_nodelay(true)?;
+            let tls = TlsConnector::from(cfg).connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(TokioIo::new(tls))
+        }
+    });
+    endpoint.connect_with_connector(connector).await.map_err(|e| err(format!("{e}: {}", source_chain(&e))))
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push(s.to_string());
+        cur = s.source();
+    }
+    out.join(": ")
+}
+
+/// The authenticated peer of a request, inserted into every request's extensions by [`serve`].
+#[derive(Debug, Clone)]
+pub struct PeerIdentity(pub NodeIdentity);
+
+/// The identity of a gRPC caller, or `unauthenticated` if the request did not come through [`serve`].
+pub fn peer_identity<T>(req: &tonic::Request<T>) -> Result<NodeIdentity, tonic::Status> {
+    req.extensions().get::<PeerIdentity>().map(|p| p.0.clone()).ok_or_else(|| {
+        tonic::Status::unauthenticated("no authenticated client certificate on this connection")
+    })
+}
+
+/// Called with the peer address and the reason whenever a connection is refused (failed handshake,
+/// unknown certificate, no Hearth identity), so a service can audit it.
+pub type RefusalHook = Arc<dyn Fn(SocketAddr, &str) + Send + Sync>;
+
+/// Limits of [`serve`].
+#[derive(Clone)]
+pub struct ServeOptions {
+    /// Longest a TLS handshake may take.
+    pub handshake_timeout: Duration,
+    /// Most connections served at once; more are closed at accept.
+    pub max_connections: usize,
+    /// Told about every refused connection.
+    pub on_refused: Option<RefusalHook>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self { handshake_timeout: Duration::from_secs(10), max_connections: 1024, on_refused: None }
+    }
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Serves `app` on `listener` over TLS until `shutdown` resolves, then lets connections finish for up to
+/// five seconds.
+pub async fn serve(
+    listener: TcpListener,
+    cfg: Arc<rustls::ServerConfig>,
+    app: axum::Router,
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), TransportError> {
+    let acceptor = TlsAcceptor::from(cfg);
+    let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections.max(1)));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut conns = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        while conns.try_join_next().is_some() {}
+        let (tcp, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            refuse(&opts, peer, "connection limit reached");
+            continue;
+        };
+        let (acceptor, app, opts, mut stop) = (acceptor.clone(), app.clone(), opts.clone(), stop_rx.clone());
+        conns.spawn(async move {
+            let _permit = permit;
+            let _ = tcp.set_nodelay(true);
+            let tls = match tokio::time::timeout(opts.handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return refuse(&opts, peer, &format!("TLS handshake failed: {e}")),
+                Err(_) => return refuse(&opts, peer, "TLS handshake timed out"),
+            };
+            let cert =
+                tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
+            let identity = match cert.map(|c| identity_from_cert_der(&c)) {
+                Some(Ok(id)) => id,
+                Some(Err(e)) => return refuse(&opts, peer, &format!("certificate refused: {e}")),
+                None => return refuse(&opts, peer, "no client certificate"),
+            };
+            tracing::debug!(%peer, %identity, "connection authenticated");
+            let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(PeerIdentity(identity.clone()));
+                tower::ServiceExt::oneshot(app.clone(), req)
+            });
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .initial_stream_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(CONNECTION_WINDOW)
+                .max_frame_size(256 * 1024)
+                .keep_alive_interval(Duration::from_secs(20))
+                .keep_alive_timeout(Duration::from_secs(20));
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let _ =
+        tokio::time::timeout(Duration::from_secs(6), async { while conns.join_next().await.is_some() {} })
+            .await;
+    conns.abort_all();
+    Ok(())
+}
+
+fn refuse(opts: &ServeOptions, peer: SocketAddr, reason: &str) {
+    tracing::warn!(%peer, reason, "connection refused");
+    if let Some(hook) = &opts.on_refused {
+        hook(peer, reason);
+    }
+}
