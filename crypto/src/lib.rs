@@ -1,5 +1,7 @@
 //! Hearth cryptography, as pure values: no sockets, no files.
 //!
+//! - [`suite`]: the two algorithm suites (international, national SM2/SM3/SM4) behind one trait; nothing
+//!   above this crate names an algorithm.
 //! - [`pki`]: the consortium CA, node certificates, and reading a node's identity from a certificate.
 //!
 //! Keys in an HSM, secure aggregation and the signed audit log will live here too.
@@ -7,3 +9,6 @@
 #![warn(missing_docs)]
 
 pub mod pki;
+pub mod suite;
+
+pub use suite::{CryptoError, CryptoSuite, SecretBytes, SuiteId};
