@@ -3,6 +3,9 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use common::*;
 use hearth_models::{dirichlet_split, evaluate, IntentModel, IntentSpec};
 use hearth_proto::v1::{self, job_event};
@@ -17,6 +20,33 @@ async fn federated_training_learns_and_serves() {
     labels.sort();
     labels.dedup();
     let spec = IntentSpec::new(labels.clone(), Default::default()).unwrap();
+    // An app calls inference over gRPC the whole time: once a model is served, every request must succeed
+    // while models are swapped in between rounds, and the versions it sees never go backwards.
+    let stop = Arc::new(AtomicBool::new(false));
+    let hammer = {
+        let (stop, addr, app) = (Arc::clone(&stop), cluster.participant_addr("inst-1"), cluster.tls("app"));
+        tokio::spawn(async move {
+            let cfg = hearth_transport::client_config(&app).unwrap();
+            let ch = hearth_transport::connect(&addr, "localhost", cfg).await.unwrap();
+            let mut inf = v1::inference_client::InferenceClient::new(ch);
+            let (mut versions, mut failures) = (Vec::new(), Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                match inf
+                    .intent(v1::IntentRequest { text: "what is my account balance".into(), top_k: 1 })
+                    .await
+                {
+                    Ok(r) => versions.push(r.into_inner().model_version),
+                    // Before the first commit there is no model to serve: that is the documented answer.
+                    Err(e) if versions.is_empty() && e.code() == tonic::Code::Unavailable => {
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await
+                    }
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            (versions, failures)
+        })
+    };
+
     let mut op = cluster.client("operator").await;
     let rounds = 5;
     let job = op
@@ -96,6 +126,13 @@ async fn federated_training_learns_and_serves() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(served, rounds, "participant serves the final model");
+    stop.store(true, Ordering::Relaxed);
+    let (versions, failures) = hammer.await.unwrap();
+    assert!(failures.is_empty(), "requests failed during model swaps: {failures:?}");
+    assert!(versions.windows(2).all(|w| w[0] <= w[1]), "served versions went backwards");
+    let mut distinct = versions.clone();
+    distinct.dedup();
+    assert!(distinct.len() >= 2, "the app saw at least one swap; versions seen: {distinct:?}");
     let probe = test.iter().find(|e| e.label != "oos").unwrap();
     let (status, body) = https(
         &addr,

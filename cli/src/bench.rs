@@ -4,9 +4,11 @@
 //! loopback (each with its own certificate and connection) and runs rounds of a model with D parameters.
 //! Local training is trivial (the update is small noise), so the numbers measure the protocol: every
 //! update crosses the network as bytes, every round is validated, aggregated and committed to disk.
+//!
+//! A round's time is what the operator observes: from the `RoundOpened` event to the `RoundSummary` the
+//! coordinator emits after the new model is persisted, so it includes every model download, every upload,
+//! aggregation and the commit. Bytes sent are the encoded sizes of the messages a participant sent.
 
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -41,7 +43,7 @@ pub struct FedavgArgs {
     /// Model sizes (f32 parameters) to measure.
     #[arg(long, value_delimiter = ',', default_values_t = [100_000usize, 1_000_000])]
     pub d: Vec<usize>,
-    /// Rounds per configuration; the median is reported.
+    /// Timed rounds per configuration (after one warm-up round); the median is reported.
     #[arg(long, default_value_t = 5)]
     pub rounds: u64,
     /// Print JSON rows instead of a table.
@@ -57,6 +59,7 @@ pub struct Row {
     pub rounds: u64,
     pub median_round_s: f64,
     pub coordinator_peak_rss_mib: f64,
+    /// Encoded bytes one participant sent per round (mean over participants).
     pub bytes_sent_per_participant: u64,
 }
 
@@ -104,6 +107,8 @@ fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
 }
 
 async fn fedavg(n: usize, d: usize, rounds: u64) -> anyhow::Result<Row> {
+    // One warm-up round first: it includes connection set-up, and its opening may precede our watch.
+    let total_rounds = rounds + 1;
     let dir = tempfile::Builder::new().prefix("hearth-bench-").tempdir()?;
     let ca = ConsortiumCa::generate("Hearth bench consortium")?;
     let ca_pem = ca.cert_pem();
@@ -173,7 +178,7 @@ async fn fedavg(n: usize, d: usize, rounds: u64) -> anyhow::Result<Row> {
         .submit_job(v1::JobSpec {
             job_id: "bench".into(),
             model_spec_json: spec.into(),
-            rounds,
+            rounds: total_rounds,
             train: Some(crate::operator::train_to_proto(&hearth_models::TrainParams::default())),
             participants_per_round: 0,
             min_participants: n as u32,
@@ -187,9 +192,15 @@ async fn fedavg(n: usize, d: usize, rounds: u64) -> anyhow::Result<Row> {
         .job_id;
     let mut events = op.watch_job(v1::WatchJobRequest { job_id: job.clone() }).await?.into_inner();
     let mut secs = Vec::new();
+    let mut opened = None;
     while let Some(ev) = events.message().await? {
         match ev.kind {
-            Some(job_event::Kind::Committed(s)) => secs.push(s.seconds),
+            Some(job_event::Kind::Opened(o)) if o.round > 1 => opened = Some(Instant::now()),
+            Some(job_event::Kind::Committed(_)) => {
+                if let Some(t) = opened.take() {
+                    secs.push(t.elapsed().as_secs_f64());
+                }
+            }
             Some(job_event::Kind::Failed(f)) => bail!("round {} failed: {}", f.round, f.reason),
             Some(job_event::Kind::Finished(_)) => break,
             _ => {}
@@ -197,30 +208,36 @@ async fn fedavg(n: usize, d: usize, rounds: u64) -> anyhow::Result<Row> {
     }
     // The final model must be the committed one and downloadable.
     let (version, _, params) = download_params(&mut op, &job, 0).await?;
-    if version != rounds || params.len() != d {
-        bail!("final model has version {version} and {} params, expected {rounds} and {d}", params.len());
+    if version != total_rounds || params.len() != d {
+        bail!(
+            "final model has version {version} and {} params, expected {total_rounds} and {d}",
+            params.len()
+        );
     }
     let rss = peak_rss_mib(pid)?;
-    let mut sent = 0u64;
+    // Every simulated participant ends when it hears that the job finished.
+    let mut sent = Vec::with_capacity(n);
     for t in tasks {
-        t.abort();
-        if let Ok(Ok(b)) = t.await {
-            sent = sent.max(b);
-        }
+        let bytes = tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .context("a simulated participant did not hear the job finish")???;
+        sent.push(bytes);
     }
     let _ = coord.start_kill();
+    if secs.len() as u64 != rounds {
+        bail!("saw {} timed rounds of {rounds}", secs.len());
+    }
     secs.sort_by(f64::total_cmp);
-    let median = secs.get(secs.len() / 2).copied().unwrap_or(f64::NAN);
-    // Upload bytes per round: the payload plus the header; a participant sends it once per round.
-    let per_round = (d * 4) as u64 + 128;
-    let _ = sent;
+    let median = secs[secs.len() / 2];
+    // Per participant and per round, averaged over participants.
+    let bytes = sent.iter().sum::<u64>() / (n as u64 * total_rounds).max(1);
     Ok(Row {
         n,
         d,
         rounds,
         median_round_s: median,
         coordinator_peak_rss_mib: rss,
-        bytes_sent_per_participant: per_round * rounds,
+        bytes_sent_per_participant: bytes,
     })
 }
 
@@ -244,7 +261,6 @@ async fn sim_participant(addr: &str, tls: &TlsMaterial, seed: u64) -> anyhow::Re
         match a.kind {
             Some(announcement::Kind::RoundOpen(o)) => {
                 let (_, _, params) = download_params(&mut client, &o.job_id, o.base_version).await?;
-                let start = Instant::now();
                 let mut raw = Vec::with_capacity(params.len() * 4);
                 for _ in 0..params.len() {
                     // xorshift64*: a cheap source of small noise.
@@ -254,10 +270,7 @@ async fn sim_participant(addr: &str, tls: &TlsMaterial, seed: u64) -> anyhow::Re
                     let r = (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32;
                     raw.extend_from_slice(&((r - 0.5) * 1e-3).to_le_bytes());
                 }
-                let _ = start;
-                let raw = Bytes::from(raw);
-                sent += raw.len() as u64;
-                upload(&mut client, &o, raw, 1, 0.0).await?;
+                sent += upload(&mut client, &o, Bytes::from(raw), 1, 0.0).await?;
             }
             Some(announcement::Kind::JobFinished(_)) => return Ok(sent),
             _ => {}
@@ -266,14 +279,14 @@ async fn sim_participant(addr: &str, tls: &TlsMaterial, seed: u64) -> anyhow::Re
     Ok(sent)
 }
 
-/// Uploads `raw` (little-endian f32 delta) as the update for round `o`.
-pub async fn upload(
+/// Uploads `raw` (little-endian f32 delta) as the update for round `o`; returns the encoded bytes sent.
+async fn upload(
     client: &mut CoordinatorClient<tonic::transport::Channel>,
     o: &v1::RoundOpen,
     raw: Bytes,
     examples: u64,
     loss: f32,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<u64> {
     let header = v1::UpdateHeader {
         job_id: o.job_id.clone(),
         round: o.round,
@@ -288,9 +301,8 @@ pub async fn upload(
     let chunks = (0..raw.len()).step_by(MAX_CHUNK_BYTES).map(move |s| v1::UpdateChunk {
         kind: Some(update_chunk::Kind::Data(raw.slice(s..(s + MAX_CHUNK_BYTES).min(raw.len())))),
     });
-    client.upload_update(futures::stream::iter(std::iter::once(first).chain(chunks))).await?;
-    Ok(())
+    let messages: Vec<v1::UpdateChunk> = std::iter::once(first).chain(chunks).collect();
+    let bytes = messages.iter().map(|m| prost::Message::encoded_len(m) as u64).sum();
+    client.upload_update(futures::stream::iter(messages)).await?;
+    Ok(bytes)
 }
-
-#[allow(dead_code)]
-fn _unused(_: &Path, _: Arc<()>) {}
