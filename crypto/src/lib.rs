@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod keystore;
 pub mod pki;
 pub mod suite;
 
