@@ -260,3 +260,19 @@ fn opening_errors_are_precise() {
     let e = Pkcs11KeyStore::open(&bad_module, SuiteId::International, None).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/libpkcs11.so"), "{e}");
 }
+
+#[test]
+fn envelopes_seal_under_token_keks_in_both_suites() {
+    for (name, suite) in [("env-intl", SuiteId::International), ("env-natl", SuiteId::National)] {
+        let config = fresh_token(name);
+        let ks = Pkcs11KeyStore::open(&config, suite, None).unwrap();
+        ks.generate(&label("kek"), KeyKind::KeyEncryption).unwrap();
+        let old = crate::envelope::seal(&ks, &label("kek"), b"tenant-a/model-3", b"weights").unwrap();
+        ks.rotate(&label("kek")).unwrap();
+        let new = crate::envelope::seal(&ks, &label("kek"), b"tenant-a/model-4", b"newer weights").unwrap();
+        assert_eq!(crate::envelope::kek_of(&new).unwrap().version.get(), 2);
+        assert_eq!(crate::envelope::open(&ks, b"tenant-a/model-3", &old).unwrap(), b"weights");
+        assert_eq!(crate::envelope::open(&ks, b"tenant-a/model-4", &new).unwrap(), b"newer weights");
+        assert!(crate::envelope::open(&ks, b"tenant-b/model-3", &old).is_err());
+    }
+}
