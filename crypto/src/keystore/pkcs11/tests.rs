@@ -276,3 +276,22 @@ fn envelopes_seal_under_token_keks_in_both_suites() {
         assert!(crate::envelope::open(&ks, b"tenant-b/model-3", &old).is_err());
     }
 }
+
+#[test]
+fn a_token_signing_key_gets_a_certificate_and_its_signatures_verify_against_it() {
+    use crate::pki::{cert_der_from_pem, verify_node_cert, ConsortiumCa, IssueOptions, Role};
+    let config = fresh_token("cert");
+    let ks = Pkcs11KeyStore::open(&config, SuiteId::International, None).unwrap();
+    let event = ks.generate(&label("node-signing"), KeyKind::Signing).unwrap();
+    let ca = ConsortiumCa::generate("consortium").unwrap();
+    let public = event.public_key.unwrap();
+    let cert =
+        ca.issue_for_key(Role::Participant, "bank-a", &[], &[], &public, &IssueOptions::default()).unwrap();
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_767_225_600);
+    let peer =
+        verify_node_cert(&cert_der_from_pem(&ca.cert_pem()).unwrap(), &cert_der_from_pem(&cert).unwrap(), at)
+            .unwrap();
+    let sig = ks.sign(&label("node-signing"), b"round 1 key").unwrap();
+    let key = peer.protocol_key(SuiteId::International).unwrap();
+    crate::suite::International.verify(key, b"round 1 key", &sig.signature).unwrap();
+}
