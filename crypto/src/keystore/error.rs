@@ -16,6 +16,9 @@ pub enum KeyStoreError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A key kind named in configuration is not one of signing, audit, kek, identity-hash.
+    #[error("unknown key kind {0:?}: expected signing, audit, kek or identity-hash")]
+    UnknownKind(String),
     /// No key has this label: it was never generated here, or the configuration points at another
     /// keystore or token.
     #[error("no key labelled {label:?} in this keystore")]

@@ -19,7 +19,9 @@
 //! the token's AES key, which never leaves the token. An attacker with the sealed blob but without the
 //! token (and its PIN) learns nothing; an attacker who can read this process's memory learns the SM keys.
 //!
-//! This module never touches files: backends take and return bytes, and the service stores them.
+//! This module never touches files: backends take and return bytes, and the service stores them. Every
+//! method blocks (Argon2id takes about half a second when a sealed keystore is opened; token calls are
+//! synchronous FFI): async services call them from `spawn_blocking` or a dedicated thread.
 
 mod codec;
 mod error;

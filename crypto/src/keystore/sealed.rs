@@ -149,11 +149,13 @@ enum Sealer {
     Token(TokenSealer),
 }
 
-impl Sealer {
-    fn name(&self) -> &'static str {
+impl fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Sealer::Passphrase { .. } => "a passphrase",
-            Sealer::Token(_) => "a PKCS#11 token key",
+            Sealer::Passphrase { params, .. } => {
+                f.debug_struct("Passphrase").field("argon2id", params).finish_non_exhaustive()
+            }
+            Sealer::Token(t) => t.fmt(f),
         }
     }
 }
@@ -168,7 +170,7 @@ impl fmt::Debug for SealedKeyStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SealedKeyStore")
             .field("suite", &self.suite())
-            .field("sealed_by", &self.sealer.name())
+            .field("sealed_by", &self.sealer)
             .field("keys", &self.read().list())
             .finish_non_exhaustive()
     }

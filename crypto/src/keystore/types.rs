@@ -166,10 +166,10 @@ impl fmt::Display for KeyKind {
 impl FromStr for KeyKind {
     type Err = KeyStoreError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| KeyStoreError::InvalidLabel {
-            label: s.chars().take(80).collect(),
-            reason: "not a key kind: expected signing, audit, kek or identity-hash",
-        })
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| KeyStoreError::UnknownKind(s.chars().take(80).collect()))
     }
 }
 
@@ -335,6 +335,7 @@ mod tests {
             assert_eq!(KeyKind::from_code(k.code()), Some(k));
             assert_eq!(k.as_str().parse::<KeyKind>().unwrap(), k);
         }
+        assert_eq!("hsm".parse::<KeyKind>(), Err(KeyStoreError::UnknownKind("hsm".into())));
         assert!(KeyKind::from_code(0).is_none());
     }
 

@@ -182,11 +182,10 @@ enum Inner {
 impl fmt::Debug for Pkcs11KeyStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.inner {
-            Inner::Token(t) => f
-                .debug_struct("Pkcs11KeyStore")
-                .field("token", &lock(t).label)
-                .field("keys", &lock(t).list())
-                .finish(),
+            Inner::Token(t) => {
+                let t = lock(t);
+                f.debug_struct("Pkcs11KeyStore").field("token", &t.label).field("keys", &t.list()).finish()
+            }
             Inner::Sealed(s) => f.debug_struct("Pkcs11KeyStore").field("sealed", s).finish(),
         }
     }

@@ -107,6 +107,8 @@ fn international_token_keeps_the_contract() {
     assert_eq!((ks.suite(), ks.location()), (SuiteId::International, KeyLocation::Token));
     check_contract(&ks);
     assert_eq!(ks.sealed_state().unwrap(), None, "the token persists its own keys");
+    let shown = format!("{ks:?}");
+    assert!(shown.contains("node-signing") && shown.contains(&config.token_label), "{shown}");
 }
 
 #[test]
@@ -115,6 +117,8 @@ fn national_keys_sealed_by_the_token_keep_the_contract_and_survive_reopening() {
     let ks = Pkcs11KeyStore::open(&config, SuiteId::National, None).unwrap();
     assert_eq!((ks.suite(), ks.location()), (SuiteId::National, KeyLocation::SealedByToken));
     check_contract(&ks);
+    let shown = format!("{ks:?}");
+    assert!(shown.contains("node-signing") && shown.contains("hearth/seal/sm-keystore/v1"), "{shown}");
     let state = ks.sealed_state().unwrap().unwrap();
     let sig = ks.sign(&label("audit"), b"tree head").unwrap();
     drop(ks);
