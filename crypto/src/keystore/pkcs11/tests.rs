@@ -38,7 +38,9 @@ pub(crate) fn module() -> PathBuf {
 fn token_dir() {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::Builder::new().prefix("hearth-softhsm-").tempdir().unwrap().keep();
+        remove_stale_token_dirs();
+        let prefix = format!("hearth-softhsm-{}-", std::process::id());
+        let dir = tempfile::Builder::new().prefix(&prefix).tempdir().unwrap().keep();
         std::fs::create_dir(dir.join("tokens")).unwrap();
         let conf = dir.join("softhsm2.conf");
         std::fs::write(
@@ -53,6 +55,22 @@ fn token_dir() {
         std::env::set_var("SOFTHSM2_CONF", &conf);
         dir
     });
+}
+
+/// The token directory lives as long as the process (statics are never dropped), so each run removes
+/// the directories of earlier test processes that have exited; a running one's is left alone.
+fn remove_stale_token_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let pid =
+            name.to_str().and_then(|n| n.strip_prefix("hearth-softhsm-")).and_then(|r| r.split('-').next());
+        if let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok()) {
+            if Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
 }
 
 /// Initialises a new token (its own label, SO and user PINs) and returns its configuration.
