@@ -261,7 +261,8 @@ impl SealedKeyStore {
     }
 
     /// Opens a blob written by [`SealedKeyStore::to_sealed_bytes`]. Errors say which check failed: not a
-    /// keystore, unsupported format version, malformed header, wrong passphrase, tampered body.
+    /// keystore, unsupported format version, malformed header, wrong passphrase, tampered body. The suite
+    /// is the blob's: compare [`KeyStore::suite`] with the configured suite before use.
     pub fn open(bytes: &[u8], passphrase: &[u8]) -> Result<Self, KeyStoreError> {
         let h = parse(bytes)?;
         let Sealing::Passphrase { params, salt, check } = h.sealing else {
