@@ -3,11 +3,17 @@
 //! - [`suite`]: the two algorithm suites (international, national SM2/SM3/SM4) behind one trait; nothing
 //!   above this crate names an algorithm.
 //! - [`pki`]: the consortium CA, node certificates, and reading a node's identity from a certificate.
+//! - [`keystore`]: the [`keystore::KeyStore`] trait (signing, audit, key-encryption and identity-hash
+//!   keys, by label and version, with rotation) and its backends: a sealed software keystore and a
+//!   PKCS#11 token.
+//! - [`envelope`]: envelope encryption of stored objects under a keystore's key-encryption key.
 //!
-//! Keys in an HSM, secure aggregation and the signed audit log will live here too.
+//! Secure aggregation and the signed audit log will live here too.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod envelope;
+pub mod keystore;
 pub mod pki;
 pub mod suite;
 

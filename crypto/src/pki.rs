@@ -3,6 +3,18 @@
 //! A node's identity is the `urn:hearth:<role>:<id>` URI in its certificate's subject alternative names.
 //! Services read identity only from there (through [`identity_from_cert_der`]), never from a request.
 //! Everything here takes and returns PEM strings; writing files is the caller's business.
+//!
+//! A receiver of signed protocol messages checks the sender's certificate with [`verify_node_cert`]: it
+//! returns the identity and the verifying key of the suite's protocol signatures (the certificate's own
+//! P-256 key under the international suite, an SM2 key in a Hearth extension under the national suite;
+//! see [`SM2_KEY_EXTENSION_OID`]).
+
+mod peer;
+
+pub use peer::{
+    cert_der_from_pem, verify_node_cert, IssueOptions, VerifiedPeer, SM2_KEY_EXTENSION_OID,
+    SM2_KEY_EXTENSION_OID_STR,
+};
 
 use std::fmt;
 use std::net::IpAddr;
@@ -43,6 +55,33 @@ pub enum PkiError {
     /// A certificate carries no Hearth identity, or more than one.
     #[error("certificate carries no usable Hearth identity: {0}")]
     NoIdentity(String),
+    /// A certificate was not issued by the consortium CA, or is not acceptable as a node certificate
+    /// (a CA certificate, an unsupported algorithm, an unknown critical extension): a peer from another
+    /// consortium, a forged or altered certificate.
+    #[error("certificate is not trusted: {0}")]
+    Untrusted(String),
+    /// The certificate is expired or not yet valid at the time of the check.
+    #[error("certificate is not valid at {at} (valid from {not_before} to {not_after})")]
+    OutsideValidity {
+        /// The time of the check.
+        at: String,
+        /// Start of validity.
+        not_before: String,
+        /// End of validity.
+        not_after: String,
+    },
+    /// The certificate carries no verifying key for this suite's protocol signatures: under the national
+    /// suite, it was issued without the SM2 key extension.
+    #[error("certificate carries no {0} protocol signing key")]
+    NoProtocolKey(crate::suite::SuiteId),
+    /// A public key given to the CA is not a valid key of the expected curve.
+    #[error("invalid {what}: {reason}")]
+    InvalidKey {
+        /// Which key.
+        what: &'static str,
+        /// Why it was refused.
+        reason: String,
+    },
 }
 
 /// What a node is allowed to do, fixed in its certificate.
@@ -211,7 +250,8 @@ impl ConsortiumCa {
     }
 
     /// Issues a node certificate (ECDSA P-256, valid 2 years) naming `role` and `id`, usable for both
-    /// TLS client and server authentication, valid for the given DNS names and IP addresses.
+    /// TLS client and server authentication, valid for the given DNS names and IP addresses. The same as
+    /// [`ConsortiumCa::issue_with`] with default options.
     pub fn issue(
         &self,
         role: Role,
@@ -219,30 +259,37 @@ impl ConsortiumCa {
         dns_names: &[String],
         ip_addrs: &[IpAddr],
     ) -> Result<IssuedCert, PkiError> {
-        validate_node_id(id)?;
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
-        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, id);
-        dn.push(DnType::OrganizationalUnitName, role.as_str());
-        params.distinguished_name = dn;
-        let uri = format!("{URI_PREFIX}{role}:{id}");
-        let mut sans = vec![SanType::URI(uri.try_into().map_err(gen_err)?)];
-        for d in dns_names {
-            sans.push(SanType::DnsName(d.clone().try_into().map_err(gen_err)?));
-        }
-        sans.extend(ip_addrs.iter().map(|ip| SanType::IpAddress(*ip)));
-        params.subject_alt_names = sans;
-        params.extended_key_usages =
-            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.use_authority_key_identifier_extension = true;
-        params.not_before = rcgen::date_time_ymd(2025, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2028, 1, 1);
-        let issuer = self.issuer()?;
-        let cert = params.signed_by(&key, &issuer).map_err(gen_err)?;
-        Ok(IssuedCert { cert_pem: cert.pem(), key_pem: Zeroizing::new(key.serialize_pem()) })
+        self.issue_with(role, id, dns_names, ip_addrs, &IssueOptions::default())
     }
+}
+
+/// The parameters of a node certificate: identity URI, names, validity, key usages.
+fn node_params(
+    role: Role,
+    id: &str,
+    dns_names: &[String],
+    ip_addrs: &[IpAddr],
+) -> Result<CertificateParams, PkiError> {
+    validate_node_id(id)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, id);
+    dn.push(DnType::OrganizationalUnitName, role.as_str());
+    params.distinguished_name = dn;
+    let uri = format!("{URI_PREFIX}{role}:{id}");
+    let mut sans = vec![SanType::URI(uri.try_into().map_err(gen_err)?)];
+    for d in dns_names {
+        sans.push(SanType::DnsName(d.clone().try_into().map_err(gen_err)?));
+    }
+    sans.extend(ip_addrs.iter().map(|ip| SanType::IpAddress(*ip)));
+    params.subject_alt_names = sans;
+    params.extended_key_usages =
+        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = rcgen::date_time_ymd(2025, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2028, 1, 1);
+    Ok(params)
 }
 
 fn pem_to_der(pem: &str, what: &'static str) -> Result<Vec<u8>, PkiError> {
