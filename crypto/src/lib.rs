@@ -3,11 +3,14 @@
 //! - [`suite`]: the two algorithm suites (international, national SM2/SM3/SM4) behind one trait; nothing
 //!   above this crate names an algorithm.
 //! - [`pki`]: the consortium CA, node certificates, and reading a node's identity from a certificate.
+//! - [`audit`]: the tamper-evident audit log: entries, an RFC 9162 Merkle tree, proofs, signed checkpoints
+//!   (C2SP signed notes) with witness cosignatures, the export bundle and its offline verifier.
 //!
-//! Keys in an HSM, secure aggregation and the signed audit log will live here too.
+//! Keys in an HSM and secure aggregation will live here too.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod pki;
 pub mod suite;
 
