@@ -25,8 +25,9 @@ use serde::Deserialize;
 
 use crate::SuiteId;
 
-use super::checkpoint::{SignedCheckpoint, VerifierKey, MAX_NOTE_BYTES};
+use super::checkpoint::{SignedCheckpoint, MAX_NOTE_BYTES};
 use super::entry::{Entry, MAX_ENTRY_BYTES};
+use super::keys::VerifierKey;
 use super::merkle::Hash;
 use super::AuditError;
 
@@ -264,8 +265,8 @@ impl ExportBundle {
 mod tests {
     use proptest::prelude::*;
 
-    use super::super::checkpoint::{SignatureType, SoftwareSigner};
     use super::super::entry::{Event, Outcome};
+    use super::super::keys::{SignatureType, SoftwareSigner};
     use super::super::log::AuditLog;
     use super::*;
     use crate::SecretBytes;

@@ -8,8 +8,9 @@
 
 use crate::SuiteId;
 
-use super::checkpoint::{Checkpoint, SignedCheckpoint, TreeHeadSigner};
+use super::checkpoint::{Checkpoint, SignedCheckpoint};
 use super::entry::{Entry, Event, MAX_SAFE_INTEGER};
+use super::keys::TreeHeadSigner;
 use super::merkle::{CompactTree, Hash};
 use super::AuditError;
 
@@ -109,8 +110,9 @@ impl AuditLog {
 
 #[cfg(test)]
 mod tests {
-    use super::super::checkpoint::{SignatureType, SoftwareSigner, Trust, VerifierKey};
+    use super::super::checkpoint::Trust;
     use super::super::entry::Outcome;
+    use super::super::keys::{SignatureType, SoftwareSigner, VerifierKey};
     use super::super::merkle::tests::mth;
     use super::*;
 

@@ -13,9 +13,11 @@
 //! - [`merkle`]: leaf and node hashes, the append-only [`CompactTree`] (O(log n) state), roots of any prefix.
 //! - [`proof`]: inclusion and consistency proofs, generation and verification (RFC 9162 §2.1.3, §2.1.4).
 //! - [`log`]: [`AuditLog`], the writer's state machine: sequence numbers, monotone time, signed heads.
-//! - [`checkpoint`]: checkpoints as signed notes, verifier keys, the [`TreeHeadSigner`] trait, cosigning.
+//! - [`checkpoint`]: checkpoints as signed notes, signing, witness cosigning, verification against [`Trust`].
+//! - [`keys`]: signature types, key IDs and verifier keys; the [`TreeHeadSigner`] trait the keystore
+//!   implements.
 //! - [`export`]: the export bundle container.
-//! - [`verify`]: the offline verifier and its [`Report`].
+//! - [`verify`]: the offline verifier; [`report`]: its [`Report`] and [`Problem`]s.
 //! - [`query`]: filters for `hearth audit query` and the counts a compliance report needs.
 //!
 //! # What a verifier learns, and under which assumptions
@@ -44,27 +46,28 @@
 pub mod checkpoint;
 pub mod entry;
 pub mod export;
+pub mod keys;
 pub mod log;
 pub mod merkle;
 pub mod proof;
 pub mod query;
+pub mod report;
 pub mod verify;
 #[cfg(test)]
 mod verify_tests;
 
-pub use checkpoint::{
-    Checkpoint, CosignatureSeen, SignatureType, SignedCheckpoint, SoftwareSigner, TreeHeadSigner, Trust,
-    VerifiedCheckpoint, VerifierKey,
-};
+pub use checkpoint::{Checkpoint, CosignatureSeen, SignedCheckpoint, Trust, VerifiedCheckpoint};
 pub use entry::{Entry, Event, Outcome};
 pub use export::{ExportBundle, ExportHeader};
+pub use keys::{SignatureType, SoftwareSigner, TreeHeadSigner, VerifierKey};
 pub use log::{Appended, AuditLog};
 pub use merkle::{CompactTree, Hash, LeafStore};
 pub use proof::{
     consistency_proof, inclusion_proof, verify_consistency, verify_entry_inclusion, verify_inclusion,
 };
 pub use query::{summarize, Filter, Summary};
-pub use verify::{verify_export, verify_export_with, CheckpointSource, CheckpointStatus, Problem, Report};
+pub use report::{CheckpointReport, CheckpointSource, CheckpointStatus, Problem, Report};
+pub use verify::{verify_export, verify_export_with};
 
 use crate::CryptoError;
 

@@ -3,12 +3,14 @@
 
 use proptest::prelude::*;
 
-use super::checkpoint::{SignatureType, SignedCheckpoint, SoftwareSigner, Trust, VerifierKey};
+use super::checkpoint::{SignedCheckpoint, Trust};
 use super::entry::{Entry, Event, Outcome};
 use super::export::ExportBundle;
+use super::keys::{SignatureType, SoftwareSigner, VerifierKey};
 use super::log::AuditLog;
 use super::merkle::leaf_hash;
-use super::verify::{verify_export, verify_export_with, CheckpointSource, CheckpointStatus, Problem, Report};
+use super::report::{CheckpointSource, CheckpointStatus, Problem, Report};
+use super::verify::{verify_export, verify_export_with};
 use crate::{SecretBytes, SuiteId};
 
 const ORIGIN: &str = "hearth.example/coordinator-audit";
