@@ -34,6 +34,7 @@ use super::keys::{
     check_name, cosigned_message, SignatureType, TreeHeadSigner, VerifierKey, MAX_COSIGNATURE_TIME,
 };
 use super::merkle::Hash;
+use super::proof::verify_consistency;
 use super::AuditError;
 
 /// Largest signed note accepted, in bytes.
@@ -139,7 +140,7 @@ pub struct Trust {
 }
 
 /// A witness cosignature that verified.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CosignatureSeen {
     /// The witness's key name.
     pub witness: String,
@@ -311,6 +312,42 @@ impl SignedCheckpoint {
     }
 }
 
+/// What a witness does with a new checkpoint from a log it follows: verify the log's signature (`log`
+/// holds the log's keys), check that the new head extends `last_cosigned` (the last head this witness
+/// cosigned for the same origin, `None` the first time) with the log's consistency `proof`, and only then
+/// add its cosignature made at `time_s`. The caller stores the new head as its `last_cosigned`.
+///
+/// Refuses a head of another origin, a smaller head, a same-size head with another root, and a bad proof:
+/// cosigning those would let the log show different histories to different readers.
+pub fn witness_cosign(
+    new: &mut SignedCheckpoint,
+    last_cosigned: Option<&Checkpoint>,
+    proof: &[Hash],
+    log: &Trust,
+    witness: &dyn TreeHeadSigner,
+    time_s: u64,
+) -> Result<(), AuditError> {
+    let log_only = Trust { log_keys: log.log_keys.clone(), witnesses: Vec::new() };
+    new.verify(&log_only)?;
+    if let Some(last) = last_cosigned {
+        let cp = &new.checkpoint;
+        if last.origin != cp.origin {
+            return Err(malformed(
+                "checkpoint",
+                format!("origin {:?} is not the followed log's {:?}", cp.origin, last.origin),
+            ));
+        }
+        // The suite of the log's key is the suite of its tree: one suite per consortium.
+        let suite = log
+            .log_keys
+            .first()
+            .map(|k| k.kind().suite())
+            .ok_or(AuditError::NoTrustedSignature { origin: cp.origin.clone(), size: cp.size })?;
+        verify_consistency(suite, last.size, cp.size, &last.root, &cp.root, proof)?;
+    }
+    new.cosign(witness, time_s)
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -403,6 +440,48 @@ mod tests {
             assert!(a.merge(&moved).is_err());
             a.merge(&cp).unwrap();
             assert_eq!(a.signatures().len(), 2, "merging the same lines adds nothing");
+        }
+    }
+
+    #[test]
+    fn witnesses_cosign_only_consistent_heads() {
+        use super::super::log::AuditLog;
+        use super::super::proof::consistency_proof;
+        use super::super::{Event, Outcome};
+        for suite in SUITES {
+            let key = fixed_signer(ORIGIN, suite, 7);
+            let witness = fixed_signer("bank-a.example/witness", suite, 9);
+            let log_trust = Trust {
+                log_keys: vec![VerifierKey::of(&key, SignatureType::Log(suite)).unwrap()],
+                witnesses: vec![],
+            };
+            let mut log = AuditLog::new(suite, ORIGIN).unwrap();
+            let mut leaves = Vec::new();
+            let mut heads = Vec::new();
+            for i in 0..7u64 {
+                leaves
+                    .push(log.append(Event::new("system", "test.event", Outcome::Ok), i).unwrap().leaf_hash);
+                heads.push(log.sign_checkpoint(&key).unwrap());
+            }
+            let (old, mut new) = (heads[2].checkpoint().clone(), heads[6].clone());
+            let proof = consistency_proof(suite, &leaves, 3, 7).unwrap();
+            // First sight, then a consistent successor.
+            let mut first = heads[2].clone();
+            witness_cosign(&mut first, None, &[], &log_trust, &witness, 10).unwrap();
+            witness_cosign(&mut new, Some(&old), &proof, &log_trust, &witness, 20).unwrap();
+            assert_eq!(new.signatures().len(), 2);
+            // A wrong proof, a shrinking head, a same-size fork and an unsigned head are all refused.
+            let mut again = heads[6].clone();
+            assert!(witness_cosign(&mut again, Some(&old), &proof[1..], &log_trust, &witness, 30).is_err());
+            let mut older = heads[1].clone();
+            assert!(witness_cosign(&mut older, Some(&old), &[], &log_trust, &witness, 30).is_err());
+            let fork = Checkpoint::new(ORIGIN, 3, [0; 32]).unwrap();
+            let mut forked = SignedCheckpoint::sign(fork, &key).unwrap();
+            assert!(witness_cosign(&mut forked, Some(&old), &[], &log_trust, &witness, 30).is_err());
+            let impostor = fixed_signer(ORIGIN, suite, 8);
+            let mut unsigned = SignedCheckpoint::sign(heads[6].checkpoint().clone(), &impostor).unwrap();
+            assert!(witness_cosign(&mut unsigned, Some(&old), &proof, &log_trust, &witness, 30).is_err());
+            assert_eq!(again.signatures().len(), 1, "nothing cosigned on refusal");
         }
     }
 

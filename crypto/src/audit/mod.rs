@@ -56,7 +56,9 @@ pub mod verify;
 #[cfg(test)]
 mod verify_tests;
 
-pub use checkpoint::{Checkpoint, CosignatureSeen, SignedCheckpoint, Trust, VerifiedCheckpoint};
+pub use checkpoint::{
+    witness_cosign, Checkpoint, CosignatureSeen, SignedCheckpoint, Trust, VerifiedCheckpoint,
+};
 pub use entry::{Entry, Event, Outcome};
 pub use export::{ExportBundle, ExportHeader};
 pub use keys::{SignatureType, SoftwareSigner, TreeHeadSigner, VerifierKey};

@@ -1,8 +1,10 @@
 //! What the offline verifier found: the [`Report`], its [`Problem`]s (each naming the first entry it
-//! implicates) and the fate of each checkpoint. Plain values, so that `hearth audit verify` can print
-//! them for people and serialise them for tools.
+//! implicates) and the fate of each checkpoint. Plain values: `Display` for people, `Serialize` (JSON)
+//! for tools.
 
 use std::fmt;
+
+use serde::Serialize;
 
 use crate::SuiteId;
 
@@ -12,7 +14,8 @@ use super::checkpoint::CosignatureSeen;
 pub const MAX_REPORTED_PROBLEMS: usize = 1000;
 
 /// Where a checkpoint came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CheckpointSource {
     /// The n-th checkpoint line of the export (from 0).
     Export(usize),
@@ -30,7 +33,8 @@ impl fmt::Display for CheckpointSource {
 }
 
 /// What became of one checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CheckpointStatus {
     /// Signed by a trusted log key, and the entries reproduce its root.
     Matches,
@@ -43,7 +47,7 @@ pub enum CheckpointStatus {
 }
 
 /// One checkpoint's outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CheckpointReport {
     /// Where it came from.
     pub source: CheckpointSource,
@@ -59,7 +63,8 @@ pub struct CheckpointReport {
 
 /// Something wrong with an export. [`Problem::first_seq`] says which entry it implicates first.
 #[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "problem", rename_all = "snake_case")]
 pub enum Problem {
     /// The export's framing or header is broken (1-based line number).
     Malformed {
@@ -252,7 +257,7 @@ impl fmt::Display for Problem {
 }
 
 /// The verifier's findings.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct Report {
     /// The suite named by the export, if the header parsed.
     pub suite: Option<SuiteId>,

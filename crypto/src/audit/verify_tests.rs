@@ -157,6 +157,11 @@ fn removed_reordered_and_inserted_entries_are_named() {
         removed.entries.remove(5);
         let r = f.verify(&removed);
         assert_eq!(first(&r), &Problem::SequenceMismatch { position: 5, found: 6 }, "{suite}: {r}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            json["problems"][0],
+            serde_json::json!({"problem": "sequence_mismatch", "position": 5, "found": 6})
+        );
 
         let mut reordered = honest.clone();
         reordered.entries.swap(7, 8);
