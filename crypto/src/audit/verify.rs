@@ -283,11 +283,13 @@ impl Verifier<'_> {
             // Same size, different roots, both signed by the log: a fork whatever the entries say.
             let twin = self.checkpoints.iter().find(|d| d.size() == c.size() && d.root() != c.root());
             if let Some(d) = twin.filter(|d| d.source > c.source) {
+                // Name as the disagreeing head the one the entries do not match.
+                let (bad, good) = if c.matched == Some(true) { (d, c) } else { (c, d) };
                 found.push(Problem::Fork {
-                    checkpoint: d.source,
-                    size: d.size(),
-                    other: c.source,
-                    other_size: c.size(),
+                    checkpoint: bad.source,
+                    size: bad.size(),
+                    other: good.source,
+                    other_size: good.size(),
                     first_suspect: c.first_suspect.min(d.first_suspect),
                 });
             }
@@ -325,7 +327,7 @@ impl Verifier<'_> {
         self.classify();
         // Export-wide problems first, then by first implicated entry; the sort is stable, so ties keep
         // the order in which they were found.
-        self.report.problems.sort_by_key(|p| p.first_seq().map_or(0, |s| s + 1));
+        self.report.problems.sort_by_key(|p| p.first_seq().map_or(0, |s| s.saturating_add(1)));
         self.report
     }
 }

@@ -243,8 +243,29 @@ fn two_readers_shown_different_heads_of_one_size_is_a_fork() {
         let (b, _) = f.export(9, &[9], "");
         let (_, other_view) = f.export(9, &[9], "other");
         let r = verify_export_with(&b.encode(), &f.trust, &[&other_view[0].encode()]);
-        assert!(matches!(first(&r), Problem::Fork { size: 9, other_size: 9, .. }), "{suite}: {r}");
-        assert_eq!(r.problems.len(), 1, "one fork, reported once: {r}");
+        let want = Problem::Fork {
+            checkpoint: CheckpointSource::Extra(0),
+            size: 9,
+            other: CheckpointSource::Export(0),
+            other_size: 9,
+            first_suspect: 0,
+        };
+        assert_eq!(r.problems, vec![want], "{suite}: one fork, reported once: {r}");
+        // The same when the export carries the other view and the auditor brings the matching one.
+        let mut swapped = b.clone();
+        swapped.checkpoints = vec![other_view[0].clone()];
+        let r = verify_export_with(&swapped.encode(), &f.trust, &[&b.checkpoints[0].encode()]);
+        assert!(
+            matches!(
+                first(&r),
+                Problem::Fork {
+                    checkpoint: CheckpointSource::Export(0),
+                    other: CheckpointSource::Extra(0),
+                    ..
+                }
+            ),
+            "{suite}: {r}"
+        );
     }
 }
 
