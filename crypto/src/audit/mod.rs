@@ -20,6 +20,41 @@
 //! - [`verify`]: the offline verifier; [`report`]: its [`Report`] and [`Problem`]s.
 //! - [`query`]: filters for `hearth audit query` and the counts a compliance report needs.
 //!
+//! # Example
+//!
+//! ```
+//! use hearth_crypto::audit::{
+//!     verify_export, AuditError, AuditLog, Event, ExportBundle, Outcome, SignatureType, SoftwareSigner,
+//!     Trust, VerifierKey,
+//! };
+//! use hearth_crypto::SuiteId;
+//!
+//! # fn main() -> Result<(), AuditError> {
+//! let suite = SuiteId::National;
+//! // In production the key stays in the keystore, behind `TreeHeadSigner`.
+//! let key = SoftwareSigner::generate("hearth.example/audit", suite)?;
+//! let mut log = AuditLog::new(suite, "hearth.example/audit")?;
+//! let event = Event::new("urn:hearth:participant:bank-a", "update.upload", Outcome::Refused)
+//!     .detail("stale base version 2")
+//!     .object("job-7");
+//! let appended = log.append(event, 1_700_000_000_000)?; // the service stores these bytes and hash
+//! let head = log.sign_checkpoint(&key)?;
+//!
+//! // The auditor's side, offline, with the log's key obtained out of band.
+//! let trust = Trust { log_keys: vec![VerifierKey::of(&key, SignatureType::Log(suite))?], witnesses: vec![] };
+//! let export = ExportBundle {
+//!     suite,
+//!     origin: log.origin().into(),
+//!     keys: trust.log_keys.clone(),
+//!     checkpoints: vec![head],
+//!     entries: vec![(appended.entry, appended.leaf_hash)],
+//! };
+//! let report = verify_export(&export.encode(), &trust);
+//! assert!(report.is_ok(), "{report}");
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # What a verifier learns, and under which assumptions
 //!
 //! Assuming the suite's hash is collision resistant and its signature unforgeable, and that the auditor
