@@ -7,11 +7,14 @@
 //!   keys, by label and version, with rotation) and its backends: a sealed software keystore and a
 //!   PKCS#11 token.
 //! - [`envelope`]: envelope encryption of stored objects under a keystore's key-encryption key.
+//! - [`audit`]: the tamper-evident audit log: entries, an RFC 9162 Merkle tree, proofs, signed checkpoints
+//!   (C2SP signed notes) with witness cosignatures, the export bundle and its offline verifier.
 //!
-//! Secure aggregation and the signed audit log will live here too.
+//! Secure aggregation will live here too.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod envelope;
 pub mod keystore;
 pub mod pki;
