@@ -8,13 +8,20 @@
 //! - [`accountant`]: [`RdpAccountant`], Rényi-DP accounting of the Poisson-subsampled Gaussian
 //!   mechanism (and any [`RdpMechanism`]) converted to (epsilon, delta); checked against Google's
 //!   `dp-accounting` in `fixtures/rdp_reference.csv`. Start here for the privacy argument.
+//! - [`mechanism`]: the noise mechanisms, each a value with its privacy map: [`DiscreteGaussian`],
+//!   [`DiscreteLaplace`], [`DistributedDiscreteGaussian`] (secure aggregation, drop-outs) and
+//!   [`PoissonSubsampled`]; exact sampling through OpenDP.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod accountant;
+pub mod mechanism;
 pub mod round;
 
 pub use accountant::{
     calibrate_noise_multiplier, AccountantError, RdpAccountant, RdpMechanism, SubsampledGaussian,
+};
+pub use mechanism::{
+    DiscreteGaussian, DiscreteLaplace, DistributedDiscreteGaussian, MechanismError, PoissonSubsampled,
 };
 pub use round::{JobShape, PolicyError, RoundPolicy};
