@@ -119,7 +119,7 @@ fn calibration_finds_the_smallest_sufficient_noise() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(32))]
 
     #[test]
     fn epsilon_grows_with_steps_and_rate_and_shrinks_with_noise(
@@ -130,11 +130,17 @@ proptest! {
     ) {
         let delta = 10f64.powi(-delta_exp);
         let base = epsilon(q, sigma, steps, delta);
+        prop_assert!(base.is_finite() && base >= 0.0);
+        // Past epsilon ~100 (no privacy left) the fractional-order series is not monotone in the rate,
+        // in dp-accounting itself too: q = 0.727, sigma = 0.5, 425 steps, delta 1e-5 gives 1066 there
+        // and 1047 at q = 1. Budgets never come near; the property is asserted where it matters.
+        if base > 100.0 {
+            return Ok(());
+        }
         // A tiny slack absorbs the last-bit rounding of the series.
         let slack = 1e-9 * base.max(1e-12);
         prop_assert!(epsilon(q, sigma, steps + steps / 2 + 1, delta) >= base - slack);
         prop_assert!(epsilon((q * 1.5).min(1.0), sigma, steps, delta) >= base - slack);
         prop_assert!(epsilon(q, sigma * 1.3, steps, delta) <= base + slack);
-        prop_assert!(base.is_finite() && base >= 0.0);
     }
 }
