@@ -13,6 +13,46 @@
 //! - [`mechanism`]: the noise mechanisms, each a value with its privacy map: [`DiscreteGaussian`],
 //!   [`DiscreteLaplace`], [`DistributedDiscreteGaussian`] (secure aggregation, drop-outs) and
 //!   [`PoissonSubsampled`]; exact sampling through OpenDP.
+//!
+//! # The simple path
+//! A service parses the DPO's policy once, keeps one [`Ledger`] behind a lock (persisting it after
+//! every change), and for each job: reserve the worst case before announcing it, charge each
+//! committed round by number, settle at the end.
+//!
+//! ```
+//! use hearth_policies::{
+//!     Charge, FamilyId, Ledger, PrivacyPolicy, PrivacyUnit, SubsampledGaussian, TenantId, Timestamp,
+//!     TrainingNoise, TrainingPlan,
+//! };
+//!
+//! let policy = PrivacyPolicy::from_toml(
+//!     r#"
+//!     [tenants.bank-a.families.intent]
+//!     epsilon = 8.0
+//!     delta = 1e-5
+//!     privacy_unit = "record"
+//!     min_participants = 3
+//!     "#,
+//! )?;
+//! let job = Charge::Training(TrainingPlan {
+//!     noise: TrainingNoise::Gaussian(SubsampledGaussian { sampling_rate: 1.0, noise_multiplier: 4.0 }),
+//!     rounds: 20,
+//!     clipping_norm: 1.0,
+//!     privacy_unit: PrivacyUnit::Record,
+//!     min_participants: 3,
+//! });
+//! let (bank, intent, now) = (TenantId("bank-a".into()), FamilyId("intent".into()), Timestamp(0));
+//! let mut ledger = Ledger::new();
+//! let id = ledger.reserve(&policy, &[bank], &intent, "job-7", job, now)?;
+//! ledger.commit_round(id, 1)?;
+//! ledger.commit_round(id, 1)?; // a retried round: charged once
+//! ledger.commit(id)?;
+//! print!("{}", ledger.report(&policy, now));
+//! # Ok::<(), hearth_policies::BudgetError>(())
+//! ```
+//!
+//! The accountant alone: `RdpAccountant::new().compose(SubsampledGaussian { .. }, steps)?.epsilon(delta)`;
+//! the noise needed for a target: [`calibrate_noise_multiplier`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -22,9 +22,11 @@
 //! arithmetic touches the noise, so the output distribution is exactly the stated one, closing the
 //! attacks on floating-point Laplace and Gaussian samplers (Mironov, CCS 2012). The scale given as an
 //! `f64` is converted to a rational exactly. Where OpenDP does not fit:
-//! - its *privacy maps* (`make_gaussian`, `make_laplace`) are typed over OpenDP domains and metrics and
-//!   know nothing of secure aggregation, drop-outs or subsampling, so the maps here are written out
-//!   with their theorems instead;
+//! - its *measurements with privacy maps* (`make_gaussian`, `make_laplace`) compile only with OpenDP's
+//!   `contrib` feature (constructors whose proofs have not completed OpenDP's vetting), are typed over
+//!   OpenDP domains and metrics, and know nothing of secure aggregation, drop-outs or subsampling; so
+//!   the maps here are written out with their theorems instead, and only the samplers (outside
+//!   `contrib`) are used;
 //! - the distributed discrete Gaussian has no OpenDP constructor; only its per-participant sampler
 //!   comes from OpenDP.
 //!

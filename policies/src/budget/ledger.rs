@@ -254,7 +254,8 @@ impl Ledger {
             ChargeState::Released => return Err(BudgetError::AlreadySettled { id, state }),
             ChargeState::Open => {}
         }
-        if matches!(self.get_mut(id)?.charge, Charge::Query(_)) {
+        let r = self.get_mut(id)?;
+        if matches!(r.charge, Charge::Query(_)) && r.rounds.is_empty() {
             self.commit_round(id, 0)?;
         }
         let r = self.get_mut(id)?;

@@ -2,28 +2,15 @@
 //! into a [`PrivacyPolicy`] (the only form the ledger accepts). Unknown fields are errors, so a typo
 //! cannot silently drop a rule.
 //!
-//! ```toml
-//! [tenants.bank-a]
-//! epsilon = 20.0              # optional tenant-wide cap over all families (needs delta too)
-//! delta = 1e-5
-//! period_days = 365
+//! `policies/privacy-policy.example.toml` is a complete, tested example; in short:
 //!
+//! ```toml
 //! [tenants.bank-a.families.intent]
 //! epsilon = 8.0               # budget per period
 //! delta = 1e-5
-//! delta_per_charge = 1e-6     # optional, the delta each job is accounted at; default delta / 10
 //! privacy_unit = "record"     # record | customer
 //! period_days = 30            # optional; absent: the budget never resets
-//! clipping_norm = 1.0         # optional, largest L2 clipping norm a training job may use
-//! min_participants = 3        # participants per round or query
-//! min_records = 100           # optional, smallest cohort of records a statistic may cover
-//!
-//! [tenants.bank-a.families.emotion-escalation]
-//! epsilon = 4.0
-//! delta = 1e-6
-//! privacy_unit = "customer"
 //! min_participants = 3
-//! target_anger_recall = 0.9   # optional, the recall the escalation model must reach
 //! ```
 
 use std::collections::BTreeMap;

@@ -75,6 +75,17 @@ fn histogram(epsilon: f64) -> Charge {
 const NOW: Timestamp = Timestamp(1_800_000_000);
 
 #[test]
+fn the_example_policy_is_valid() {
+    let p = PrivacyPolicy::from_toml(include_str!("../../privacy-policy.example.toml")).unwrap();
+    let intent = p.family(&t("bank-a"), &f("intent")).unwrap();
+    assert_eq!(
+        (intent.epsilon, intent.privacy_unit, intent.period_days),
+        (8.0, PrivacyUnit::Record, Some(30))
+    );
+    assert_eq!(p.tenant(&t("bank-a")).unwrap().cap(), Some(Cost { epsilon: 20.0, delta: 1e-5 }));
+}
+
+#[test]
 fn a_policy_parses_and_bad_fields_are_named() {
     let p = policy();
     assert_eq!(p.family(&t("bank-a"), &f("emotion-escalation")).unwrap().target_anger_recall, Some(0.9));
@@ -172,6 +183,9 @@ fn release_keeps_released_rounds_and_frees_the_rest() {
     assert!(matches!(ledger.commit(ReservationId(99)), Err(BudgetError::UnknownReservation(_))));
     let q = ledger.reserve(&p, &[t("bank-a")], &f("histogram"), "q", histogram(1.0), NOW).unwrap();
     assert_eq!(ledger.commit(q).unwrap().shares[0].spent, Cost { epsilon: 1.0, delta: 0.0 });
+    let q2 = ledger.reserve(&p, &[t("bank-a")], &f("histogram"), "q2", histogram(1.0), NOW).unwrap();
+    ledger.commit_round(q2, 5).unwrap();
+    assert_eq!(ledger.commit(q2).unwrap().shares[0].spent.epsilon, 1.0, "a released query is charged once");
     assert!(matches!(ledger.commit_round(id, 8), Err(BudgetError::AlreadySettled { .. })));
     let one = ledger.reserve(&p, &[t("bank-a")], &f("intent"), "short", training(5.0, 1), NOW).unwrap();
     ledger.commit_round(one, 0).unwrap();
