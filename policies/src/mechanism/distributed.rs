@@ -31,7 +31,7 @@ use super::{add_each, draw_discrete_gaussian, positive, rational, MechanismError
 use crate::accountant::{AccountantError, RdpMechanism};
 
 /// Largest cohort the privacy map iterates over; far above any consortium.
-const MAX_COHORT: u32 = 100_000;
+const MAX_COHORT: u32 = 10_000;
 
 /// The parameters of a [`DistributedDiscreteGaussian`], as written in a job spec.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -41,7 +41,7 @@ pub struct DistributedDiscreteGaussianSpec {
     pub local_scale: f64,
     /// Fewest participants whose shares can be in an unmasked aggregate, `>= 1`.
     pub min_survivors: u32,
-    /// Participants invited to the round, `>= min_survivors`.
+    /// Participants invited to the round, `>= min_survivors`, at most 10 000.
     pub cohort: u32,
     /// L2 sensitivity of the aggregated integer vector to one privacy unit, in grid units.
     pub l2_sensitivity: f64,
@@ -83,7 +83,7 @@ impl DistributedDiscreteGaussian {
             return Err(invalid("min_survivors", 0.0, "at least 1"));
         }
         if spec.cohort < spec.min_survivors || spec.cohort > MAX_COHORT {
-            return Err(invalid("cohort", f64::from(spec.cohort), "between min_survivors and 100000"));
+            return Err(invalid("cohort", f64::from(spec.cohort), "between min_survivors and 10000"));
         }
         positive("l2_sensitivity", spec.l2_sensitivity)?;
         positive("l1_sensitivity", spec.l1_sensitivity)?;
@@ -136,18 +136,31 @@ impl DistributedDiscreteGaussian {
         add_each(values, || self.sample_share())
     }
 
-    /// `tau_k` of Theorem 1 for `k` survivors.
-    fn tau(&self, survivors: u32) -> f64 {
+    /// `tau_k` of Theorem 1 for every `k` in `1..=last` (index `k - 1`), in one pass.
+    fn taus(&self, last: u32) -> Vec<f64> {
         let s2 = self.spec.local_scale * self.spec.local_scale;
         let pi2 = std::f64::consts::PI * std::f64::consts::PI;
-        10.0 * (1..survivors).map(|j| (-2.0 * pi2 * s2 * f64::from(j) / f64::from(j + 1)).exp()).sum::<f64>()
+        let mut taus = Vec::with_capacity(last as usize);
+        let mut sum = 0.0;
+        for k in 1..=last {
+            taus.push(10.0 * sum);
+            // Term j = k of the sum, which tau_{k+1} includes.
+            sum += (-2.0 * pi2 * s2 * f64::from(k) / f64::from(k + 1)).exp();
+        }
+        taus
     }
 
     /// The Proposition 14 bound at order `alpha` with exactly `survivors` shares in the aggregate.
     pub fn rdp_with_survivors(&self, alpha: f64, survivors: u32) -> f64 {
-        let k = f64::from(survivors.max(1)).sqrt() * self.spec.local_scale;
+        let survivors = survivors.max(1);
+        // `taus(n)` has exactly `n >= 1` entries, so index `n - 1` exists.
+        let tau = self.taus(survivors)[survivors as usize - 1];
+        self.bound(alpha, survivors, tau)
+    }
+
+    fn bound(&self, alpha: f64, survivors: u32, tau: f64) -> f64 {
+        let k = f64::from(survivors).sqrt() * self.spec.local_scale;
         let (a, b) = (self.spec.l2_sensitivity / k, self.spec.l1_sensitivity / k);
-        let tau = self.tau(survivors.max(1));
         let d = self.spec.dimension as f64;
         let first = 0.5 * alpha * a * a + tau * d;
         let second = 0.5 * alpha * (a * a + 2.0 * b * tau + tau * tau * d);
@@ -159,11 +172,13 @@ impl DistributedDiscreteGaussian {
 impl RdpMechanism for DistributedDiscreteGaussian {
     /// The worst case over every number of survivors the round may unmask with.
     fn rdp(&self, orders: &[f64]) -> Result<Vec<f64>, AccountantError> {
+        // `taus` has `cohort` entries and `1 <= min_survivors <= k <= cohort` (checked in `new`).
+        let taus = self.taus(self.spec.cohort);
         Ok(orders
             .iter()
             .map(|&alpha| {
                 (self.spec.min_survivors..=self.spec.cohort)
-                    .map(|k| self.rdp_with_survivors(alpha, k))
+                    .map(|k| self.bound(alpha, k, taus[k as usize - 1]))
                     .fold(0.0, f64::max)
             })
             .collect())

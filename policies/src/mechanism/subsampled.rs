@@ -10,7 +10,11 @@
 //! Fractional orders use the next integer (at least 2): Rényi divergence is non-decreasing in its order
 //! (van Erven and Harremoës 2014, Theorem 3), so that is an upper bound. Subsampling never hurts, so the
 //! result is also capped by `M`'s own curve. For the Gaussian use the tighter, exact
-//! [`crate::SubsampledGaussian`] instead.
+//! [`crate::SubsampledGaussian`] instead: for a distributed discrete Gaussian equivalent to noise
+//! multiplier 4 at rate 0.05 over 200 rounds (delta 1e-6) this bound gives epsilon 1.96 where the exact
+//! Gaussian analysis gives 0.84 (test `a_distributed_discrete_gaussian_job_is_priced_at_its_worst_survivor_count`).
+//! Safe, but it pays to sample every record each round (rate 1) when the shares are large, or to
+//! tighten this bound later.
 
 use serde::{Deserialize, Serialize};
 
