@@ -5,7 +5,8 @@
 //! - [`DiscreteGaussian`]: `N_Z(0, sigma^2)` added to each coordinate of an integer vector whose
 //!   L2 sensitivity is `Delta_2`. Guarantee: `rho`-zCDP with `rho = Delta_2^2 / (2 sigma^2)`, so RDP
 //!   `alpha * rho` at every order (Canonne, Kamath, Steinke, "The Discrete Gaussian for Differential
-//!   Privacy", NeurIPS 2020, Theorem 14, the multivariate form of their Theorem 4).
+//!   Privacy", NeurIPS 2020: Theorem 4 for one coordinate, and its multivariate form for independent
+//!   coordinates in the same paper, which bounds the divergence by the L2 norm of the shift).
 //! - [`DiscreteLaplace`]: `L_Z(0, b)` per coordinate, for counts and histograms with L1 sensitivity
 //!   `Delta_1`. Guarantee: pure `epsilon = Delta_1 / b` DP (the geometric mechanism, Ghosh, Roughgarden,
 //!   Sundararajan 2009; CKS20 Section 2.2), hence also `epsilon^2 / 2`-zCDP (Bun and Steinke 2016,
@@ -163,7 +164,7 @@ impl DiscreteGaussian {
         Ok(Self { spec: DiscreteGaussianSpec { scale, l2_sensitivity }, exact_scale })
     }
 
-    /// `sigma`. The variance of `N_Z(0, sigma^2)` is slightly *below* `sigma^2` (CKS20 Proposition 19),
+    /// `sigma`. The variance of `N_Z(0, sigma^2)` is slightly *below* `sigma^2` (shown in CKS20),
     /// so `sigma^2` is a safe figure for error bars.
     pub fn scale(&self) -> f64 {
         self.spec.scale
@@ -174,7 +175,7 @@ impl DiscreteGaussian {
         self.spec.l2_sensitivity
     }
 
-    /// The zCDP parameter `rho = Delta_2^2 / (2 sigma^2)` of one release (CKS20 Theorem 14).
+    /// The zCDP parameter `rho = Delta_2^2 / (2 sigma^2)` of one release (CKS20, multivariate form of Theorem 4).
     pub fn rho(&self) -> f64 {
         let ratio = self.spec.l2_sensitivity / self.spec.scale;
         0.5 * ratio * ratio

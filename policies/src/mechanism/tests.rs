@@ -11,8 +11,8 @@ fn moments(n: usize, mut draw: impl FnMut() -> i64) -> (f64, f64) {
 
 #[test]
 fn discrete_gaussian_draws_have_the_stated_variance() {
-    // For sigma >= 1 the variance of N_Z(0, sigma^2) equals sigma^2 to within 1e-8 (CKS20 Prop. 19 and
-    // the Poisson-summation bound), so sigma^2 is the target. With 20000 draws the sample variance has a
+    // The variance of N_Z(0, sigma^2) is below sigma^2 by a gap that decays like exp(-2 pi^2 sigma^2),
+    // invisible at sigma = 3.5, so sigma^2 is the target. With 20000 draws the sample variance has a
     // relative standard error of sqrt(2/20000) = 1%; 5% is a 5-sigma band.
     let m = DiscreteGaussian::new(3.5, 1.0).unwrap();
     let (mean, var) = moments(20_000, || m.sample().unwrap());
