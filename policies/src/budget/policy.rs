@@ -43,7 +43,9 @@ pub struct FamilyPolicy {
     pub delta_per_charge: Option<f64>,
     /// The privacy unit the budget protects.
     pub privacy_unit: PrivacyUnit,
-    /// Length of a budget period in days; absent, the budget never resets.
+    /// Length of a budget period in days; absent, the budget never resets. Periods are aligned to the
+    /// Unix epoch (period `p` covers days `[p * n, (p + 1) * n)` since 1970-01-01 UTC) and a charge
+    /// counts in the period it was reserved in.
     #[serde(default)]
     pub period_days: Option<u32>,
     /// Largest L2 clipping norm a training job may use.
