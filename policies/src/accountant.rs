@@ -70,6 +70,13 @@ pub trait RdpMechanism {
     fn rdp(&self, orders: &[f64]) -> Result<Vec<f64>, AccountantError>;
 }
 
+/// A borrowed mechanism costs what the mechanism costs, so `compose(&m, steps)` needs no clone.
+impl<M: RdpMechanism + ?Sized> RdpMechanism for &M {
+    fn rdp(&self, orders: &[f64]) -> Result<Vec<f64>, AccountantError> {
+        (**self).rdp(orders)
+    }
+}
+
 /// The Gaussian mechanism applied to a Poisson sample: each privacy unit is included independently with
 /// probability `sampling_rate`, contributions are clipped to norm `C`, and Gaussian noise of standard
 /// deviation `noise_multiplier * C` is added to their sum. This is one step of DP-SGD or one round of

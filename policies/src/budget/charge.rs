@@ -91,18 +91,16 @@ impl Charge {
         match self {
             Charge::Training(plan) => match &plan.noise {
                 TrainingNoise::Gaussian(m) => rdp_cost(*m, steps, delta),
-                TrainingNoise::DistributedDiscrete { sampling_rate, mechanism } => rdp_cost(
-                    PoissonSubsampled { sampling_rate: *sampling_rate, mechanism: mechanism.clone() },
-                    steps,
-                    delta,
-                ),
+                TrainingNoise::DistributedDiscrete { sampling_rate, mechanism } => {
+                    rdp_cost(PoissonSubsampled { sampling_rate: *sampling_rate, mechanism }, steps, delta)
+                }
             },
             Charge::Query(plan) => {
                 let steps = steps.min(1);
                 match &plan.noise {
                     QueryNoise::Laplace(m) => Ok(Cost { epsilon: m.epsilon() * steps as f64, delta: 0.0 }),
-                    QueryNoise::Gaussian(m) => rdp_cost(m.clone(), steps, delta),
-                    QueryNoise::DistributedGaussian(m) => rdp_cost(m.clone(), steps, delta),
+                    QueryNoise::Gaussian(m) => rdp_cost(m, steps, delta),
+                    QueryNoise::DistributedGaussian(m) => rdp_cost(m, steps, delta),
                 }
             }
         }
