@@ -77,6 +77,8 @@ mod wire;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_hostile;
 
 pub use client::{
     start_client, ClientAwaitKeys, ClientAwaitShares, ClientAwaitSurvivors, ClientAwaitUnmask, MessageSigner,
