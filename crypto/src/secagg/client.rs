@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 
 use crate::suite::{CryptoError, CryptoSuite, SecretBytes, SuiteId, NONCE_LEN};
 
-use super::mask::{channel_key, pairwise_seed, pairwise_sign, self_mask_seed, MaskExpander, Sign};
+use super::mask::{apply_masks, channel_key, pairwise_seed, pairwise_sign, self_mask_seed, Sign};
 use super::messages::{
     AdvertiseKeys, ConsistencySignature, EncryptedShare, EncryptedShares, KeysBroadcast, MaskedInput,
     RevealedShare, SecretKind, ShareKeys, Signature, SurvivorSet, UnmaskRequest, UnmaskShares,
@@ -253,6 +253,17 @@ impl ClientAwaitShares {
     /// and returns the signed [`MaskedInput`]. The client's own secrets are wiped here: only the
     /// neighbours' shares are kept.
     pub fn handle(self, msg: &[u8], input: &[u32]) -> Result<(ClientAwaitSurvivors, Vec<u8>), SecAggError> {
+        self.handle_with_threads(msg, input, 1)
+    }
+
+    /// [`ClientAwaitShares::handle`], expanding the masks on `threads` scoped threads (see
+    /// [`super::mask::apply_masks`]).
+    pub fn handle_with_threads(
+        self,
+        msg: &[u8],
+        input: &[u32],
+        threads: usize,
+    ) -> Result<(ClientAwaitSurvivors, Vec<u8>), SecAggError> {
         let core = self.core;
         let params = Arc::clone(&core.params);
         let (ctx, d, bits) = (params.context(), params.vector_len(), params.modulus_bits());
@@ -291,19 +302,16 @@ impl ClientAwaitShares {
                 need: t,
             });
         }
-        let mut values = input.to_vec();
-        let mut expander = MaskExpander::new(params.suite());
-        expander.apply(
-            &self_mask_seed(params.suite(), ctx, &self.self_seed, core.me)?,
-            Sign::Add,
-            &mut values,
-        );
+        let mut masks = Vec::with_capacity(held.len() + 1);
+        masks.push((self_mask_seed(params.suite(), ctx, &self.self_seed, core.me)?, Sign::Add));
         for &v in held.keys() {
             let peer = self.peers.get(&v).ok_or(SecAggError::NotANeighbour { a: core.me, b: v })?;
             let seed = pairwise_seed(params.suite(), ctx, &self.mask_secret, &peer.mask_public, core.me, v)
                 .map_err(|e| SecAggError::InvalidPeerKey { client: v, reason: e.to_string() })?;
-            expander.apply(&seed, pairwise_sign(core.me, v), &mut values);
+            masks.push((seed, pairwise_sign(core.me, v)));
         }
+        let mut values = input.to_vec();
+        apply_masks(params.suite(), &masks, &mut values, threads);
         let ring = if bits == 32 { u32::MAX } else { (1u32 << bits) - 1 };
         values.iter_mut().for_each(|v| *v &= ring);
         let mut out = MaskedInput { sender: core.me, values, signature: [0; 64] };

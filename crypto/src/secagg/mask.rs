@@ -56,24 +56,72 @@ impl MaskExpander {
 
     /// Adds or subtracts the mask of `seed` to `out`, modulo 2^32.
     pub fn apply(&mut self, seed: &SecretBytes, sign: Sign, out: &mut [u32]) {
-        for (block, words) in out.chunks_mut(BLOCK_WORDS).enumerate() {
-            let block_seed = SecretBytes::new(
-                self.suite
-                    .mac(seed.expose(), &[b"hearth-secagg/v1 mask block", &(block as u64).to_le_bytes()]),
-            );
+        self.apply_at(seed, sign, out, 0);
+    }
+
+    /// Like [`MaskExpander::apply`] for the part of a vector that starts at block `first_block` (word
+    /// `first_block * BLOCK_BYTES / 4`), so that parts of one vector can be masked independently.
+    pub fn apply_at(&mut self, seed: &SecretBytes, sign: Sign, out: &mut [u32], first_block: usize) {
+        for (i, words) in out.chunks_mut(BLOCK_WORDS).enumerate() {
+            let block = ((first_block + i) as u64).to_le_bytes();
+            let block_seed =
+                SecretBytes::new(self.suite.mac(seed.expose(), &[b"hearth-secagg/v1 mask block", &block]));
             let stream = &mut self.scratch[..words.len() * 4];
             self.suite.keystream(&block_seed, stream);
-            let pairs = words.iter_mut().zip(stream.chunks_exact(4));
-            match sign {
-                Sign::Add => {
-                    pairs.for_each(|(w, c)| *w = w.wrapping_add(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-                }
-                Sign::Subtract => {
-                    pairs.for_each(|(w, c)| *w = w.wrapping_sub(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-                }
-            }
+            fold(words, stream, sign);
         }
     }
+}
+
+/// Adds `stream`, read as little-endian u32 words, to `words` (or subtracts it), 16 words at a time so
+/// the compiler vectorises the loop.
+fn fold(words: &mut [u32], stream: &[u8], sign: Sign) {
+    let mut w16 = words.chunks_exact_mut(16);
+    let mut s64 = stream.chunks_exact(64);
+    for (ws, cs) in (&mut w16).zip(&mut s64) {
+        let mut tmp = [0u32; 16];
+        for (t, c) in tmp.iter_mut().zip(cs.chunks_exact(4)) {
+            *t = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
+        add_words(ws, &tmp, sign);
+    }
+    let mut tail = [0u32; 16];
+    for (t, c) in tail.iter_mut().zip(s64.remainder().chunks_exact(4)) {
+        *t = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    }
+    // The word remainder has as many words as the byte remainder has 4-byte groups.
+    add_words(w16.into_remainder(), &tail, sign);
+}
+
+fn add_words(words: &mut [u32], mask: &[u32], sign: Sign) {
+    match sign {
+        Sign::Add => words.iter_mut().zip(mask).for_each(|(w, m)| *w = w.wrapping_add(*m)),
+        Sign::Subtract => words.iter_mut().zip(mask).for_each(|(w, m)| *w = w.wrapping_sub(*m)),
+    }
+}
+
+/// Applies every `(seed, sign)` mask to `out`, splitting the vector into `threads` contiguous runs of
+/// whole blocks, each masked by its own scoped thread (no extra vector is allocated). With `threads`
+/// <= 1 or a vector of one block it runs on the calling thread. Call it from a blocking context (e.g.
+/// `spawn_blocking`), never on an async worker.
+pub fn apply_masks(suite: SuiteId, masks: &[(SecretBytes, Sign)], out: &mut [u32], threads: usize) {
+    let blocks = out.len().div_ceil(BLOCK_WORDS);
+    if threads <= 1 || blocks <= 1 {
+        let mut ex = MaskExpander::new(suite);
+        masks.iter().for_each(|(seed, sign)| ex.apply(seed, *sign, out));
+        return;
+    }
+    let blocks_per_thread = blocks.div_ceil(threads);
+    std::thread::scope(|scope| {
+        for (i, part) in out.chunks_mut(blocks_per_thread * BLOCK_WORDS).enumerate() {
+            scope.spawn(move || {
+                let mut ex = MaskExpander::new(suite);
+                for (seed, sign) in masks {
+                    ex.apply_at(seed, *sign, part, i * blocks_per_thread);
+                }
+            });
+        }
+    });
 }
 
 fn derive(
@@ -186,6 +234,17 @@ mod tests {
             assert_ne!(v[1..100], v[BLOCK_WORDS + 1..BLOCK_WORDS + 100]);
             ex.apply(&seed, Sign::Subtract, &mut v);
             assert_eq!(v, (0..len as u32).collect::<Vec<u32>>());
+            // Split across threads, the same masks give the same vector.
+            let masks = [(seed.clone(), Sign::Add), (SecretBytes::new([6; 32]), Sign::Subtract)];
+            let mut one = vec![1u32; len];
+            let mut three = vec![1u32; len];
+            apply_masks(id, &masks, &mut one, 1);
+            apply_masks(id, &masks, &mut three, 3);
+            assert_eq!(one, three);
+            ex.apply(&masks[1].0, Sign::Subtract, &mut v);
+            ex.apply(&seed, Sign::Add, &mut v);
+            v.iter_mut().zip(0u32..).for_each(|(w, i)| *w = w.wrapping_add(1).wrapping_sub(i));
+            assert_eq!(one, v);
             // A prefix of a longer mask equals the shorter mask.
             let mut short = vec![0u32; 100];
             let mut long = vec![0u32; 1000];

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::suite::SecretBytes;
 
-use super::mask::{agreement_public, pairwise_seed, pairwise_sign, self_mask_seed, MaskExpander, Sign};
+use super::mask::{agreement_public, apply_masks, pairwise_seed, pairwise_sign, self_mask_seed, Sign};
 use super::messages::{
     AdvertiseKeys, ConsistencySignature, EncryptedShare, EncryptedShares, KeysBroadcast, MaskedInput,
     SecretKind, ShareKeys, Signature, SurvivorSet, UnmaskRequest, UnmaskShares,
@@ -403,6 +403,12 @@ impl ServerUnmasking {
     /// Ends the round. First checks that every needed secret has at least t shares (otherwise aborts
     /// without rebuilding anything), then rebuilds them and removes the masks.
     pub fn close(self) -> Result<UnmaskedSum, SecAggError> {
+        self.close_with_threads(1)
+    }
+
+    /// [`ServerUnmasking::close`], removing the masks on `threads` scoped threads (see
+    /// [`super::mask::apply_masks`]).
+    pub fn close_with_threads(self, threads: usize) -> Result<UnmaskedSum, SecAggError> {
         enough(Phase::Unmasking, self.responded.len(), &self.params)?;
         let t = self.params.threshold();
         let graph = self.params.graph();
@@ -450,10 +456,7 @@ impl ServerUnmasking {
             }
         }
         let mut sum = self.sum;
-        let mut expander = MaskExpander::new(suite);
-        for (seed, sign) in &seeds {
-            expander.apply(seed, *sign, &mut sum);
-        }
+        apply_masks(suite, &seeds, &mut sum, threads);
         let bits = self.params.modulus_bits();
         let ring = if bits == 32 { u32::MAX } else { (1u32 << bits) - 1 };
         sum.iter_mut().for_each(|v| *v &= ring);

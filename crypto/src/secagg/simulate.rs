@@ -111,6 +111,8 @@ pub struct Simulation {
     pub dropouts: Dropouts,
     /// Seed of the inputs, self-mask seeds and Shamir coefficients (key pairs come from the OS).
     pub seed: u64,
+    /// Threads each party uses to expand masks (clients still run one after another).
+    pub threads: usize,
 }
 
 struct Stats {
@@ -237,7 +239,7 @@ pub fn simulate_round(sim: &Simulation) -> Result<SimulationReport, SecAggError>
         }
         let input = input_of(sim.seed, u, d, sim.modulus_bits);
         let t = Instant::now();
-        let (state, msg) = state.handle(&o.bytes, &input)?;
+        let (state, msg) = state.handle_with_threads(&o.bytes, &input, sim.threads)?;
         stats.seconds[u as usize][2] += t.elapsed().as_secs_f64();
         stats.sent[u as usize] += msg.len() as u64;
         let t = Instant::now();
@@ -285,7 +287,7 @@ pub fn simulate_round(sim: &Simulation) -> Result<SimulationReport, SecAggError>
         server_seconds[4] += t.elapsed().as_secs_f64();
     }
     let t = Instant::now();
-    let sum = server.close()?;
+    let sum = server.close_with_threads(sim.threads)?;
     server_seconds[4] += t.elapsed().as_secs_f64();
 
     let mut client_phase_seconds = [0.0; 5];

@@ -59,7 +59,16 @@ fn sim(
     dropouts: Dropouts,
     seed: u64,
 ) -> Simulation {
-    Simulation { suite, n, vector_len: d, modulus_bits: bits, degree_threshold: kt, dropouts, seed }
+    Simulation {
+        suite,
+        n,
+        vector_len: d,
+        modulus_bits: bits,
+        degree_threshold: kt,
+        dropouts,
+        seed,
+        threads: 1 + (seed % 2) as usize,
+    }
 }
 
 #[test]
