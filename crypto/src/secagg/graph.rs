@@ -17,7 +17,9 @@
 //!   reveal one kind each), and fewer than t colluders never reach t shares alone. Connectivity matters
 //!   because each connected part of honest survivors would otherwise be summed separately. The
 //!   neighbourhood of one client is a uniform k-subset of the others, so the colluder count is
-//!   hypergeometric; disconnection of a Harary ring needs a run of k/2 removed consecutive positions.
+//!   hypergeometric. In a Harary ring two survivors at consecutive positions are joined unless k/2 or
+//!   more removed positions lie between them, and a ring with one such gap is still a path, so
+//!   disconnection needs two disjoint runs of k/2 removed positions.
 //! * **correctness**: `P[some client has more than k - t dropped neighbours] <= 2^-η`, so every
 //!   needed secret still has t holders alive.
 //!
@@ -195,11 +197,15 @@ impl GraphRule {
         let union = (n as f64).log2();
         let neighbourhood =
             hypergeometric_tail_log2(lf, n - 1, colluders, k, (2 * t).saturating_sub(k).max(1));
+        // Disconnection needs two disjoint runs of h removed positions: union bound over the at most
+        // n(n-1)/2 pairs of run starts.
         let (h, s) = (k / 2, (colluders + dropped).min(n));
-        let disconnect = if k + 1 >= n || h > s {
+        let disconnect = if k + 1 >= n || 2 * h > s {
             f64::NEG_INFINITY
         } else {
-            (ln_choose(lf, n - h, s - h) - ln_choose(lf, n, s)) / LN_2
+            (n as f64 * (n as f64 - 1.0) / 2.0).log2()
+                + (ln_choose(lf, n - 2 * h, s - 2 * h) - ln_choose(lf, n, s)) / LN_2
+                - union
         };
         let privacy = union + log_sum_exp(&[neighbourhood * LN_2, disconnect * LN_2]) / LN_2;
         let correctness = union + hypergeometric_tail_log2(lf, n - 1, dropped, k, k - t + 1);
@@ -317,9 +323,10 @@ mod tests {
         // 12 colluders need t >= 16 of 19; 6 drop-outs leave at most 13 holders.
         let rule = GraphRule { colluding_fraction: 0.6, dropout_fraction: 0.3, ..GraphRule::default() };
         assert!(rule.choose(20).is_err());
-        // With one drop-out the complete graph and t = 17 would do.
+        // With two drop-outs, k = 18 and t = 16 do: 2t - k = 14 exceeds the 12 colluders, 18 - 16 = 2
+        // holders may drop, and 14 removed clients cannot cut the ring in two runs of 9.
         let ok = GraphRule { colluding_fraction: 0.6, ..GraphRule::default() }.choose(20).unwrap();
-        assert_eq!((ok.degree, ok.threshold), (19, 17));
+        assert_eq!((ok.degree, ok.threshold), (18, 16));
         assert!(GraphRule::default().choose(2).is_err());
         assert!(GraphRule { dropout_fraction: 1.5, ..GraphRule::default() }.choose(20).is_err());
     }

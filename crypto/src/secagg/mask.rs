@@ -75,7 +75,7 @@ impl MaskExpander {
 
 /// Adds `stream`, read as little-endian u32 words, to `words` (or subtracts it), 16 words at a time so
 /// the compiler vectorises the loop.
-fn fold(words: &mut [u32], stream: &[u8], sign: Sign) {
+pub(crate) fn fold(words: &mut [u32], stream: &[u8], sign: Sign) {
     let mut w16 = words.chunks_exact_mut(16);
     let mut s64 = stream.chunks_exact(64);
     for (ws, cs) in (&mut w16).zip(&mut s64) {

@@ -393,6 +393,25 @@ impl MaskedInput {
 
     /// Decodes; the vector must have the round's length and every element must be below 2^bits.
     pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Self, SecAggError> {
+        let view = MaskedInputView::decode(bytes, limits)?;
+        let mut values = Vec::with_capacity(limits.vector_len as usize);
+        view.for_each_value(|v| values.push(v));
+        Ok(Self { sender: view.sender, values, signature: view.signature })
+    }
+}
+
+/// A checked [`MaskedInput`] whose vector stays in the received bytes, so the server can fold it into
+/// its sum without a copy.
+pub(crate) struct MaskedInputView<'a> {
+    pub(crate) sender: u32,
+    /// `vector_len * word_bytes` little-endian bytes, every element below 2^bits.
+    pub(crate) raw: &'a [u8],
+    pub(crate) word_bytes: usize,
+    pub(crate) signature: Signature,
+}
+
+impl<'a> MaskedInputView<'a> {
+    pub(crate) fn decode(bytes: &'a [u8], limits: &Limits) -> Result<Self, SecAggError> {
         let w = limits.word_bytes();
         let d = limits.vector_len as usize;
         let max = HEADER_LEN + 8 + d * w + SIGNATURE_LEN;
@@ -403,23 +422,35 @@ impl MaskedInput {
             return Err(SecAggError::WrongLength { what: "masked vector", expected: d, got: len });
         }
         let raw = r.take(d * w, "masked vector")?;
-        let limit = 1u64 << limits.modulus_bits;
-        let mut values = Vec::with_capacity(d);
-        for (i, c) in raw.chunks_exact(w).enumerate() {
-            let mut b = [0u8; 4];
-            b[..w].copy_from_slice(c);
-            let v = u32::from_le_bytes(b);
-            if u64::from(v) >= limit {
+        let signature = r.signature()?;
+        r.finish()?;
+        let view = Self { sender, raw, word_bytes: w, signature };
+        if limits.modulus_bits < 32 {
+            let limit = 1u32 << limits.modulus_bits;
+            let mut bad = None;
+            let mut i = 0usize;
+            view.for_each_value(|v| {
+                if v >= limit && bad.is_none() {
+                    bad = Some((i, v));
+                }
+                i += 1;
+            });
+            if let Some((i, v)) = bad {
                 return Err(SecAggError::OutOfRange {
                     what: "masked vector element",
                     reason: format!("element {i} is {v}, not below 2^{}", limits.modulus_bits),
                 });
             }
-            values.push(v);
         }
-        let signature = r.signature()?;
-        r.finish()?;
-        Ok(Self { sender, values, signature })
+        Ok(view)
+    }
+
+    pub(crate) fn for_each_value(&self, mut f: impl FnMut(u32)) {
+        for c in self.raw.chunks_exact(self.word_bytes) {
+            let mut b = [0u8; 4];
+            b[..c.len()].copy_from_slice(c);
+            f(u32::from_le_bytes(b));
+        }
     }
 }
 

@@ -47,8 +47,10 @@
 //!
 //! [`GraphRule`] states the adversary (default: colluding fraction 1/5, drop-out fraction 1/10,
 //! σ = 40, η = 20) and returns the smallest even degree k with the largest threshold t (`k/2 < t <= k`)
-//! meeting both bounds; its doc gives the formulas. For the default rule: n = 10 gives k = 8, t = 7;
-//! n = 50 gives k = 32, t = 27; n = 1000 gives k = 138, t = 102; n = 10000 gives k = 182, t = 134.
+//! meeting both bounds; its doc gives the formulas. For the default rule: n = 10 gives k = 6, t = 5;
+//! n = 50 gives k = 22, t = 17; n = 100 gives k = 42, t = 32 (these three with failure probability
+//! zero: the counts cannot reach the limits); n = 1000 gives k = 138, t = 102; n = 10000 gives k = 182,
+//! t = 134.
 //!
 //! # Quantisation
 //!

@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use crate::suite::SecretBytes;
 
-use super::mask::{agreement_public, apply_masks, pairwise_seed, pairwise_sign, self_mask_seed, Sign};
+use super::mask::{agreement_public, apply_masks, fold, pairwise_seed, pairwise_sign, self_mask_seed, Sign};
 use super::messages::{
-    AdvertiseKeys, ConsistencySignature, EncryptedShare, EncryptedShares, KeysBroadcast, MaskedInput,
+    AdvertiseKeys, ConsistencySignature, EncryptedShare, EncryptedShares, KeysBroadcast, MaskedInputView,
     SecretKind, ShareKeys, Signature, SurvivorSet, UnmaskRequest, UnmaskShares,
 };
 use super::shamir::{self, ShamirError, Share};
@@ -237,11 +237,20 @@ impl ServerMaskedInput {
     /// Checks client `from`'s masked vector and adds it to the running sum; the vector itself is not
     /// kept.
     pub fn receive(&mut self, from: ClientIndex, msg: &[u8]) -> Result<(), SecAggError> {
-        let m = MaskedInput::decode(msg, self.params.limits())?;
+        let m = MaskedInputView::decode(msg, self.params.limits())?;
         admit(MessageKind::MaskedInput, m.sender, from, |u| self.mask_keys.contains_key(&u), &self.uploaded)?;
         let (signed, signature) = signed_part(msg).ok_or(SecAggError::BadSignature { signer: m.sender })?;
         verify(&self.params, m.sender, signed, signature)?;
-        self.sum.iter_mut().zip(&m.values).for_each(|(s, v)| *s = s.wrapping_add(*v));
+        if m.word_bytes == 4 {
+            fold(&mut self.sum, m.raw, Sign::Add);
+        } else {
+            let mut sum = self.sum.iter_mut();
+            m.for_each_value(|v| {
+                if let Some(s) = sum.next() {
+                    *s = s.wrapping_add(v);
+                }
+            });
+        }
         self.uploaded.insert(m.sender, ());
         Ok(())
     }
