@@ -10,10 +10,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use rand_core::CryptoRng;
+use chacha20::ChaCha20Rng;
+use rand_core::{CryptoRng, SeedableRng};
 use zeroize::Zeroizing;
 
-use crate::suite::{CryptoError, CryptoSuite, SecretBytes, SuiteId, NONCE_LEN};
+use crate::suite::{fill_random, CryptoError, CryptoSuite, SecretBytes, SuiteId, NONCE_LEN};
 
 use super::mask::{apply_masks, channel_key, pairwise_seed, pairwise_sign, self_mask_seed, Sign};
 use super::messages::{
@@ -50,6 +51,14 @@ impl MessageSigner for SuiteSigner {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
         self.suite.suite().sign(&self.secret, message)
     }
+}
+
+/// A CSPRNG (ChaCha20) seeded from the operating system: what a participant passes as `rng` for its
+/// self-mask seed and Shamir coefficients.
+pub fn os_rng() -> Result<ChaCha20Rng, SecAggError> {
+    let mut seed = Zeroizing::new([0u8; 32]);
+    fill_random(seed.as_mut())?;
+    Ok(ChaCha20Rng::from_seed(*seed))
 }
 
 /// What every client state carries.

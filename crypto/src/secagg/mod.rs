@@ -83,8 +83,8 @@ mod tests;
 mod tests_hostile;
 
 pub use client::{
-    start_client, ClientAwaitKeys, ClientAwaitShares, ClientAwaitSurvivors, ClientAwaitUnmask, MessageSigner,
-    SuiteSigner,
+    os_rng, start_client, ClientAwaitKeys, ClientAwaitShares, ClientAwaitSurvivors, ClientAwaitUnmask,
+    MessageSigner, SuiteSigner,
 };
 pub use error::{MessageKind, Phase, SecAggError};
 pub use graph::{GraphChoice, GraphRule, NeighbourGraph};

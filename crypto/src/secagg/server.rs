@@ -8,6 +8,10 @@
 //! survivor, a mask key per client that dropped after sharing and has surviving neighbours), never both
 //! of one client, and only from at least t shares; its one output is [`UnmaskedSum`], which nothing
 //! outside this module can construct.
+//!
+//! Every error `receive` returns is about the message the authenticated peer `from` just sent (malformed,
+//! out of order, replayed, duplicated, forged or misaddressed): the service audits it under that peer and
+//! carries on; errors from `close` abort the round.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

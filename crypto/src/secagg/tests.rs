@@ -256,7 +256,8 @@ fn quantised_floats_survive_the_protocol() {
         Quantizer::new(QuantizerSpec { clip: 1.0, max_summands: 6, noise_headroom: 1000, modulus_bits: 24 })
             .unwrap();
     let r = round(SuiteId::National, 6, 5, 4, 32, 24, 5);
-    let mut rng = ChaCha20Rng::seed_from_u64(8);
+    // What a participant would use: a CSPRNG seeded from the OS.
+    let mut rng = os_rng().unwrap();
     let inputs: Vec<Vec<f32>> =
         (0..6).map(|u| (0..32).map(|j| ((u * 32 + j) as f32 / 97.0).sin()).collect()).collect();
     let mut server = ServerAdvertise::new(Arc::clone(&r.params));
