@@ -227,7 +227,7 @@ impl ServerShareKeys {
     }
 }
 
-/// Phase 2: collecting [`MaskedInput`]s, folded into a running sum as they arrive.
+/// Phase 2: collecting [`super::MaskedInput`]s, folded into a running sum as they arrive.
 #[derive(Debug)]
 pub struct ServerMaskedInput {
     params: Arc<RoundParams>,

@@ -3,7 +3,9 @@
 //!
 //! Responsibility: measurement and end-to-end checking for tests and `hearth bench secagg`; it runs
 //! every client in turn on the calling thread, so client times are per client and server times are the
-//! server's alone. It knows the plaintext inputs only to check the result.
+//! server's alone. It knows the plaintext inputs only to check the result, and it draws the self-mask
+//! seeds and Shamir coefficients from a seeded generator: it is for measurement, never for a real round
+//! (a participant uses [`super::os_rng`]).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
