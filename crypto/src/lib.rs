@@ -9,8 +9,7 @@
 //! - [`envelope`]: envelope encryption of stored objects under a keystore's key-encryption key.
 //! - [`audit`]: the tamper-evident audit log: entries, an RFC 9162 Merkle tree, proofs, signed checkpoints
 //!   (C2SP signed notes) with witness cosignatures, the export bundle and its offline verifier.
-//!
-//! Secure aggregation will live here too.
+//! - [`secagg`]: secure aggregation (SecAgg/SecAgg+): the coordinator learns only the sum of the updates.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -18,6 +17,7 @@ pub mod audit;
 pub mod envelope;
 pub mod keystore;
 pub mod pki;
+pub mod secagg;
 pub mod suite;
 
 pub use suite::{CryptoError, CryptoSuite, SecretBytes, SuiteId};
