@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use hearth_crypto::SuiteId;
 use hearth_policies::RoundPolicy;
 use hearth_transport::TlsPaths;
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,9 @@ pub struct CoordinatorConfig {
     pub state_dir: PathBuf,
     /// TLS material.
     pub tls: TlsPaths,
+    /// The consortium's algorithm suite (`international` or `national`): protocol signatures, secure
+    /// aggregation, hashing and at-rest encryption. Every node of a consortium must use the same one.
+    pub suite: SuiteId,
     /// Bounds every job must respect.
     pub policy: RoundPolicy,
     /// How many updates may stream in at once; each holds one model-sized buffer until validated.
@@ -29,6 +33,7 @@ impl Default for CoordinatorConfig {
             listen: "127.0.0.1:7700".into(),
             state_dir: PathBuf::from("hearth-data/coordinator"),
             tls: TlsPaths::in_dir(std::path::Path::new("hearth-pki"), "coordinator"),
+            suite: SuiteId::International,
             policy: RoundPolicy::default(),
             max_concurrent_uploads: 4,
         }

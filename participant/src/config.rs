@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use hearth_crypto::SuiteId;
 use hearth_transport::TlsPaths;
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +21,9 @@ pub struct ParticipantConfig {
     pub data_dir: PathBuf,
     /// TLS material.
     pub tls: TlsPaths,
+    /// The consortium's algorithm suite (`international` or `national`): protocol signatures, secure
+    /// aggregation, hashing and at-rest encryption. Every node of a consortium must use the same one.
+    pub suite: SuiteId,
     /// Share of the local data kept out of training to calibrate the out-of-scope threshold locally.
     pub holdout_fraction: f64,
 }
@@ -32,6 +36,7 @@ impl Default for ParticipantConfig {
             listen: "127.0.0.1:7800".into(),
             data_dir: PathBuf::from("hearth-data/participant"),
             tls: TlsPaths::in_dir(std::path::Path::new("hearth-pki"), "participant"),
+            suite: SuiteId::International,
             holdout_fraction: 0.1,
         }
     }
