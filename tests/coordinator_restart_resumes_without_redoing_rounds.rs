@@ -36,6 +36,7 @@ async fn coordinator_restart_resumes_without_redoing_rounds() {
             min_participants: 2,
             round_deadline_s: 60,
             wait_for_participants: 2,
+            plain_aggregation: true,
             ..Default::default()
         })
         .await

@@ -66,6 +66,7 @@ async fn federated_training_learns_and_serves() {
             round_deadline_s: 60,
             wait_for_participants: 3,
             server_momentum: hearth_models::DEFAULT_SERVER_MOMENTUM,
+            plain_aggregation: true,
             ..Default::default()
         })
         .await

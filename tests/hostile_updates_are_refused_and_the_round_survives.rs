@@ -97,6 +97,7 @@ async fn hostile_updates_are_refused_and_the_round_survives() {
             }),
             min_participants: 1,
             round_deadline_s: 10,
+            plain_aggregation: true,
             ..Default::default()
         })
         .await
@@ -120,6 +121,7 @@ async fn hostile_updates_are_refused_and_the_round_survives() {
             min_participants: 2,
             round_deadline_s: 60,
             wait_for_participants: 4,
+            plain_aggregation: true,
             ..Default::default()
         })
         .await

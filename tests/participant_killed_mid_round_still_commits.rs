@@ -35,6 +35,7 @@ async fn participant_killed_mid_round_still_commits() {
             min_participants: 2,
             round_deadline_s: deadline_s,
             wait_for_participants: 3,
+            plain_aggregation: true,
             ..Default::default()
         })
         .await

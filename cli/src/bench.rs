@@ -1,19 +1,29 @@
 //! `hearth bench`: throughput of the round protocol, printed as a table (or JSON rows).
 //!
-//! `fedavg` starts a real coordinator process, connects N simulated participants to it over mTLS gRPC on
-//! loopback (each with its own certificate and connection) and runs rounds of a model with D parameters.
-//! Local training is trivial (the update is small noise), so the numbers measure the protocol: every
-//! update crosses the network as bytes, every round is validated, aggregated and committed to disk.
+//! Each configuration starts a real coordinator process and connects N simulated participants to it over
+//! mTLS gRPC on loopback (each with its own certificate and connection), then runs rounds of a model with
+//! D parameters. Local training is trivial (the update is small noise), so the numbers measure the
+//! protocol: every update crosses the network as bytes, every round is validated, aggregated and committed
+//! to disk. Under secure aggregation the simulated participants run the participant's own client code
+//! (`hearth_participant::secagg`): key exchange, Shamir shares, masking, consistency check and unmasking.
 //!
 //! A round's time is what the operator observes: from the `RoundOpened` event to the `RoundSummary` the
 //! coordinator emits after the new model is persisted, so it includes every model download, every upload,
-//! aggregation and the commit. Bytes sent are the encoded sizes of the messages a participant sent.
+//! aggregation (or the whole secure-aggregation protocol) and the commit. Bytes sent are the encoded sizes
+//! of the messages a participant sent, per round, averaged over participants. With a drop-out rate, that
+//! share of the participants (a different one each round) vanishes mid-round: in plain rounds right
+//! after the round opens, in secure rounds after sharing their keys (phase 1), the point that costs the
+//! coordinator most, as it must rebuild their mask keys to remove their pairwise masks.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use hearth_crypto::pki::{ConsortiumCa, Role};
+use hearth_crypto::SuiteId;
+use hearth_participant::secagg::{self as client_secagg, SecAggIdentity, RELAY_QUEUE};
 use hearth_proto::v1::coordinator_client::CoordinatorClient;
 use hearth_proto::v1::{self, announcement, job_event, update_chunk};
 use hearth_proto::{MAX_CHUNK_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
@@ -21,6 +31,8 @@ use hearth_transport::TlsMaterial;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::process::Command;
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
 
 use crate::operator::{download_params, Connection};
 
@@ -32,6 +44,11 @@ pub enum BenchCommand {
         after_help = "Examples:\n  hearth bench fedavg\n  hearth bench fedavg --json\n  hearth bench fedavg --n 10 --d 100000 --rounds 3"
     )]
     Fedavg(FedavgArgs),
+    /// The same table with and without secure aggregation, and with drop-outs.
+    #[command(
+        after_help = "Examples:\n  hearth bench secagg\n  hearth bench secagg --json\n  hearth bench secagg --n 10 --d 100000 --dropout 0.1 --mode secagg --rounds 3"
+    )]
+    Secagg(SecaggArgs),
 }
 
 /// Arguments of `hearth bench fedavg`.
@@ -51,11 +68,46 @@ pub struct FedavgArgs {
     pub json: bool,
 }
 
+/// Aggregation modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Plain federated averaging: the coordinator sees each update.
+    Plain,
+    /// Secure aggregation: the coordinator sees only the sum.
+    Secagg,
+}
+
+/// Arguments of `hearth bench secagg`.
+#[derive(Debug, clap::Args)]
+pub struct SecaggArgs {
+    /// Participant counts to measure.
+    #[arg(long, value_delimiter = ',', default_values_t = [10usize, 50])]
+    pub n: Vec<usize>,
+    /// Model sizes (f32 parameters) to measure.
+    #[arg(long, value_delimiter = ',', default_values_t = [100_000usize, 1_000_000])]
+    pub d: Vec<usize>,
+    /// Drop-out rates to measure (share of participants that vanish mid-round).
+    #[arg(long, value_delimiter = ',', default_values_t = [0.0f64, 0.1])]
+    pub dropout: Vec<f64>,
+    /// Modes to measure.
+    #[arg(long, value_delimiter = ',', value_enum, default_values_t = [Mode::Plain, Mode::Secagg])]
+    pub mode: Vec<Mode>,
+    /// Timed rounds per configuration (after one warm-up round); the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u64,
+    /// Print JSON rows instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// One measured configuration.
 #[derive(Debug, Serialize)]
 pub struct Row {
+    pub mode: Mode,
     pub n: usize,
     pub d: usize,
+    pub dropout: f64,
     pub rounds: u64,
     pub median_round_s: f64,
     pub coordinator_peak_rss_mib: f64,
@@ -63,39 +115,77 @@ pub struct Row {
     pub bytes_sent_per_participant: u64,
 }
 
+/// One configuration to measure.
+#[derive(Debug, Clone, Copy)]
+struct Config {
+    mode: Mode,
+    n: usize,
+    d: usize,
+    dropout: f64,
+    rounds: u64,
+}
+
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
-    match cmd {
+    let (configs, json) = match cmd {
         BenchCommand::Fedavg(a) => {
-            let mut rows = Vec::new();
-            if !a.json {
-                println!(
-                    "{:>4} {:>9} {:>7} {:>15} {:>18} {:>16}",
-                    "n", "d", "rounds", "median_round_s", "coord_peak_rss_mib", "bytes_sent/part"
-                );
-            }
+            let mut c = Vec::new();
             for &n in &a.n {
                 for &d in &a.d {
-                    let row = fedavg(n, d, a.rounds).await.with_context(|| format!("bench n={n} d={d}"))?;
-                    if !a.json {
-                        println!(
-                            "{:>4} {:>9} {:>7} {:>15.3} {:>18.1} {:>16}",
-                            row.n,
-                            row.d,
-                            row.rounds,
-                            row.median_round_s,
-                            row.coordinator_peak_rss_mib,
-                            row.bytes_sent_per_participant
-                        );
-                    }
-                    rows.push(row);
+                    c.push(Config { mode: Mode::Plain, n, d, dropout: 0.0, rounds: a.rounds });
                 }
             }
-            if a.json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            }
-            Ok(())
+            (c, a.json)
         }
+        BenchCommand::Secagg(a) => {
+            let mut c = Vec::new();
+            for &n in &a.n {
+                for &d in &a.d {
+                    for &dropout in &a.dropout {
+                        if !(0.0..0.5).contains(&dropout) {
+                            bail!("--dropout {dropout} must be in [0, 0.5)");
+                        }
+                        for &mode in &a.mode {
+                            c.push(Config { mode, n, d, dropout, rounds: a.rounds });
+                        }
+                    }
+                }
+            }
+            (c, a.json)
+        }
+    };
+    let mut rows = Vec::new();
+    if !json {
+        println!(
+            "{:>6} {:>4} {:>9} {:>7} {:>7} {:>15} {:>18} {:>16}",
+            "mode", "n", "d", "dropout", "rounds", "median_round_s", "coord_peak_rss_mib", "bytes_sent/part"
+        );
     }
+    for c in configs {
+        let row = measure(c)
+            .await
+            .with_context(|| format!("bench {:?} n={} d={} dropout={}", c.mode, c.n, c.d, c.dropout))?;
+        if !json {
+            println!(
+                "{:>6} {:>4} {:>9} {:>7.2} {:>7} {:>15.3} {:>18.1} {:>16}",
+                match row.mode {
+                    Mode::Plain => "plain",
+                    Mode::Secagg => "secagg",
+                },
+                row.n,
+                row.d,
+                row.dropout,
+                row.rounds,
+                row.median_round_s,
+                row.coordinator_peak_rss_mib,
+                row.bytes_sent_per_participant
+            );
+        }
+        rows.push(row);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    }
+    Ok(())
 }
 
 /// Peak resident memory of a process, from /proc (Linux).
@@ -106,9 +196,21 @@ fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
     Ok(kib / 1024.0)
 }
 
-async fn fedavg(n: usize, d: usize, rounds: u64) -> anyhow::Result<Row> {
+/// How many participants drop out of each round.
+fn drops_per_round(n: usize, dropout: f64) -> usize {
+    (n as f64 * dropout).round() as usize
+}
+
+/// Whether participant `i` drops out of `round`: a rotating block of `drops` participants.
+fn drops_in(i: usize, n: usize, drops: usize, round: u64) -> bool {
+    drops > 0 && (i + n - (round as usize * drops) % n) % n < drops
+}
+
+async fn measure(c: Config) -> anyhow::Result<Row> {
+    let Config { mode, n, d, dropout, rounds } = c;
     // One warm-up round first: it includes connection set-up, and its opening may precede our watch.
     let total_rounds = rounds + 1;
+    let drops = drops_per_round(n, dropout);
     let dir = tempfile::Builder::new().prefix("hearth-bench-").tempdir()?;
     let ca = ConsortiumCa::generate("Hearth bench consortium")?;
     let ca_pem = ca.cert_pem();
@@ -153,18 +255,28 @@ async fn fedavg(n: usize, d: usize, rounds: u64) -> anyhow::Result<Row> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
 
-    // Simulated participants.
+    let ca_der = hearth_crypto::pki::cert_der_from_pem(&ca_pem)?;
     let mut tasks = Vec::new();
     for i in 0..n {
         let id = format!("bench-{i}");
         let cert = ca.issue(Role::Participant, &id, &[], &[])?;
-        let tls = TlsMaterial {
-            ca_pem: ca_pem.clone(),
-            cert_pem: cert.cert_pem.clone(),
-            key_pem: cert.key_pem.clone(),
+        let sim = SimParticipant {
+            index: i,
+            n,
+            drops,
+            addr: addr.clone(),
+            tls: TlsMaterial {
+                ca_pem: ca_pem.clone(),
+                cert_pem: cert.cert_pem.clone(),
+                key_pem: cert.key_pem.clone(),
+            },
+            identity: Arc::new(SecAggIdentity {
+                suite: SuiteId::International,
+                ca_der: ca_der.clone(),
+                signing: hearth_crypto::pki::p256_secret_from_pem(&cert.key_pem)?,
+            }),
         };
-        let addr = addr.clone();
-        tasks.push(tokio::spawn(async move { sim_participant(&addr, &tls, i as u64).await }));
+        tasks.push(tokio::spawn(sim.run()));
     }
 
     let conn = Connection {
@@ -181,11 +293,15 @@ async fn fedavg(n: usize, d: usize, rounds: u64) -> anyhow::Result<Row> {
             rounds: total_rounds,
             train: Some(crate::operator::train_to_proto(&hearth_models::TrainParams::default())),
             participants_per_round: 0,
-            min_participants: n as u32,
+            // A dropped participant may not be back before the next round opens: leave room for it.
+            min_participants: (n - 2 * drops).max(3) as u32,
             round_deadline_s: 600,
             wait_for_participants: n as u32,
             server_learning_rate: 1.0,
             server_momentum: 0.0,
+            plain_aggregation: mode == Mode::Plain,
+            secagg_clip: 0.0,
+            secagg_weight_cap: 0.0,
         })
         .await?
         .into_inner()
@@ -218,7 +334,7 @@ async fn fedavg(n: usize, d: usize, rounds: u64) -> anyhow::Result<Row> {
     // Every simulated participant ends when it hears that the job finished.
     let mut sent = Vec::with_capacity(n);
     for t in tasks {
-        let bytes = tokio::time::timeout(Duration::from_secs(30), t)
+        let bytes = tokio::time::timeout(Duration::from_secs(60), t)
             .await
             .context("a simulated participant did not hear the job finish")???;
         sent.push(bytes);
@@ -229,11 +345,12 @@ async fn fedavg(n: usize, d: usize, rounds: u64) -> anyhow::Result<Row> {
     }
     secs.sort_by(f64::total_cmp);
     let median = secs[secs.len() / 2];
-    // Per participant and per round, averaged over participants.
     let bytes = sent.iter().sum::<u64>() / (n as u64 * total_rounds).max(1);
     Ok(Row {
+        mode,
         n,
         d,
+        dropout,
         rounds,
         median_round_s: median,
         coordinator_peak_rss_mib: rss,
@@ -241,47 +358,147 @@ async fn fedavg(n: usize, d: usize, rounds: u64) -> anyhow::Result<Row> {
     })
 }
 
-/// A participant that answers every round with a small random update. Returns the bytes it uploaded.
-async fn sim_participant(addr: &str, tls: &TlsMaterial, seed: u64) -> anyhow::Result<u64> {
-    let cfg = hearth_transport::client_config(tls)?;
-    let channel = hearth_transport::connect(addr, "localhost", cfg).await?;
-    let mut client = CoordinatorClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    client
-        .register(v1::RegisterRequest {
-            protocol_version: PROTOCOL_VERSION.into(),
-            software_version: "bench".into(),
-        })
-        .await?;
-    let mut stream = client.subscribe(v1::SubscribeRequest {}).await?.into_inner();
-    let mut sent = 0u64;
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    while let Some(a) = stream.message().await? {
-        match a.kind {
-            Some(announcement::Kind::RoundOpen(o)) => {
-                let (_, _, params) = download_params(&mut client, &o.job_id, o.base_version).await?;
-                let mut raw = Vec::with_capacity(params.len() * 4);
-                for _ in 0..params.len() {
-                    // xorshift64*: a cheap source of small noise.
-                    state ^= state >> 12;
-                    state ^= state << 25;
-                    state ^= state >> 27;
-                    let r = (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32;
-                    raw.extend_from_slice(&((r - 0.5) * 1e-3).to_le_bytes());
-                }
-                sent += upload(&mut client, &o, Bytes::from(raw), 1, 0.0).await?;
+/// A participant that answers every round with a small random update, and drops out of some.
+struct SimParticipant {
+    index: usize,
+    n: usize,
+    drops: usize,
+    addr: String,
+    tls: TlsMaterial,
+    identity: Arc<SecAggIdentity>,
+}
+
+/// How a session with the coordinator ended.
+enum SessionEnd {
+    /// The job finished.
+    Finished,
+    /// This participant dropped out of a round and must reconnect.
+    Dropped,
+}
+
+impl SimParticipant {
+    /// Runs sessions until the job finishes; returns the bytes it sent.
+    async fn run(self) -> anyhow::Result<u64> {
+        let mut sent = 0u64;
+        let mut noise = (self.index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        loop {
+            match self.session(&mut sent, &mut noise).await? {
+                SessionEnd::Finished => return Ok(sent),
+                SessionEnd::Dropped => tokio::time::sleep(Duration::from_millis(20)).await,
             }
-            Some(announcement::Kind::JobFinished(_)) => return Ok(sent),
-            _ => {}
         }
     }
-    Ok(sent)
+
+    async fn connect(&self) -> anyhow::Result<CoordinatorClient<Channel>> {
+        let cfg = hearth_transport::client_config(&self.tls)?;
+        let channel = hearth_transport::connect(&self.addr, "localhost", cfg).await?;
+        Ok(CoordinatorClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    async fn session(&self, sent: &mut u64, noise: &mut u64) -> anyhow::Result<SessionEnd> {
+        let mut client = self.connect().await?;
+        let reply = client
+            .register(v1::RegisterRequest {
+                protocol_version: PROTOCOL_VERSION.into(),
+                software_version: "bench".into(),
+            })
+            .await?
+            .into_inner();
+        let me = reply.participant_id;
+        let mut stream = client.subscribe(v1::SubscribeRequest {}).await?.into_inner();
+        let mut relays: HashMap<u64, mpsc::Sender<(u32, Bytes)>> = HashMap::new();
+        let (done_tx, mut done_rx) = mpsc::channel::<anyhow::Result<(u64, bool)>>(4);
+        loop {
+            let a = tokio::select! {
+                a = stream.message() => a?,
+                Some(done) = done_rx.recv() => {
+                    let (bytes, dropped) = done?;
+                    *sent += bytes;
+                    if dropped {
+                        // Vanish: dropping the stream and the channel closes the connection.
+                        return Ok(SessionEnd::Dropped);
+                    }
+                    continue;
+                }
+            };
+            let Some(a) = a else { bail!("the coordinator closed the announcement stream") };
+            match a.kind {
+                Some(announcement::Kind::RoundOpen(o)) => {
+                    let drop_out = drops_in(self.index, self.n, self.drops, o.round);
+                    let (mut client, done) = (client.clone(), done_tx.clone());
+                    let update = random_update(noise, o.num_params as usize);
+                    match o.secagg.clone() {
+                        None if drop_out => return Ok(SessionEnd::Dropped),
+                        None => {
+                            tokio::spawn(async move {
+                                let r = async {
+                                    download_params(&mut client, &o.job_id, o.base_version).await?;
+                                    upload(&mut client, &o, f32_bytes(&update), 1, 0.0).await
+                                }
+                                .await;
+                                let _ = done.send(r.map(|b| (b, false))).await;
+                            });
+                        }
+                        Some(setup) => {
+                            let (tx, rx) = mpsc::channel(RELAY_QUEUE);
+                            relays.insert(o.round, tx);
+                            let inv = client_secagg::accept(&self.identity, &me, &o, &setup)?;
+                            let identity = Arc::clone(&self.identity);
+                            let stop_after = drop_out.then_some(1);
+                            tokio::spawn(async move {
+                                let mut download_client = client.clone();
+                                let trained = async {
+                                    download_params(&mut download_client, &o.job_id, o.base_version).await?;
+                                    Ok((update, 1, 0.0))
+                                };
+                                let r = client_secagg::run_client(
+                                    client, &identity, &o, inv, rx, trained, stop_after,
+                                )
+                                .await;
+                                let _ = done.send(r.map(|b| (b, drop_out))).await;
+                            });
+                        }
+                    }
+                }
+                Some(announcement::Kind::Secagg(r)) => {
+                    if let Some(tx) = relays.get(&r.round) {
+                        let _ = tx.try_send((r.phase, r.payload));
+                    }
+                }
+                Some(announcement::Kind::JobFinished(_)) => return Ok(SessionEnd::Finished),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Small noise: the update of trivial local training.
+fn random_update(state: &mut u64, d: usize) -> Vec<f32> {
+    (0..d)
+        .map(|_| {
+            // xorshift64*: a cheap source of small noise.
+            *state ^= *state >> 12;
+            *state ^= *state << 25;
+            *state ^= *state >> 27;
+            let r = (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32;
+            (r - 0.5) * 1e-3
+        })
+        .collect()
+}
+
+fn f32_bytes(v: &[f32]) -> Bytes {
+    let mut raw = Vec::with_capacity(v.len() * 4);
+    for x in v {
+        raw.extend_from_slice(&x.to_le_bytes());
+    }
+    Bytes::from(raw)
 }
 
 /// Uploads `raw` (little-endian f32 delta) as the update for round `o`; returns the encoded bytes sent.
 async fn upload(
-    client: &mut CoordinatorClient<tonic::transport::Channel>,
+    client: &mut CoordinatorClient<Channel>,
     o: &v1::RoundOpen,
     raw: Bytes,
     examples: u64,
@@ -305,4 +522,23 @@ async fn upload(
     let bytes = messages.iter().map(|m| prost::Message::encoded_len(m) as u64).sum();
     client.upload_update(futures::stream::iter(messages)).await?;
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_outs_rotate_and_hit_the_rate() {
+        for (n, rate) in [(10usize, 0.1f64), (50, 0.1), (10, 0.0)] {
+            let drops = drops_per_round(n, rate);
+            for round in 1..6u64 {
+                let dropped: Vec<usize> = (0..n).filter(|&i| drops_in(i, n, drops, round)).collect();
+                assert_eq!(dropped.len(), drops, "n {n} round {round}");
+            }
+        }
+        let first: Vec<usize> = (0..10).filter(|&i| drops_in(i, 10, 1, 1)).collect();
+        let second: Vec<usize> = (0..10).filter(|&i| drops_in(i, 10, 1, 2)).collect();
+        assert_ne!(first, second, "a different participant each round");
+    }
 }

@@ -69,6 +69,10 @@ pub struct DemoArgs {
     /// Seconds a round stays open.
     #[arg(long, default_value_t = 120)]
     pub round_deadline_s: u32,
+    /// Plain federated averaging instead of secure aggregation (the coordinator then sees every update).
+    /// Secure aggregation needs at least 4 participants; with fewer the demo runs plain and says so.
+    #[arg(long)]
+    pub plain: bool,
 }
 
 /// One row of the per-round table.
@@ -107,6 +111,8 @@ pub struct Summary {
     pub shard_sizes: Vec<usize>,
     pub model: serde_json::Value,
     pub train: serde_json::Value,
+    /// Whether rounds were securely aggregated (the coordinator saw only sums).
+    pub secure_aggregation: bool,
     pub rounds: Vec<RoundRow>,
     pub federated: Outcome,
     pub centralized: Outcome,
@@ -326,6 +332,20 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     };
     let mut client = conn.connect().await?;
     let n = a.participants as u32;
+    let secure_aggregation = !a.plain && n >= 4;
+    if !a.plain && !secure_aggregation {
+        eprintln!(
+            "note: {n} participants are too few for secure aggregation (it needs 4); running plain averaging"
+        );
+    }
+    eprintln!(
+        "aggregation: {}",
+        if secure_aggregation {
+            "secure (SecAgg+: the coordinator sees only the sum of the updates)"
+        } else {
+            "plain federated averaging (the coordinator sees each update)"
+        }
+    );
     let plan = JobPlan {
         job_id: "demo-intent".into(),
         spec: spec.clone(),
@@ -337,6 +357,8 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         wait_for_participants: n,
         server_learning_rate: 1.0,
         server_momentum: hearth_models::DEFAULT_SERVER_MOMENTUM,
+        secure_aggregation,
+        secagg_clip: 0.0,
     };
     let job =
         client.submit_job(plan.to_proto()).await.context("submitting the demo job")?.into_inner().job_id;
@@ -471,6 +493,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             "batch_size": train.batch_size,
             "l2": train.l2,
         }),
+        secure_aggregation,
         rounds: rows,
         federated: outcome(&fed_metrics, &fed_model, fed_seconds),
         centralized: outcome(&central_metrics, &central_model, central_seconds),

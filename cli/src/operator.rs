@@ -19,7 +19,7 @@ use tonic::transport::Channel;
 pub enum JobCommand {
     /// Submit a training job described by a TOML file, then follow it until it ends.
     #[command(
-        after_help = "Example:\n  hearth job submit --spec intent-job.toml --coordinator 127.0.0.1:7700 --tls-dir hearth-pki\n\nA job file:\n  rounds = 10\n  min_participants = 2\n  round_deadline_s = 120\n  [model]\n  labels_file = \"train.csv\"    # or: labels = [\"balance\", \"transfer\", \"oos\"]\n  [train]\n  local_epochs = 1\n  learning_rate = 0.5"
+        after_help = "Example:\n  hearth job submit --spec intent-job.toml --coordinator 127.0.0.1:7700 --tls-dir hearth-pki\n\nA job file:\n  rounds = 10\n  min_participants = 3\n  round_deadline_s = 120\n  secure_aggregation = true     # the default; needs cohorts of at least 4\n  [model]\n  labels_file = \"train.csv\"    # or: labels = [\"balance\", \"transfer\", \"oos\"]\n  [train]\n  local_epochs = 1\n  learning_rate = 0.5"
     )]
     Submit {
         /// The job file.
@@ -97,6 +97,10 @@ pub struct JobFile {
     pub server_momentum: Option<f32>,
     /// Server learning rate (default 1).
     pub server_learning_rate: Option<f32>,
+    /// Secure aggregation (default true): the coordinator learns only the sum of the updates.
+    pub secure_aggregation: Option<bool>,
+    /// Secure aggregation: per-coordinate clip of weighted updates (default 8).
+    pub secagg_clip: Option<f64>,
     pub model: ModelSection,
     #[serde(default)]
     pub train: TrainSection,
@@ -142,6 +146,9 @@ pub struct JobPlan {
     pub wait_for_participants: u32,
     pub server_learning_rate: f32,
     pub server_momentum: f32,
+    pub secure_aggregation: bool,
+    /// 0 means the coordinator's default.
+    pub secagg_clip: f64,
 }
 
 impl JobPlan {
@@ -181,6 +188,8 @@ impl JobPlan {
             wait_for_participants: f.wait_for_participants,
             server_learning_rate: f.server_learning_rate.unwrap_or(1.0),
             server_momentum: f.server_momentum.unwrap_or(hearth_models::DEFAULT_SERVER_MOMENTUM),
+            secure_aggregation: f.secure_aggregation.unwrap_or(true),
+            secagg_clip: f.secagg_clip.unwrap_or(0.0),
         })
     }
 
@@ -197,6 +206,9 @@ impl JobPlan {
             wait_for_participants: self.wait_for_participants,
             server_learning_rate: self.server_learning_rate,
             server_momentum: self.server_momentum,
+            plain_aggregation: !self.secure_aggregation,
+            secagg_clip: self.secagg_clip,
+            secagg_weight_cap: 0.0,
         }
     }
 }

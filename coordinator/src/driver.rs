@@ -14,7 +14,8 @@ use tonic::Status;
 use crate::aggregate::Aggregator;
 use crate::audit::{now_ms, AuditLog};
 use crate::config::CoordinatorConfig;
-use crate::job::{lock, JobRuntime, OpenRound, MAX_ROUND_ATTEMPTS, RETRY_PAUSE};
+use crate::job::{lock, ClosedRound, JobRuntime, OpenRound, MAX_ROUND_ATTEMPTS, RETRY_PAUSE};
+use crate::secagg::{PhaseOutcome, SecAggRound, Setup, PHASES, PHASE_TIMEOUT};
 use crate::store::{JobPhase, Store, StoreError};
 
 /// The sending half of a participant's announcement stream.
@@ -26,6 +27,8 @@ pub(crate) const ANNOUNCEMENT_QUEUE: usize = 64;
 #[derive(Debug)]
 pub(crate) struct Peer {
     pub(crate) tx: Option<AnnouncementTx>,
+    /// The certificate it presented on its connection (DER), relayed to its cohort in secure aggregation.
+    pub(crate) cert: Option<Arc<[u8]>>,
     pub(crate) subscription: u64,
     pub(crate) last_seen_ms: u64,
 }
@@ -34,6 +37,8 @@ pub(crate) struct Peer {
 #[derive(Debug)]
 pub struct Shared {
     pub(crate) config: CoordinatorConfig,
+    /// The consortium CA certificate (DER): participants' protocol keys come from certificates it issued.
+    pub(crate) ca_der: Vec<u8>,
     pub(crate) store: Store,
     pub(crate) audit: AuditLog,
     pub(crate) peers: Mutex<HashMap<String, Peer>>,
@@ -50,8 +55,14 @@ impl Shared {
         let store = Store::open(&config.state_dir.join("coordinator.redb"))?;
         let audit = AuditLog::open(&config.state_dir.join("audit.jsonl"))
             .map_err(|e| StoreError::Db(format!("opening audit log: {e}")))?;
+        let ca_pem = std::fs::read_to_string(&config.tls.ca).map_err(|e| {
+            StoreError::Db(format!("reading the CA certificate {}: {e}", config.tls.ca.display()))
+        })?;
+        let ca_der = hearth_crypto::pki::cert_der_from_pem(&ca_pem)
+            .map_err(|e| StoreError::Db(format!("the CA certificate {}: {e}", config.tls.ca.display())))?;
         Ok(Arc::new(Self {
             config: config.clone(),
+            ca_der,
             store,
             audit,
             peers: Mutex::new(HashMap::new()),
@@ -172,59 +183,15 @@ pub(crate) async fn drive(shared: Arc<Shared>, job: Arc<JobRuntime>) {
         };
         let invited =
             select(connected.into_iter().collect(), rec.participants_per_round, rec.train.seed, round);
-        let deadline = Instant::now() + Duration::from_secs(u64::from(rec.round_deadline_s));
-        let deadline_unix_ms = now_ms() + u64::from(rec.round_deadline_s) * 1000;
-        let base_version = rec.latest_version();
-        *lock(&job.open) = Some(OpenRound {
-            round,
-            base_version,
-            invited: invited.clone(),
-            received: HashSet::new(),
-            uploading: HashSet::new(),
-            nonces: HashSet::new(),
-            agg: Aggregator::new(job.num_params),
-            deadline,
-            opened: Instant::now(),
+        let closed = if rec.secure_aggregation {
+            secure_round(&shared, &job, &rec, round, invited).await
+        } else {
+            plain_round(&shared, &job, &rec, round, invited).await
+        };
+        let committed = closed.and_then(|c| {
+            job.commit_aggregate(c, rec.min_participants, rec.server_learning_rate, rec.server_momentum)
         });
-        let open = announcement::Kind::RoundOpen(v1::RoundOpen {
-            job_id: rec.id.clone(),
-            round,
-            base_version,
-            deadline_unix_ms,
-            train: Some(v1::TrainParams {
-                local_epochs: rec.train.local_epochs,
-                learning_rate: rec.train.learning_rate,
-                batch_size: rec.train.batch_size,
-                l2: rec.train.l2,
-                seed: rec.train.seed,
-            }),
-            model_spec_json: rec.model_spec_json.clone().into_bytes().into(),
-            num_params: job.num_params as u64,
-        });
-        let mut sorted: Vec<&String> = invited.iter().collect();
-        sorted.sort();
-        for p in &sorted {
-            shared.announce_to(p, open.clone());
-        }
-        tracing::info!(job = %rec.id, round, invited = invited.len(), "round open");
-        job.emit(job_event::Kind::Opened(v1::RoundOpened {
-            round,
-            invited: invited.len() as u32,
-            deadline_unix_ms,
-        }));
-
-        // Collect until settled or the deadline.
-        loop {
-            if job.round_settled(&shared.connected()) || Instant::now() >= deadline {
-                break;
-            }
-            tokio::select! {
-                () = job.changed.notified() => {}
-                () = tokio::time::sleep(Duration::from_millis(100)) => {}
-            }
-        }
-
-        match job.try_commit(rec.min_participants, rec.server_learning_rate, rec.server_momentum) {
+        match committed {
             Ok((round_rec, model, velocity)) => {
                 attempts = 0;
                 // The phase stays `Running` here: the next turn of the loop finds no round left and ends the
@@ -258,12 +225,14 @@ pub(crate) async fn drive(shared: Arc<Shared>, job: Arc<JobRuntime>) {
                 *lock(&job.record) = updated;
                 *lock(&job.velocity) = velocity;
                 job.publish(model);
+                let how =
+                    if rec.secure_aggregation { "securely aggregated sum of" } else { "plain average of" };
                 shared.audit.record(
                     "system",
                     "round.commit",
                     "ok",
                     &format!(
-                        "job {} round {round}: {} updates from [{}], {} examples",
+                        "job {} round {round}: {how} {} updates from [{}], {} examples",
                         rec.id,
                         round_rec.participants,
                         round_rec.contributors.join(","),
@@ -292,6 +261,257 @@ pub(crate) async fn drive(shared: Arc<Shared>, job: Arc<JobRuntime>) {
             }
         }
     }
+}
+
+fn train_params(rec: &crate::store::JobRecord) -> v1::TrainParams {
+    v1::TrainParams {
+        local_epochs: rec.train.local_epochs,
+        learning_rate: rec.train.learning_rate,
+        batch_size: rec.train.batch_size,
+        l2: rec.train.l2,
+        seed: rec.train.seed,
+    }
+}
+
+/// Waits until `settled` says the round (or phase) can stop waiting, or `deadline()` passes.
+async fn wait_until(job: &JobRuntime, settled: impl Fn() -> bool, deadline: impl Fn() -> Instant) {
+    loop {
+        if settled() || Instant::now() >= deadline() {
+            return;
+        }
+        tokio::select! {
+            () = job.changed.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
+/// A round of plain federated averaging: each invited participant uploads its delta, which is validated
+/// and folded into the running sum.
+async fn plain_round(
+    shared: &Arc<Shared>,
+    job: &Arc<JobRuntime>,
+    rec: &crate::store::JobRecord,
+    round: u64,
+    invited: HashSet<String>,
+) -> Result<ClosedRound, String> {
+    let deadline = Instant::now() + Duration::from_secs(u64::from(rec.round_deadline_s));
+    let deadline_unix_ms = now_ms() + u64::from(rec.round_deadline_s) * 1000;
+    let base_version = rec.latest_version();
+    *lock(&job.open) = Some(OpenRound {
+        round,
+        base_version,
+        invited: invited.clone(),
+        received: HashSet::new(),
+        uploading: HashSet::new(),
+        nonces: HashSet::new(),
+        agg: Aggregator::new(job.num_params),
+        deadline,
+        opened: Instant::now(),
+    });
+    let open = announcement::Kind::RoundOpen(v1::RoundOpen {
+        job_id: rec.id.clone(),
+        round,
+        base_version,
+        deadline_unix_ms,
+        train: Some(train_params(rec)),
+        model_spec_json: rec.model_spec_json.clone().into_bytes().into(),
+        num_params: job.num_params as u64,
+        secagg: None,
+    });
+    let mut sorted: Vec<&String> = invited.iter().collect();
+    sorted.sort();
+    for p in &sorted {
+        shared.announce_to(p, open.clone());
+    }
+    tracing::info!(job = %rec.id, round, invited = invited.len(), "round open");
+    job.emit(job_event::Kind::Opened(v1::RoundOpened {
+        round,
+        invited: invited.len() as u32,
+        deadline_unix_ms,
+    }));
+    wait_until(job, || job.round_settled(&shared.connected()), || deadline).await;
+    job.close_plain().ok_or_else(|| "no round is open".to_string())
+}
+
+/// What closing one phase of a secure round led to.
+enum Step {
+    /// Messages opening the next phase, by participant id.
+    Relay(Vec<(String, Vec<u8>)>),
+    /// The round's aggregate, decoded from the unmasked sum.
+    Closed(ClosedRound),
+}
+
+/// A round under secure aggregation: the invited participants whose certificates carry a protocol key
+/// form the cohort; the protocol's five phases run with a deadline each (the masked upload, which waits
+/// for local training, has the round's deadline); the result is the decoded sum.
+async fn secure_round(
+    shared: &Arc<Shared>,
+    job: &Arc<JobRuntime>,
+    rec: &crate::store::JobRecord,
+    round: u64,
+    invited: HashSet<String>,
+) -> Result<ClosedRound, String> {
+    let suite = shared.config.suite;
+    let mut sorted: Vec<String> = invited.into_iter().collect();
+    sorted.sort();
+    // The cohort: each member's protocol key comes from its CA-issued certificate, which every member
+    // checks again on its side.
+    let mut cohort = Vec::new();
+    let mut roster = Vec::new();
+    {
+        let peers = lock(&shared.peers);
+        for id in &sorted {
+            let Some(cert) = peers.get(id).and_then(|p| p.cert.clone()) else { continue };
+            let key =
+                hearth_crypto::pki::verify_node_cert(&shared.ca_der, &cert, std::time::SystemTime::now())
+                    .map_err(|e| e.to_string())
+                    .and_then(|v| v.protocol_key(suite).map(<[u8]>::to_vec).map_err(|e| e.to_string()));
+            match key {
+                Ok(key) => {
+                    cohort.push((id.clone(), key));
+                    roster.push(v1::RosterMember {
+                        participant_id: id.clone(),
+                        certificate_der: cert.to_vec().into(),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(participant = %id, error = %e, "left out of the secure-aggregation cohort");
+                    shared.audit.record("system", "secagg.cohort", "refused", &format!("{id}: {e}"));
+                }
+            }
+        }
+    }
+    if cohort.len() < rec.min_participants as usize {
+        return Err(format!(
+            "round {round}: only {} of the {} participants it needs can take part in secure aggregation",
+            cohort.len(),
+            rec.min_participants
+        ));
+    }
+    let opened = Instant::now();
+    let round_deadline = opened + Duration::from_secs(u64::from(rec.round_deadline_s));
+    let deadline_unix_ms = now_ms() + u64::from(rec.round_deadline_s) * 1000;
+    let phase_deadline = |now: Instant| (now + PHASE_TIMEOUT).min(round_deadline);
+    let setup = Setup {
+        suite,
+        job_id: rec.id.clone(),
+        round,
+        cohort,
+        vector_len: job.num_params + 2,
+        clip: rec.secagg_clip,
+        weight_cap: rec.secagg_weight_cap,
+    };
+    let first_deadline = phase_deadline(opened);
+    let r = SecAggRound::open(setup, first_deadline).map_err(|e| format!("round {round}: {e}"))?;
+    let p = r.params.config().clone();
+    let members = r.members.clone();
+    *lock(&job.secagg) = Some(r);
+    let phase_deadline_unix_ms =
+        now_ms() + first_deadline.saturating_duration_since(opened).as_millis() as u64;
+    for (i, id) in members.iter().enumerate() {
+        let setup = v1::SecAggSetup {
+            suite: suite.as_str().into(),
+            roster: roster.clone(),
+            degree: p.degree,
+            threshold: p.threshold,
+            modulus_bits: u32::from(p.modulus_bits),
+            graph_seed: p.graph_seed.to_vec().into(),
+            your_index: i as u32,
+            clip: rec.secagg_clip,
+            weight_cap: rec.secagg_weight_cap,
+            vector_len: u64::from(p.vector_len),
+            phase_deadline_unix_ms,
+        };
+        shared.announce_to(
+            id,
+            announcement::Kind::RoundOpen(v1::RoundOpen {
+                job_id: rec.id.clone(),
+                round,
+                base_version: rec.latest_version(),
+                deadline_unix_ms,
+                train: Some(train_params(rec)),
+                model_spec_json: rec.model_spec_json.clone().into_bytes().into(),
+                num_params: job.num_params as u64,
+                secagg: Some(setup),
+            }),
+        );
+    }
+    tracing::info!(job = %rec.id, round, cohort = members.len(), degree = p.degree, threshold = p.threshold, "secure-aggregation round open");
+    job.emit(job_event::Kind::Opened(v1::RoundOpened {
+        round,
+        invited: members.len() as u32,
+        deadline_unix_ms,
+    }));
+
+    let settled = || lock(&job.secagg).as_ref().is_none_or(|r| r.settled(&shared.connected()));
+    let deadline = || lock(&job.secagg).as_ref().map_or_else(Instant::now, |r| r.deadline);
+    for phase in 0..PHASES {
+        wait_until(job, settled, deadline).await;
+        let outcome = if phase + 1 < PHASES {
+            // The masked upload waits for local training: it gets the rest of the round.
+            let next = if phase + 1 == 2 { round_deadline } else { phase_deadline(Instant::now()) };
+            let mut g = lock(&job.secagg);
+            let r = g.as_mut().ok_or_else(|| "the round was closed".to_string())?;
+            if phase == 2 {
+                job.emit(job_event::Kind::UpdateReceived(v1::UpdateReceived {
+                    round,
+                    received: r.responded() as u32,
+                    invited: members.len() as u32,
+                }));
+            }
+            match r.close_phase(next) {
+                Ok(PhaseOutcome::Relay(messages)) => Ok(Step::Relay(messages)),
+                Ok(PhaseOutcome::Sum(_)) => Err("the protocol ended before unmasking".to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        } else {
+            // Unmasking expands every survivor's masks over the whole vector: CPU work, off the workers.
+            let r = lock(&job.secagg).take().ok_or_else(|| "the round was closed".to_string())?;
+            let num_params = job.num_params;
+            tokio::task::spawn_blocking(move || {
+                let mut r = r;
+                let sum = match r.close_phase(Instant::now()) {
+                    Ok(PhaseOutcome::Sum(sum)) => sum,
+                    Ok(PhaseOutcome::Relay(_)) => return Err("unmasking produced no sum".to_string()),
+                    Err(e) => return Err(e.to_string()),
+                };
+                // The only values this coordinator ever decodes: the sum over the survivors.
+                let agg = r.aggregate(&sum, num_params)?;
+                Ok(ClosedRound {
+                    round,
+                    invited: r.members.len(),
+                    contributors: r.contributors(&sum),
+                    opened: r.opened,
+                    agg,
+                })
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map(Step::Closed)
+        };
+        match outcome {
+            Ok(Step::Relay(messages)) => {
+                for (id, payload) in messages {
+                    shared.announce_to(
+                        &id,
+                        announcement::Kind::Secagg(v1::SecAggRelay {
+                            job_id: rec.id.clone(),
+                            round,
+                            phase: phase + 1,
+                            payload: payload.into(),
+                        }),
+                    );
+                }
+            }
+            Ok(Step::Closed(closed)) => return Ok(closed),
+            Err(e) => {
+                lock(&job.secagg).take();
+                return Err(format!("round {round}: secure aggregation aborted in phase {phase}: {e}"));
+            }
+        }
+    }
+    Err(format!("round {round}: secure aggregation ended without a sum"))
 }
 
 pub(crate) fn summary(r: &crate::store::RoundRecord) -> v1::RoundSummary {

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, Notify};
 
 use crate::aggregate::Aggregator;
+use crate::secagg::SecAggRound;
 use crate::store::{JobRecord, RoundRecord};
 
 /// A global model version held in memory, ready to stream.
@@ -54,6 +55,17 @@ pub(crate) struct OpenRound {
     pub(crate) opened: Instant,
 }
 
+/// A round that stopped collecting, with what it gathered.
+#[derive(Debug)]
+pub(crate) struct ClosedRound {
+    pub(crate) round: u64,
+    pub(crate) invited: usize,
+    /// Participants whose updates are in `agg`.
+    pub(crate) contributors: Vec<String>,
+    pub(crate) opened: Instant,
+    pub(crate) agg: Aggregator,
+}
+
 /// Why an upload was refused before its payload was read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum UploadRefusal {
@@ -78,6 +90,8 @@ pub(crate) struct JobRuntime {
     /// The server optimizer's velocity (empty without momentum).
     pub(crate) velocity: Mutex<Vec<f32>>,
     pub(crate) open: Mutex<Option<OpenRound>>,
+    /// The secure-aggregation round in progress, for jobs that use it (their uploads never reach `open`).
+    pub(crate) secagg: Mutex<Option<SecAggRound>>,
     /// Woken when an upload lands or a participant disconnects, so the driver re-checks its round.
     pub(crate) changed: Notify,
     pub(crate) events: broadcast::Sender<JobEvent>,
@@ -93,6 +107,7 @@ impl JobRuntime {
             global: RwLock::new(Arc::new(GlobalModel::new(version, params))),
             velocity: Mutex::new(velocity),
             open: Mutex::new(None),
+            secagg: Mutex::new(None),
             changed: Notify::new(),
             events,
         }
@@ -180,42 +195,50 @@ impl JobRuntime {
         r.invited.iter().all(|p| r.received.contains(p) || !connected.contains(p))
     }
 
-    /// Closes the open round. Commits it if it gathered at least `min_participants` updates: the new model
-    /// is returned for the caller to persist and publish. Otherwise returns why not.
-    pub(crate) fn try_commit(
+    /// Closes the open plain round, returning what it gathered (nothing if no round is open). Late
+    /// uploads for it are refused from now on.
+    pub(crate) fn close_plain(&self) -> Option<ClosedRound> {
+        let r = lock(&self.open).take()?;
+        Some(ClosedRound {
+            round: r.round,
+            invited: r.invited.len(),
+            contributors: r.received.into_iter().collect(),
+            opened: r.opened,
+            agg: r.agg,
+        })
+    }
+
+    /// Turns a closed round's aggregate into the next global model, if it gathered at least
+    /// `min_participants` updates; otherwise says why not. The caller persists and publishes the result.
+    pub(crate) fn commit_aggregate(
         &self,
+        closed: ClosedRound,
         min_participants: u32,
         server_lr: f32,
         momentum: f32,
     ) -> Result<(RoundRecord, GlobalModel, Vec<f32>), String> {
-        let Some(r) = lock(&self.open).take() else {
-            return Err("no round is open".into());
-        };
-        if r.agg.count() < min_participants {
+        let ClosedRound { round, invited, mut contributors, opened, agg } = closed;
+        if agg.count() < min_participants {
             return Err(format!(
-                "round {} gathered {} of the {} updates it needs ({} invited)",
-                r.round,
-                r.agg.count(),
-                min_participants,
-                r.invited.len()
+                "round {round} gathered {} of the {min_participants} updates it needs ({invited} invited)",
+                agg.count(),
             ));
         }
         let global = self.global();
         // The velocity is updated on a copy: it replaces the job's only once the round is persisted.
         let mut velocity = lock(&self.velocity).clone();
-        let params = r.agg.apply(&global.params, &mut velocity, server_lr, momentum);
-        let mut contributors: Vec<String> = r.received.into_iter().collect();
+        let params = agg.apply(&global.params, &mut velocity, server_lr, momentum);
         contributors.sort();
         let record = RoundRecord {
-            round: r.round,
-            version: r.round,
-            participants: r.agg.count(),
-            examples: r.agg.total_weight(),
-            train_loss: r.agg.mean_loss(),
-            seconds: r.opened.elapsed().as_secs_f64(),
+            round,
+            version: round,
+            participants: agg.count(),
+            examples: agg.examples(),
+            train_loss: agg.mean_loss(),
+            seconds: opened.elapsed().as_secs_f64(),
             contributors,
         };
-        Ok((record, GlobalModel::new(r.round, params), velocity))
+        Ok((record, GlobalModel::new(round, params), velocity))
     }
 
     /// Installs a committed model as the global one.
@@ -274,6 +297,9 @@ mod tests {
             sequence: 1,
             server_learning_rate: 1.0,
             server_momentum: 0.0,
+            secure_aggregation: false,
+            secagg_clip: 8.0,
+            secagg_weight_cap: 100_000.0,
         };
         let rt = JobRuntime::new(record, 2, vec![0.0, 0.0], vec![]);
         *lock(&rt.open) = Some(OpenRound {
@@ -308,7 +334,7 @@ mod tests {
         let rt = runtime();
         rt.begin_upload("a", 1, 0, b"n1").unwrap();
         rt.finish_upload("a", 1, &[2.0, 0.0], 1, 0.5).unwrap();
-        let err = rt.try_commit(2, 1.0, 0.0).unwrap_err();
+        let err = rt.commit_aggregate(rt.close_plain().unwrap(), 2, 1.0, 0.0).unwrap_err();
         assert!(err.contains("gathered 1 of the 2"), "{err}");
         // The round is closed now: a late upload is refused.
         assert!(matches!(rt.begin_upload("b", 1, 0, b"n2"), Err(UploadRefusal::RoundNotOpen { .. })));
@@ -322,7 +348,7 @@ mod tests {
         assert!(!rt.round_settled(&connected), "a is mid-upload");
         rt.finish_upload("a", 1, &[2.0, 0.0], 3, 0.5).unwrap();
         assert!(rt.round_settled(&connected), "b is gone, a answered");
-        let (rec, model, _) = rt.try_commit(1, 1.0, 0.0).unwrap();
+        let (rec, model, _) = rt.commit_aggregate(rt.close_plain().unwrap(), 1, 1.0, 0.0).unwrap();
         assert_eq!(rec.participants, 1);
         assert_eq!(model.params, vec![2.0, 0.0]);
     }

@@ -7,6 +7,7 @@
 //! - `service`: the gRPC `Coordinator` service (identity from the client certificate, validation).
 //! - `job`: a job's rounds as a state machine; `aggregate`: the running weighted sum.
 //! - `driver`: the task that opens, waits for and commits each round of a job.
+//! - `secagg`: a secure-aggregation round: the protocol's server phases, relaying, decoding the sum.
 //! - [`store`]: the embedded database; a committed round survives a restart.
 //! - [`audit`]: security-relevant events.
 #![forbid(unsafe_code)]
@@ -18,6 +19,7 @@ pub mod store;
 mod aggregate;
 mod driver;
 mod job;
+mod secagg;
 mod service;
 
 use std::future::Future;

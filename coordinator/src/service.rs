@@ -10,7 +10,7 @@ use hearth_crypto::pki::{NodeIdentity, Role};
 use hearth_models::ModelSpec;
 use hearth_policies::JobShape;
 use hearth_proto::v1::coordinator_server::Coordinator;
-use hearth_proto::v1::{self, announcement, job_event, model_chunk, update_chunk};
+use hearth_proto::v1::{self, announcement, job_event, model_chunk, sec_agg_chunk, update_chunk};
 use hearth_proto::{protocol_major, MAX_CHUNK_BYTES, PROTOCOL_MAJOR, PROTOCOL_VERSION};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::audit::now_ms;
 use crate::driver::{drive, summary, Peer, Shared, ANNOUNCEMENT_QUEUE};
 use crate::job::{lock, JobRuntime};
+use crate::secagg::SecAggRefusal;
 use crate::store::{JobPhase, JobRecord, StoredTrain};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -49,6 +50,19 @@ impl CoordinatorService {
         self.shared.job(id).ok_or_else(|| Status::not_found(format!("no job {id:?}")))
     }
 
+    /// Refuses a secure-aggregation message: logs and audits who and why.
+    fn refuse_secagg(&self, who: &NodeIdentity, detail: &str, status: Status) -> Status {
+        tracing::warn!(participant = %who, %detail, "secure-aggregation message refused");
+        self.shared.audit.record(&who.to_string(), "secagg.message", "refused", detail);
+        status
+    }
+
+    /// [`Self::refuse_secagg`] with the status's own message as the detail.
+    fn refuse_secagg_status(&self, who: &NodeIdentity, status: Status) -> Status {
+        let detail = status.message().to_owned();
+        self.refuse_secagg(who, &detail, status)
+    }
+
     /// [`Self::refuse_upload`] with the status's own message as the detail.
     fn refuse_status(&self, who: &NodeIdentity, status: Status) -> Status {
         let detail = status.message().to_owned();
@@ -63,6 +77,18 @@ impl CoordinatorService {
     }
 }
 
+/// The gRPC status of a refused secure-aggregation message.
+fn secagg_status(e: &SecAggRefusal) -> Status {
+    match e {
+        SecAggRefusal::NotMember(_) => Status::permission_denied(e.to_string()),
+        SecAggRefusal::Duplicate(_) => Status::already_exists(e.to_string()),
+        SecAggRefusal::WrongPhase { .. } | SecAggRefusal::NotExpected(_) => {
+            Status::failed_precondition(e.to_string())
+        }
+        SecAggRefusal::Protocol(_) => Status::invalid_argument(e.to_string()),
+    }
+}
+
 fn validate_job_id(id: &str) -> Result<(), Status> {
     hearth_crypto::pki::validate_node_id(id).map_err(|e| Status::invalid_argument(format!("job_id: {e}")))
 }
@@ -74,6 +100,7 @@ impl Coordinator for CoordinatorService {
         req: Request<v1::RegisterRequest>,
     ) -> Result<Response<v1::RegisterReply>, Status> {
         let who = self.require(&req, "participant.register", &[Role::Participant])?;
+        let cert = hearth_transport::peer_certificate(&req)?;
         let msg = req.into_inner();
         if protocol_major(&msg.protocol_version) != Some(PROTOCOL_MAJOR) {
             self.shared.audit.record(
@@ -89,8 +116,11 @@ impl Coordinator for CoordinatorService {
         }
         lock(&self.shared.peers)
             .entry(who.id.clone())
-            .and_modify(|p| p.last_seen_ms = now_ms())
-            .or_insert(Peer { tx: None, subscription: 0, last_seen_ms: now_ms() });
+            .and_modify(|p| {
+                p.last_seen_ms = now_ms();
+                p.cert = Some(Arc::clone(&cert));
+            })
+            .or_insert(Peer { tx: None, cert: Some(cert), subscription: 0, last_seen_ms: now_ms() });
         self.shared.audit.record(&who.to_string(), "participant.register", "ok", &msg.software_version);
         tracing::info!(participant = %who.id, "registered");
         Ok(Response::new(v1::RegisterReply {
@@ -107,13 +137,19 @@ impl Coordinator for CoordinatorService {
         req: Request<v1::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let who = self.require(&req, "participant.subscribe", &[Role::Participant])?;
+        let cert = hearth_transport::peer_certificate(&req)?;
         let (tx, rx) = mpsc::channel(ANNOUNCEMENT_QUEUE);
         let sub = self.shared.next_subscription.fetch_add(1, Ordering::Relaxed);
         {
             let mut peers = lock(&self.shared.peers);
-            let peer =
-                peers.entry(who.id.clone()).or_insert(Peer { tx: None, subscription: 0, last_seen_ms: 0 });
+            let peer = peers.entry(who.id.clone()).or_insert(Peer {
+                tx: None,
+                cert: None,
+                subscription: 0,
+                last_seen_ms: 0,
+            });
             peer.tx = Some(tx.clone());
+            peer.cert = Some(cert);
             peer.subscription = sub;
             peer.last_seen_ms = now_ms();
         }
@@ -333,6 +369,131 @@ impl Coordinator for CoordinatorService {
         }
     }
 
+    async fn sec_agg_send(
+        &self,
+        req: Request<Streaming<v1::SecAggChunk>>,
+    ) -> Result<Response<v1::SecAggAck>, Status> {
+        let who = self.require(&req, "secagg.send", &[Role::Participant])?;
+        let mut stream = req.into_inner();
+        let first = tokio::time::timeout(std::time::Duration::from_secs(30), stream.message())
+            .await
+            .map_err(|_| {
+                self.refuse_secagg(
+                    &who,
+                    "no header within 30 s",
+                    Status::deadline_exceeded("no header within 30 s"),
+                )
+            })??;
+        let header = match first.and_then(|c| c.kind) {
+            Some(sec_agg_chunk::Kind::Header(h)) => h,
+            _ => {
+                return Err(self.refuse_secagg(
+                    &who,
+                    "stream did not start with a header",
+                    Status::invalid_argument("a secure-aggregation stream must start with a SecAggHeader"),
+                ))
+            }
+        };
+        let (round, phase) = (header.round, header.phase);
+        let job = self.job(&header.job_id).map_err(|s| self.refuse_secagg_status(&who, s))?;
+        // Reserve the participant's slot for this phase, and learn the bounds, before reading the message.
+        let (u, deadline, max_len) = {
+            let mut g = lock(&job.secagg);
+            let Some(r) = g.as_mut().filter(|r| r.round == round) else {
+                let detail = format!("no secure-aggregation round {round} is open for job {}", header.job_id);
+                return Err(self.refuse_secagg(&who, &detail, Status::failed_precondition(detail.clone())));
+            };
+            let u =
+                r.begin(&who.id, phase).map_err(|e| self.refuse_secagg_status(&who, secagg_status(&e)))?;
+            let limits = r.params.limits();
+            // A masked input is the vector plus a small framing; every other client message is far below
+            // a mebibyte (the protocol's decoder bounds each field again).
+            let max = if phase == 2 {
+                limits.vector_len as u64 * limits.word_bytes() as u64 + 4096
+            } else {
+                1 << 20
+            };
+            (u, r.deadline, max)
+        };
+        let release = || {
+            if let Some(r) = lock(&job.secagg).as_mut().filter(|r| r.round == round) {
+                r.abort(u);
+            }
+            job.changed.notify_one();
+        };
+        if header.length > max_len {
+            release();
+            let detail =
+                format!("phase {phase} message of {} bytes is over the limit of {max_len}", header.length);
+            return Err(self.refuse_secagg(&who, &detail, Status::invalid_argument(detail.clone())));
+        }
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let read = async {
+            // A masked upload is model-sized: bound how many are buffered at once.
+            let _slot = if phase == 2 {
+                Some(
+                    tokio::time::timeout_at(deadline, self.shared.upload_slots.acquire())
+                        .await
+                        .map_err(|_| {
+                            Status::deadline_exceeded("the phase closed while waiting for an upload slot")
+                        })?
+                        .map_err(|_| Status::unavailable("coordinator shutting down"))?,
+                )
+            } else {
+                None
+            };
+            let mut buf = Vec::with_capacity(header.length as usize);
+            loop {
+                let msg = tokio::time::timeout_at(deadline, stream.message()).await.map_err(|_| {
+                    Status::deadline_exceeded(format!("phase {phase} deadline passed mid-message"))
+                })??;
+                let Some(msg) = msg else { break };
+                let data = match msg.kind {
+                    Some(sec_agg_chunk::Kind::Data(d)) => d,
+                    _ => return Err(Status::invalid_argument("only data chunks may follow the header")),
+                };
+                if data.len() > MAX_CHUNK_BYTES || buf.len() as u64 + data.len() as u64 > header.length {
+                    return Err(Status::invalid_argument(format!(
+                        "message is longer than the {} bytes its header announced",
+                        header.length
+                    )));
+                }
+                buf.extend_from_slice(&data);
+            }
+            if buf.len() as u64 != header.length {
+                return Err(Status::invalid_argument(format!(
+                    "message ended after {} of the {} bytes its header announced",
+                    buf.len(),
+                    header.length
+                )));
+            }
+            // Signature checks and folding a masked vector into the sum are CPU work: off the async workers.
+            let job2 = Arc::clone(&job);
+            tokio::task::spawn_blocking(move || {
+                match lock(&job2.secagg).as_mut().filter(|r| r.round == round) {
+                    Some(r) => r.receive(u, phase, &buf).map_err(|e| secagg_status(&e)),
+                    None => Err(Status::failed_precondition(format!(
+                        "round {round} closed before the message was read"
+                    ))),
+                }
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+        }
+        .await;
+        match read {
+            Ok(()) => {
+                job.changed.notify_one();
+                tracing::debug!(participant = %who.id, job = %header.job_id, round, phase, "secure-aggregation message accepted");
+                Ok(Response::new(v1::SecAggAck { job_id: header.job_id, round, phase }))
+            }
+            Err(status) => {
+                release();
+                Err(self.refuse_secagg_status(&who, status))
+            }
+        }
+    }
+
     async fn submit_job(&self, req: Request<v1::JobSpec>) -> Result<Response<v1::JobAccepted>, Status> {
         let who = self.require(&req, "job.submit", &[Role::Operator])?;
         let spec = req.into_inner();
@@ -352,6 +513,27 @@ impl Coordinator for CoordinatorService {
         }
         if !(0.0..=0.99).contains(&spec.server_momentum) {
             return Err(refuse(format!("server_momentum {} must be in [0, 0.99]", spec.server_momentum)));
+        }
+        let secagg_clip =
+            if spec.secagg_clip == 0.0 { crate::secagg::DEFAULT_CLIP } else { spec.secagg_clip };
+        if !(secagg_clip.is_finite() && secagg_clip > 0.0 && secagg_clip <= 1e6) {
+            return Err(refuse(format!("secagg_clip {} must be in (0, 1e6]", spec.secagg_clip)));
+        }
+        let secagg_weight_cap = if spec.secagg_weight_cap == 0.0 {
+            crate::secagg::DEFAULT_WEIGHT_CAP
+        } else {
+            spec.secagg_weight_cap
+        };
+        if !(1.0..=1e12).contains(&secagg_weight_cap) {
+            return Err(refuse(format!("secagg_weight_cap {} must be in [1, 1e12]", spec.secagg_weight_cap)));
+        }
+        let secure_aggregation = !spec.plain_aggregation;
+        if secure_aggregation && spec.min_participants < 3 {
+            return Err(refuse(format!(
+                "min_participants {} is below 3: a securely aggregated sum of two updates would show each of \
+                 the two the other's update (set plain_aggregation to opt out of secure aggregation)",
+                spec.min_participants
+            )));
         }
         let train = spec.train.ok_or_else(|| refuse("train parameters are missing".into()))?;
         let shape = JobShape {
@@ -394,6 +576,9 @@ impl Coordinator for CoordinatorService {
             sequence,
             server_learning_rate,
             server_momentum: spec.server_momentum,
+            secure_aggregation,
+            secagg_clip,
+            secagg_weight_cap,
         };
         let params = vec![0.0f32; model.num_params()];
         let job = {

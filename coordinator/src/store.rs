@@ -134,6 +134,23 @@ pub struct JobRecord {
     /// Server momentum (0: plain federated averaging).
     #[serde(default)]
     pub server_momentum: f32,
+    /// Rounds aggregate with secure aggregation: only the sum of the updates is ever seen here.
+    #[serde(default)]
+    pub secure_aggregation: bool,
+    /// Secure aggregation: per-coordinate clip of weighted updates.
+    #[serde(default = "default_clip")]
+    pub secagg_clip: f64,
+    /// Secure aggregation: example count at which a participant's weight saturates.
+    #[serde(default = "default_weight_cap")]
+    pub secagg_weight_cap: f64,
+}
+
+fn default_clip() -> f64 {
+    crate::secagg::DEFAULT_CLIP
+}
+
+fn default_weight_cap() -> f64 {
+    crate::secagg::DEFAULT_WEIGHT_CAP
 }
 
 fn one() -> f32 {
@@ -241,6 +258,9 @@ mod tests {
             sequence: 1,
             server_learning_rate: 1.0,
             server_momentum: 0.9,
+            secure_aggregation: false,
+            secagg_clip: 8.0,
+            secagg_weight_cap: 100_000.0,
         }
     }
 

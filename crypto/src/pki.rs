@@ -304,6 +304,25 @@ fn pem_to_der(pem: &str, what: &'static str) -> Result<Vec<u8>, PkiError> {
     Ok(block.contents)
 }
 
+/// The secret scalar of a node's P-256 private key (PKCS#8 PEM, as `hearth pki` writes it): the node's
+/// international protocol signing key, whose public half its certificate carries.
+pub fn p256_secret_from_pem(key_pem: &str) -> Result<crate::suite::SecretBytes, PkiError> {
+    use p256::pkcs8::DecodePrivateKey;
+    let (_, block) = x509_parser::pem::parse_x509_pem(key_pem.as_bytes())
+        .map_err(|e| PkiError::Parse { what: "private key", reason: e.to_string() })?;
+    if block.label != "PRIVATE KEY" {
+        return Err(PkiError::Parse {
+            what: "private key",
+            reason: format!("PEM block is {:?}, not PRIVATE KEY (PKCS#8)", block.label),
+        });
+    }
+    let key = Zeroizing::new(block.contents);
+    let secret = p256::SecretKey::from_pkcs8_der(&key)
+        .map_err(|e| PkiError::InvalidKey { what: "P-256 private key", reason: e.to_string() })?;
+    crate::suite::SecretBytes::from_slice("P-256 private key", &secret.to_bytes())
+        .map_err(|e| PkiError::InvalidKey { what: "P-256 private key", reason: e.to_string() })
+}
+
 /// Reads the Hearth identity from a DER certificate: exactly one `urn:hearth:<role>:<id>` SAN URI.
 pub fn identity_from_cert_der(der: &[u8]) -> Result<NodeIdentity, PkiError> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
@@ -380,6 +399,21 @@ mod tests {
         let plain = params.self_signed(&key).unwrap();
         assert!(matches!(identity_from_cert_der(plain.der()), Err(PkiError::NoIdentity(_))));
         assert!(identity_from_cert_der(b"not a certificate").is_err());
+    }
+
+    #[test]
+    fn a_node_key_signs_what_its_certificate_verifies() {
+        use crate::suite::SuiteId;
+        let ca = ConsortiumCa::generate("test").unwrap();
+        let node = ca.issue(Role::Participant, "bank-a", &[], &[]).unwrap();
+        let secret = p256_secret_from_pem(&node.key_pem).unwrap();
+        let der = cert_der_from_pem(&node.cert_pem).unwrap();
+        let ca_der = cert_der_from_pem(&ca.cert_pem()).unwrap();
+        let peer = verify_node_cert(&ca_der, &der, std::time::SystemTime::now()).unwrap();
+        let sig = SuiteId::International.suite().sign(&secret, b"round 1").unwrap();
+        let key = peer.protocol_key(SuiteId::International).unwrap();
+        SuiteId::International.suite().verify(key, b"round 1", &sig).unwrap();
+        assert!(p256_secret_from_pem(&node.cert_pem).is_err(), "a certificate is not a key");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //!
 //! Local data never leaves this module except as the model delta of a round.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,9 +18,10 @@ use hearth_proto::v1::coordinator_client::CoordinatorClient;
 use hearth_proto::v1::{self, announcement, model_chunk, update_chunk};
 use hearth_proto::{MAX_CHUNK_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 use sha2::{Digest, Sha256};
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, Mutex};
 use tonic::transport::Channel;
 
+use crate::secagg::{self, RelayRx, SecAggIdentity, RELAY_QUEUE};
 use crate::serve::{ModelSlot, ServedModel};
 use crate::store::Store;
 
@@ -47,6 +49,9 @@ struct Worker {
     encoded: Option<(Bytes, Arc<EncodedSet>)>,
 }
 
+/// The sending half of a round's relay queue: (phase, payload).
+type RelayTx = mpsc::Sender<(u32, Bytes)>;
+
 /// Everything the federation task needs.
 #[derive(Debug)]
 pub(crate) struct Federation {
@@ -60,6 +65,11 @@ pub(crate) struct Federation {
     pub(crate) holdout_fraction: f64,
     data: std::sync::OnceLock<Arc<LocalData>>,
     worker: Mutex<Worker>,
+    /// Keys for secure aggregation; `None` when this node has no protocol signing key (it then refuses
+    /// secure rounds with a clear log line).
+    secagg: Option<SecAggIdentity>,
+    /// Where relayed secure-aggregation messages go, per (job, round) in progress.
+    relays: std::sync::Mutex<HashMap<(String, u64), RelayTx>>,
 }
 
 impl Federation {
@@ -70,6 +80,7 @@ impl Federation {
         coordinator_name: String,
         tls: Arc<rustls::ClientConfig>,
         holdout_fraction: f64,
+        secagg: Option<SecAggIdentity>,
     ) -> Self {
         Self {
             id: std::sync::OnceLock::new(),
@@ -81,6 +92,8 @@ impl Federation {
             holdout_fraction,
             data: std::sync::OnceLock::new(),
             worker: Mutex::new(Worker::default()),
+            secagg,
+            relays: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -130,12 +143,44 @@ impl Federation {
                 Some(announcement::Kind::RoundOpen(open)) => {
                     let me = Arc::clone(&self);
                     let client = client.clone();
+                    // Register the relay queue before the next announcement is read, so no relayed
+                    // message of this round can arrive before it.
+                    let relays = open.secagg.is_some().then(|| {
+                        let (tx, rx) = mpsc::channel(RELAY_QUEUE);
+                        lock(&self.relays).insert((open.job_id.clone(), open.round), tx);
+                        rx
+                    });
                     tokio::spawn(async move {
                         let (job, round) = (open.job_id.clone(), open.round);
-                        if let Err(e) = me.round(client, open).await {
+                        let result = match relays {
+                            Some(rx) => Arc::clone(&me).secure_round(client, open, rx).await,
+                            None => Arc::clone(&me).round(client, open).await,
+                        };
+                        lock(&me.relays).remove(&(job.clone(), round));
+                        if let Err(e) = result {
                             tracing::warn!(job, round, error = format!("{e:#}"), "round work failed");
                         }
                     });
+                }
+                Some(announcement::Kind::Secagg(relay)) => {
+                    let key = (relay.job_id.clone(), relay.round);
+                    let tx = lock(&self.relays).get(&key).cloned();
+                    match tx {
+                        Some(tx) => {
+                            if tx.try_send((relay.phase, relay.payload)).is_err() {
+                                tracing::warn!(
+                                    job = relay.job_id,
+                                    round = relay.round,
+                                    "relay queue full or round over; message dropped"
+                                );
+                            }
+                        }
+                        None => tracing::debug!(
+                            job = relay.job_id,
+                            round = relay.round,
+                            "relay for a round not in progress"
+                        ),
+                    }
                 }
                 Some(announcement::Kind::RoundCommitted(c)) => {
                     let me = Arc::clone(&self);
@@ -222,16 +267,82 @@ impl Federation {
         Ok(d)
     }
 
+    /// A plain round: train, then upload the delta.
     async fn round(
         self: Arc<Self>,
         mut client: CoordinatorClient<Channel>,
         open: v1::RoundOpen,
     ) -> anyhow::Result<()> {
+        let (delta, stats) = self.train(&mut client, &open).await?;
+        let mut raw = Vec::with_capacity(delta.len() * 4);
+        for d in &delta {
+            raw.extend_from_slice(&d.to_le_bytes());
+        }
+        let raw = Bytes::from(raw);
+        let header = v1::UpdateHeader {
+            job_id: open.job_id.clone(),
+            round: open.round,
+            base_version: open.base_version,
+            num_examples: stats.examples as u64,
+            train_loss: stats.mean_loss,
+            num_params: delta.len() as u64,
+            nonce: rand::random::<[u8; 16]>().to_vec().into(),
+            sha256: Sha256::digest(&raw).to_vec().into(),
+        };
+        let chunks = (0..raw.len()).step_by(MAX_CHUNK_BYTES).map(move |s| v1::UpdateChunk {
+            kind: Some(update_chunk::Kind::Data(raw.slice(s..(s + MAX_CHUNK_BYTES).min(raw.len())))),
+        });
+        let first = v1::UpdateChunk { kind: Some(update_chunk::Kind::Header(header)) };
+        let stream = futures::stream::iter(std::iter::once(first).chain(chunks));
+        client.upload_update(stream).await.context("uploading update")?;
+        tracing::info!(
+            job = open.job_id,
+            round = open.round,
+            loss = stats.mean_loss,
+            examples = stats.examples,
+            "update uploaded"
+        );
+        Ok(())
+    }
+
+    /// A round under secure aggregation: the protocol's key exchange runs while the model trains; the
+    /// update leaves this node only masked.
+    async fn secure_round(
+        self: Arc<Self>,
+        client: CoordinatorClient<Channel>,
+        open: v1::RoundOpen,
+        relays: RelayRx,
+    ) -> anyhow::Result<()> {
+        let who = self.secagg.as_ref().context(
+            "invited to a secure-aggregation round but this participant has no protocol signing key",
+        )?;
+        let setup = open.secagg.as_ref().context("round has no secure-aggregation setup")?;
+        let inv = secagg::accept(who, &self.id_or_cert(), &open, setup)?;
+        let mut train_client = client.clone();
+        let trained = async {
+            let (delta, stats) = self.train(&mut train_client, &open).await?;
+            Ok((delta, stats.examples, stats.mean_loss))
+        };
+        secagg::run_client(client, who, &open, inv, relays, trained, None).await?;
+        tracing::info!(
+            job = open.job_id,
+            round = open.round,
+            "masked update sent; secure-aggregation round done"
+        );
+        Ok(())
+    }
+
+    /// Downloads the round's base model and trains it on the local data; returns the delta.
+    async fn train(
+        &self,
+        client: &mut CoordinatorClient<Channel>,
+        open: &v1::RoundOpen,
+    ) -> anyhow::Result<(Vec<f32>, hearth_models::TrainStats)> {
         let mut worker = self.worker.lock().await;
         if now_ms() > open.deadline_unix_ms {
             bail!("round {} closed before work could start", open.round);
         }
-        let base = self.download(&mut worker, &mut client, &open.job_id, open.base_version).await?;
+        let base = self.download(&mut worker, client, &open.job_id, open.base_version).await?;
         let spec = IntentSpec::from_json(&base.spec_json)?;
         let data = self.local_data()?;
         let encoded = match worker.encoded.as_ref().filter(|(s, _)| *s == base.spec_json) {
@@ -268,36 +379,7 @@ impl Federation {
         })
         .await??;
         drop(worker);
-
-        let mut raw = Vec::with_capacity(delta.len() * 4);
-        for d in &delta {
-            raw.extend_from_slice(&d.to_le_bytes());
-        }
-        let raw = Bytes::from(raw);
-        let header = v1::UpdateHeader {
-            job_id: open.job_id.clone(),
-            round: open.round,
-            base_version: open.base_version,
-            num_examples: stats.examples as u64,
-            train_loss: stats.mean_loss,
-            num_params: delta.len() as u64,
-            nonce: rand::random::<[u8; 16]>().to_vec().into(),
-            sha256: Sha256::digest(&raw).to_vec().into(),
-        };
-        let chunks = (0..raw.len()).step_by(MAX_CHUNK_BYTES).map(move |s| v1::UpdateChunk {
-            kind: Some(update_chunk::Kind::Data(raw.slice(s..(s + MAX_CHUNK_BYTES).min(raw.len())))),
-        });
-        let first = v1::UpdateChunk { kind: Some(update_chunk::Kind::Header(header)) };
-        let stream = futures::stream::iter(std::iter::once(first).chain(chunks));
-        client.upload_update(stream).await.context("uploading update")?;
-        tracing::info!(
-            job = open.job_id,
-            round = open.round,
-            loss = stats.mean_loss,
-            examples = stats.examples,
-            "update uploaded"
-        );
-        Ok(())
+        Ok((delta, stats))
     }
 
     /// Downloads a committed model, calibrates its out-of-scope threshold on the local holdout, stores it
@@ -355,6 +437,12 @@ fn split_holdout(all: Vec<Example>, fraction: f64) -> LocalData {
 fn fxhash(s: &str) -> u64 {
     // FNV-1a: stable across runs and platforms.
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// Locks a std mutex, recovering the data if a panicking thread poisoned it (every critical section here
+/// is a single map operation).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn now_ms() -> u64 {

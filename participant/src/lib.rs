@@ -6,6 +6,7 @@
 //! - [`config`]: what an operator configures.
 //! - [`store`]: the embedded store (examples, served model).
 //! - `federation`: the round protocol, client side.
+//! - [`secagg`]: a secure-aggregation round, client side (also used by `hearth bench secagg`).
 //! - [`serve`]: the inference endpoint (HTTP JSON and gRPC on one mTLS port).
 #![forbid(unsafe_code)]
 
@@ -14,6 +15,7 @@ pub mod serve;
 pub mod store;
 
 mod federation;
+pub mod secagg;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,6 +23,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
+use hearth_crypto::SuiteId;
 use hearth_models::decode_model_file;
 use hearth_transport::{client_config, server_config, ServeOptions, TlsMaterial};
 
@@ -38,6 +41,41 @@ pub struct Running {
     pub inference_addr: SocketAddr,
     /// Resolves when the inference server stopped.
     pub done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// The keys this participant takes part in secure aggregation with: the consortium CA, and its protocol
+/// signing key (under the international suite, the P-256 key of its TLS certificate; under the national
+/// suite, the SM2 key in `protocol_key`, whose public half the CA embedded in its certificate). Without
+/// them the participant still trains in plain rounds and refuses secure ones, saying why.
+fn secagg_identity(config: &ParticipantConfig, tls: &TlsMaterial) -> Option<secagg::SecAggIdentity> {
+    let identity = || -> anyhow::Result<secagg::SecAggIdentity> {
+        let ca_der = hearth_crypto::pki::cert_der_from_pem(&tls.ca_pem).context("the CA certificate")?;
+        let signing = match config.suite {
+            SuiteId::International => hearth_crypto::pki::p256_secret_from_pem(&tls.key_pem)
+                .context("the node's TLS private key")?,
+            SuiteId::National => {
+                let path = config.protocol_key.as_ref().context(
+                    "the national suite needs `protocol_key`: the node's SM2 signing key file written by `hearth pki`",
+                )?;
+                let hex = zeroize::Zeroizing::new(
+                    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+                );
+                let bytes = zeroize::Zeroizing::new(
+                    hex::decode(hex.trim()).with_context(|| format!("{}: not hex", path.display()))?,
+                );
+                hearth_crypto::SecretBytes::from_slice("SM2 protocol key", &bytes)
+                    .with_context(|| format!("{}", path.display()))?
+            }
+        };
+        Ok(secagg::SecAggIdentity { suite: config.suite, ca_der, signing })
+    };
+    match identity() {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::warn!(error = format!("{e:#}"), "secure aggregation unavailable on this participant");
+            None
+        }
+    }
 }
 
 /// Opens the store, starts the federation task and serves inference until `shutdown` resolves.
@@ -71,6 +109,7 @@ pub async fn start(
         config.coordinator_name.clone(),
         client_config(&tls).context("building the TLS client configuration")?,
         config.holdout_fraction,
+        secagg_identity(&config, &tls),
     ));
     let fed_task = tokio::spawn(federation.run());
 

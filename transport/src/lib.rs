@@ -241,6 +241,18 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 #[derive(Debug, Clone)]
 pub struct PeerIdentity(pub NodeIdentity);
 
+/// The DER certificate the peer presented (already verified against the consortium CA by the TLS
+/// handshake), inserted into every request's extensions by [`serve`] beside [`PeerIdentity`].
+#[derive(Debug, Clone)]
+pub struct PeerCertificate(pub Arc<[u8]>);
+
+/// The certificate of a gRPC caller, or `unauthenticated` if the request did not come through [`serve`].
+pub fn peer_certificate<T>(req: &tonic::Request<T>) -> Result<Arc<[u8]>, tonic::Status> {
+    req.extensions().get::<PeerCertificate>().map(|p| Arc::clone(&p.0)).ok_or_else(|| {
+        tonic::Status::unauthenticated("no authenticated client certificate on this connection")
+    })
+}
+
 /// The identity of a gRPC caller, or `unauthenticated` if the request did not come through [`serve`].
 pub fn peer_identity<T>(req: &tonic::Request<T>) -> Result<NodeIdentity, tonic::Status> {
     req.extensions().get::<PeerIdentity>().map(|p| p.0.clone()).ok_or_else(|| {
@@ -321,14 +333,16 @@ pub async fn serve(
             };
             let cert =
                 tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
-            let identity = match cert.map(|c| identity_from_cert_der(&c)) {
-                Some(Ok(id)) => id,
-                Some(Err(e)) => return refuse(&opts, peer, &format!("certificate refused: {e}")),
-                None => return refuse(&opts, peer, "no client certificate"),
+            let Some(cert) = cert else { return refuse(&opts, peer, "no client certificate") };
+            let identity = match identity_from_cert_der(&cert) {
+                Ok(id) => id,
+                Err(e) => return refuse(&opts, peer, &format!("certificate refused: {e}")),
             };
+            let cert: Arc<[u8]> = cert.into();
             tracing::debug!(%peer, %identity, "connection authenticated");
             let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(PeerIdentity(identity.clone()));
+                req.extensions_mut().insert(PeerCertificate(Arc::clone(&cert)));
                 tower::ServiceExt::oneshot(app.clone(), req)
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

@@ -119,12 +119,21 @@ pub struct GraphRule {
     pub security_bits: u32,
     /// η: a round may abort for lack of shares with probability at most 2^-η.
     pub correctness_bits: u32,
+    /// At least this many drop-outs are tolerated whatever the cohort size: with δ·n rounded down, a
+    /// cohort of five would otherwise tolerate none, and one lost participant would abort its round.
+    pub min_dropouts: u32,
 }
 
 impl Default for GraphRule {
-    /// γ = 1/5, δ = 1/10, σ = 40, η = 20.
+    /// γ = 1/5, δ = 1/10 (and at least one drop-out), σ = 40, η = 20.
     fn default() -> Self {
-        Self { colluding_fraction: 0.2, dropout_fraction: 0.1, security_bits: 40, correctness_bits: 20 }
+        Self {
+            colluding_fraction: 0.2,
+            dropout_fraction: 0.1,
+            security_bits: 40,
+            correctness_bits: 20,
+            min_dropouts: 1,
+        }
     }
 }
 
@@ -193,7 +202,8 @@ impl GraphRule {
     fn bounds(&self, lf: &[f64], n: usize, k: usize, t: usize) -> (f64, f64) {
         use std::f64::consts::LN_2;
         let colluders = ((self.colluding_fraction * n as f64).floor() as usize).min(n - 1);
-        let dropped = ((self.dropout_fraction * n as f64).floor() as usize).min(n - 1);
+        let dropped =
+            ((self.dropout_fraction * n as f64).floor() as usize).max(self.min_dropouts as usize).min(n - 1);
         let union = (n as f64).log2();
         let neighbourhood =
             hypergeometric_tail_log2(lf, n - 1, colluders, k, (2 * t).saturating_sub(k).max(1));

@@ -1,0 +1,248 @@
+//! The participant's side of a secure-aggregation round: it runs the protocol's client phases
+//! (`hearth_crypto::secagg`) and sends its update only masked.
+//!
+//! Before taking part it checks the round it was invited to: every roster certificate must verify against
+//! the consortium CA, its own entry must carry its own identity, and each member's protocol key is taken
+//! from that member's certificate, never from the coordinator's word, so a coordinator cannot slip in a
+//! key of its own and impersonate a participant. What it masks is `[w·δ, w, w·loss]` with
+//! `w = min(n, cap) / cap` (see the coordinator's `secagg` module): its example count and loss reach the
+//! coordinator only inside the sum.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use hearth_crypto::pki::verify_node_cert;
+use hearth_crypto::secagg::{
+    os_rng, start_client, ClientIndex, Quantizer, QuantizerSpec, RoundConfig, RoundParams, SuiteSigner,
+};
+use hearth_crypto::{SecretBytes, SuiteId};
+use hearth_proto::v1::coordinator_client::CoordinatorClient;
+use hearth_proto::v1::{self, sec_agg_chunk};
+use hearth_proto::MAX_CHUNK_BYTES;
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+
+/// How many relayed messages may wait for one round: one per phase, with room to spare.
+pub const RELAY_QUEUE: usize = 8;
+
+/// Relayed protocol messages for one round: (phase, payload).
+pub type RelayRx = mpsc::Receiver<(u32, Bytes)>;
+
+/// What a participant needs to take part in secure aggregation.
+#[derive(Debug)]
+pub struct SecAggIdentity {
+    /// The consortium's suite; a round announcing another one is refused.
+    pub suite: SuiteId,
+    /// The consortium CA (DER), against which every roster certificate is checked.
+    pub ca_der: Vec<u8>,
+    /// This node's protocol signing key (its certificate carries the verifying half).
+    pub signing: SecretBytes,
+}
+
+/// A validated invitation: the protocol parameters and this participant's index.
+#[derive(Debug)]
+pub struct Invitation {
+    params: Arc<RoundParams>,
+    me: ClientIndex,
+    quantizer: Quantizer,
+    weight_cap: f64,
+}
+
+/// Checks a round's secure-aggregation setup and builds its parameters.
+pub fn accept(
+    who: &SecAggIdentity,
+    my_id: &str,
+    open: &v1::RoundOpen,
+    setup: &v1::SecAggSetup,
+) -> anyhow::Result<Invitation> {
+    let suite: SuiteId = setup.suite.parse().context("secure-aggregation setup")?;
+    if suite != who.suite {
+        bail!("the round uses the {suite} suite, this participant is configured for {}", who.suite);
+    }
+    let me = setup.your_index as usize;
+    let mine = setup.roster.get(me).context("my index is outside the roster")?;
+    if mine.participant_id != my_id {
+        bail!("the roster lists {:?} at my index, I am {my_id:?}", mine.participant_id);
+    }
+    let now = SystemTime::now();
+    let mut roster = Vec::with_capacity(setup.roster.len());
+    for (i, m) in setup.roster.iter().enumerate() {
+        let peer = verify_node_cert(&who.ca_der, &m.certificate_der, now)
+            .with_context(|| format!("roster member {i} ({:?}): certificate", m.participant_id))?;
+        if peer.identity.id != m.participant_id {
+            bail!(
+                "roster member {i} claims to be {:?}, its certificate says {}",
+                m.participant_id,
+                peer.identity
+            );
+        }
+        roster.push(peer.protocol_key(suite).with_context(|| format!("roster member {i}"))?.to_vec());
+    }
+    let expected_len = open.num_params.checked_add(2).context("model too large")?;
+    if setup.vector_len != expected_len {
+        bail!(
+            "the round masks {} values, the model has {} parameters plus 2",
+            setup.vector_len,
+            open.num_params
+        );
+    }
+    let graph_seed: [u8; 32] =
+        setup.graph_seed.as_ref().try_into().context("the graph seed is not 32 bytes")?;
+    let modulus_bits = u8::try_from(setup.modulus_bits).context("modulus bits out of range")?;
+    let n = u32::try_from(roster.len()).context("roster too large")?;
+    let params = Arc::new(
+        RoundParams::new(RoundConfig {
+            suite,
+            job_id: open.job_id.clone().into_bytes(),
+            round: open.round,
+            roster,
+            degree: setup.degree,
+            threshold: setup.threshold,
+            vector_len: u32::try_from(setup.vector_len).context("vector too long")?,
+            modulus_bits,
+            graph_seed,
+        })
+        .context("secure-aggregation parameters")?,
+    );
+    if !(setup.weight_cap.is_finite() && setup.weight_cap >= 1.0) {
+        bail!("weight cap {} must be at least 1", setup.weight_cap);
+    }
+    let quantizer =
+        Quantizer::new(QuantizerSpec { clip: setup.clip, max_summands: n, noise_headroom: 0, modulus_bits })
+            .context("quantiser")?;
+    Ok(Invitation { params, me: ClientIndex(setup.your_index), quantizer, weight_cap: setup.weight_cap })
+}
+
+/// The vector a participant masks: its delta and loss weighted by `w = min(n, cap) / cap`, then `w`.
+pub fn weighted_input(delta: &[f32], examples: usize, loss: f32, weight_cap: f64) -> Vec<f32> {
+    let w = (examples as f64).min(weight_cap) / weight_cap;
+    let mut v: Vec<f32> = delta.iter().map(|d| (f64::from(*d) * w) as f32).collect();
+    v.push(w as f32);
+    let loss = if loss.is_finite() { f64::from(loss) } else { 0.0 };
+    v.push((loss * w) as f32);
+    v
+}
+
+/// Runs the client phases. `trained` resolves to (delta, examples, loss) once local training is done; the
+/// key exchange runs meanwhile. `stop_after` ends the participant's part after that phase, as a drop-out
+/// would (benchmarks use it; a participant passes `None`). Returns the bytes of messages sent.
+pub async fn run_client(
+    mut client: CoordinatorClient<Channel>,
+    who: &SecAggIdentity,
+    open: &v1::RoundOpen,
+    inv: Invitation,
+    mut relays: RelayRx,
+    trained: impl std::future::Future<Output = anyhow::Result<(Vec<f32>, usize, f32)>>,
+    stop_after: Option<u32>,
+) -> anyhow::Result<u64> {
+    let stops = |phase: u32| stop_after.is_some_and(|p| p <= phase);
+    let mut sent = 0u64;
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(open.deadline_unix_ms.saturating_sub(now_ms()).max(1));
+    let signer = Box::new(SuiteSigner::new(who.suite, who.signing.clone()));
+    let mut rng = os_rng().context("seeding the protocol's generator")?;
+    let (state, msg) = start_client(Arc::clone(&inv.params), inv.me, signer, &mut rng)?;
+    sent += send(&mut client, open, 0, msg).await?;
+    if stops(0) {
+        return Ok(sent);
+    }
+
+    let msg = next_relay(&mut relays, 1, deadline).await?;
+    let (state, out) = state.handle(&msg, &mut rng)?;
+    sent += send(&mut client, open, 1, out).await?;
+    if stops(1) {
+        return Ok(sent);
+    }
+
+    let (delta, examples, loss) = trained.await.context("local training")?;
+    let input = weighted_input(&delta, examples, loss, inv.weight_cap);
+    let msg = next_relay(&mut relays, 2, deadline).await?;
+    // Quantising and expanding one mask per neighbour over the whole vector is CPU work.
+    let quantizer = inv.quantizer;
+    let (state, out) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let mut rng = os_rng()?;
+        let encoded = quantizer.encode(&input, &mut rng)?;
+        Ok(state.handle(&msg, &encoded)?)
+    })
+    .await??;
+    sent += send(&mut client, open, 2, out).await?;
+    if stops(2) {
+        return Ok(sent);
+    }
+
+    let msg = next_relay(&mut relays, 3, deadline).await?;
+    let (state, out) = state.handle(&msg)?;
+    sent += send(&mut client, open, 3, out).await?;
+    if stops(3) {
+        return Ok(sent);
+    }
+
+    let msg = next_relay(&mut relays, 4, deadline).await?;
+    let out = state.handle(&msg)?;
+    sent += send(&mut client, open, 4, out).await?;
+    Ok(sent)
+}
+
+/// Waits for the coordinator's relay of `phase`.
+async fn next_relay(
+    relays: &mut RelayRx,
+    phase: u32,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<Vec<u8>> {
+    loop {
+        let got = tokio::time::timeout_at(deadline, relays.recv())
+            .await
+            .with_context(|| format!("the round's deadline passed waiting for phase {phase}"))?;
+        match got {
+            Some((p, payload)) if p == phase => return Ok(payload.to_vec()),
+            Some((p, _)) if p < phase => continue,
+            Some((p, _)) => {
+                bail!("the coordinator relayed phase {p} while this participant awaited phase {phase}")
+            }
+            None => bail!("the connection to the coordinator closed during phase {phase}"),
+        }
+    }
+}
+
+/// Sends this participant's message for `phase` as a header and chunks; returns the encoded bytes sent.
+async fn send(
+    client: &mut CoordinatorClient<Channel>,
+    open: &v1::RoundOpen,
+    phase: u32,
+    msg: Vec<u8>,
+) -> anyhow::Result<u64> {
+    let msg = Bytes::from(msg);
+    let header =
+        v1::SecAggHeader { job_id: open.job_id.clone(), round: open.round, phase, length: msg.len() as u64 };
+    let first = v1::SecAggChunk { kind: Some(sec_agg_chunk::Kind::Header(header)) };
+    let chunks = (0..msg.len()).step_by(MAX_CHUNK_BYTES).map(move |s| v1::SecAggChunk {
+        kind: Some(sec_agg_chunk::Kind::Data(msg.slice(s..(s + MAX_CHUNK_BYTES).min(msg.len())))),
+    });
+    let messages: Vec<v1::SecAggChunk> = std::iter::once(first).chain(chunks).collect();
+    let bytes = messages.iter().map(|m| prost::Message::encoded_len(m) as u64).sum();
+    client
+        .sec_agg_send(futures::stream::iter(messages))
+        .await
+        .with_context(|| format!("sending the phase {phase} message"))?;
+    Ok(bytes)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_masked_vector_carries_weight_and_loss_inside_the_sum() {
+        let v = weighted_input(&[1.0, -2.0], 50, 0.5, 100.0);
+        assert_eq!(v, vec![0.5, -1.0, 0.5, 0.25]);
+        // Past the cap the weight saturates at one.
+        let v = weighted_input(&[1.0], 500, f32::NAN, 100.0);
+        assert_eq!(v, vec![1.0, 1.0, 0.0]);
+    }
+}
