@@ -28,3 +28,38 @@ pub fn read_data(rel: &str) -> String {
 pub fn env<T: std::str::FromStr>(k: &str, default: T) -> T {
     std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
+
+/// In-process federated averaging with server momentum, as the coordinator runs it: every round each
+/// shard trains from the global parameters (`train` returns its example count), the example-weighted
+/// mean delta feeds `velocity = momentum * velocity + mean`, and the global model moves by
+/// `server_lr * velocity`.
+pub fn fedavgm<D>(
+    init: Vec<f32>,
+    shards: &[D],
+    rounds: u64,
+    server_lr: f64,
+    momentum: f64,
+    mut train: impl FnMut(&mut [f32], &D, u64, usize) -> usize,
+    mut after_round: impl FnMut(u64, &[f32]),
+) -> Vec<f32> {
+    let mut global = init;
+    let mut velocity = vec![0.0f64; global.len()];
+    for r in 0..rounds {
+        let mut sum = vec![0.0f64; global.len()];
+        let mut total = 0usize;
+        for (i, shard) in shards.iter().enumerate() {
+            let mut local = global.clone();
+            let n = train(&mut local, shard, r, i);
+            for ((s, l), g) in sum.iter_mut().zip(&local).zip(&global) {
+                *s += n as f64 * f64::from(l - g);
+            }
+            total += n;
+        }
+        for ((g, s), v) in global.iter_mut().zip(&sum).zip(velocity.iter_mut()) {
+            *v = momentum * *v + s / total.max(1) as f64;
+            *g += (server_lr * *v) as f32;
+        }
+        after_round(r, &global);
+    }
+    global
+}
