@@ -1,24 +1,32 @@
-//! Hearth models: everything about learning from text, as pure functions over values.
+//! Hearth models: everything about learning from customers' data, as pure functions over values.
 //!
-//! Start with [`intent`]: the intent classifier (softmax regression over [`features`]). Then:
+//! The families share one shape: a spec (JSON) that fixes the size of a flat `f32` parameter vector,
+//! local training from a participant's data ([`ModelSpec::train_local`]), evaluation, calibration on an
+//! institution's own holdout, and one model file format. Start with [`intent`]; then:
+//! - [`emotion`]: the multi-label emotion classifier (one sigmoid per label) and its anger escalation
+//!   threshold, chosen for a target recall.
 //! - [`features`]: hashed word and character n-grams; English and Chinese (CJK characters are tokens).
-//! - `linear` (private): the linear model over features and the sparse mini-batch SGD loop, shared by
-//!   every text family; a family adds only its loss.
+//! - `linear` (private): the linear model over features and the sparse mini-batch SGD loop that intent
+//!   and emotion share; a family adds only its loss.
 //! - [`train`]: training hyper-parameters, and local training of the intent classifier.
 //! - [`eval`]: accuracy, macro-F1, in-scope accuracy and out-of-scope recall as the CLINC150 paper reports
 //!   them; the out-of-scope threshold.
-//! - [`file`]: the model file format (version, dimensions, checksum).
-//! - [`spec`]: model families and their sizes, as a job names them.
+//! - [`file`]: the model file format (version, family, dimensions, calibration, checksum), and
+//!   [`card`]: the model card its metadata carries (data, rounds, privacy parameters).
+//! - [`spec`]: model families and their sizes, as a job names them; the per-family round entry point.
 //! - [`data`]: parsers for CLINC150 and for an institution's own CSV / JSON Lines files; request checks.
 //! - [`split`]: the seeded non-IID Dirichlet split used to simulate institutions.
 //! - [`baseline`]: a linfa Naive Bayes baseline, a sanity check for the classifier.
 //!
-//! This crate touches neither the network nor the file system: callers pass bytes and strings in.
+//! This crate touches neither the network nor the file system: callers pass bytes and strings in. All of
+//! it is CPU-bound; services call it from `spawn_blocking`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod baseline;
+pub mod card;
 pub mod data;
+pub mod emotion;
 pub mod eval;
 pub mod features;
 pub mod file;
@@ -31,16 +39,21 @@ pub mod train;
 use serde::{Deserialize, Serialize};
 
 pub use baseline::linfa_naive_bayes;
+pub use card::{DataCard, ModelCard, PrivacyCard, TrainingCard, CARD_KEY};
 pub use data::{
     check_text, detect_format, parse_clinc150, parse_labelled, text_from_utf8, Clinc150, ImportReport,
     InputFormat, RowError,
 };
+pub use emotion::{EmotionExample, EmotionModel, EmotionPrediction, EmotionSpec, Escalation};
 pub use eval::{choose_oos_threshold, evaluate, Confusion, Metrics};
 pub use features::{featurize, FeatureConfig, SparseVec};
-pub use file::{decode_model_file, encode_model_file};
+pub use file::{
+    decode_any_model_file, decode_file, decode_model_file, encode_file, encode_model_file, read_model_file,
+    AnyModel, FileModel, RawModelFile,
+};
 pub use intent::{IntentModel, IntentSpec, Prediction};
 pub use linear::Encoded;
-pub use spec::ModelSpec;
+pub use spec::{FederatedDefaults, LocalData, ModelSpec};
 pub use split::{dirichlet_split, dirichlet_split_by, Split};
 pub use train::{
     encode, mean_loss, train_local, EncodedSet, TrainParams, TrainStats, DEFAULT_ROUNDS,

@@ -115,6 +115,16 @@ pub(crate) fn softmax_in_place(z: &mut [f32]) {
     }
 }
 
+/// Numerically stable logistic function.
+pub(crate) fn sigmoid(z: f32) -> f32 {
+    if z >= 0.0 {
+        1.0 / (1.0 + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (1.0 + e)
+    }
+}
+
 /// Shared validation of a label list: `min..=max` unique non-empty labels of at most 200 bytes.
 pub(crate) fn check_labels(labels: &[String], min: usize, max: usize) -> Result<(), ModelError> {
     let bad = |m: String| Err(ModelError::InvalidSpec(m));
@@ -229,6 +239,13 @@ pub(crate) fn mean_loss<O: Objective>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sigmoid_is_stable_at_the_extremes() {
+        assert_eq!(sigmoid(0.0), 0.5);
+        assert!(sigmoid(-200.0) >= 0.0 && sigmoid(-200.0) < 1e-30);
+        assert_eq!(sigmoid(200.0), 1.0);
+    }
 
     #[test]
     fn softmax_gradient_sums_to_zero() {
