@@ -3,7 +3,7 @@
 //! Layout, all integers little-endian:
 //! `b"HEARTHM\0"` · `u16` format version · `u32` header length · header (JSON) · `num_params` × `f32` ·
 //! SHA-256 over everything before it. Version 2's header is `{family, spec, num_params, calibration,
-//! metadata}`: the family names the model (`intent`, `emotion`), `calibration` holds what
+//! metadata}`: the family names the model (`intent`, `emotion`, `recommend`), `calibration` holds what
 //! an institution tuned locally on its own data (thresholds, popular items), `metadata` is free-form and
 //! carries the [`crate::ModelCard`]. Version 1 (intent only, `oos_threshold` in place of `calibration`)
 //! is still read.
@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::emotion::EmotionModel;
 use crate::intent::{IntentModel, IntentSpec};
+use crate::recommend::RecommendModel;
 use crate::ModelCard;
 
 const MAGIC: &[u8; 8] = b"HEARTHM\0";
@@ -247,6 +248,8 @@ pub enum AnyModel {
     Intent(IntentModel),
     /// An emotion classifier.
     Emotion(EmotionModel),
+    /// A recommender.
+    Recommend(RecommendModel),
 }
 
 /// Decodes a file of any family, for a caller that learns the family from the file.
@@ -259,6 +262,7 @@ pub fn decode_any_model_file(
     let model = match raw.family.as_str() {
         IntentModel::FAMILY => IntentModel::from_parts(spec, params, cal).map(AnyModel::Intent),
         EmotionModel::FAMILY => EmotionModel::from_parts(spec, params, cal).map(AnyModel::Emotion),
+        RecommendModel::FAMILY => RecommendModel::from_parts(spec, params, cal).map(AnyModel::Recommend),
         other => Err(format!("unknown model family {other:?}")),
     }
     .map_err(FileError::Header)?;

@@ -1,10 +1,12 @@
 //! Hearth models: everything about learning from customers' data, as pure functions over values.
 //!
-//! The families share one shape: a spec (JSON) that fixes the size of a flat `f32` parameter vector,
+//! Three families share one shape: a spec (JSON) that fixes the size of a flat `f32` parameter vector,
 //! local training from a participant's data ([`ModelSpec::train_local`]), evaluation, calibration on an
 //! institution's own holdout, and one model file format. Start with [`intent`]; then:
 //! - [`emotion`]: the multi-label emotion classifier (one sigmoid per label) and its anger escalation
 //!   threshold, chosen for a target recall.
+//! - [`recommend`]: federated collaborative filtering (implicit-feedback matrix factorisation whose
+//!   customer factors never leave the institution) with its retail data preparation.
 //! - [`features`]: hashed word and character n-grams; English and Chinese (CJK characters are tokens).
 //! - `linear` (private): the linear model over features and the sparse mini-batch SGD loop that intent
 //!   and emotion share; a family adds only its loss.
@@ -32,6 +34,7 @@ pub mod features;
 pub mod file;
 pub mod intent;
 mod linear;
+pub mod recommend;
 pub mod spec;
 pub mod split;
 pub mod train;
@@ -53,6 +56,7 @@ pub use file::{
 };
 pub use intent::{IntentModel, IntentSpec, Prediction};
 pub use linear::Encoded;
+pub use recommend::{RecommendModel, RecommendSpec, Recommendations};
 pub use spec::{FederatedDefaults, LocalData, ModelSpec};
 pub use split::{dirichlet_split, dirichlet_split_by, Split};
 pub use train::{

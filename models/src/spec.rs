@@ -7,19 +7,20 @@
 //! measuring the round protocol.
 //!
 //! JSON forms: an intent spec is `{"labels", "features"}` (no family key, as before families existed;
-//! `"family": "intent"` is accepted too), the others carry `"family"`: `"emotion"`,
+//! `"family": "intent"` is accepted too), the others carry `"family"`: `"emotion"`, `"recommend"`,
 //! `"bench"`.
 
 use serde::{Deserialize, Serialize};
 
 use crate::emotion::{self, EmotionSet, EmotionSpec};
+use crate::recommend::{self, Interactions, RecommendSpec};
 use crate::train::{self, EncodedSet, TrainParams, TrainStats, DEFAULT_ROUNDS, DEFAULT_SERVER_MOMENTUM};
 use crate::{IntentSpec, ModelError};
 
 /// Largest model, in parameters, any spec may describe.
 pub const MAX_NUM_PARAMS: usize = 1 << 28;
 
-/// Largest spec JSON accepted .
+/// Largest spec JSON accepted (a recommender's catalogue is in it).
 pub const MAX_SPEC_BYTES: usize = 8 << 20;
 
 /// A model family with its shape.
@@ -30,6 +31,8 @@ pub enum ModelSpec {
     Intent(IntentSpec),
     /// The multi-label emotion classifier.
     Emotion(EmotionSpec),
+    /// The collaborative-filtering recommender.
+    Recommend(RecommendSpec),
     /// A parameter vector of a given size that nothing trains: `hearth bench` uses it.
     Bench {
         /// Number of `f32` parameters.
@@ -52,6 +55,8 @@ pub enum LocalData {
     Intent(EncodedSet),
     /// Texts with emotion labels ([`crate::emotion::encode`]).
     Emotion(EmotionSet),
+    /// Customers' purchases ([`crate::recommend::data::encode`]).
+    Recommend(Interactions),
 }
 
 impl LocalData {
@@ -60,6 +65,7 @@ impl LocalData {
         match self {
             LocalData::Intent(d) => d.len(),
             LocalData::Emotion(d) => d.len(),
+            LocalData::Recommend(d) => d.len(),
         }
     }
 
@@ -72,6 +78,7 @@ impl LocalData {
         match self {
             LocalData::Intent(_) => "intent",
             LocalData::Emotion(_) => "emotion",
+            LocalData::Recommend(_) => "recommend",
         }
     }
 }
@@ -119,6 +126,7 @@ impl ModelSpec {
                 IntentSpec::from_json(&serde_json::to_vec(&v).unwrap_or_default()).map(ModelSpec::Intent)
             }
             "emotion" => EmotionSpec::from_json(bytes).map(ModelSpec::Emotion),
+            "recommend" => RecommendSpec::from_json(bytes).map(ModelSpec::Recommend),
             "bench" => {
                 let b: BenchJson = serde_json::from_value(v.clone())
                     .map_err(|e| ModelError::InvalidSpec(format!("not a bench spec: {e}")))?;
@@ -139,6 +147,7 @@ impl ModelSpec {
         match self {
             ModelSpec::Intent(s) => s.to_json(),
             ModelSpec::Emotion(s) => s.to_json(),
+            ModelSpec::Recommend(s) => s.to_json(),
             ModelSpec::Bench { num_params } => {
                 serde_json::to_vec(&BenchJson { family: "bench".into(), num_params: *num_params })
                     .unwrap_or_default()
@@ -151,6 +160,7 @@ impl ModelSpec {
         match self {
             ModelSpec::Intent(_) => "intent",
             ModelSpec::Emotion(_) => "emotion",
+            ModelSpec::Recommend(_) => "recommend",
             ModelSpec::Bench { .. } => "bench",
         }
     }
@@ -160,11 +170,13 @@ impl ModelSpec {
         match self {
             ModelSpec::Intent(s) => s.num_params(),
             ModelSpec::Emotion(s) => s.num_params(),
+            ModelSpec::Recommend(s) => s.num_params(),
             ModelSpec::Bench { num_params } => *num_params,
         }
     }
 
-    /// The initial global model: all zeros, for every family.
+    /// The initial global model: all zeros, for every family. (The recommender's random starting point
+    /// is derived from its spec's seed and added to the parameters, so zeros are a valid start there too.)
     pub fn init_params(&self) -> Vec<f32> {
         vec![0.0; self.num_params()]
     }
@@ -180,6 +192,7 @@ impl ModelSpec {
         match (self, data) {
             (ModelSpec::Intent(s), LocalData::Intent(d)) => train::train_local(s, params, d, p),
             (ModelSpec::Emotion(s), LocalData::Emotion(d)) => emotion::train_local(s, params, d, p),
+            (ModelSpec::Recommend(s), LocalData::Recommend(d)) => recommend::train_local(s, params, d, p),
             (ModelSpec::Bench { .. }, _) => {
                 Err(ModelError::InvalidSpec("a bench model has no training".into()))
             }
@@ -195,6 +208,11 @@ impl ModelSpec {
             ModelSpec::Emotion(_) => {
                 (emotion::default_train_params(), emotion::SERVER_LEARNING_RATE, emotion::SERVER_MOMENTUM)
             }
+            ModelSpec::Recommend(_) => (
+                recommend::default_train_params(),
+                recommend::SERVER_LEARNING_RATE,
+                recommend::SERVER_MOMENTUM,
+            ),
             _ => (TrainParams::default(), 1.0, DEFAULT_SERVER_MOMENTUM),
         };
         FederatedDefaults { train, rounds: DEFAULT_ROUNDS, server_learning_rate, server_momentum }
@@ -212,6 +230,7 @@ mod tests {
         let specs = [
             ModelSpec::Intent(IntentSpec::new(vec!["a".into(), "b".into()], f.clone()).unwrap()),
             ModelSpec::Emotion(EmotionSpec::new(vec!["anger".into(), "joy".into()], f).unwrap()),
+            ModelSpec::Recommend(RecommendSpec::with_defaults(vec!["x".into(), "y".into()]).unwrap()),
             ModelSpec::bench(10),
         ];
         for s in &specs {
@@ -222,8 +241,11 @@ mod tests {
         let intent = br#"{"family": "intent", "labels": ["a", "b"], "features": {"dim": 1024, "word_ngrams": 1, "char_ngram_min": 0, "char_ngram_max": 0}}"#;
         assert!(matches!(ModelSpec::from_json(intent).unwrap(), ModelSpec::Intent(_)));
         let mut p = specs[1].init_params();
-        let e =
-            specs[1].train_local(&mut p, &LocalData::Intent(EncodedSet::default()), &TrainParams::default());
+        let e = specs[1].train_local(
+            &mut p,
+            &LocalData::Recommend(Interactions::default()),
+            &TrainParams::default(),
+        );
         assert!(matches!(e, Err(ModelError::WrongFamily { expected: "emotion", .. })), "{e:?}");
     }
 
