@@ -426,5 +426,23 @@ mod tests {
             v[i] ^= 1 << bit;
             prop_assert!(decode_model_file(&v, 1 << 30).is_err());
         }
+
+        #[test]
+        fn other_families_never_decode_silently_either(cut in 0usize..20000, flip in 0usize..20000, bit in 0u8..8) {
+            let emotion = EmotionModel::zeroed(
+                crate::EmotionSpec::new(vec!["anger".into(), "joy".into()], FeatureConfig { dim: 1024, ..Default::default() })
+                    .unwrap(),
+            );
+            let items = (0..50).map(|i| format!("{i:05}")).collect();
+            let recommend = RecommendModel::initial(crate::RecommendSpec::new(items, 8, 1.0, 1.0, 3).unwrap());
+            for bytes in [encode_file(&emotion, &serde_json::Value::Null), encode_file(&recommend, &serde_json::Value::Null)] {
+                let cut = cut % bytes.len();
+                prop_assert!(decode_any_model_file(&bytes[..cut], 1 << 30).is_err());
+                let mut v = bytes.clone();
+                let i = flip % v.len();
+                v[i] ^= 1 << bit;
+                prop_assert!(decode_any_model_file(&v, 1 << 30).is_err());
+            }
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The intent classifier: multinomial logistic (softmax) regression over hashed text features.
 //!
-//! The parameter layout and the training loop are [`crate::linear`]'s; this module adds the labels, the
+//! The parameter layout and the training loop are `linear.rs`'s; this module adds the labels, the
 //! out-of-scope threshold and the prediction.
 
 use serde::{Deserialize, Serialize};

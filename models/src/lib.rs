@@ -13,7 +13,7 @@
 //! - [`train`]: training hyper-parameters, and local training of the intent classifier.
 //! - [`eval`]: accuracy, macro-F1, in-scope accuracy and out-of-scope recall as the CLINC150 paper reports
 //!   them; the out-of-scope threshold.
-//! - [`file`]: the model file format (version, family, dimensions, calibration, checksum), and
+//! - [`mod@file`]: the model file format (version, family, dimensions, calibration, checksum), and
 //!   [`card`]: the model card its metadata carries (data, rounds, privacy parameters).
 //! - [`spec`]: model families and their sizes, as a job names them; the per-family round entry point.
 //! - [`data`]: parsers for CLINC150 and for an institution's own CSV / JSON Lines files; request checks.

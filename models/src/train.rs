@@ -2,7 +2,7 @@
 //!
 //! The same function trains a participant's round (from the global parameters, for `local_epochs`) and
 //! the centralized baseline (from zero, for `rounds * local_epochs`), so the two are comparable. The SGD
-//! loop itself is [`crate::linear`]'s, shared with the emotion classifier.
+//! loop itself is `linear.rs`'s, shared with the emotion classifier.
 
 use serde::{Deserialize, Serialize};
 

@@ -2,7 +2,8 @@
 //! per-label decision thresholds, and the escalation threshold for a target recall.
 //!
 //! Macro-F1 is the unweighted mean over the model's labels of each label's F1, computed over examples
-//! (a label is predicted for an example when it is in the predicted set, see [`EmotionModel::decide`]).
+//! (a label is predicted for an example when it is in the predicted set: every label at or above its
+//! threshold, else the most salient one, as [`EmotionModel::predict`] answers).
 
 use serde::{Deserialize, Serialize};
 

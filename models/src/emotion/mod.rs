@@ -1,5 +1,5 @@
 //! The emotion classifier: multi-label, one logistic output per label (one-vs-rest) over the same
-//! hashed text features as intent, trained by the same SGD loop ([`crate::linear`]); only the loss
+//! hashed text features as intent, trained by the same SGD loop (`linear.rs`); only the loss
 //! differs (a sum of independent binary cross-entropies instead of one softmax).
 //!
 //! Why independent sigmoids: GoEmotions texts carry one or more labels (3,855 of the Ekman training
