@@ -91,26 +91,52 @@ impl std::fmt::Display for RowError {
 }
 
 /// The good rows and the bad ones of a file.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ImportReport {
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportReport<T = Example> {
     /// Rows that parsed, in file order.
-    pub examples: Vec<Example>,
+    pub examples: Vec<T>,
     /// Rows that did not, in file order.
     pub errors: Vec<RowError>,
 }
 
-fn check_row(text: &str, label: &str) -> Result<Example, String> {
+impl<T> Default for ImportReport<T> {
+    fn default() -> Self {
+        Self { examples: Vec::new(), errors: Vec::new() }
+    }
+}
+
+/// Trims `text` and checks it is something a model can read: not empty, at most [`MAX_TEXT_CHARS`]
+/// characters. Services call it on every request before featurising.
+pub fn check_text(text: &str) -> Result<&str, ModelError> {
+    check_text_row(text).map_err(ModelError::InvalidInput)
+}
+
+/// Decodes a request body's text as UTF-8 and checks it with [`check_text`].
+pub fn text_from_utf8(bytes: &[u8]) -> Result<&str, ModelError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        ModelError::InvalidInput(format!("text is not valid UTF-8 (bad byte at offset {})", e.valid_up_to()))
+    })?;
+    check_text(text)
+}
+
+pub(crate) fn check_text_row(text: &str) -> Result<&str, String> {
     let text = text.trim();
-    let label = label.trim();
     if text.is_empty() {
         return Err("empty text".into());
     }
+    // Count no further than one past the limit: a huge input costs no more than a long one.
+    let n = text.chars().take(MAX_TEXT_CHARS + 1).count();
+    if n > MAX_TEXT_CHARS {
+        return Err(format!("text has more than {MAX_TEXT_CHARS} characters, the limit"));
+    }
+    Ok(text)
+}
+
+fn check_row(text: &str, label: &str) -> Result<Example, String> {
+    let text = check_text_row(text)?;
+    let label = label.trim();
     if label.is_empty() {
         return Err("empty label".into());
-    }
-    let n = text.chars().count();
-    if n > MAX_TEXT_CHARS {
-        return Err(format!("text has {n} characters; the limit is {MAX_TEXT_CHARS}"));
     }
     if label.len() > MAX_LABEL_BYTES {
         return Err(format!("label is {} bytes; the limit is {MAX_LABEL_BYTES}", label.len()));
@@ -159,9 +185,10 @@ fn parse_jsonl(content: &str) -> ImportReport {
 }
 
 /// One CSV record: its fields and the line it starts on, or a syntax error.
-type Record = (usize, Result<Vec<String>, String>);
+pub(crate) type Record = (usize, Result<Vec<String>, String>);
 
-fn csv_records(content: &str) -> Vec<Record> {
+/// Splits RFC 4180 CSV into records with the line each starts on; blank lines are skipped.
+pub(crate) fn csv_records(content: &str) -> Vec<Record> {
     let mut out = Vec::new();
     let mut chars = content.chars().peekable();
     let mut line = 1;
@@ -309,6 +336,20 @@ mod tests {
         assert!(r.errors[1].reason.contains("not a string"));
         assert!(r.errors[2].reason.contains("missing"));
         assert!(r.errors[3].reason.contains("limit"));
+    }
+
+    #[test]
+    fn request_text_is_checked() {
+        assert_eq!(check_text("  hi  ").unwrap(), "hi");
+        for bad in ["", "   \n\t"] {
+            let e = check_text(bad).unwrap_err();
+            assert!(e.to_string().contains("empty text"), "{e}");
+        }
+        let huge = "a".repeat(10 * MAX_TEXT_CHARS);
+        assert!(check_text(&huge).unwrap_err().to_string().contains("limit"));
+        let e = text_from_utf8(&[b'o', b'k', 0xff, 0xfe]).unwrap_err();
+        assert!(e.to_string().contains("offset 2"), "{e}");
+        assert_eq!(text_from_utf8("查询余额".as_bytes()).unwrap(), "查询余额");
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! The intent classifier: multinomial logistic (softmax) regression over hashed text features.
 //!
-//! Parameters are one flat `f32` vector, the form federated averaging needs: weights laid out
-//! `[feature][label]` (a feature's row is contiguous, so a sparse example touches few cache lines), then
-//! one bias per label.
+//! The parameter layout and the training loop are `linear.rs`'s; this module adds the labels, the
+//! out-of-scope threshold and the prediction.
 
 use serde::{Deserialize, Serialize};
 
 use crate::features::{featurize, FeatureConfig, SparseVec};
+use crate::linear::{self, check_features, check_labels, softmax_in_place, Shape};
 use crate::{ModelError, OOS_LABEL};
 
 /// Largest spec JSON accepted.
@@ -26,39 +26,18 @@ impl IntentSpec {
     /// Validates and builds a spec: 2 to 10,000 unique non-empty labels of at most 200 bytes, a feature
     /// dimension that is a power of two between 2^10 and 2^22, n-gram lengths that make sense.
     pub fn new(labels: Vec<String>, features: FeatureConfig) -> Result<Self, ModelError> {
-        let bad = |m: String| Err(ModelError::InvalidSpec(m));
-        if !(2..=10_000).contains(&labels.len()) {
-            return bad(format!("{} labels; a model needs 2 to 10000", labels.len()));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for l in &labels {
-            if l.is_empty() || l.len() > 200 {
-                return bad(format!("label {l:?} must be 1 to 200 bytes"));
-            }
-            if !seen.insert(l.as_str()) {
-                return bad(format!("label {l:?} appears twice"));
-            }
-        }
-        if !features.dim.is_power_of_two() || !(1 << 10..=1 << 22).contains(&features.dim) {
-            return bad(format!("feature dim {} must be a power of two in 1024..=4194304", features.dim));
-        }
-        if !(1..=3).contains(&features.word_ngrams) {
-            return bad(format!("word_ngrams {} must be 1 to 3", features.word_ngrams));
-        }
-        if features.char_ngram_min > 0
-            && (features.char_ngram_min > features.char_ngram_max || features.char_ngram_max > 8)
-        {
-            return bad(format!(
-                "char n-grams {}..={} must satisfy min <= max <= 8",
-                features.char_ngram_min, features.char_ngram_max
-            ));
-        }
+        check_labels(&labels, 2, 10_000)?;
+        check_features(&features)?;
         Ok(Self { labels, features })
     }
 
     /// Number of `f32` parameters: `dim * labels + labels`.
     pub fn num_params(&self) -> usize {
-        self.features.dim as usize * self.labels.len() + self.labels.len()
+        self.shape().num_params()
+    }
+
+    pub(crate) fn shape(&self) -> Shape {
+        Shape::new(&self.features, self.labels.len())
     }
 
     /// The JSON form carried in job specs and model files.
@@ -112,29 +91,8 @@ pub struct Prediction {
 
 /// Softmax probabilities of one featurised example.
 pub(crate) fn probabilities(spec: &IntentSpec, params: &[f32], x: &SparseVec, out: &mut Vec<f32>) {
-    let c = spec.labels.len();
-    let bias_at = spec.features.dim as usize * c;
-    out.clear();
-    out.extend_from_slice(&params[bias_at..bias_at + c]);
-    for (&i, &v) in x.indices.iter().zip(&x.values) {
-        let row = &params[i as usize * c..i as usize * c + c];
-        for (o, w) in out.iter_mut().zip(row) {
-            *o += v * w;
-        }
-    }
+    linear::logits(spec.shape(), params, x, out);
     softmax_in_place(out);
-}
-
-pub(crate) fn softmax_in_place(z: &mut [f32]) {
-    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in z.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    for v in z.iter_mut() {
-        *v /= sum;
-    }
 }
 
 impl IntentModel {

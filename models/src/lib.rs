@@ -1,26 +1,40 @@
-//! Hearth models: everything about learning from text, as pure functions over values.
+//! Hearth models: everything about learning from customers' data, as pure functions over values.
 //!
-//! Start with [`intent`]: the intent classifier (softmax regression over [`features`]). Then:
+//! Three families share one shape: a spec (JSON) that fixes the size of a flat `f32` parameter vector,
+//! local training from a participant's data ([`ModelSpec::train_local`]), evaluation, calibration on an
+//! institution's own holdout, and one model file format. Start with [`intent`]; then:
+//! - [`emotion`]: the multi-label emotion classifier (one sigmoid per label) and its anger escalation
+//!   threshold, chosen for a target recall.
+//! - [`recommend`]: federated collaborative filtering (implicit-feedback matrix factorisation whose
+//!   customer factors never leave the institution) with its retail data preparation.
 //! - [`features`]: hashed word and character n-grams; English and Chinese (CJK characters are tokens).
-//! - [`train`]: local mini-batch SGD, the same code for a participant's round and a centralized baseline.
+//! - `linear` (private): the linear model over features and the sparse mini-batch SGD loop that intent
+//!   and emotion share; a family adds only its loss.
+//! - [`train`]: training hyper-parameters, and local training of the intent classifier.
 //! - [`eval`]: accuracy, macro-F1, in-scope accuracy and out-of-scope recall as the CLINC150 paper reports
 //!   them; the out-of-scope threshold.
-//! - [`file`]: the model file format (version, dimensions, checksum).
-//! - [`spec`]: model families and their sizes, as a job names them.
-//! - [`data`]: parsers for CLINC150 and for an institution's own CSV / JSON Lines files.
+//! - [`mod@file`]: the model file format (version, family, dimensions, calibration, checksum), and
+//!   [`card`]: the model card its metadata carries (data, rounds, privacy parameters).
+//! - [`spec`]: model families and their sizes, as a job names them; the per-family round entry point.
+//! - [`data`]: parsers for CLINC150 and for an institution's own CSV / JSON Lines files; request checks.
 //! - [`split`]: the seeded non-IID Dirichlet split used to simulate institutions.
 //! - [`baseline`]: a linfa Naive Bayes baseline, a sanity check for the classifier.
 //!
-//! This crate touches neither the network nor the file system: callers pass bytes and strings in.
+//! This crate touches neither the network nor the file system: callers pass bytes and strings in. All of
+//! it is CPU-bound; services call it from `spawn_blocking`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod baseline;
+pub mod card;
 pub mod data;
+pub mod emotion;
 pub mod eval;
 pub mod features;
 pub mod file;
 pub mod intent;
+mod linear;
+pub mod recommend;
 pub mod spec;
 pub mod split;
 pub mod train;
@@ -28,15 +42,23 @@ pub mod train;
 use serde::{Deserialize, Serialize};
 
 pub use baseline::linfa_naive_bayes;
+pub use card::{DataCard, ModelCard, PrivacyCard, TrainingCard, CARD_KEY};
 pub use data::{
-    detect_format, parse_clinc150, parse_labelled, Clinc150, ImportReport, InputFormat, RowError,
+    check_text, detect_format, parse_clinc150, parse_labelled, text_from_utf8, Clinc150, ImportReport,
+    InputFormat, RowError,
 };
+pub use emotion::{EmotionExample, EmotionModel, EmotionPrediction, EmotionSpec, Escalation};
 pub use eval::{choose_oos_threshold, evaluate, Confusion, Metrics};
 pub use features::{featurize, FeatureConfig, SparseVec};
-pub use file::{decode_model_file, encode_model_file};
+pub use file::{
+    decode_any_model_file, decode_file, decode_model_file, encode_file, encode_model_file, read_model_file,
+    AnyModel, FileModel, RawModelFile,
+};
 pub use intent::{IntentModel, IntentSpec, Prediction};
-pub use spec::ModelSpec;
-pub use split::{dirichlet_split, Split};
+pub use linear::Encoded;
+pub use recommend::{RecommendModel, RecommendSpec, Recommendations};
+pub use spec::{FederatedDefaults, LocalData, ModelSpec};
+pub use split::{dirichlet_split, dirichlet_split_by, Split};
 pub use train::{
     encode, mean_loss, train_local, EncodedSet, TrainParams, TrainStats, DEFAULT_ROUNDS,
     DEFAULT_SERVER_MOMENTUM,
@@ -82,4 +104,21 @@ pub enum ModelError {
     /// The linfa baseline failed.
     #[error("linfa baseline: {0}")]
     Baseline(String),
+    /// A request's input cannot be used: empty or over-long text, bad UTF-8, too many items.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// An item (a stock code) is not in the recommendation model's catalogue.
+    #[error("item {0:?} is not in the model's catalogue")]
+    UnknownItem(String),
+    /// A customer has no history at this institution.
+    #[error("customer {0:?} is not known here")]
+    UnknownCustomer(String),
+    /// A spec, a model or encoded data of one family was given where another was expected.
+    #[error("expected a {expected} model, found {found}")]
+    WrongFamily {
+        /// The family the call needs.
+        expected: &'static str,
+        /// The family it was given.
+        found: String,
+    },
 }

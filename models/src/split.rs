@@ -1,8 +1,8 @@
 //! A seeded non-IID split of a labelled set over N simulated institutions.
 //!
-//! For each label, the shares of its examples that go to each institution are drawn from a symmetric
-//! Dirichlet(alpha): small alpha gives each institution few labels, large alpha approaches an even
-//! split. The same seed always gives the same split.
+//! For each label (a multi-label example's primary label), the shares of its examples that go to each
+//! institution are drawn from a symmetric Dirichlet(alpha): small alpha gives each institution few
+//! labels, large alpha approaches an even split. The same seed always gives the same split.
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -19,25 +19,48 @@ pub struct Split {
     pub label_counts: Vec<Vec<(String, usize)>>,
 }
 
-/// Splits `examples` over `n` shards; every shard gets at least one example.
+/// Splits labelled `examples` over `n` shards by their label; every shard gets at least one example.
 pub fn dirichlet_split(examples: &[Example], n: usize, alpha: f64, seed: u64) -> Result<Split, ModelError> {
+    let shards = dirichlet_split_by(examples, |e| e.label.as_str(), n, alpha, seed)?;
+    let label_counts = shards
+        .iter()
+        .map(|s| {
+            let mut m: std::collections::BTreeMap<String, usize> = Default::default();
+            for e in s {
+                *m.entry(e.label.clone()).or_default() += 1;
+            }
+            m.into_iter().collect()
+        })
+        .collect();
+    Ok(Split { shards, label_counts })
+}
+
+/// Splits any items over `n` shards, drawing each key's shares from a Dirichlet(alpha); `key` gives an
+/// item's class (a multi-label example's primary label, say). Every shard gets at least one item.
+pub fn dirichlet_split_by<'a, T: Clone, K: Ord>(
+    items: &'a [T],
+    key: impl Fn(&'a T) -> K,
+    n: usize,
+    alpha: f64,
+    seed: u64,
+) -> Result<Vec<Vec<T>>, ModelError> {
     if n == 0 {
         return Err(ModelError::InvalidSplit("zero shards".into()));
     }
     if !(alpha.is_finite() && alpha > 0.0) {
         return Err(ModelError::InvalidSplit(format!("alpha {alpha} must be positive")));
     }
-    if examples.len() < n {
-        return Err(ModelError::InvalidSplit(format!("{} examples cannot fill {n} shards", examples.len())));
+    if items.len() < n {
+        return Err(ModelError::InvalidSplit(format!("{} examples cannot fill {n} shards", items.len())));
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let gamma = Gamma::new(alpha, 1.0).map_err(|e| ModelError::InvalidSplit(e.to_string()))?;
-    let mut by_label: std::collections::BTreeMap<&str, Vec<&Example>> = std::collections::BTreeMap::new();
-    for e in examples {
-        by_label.entry(e.label.as_str()).or_default().push(e);
+    let mut by_key: std::collections::BTreeMap<K, Vec<&T>> = std::collections::BTreeMap::new();
+    for e in items {
+        by_key.entry(key(e)).or_default().push(e);
     }
-    let mut shards: Vec<Vec<Example>> = vec![Vec::new(); n];
-    for (_, mut group) in by_label {
+    let mut shards: Vec<Vec<T>> = vec![Vec::new(); n];
+    for (_, mut group) in by_key {
         group.shuffle(&mut rng);
         let mut w: Vec<f64> = (0..n).map(|_| gamma.sample(&mut rng)).collect();
         let total: f64 = w.iter().sum();
@@ -69,17 +92,7 @@ pub fn dirichlet_split(examples: &[Example], n: usize, alpha: f64, seed: u64) ->
     for s in &mut shards {
         s.shuffle(&mut rng);
     }
-    let label_counts = shards
-        .iter()
-        .map(|s| {
-            let mut m: std::collections::BTreeMap<String, usize> = Default::default();
-            for e in s {
-                *m.entry(e.label.clone()).or_default() += 1;
-            }
-            m.into_iter().collect()
-        })
-        .collect();
-    Ok(Split { shards, label_counts })
+    Ok(shards)
 }
 
 #[cfg(test)]

@@ -1,19 +1,14 @@
-//! Local training: mini-batch SGD on the softmax cross-entropy, sparse-aware.
+//! Local training of the intent classifier, and the hyper-parameters every family shares.
 //!
 //! The same function trains a participant's round (from the global parameters, for `local_epochs`) and
-//! the centralized baseline (from zero, for `rounds * local_epochs`), so the two are comparable.
-//!
-//! A mini-batch's gradient is evaluated at the parameters the batch starts from, then applied to the rows
-//! of the features the batch touched; the cost per example is proportional to its non-zero features times
-//! the labels, never to the model size. L2 regularisation is applied to the touched rows only ("sparse
-//! L2"), the usual approximation for sparse text models.
+//! the centralized baseline (from zero, for `rounds * local_epochs`), so the two are comparable. The SGD
+//! loop itself is `linear.rs`'s, shared with the emotion classifier.
 
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::features::{featurize, SparseVec};
-use crate::intent::{probabilities, IntentSpec};
+use crate::features::featurize;
+use crate::intent::IntentSpec;
+use crate::linear::{self, Encoded, Softmax};
 use crate::{Example, ModelError};
 
 /// Rounds the demo runs by default: with [`DEFAULT_SERVER_MOMENTUM`], enough for federated averaging on
@@ -51,7 +46,7 @@ impl Default for TrainParams {
 }
 
 impl TrainParams {
-    fn validate(&self) -> Result<(), ModelError> {
+    pub(crate) fn validate(&self) -> Result<(), ModelError> {
         let bad = |m: String| Err(ModelError::InvalidTrainParams(m));
         if self.local_epochs == 0 || self.local_epochs > 10_000 {
             return bad(format!("local_epochs {} must be 1..=10000", self.local_epochs));
@@ -69,31 +64,15 @@ impl TrainParams {
     }
 }
 
-/// Featurised examples with label indices, built once and reused every round.
-#[derive(Debug, Clone, Default)]
-pub struct EncodedSet {
-    xs: Vec<SparseVec>,
-    ys: Vec<u32>,
-}
-
-impl EncodedSet {
-    /// Number of examples.
-    pub fn len(&self) -> usize {
-        self.ys.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.ys.is_empty()
-    }
-}
+/// Featurised intent examples with label indices, built once and reused every round.
+pub type EncodedSet = Encoded<u32>;
 
 /// Featurises `examples` for `spec`; an example whose label the spec lacks is an error naming it.
 pub fn encode(spec: &IntentSpec, examples: &[Example]) -> Result<EncodedSet, ModelError> {
     let index: std::collections::HashMap<&str, u32> =
         spec.labels.iter().enumerate().map(|(i, l)| (l.as_str(), i as u32)).collect();
-    let mut set =
-        EncodedSet { xs: Vec::with_capacity(examples.len()), ys: Vec::with_capacity(examples.len()) };
+    let mut set: EncodedSet =
+        Encoded { xs: Vec::with_capacity(examples.len()), ys: Vec::with_capacity(examples.len()) };
     for e in examples {
         let y = *index.get(e.label.as_str()).ok_or_else(|| ModelError::UnknownLabel(e.label.clone()))?;
         set.xs.push(featurize(&spec.features, &e.text));
@@ -111,17 +90,6 @@ pub struct TrainStats {
     pub examples: usize,
 }
 
-fn check_params(spec: &IntentSpec, params: &[f32]) -> Result<(), ModelError> {
-    if params.len() != spec.num_params() {
-        return Err(ModelError::InvalidParams(format!(
-            "{} parameters, the spec needs {}",
-            params.len(),
-            spec.num_params()
-        )));
-    }
-    Ok(())
-}
-
 /// Trains `params` in place on `data`.
 pub fn train_local(
     spec: &IntentSpec,
@@ -129,66 +97,12 @@ pub fn train_local(
     data: &EncodedSet,
     p: &TrainParams,
 ) -> Result<TrainStats, ModelError> {
-    p.validate()?;
-    check_params(spec, params)?;
-    let c = spec.labels.len();
-    let bias_at = spec.features.dim as usize * c;
-    let mut order: Vec<usize> = (0..data.len()).collect();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(p.seed);
-    let batch = p.batch_size as usize;
-    let mut probs = Vec::with_capacity(c);
-    let mut grads: Vec<f32> = vec![0.0; batch * c];
-    let mut last_loss = f32::NAN;
-    for _ in 0..p.local_epochs {
-        order.shuffle(&mut rng);
-        let mut loss_sum = 0.0f64;
-        for chunk in order.chunks(batch) {
-            // Gradients of the logits at the batch's starting parameters.
-            for (k, &i) in chunk.iter().enumerate() {
-                probabilities(spec, params, &data.xs[i], &mut probs);
-                let y = data.ys[i] as usize;
-                loss_sum += -f64::from(probs[y].max(1e-12).ln());
-                let g = &mut grads[k * c..(k + 1) * c];
-                g.copy_from_slice(&probs);
-                g[y] -= 1.0;
-            }
-            let step = p.learning_rate / chunk.len() as f32;
-            for (k, &i) in chunk.iter().enumerate() {
-                let g = &grads[k * c..(k + 1) * c];
-                let x = &data.xs[i];
-                for (&f, &v) in x.indices.iter().zip(&x.values) {
-                    let row = &mut params[f as usize * c..f as usize * c + c];
-                    let decay = 1.0 - p.learning_rate * p.l2;
-                    for (w, gj) in row.iter_mut().zip(g) {
-                        *w = *w * decay - step * v * gj;
-                    }
-                }
-                for (b, gj) in params[bias_at..bias_at + c].iter_mut().zip(g) {
-                    *b -= step * gj;
-                }
-            }
-        }
-        last_loss = (loss_sum / data.len().max(1) as f64) as f32;
-    }
-    Ok(TrainStats { mean_loss: last_loss, examples: data.len() })
+    linear::sgd(spec.shape(), params, data, p, &Softmax)
 }
 
 /// Mean cross-entropy of `params` on `data`.
 pub fn mean_loss(spec: &IntentSpec, params: &[f32], data: &EncodedSet) -> f32 {
-    if check_params(spec, params).is_err() || data.is_empty() {
-        return f32::NAN;
-    }
-    let mut probs = Vec::new();
-    let total: f64 = data
-        .xs
-        .iter()
-        .zip(&data.ys)
-        .map(|(x, &y)| {
-            probabilities(spec, params, x, &mut probs);
-            -f64::from(probs[y as usize].max(1e-12).ln())
-        })
-        .sum();
-    (total / data.len() as f64) as f32
+    linear::mean_loss(spec.shape(), params, data, &Softmax)
 }
 
 #[cfg(test)]

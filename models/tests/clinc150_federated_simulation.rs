@@ -7,14 +7,11 @@ use std::time::Instant;
 
 use hearth_models::*;
 
-fn clinc() -> Clinc150 {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/clinc150/data_full.json");
-    parse_clinc150(&std::fs::read_to_string(&path).expect("CLINC150 beside the repository")).unwrap()
-}
+mod common;
+use common::{env, read_data};
 
-fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+fn clinc() -> Clinc150 {
+    parse_clinc150(&read_data("clinc150/data_full.json")).unwrap()
 }
 
 #[test]
