@@ -16,6 +16,7 @@
 //! coordinator most, as it must rebuild their mask keys to remove their pairwise masks.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -229,6 +230,8 @@ async fn measure(c: Config) -> anyhow::Result<Row> {
         listen: "127.0.0.1:0".into(),
         state_dir: dir.path().join("state"),
         tls: hearth_transport::TlsPaths::in_dir(dir.path(), "coordinator"),
+        // The bench compares plain averaging with secure aggregation.
+        policy: hearth_policies::RoundPolicy { allow_plain_aggregation: true, ..Default::default() },
         ..Default::default()
     };
     let cfg_path = dir.path().join("coordinator.toml");
@@ -240,7 +243,8 @@ async fn measure(c: Config) -> anyhow::Result<Row> {
         .arg(&cfg_path)
         .arg("--ready-file")
         .arg(&ready)
-        .env("HEARTH_LOG", "warn")
+        // The coordinator's own log level: HEARTH_BENCH_COORDINATOR_LOG (default warn).
+        .env("HEARTH_LOG", std::env::var("HEARTH_BENCH_COORDINATOR_LOG").unwrap_or_else(|_| "warn".into()))
         .kill_on_drop(true)
         .spawn()
         .context("starting the coordinator")?;
@@ -257,10 +261,12 @@ async fn measure(c: Config) -> anyhow::Result<Row> {
 
     let ca_der = hearth_crypto::pki::cert_der_from_pem(&ca_pem)?;
     let mut tasks = Vec::new();
+    let sent: Vec<Arc<AtomicU64>> = (0..n).map(|_| Arc::new(AtomicU64::new(0))).collect();
     for i in 0..n {
         let id = format!("bench-{i}");
         let cert = ca.issue(Role::Participant, &id, &[], &[])?;
         let sim = SimParticipant {
+            sent: Arc::clone(&sent[i]),
             index: i,
             n,
             drops,
@@ -317,7 +323,19 @@ async fn measure(c: Config) -> anyhow::Result<Row> {
                     secs.push(t.elapsed().as_secs_f64());
                 }
             }
-            Some(job_event::Kind::Failed(f)) => bail!("round {} failed: {}", f.round, f.reason),
+            Some(job_event::Kind::Failed(f)) => {
+                // Say why, from the participants' side too.
+                for t in &tasks {
+                    t.abort();
+                }
+                let mut why = Vec::new();
+                for t in tasks {
+                    if let Ok(Err(e)) = t.await {
+                        why.push(format!("{e:#}"));
+                    }
+                }
+                bail!("round {} failed: {}; participants: {}", f.round, f.reason, why.join("; "))
+            }
             Some(job_event::Kind::Finished(_)) => break,
             _ => {}
         }
@@ -331,13 +349,14 @@ async fn measure(c: Config) -> anyhow::Result<Row> {
         );
     }
     let rss = peak_rss_mib(pid)?;
-    // Every simulated participant ends when it hears that the job finished.
-    let mut sent = Vec::with_capacity(n);
+    // The job is over: a participant that dropped out of the last round may still be reconnecting.
+    for t in &tasks {
+        t.abort();
+    }
     for t in tasks {
-        let bytes = tokio::time::timeout(Duration::from_secs(60), t)
-            .await
-            .context("a simulated participant did not hear the job finish")???;
-        sent.push(bytes);
+        if let Ok(Err(e)) = t.await {
+            bail!("a simulated participant failed: {e:#}");
+        }
     }
     let _ = coord.start_kill();
     if secs.len() as u64 != rounds {
@@ -345,7 +364,8 @@ async fn measure(c: Config) -> anyhow::Result<Row> {
     }
     secs.sort_by(f64::total_cmp);
     let median = secs[secs.len() / 2];
-    let bytes = sent.iter().sum::<u64>() / (n as u64 * total_rounds).max(1);
+    let bytes =
+        sent.iter().map(|b| b.load(Ordering::Relaxed)).sum::<u64>() / (n as u64 * total_rounds).max(1);
     Ok(Row {
         mode,
         n,
@@ -360,6 +380,8 @@ async fn measure(c: Config) -> anyhow::Result<Row> {
 
 /// A participant that answers every round with a small random update, and drops out of some.
 struct SimParticipant {
+    /// Encoded bytes of every message it sent.
+    sent: Arc<AtomicU64>,
     index: usize,
     n: usize,
     drops: usize,
@@ -377,13 +399,12 @@ enum SessionEnd {
 }
 
 impl SimParticipant {
-    /// Runs sessions until the job finishes; returns the bytes it sent.
-    async fn run(self) -> anyhow::Result<u64> {
-        let mut sent = 0u64;
+    /// Runs sessions until the job finishes.
+    async fn run(self) -> anyhow::Result<()> {
         let mut noise = (self.index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         loop {
-            match self.session(&mut sent, &mut noise).await? {
-                SessionEnd::Finished => return Ok(sent),
+            match self.session(&mut noise).await? {
+                SessionEnd::Finished => return Ok(()),
                 SessionEnd::Dropped => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
@@ -397,7 +418,7 @@ impl SimParticipant {
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
-    async fn session(&self, sent: &mut u64, noise: &mut u64) -> anyhow::Result<SessionEnd> {
+    async fn session(&self, noise: &mut u64) -> anyhow::Result<SessionEnd> {
         let mut client = self.connect().await?;
         let reply = client
             .register(v1::RegisterRequest {
@@ -414,8 +435,8 @@ impl SimParticipant {
             let a = tokio::select! {
                 a = stream.message() => a?,
                 Some(done) = done_rx.recv() => {
-                    let (bytes, dropped) = done?;
-                    *sent += bytes;
+                    let (bytes, dropped) = done.with_context(|| format!("participant {} in a round", self.index))?;
+                    self.sent.fetch_add(bytes, Ordering::Relaxed);
                     if dropped {
                         // Vanish: dropping the stream and the channel closes the connection.
                         return Ok(SessionEnd::Dropped);

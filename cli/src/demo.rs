@@ -280,6 +280,12 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         listen: "127.0.0.1:0".into(),
         state_dir: coord_state,
         tls: hearth_transport::TlsPaths::in_dir(&pki_dir, "coordinator"),
+        // Plain averaging only when asked for (or when there are too few participants for secure
+        // aggregation); otherwise the coordinator refuses it.
+        policy: hearth_policies::RoundPolicy {
+            allow_plain_aggregation: a.plain || a.participants < 4,
+            ..Default::default()
+        },
         ..Default::default()
     };
     std::fs::write(&coord_cfg, toml::to_string(&c)?)?;

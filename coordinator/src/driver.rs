@@ -100,6 +100,17 @@ impl Shared {
         }
     }
 
+    /// Participants with a live announcement stream, with the number of that stream. A participant that
+    /// reconnects gets a new number: it lost whatever round state it had, so a round that started before
+    /// counts it as gone.
+    pub(crate) fn live(&self) -> HashMap<String, u64> {
+        lock(&self.peers)
+            .iter()
+            .filter(|(_, p)| p.tx.as_ref().is_some_and(|tx| !tx.is_closed()))
+            .map(|(id, p)| (id.clone(), p.subscription))
+            .collect()
+    }
+
     /// Ids of participants with a live announcement stream.
     pub(crate) fn connected(&self) -> HashSet<String> {
         lock(&self.peers)
@@ -298,9 +309,11 @@ async fn plain_round(
     let deadline = Instant::now() + Duration::from_secs(u64::from(rec.round_deadline_s));
     let deadline_unix_ms = now_ms() + u64::from(rec.round_deadline_s) * 1000;
     let base_version = rec.latest_version();
+    let live = shared.live();
     *lock(&job.open) = Some(OpenRound {
         round,
         base_version,
+        subscriptions: invited.iter().filter_map(|id| live.get(id).map(|s| (id.clone(), *s))).collect(),
         invited: invited.clone(),
         received: HashSet::new(),
         uploading: HashSet::new(),
@@ -330,7 +343,7 @@ async fn plain_round(
         invited: invited.len() as u32,
         deadline_unix_ms,
     }));
-    wait_until(job, || job.round_settled(&shared.connected()), || deadline).await;
+    wait_until(job, || job.round_settled(&shared.live()), || deadline).await;
     job.close_plain().ok_or_else(|| "no round is open".to_string())
 }
 
@@ -403,7 +416,10 @@ async fn secure_round(
         weight_cap: rec.secagg_weight_cap,
     };
     let first_deadline = phase_deadline(opened);
-    let r = SecAggRound::open(setup, first_deadline).map_err(|e| format!("round {round}: {e}"))?;
+    let live = shared.live();
+    let subscriptions = setup.cohort.iter().map(|(id, _)| live.get(id).copied().unwrap_or(0)).collect();
+    let r =
+        SecAggRound::open(setup, subscriptions, first_deadline).map_err(|e| format!("round {round}: {e}"))?;
     let p = r.params.config().clone();
     let members = r.members.clone();
     *lock(&job.secagg) = Some(r);
@@ -444,7 +460,7 @@ async fn secure_round(
         deadline_unix_ms,
     }));
 
-    let settled = || lock(&job.secagg).as_ref().is_none_or(|r| r.settled(&shared.connected()));
+    let settled = || lock(&job.secagg).as_ref().is_none_or(|r| r.settled(&shared.live()));
     let deadline = || lock(&job.secagg).as_ref().map_or_else(Instant::now, |r| r.deadline);
     for phase in 0..PHASES {
         wait_until(job, settled, deadline).await;

@@ -6,7 +6,7 @@
 //! any other round, from uninvited participants, twice from the same participant, or with a nonce seen
 //! before are refused by [`JobRuntime::begin_upload`] before a byte of their payload is read.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,8 @@ pub(crate) struct OpenRound {
     pub(crate) round: u64,
     pub(crate) base_version: u64,
     pub(crate) invited: HashSet<String>,
+    /// The announcement stream each invited participant had when the round opened.
+    pub(crate) subscriptions: HashMap<String, u64>,
     pub(crate) received: HashSet<String>,
     /// Participants whose upload is streaming right now.
     pub(crate) uploading: HashSet<String>,
@@ -186,13 +188,14 @@ impl JobRuntime {
 
     /// Whether the open round can stop waiting: every invited participant answered, or those who did not
     /// are gone and nobody is mid-upload.
-    pub(crate) fn round_settled(&self, connected: &HashSet<String>) -> bool {
+    pub(crate) fn round_settled(&self, live: &HashMap<String, u64>) -> bool {
         let open = lock(&self.open);
         let Some(r) = open.as_ref() else { return true };
         if !r.uploading.is_empty() {
             return false;
         }
-        r.invited.iter().all(|p| r.received.contains(p) || !connected.contains(p))
+        // Gone: disconnected, or reconnected since the round opened (its work for the round is lost).
+        r.invited.iter().all(|p| r.received.contains(p) || live.get(p) != r.subscriptions.get(p))
     }
 
     /// Closes the open plain round, returning what it gathered (nothing if no round is open). Late
@@ -306,6 +309,7 @@ mod tests {
             round: 1,
             base_version: 0,
             invited: ["a".to_string(), "b".to_string()].into(),
+            subscriptions: [("a".to_string(), 1), ("b".to_string(), 2)].into(),
             received: HashSet::new(),
             uploading: HashSet::new(),
             nonces: HashSet::new(),
@@ -344,10 +348,14 @@ mod tests {
     fn settles_when_missing_participants_disconnect() {
         let rt = runtime();
         rt.begin_upload("a", 1, 0, b"n1").unwrap();
-        let connected: HashSet<String> = ["a".to_string()].into();
+        let connected: HashMap<String, u64> = [("a".to_string(), 1)].into();
         assert!(!rt.round_settled(&connected), "a is mid-upload");
         rt.finish_upload("a", 1, &[2.0, 0.0], 3, 0.5).unwrap();
         assert!(rt.round_settled(&connected), "b is gone, a answered");
+        let reconnected: HashMap<String, u64> = [("a".to_string(), 1), ("b".to_string(), 7)].into();
+        assert!(rt.round_settled(&reconnected), "b reconnected since: its work for the round is lost");
+        let waiting: HashMap<String, u64> = [("a".to_string(), 1), ("b".to_string(), 2)].into();
+        assert!(!rt.round_settled(&waiting), "b is still on the stream it had and may yet upload");
         let (rec, model, _) = rt.commit_aggregate(rt.close_plain().unwrap(), 1, 1.0, 0.0).unwrap();
         assert_eq!(rec.participants, 1);
         assert_eq!(model.params, vec![2.0, 0.0]);

@@ -11,7 +11,7 @@
 //! mean delta of plain federated averaging (for participants under the cap), and the coordinator learns
 //! only the total example count and the mean loss.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -85,6 +85,9 @@ pub(crate) struct SecAggRound {
     pub(crate) weight_cap: f64,
     /// Participant id of each client index.
     pub(crate) members: Vec<String>,
+    /// The announcement stream each member had when the round opened: a member that reconnects lost its
+    /// protocol state and counts as dropped out.
+    subscriptions: Vec<u64>,
     index: HashMap<String, u32>,
     pub(crate) phase: u32,
     state: ServerState,
@@ -112,7 +115,11 @@ pub(crate) struct Setup {
 
 impl SecAggRound {
     /// Chooses the graph and threshold for the cohort, draws the graph seed, and opens phase 0.
-    pub(crate) fn open(setup: Setup, deadline: Instant) -> Result<Self, SecAggError> {
+    pub(crate) fn open(
+        setup: Setup,
+        subscriptions: Vec<u64>,
+        deadline: Instant,
+    ) -> Result<Self, SecAggError> {
         let n = u32::try_from(setup.cohort.len()).map_err(|_| SecAggError::InvalidParameter {
             name: "cohort",
             reason: "more than 2^32 participants".into(),
@@ -150,6 +157,7 @@ impl SecAggRound {
             quantizer,
             weight_cap: setup.weight_cap,
             members,
+            subscriptions,
             index,
             phase: 0,
             expected: (0..n).collect(),
@@ -209,12 +217,14 @@ impl SecAggRound {
         }
     }
 
-    /// Whether the phase can stop waiting: everyone expected answered or is gone, nobody mid-message.
-    pub(crate) fn settled(&self, connected: &HashSet<String>) -> bool {
+    /// Whether the phase can stop waiting: everyone expected answered or is gone (disconnected, or
+    /// reconnected since the round opened), nobody mid-message.
+    pub(crate) fn settled(&self, live: &HashMap<String, u64>) -> bool {
         self.in_flight.is_empty()
-            && self.expected.iter().all(|u| {
-                self.responded.contains(u)
-                    || self.members.get(*u as usize).is_none_or(|id| !connected.contains(id))
+            && self.expected.iter().all(|&u| {
+                let i = u as usize;
+                self.responded.contains(&u)
+                    || self.members.get(i).and_then(|id| live.get(id)) != self.subscriptions.get(i)
             })
     }
 
@@ -301,7 +311,7 @@ mod tests {
             clip: DEFAULT_CLIP,
             weight_cap: DEFAULT_WEIGHT_CAP,
         };
-        (SecAggRound::open(setup, Instant::now() + PHASE_TIMEOUT).unwrap(), keys)
+        (SecAggRound::open(setup, (0..n as u64).collect(), Instant::now() + PHASE_TIMEOUT).unwrap(), keys)
     }
 
     #[test]
@@ -325,10 +335,13 @@ mod tests {
         assert!(matches!(r.begin("p1", 0), Err(SecAggRefusal::Duplicate(_))));
         assert_eq!(r.responded(), 1);
         // Nothing settles while p2..p4 are connected and silent; it does once they are gone.
-        let all: HashSet<String> = (0..5).map(|i| format!("p{i}")).collect();
+        let all: HashMap<String, u64> = (0..5u64).map(|i| (format!("p{i}"), i)).collect();
         assert!(!r.settled(&all));
-        let only_p1: HashSet<String> = ["p1".to_string()].into();
+        let only_p1: HashMap<String, u64> = [("p1".to_string(), 1)].into();
         assert!(r.settled(&only_p1));
+        // p2..p4 reconnected since the round opened: they lost their protocol state.
+        let reconnected: HashMap<String, u64> = (0..5u64).map(|i| (format!("p{i}"), i + 10)).collect();
+        assert!(r.settled(&reconnected));
         // One survivor is below the threshold: the round aborts and accepts nothing more.
         assert!(r.close_phase(Instant::now()).is_err());
         assert!(matches!(r.begin("p1", 0), Err(SecAggRefusal::WrongPhase { .. })));
@@ -347,7 +360,7 @@ mod tests {
             clip: DEFAULT_CLIP,
             weight_cap: DEFAULT_WEIGHT_CAP,
         };
-        let err = SecAggRound::open(setup, Instant::now()).unwrap_err();
+        let err = SecAggRound::open(setup, vec![0; 3], Instant::now()).unwrap_err();
         assert!(err.to_string().contains("3 clients"), "{err}");
     }
 }

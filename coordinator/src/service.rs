@@ -545,6 +545,7 @@ impl Coordinator for CoordinatorService {
             learning_rate: train.learning_rate,
             batch_size: train.batch_size,
             l2: train.l2,
+            plain_aggregation: spec.plain_aggregation,
         };
         self.shared.config.policy.check(&shape).map_err(|e| refuse(format!("policy: {e}")))?;
         let sequence = self.shared.next_sequence.fetch_add(1, Ordering::SeqCst);

@@ -16,6 +16,10 @@ pub enum PolicyError {
         /// The policy's floor.
         floor: u32,
     },
+    /// The job opts out of secure aggregation, which this consortium does not allow: the coordinator
+    /// would see each institution's update.
+    #[error("plain aggregation is not allowed by this consortium's policy: jobs must use secure aggregation (the coordinator may allow plain rounds with policy.allow_plain_aggregation, e.g. for benchmarks)")]
+    PlainAggregationForbidden,
     /// A numeric job parameter is outside its allowed range.
     #[error("{field} = {value} is outside the allowed range {range}")]
     OutOfRange {
@@ -40,6 +44,9 @@ pub struct RoundPolicy {
     pub max_round_deadline_s: u32,
     /// Largest model, in parameters (f32), a job may train.
     pub max_num_params: u64,
+    /// Whether a job may opt out of secure aggregation. Off by default: the coordinator then has no
+    /// path on which it receives an individual update. Benchmarks and comparisons turn it on.
+    pub allow_plain_aggregation: bool,
 }
 
 impl Default for RoundPolicy {
@@ -49,6 +56,7 @@ impl Default for RoundPolicy {
             max_rounds: 10_000,
             max_round_deadline_s: 24 * 3600,
             max_num_params: 64 << 20,
+            allow_plain_aggregation: false,
         }
     }
 }
@@ -72,6 +80,8 @@ pub struct JobShape {
     pub batch_size: u32,
     /// L2 regularisation strength.
     pub l2: f32,
+    /// The job opts out of secure aggregation.
+    pub plain_aggregation: bool,
 }
 
 impl RoundPolicy {
@@ -82,6 +92,9 @@ impl RoundPolicy {
                 requested: job.min_participants,
                 floor: self.min_participants_floor.max(1),
             });
+        }
+        if job.plain_aggregation && !self.allow_plain_aggregation {
+            return Err(PolicyError::PlainAggregationForbidden);
         }
         range("rounds", job.rounds, 1, self.max_rounds)?;
         range("round_deadline_s", u64::from(job.round_deadline_s), 1, u64::from(self.max_round_deadline_s))?;
@@ -125,7 +138,16 @@ mod tests {
             learning_rate: 0.5,
             batch_size: 32,
             l2: 0.0,
+            plain_aggregation: false,
         }
+    }
+
+    #[test]
+    fn plain_aggregation_needs_the_consortiums_consent() {
+        let plain = JobShape { plain_aggregation: true, ..job() };
+        assert_eq!(RoundPolicy::default().check(&plain), Err(PolicyError::PlainAggregationForbidden));
+        let lenient = RoundPolicy { allow_plain_aggregation: true, ..RoundPolicy::default() };
+        assert_eq!(lenient.check(&plain), Ok(()));
     }
 
     #[test]
