@@ -262,11 +262,11 @@ async fn measure(c: Config) -> anyhow::Result<Row> {
     let ca_der = hearth_crypto::pki::cert_der_from_pem(&ca_pem)?;
     let mut tasks = Vec::new();
     let sent: Vec<Arc<AtomicU64>> = (0..n).map(|_| Arc::new(AtomicU64::new(0))).collect();
-    for i in 0..n {
+    for (i, counter) in sent.iter().enumerate() {
         let id = format!("bench-{i}");
         let cert = ca.issue(Role::Participant, &id, &[], &[])?;
         let sim = SimParticipant {
-            sent: Arc::clone(&sent[i]),
+            sent: Arc::clone(counter),
             index: i,
             n,
             drops,
