@@ -276,11 +276,11 @@ async fn measure(c: Config) -> anyhow::Result<Row> {
                 cert_pem: cert.cert_pem.clone(),
                 key_pem: cert.key_pem.clone(),
             },
-            identity: Arc::new(SecAggIdentity {
-                suite: SuiteId::International,
-                ca_der: ca_der.clone(),
-                signing: hearth_crypto::pki::p256_secret_from_pem(&cert.key_pem)?,
-            }),
+            identity: Arc::new(SecAggIdentity::new(
+                SuiteId::International,
+                ca_der.clone(),
+                hearth_crypto::pki::p256_secret_from_pem(&cert.key_pem)?,
+            )),
         };
         tasks.push(tokio::spawn(sim.run()));
     }

@@ -39,6 +39,8 @@ pub struct Shared {
     pub(crate) config: CoordinatorConfig,
     /// The consortium CA certificate (DER): participants' protocol keys come from certificates it issued.
     pub(crate) ca_der: Vec<u8>,
+    /// Participants' certificates already verified (the cohort is mostly the same every round).
+    pub(crate) verified: hearth_crypto::pki::VerifiedCertCache,
     pub(crate) store: Store,
     pub(crate) audit: AuditLog,
     pub(crate) peers: Mutex<HashMap<String, Peer>>,
@@ -63,6 +65,7 @@ impl Shared {
         Ok(Arc::new(Self {
             config: config.clone(),
             ca_der,
+            verified: hearth_crypto::pki::VerifiedCertCache::new(4096),
             store,
             audit,
             peers: Mutex::new(HashMap::new()),
@@ -376,10 +379,11 @@ async fn secure_round(
         let peers = lock(&shared.peers);
         for id in &sorted {
             let Some(cert) = peers.get(id).and_then(|p| p.cert.clone()) else { continue };
-            let key =
-                hearth_crypto::pki::verify_node_cert(&shared.ca_der, &cert, std::time::SystemTime::now())
-                    .map_err(|e| e.to_string())
-                    .and_then(|v| v.protocol_key(suite).map(<[u8]>::to_vec).map_err(|e| e.to_string()));
+            let key = shared
+                .verified
+                .verify(&shared.ca_der, &cert, std::time::SystemTime::now())
+                .map_err(|e| e.to_string())
+                .and_then(|v| v.protocol_key(suite).map(<[u8]>::to_vec).map_err(|e| e.to_string()));
             match key {
                 Ok(key) => {
                     cohort.push((id.clone(), key));

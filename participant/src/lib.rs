@@ -67,7 +67,7 @@ fn secagg_identity(config: &ParticipantConfig, tls: &TlsMaterial) -> Option<seca
                     .with_context(|| format!("{}", path.display()))?
             }
         };
-        Ok(secagg::SecAggIdentity { suite: config.suite, ca_der, signing })
+        Ok(secagg::SecAggIdentity::new(config.suite, ca_der, signing))
     };
     match identity() {
         Ok(id) => Some(id),

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use hearth_crypto::pki::verify_node_cert;
+use hearth_crypto::pki::VerifiedCertCache;
 use hearth_crypto::secagg::{
     os_rng, start_client, ClientIndex, Quantizer, QuantizerSpec, RoundConfig, RoundParams, SuiteSigner,
 };
@@ -39,6 +39,15 @@ pub struct SecAggIdentity {
     pub ca_der: Vec<u8>,
     /// This node's protocol signing key (its certificate carries the verifying half).
     pub signing: SecretBytes,
+    /// Roster certificates already verified: the cohort is mostly the same every round.
+    pub verified: VerifiedCertCache,
+}
+
+impl SecAggIdentity {
+    /// The identity of a node with this CA and signing key.
+    pub fn new(suite: SuiteId, ca_der: Vec<u8>, signing: SecretBytes) -> Self {
+        Self { suite, ca_der, signing, verified: VerifiedCertCache::new(4096) }
+    }
 }
 
 /// A validated invitation: the protocol parameters and this participant's index.
@@ -69,7 +78,9 @@ pub fn accept(
     let now = SystemTime::now();
     let mut roster = Vec::with_capacity(setup.roster.len());
     for (i, m) in setup.roster.iter().enumerate() {
-        let peer = verify_node_cert(&who.ca_der, &m.certificate_der, now)
+        let peer = who
+            .verified
+            .verify(&who.ca_der, &m.certificate_der, now)
             .with_context(|| format!("roster member {i} ({:?}): certificate", m.participant_id))?;
         if peer.identity.id != m.participant_id {
             bail!(
@@ -157,16 +168,23 @@ pub async fn run_client(
     }
 
     let (delta, examples, loss) = trained.await.context("local training")?;
-    let input = weighted_input(&delta, examples, loss, inv.weight_cap);
-    let msg = next_relay(&mut relays, 2, deadline).await?;
-    // Quantising and expanding one mask per neighbour over the whole vector is CPU work.
+    // Quantise while the other participants are still sharing keys: it needs only the update.
     let quantizer = inv.quantizer;
-    let (state, out) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let mut rng = os_rng()?;
-        let encoded = quantizer.encode(&input, &mut rng)?;
-        Ok(state.handle(&msg, &encoded)?)
-    })
-    .await??;
+    let encoded = {
+        let _cpu = cpu_slot().await?;
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u32>> {
+            let input = weighted_input(&delta, examples, loss, inv.weight_cap);
+            let mut rng = os_rng()?;
+            Ok(quantizer.encode(&input, &mut rng)?)
+        })
+        .await??
+    };
+    let msg = next_relay(&mut relays, 2, deadline).await?;
+    // Expanding one mask per neighbour over the whole vector is CPU work.
+    let (state, out) = {
+        let _cpu = cpu_slot().await?;
+        tokio::task::spawn_blocking(move || state.handle(&msg, &encoded)).await??
+    };
     sent += send(&mut client, open, 2, out).await?;
     if stops(2) {
         return Ok(sent);
@@ -183,6 +201,17 @@ pub async fn run_client(
     let out = state.handle(&msg)?;
     sent += send(&mut client, open, 4, out).await?;
     Ok(sent)
+}
+
+/// A slot for CPU-bound protocol work, one per core in this process. A participant runs one round at a
+/// time, so this rarely waits; where many clients share a process (`hearth bench`), it keeps them from
+/// thrashing the cores so that finished clients upload while others still compute.
+async fn cpu_slot() -> anyhow::Result<tokio::sync::SemaphorePermit<'static>> {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    let slots = SLOTS.get_or_init(|| {
+        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    });
+    slots.acquire().await.context("CPU slots closed")
 }
 
 /// Waits for the coordinator's relay of `phase`.

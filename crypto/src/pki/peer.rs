@@ -71,6 +71,8 @@ pub struct VerifiedPeer {
     pub tls_public_key: Vec<u8>,
     /// The SM2 key from the Hearth extension, if the CA embedded one: the national protocol key.
     pub sm2_public_key: Option<Vec<u8>>,
+    /// The certificate's notAfter, in seconds since the Unix epoch.
+    pub valid_until_unix: i64,
 }
 
 impl VerifiedPeer {
@@ -257,7 +259,55 @@ pub fn verify_node_cert(
     let point = point_of(&P256_SPKI_PREFIX, cert.public_key().raw)
         .ok_or_else(|| untrusted("its key is not an uncompressed ECDSA P-256 key"))?;
     check_p256(point).map_err(|e| untrusted(e.to_string()))?;
-    Ok(VerifiedPeer { identity, tls_public_key: point.to_vec(), sm2_public_key })
+    let valid_until_unix = validity.not_after.timestamp();
+    Ok(VerifiedPeer { identity, tls_public_key: point.to_vec(), sm2_public_key, valid_until_unix })
+}
+
+/// Remembers certificates [`verify_node_cert`] accepted, so that a roster seen every round costs a hash
+/// per member instead of a signature verification. An entry is used only while the certificate is still
+/// valid at the time asked about; a certificate that failed is never cached. Holds at most `capacity`
+/// entries (it forgets everything when full: rosters are re-verified once).
+#[derive(Debug)]
+pub struct VerifiedCertCache {
+    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], VerifiedPeer>>,
+    capacity: usize,
+}
+
+impl VerifiedCertCache {
+    /// An empty cache of at most `capacity` certificates.
+    pub fn new(capacity: usize) -> Self {
+        Self { entries: std::sync::Mutex::new(std::collections::HashMap::new()), capacity: capacity.max(1) }
+    }
+
+    /// [`verify_node_cert`], answered from the cache when this CA already accepted this certificate and
+    /// it is still valid at `at`.
+    pub fn verify(
+        &self,
+        ca_cert_der: &[u8],
+        cert_der: &[u8],
+        at: SystemTime,
+    ) -> Result<VerifiedPeer, PkiError> {
+        use sha2_11::Digest;
+        let mut h = sha2_11::Sha256::new();
+        h.update((ca_cert_der.len() as u64).to_le_bytes());
+        h.update(ca_cert_der);
+        h.update(cert_der);
+        let key: [u8; 32] = h.finalize().into();
+        let now = at.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        // The lock guards a map operation only; a poisoned map is still a valid cache.
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(peer) = entries.get(&key).filter(|p| now < p.valid_until_unix) {
+            return Ok(peer.clone());
+        }
+        drop(entries);
+        let peer = verify_node_cert(ca_cert_der, cert_der, at)?;
+        entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= self.capacity {
+            entries.clear();
+        }
+        entries.insert(key, peer.clone());
+        Ok(peer)
+    }
 }
 
 #[cfg(test)]
