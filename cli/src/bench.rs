@@ -32,6 +32,9 @@ pub enum BenchCommand {
         after_help = "Examples:\n  hearth bench fedavg\n  hearth bench fedavg --json\n  hearth bench fedavg --n 10 --d 100000 --rounds 3"
     )]
     Fedavg(FedavgArgs),
+    /// Audit log appends per second (a checkpoint signed every second) and the time to verify an export
+    /// of 1,000,000 entries.
+    Audit(crate::bench_audit::AuditBenchArgs),
 }
 
 /// Arguments of `hearth bench fedavg`.
@@ -65,6 +68,7 @@ pub struct Row {
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
+        BenchCommand::Audit(a) => crate::bench_audit::run(a).await,
         BenchCommand::Fedavg(a) => {
             let mut rows = Vec::new();
             if !a.json {
@@ -139,6 +143,8 @@ async fn fedavg(n: usize, d: usize, rounds: u64) -> anyhow::Result<Row> {
         .arg("--ready-file")
         .arg(&ready)
         .env("HEARTH_LOG", "warn")
+        // The coordinator's throwaway keystore: a random passphrase for this run only.
+        .env(hearth_node::config::PASSPHRASE_ENV, hex::encode(rand::random::<[u8; 16]>()))
         .kill_on_drop(true)
         .spawn()
         .context("starting the coordinator")?;

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use hearth_crypto::SuiteId;
+use hearth_node::config::{AuditConfig, KeystoreConfig};
 use hearth_transport::TlsPaths;
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +18,8 @@ pub struct ParticipantConfig {
     pub coordinator_name: String,
     /// Address of the inference endpoint (HTTP JSON and gRPC on one mTLS port). Port 0 picks a free port.
     pub listen: String,
-    /// Directory of this participant's embedded store (its data shard and served model).
+    /// Directory of this participant's embedded store (its data shard and served model, both encrypted),
+    /// its sealed keystore and its audit log (`audit/`).
     pub data_dir: PathBuf,
     /// TLS material.
     pub tls: TlsPaths,
@@ -26,6 +28,11 @@ pub struct ParticipantConfig {
     pub suite: SuiteId,
     /// Share of the local data kept out of training to calibrate the out-of-scope threshold locally.
     pub holdout_fraction: f64,
+    /// Where the participant's keys live (audit, key-encryption and identity-hash keys). Default: a
+    /// sealed file in `data_dir`, its passphrase in `HEARTH_KEYSTORE_PASSPHRASE`.
+    pub keystore: KeystoreConfig,
+    /// The audit log's name.
+    pub audit: AuditConfig,
 }
 
 impl Default for ParticipantConfig {
@@ -38,6 +45,8 @@ impl Default for ParticipantConfig {
             tls: TlsPaths::in_dir(std::path::Path::new("hearth-pki"), "participant"),
             suite: SuiteId::International,
             holdout_fraction: 0.1,
+            keystore: KeystoreConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }

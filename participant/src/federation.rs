@@ -58,6 +58,7 @@ pub(crate) struct Federation {
     pub(crate) coordinator_name: String,
     pub(crate) tls: Arc<rustls::ClientConfig>,
     pub(crate) holdout_fraction: f64,
+    pub(crate) audit: hearth_node::audit::AuditLog,
     data: std::sync::OnceLock<Arc<LocalData>>,
     worker: Mutex<Worker>,
 }
@@ -70,6 +71,7 @@ impl Federation {
         coordinator_name: String,
         tls: Arc<rustls::ClientConfig>,
         holdout_fraction: f64,
+        audit: hearth_node::audit::AuditLog,
     ) -> Self {
         Self {
             id: std::sync::OnceLock::new(),
@@ -79,6 +81,7 @@ impl Federation {
             coordinator_name,
             tls,
             holdout_fraction,
+            audit,
             data: std::sync::OnceLock::new(),
             worker: Mutex::new(Worker::default()),
         }
@@ -290,6 +293,12 @@ impl Federation {
         let first = v1::UpdateChunk { kind: Some(update_chunk::Kind::Header(header)) };
         let stream = futures::stream::iter(std::iter::once(first).chain(chunks));
         client.upload_update(stream).await.context("uploading update")?;
+        self.audit.record(
+            "system",
+            "update.upload",
+            "ok",
+            &format!("job {} round {}: {} examples", open.job_id, open.round, stats.examples),
+        );
         tracing::info!(
             job = open.job_id,
             round = open.round,
@@ -333,6 +342,12 @@ impl Federation {
         })
         .await??;
         tracing::info!(job = served.job_id, version = served.version, threshold = ?served.model.oos_threshold, "serving new model");
+        self.audit.record(
+            "system",
+            "model.install",
+            "ok",
+            &format!("job {} version {}", served.job_id, served.version),
+        );
         self.slot.store(Some(Arc::new(served)));
         Ok(())
     }

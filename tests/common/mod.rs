@@ -17,8 +17,12 @@ use tonic::transport::Channel;
 
 pub const HEARTH: &str = env!("CARGO_BIN_EXE_hearth");
 
-/// The CLINC150 file shipped beside the repository.
+/// The CLINC150 file shipped beside the repository (`HEARTH_CLINC150` overrides, as for the demo, for a
+/// checkout that is not beside `shared/`, such as a git worktree).
 pub fn clinc150_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("HEARTH_CLINC150") {
+        return p.into();
+    }
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/clinc150/data_full.json")
 }
 
@@ -44,9 +48,24 @@ pub fn write_csv(path: &Path, examples: &[Example]) {
     std::fs::write(path, s).unwrap();
 }
 
+/// The passphrase every test node's sealed keystore uses (`HEARTH_KEYSTORE_PASSPHRASE`).
+pub const PASSPHRASE: &str = "integration-test keystore passphrase";
+
+/// `hearth` with the test environment: the keystore passphrase, and Argon2id at its floor so that
+/// creating a keystore costs a tenth of a second (a development keystore).
+pub fn hearth() -> Command {
+    let mut c = Command::new(HEARTH);
+    c.env("HEARTH_KEYSTORE_PASSPHRASE", PASSPHRASE);
+    for service in ["COORDINATOR", "PARTICIPANT"] {
+        c.env(format!("HEARTH_{service}__KEYSTORE__ARGON2_MEMORY_KIB"), "19456");
+        c.env(format!("HEARTH_{service}__KEYSTORE__ARGON2_ITERATIONS"), "2");
+    }
+    c
+}
+
 /// Runs `hearth ARGS` to completion and returns its output, panicking with stderr on failure.
 pub fn hearth_ok(args: &[&str]) -> std::process::Output {
-    let out = Command::new(HEARTH).args(args).output().expect("run hearth");
+    let out = hearth().args(args).output().expect("run hearth");
     assert!(
         out.status.success(),
         "hearth {args:?} failed: {}\n{}",
@@ -98,7 +117,7 @@ impl Cluster {
         } else {
             self.coordinator_addr.clone()
         };
-        let child = Command::new(HEARTH)
+        let child = hearth()
             .args(["coordinator", "--ready-file", s(&ready)])
             .env("HEARTH_COORDINATOR__LISTEN", &listen)
             .env("HEARTH_COORDINATOR__STATE_DIR", d.join("coordinator"))
@@ -118,7 +137,7 @@ impl Cluster {
         let d = self.dir.path();
         let ready = d.join(format!("{name}.addr"));
         let _ = std::fs::remove_file(&ready);
-        let child = Command::new(HEARTH)
+        let child = hearth()
             .args(["participant", "--ready-file", s(&ready)])
             .env("HEARTH_PARTICIPANT__COORDINATOR", &self.coordinator_addr)
             .env("HEARTH_PARTICIPANT__LISTEN", "127.0.0.1:0")
