@@ -64,7 +64,7 @@ fn event(i: u64) -> Event {
 
 fn appends(dir: &Path, suite: SuiteId, seconds: u64) -> anyhow::Result<(u64, f64, usize)> {
     let pass = dir.join("passphrase");
-    std::fs::write(&pass, "bench passphrase")?;
+    hearth_node::files::write_atomic(&pass, b"bench passphrase", true)?;
     let cfg = KeystoreConfig {
         passphrase_file: Some(pass),
         argon2_memory_kib: 19 * 1024,

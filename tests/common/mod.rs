@@ -163,6 +163,62 @@ impl Cluster {
         }
     }
 
+    /// Stops the coordinator with SIGTERM (a graceful stop: it records `node.stop` and signs a final
+    /// audit checkpoint) and waits for it to exit.
+    pub fn stop_coordinator(&mut self) {
+        if let Some(mut c) = self.coordinator.take() {
+            terminate(&mut c);
+        }
+    }
+
+    /// Stops a participant with SIGTERM and waits for it.
+    pub fn stop_participant(&mut self, name: &str) {
+        if let Some((_, child, _)) = self.participants.iter_mut().find(|(n, _, _)| n == name) {
+            terminate(child);
+        }
+    }
+
+    /// Submits a job over every participant (`n` of them) and follows it to its end.
+    pub async fn run_job(&self, job_id: &str, labels: Vec<String>, rounds: u64, n: u32) {
+        use hearth_proto::v1::{self, job_event};
+        let spec = hearth_models::IntentSpec::new(labels, Default::default()).unwrap();
+        let mut op = self.client("operator").await;
+        let job = op
+            .submit_job(v1::JobSpec {
+                job_id: job_id.into(),
+                model_spec_json: spec.to_json().into(),
+                rounds,
+                train: Some(v1::TrainParams {
+                    local_epochs: 1,
+                    learning_rate: 0.5,
+                    batch_size: 8,
+                    l2: 0.0,
+                    seed: 1,
+                }),
+                participants_per_round: 0,
+                min_participants: n,
+                round_deadline_s: 60,
+                wait_for_participants: n,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .job_id;
+        let mut events = op.watch_job(v1::WatchJobRequest { job_id: job }).await.unwrap().into_inner();
+        while let Some(ev) = tokio::time::timeout(Duration::from_secs(120), events.message())
+            .await
+            .expect("the job progresses")
+            .unwrap()
+        {
+            match ev.kind {
+                Some(job_event::Kind::Failed(f)) => panic!("round {} failed: {}", f.round, f.reason),
+                Some(job_event::Kind::Finished(_)) => break,
+                _ => {}
+            }
+        }
+    }
+
     pub fn kill_coordinator(&mut self) {
         if let Some(mut c) = self.coordinator.take() {
             let _ = c.kill();
@@ -204,6 +260,47 @@ impl Drop for Cluster {
             let _ = c.wait();
         }
     }
+}
+
+/// SIGTERM, then wait (SIGKILL after 20 s).
+fn terminate(c: &mut Child) {
+    let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if let Ok(Some(_)) = c.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Runs `hearth ARGS` and returns (exit code, stdout, stderr) without judging.
+pub fn hearth_run(args: &[&str]) -> (i32, String, String) {
+    let out = hearth().args(args).output().expect("run hearth");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 pub fn s(p: &Path) -> &str {

@@ -19,7 +19,7 @@ use hearth_crypto::keystore::KeyKind;
 use hearth_node::audit::files::{read_meta, AuditPaths};
 use hearth_node::audit::{default_origin, now_ms, AuditLog};
 use hearth_node::files::{write_atomic, NodeLock};
-use hearth_node::keys::{Create, NodeKeys, WITNESS_KEY};
+use hearth_node::keys::{Create, NodeKeys, AUDIT_KEY, WITNESS_KEY};
 
 use super::read_vkeys;
 use crate::keys::witness_name;
@@ -70,13 +70,11 @@ pub fn run(a: CosignArgs) -> anyhow::Result<()> {
 
     let target = a.witness.resolve()?;
     let _lock = NodeLock::acquire(&target.dir)?;
+    // The witness keeps its own audit log too (its key events, every cosignature and refusal).
+    let wanted = [(AUDIT_KEY, KeyKind::Audit), (WITNESS_KEY, KeyKind::Audit)];
     let (keys, events) =
-        NodeKeys::open(&target.keystore, target.suite, &target.dir, &[], Create::IfMissing, None)
+        NodeKeys::open(&target.keystore, bundle.suite, &target.dir, &wanted, Create::IfMissing, None)
             .context("opening the witness's keystore")?;
-    if keys.suite() != bundle.suite {
-        bail!("the log uses the {} suite, this witness's keystore {}", bundle.suite, keys.suite());
-    }
-    let generated = keys.ensure(WITNESS_KEY, KeyKind::Audit)?;
     let paths = AuditPaths::new(&target.dir);
     let own_origin = if paths.meta.exists() {
         read_meta(&paths)?.origin
@@ -85,7 +83,7 @@ pub fn run(a: CosignArgs) -> anyhow::Result<()> {
     };
     let (own_log, _) = AuditLog::open(&target.dir, &keys, &own_origin)?;
     let actor = cli_actor("audit cosign");
-    for e in events.iter().chain(generated.iter()) {
+    for e in &events {
         own_log.record_key_event(&actor, e);
     }
     let name = a.name.clone().unwrap_or_else(|| witness_name(&own_origin));

@@ -30,6 +30,10 @@ pub struct VerifyArgs {
     /// A witness whose cosignatures to report (a vkey, or @FILE); repeatable.
     #[arg(long = "witness-key", value_name = "VKEY")]
     pub witness_keys: Vec<String>,
+    /// Accept entries after the newest matching checkpoint (by default they fail the check: nothing
+    /// signed vouches for them, so they cannot be told from forged ones).
+    #[arg(long)]
+    pub allow_unsigned: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -70,13 +74,25 @@ pub fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     let extra_refs: Vec<&str> = extra.iter().map(String::as_str).collect();
     let report = verify_export_with(&bytes, &trust, &extra_refs);
+    let unsigned = report.unverified_entries();
+    let unsigned_fails = report.is_ok() && unsigned > 0 && !a.allow_unsigned;
+    let unsigned_problem = format!(
+        "entries {}..{}: not covered by any checkpoint signed by a trusted log key (pass --allow-unsigned to accept)",
+        report.verified_size, report.entries
+    );
+    let ok = report.is_ok() && !unsigned_fails;
+    let first_bad_entry = if unsigned_fails { Some(report.verified_size) } else { report.first_bad_entry() };
     if a.json {
         let j = JsonReport {
-            ok: report.is_ok(),
-            first_bad_entry: report.first_bad_entry(),
-            first_problem: report.first_problem().map(ToString::to_string),
+            ok,
+            first_bad_entry,
+            first_problem: if unsigned_fails {
+                Some(unsigned_problem)
+            } else {
+                report.first_problem().map(ToString::to_string)
+            },
             trusted_keys_from_export: from_export,
-            unverified_entries: report.unverified_entries(),
+            unverified_entries: unsigned,
             report: &report,
         };
         println!("{}", serde_json::to_string_pretty(&j)?);
@@ -84,13 +100,16 @@ pub fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         for (i, f) in a.checkpoints.iter().enumerate() {
             println!("supplied checkpoint #{i}: {}", f.display());
         }
-        print!("{report}");
-        if report.unverified_entries() > 0 {
-            println!(
-                "note: {} entries after the newest matching checkpoint are not covered by a signature",
-                report.unverified_entries()
-            );
+        let text = report.to_string();
+        if unsigned_fails {
+            print!("{}", text.replacen("OK:", "FAILED:", 1));
+            println!("first bad entry: {}\n  {unsigned_problem}", report.verified_size);
+        } else {
+            print!("{text}");
+            if unsigned > 0 {
+                println!("note: {unsigned} entries after the newest matching checkpoint are not covered by a signature");
+            }
         }
     }
-    Ok(if report.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
