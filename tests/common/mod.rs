@@ -81,6 +81,8 @@ pub struct Cluster {
     pub coordinator_addr: String,
     pub coordinator: Option<Child>,
     pub participants: Vec<(String, Child, String)>,
+    /// Extra environment per participant name (e.g. a PKCS#11 keystore), for its imports and process.
+    pub participant_env: Vec<(String, Vec<(String, String)>)>,
 }
 
 impl Cluster {
@@ -90,21 +92,54 @@ impl Cluster {
 
     /// Starts a coordinator and one participant per shard, each shard imported with `hearth data import`.
     pub fn start(shards: &[Vec<Example>]) -> Cluster {
+        Self::start_with(shards, |_| Vec::new())
+    }
+
+    /// [`Cluster::start`], with extra environment for each participant (by name, `inst-1`, ...).
+    pub fn start_with(shards: &[Vec<Example>], env: impl Fn(&str) -> Vec<(String, String)>) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let names: Vec<String> = (1..=shards.len()).map(|i| format!("inst-{i}")).collect();
         let pki = dir.path().join("pki");
         hearth_ok(&["pki", "init", "--dir", s(&pki), "--participants", &names.join(",")]);
-        let mut cluster =
-            Cluster { dir, coordinator_addr: String::new(), coordinator: None, participants: Vec::new() };
+        let participant_env = names.iter().map(|n| (n.clone(), env(n))).collect();
+        let mut cluster = Cluster {
+            dir,
+            coordinator_addr: String::new(),
+            coordinator: None,
+            participants: Vec::new(),
+            participant_env,
+        };
         cluster.start_coordinator();
         for (name, shard) in names.iter().zip(shards) {
             let csv = cluster.dir.path().join(format!("{name}.csv"));
             write_csv(&csv, shard);
-            let data_dir = cluster.dir.path().join("data").join(name);
-            hearth_ok(&["data", "import", "--data-dir", s(&data_dir), s(&csv)]);
+            cluster.import(name, &csv);
             cluster.start_participant(name);
         }
         cluster
+    }
+
+    /// The extra environment of participant `name`.
+    pub fn env_of(&self, name: &str) -> Vec<(String, String)> {
+        self.participant_env.iter().find(|(n, _)| n == name).map(|(_, e)| e.clone()).unwrap_or_default()
+    }
+
+    /// `hearth data import` of `csv` into participant `name`'s store (it must be stopped).
+    pub fn import(&self, name: &str, csv: &Path) {
+        let data_dir = self.dir.path().join("data").join(name);
+        let out = hearth()
+            .args(["data", "import", "--data-dir", s(&data_dir), s(csv)])
+            .envs(self.env_of(name))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "import into {name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Runs `hearth ARGS` with participant `name`'s extra environment; returns stdout, panics on failure.
+    pub fn hearth_as(&self, name: &str, args: &[&str]) -> String {
+        let out = hearth().args(args).envs(self.env_of(name)).output().unwrap();
+        assert!(out.status.success(), "hearth {args:?} as {name}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// (Re)starts the coordinator with its state directory under the cluster's directory.
@@ -145,6 +180,7 @@ impl Cluster {
             .env("HEARTH_PARTICIPANT__TLS__CA", d.join("pki/ca.pem"))
             .env("HEARTH_PARTICIPANT__TLS__CERT", d.join(format!("pki/{name}.pem")))
             .env("HEARTH_PARTICIPANT__TLS__KEY", d.join(format!("pki/{name}.key")))
+            .envs(self.env_of(name))
             .env("HEARTH_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log(&d.join(format!("{name}.log"))))
