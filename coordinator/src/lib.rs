@@ -33,7 +33,7 @@ use hearth_node::keys::{Create, NodeKeys, COORDINATOR_KEYS};
 use hearth_node::refusal::refusal_hook;
 use hearth_proto::v1::coordinator_server::CoordinatorServer;
 use hearth_proto::MAX_MESSAGE_BYTES;
-use hearth_transport::{server_config, ServeOptions, TlsMaterial};
+use hearth_transport::{server_config_for, ServeOptions, TlsMaterial};
 
 use crate::audit::AuditLog;
 
@@ -59,7 +59,8 @@ pub async fn start(
         .with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
     let tls = TlsMaterial::load(&config.tls.ca, &config.tls.cert, &config.tls.key)
         .context("loading the coordinator's TLS material")?;
-    let tls = server_config(&tls).context("building the TLS server configuration")?;
+    let tls =
+        server_config_for(config.tls.provider, &tls).context("building the TLS server configuration")?;
     let node = open_node(&config).await?;
     let audit = node.audit.clone();
     let shared = Shared::open(&config, node.keys, node.audit).context("opening the coordinator store")?;

@@ -29,7 +29,7 @@ use hearth_node::audit::{default_origin, AuditLog};
 use hearth_node::files::NodeLock;
 use hearth_node::keys::{Create, NodeKeys, PARTICIPANT_KEYS};
 use hearth_node::refusal::refusal_hook;
-use hearth_transport::{client_config, server_config, ServeOptions, TlsMaterial};
+use hearth_transport::{client_config_for, server_config_for, ServeOptions, TlsMaterial};
 use zeroize::Zeroizing;
 
 pub use config::ParticipantConfig;
@@ -135,7 +135,7 @@ pub async fn start(
         Arc::clone(&slot),
         config.coordinator.clone(),
         config.coordinator_name.clone(),
-        client_config(&tls).context("building the TLS client configuration")?,
+        client_config_for(config.tls.provider, &tls).context("building the TLS client configuration")?,
         config.holdout_fraction,
         audit.clone(),
     ));
@@ -145,7 +145,8 @@ pub async fn start(
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let inference_addr = listener.local_addr()?;
-    let server_tls = server_config(&tls).context("building the TLS server configuration")?;
+    let server_tls =
+        server_config_for(config.tls.provider, &tls).context("building the TLS server configuration")?;
     tracing::info!(%inference_addr, "inference endpoint listening (HTTPS + gRPC, client certificates required)");
     let opts = ServeOptions { on_refused: Some(refusal_hook(audit.clone())), ..ServeOptions::default() };
     let router = serve::router(slot, serve::Auditor(Some(audit.clone())));
