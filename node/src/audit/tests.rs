@@ -174,3 +174,45 @@ fn rotating_the_audit_key_keeps_old_checkpoints_verifiable() {
     assert!(report.is_ok(), "{report}");
     assert_eq!(report.verified_size, 2);
 }
+
+mod hostile {
+    //! The files under `audit/` are the node's own, but an attacker with disk access (or a crash) can
+    //! leave anything there: opening must refuse or repair, never panic.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn damaged_audit_files_never_panic_the_opener(
+            which in 0..4usize,
+            pos in any::<prop::sample::Index>(),
+            garbage in proptest::collection::vec(any::<u8>(), 0..300),
+            cut in any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let k = keys(dir.path(), SuiteId::International);
+            let (log, _) = AuditLog::open(dir.path(), &k, "hearth/t").unwrap();
+            for i in 0..6 {
+                log.record("system", "test.event", "ok", &format!("e{i}"));
+            }
+            log.checkpoint_now().unwrap();
+            let p = log.paths().clone();
+            drop(log);
+            let file = [&p.entries, &p.checkpoints, &p.tree, &p.keys][which];
+            let mut bytes = std::fs::read(file).unwrap();
+            let at = pos.index(bytes.len().max(1)).min(bytes.len());
+            if cut {
+                bytes.truncate(at);
+            }
+            bytes.splice(at..at, garbage);
+            std::fs::write(file, &bytes).unwrap();
+            let _ = AuditLog::open(dir.path(), &k, "hearth/t");
+            let mut out = Vec::new();
+            let _ = export(dir.path(), &mut out, ExportOptions::default());
+        }
+    }
+}
