@@ -109,6 +109,20 @@ async fn audit_log_verifies_and_tampering_is_caught() {
     let key = audit_key["vkeys"][0].as_str().unwrap().to_string();
     assert!(listing["keys"].as_array().unwrap().iter().any(|k| k["label"] == "kek"));
 
+    // Without the passphrase, or with a wrong one, the keystore stays shut and the error says why.
+    let bare = |pass: Option<&str>| {
+        let mut c = std::process::Command::new(HEARTH);
+        c.args(["keys", "list", "--state-dir", s(&coord)]).env_remove("HEARTH_KEYSTORE_PASSPHRASE");
+        if let Some(p) = pass {
+            c.env("HEARTH_KEYSTORE_PASSPHRASE", p);
+        }
+        let out = c.output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(bare(None).contains("export HEARTH_KEYSTORE_PASSPHRASE"), "{}", bare(None));
+    assert!(bare(Some("not the passphrase")).contains("wrong passphrase"));
+
     let export = d.join("export.jsonl");
     hearth_ok(&["audit", "export", "--state-dir", s(&coord), "-o", s(&export)]);
     let (code, first, problem, out) = verify(&export, &key, &["--checkpoint", s(&head_before)]);

@@ -71,6 +71,23 @@ fn appends_checkpoint_resume_and_export_verifies() {
 }
 
 #[test]
+fn queries_and_budget_changes_carry_their_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = keys(dir.path(), SuiteId::International);
+    let (log, _) = AuditLog::open(dir.path(), &k, "hearth/t").unwrap();
+    log.record_query("operator:ops", "bank-a", "q-17", Outcome::Ok, "histogram of 12 bins, epsilon 0.1")
+        .unwrap();
+    log.record_budget("system", "bank-a", "charge", "bank-a/intent", Outcome::Ok, "epsilon 0.1 of 1.0")
+        .unwrap();
+    log.checkpoint_now().unwrap();
+    let text = String::from_utf8(exported(dir.path(), ExportOptions::default())).unwrap();
+    assert!(text.contains(r#""action":"query.run","actor":"operator:ops","detail":"histogram of 12 bins, epsilon 0.1","objects":["q-17"],"outcome":"ok""#));
+    assert!(
+        text.contains(r#""action":"budget.charge""#) && text.matches(r#""tenant":"bank-a""#).count() == 2
+    );
+}
+
+#[test]
 fn background_thread_checkpoints_within_a_second_or_two() {
     let dir = tempfile::tempdir().unwrap();
     let k = keys(dir.path(), SuiteId::International);
@@ -106,15 +123,19 @@ fn altered_truncated_or_half_written_files_are_caught_at_open() {
 
     // An edited entry before the saved tree state is not re-read at open (that would make every start
     // O(log size)); the export's verification names it, and so does a full replay.
-    let edited = String::from_utf8(original.clone()).unwrap().replacen("e2", "e9", 1);
+    let edited =
+        String::from_utf8(original.clone()).unwrap().replacen("\"detail\":\"e2\"", "\"detail\":\"e9\"", 1);
     std::fs::write(&paths.entries, edited).unwrap();
     let (log, _) = AuditLog::open(dir.path(), &k, "hearth/t").unwrap();
     let t = trust(&log);
     drop(log);
     let report = verify_export(&exported(dir.path(), ExportOptions::default()), &t);
     assert_eq!(report.first_bad_entry(), Some(2), "{report}");
-    std::fs::write(&paths.entries, String::from_utf8(original.clone()).unwrap().replacen("e2", "e9", 1))
-        .unwrap();
+    std::fs::write(
+        &paths.entries,
+        String::from_utf8(original.clone()).unwrap().replacen("\"detail\":\"e2\"", "\"detail\":\"e9\"", 1),
+    )
+    .unwrap();
     std::fs::remove_file(&paths.tree).unwrap();
     let e = AuditLog::open(dir.path(), &k, "hearth/t").unwrap_err().to_string();
     assert!(e.contains("entry 2"), "{e}");
