@@ -87,8 +87,16 @@ async fn participant_keys_in_a_softhsm2_token() {
     // Served, from the token-backed node.
     let app = cluster.tls("app");
     let body = serde_json::to_vec(&serde_json::json!({ "text": "what is my balance" })).unwrap();
-    let (status, _) =
-        https(&cluster.participant_addr("inst-1"), &app, "POST", "/v1/intent", body.clone()).await;
+    // The participant installs the final model just after the job ends: wait for it.
+    let mut status = 0;
+    for _ in 0..300 {
+        let addr = cluster.participant_addr("inst-1");
+        status = https(&addr, &app, "POST", "/v1/intent", body.clone()).await.0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert_eq!(status, 200);
     cluster.stop_participant("inst-1");
 
