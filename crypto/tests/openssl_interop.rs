@@ -1,7 +1,8 @@
 //! Interoperability with a real peer, the system's OpenSSL 3 command (`openssl`, installed by
 //! `scripts/test.sh` when missing): SM3 and SHA-256 digests, SM4 (ECB block, CTR keystream, and SM4-GCM
 //! rebuilt from OpenSSL's SM4 plus a GHASH written here), SM2 and ECDSA P-256 signatures in both
-//! directions, and a signed audit checkpoint checked with `openssl pkeyutl`.
+//! directions, a signed audit checkpoint checked with `openssl pkeyutl`, and the standards' published
+//! examples (GB/T 32905 SM3 "abc", GB/T 32907 SM4 block, GM/T 0003.5 SM2 signature).
 //!
 //! OpenSSL 3.0's `pkeyutl` does not default to the SM2 distinguishing identifier of GB/T 32918
 //! (`1234567812345678`), which Hearth uses: every SM2 command here passes it with `-pkeyopt distid:`.
@@ -261,4 +262,31 @@ fn an_auditor_can_check_a_national_suite_tree_head_with_openssl() {
     let sig = &signed.signatures()[0].bytes;
     let body = signed.checkpoint().body();
     assert!(verify_with_openssl(SuiteId::National, &signer.public_key(), body.as_bytes(), sig, dir.path()));
+}
+
+/// The SM2 signature example of GM/T 0003.5-2012 / GB/T 32918.5-2017 annex A (recommended curve, SM3,
+/// identifier 1234567812345678, message "message digest"), the vector OpenSSL's own
+/// `test/sm2_internal_test.c` uses: the public key derives from the published private key, the published
+/// signature verifies here and with the `openssl` command, and a changed message does not.
+#[test]
+fn sm2_matches_the_published_gmt_0003_5_example() {
+    let d = unhex("3945208f7b2144b13f36e38ac6d39f95889393692860b51a42fb81ef4df7c5b8");
+    let public = unhex(
+        "0409f9df311e5421a150dd7d161e4bc5c672179fad1833fc076bb08ff356f35020\
+         ccea490ce26775a52dc6ea718cc1aa600aed05fbf35e084a6632f6072da9ad13",
+    );
+    let rs = unhex(
+        "f5a03b0648d2c4630eeac513e1bb81a15944da3827d5b74143ac7eaceee720b3\
+         b1b6aa29df212fd8763182bc0d421ca1bb9038fd1f7f42d4840b69c485bbc1aa",
+    );
+    let s = SuiteId::National.suite();
+    let secret = SecretBytes::from_slice("GM/T 0003.5 private key", &d).unwrap();
+    assert_eq!(hex(&s.verifying_key(&secret).unwrap()), hex(&public));
+    s.verify(&public, b"message digest", &rs).unwrap();
+    assert!(s.verify(&public, b"message digesT", &rs).is_err());
+    let dir = tempfile::tempdir().unwrap();
+    assert!(verify_with_openssl(SuiteId::National, &public, b"message digest", &rs, dir.path()));
+    // Our own signature with that key also verifies in both.
+    let ours = s.sign(&secret, b"message digest").unwrap();
+    assert!(verify_with_openssl(SuiteId::National, &public, b"message digest", &ours, dir.path()));
 }

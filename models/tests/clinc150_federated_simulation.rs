@@ -8,8 +8,10 @@ use std::time::Instant;
 use hearth_models::*;
 
 fn clinc() -> Clinc150 {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/clinc150/data_full.json");
+    // HEARTH_CLINC150 overrides, as for the demo and the integration tests (a checkout not beside shared/).
+    let path = std::env::var_os("HEARTH_CLINC150").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/clinc150/data_full.json")
+    });
     parse_clinc150(&std::fs::read_to_string(&path).expect("CLINC150 beside the repository")).unwrap()
 }
 
