@@ -92,6 +92,18 @@ async fn audit_log_verifies_and_tampering_is_caught() {
         }
     }
 
+    // A client that never completes a TLS handshake is refused and recorded by the transport's hook; a
+    // participant's certificate calling another participant's inference is denied and recorded.
+    {
+        use std::io::Write;
+        let mut tcp = std::net::TcpStream::connect(&cluster.coordinator_addr).unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    }
+    let body = br#"{"text":"what is my balance"}"#.to_vec();
+    let (status, _) =
+        https(&cluster.participant_addr("inst-1"), &cluster.tls("inst-2"), "POST", "/v1/intent", body).await;
+    assert_eq!(status, 403);
+
     let d = cluster.dir.path().to_path_buf();
     let coord = d.join("coordinator");
     // An auditor keeps a tree head from before the stop, as a witness or a participant would; the
@@ -139,6 +151,7 @@ async fn audit_log_verifies_and_tampering_is_caught() {
         "job.submit",
         "round.commit",
         "job.end",
+        "connection.refused",
         "node.stop",
     ] {
         assert!(text.contains(&format!("\"action\":\"{action}\"")), "{action} missing:\n{text}");
@@ -315,7 +328,7 @@ async fn audit_log_verifies_and_tampering_is_caught() {
     let (code, _, problem, _) = verify(&pexport, &pkey, &[]);
     assert_eq!(code, 0, "{problem}");
     let ptext = std::fs::read_to_string(&pexport).unwrap();
-    for action in ["data.import", "update.upload", "model.install", "node.stop"] {
+    for action in ["data.import", "update.upload", "model.install", "inference.call", "node.stop"] {
         assert!(
             ptext.contains(&format!("\"action\":\"{action}\"")),
             "{action} missing in the participant's log"
