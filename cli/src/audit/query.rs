@@ -85,7 +85,7 @@ pub fn run(a: QueryArgs) -> anyhow::Result<()> {
             e.actor(),
             e.tenant().unwrap_or("-"),
             e.action(),
-            e.outcome(),
+            e.outcome().as_str(),
             detail
         );
     }
