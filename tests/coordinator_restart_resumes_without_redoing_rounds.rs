@@ -76,7 +76,7 @@ async fn coordinator_restart_resumes_without_redoing_rounds() {
     let status = op.get_status(v1::StatusRequest {}).await.unwrap().into_inner();
     let j = status.jobs.iter().find(|j| j.job_id == job).unwrap();
     assert_eq!((j.state.as_str(), j.committed_rounds, j.latest_version), ("finished", rounds, rounds));
-    let audit = std::fs::read_to_string(cluster.dir.path().join("coordinator/audit.jsonl")).unwrap();
+    let audit = std::fs::read_to_string(cluster.dir.path().join("coordinator/audit/entries.jsonl")).unwrap();
     assert!(audit.contains("job.resume"), "{audit}");
     let commits = audit.lines().filter(|l| l.contains("round.commit") && l.contains("\"ok\"")).count();
     assert_eq!(commits as u64, rounds, "no round committed twice:\n{audit}");

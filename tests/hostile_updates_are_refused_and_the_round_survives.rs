@@ -254,7 +254,7 @@ async fn hostile_updates_are_refused_and_the_round_survives() {
     .await;
 
     // Refusals are in the audit log, with who and why.
-    let audit = std::fs::read_to_string(cluster.dir.path().join("coordinator/audit.jsonl")).unwrap();
+    let audit = std::fs::read_to_string(cluster.dir.path().join("coordinator/audit/entries.jsonl")).unwrap();
     let refused: Vec<&str> =
         audit.lines().filter(|l| l.contains("update.upload") && l.contains("refused")).collect();
     assert!(refused.len() >= 12, "{audit}");

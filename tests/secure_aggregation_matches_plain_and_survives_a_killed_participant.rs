@@ -109,7 +109,7 @@ async fn secure_aggregation_learns_what_plain_averaging_learns() {
     assert!(a_secure >= 0.85, "secure model learned: in-scope accuracy {a_secure}");
 
     // The coordinator's audit log says which rounds were securely aggregated.
-    let audit = std::fs::read_to_string(cluster.dir.path().join("coordinator/audit.jsonl")).unwrap();
+    let audit = std::fs::read_to_string(cluster.dir.path().join("coordinator/audit/entries.jsonl")).unwrap();
     let secure_commits =
         audit.lines().filter(|l| l.contains("round.commit") && l.contains("securely aggregated")).count();
     assert_eq!(secure_commits as u64, rounds, "{audit}");
@@ -148,7 +148,7 @@ async fn a_participant_killed_mid_secure_round_does_not_stop_it() {
     }
     let participants: Vec<u32> = committed.iter().map(|s| s.participants).collect();
     assert_eq!(participants, vec![5, 4, 4], "round 2 commits with the four survivors");
-    let audit = std::fs::read_to_string(cluster.dir.path().join("coordinator/audit.jsonl")).unwrap();
+    let audit = std::fs::read_to_string(cluster.dir.path().join("coordinator/audit/entries.jsonl")).unwrap();
     let round2 = audit
         .lines()
         .find(|l| l.contains("round.commit") && l.contains("round 2"))

@@ -50,6 +50,9 @@ pub enum BenchCommand {
         after_help = "Examples:\n  hearth bench secagg\n  hearth bench secagg --json\n  hearth bench secagg --n 10 --d 100000 --dropout 0.1 --mode secagg --rounds 3"
     )]
     Secagg(SecaggArgs),
+    /// Audit log appends per second (a checkpoint signed every second) and the time to verify an export
+    /// of 1,000,000 entries.
+    Audit(crate::bench_audit::AuditBenchArgs),
 }
 
 /// Arguments of `hearth bench fedavg`.
@@ -128,6 +131,7 @@ struct Config {
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     let (configs, json) = match cmd {
+        BenchCommand::Audit(a) => return crate::bench_audit::run(a).await,
         BenchCommand::Fedavg(a) => {
             let mut c = Vec::new();
             for &n in &a.n {
@@ -245,6 +249,8 @@ async fn measure(c: Config) -> anyhow::Result<Row> {
         .arg(&ready)
         // The coordinator's own log level: HEARTH_BENCH_COORDINATOR_LOG (default warn).
         .env("HEARTH_LOG", std::env::var("HEARTH_BENCH_COORDINATOR_LOG").unwrap_or_else(|_| "warn".into()))
+        // The coordinator's throwaway keystore: a random passphrase for this run only.
+        .env(hearth_node::config::PASSPHRASE_ENV, hex::encode(rand::random::<[u8; 16]>()))
         .kill_on_drop(true)
         .spawn()
         .context("starting the coordinator")?;

@@ -158,6 +158,8 @@ fn load_dataset(a: &DemoArgs) -> anyhow::Result<Dataset> {
 /// Child processes, killed when dropped.
 struct Fleet {
     children: Vec<(String, Child)>,
+    /// Set in every child's environment (the keystore passphrase).
+    env: Vec<(String, String)>,
 }
 
 impl Fleet {
@@ -168,6 +170,7 @@ impl Fleet {
         let child = Command::new(exe)
             .args(args)
             .env("HEARTH_LOG", std::env::var("HEARTH_LOG").unwrap_or_else(|_| "info".into()))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
@@ -262,17 +265,36 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             ip: vec![],
         })?;
     }
+    // Every node's keystore is sealed under one passphrase generated for this run (written, owner-only,
+    // to DIR/demo-keystore-passphrase for `hearth keys list` afterwards); the processes started below get
+    // it through HEARTH_KEYSTORE_PASSPHRASE. Argon2id at its floor: a development keystore.
+    let passphrase = zeroize::Zeroizing::new(hex::encode(rand::random::<[u8; 24]>()));
+    hearth_node::files::write_atomic(&dir.join("demo-keystore-passphrase"), passphrase.as_bytes(), true)?;
+    let keystore = hearth_node::config::KeystoreConfig {
+        argon2_memory_kib: 19 * 1024,
+        argon2_iterations: 2,
+        ..Default::default()
+    };
     for (name, shard) in names.iter().zip(&split.shards) {
         let store_dir = dir.join("participants").join(name);
         let _ = std::fs::remove_dir_all(&store_dir);
-        let store = hearth_participant::Store::open(&store_dir)?;
-        store.import(shard)?;
+        let cfg = hearth_participant::ParticipantConfig {
+            data_dir: store_dir,
+            tls: hearth_transport::TlsPaths::in_dir(&pki_dir, name),
+            keystore: keystore.clone(),
+            ..Default::default()
+        };
+        let node = hearth_participant::open_node(&cfg, "cli:demo", Some(&passphrase))?;
+        node.store.import(shard)?;
     }
     let coord_state = dir.join("coordinator");
     let _ = std::fs::remove_dir_all(&coord_state);
 
     // Processes.
-    let mut fleet = Fleet { children: vec![] };
+    let mut fleet = Fleet {
+        children: vec![],
+        env: vec![(hearth_node::config::PASSPHRASE_ENV.to_string(), passphrase.to_string())],
+    };
     let ready = dir.join("coordinator.addr");
     let _ = std::fs::remove_file(&ready);
     let coord_cfg = dir.join("coordinator.toml");
@@ -286,6 +308,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             allow_plain_aggregation: a.plain || a.participants < 4,
             ..Default::default()
         },
+        keystore: keystore.clone(),
         ..Default::default()
     };
     std::fs::write(&coord_cfg, toml::to_string(&c)?)?;
@@ -308,6 +331,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             listen: "127.0.0.1:0".into(),
             data_dir: dir.join("participants").join(name),
             tls: hearth_transport::TlsPaths::in_dir(&pki_dir, name),
+            keystore: keystore.clone(),
             ..Default::default()
         };
         std::fs::write(&cfg_path, toml::to_string(&p)?)?;

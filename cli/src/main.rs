@@ -5,10 +5,14 @@
 //! peer; `main` prints the whole cause chain and exits non-zero.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod bench;
+mod bench_audit;
 mod config;
 mod data;
 mod demo;
+mod keys;
+mod node;
 mod operator;
 mod pki;
 
@@ -27,7 +31,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "hearth", version, propagate_version = true)]
 #[command(
-    after_help = "Examples:\n  hearth demo                      # full federated run on CLINC150, then serve\n  hearth demo --no-serve --json    # scripted run, JSON summary on stdout\n  hearth pki init --dir pki --participants bank-a,bank-b\n  hearth coordinator --config coordinator.toml\n  hearth participant --config bank-a.toml"
+    after_help = "Examples:\n  hearth demo                      # full federated run on CLINC150, then serve\n  hearth demo --no-serve --json    # scripted run, JSON summary on stdout\n  hearth pki init --dir pki --participants bank-a,bank-b\n  hearth coordinator --config coordinator.toml\n  hearth participant --config bank-a.toml\n  hearth keys list --state-dir hearth-data/coordinator\n  hearth audit export --state-dir hearth-data/coordinator -o audit.jsonl\n  hearth audit verify audit.jsonl --trusted-key @coordinator.vkeys"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -68,6 +72,16 @@ enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
+    /// List and rotate a node's keys (keystore: sealed file or PKCS#11 token).
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+    /// Export, verify, query and report on a node's signed audit log; cosign as a witness.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
 }
 
 /// Arguments shared by the long-running services.
@@ -99,7 +113,7 @@ fn main() -> ExitCode {
         }
     };
     match rt.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             for cause in e.chain().skip(1) {
@@ -110,8 +124,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let unit: anyhow::Result<()> = match cli.command {
+        // The only command whose exit status carries a verdict (verify: 1 when the log does not verify).
+        Command::Audit { command } => return audit::run(command).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Coordinator(args) => {
             let cfg: hearth_coordinator::CoordinatorConfig =
@@ -131,7 +147,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Job { command } => operator::run(command).await,
         Command::Data { command } => data::run(command),
         Command::Bench { command } => bench::run(command).await,
-    }
+        Command::Keys { command } => keys::run(command),
+    };
+    unit.map(|()| ExitCode::SUCCESS)
 }
 
 /// Writes `addr` atomically (write then rename) so a reader never sees half an address.

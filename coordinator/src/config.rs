@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use hearth_crypto::SuiteId;
+use hearth_node::config::{AuditConfig, KeystoreConfig};
 use hearth_policies::RoundPolicy;
 use hearth_transport::TlsPaths;
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub struct CoordinatorConfig {
     /// Address to listen on for gRPC over mTLS. Port 0 picks a free port.
     pub listen: String,
-    /// Directory for the store (`coordinator.redb`) and the audit file.
+    /// Directory for the store (`coordinator.redb`), the sealed keystore and the audit log (`audit/`).
     pub state_dir: PathBuf,
     /// TLS material.
     pub tls: TlsPaths,
@@ -25,6 +26,11 @@ pub struct CoordinatorConfig {
     pub policy: RoundPolicy,
     /// How many updates may stream in at once; each holds one model-sized buffer until validated.
     pub max_concurrent_uploads: usize,
+    /// Where the coordinator's keys live (audit key, key-encryption key). Default: a sealed file in
+    /// `state_dir`, its passphrase in `HEARTH_KEYSTORE_PASSPHRASE`.
+    pub keystore: KeystoreConfig,
+    /// The audit log's name.
+    pub audit: AuditConfig,
 }
 
 impl Default for CoordinatorConfig {
@@ -36,6 +42,8 @@ impl Default for CoordinatorConfig {
             suite: SuiteId::International,
             policy: RoundPolicy::default(),
             max_concurrent_uploads: 4,
+            keystore: KeystoreConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }

@@ -52,11 +52,14 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Opens the store and audit log under the configured state directory.
-    pub fn open(config: &CoordinatorConfig) -> Result<Arc<Self>, StoreError> {
-        let store = Store::open(&config.state_dir.join("coordinator.redb"))?;
-        let audit = AuditLog::open(&config.state_dir.join("audit.jsonl"))
-            .map_err(|e| StoreError::Db(format!("opening audit log: {e}")))?;
+    /// Opens the store (sealing models with `keys`) under the configured state directory; `audit` is
+    /// the node's open audit log.
+    pub fn open(
+        config: &CoordinatorConfig,
+        keys: Arc<hearth_node::keys::NodeKeys>,
+        audit: AuditLog,
+    ) -> Result<Arc<Self>, StoreError> {
+        let store = Store::open(&config.state_dir.join("coordinator.redb"), keys)?;
         let ca_pem = std::fs::read_to_string(&config.tls.ca).map_err(|e| {
             StoreError::Db(format!("reading the CA certificate {}: {e}", config.tls.ca.display()))
         })?;

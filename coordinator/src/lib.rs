@@ -9,7 +9,8 @@
 //! - `driver`: the task that opens, waits for and commits each round of a job.
 //! - `secagg`: a secure-aggregation round: the protocol's server phases, relaying, decoding the sum.
 //! - [`store`]: the embedded database; a committed round survives a restart.
-//! - [`audit`]: security-relevant events.
+//! - [`audit`]: security-relevant events, in the node's signed audit log (`hearth_node`).
+//! - Keys: `[keystore]` in [`config`]; models are envelope-encrypted by [`store`].
 #![forbid(unsafe_code)]
 
 pub mod audit;
@@ -27,9 +28,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use hearth_crypto::audit::{Event, Outcome};
+use hearth_node::audit::default_origin;
+use hearth_node::files::NodeLock;
+use hearth_node::keys::{Create, NodeKeys, COORDINATOR_KEYS};
+use hearth_node::refusal::refusal_hook;
 use hearth_proto::v1::coordinator_server::CoordinatorServer;
 use hearth_proto::MAX_MESSAGE_BYTES;
-use hearth_transport::{server_config, ServeOptions, TlsMaterial};
+use hearth_transport::{server_config_for, ServeOptions, TlsMaterial};
+
+use crate::audit::AuditLog;
 
 pub use config::CoordinatorConfig;
 pub use driver::Shared;
@@ -43,7 +51,8 @@ pub struct Running {
     pub done: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-/// Opens the store, resumes unfinished jobs and serves the gRPC service until `shutdown` resolves.
+/// Opens the keys, the audit log and the store, resumes unfinished jobs and serves the gRPC service until
+/// `shutdown` resolves; then records the stop and signs a final audit checkpoint.
 pub async fn start(
     config: CoordinatorConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -52,8 +61,11 @@ pub async fn start(
         .with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
     let tls = TlsMaterial::load(&config.tls.ca, &config.tls.cert, &config.tls.key)
         .context("loading the coordinator's TLS material")?;
-    let tls = server_config(&tls).context("building the TLS server configuration")?;
-    let shared = Shared::open(&config).context("opening the coordinator store")?;
+    let tls =
+        server_config_for(config.tls.provider, &tls).context("building the TLS server configuration")?;
+    let node = open_node(&config).await?;
+    let audit = node.audit.clone();
+    let shared = Shared::open(&config, node.keys, node.audit).context("opening the coordinator store")?;
     shared.resume_jobs();
 
     let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -65,10 +77,64 @@ pub async fn start(
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let router = tonic::service::Routes::new(svc).into_axum_router();
     tracing::info!(%addr, "coordinator listening (gRPC, TLS 1.3, client certificates required)");
+    let opts = ServeOptions { on_refused: Some(refusal_hook(audit.clone())), ..ServeOptions::default() };
+    let lock = node.lock;
     let done = tokio::spawn(async move {
-        hearth_transport::serve(listener, tls, router, ServeOptions::default(), shutdown)
+        let served = hearth_transport::serve(listener, tls, router, opts, shutdown)
             .await
-            .context("serving the coordinator")
+            .context("serving the coordinator");
+        audit.record("system", "node.stop", if served.is_ok() { "ok" } else { "error" }, "coordinator");
+        // The final checkpoint covers everything recorded up to the stop.
+        match tokio::task::spawn_blocking(move || audit.checkpoint_now()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "final audit checkpoint failed"),
+            Err(e) => tracing::error!(error = %e, "final audit checkpoint task failed"),
+        }
+        drop(lock);
+        served
     });
     Ok(Running { addr, done })
+}
+
+/// What `start` opens before serving: the directory lock, the keys, the audit log.
+struct Node {
+    lock: NodeLock,
+    keys: Arc<NodeKeys>,
+    audit: AuditLog,
+}
+
+/// Locks the state directory, opens the keystore (creating it and the coordinator's keys on first
+/// start) and the audit log, and records the start and any key generated. Argon2id, token calls and the
+/// log's replay run on a blocking thread.
+async fn open_node(config: &CoordinatorConfig) -> anyhow::Result<Node> {
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Node> {
+        let dir = &config.state_dir;
+        let lock = NodeLock::acquire(dir)?;
+        let (keys, events) =
+            NodeKeys::open(&config.keystore, config.suite, dir, COORDINATOR_KEYS, Create::IfMissing, None)
+                .context("opening the coordinator's keystore")?;
+        let origin = default_origin(config.audit.origin.as_deref(), &config.tls.cert, "coordinator", dir);
+        let (audit, recovery) = AuditLog::open(dir, &keys, &origin).context("opening the audit log")?;
+        audit.record_event(Event::new("system", "node.start", Outcome::Ok).detail(format!(
+            "coordinator; keys in {} ({})",
+            keys.name(),
+            keys.location()
+        )));
+        if recovery.discarded_bytes > 0 {
+            audit.record(
+                "system",
+                "audit.recover",
+                "error",
+                &format!("cut {} bytes of a partly written entry after a crash", recovery.discarded_bytes),
+            );
+        }
+        for e in &events {
+            audit.record_key_event("system", e);
+        }
+        audit.checkpoint_now().context("signing the audit log's first checkpoint")?;
+        Ok(Node { lock, keys: Arc::new(keys), audit })
+    })
+    .await
+    .context("opening the coordinator's keys and audit log")?
 }

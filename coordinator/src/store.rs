@@ -1,11 +1,18 @@
 //! The coordinator's embedded store (redb): job records and each job's latest committed global model.
 //!
+//! Models and optimizer state are envelope-encrypted under the node's key-encryption key
+//! ([`NodeKeys::seal`]), each bound to its job id, so the database file holds no model in the clear and
+//! one job's model cannot be swapped for another's. Job records (ids, round counts, contributors'
+//! certificate ids) are protocol metadata and stay readable.
+//!
 //! A round commits in one write transaction that stores the new model and the job record naming it, so a
 //! crash leaves either the old round or the new one, never a mix. On start the coordinator reloads every
 //! job and resumes unfinished ones after their last committed round.
 
 use std::path::Path;
+use std::sync::Arc;
 
+use hearth_node::keys::NodeKeys;
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +37,15 @@ pub enum StoreError {
     /// The database file could not be opened or written.
     #[error("coordinator store: {0}")]
     Db(String),
+    /// A stored model could not be sealed or opened: the key-encryption key it names is missing, or the
+    /// blob was altered.
+    #[error("coordinator store: model of job {job}: {reason}")]
+    Sealed {
+        /// The job.
+        job: String,
+        /// What the keystore or envelope said.
+        reason: String,
+    },
     /// A stored record could not be decoded: the file was written by another version or damaged.
     #[error("coordinator store: corrupt record for job {job}: {reason}")]
     Corrupt {
@@ -168,36 +184,59 @@ impl JobRecord {
 #[derive(Debug)]
 pub struct Store {
     db: Database,
+    keys: Arc<NodeKeys>,
+}
+
+fn model_object(job: &str) -> String {
+    format!("hearth/coordinator/model/{job}")
+}
+
+fn velocity_object(job: &str) -> String {
+    format!("hearth/coordinator/velocity/{job}")
 }
 
 impl Store {
-    /// Opens or creates `path`.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Opens or creates `path`; models are sealed and opened with `keys`.
+    pub fn open(path: &Path, keys: Arc<NodeKeys>) -> Result<Self, StoreError> {
         let db = Database::create(path).map_err(db_err)?;
         let tx = db.begin_write().map_err(db_err)?;
         tx.open_table(JOBS).map_err(db_err)?;
         tx.open_table(MODELS).map_err(db_err)?;
         tx.open_table(VELOCITY).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
-        Ok(Self { db })
+        Ok(Self { db, keys })
     }
 
     /// Writes `record` and, if given, the model parameters of `record.latest_version()` and the server
     /// optimizer's velocity, atomically.
     pub fn save(&self, record: &JobRecord, params: Option<(&[f32], &[f32])>) -> Result<(), StoreError> {
         let json = serde_json::to_vec(record).map_err(db_err)?;
+        let sealed = match params {
+            Some((params, velocity)) => {
+                let mut blob = Vec::with_capacity(8 + params.len() * 4);
+                blob.extend_from_slice(&record.latest_version().to_le_bytes());
+                blob.extend_from_slice(&f32_blob(params));
+                let seal = |object: String, bytes: &[u8]| {
+                    self.keys
+                        .seal(&object, bytes)
+                        .map_err(|e| StoreError::Sealed { job: record.id.clone(), reason: e.to_string() })
+                };
+                Some((
+                    seal(model_object(&record.id), &blob)?,
+                    seal(velocity_object(&record.id), &f32_blob(velocity))?,
+                ))
+            }
+            None => None,
+        };
         let tx = self.db.begin_write().map_err(db_err)?;
         {
             let mut jobs = tx.open_table(JOBS).map_err(db_err)?;
             jobs.insert(record.id.as_str(), json.as_slice()).map_err(db_err)?;
-            if let Some((params, velocity)) = params {
-                let mut blob = Vec::with_capacity(8 + params.len() * 4);
-                blob.extend_from_slice(&record.latest_version().to_le_bytes());
-                blob.extend_from_slice(&f32_blob(params));
+            if let Some((model, velocity)) = &sealed {
                 let mut models = tx.open_table(MODELS).map_err(db_err)?;
-                models.insert(record.id.as_str(), blob.as_slice()).map_err(db_err)?;
+                models.insert(record.id.as_str(), model.as_slice()).map_err(db_err)?;
                 let mut vel = tx.open_table(VELOCITY).map_err(db_err)?;
-                vel.insert(record.id.as_str(), f32_blob(velocity).as_slice()).map_err(db_err)?;
+                vel.insert(record.id.as_str(), velocity.as_slice()).map_err(db_err)?;
             }
         }
         tx.commit().map_err(db_err)
@@ -216,11 +255,17 @@ impl Store {
             let corrupt = |reason: String| StoreError::Corrupt { job: id.clone(), reason };
             let record: JobRecord =
                 serde_json::from_slice(value.value()).map_err(|e| corrupt(e.to_string()))?;
-            let blob = models
+            let sealed = models
                 .get(id.as_str())
                 .map_err(db_err)?
                 .ok_or_else(|| corrupt("model parameters missing".into()))?;
-            let blob = blob.value();
+            let unseal = |object: String, bytes: &[u8]| {
+                self.keys
+                    .open_sealed_object(&object, bytes)
+                    .map_err(|e| StoreError::Sealed { job: id.clone(), reason: e.to_string() })
+            };
+            let blob = unseal(model_object(&id), sealed.value())?;
+            let blob = blob.as_slice();
             if blob.len() < 8 || (blob.len() - 8) % 4 != 0 {
                 return Err(corrupt(format!("model blob of {} bytes", blob.len())));
             }
@@ -230,8 +275,10 @@ impl Store {
                 return Err(corrupt("model version does not match the job record".into()));
             }
             let params = blob_f32(&blob[8..]);
-            let velocity =
-                velocities.get(id.as_str()).map_err(db_err)?.map(|v| blob_f32(v.value())).unwrap_or_default();
+            let velocity = match velocities.get(id.as_str()).map_err(db_err)? {
+                Some(v) => blob_f32(&unseal(velocity_object(&id), v.value())?),
+                None => Vec::new(),
+            };
             out.push((record, params, velocity));
         }
         Ok(out)
@@ -264,12 +311,28 @@ mod tests {
         }
     }
 
+    fn keys(dir: &Path) -> Arc<NodeKeys> {
+        use hearth_node::config::KeystoreConfig;
+        use hearth_node::keys::{Create, COORDINATOR_KEYS};
+        let pass = dir.join("pass");
+        std::fs::write(&pass, "store test").unwrap();
+        let cfg = KeystoreConfig {
+            passphrase_file: Some(pass),
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+            ..Default::default()
+        };
+        let suite = hearth_crypto::SuiteId::National;
+        Arc::new(NodeKeys::open(&cfg, suite, dir, COORDINATOR_KEYS, Create::IfMissing, None).unwrap().0)
+    }
+
     #[test]
     fn saves_and_reloads_jobs_with_their_latest_model() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.redb");
+        let keys = keys(dir.path());
         {
-            let store = Store::open(&path).unwrap();
+            let store = Store::open(&path, Arc::clone(&keys)).unwrap();
             let mut rec = record("job-a");
             store.save(&rec, Some((&[0.0, 0.0], &[]))).unwrap();
             rec.committed.push(RoundRecord {
@@ -283,7 +346,13 @@ mod tests {
             });
             store.save(&rec, Some((&[1.5, -2.0], &[0.5, 0.25]))).unwrap();
         }
-        let store = Store::open(&path).unwrap();
+        // The file holds no parameter in the clear: 1.5f32 and -2.0f32 side by side would show.
+        let raw = std::fs::read(&path).unwrap();
+        let plain: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|f| f.to_le_bytes()).collect();
+        assert!(!raw.windows(plain.len()).any(|w| w == plain.as_slice()));
+        // Rotating the KEK keeps the stored model readable.
+        keys.rotate(hearth_node::keys::KEK).unwrap();
+        let store = Store::open(&path, keys).unwrap();
         let all = store.load_all().unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].0.latest_version(), 1);

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use hearth_crypto::SuiteId;
+use hearth_node::config::{AuditConfig, KeystoreConfig};
 use hearth_transport::TlsPaths;
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +18,8 @@ pub struct ParticipantConfig {
     pub coordinator_name: String,
     /// Address of the inference endpoint (HTTP JSON and gRPC on one mTLS port). Port 0 picks a free port.
     pub listen: String,
-    /// Directory of this participant's embedded store (its data shard and served model).
+    /// Directory of this participant's embedded store (its data shard and served model, both encrypted),
+    /// its sealed keystore and its audit log (`audit/`).
     pub data_dir: PathBuf,
     /// TLS material.
     pub tls: TlsPaths,
@@ -29,6 +31,11 @@ pub struct ParticipantConfig {
     pub protocol_key: Option<PathBuf>,
     /// Share of the local data kept out of training to calibrate the out-of-scope threshold locally.
     pub holdout_fraction: f64,
+    /// Where the participant's keys live (audit, key-encryption and identity-hash keys). Default: a
+    /// sealed file in `data_dir`, its passphrase in `HEARTH_KEYSTORE_PASSPHRASE`.
+    pub keystore: KeystoreConfig,
+    /// The audit log's name.
+    pub audit: AuditConfig,
 }
 
 impl Default for ParticipantConfig {
@@ -42,6 +49,8 @@ impl Default for ParticipantConfig {
             suite: SuiteId::International,
             protocol_key: None,
             holdout_fraction: 0.1,
+            keystore: KeystoreConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }

@@ -63,6 +63,7 @@ pub(crate) struct Federation {
     pub(crate) coordinator_name: String,
     pub(crate) tls: Arc<rustls::ClientConfig>,
     pub(crate) holdout_fraction: f64,
+    pub(crate) audit: hearth_node::audit::AuditLog,
     data: std::sync::OnceLock<Arc<LocalData>>,
     worker: Mutex<Worker>,
     /// Keys for secure aggregation; `None` when this node has no protocol signing key (it then refuses
@@ -81,6 +82,7 @@ impl Federation {
         tls: Arc<rustls::ClientConfig>,
         holdout_fraction: f64,
         secagg: Option<SecAggIdentity>,
+        audit: hearth_node::audit::AuditLog,
     ) -> Self {
         Self {
             id: std::sync::OnceLock::new(),
@@ -90,6 +92,7 @@ impl Federation {
             coordinator_name,
             tls,
             holdout_fraction,
+            audit,
             data: std::sync::OnceLock::new(),
             worker: Mutex::new(Worker::default()),
             secagg,
@@ -295,6 +298,15 @@ impl Federation {
         let first = v1::UpdateChunk { kind: Some(update_chunk::Kind::Header(header)) };
         let stream = futures::stream::iter(std::iter::once(first).chain(chunks));
         client.upload_update(stream).await.context("uploading update")?;
+        self.audit.record(
+            "system",
+            "update.upload",
+            "ok",
+            &format!(
+                "job {} round {}: {} examples, in the clear (plain round)",
+                open.job_id, open.round, stats.examples
+            ),
+        );
         tracing::info!(
             job = open.job_id,
             round = open.round,
@@ -324,6 +336,12 @@ impl Federation {
             Ok((delta, stats.examples, stats.mean_loss))
         };
         secagg::run_client(client, who, &open, inv, relays, trained, None).await?;
+        self.audit.record(
+            "system",
+            "update.upload",
+            "ok",
+            &format!("job {} round {}: masked update (secure aggregation)", open.job_id, open.round),
+        );
         tracing::info!(
             job = open.job_id,
             round = open.round,
@@ -415,6 +433,12 @@ impl Federation {
         })
         .await??;
         tracing::info!(job = served.job_id, version = served.version, threshold = ?served.model.oos_threshold, "serving new model");
+        self.audit.record(
+            "system",
+            "model.install",
+            "ok",
+            &format!("job {} version {}", served.job_id, served.version),
+        );
         self.slot.store(Some(Arc::new(served)));
         Ok(())
     }

@@ -4,7 +4,9 @@
 //!
 //! Start at [`start`]. Then:
 //! - [`config`]: what an operator configures.
-//! - [`store`]: the embedded store (examples, served model).
+//! - [`store`]: the embedded store (examples, served model), envelope-encrypted.
+//! - [`open_node`]: the directory lock, keystore and audit log every participant process (and the
+//!   `hearth data` commands) opens first.
 //! - `federation`: the round protocol, client side.
 //! - [`secagg`]: a secure-aggregation round, client side (also used by `hearth bench secagg`).
 //! - [`serve`]: the inference endpoint (HTTP JSON and gRPC on one mTLS port).
@@ -23,9 +25,15 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
+use hearth_crypto::audit::{Event, Outcome};
 use hearth_crypto::SuiteId;
 use hearth_models::decode_model_file;
-use hearth_transport::{client_config, server_config, ServeOptions, TlsMaterial};
+use hearth_node::audit::{default_origin, AuditLog};
+use hearth_node::files::NodeLock;
+use hearth_node::keys::{Create, NodeKeys, PARTICIPANT_KEYS};
+use hearth_node::refusal::refusal_hook;
+use hearth_transport::{client_config_for, server_config_for, ServeOptions, TlsMaterial};
+use zeroize::Zeroizing;
 
 pub use config::ParticipantConfig;
 pub use serve::ServedModel;
@@ -57,10 +65,10 @@ fn secagg_identity(config: &ParticipantConfig, tls: &TlsMaterial) -> Option<seca
                 let path = config.protocol_key.as_ref().context(
                     "the national suite needs `protocol_key`: the node's SM2 signing key file written by `hearth pki`",
                 )?;
-                let hex = zeroize::Zeroizing::new(
+                let hex = Zeroizing::new(
                     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
                 );
-                let bytes = zeroize::Zeroizing::new(
+                let bytes = Zeroizing::new(
                     hex::decode(hex.trim()).with_context(|| format!("{}: not hex", path.display()))?,
                 );
                 hearth_crypto::SecretBytes::from_slice("SM2 protocol key", &bytes)
@@ -78,14 +86,72 @@ fn secagg_identity(config: &ParticipantConfig, tls: &TlsMaterial) -> Option<seca
     }
 }
 
-/// Opens the store, starts the federation task and serves inference until `shutdown` resolves.
+/// A participant's opened directory: its lock, keys, audit log and store. Dropping it releases the lock
+/// and signs a final audit checkpoint.
+#[derive(Debug)]
+pub struct Node {
+    /// Held for as long as the node is open.
+    pub lock: NodeLock,
+    /// The keystore and the node's keys.
+    pub keys: Arc<NodeKeys>,
+    /// The signed audit log.
+    pub audit: AuditLog,
+    /// The encrypted store.
+    pub store: Store,
+}
+
+/// Locks `config.data_dir`, opens the keystore (creating it and the participant's keys the first time),
+/// the audit log and the store, and records the opening (`actor`, e.g. `system` for the service or
+/// `cli:data-import` for a command) and any key generated. `passphrase` overrides the configured source.
+/// Blocking (Argon2id, token calls, log replay): call from `spawn_blocking` in async code.
+pub fn open_node(
+    config: &ParticipantConfig,
+    actor: &str,
+    passphrase: Option<&Zeroizing<String>>,
+) -> anyhow::Result<Node> {
+    let dir = &config.data_dir;
+    let lock = NodeLock::acquire(dir)?;
+    let (keys, events) =
+        NodeKeys::open(&config.keystore, config.suite, dir, PARTICIPANT_KEYS, Create::IfMissing, passphrase)
+            .context("opening the participant's keystore")?;
+    let origin = default_origin(config.audit.origin.as_deref(), &config.tls.cert, "participant", dir);
+    let (audit, recovery) = AuditLog::open(dir, &keys, &origin).context("opening the audit log")?;
+    audit.record_event(Event::new(actor, "node.open", Outcome::Ok).detail(format!(
+        "participant; keys in {} ({})",
+        keys.name(),
+        keys.location()
+    )));
+    if recovery.discarded_bytes > 0 {
+        audit.record(
+            "system",
+            "audit.recover",
+            "error",
+            &format!("cut {} bytes of a partly written entry after a crash", recovery.discarded_bytes),
+        );
+    }
+    for e in &events {
+        audit.record_key_event(actor, e);
+    }
+    let keys = Arc::new(keys);
+    let store = Store::open(dir, Arc::clone(&keys)).context("opening the participant store")?;
+    audit.checkpoint_now().context("signing an audit checkpoint")?;
+    Ok(Node { lock, keys, audit, store })
+}
+
+/// Opens the node, starts the federation task and serves inference until `shutdown` resolves; then
+/// records the stop and signs a final audit checkpoint.
 pub async fn start(
     config: ParticipantConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Running> {
     let tls = TlsMaterial::load(&config.tls.ca, &config.tls.cert, &config.tls.key)
         .context("loading the participant's TLS material")?;
-    let store = Arc::new(Store::open(&config.data_dir).context("opening the participant store")?);
+    let cfg = config.clone();
+    let Node { lock, keys: _, audit, store } =
+        tokio::task::spawn_blocking(move || open_node(&cfg, "system", None))
+            .await
+            .context("opening the participant's keys, audit log and store")??;
+    let store = Arc::new(store);
     let count = store.count()?;
     tracing::info!(examples = count, dir = %config.data_dir.display(), "participant store open");
 
@@ -107,9 +173,10 @@ pub async fn start(
         Arc::clone(&slot),
         config.coordinator.clone(),
         config.coordinator_name.clone(),
-        client_config(&tls).context("building the TLS client configuration")?,
+        client_config_for(config.tls.provider, &tls).context("building the TLS client configuration")?,
         config.holdout_fraction,
         secagg_identity(&config, &tls),
+        audit.clone(),
     ));
     let fed_task = tokio::spawn(federation.run());
 
@@ -117,19 +184,23 @@ pub async fn start(
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let inference_addr = listener.local_addr()?;
-    let server_tls = server_config(&tls).context("building the TLS server configuration")?;
+    let server_tls =
+        server_config_for(config.tls.provider, &tls).context("building the TLS server configuration")?;
     tracing::info!(%inference_addr, "inference endpoint listening (HTTPS + gRPC, client certificates required)");
+    let opts = ServeOptions { on_refused: Some(refusal_hook(audit.clone())), ..ServeOptions::default() };
+    let router = serve::router(slot, serve::Auditor(Some(audit.clone())));
     let done = tokio::spawn(async move {
-        let r = hearth_transport::serve(
-            listener,
-            server_tls,
-            serve::router(slot),
-            ServeOptions::default(),
-            shutdown,
-        )
-        .await
-        .context("serving inference");
+        let r = hearth_transport::serve(listener, server_tls, router, opts, shutdown)
+            .await
+            .context("serving inference");
         fed_task.abort();
+        audit.record("system", "node.stop", if r.is_ok() { "ok" } else { "error" }, "participant");
+        match tokio::task::spawn_blocking(move || audit.checkpoint_now()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "final audit checkpoint failed"),
+            Err(e) => tracing::error!(error = %e, "final audit checkpoint task failed"),
+        }
+        drop(lock);
         r
     });
     Ok(Running { inference_addr, done })

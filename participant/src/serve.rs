@@ -11,8 +11,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use hearth_crypto::audit::{Event, Outcome};
 use hearth_crypto::pki::Role;
 use hearth_models::IntentModel;
+use hearth_node::audit::AuditLog;
 use hearth_proto::v1::inference_server::{Inference, InferenceServer};
 use hearth_proto::v1::{self};
 use hearth_transport::PeerIdentity;
@@ -137,6 +139,22 @@ impl From<ApiError> for tonic::Status {
     }
 }
 
+/// The audit log refused callers are recorded in (none in unit tests).
+#[derive(Debug, Clone, Default)]
+pub struct Auditor(pub Option<AuditLog>);
+
+impl Auditor {
+    /// Checks the caller's role, recording a refusal as `inference.call` / `denied`.
+    fn check(&self, who: &hearth_crypto::pki::NodeIdentity) -> Result<(), ApiError> {
+        let r = check_caller(who.role);
+        if let (Err(e), Some(log)) = (&r, &self.0) {
+            let (_, _, message) = e.parts();
+            log.record_event(Event::new(who.to_string(), "inference.call", Outcome::Denied).detail(message));
+        }
+        r
+    }
+}
+
 fn check_caller(role: Role) -> Result<(), ApiError> {
     if CALLERS.contains(&role) {
         Ok(())
@@ -180,9 +198,10 @@ pub fn answer(slot: &ModelSlot, text: &str, top_k: Option<u32>) -> Result<Intent
 async fn intent_http(
     Extension(slot): Extension<ModelSlot>,
     Extension(peer): Extension<PeerIdentity>,
+    Extension(auditor): Extension<Auditor>,
     body: Result<Json<IntentBody>, JsonRejection>,
 ) -> Result<Json<IntentAnswer>, ApiError> {
-    check_caller(peer.0.role)?;
+    auditor.check(&peer.0)?;
     let Json(body) = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge
@@ -207,6 +226,7 @@ async fn health(Extension(slot): Extension<ModelSlot>) -> Json<serde_json::Value
 #[derive(Debug, Clone)]
 pub struct InferenceService {
     slot: ModelSlot,
+    auditor: Auditor,
 }
 
 #[tonic::async_trait]
@@ -216,7 +236,7 @@ impl Inference for InferenceService {
         req: tonic::Request<v1::IntentRequest>,
     ) -> Result<tonic::Response<v1::IntentReply>, tonic::Status> {
         let who = hearth_transport::peer_identity(&req)?;
-        check_caller(who.role)?;
+        self.auditor.check(&who)?;
         let msg = req.into_inner();
         let slot = Arc::clone(&self.slot);
         let top_k = (msg.top_k != 0).then_some(msg.top_k);
@@ -234,16 +254,19 @@ impl Inference for InferenceService {
     }
 }
 
-/// The router serving both faces.
-pub fn router(slot: ModelSlot) -> Router {
-    let grpc =
-        tonic::service::Routes::new(InferenceServer::new(InferenceService { slot: Arc::clone(&slot) }))
-            .into_axum_router();
+/// The router serving both faces; refused callers are recorded in `auditor`.
+pub fn router(slot: ModelSlot, auditor: Auditor) -> Router {
+    let grpc = tonic::service::Routes::new(InferenceServer::new(InferenceService {
+        slot: Arc::clone(&slot),
+        auditor: auditor.clone(),
+    }))
+    .into_axum_router();
     Router::new()
         .route("/v1/intent", post(intent_http))
         .route("/v1/health", get(health))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(Extension(slot))
+        .layer(Extension(auditor))
         .merge(grpc)
 }
 

@@ -17,8 +17,12 @@ use tonic::transport::Channel;
 
 pub const HEARTH: &str = env!("CARGO_BIN_EXE_hearth");
 
-/// The CLINC150 file shipped beside the repository.
+/// The CLINC150 file shipped beside the repository (`HEARTH_CLINC150` overrides, as for the demo, for a
+/// checkout that is not beside `shared/`, such as a git worktree).
 pub fn clinc150_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("HEARTH_CLINC150") {
+        return p.into();
+    }
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/clinc150/data_full.json")
 }
 
@@ -44,9 +48,24 @@ pub fn write_csv(path: &Path, examples: &[Example]) {
     std::fs::write(path, s).unwrap();
 }
 
+/// The passphrase every test node's sealed keystore uses (`HEARTH_KEYSTORE_PASSPHRASE`).
+pub const PASSPHRASE: &str = "integration-test keystore passphrase";
+
+/// `hearth` with the test environment: the keystore passphrase, and Argon2id at its floor so that
+/// creating a keystore costs a tenth of a second (a development keystore).
+pub fn hearth() -> Command {
+    let mut c = Command::new(HEARTH);
+    c.env("HEARTH_KEYSTORE_PASSPHRASE", PASSPHRASE);
+    for service in ["COORDINATOR", "PARTICIPANT"] {
+        c.env(format!("HEARTH_{service}__KEYSTORE__ARGON2_MEMORY_KIB"), "19456");
+        c.env(format!("HEARTH_{service}__KEYSTORE__ARGON2_ITERATIONS"), "2");
+    }
+    c
+}
+
 /// Runs `hearth ARGS` to completion and returns its output, panicking with stderr on failure.
 pub fn hearth_ok(args: &[&str]) -> std::process::Output {
-    let out = Command::new(HEARTH).args(args).output().expect("run hearth");
+    let out = hearth().args(args).output().expect("run hearth");
     assert!(
         out.status.success(),
         "hearth {args:?} failed: {}\n{}",
@@ -62,6 +81,8 @@ pub struct Cluster {
     pub coordinator_addr: String,
     pub coordinator: Option<Child>,
     pub participants: Vec<(String, Child, String)>,
+    /// Extra environment per participant name (e.g. a PKCS#11 keystore), for its imports and process.
+    pub participant_env: Vec<(String, Vec<(String, String)>)>,
 }
 
 impl Cluster {
@@ -71,21 +92,54 @@ impl Cluster {
 
     /// Starts a coordinator and one participant per shard, each shard imported with `hearth data import`.
     pub fn start(shards: &[Vec<Example>]) -> Cluster {
+        Self::start_with(shards, |_| Vec::new())
+    }
+
+    /// [`Cluster::start`], with extra environment for each participant (by name, `inst-1`, ...).
+    pub fn start_with(shards: &[Vec<Example>], env: impl Fn(&str) -> Vec<(String, String)>) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let names: Vec<String> = (1..=shards.len()).map(|i| format!("inst-{i}")).collect();
         let pki = dir.path().join("pki");
         hearth_ok(&["pki", "init", "--dir", s(&pki), "--participants", &names.join(",")]);
-        let mut cluster =
-            Cluster { dir, coordinator_addr: String::new(), coordinator: None, participants: Vec::new() };
+        let participant_env = names.iter().map(|n| (n.clone(), env(n))).collect();
+        let mut cluster = Cluster {
+            dir,
+            coordinator_addr: String::new(),
+            coordinator: None,
+            participants: Vec::new(),
+            participant_env,
+        };
         cluster.start_coordinator();
         for (name, shard) in names.iter().zip(shards) {
             let csv = cluster.dir.path().join(format!("{name}.csv"));
             write_csv(&csv, shard);
-            let data_dir = cluster.dir.path().join("data").join(name);
-            hearth_ok(&["data", "import", "--data-dir", s(&data_dir), s(&csv)]);
+            cluster.import(name, &csv);
             cluster.start_participant(name);
         }
         cluster
+    }
+
+    /// The extra environment of participant `name`.
+    pub fn env_of(&self, name: &str) -> Vec<(String, String)> {
+        self.participant_env.iter().find(|(n, _)| n == name).map(|(_, e)| e.clone()).unwrap_or_default()
+    }
+
+    /// `hearth data import` of `csv` into participant `name`'s store (it must be stopped).
+    pub fn import(&self, name: &str, csv: &Path) {
+        let data_dir = self.dir.path().join("data").join(name);
+        let out = hearth()
+            .args(["data", "import", "--data-dir", s(&data_dir), s(csv)])
+            .envs(self.env_of(name))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "import into {name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Runs `hearth ARGS` with participant `name`'s extra environment; returns stdout, panics on failure.
+    pub fn hearth_as(&self, name: &str, args: &[&str]) -> String {
+        let out = hearth().args(args).envs(self.env_of(name)).output().unwrap();
+        assert!(out.status.success(), "hearth {args:?} as {name}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// (Re)starts the coordinator with its state directory under the cluster's directory.
@@ -98,7 +152,7 @@ impl Cluster {
         } else {
             self.coordinator_addr.clone()
         };
-        let child = Command::new(HEARTH)
+        let child = hearth()
             .args(["coordinator", "--ready-file", s(&ready)])
             .env("HEARTH_COORDINATOR__LISTEN", &listen)
             .env("HEARTH_COORDINATOR__STATE_DIR", d.join("coordinator"))
@@ -120,7 +174,7 @@ impl Cluster {
         let d = self.dir.path();
         let ready = d.join(format!("{name}.addr"));
         let _ = std::fs::remove_file(&ready);
-        let child = Command::new(HEARTH)
+        let child = hearth()
             .args(["participant", "--ready-file", s(&ready)])
             .env("HEARTH_PARTICIPANT__COORDINATOR", &self.coordinator_addr)
             .env("HEARTH_PARTICIPANT__LISTEN", "127.0.0.1:0")
@@ -128,6 +182,7 @@ impl Cluster {
             .env("HEARTH_PARTICIPANT__TLS__CA", d.join("pki/ca.pem"))
             .env("HEARTH_PARTICIPANT__TLS__CERT", d.join(format!("pki/{name}.pem")))
             .env("HEARTH_PARTICIPANT__TLS__KEY", d.join(format!("pki/{name}.key")))
+            .envs(self.env_of(name))
             .env("HEARTH_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log(&d.join(format!("{name}.log"))))
@@ -143,6 +198,64 @@ impl Cluster {
         if let Some((_, child, _)) = self.participants.iter_mut().find(|(n, _, _)| n == name) {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Stops the coordinator with SIGTERM (a graceful stop: it records `node.stop` and signs a final
+    /// audit checkpoint) and waits for it to exit.
+    pub fn stop_coordinator(&mut self) {
+        if let Some(mut c) = self.coordinator.take() {
+            terminate(&mut c);
+        }
+    }
+
+    /// Stops a participant with SIGTERM and waits for it.
+    pub fn stop_participant(&mut self, name: &str) {
+        if let Some((_, child, _)) = self.participants.iter_mut().find(|(n, _, _)| n == name) {
+            terminate(child);
+        }
+    }
+
+    /// Submits a job over every participant (`n` of them) and follows it to its end.
+    pub async fn run_job(&self, job_id: &str, labels: Vec<String>, rounds: u64, n: u32) {
+        use hearth_proto::v1::{self, job_event};
+        let spec = hearth_models::IntentSpec::new(labels, Default::default()).unwrap();
+        let mut op = self.client("operator").await;
+        let job = op
+            .submit_job(v1::JobSpec {
+                job_id: job_id.into(),
+                model_spec_json: spec.to_json().into(),
+                rounds,
+                train: Some(v1::TrainParams {
+                    local_epochs: 1,
+                    learning_rate: 0.5,
+                    batch_size: 8,
+                    l2: 0.0,
+                    seed: 1,
+                }),
+                participants_per_round: 0,
+                min_participants: n,
+                round_deadline_s: 60,
+                wait_for_participants: n,
+                // Secure aggregation needs at least 4 participants.
+                plain_aggregation: n < 4,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .job_id;
+        let mut events = op.watch_job(v1::WatchJobRequest { job_id: job }).await.unwrap().into_inner();
+        while let Some(ev) = tokio::time::timeout(Duration::from_secs(120), events.message())
+            .await
+            .expect("the job progresses")
+            .unwrap()
+        {
+            match ev.kind {
+                Some(job_event::Kind::Failed(f)) => panic!("round {} failed: {}", f.round, f.reason),
+                Some(job_event::Kind::Finished(_)) => break,
+                _ => {}
+            }
         }
     }
 
@@ -187,6 +300,47 @@ impl Drop for Cluster {
             let _ = c.wait();
         }
     }
+}
+
+/// SIGTERM, then wait (SIGKILL after 20 s).
+fn terminate(c: &mut Child) {
+    let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if let Ok(Some(_)) = c.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Runs `hearth ARGS` and returns (exit code, stdout, stderr) without judging.
+pub fn hearth_run(args: &[&str]) -> (i32, String, String) {
+    let out = hearth().args(args).output().expect("run hearth");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 pub fn s(p: &Path) -> &str {

@@ -11,6 +11,17 @@
 //! - [`connect`]: a tonic `Channel` over the same TLS client configuration.
 //!
 //! Identity comes from the certificate only; nothing here reads a caller's claim about itself.
+//!
+//! # The TLS stack is a configuration value ([`TlsProvider`])
+//!
+//! Every TLS configuration is built by [`server_config_for`] / [`client_config_for`] from the
+//! `[tls] provider` a node's configuration names. Only `rustls` exists today, and rustls offers no
+//! ShangMi cipher suites (RFC 8998: `TLS_SM4_GCM_SM3`, `TLS_SM4_CCM_SM3`, `sm2sig_sm3` signatures), so a
+//! consortium on the national suite gets SM2, SM3 and SM4 everywhere except the TLS channel itself:
+//! protocol signatures, audit-log tree heads, at-rest encryption, identity hashing and the secure-
+//! aggregation channel are national; the TLS 1.3 handshake and record layer are ECDHE P-256/X25519,
+//! ECDSA P-256 certificates and AES-GCM/ChaCha20-Poly1305. See README.md, "National suite", for the
+//! path to an RFC 8998 stack and what it has to provide.
 #![forbid(unsafe_code)]
 
 use std::future::Future;
@@ -71,6 +82,24 @@ pub enum TransportError {
     Accept(std::io::Error),
 }
 
+/// Which TLS implementation carries a node's connections: the seam where an RFC 8998 (TLS 1.3 with
+/// ShangMi cipher suites) stack plugs in.
+///
+/// Only [`TlsProvider::Rustls`] is implemented. A national-suite stack would be a second variant whose
+/// [`server_config_for`] / [`client_config_for`] build that library's configuration from the same
+/// [`TlsMaterial`] (SM2 certificates), and whose accept loop hands [`serve`] a stream plus the peer's
+/// certificate in DER (the only two things `serve` takes from rustls). Candidates: a rustls
+/// `CryptoProvider` carrying SM cipher suites and the `sm2sig_sm3` scheme, should a trustworthy one
+/// appear; or a binding to a TLS library implementing RFC 8998 (e.g. Tongsuo). Until then the TLS
+/// channel of a national-suite consortium is international cryptography.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsProvider {
+    /// rustls with the ring provider: TLS 1.3 only, client certificates required.
+    #[default]
+    Rustls,
+}
+
 /// Paths of a node's TLS material, as written in configuration files.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,6 +110,9 @@ pub struct TlsPaths {
     pub cert: PathBuf,
     /// This node's private key (PEM).
     pub key: PathBuf,
+    /// The TLS implementation (`rustls`, the only one today); see [`TlsProvider`].
+    #[serde(default)]
+    pub provider: TlsProvider,
 }
 
 impl TlsPaths {
@@ -90,6 +122,7 @@ impl TlsPaths {
             ca: dir.join("ca.pem"),
             cert: dir.join(format!("{name}.pem")),
             key: dir.join(format!("{name}.key")),
+            provider: TlsProvider::default(),
         }
     }
 }
@@ -163,6 +196,26 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 fn tls_err(e: impl std::fmt::Display) -> TransportError {
     TransportError::Tls(e.to_string())
+}
+
+/// The server configuration of `provider` (see [`TlsProvider`]).
+pub fn server_config_for(
+    provider: TlsProvider,
+    m: &TlsMaterial,
+) -> Result<Arc<rustls::ServerConfig>, TransportError> {
+    match provider {
+        TlsProvider::Rustls => server_config(m),
+    }
+}
+
+/// The client configuration of `provider` (see [`TlsProvider`]).
+pub fn client_config_for(
+    provider: TlsProvider,
+    m: &TlsMaterial,
+) -> Result<Arc<rustls::ClientConfig>, TransportError> {
+    match provider {
+        TlsProvider::Rustls => client_config(m),
+    }
 }
 
 /// Server side: TLS 1.3 only, a client certificate from the consortium CA required, ALPN h2 and

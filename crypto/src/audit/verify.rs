@@ -186,6 +186,8 @@ impl Verifier<'_> {
         // Whether an entry since `verified_size` already has an exact problem (parse, sequence, time),
         // which then explains a root mismatch better than a range would.
         let mut exact_problem = false;
+        // Whether an altered entry was named exactly since the last head the entries matched.
+        let mut altered_named = false;
         let mut expected_seq = 0u64;
         let mut previous_ms: Option<u64> = None;
         let mut next_cp = 0usize;
@@ -206,6 +208,7 @@ impl Verifier<'_> {
                 if matched {
                     verified_size = position;
                     exact_problem = false;
+                    altered_named = false;
                     if let Some(seq) = pending_mismatch.take() {
                         self.problem(Problem::RecordedLeafWrong { seq });
                     }
@@ -215,10 +218,15 @@ impl Verifier<'_> {
                     }
                 } else if recorded_matches {
                     if let Some(seq) = pending_mismatch.take() {
+                        altered_named = true;
+                        self.problem(Problem::EntryAltered { seq, checkpoint: source });
+                    }
+                    // The recorded leaves reproduce this head too, so the entry already named (here or at
+                    // an earlier head) explains the mismatch: no vaguer range to report.
+                    if altered_named {
                         if let Some(c) = self.checkpoints.get_mut(next_cp - 1) {
                             c.explained = true;
                         }
-                        self.problem(Problem::EntryAltered { seq, checkpoint: source });
                     }
                 }
             }

@@ -127,6 +127,22 @@ fn an_altered_entry_is_named_exactly_when_recorded_leaves_survive() {
 }
 
 #[test]
+fn an_altered_entry_stays_the_only_problem_across_later_heads() {
+    // Heads after the first one covering the altered entry are explained by it too: no vaguer range
+    // ("entries 10..25 were altered") may come first.
+    for suite in SUITES {
+        let f = Fixture::new(suite);
+        let (mut b, _) = f.export(25, &[10, 15, 20, 25], "");
+        let e = &b.entries[13].0;
+        b.entries[13].0 = Entry::new(13, e.time_ms(), event_of(e).detail("nothing happened")).unwrap();
+        let r = f.verify(&b);
+        assert_eq!(r.problems.len(), 1, "{suite}: {r}");
+        assert_eq!(first(&r), &Problem::EntryAltered { seq: 13, checkpoint: CheckpointSource::Export(1) });
+        assert_eq!(r.first_bad_entry(), Some(13));
+    }
+}
+
+#[test]
 fn an_altered_entry_with_rewritten_leaf_is_named_by_range() {
     for suite in SUITES {
         let f = Fixture::new(suite);

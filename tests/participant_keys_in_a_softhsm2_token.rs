@@ -1,0 +1,175 @@
+//! A participant whose keys live in a PKCS#11 token: a fresh SoftHSM2 token per run (its own token
+//! directory, initialised with `softhsm2-util`), `backend = "pkcs11"` in the participant's keystore
+//! section, the PIN from the environment. It imports data, trains in a real federated job next to a
+//! participant on the sealed-file keystore, serves the model; its audit log verifies under the token's
+//! audit key; its store holds no training sentence. A KEK rotation inside the token leaves the stored
+//! model readable after a restart while new rows use the new version. Under the national suite, the SM
+//! keys are sealed by the token's AES key into a file, as documented.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use hearth_models::dirichlet_split;
+
+const PIN: &str = "1234";
+
+/// The SoftHSM2 module: `HEARTH_PKCS11_MODULE`, or where Debian and a source build put it.
+fn module() -> PathBuf {
+    if let Some(m) = std::env::var_os("HEARTH_PKCS11_MODULE") {
+        return m.into();
+    }
+    [
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/local/lib/softhsm/libsofthsm2.so",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .expect("SoftHSM2 is not installed; scripts/test.sh installs it")
+}
+
+/// A SoftHSM2 configuration with its own token directory under `dir`, and a fresh token `label` in it.
+fn fresh_token(dir: &Path, label: &str) -> PathBuf {
+    let tokens = dir.join("softhsm-tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", tokens.display()),
+    )
+    .unwrap();
+    let out = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", label, "--so-pin", "5678", "--pin", PIN])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .expect("softhsm2-util (scripts/test.sh installs softhsm2)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    conf
+}
+
+fn pkcs11_env(conf: &Path, token: &str, suite: &str) -> Vec<(String, String)> {
+    vec![
+        ("SOFTHSM2_CONF".into(), conf.display().to_string()),
+        ("HEARTH_PARTICIPANT__SUITE".into(), suite.into()),
+        ("HEARTH_PARTICIPANT__KEYSTORE__BACKEND".into(), "pkcs11".into()),
+        ("HEARTH_PARTICIPANT__KEYSTORE__MODULE".into(), module().display().to_string()),
+        ("HEARTH_PARTICIPANT__KEYSTORE__TOKEN_LABEL".into(), token.into()),
+        ("HEARTH_PKCS11_PIN".into(), PIN.into()),
+    ]
+}
+
+fn keys_json(cluster: &Cluster, name: &str, dir: &Path) -> serde_json::Value {
+    let out = cluster
+        .hearth_as(name, &["keys", "list", "--service", "participant", "--state-dir", s(dir), "--json"]);
+    serde_json::from_str(&out).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participant_keys_in_a_softhsm2_token() {
+    let (train, _) = clinc_slice(5);
+    let split = dirichlet_split(&train, 2, 1.0, 5).unwrap();
+    let hsm = tempfile::tempdir().unwrap();
+    let conf = fresh_token(hsm.path(), "hearth-inst-1");
+    let env = pkcs11_env(&conf, "hearth-inst-1", "international");
+    let mut cluster =
+        Cluster::start_with(&split.shards, |name| if name == "inst-1" { env.clone() } else { Vec::new() });
+    let mut labels: Vec<String> = train.iter().map(|e| e.label.clone()).collect();
+    labels.sort();
+    labels.dedup();
+    cluster.run_job("hsm", labels, 2, 2).await;
+
+    let d = cluster.dir.path().to_path_buf();
+    let p1 = d.join("data/inst-1");
+    // Served, from the token-backed node.
+    let app = cluster.tls("app");
+    let body = serde_json::to_vec(&serde_json::json!({ "text": "what is my balance" })).unwrap();
+    // The participant installs the final model just after the job ends: wait for it.
+    let mut status = 0;
+    for _ in 0..300 {
+        let addr = cluster.participant_addr("inst-1");
+        status = https(&addr, &app, "POST", "/v1/intent", body.clone()).await.0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200);
+    cluster.stop_participant("inst-1");
+
+    // The keys are in the token: nothing sealed on disk, the location says so.
+    assert!(!p1.join("keystore.sealed").exists());
+    let keys = keys_json(&cluster, "inst-1", &p1);
+    assert_eq!(keys["location"], "pkcs11-token", "{keys}");
+    let labels: Vec<&str> =
+        keys["keys"].as_array().unwrap().iter().map(|k| k["label"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["audit", "identity-hash", "kek"]);
+    let vkey = keys["keys"][0]["vkeys"][0].as_str().unwrap().to_string();
+
+    // Its audit log, signed inside the token, verifies; its store holds no sentence in the clear.
+    let export = d.join("inst-1.jsonl");
+    hearth_ok(&["audit", "export", "--state-dir", s(&p1), "-o", s(&export)]);
+    hearth_ok(&["audit", "verify", s(&export), "--trusted-key", &vkey]);
+    let sentence = split.shards[0].iter().map(|e| e.text.as_str()).find(|t| t.len() > 20).unwrap();
+    for f in files_under(&p1) {
+        let raw = std::fs::read(&f).unwrap();
+        assert!(!raw.windows(sentence.len()).any(|w| w == sentence.as_bytes()), "{}", f.display());
+    }
+
+    // Rotate the KEK inside the token; the stored model (sealed under v1) still opens after a restart,
+    // and rows imported now use v2.
+    cluster.hearth_as(
+        "inst-1",
+        &["keys", "rotate", "--service", "participant", "--state-dir", s(&p1), "--label", "kek"],
+    );
+    let csv = d.join("more.csv");
+    write_csv(&csv, &split.shards[0][..5]);
+    cluster.import("inst-1", &csv);
+    let stats = cluster.hearth_as("inst-1", &["data", "stats", "--data-dir", s(&p1)]);
+    assert!(
+        stats.contains("sealed under kek@v1") && stats.contains("5 values sealed under kek@v2"),
+        "{stats}"
+    );
+    cluster.start_participant("inst-1");
+    let (status, answer) = https(&cluster.participant_addr("inst-1"), &app, "POST", "/v1/intent", body).await;
+    assert_eq!(
+        status,
+        200,
+        "the model sealed before the rotation is served after it: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    cluster.stop_participant("inst-1");
+    hearth_ok(&["audit", "export", "--state-dir", s(&p1), "-o", s(&export)]);
+    hearth_ok(&["audit", "verify", s(&export), "--trusted-key", &vkey]);
+    let log = std::fs::read_to_string(&export).unwrap();
+    assert!(log.contains("\"action\":\"key.rotated\"") && log.contains("kek@v2"), "rotation audited");
+
+    // National suite on a token: SM keys sealed by the token's AES key into keystore.sealed.
+    let nat = tempfile::tempdir().unwrap();
+    let conf2 = fresh_token(nat.path(), "hearth-national");
+    let nenv = pkcs11_env(&conf2, "hearth-national", "national");
+    let ndir = nat.path().join("node");
+    let csv = nat.path().join("few.csv");
+    write_csv(&csv, &split.shards[1][..10]);
+    let out = hearth()
+        .args(["data", "import", "--data-dir", s(&ndir), s(&csv)])
+        .envs(nenv.clone())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(ndir.join("keystore.sealed").exists(), "SM keys sealed into a file");
+    let out = hearth()
+        .args(["keys", "list", "--service", "participant", "--state-dir", s(&ndir), "--json"])
+        .envs(nenv)
+        .output()
+        .unwrap();
+    let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (keys["location"].as_str(), keys["suite"].as_str()),
+        (Some("sealed-by-pkcs11-token"), Some("national")),
+        "{keys}"
+    );
+}
