@@ -73,13 +73,22 @@ pub(crate) struct Federation {
     relays: std::sync::Mutex<HashMap<(String, u64), RelayTx>>,
 }
 
+/// How to reach the coordinator.
+#[derive(Debug)]
+pub(crate) struct CoordinatorLink {
+    /// `host:port`.
+    pub(crate) addr: String,
+    /// The name its certificate must carry.
+    pub(crate) name: String,
+    /// Our TLS client configuration (our certificate, the consortium CA).
+    pub(crate) tls: Arc<rustls::ClientConfig>,
+}
+
 impl Federation {
     pub(crate) fn new(
         store: Arc<Store>,
         slot: ModelSlot,
-        coordinator: String,
-        coordinator_name: String,
-        tls: Arc<rustls::ClientConfig>,
+        link: CoordinatorLink,
         holdout_fraction: f64,
         secagg: Option<SecAggIdentity>,
         audit: hearth_node::audit::AuditLog,
@@ -88,9 +97,9 @@ impl Federation {
             id: std::sync::OnceLock::new(),
             store,
             slot,
-            coordinator,
-            coordinator_name,
-            tls,
+            coordinator: link.addr,
+            coordinator_name: link.name,
+            tls: link.tls,
             holdout_fraction,
             audit,
             data: std::sync::OnceLock::new(),

@@ -171,9 +171,12 @@ pub async fn start(
     let federation = Arc::new(federation::Federation::new(
         Arc::clone(&store),
         Arc::clone(&slot),
-        config.coordinator.clone(),
-        config.coordinator_name.clone(),
-        client_config_for(config.tls.provider, &tls).context("building the TLS client configuration")?,
+        federation::CoordinatorLink {
+            addr: config.coordinator.clone(),
+            name: config.coordinator_name.clone(),
+            tls: client_config_for(config.tls.provider, &tls)
+                .context("building the TLS client configuration")?,
+        },
         config.holdout_fraction,
         secagg_identity(&config, &tls),
         audit.clone(),
