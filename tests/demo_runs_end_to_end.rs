@@ -69,3 +69,38 @@ fn demo_reports_bad_rows_by_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(":3:") && err.contains(":4:"), "{err}");
 }
+
+#[test]
+fn demo_runs_under_the_national_suite_with_secure_aggregation() {
+    // SM2 protocol signatures (keys embedded in the certificates by `hearth pki init --suite national`),
+    // SM2 key agreement, SM4-GCM share encryption, SM4-CTR masks, SM3 hashing, SM4-GCM at rest.
+    let (train, test) = clinc_slice(6);
+    let dir = tempfile::tempdir().unwrap();
+    let (tr, te) = (dir.path().join("train.csv"), dir.path().join("test.csv"));
+    write_csv(&tr, &train);
+    write_csv(&te, &test);
+    let work = dir.path().join("work");
+    let out = hearth_ok(&[
+        "demo",
+        "--no-serve",
+        "--json",
+        "--suite",
+        "national",
+        "--participants",
+        "4",
+        "--rounds",
+        "2",
+        "--train",
+        s(&tr),
+        "--test",
+        s(&te),
+        "--dir",
+        s(&work),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["suite"], "national");
+    assert_eq!(v["secure_aggregation"], true);
+    assert_eq!(v["rounds"].as_array().unwrap().len(), 2);
+    assert!(v["rounds"].as_array().unwrap().iter().all(|r| r["participants"] == 4), "{v}");
+    assert!(work.join("pki/institution-1.sm2.key").exists(), "SM2 protocol keys were issued");
+}

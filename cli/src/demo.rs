@@ -73,6 +73,11 @@ pub struct DemoArgs {
     /// Secure aggregation needs at least 4 participants; with fewer the demo runs plain and says so.
     #[arg(long)]
     pub plain: bool,
+    /// The consortium's algorithm suite: `international` (ECDSA P-256, AES-256-GCM, SHA-256, X25519,
+    /// ChaCha20) or `national` (SM2, SM4-GCM, SM3, SM2 key agreement, SM4-CTR). TLS stays TLS 1.3 with rustls
+    /// either way (see README: national cryptography).
+    #[arg(long, default_value = "international")]
+    pub suite: hearth_crypto::SuiteId,
 }
 
 /// One row of the per-round table.
@@ -113,6 +118,8 @@ pub struct Summary {
     pub train: serde_json::Value,
     /// Whether rounds were securely aggregated (the coordinator saw only sums).
     pub secure_aggregation: bool,
+    /// The consortium's algorithm suite.
+    pub suite: hearth_crypto::SuiteId,
     pub rounds: Vec<RoundRow>,
     pub federated: Outcome,
     pub centralized: Outcome,
@@ -263,6 +270,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             participants: names.clone(),
             dns: vec![],
             ip: vec![],
+            suite: a.suite,
         })?;
     }
     // Every node's keystore is sealed under one passphrase generated for this run (written, owner-only,
@@ -281,6 +289,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         let cfg = hearth_participant::ParticipantConfig {
             data_dir: store_dir,
             tls: hearth_transport::TlsPaths::in_dir(&pki_dir, name),
+            suite: a.suite,
             keystore: keystore.clone(),
             ..Default::default()
         };
@@ -309,6 +318,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
         keystore: keystore.clone(),
+        suite: a.suite,
         ..Default::default()
     };
     std::fs::write(&coord_cfg, toml::to_string(&c)?)?;
@@ -332,6 +342,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             data_dir: dir.join("participants").join(name),
             tls: hearth_transport::TlsPaths::in_dir(&pki_dir, name),
             keystore: keystore.clone(),
+            suite: a.suite,
             ..Default::default()
         };
         std::fs::write(&cfg_path, toml::to_string(&p)?)?;
@@ -524,6 +535,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             "l2": train.l2,
         }),
         secure_aggregation,
+        suite: a.suite,
         rounds: rows,
         federated: outcome(&fed_metrics, &fed_model, fed_seconds),
         centralized: outcome(&central_metrics, &central_model, central_seconds),

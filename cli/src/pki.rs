@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use hearth_crypto::pki::{ConsortiumCa, Role};
+use hearth_crypto::pki::{ConsortiumCa, IssueOptions, Role};
+use hearth_crypto::SuiteId;
 
 /// `hearth pki ...`
 #[derive(Debug, clap::Subcommand)]
@@ -38,6 +39,10 @@ pub struct InitArgs {
     /// Extra IP addresses for the server certificates (127.0.0.1 and ::1 are always included).
     #[arg(long, value_delimiter = ',')]
     pub ip: Vec<std::net::IpAddr>,
+    /// The consortium's algorithm suite. Under `national`, every participant and the coordinator also get
+    /// an SM2 protocol signing key (NAME.sm2.key) whose verifying half the CA embeds in their certificate.
+    #[arg(long, default_value = "international")]
+    pub suite: SuiteId,
 }
 
 /// Arguments of `hearth pki issue`.
@@ -58,6 +63,9 @@ pub struct IssueArgs {
     /// Extra IP addresses.
     #[arg(long, value_delimiter = ',')]
     pub ip: Vec<std::net::IpAddr>,
+    /// The consortium's algorithm suite (see `hearth pki init --help`).
+    #[arg(long, default_value = "international")]
+    pub suite: SuiteId,
 }
 
 pub fn run(cmd: PkiCommand) -> anyhow::Result<()> {
@@ -70,8 +78,9 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<()> {
         PkiCommand::Issue(a) => {
             let ca = load_ca(&a.dir)?;
             let (dns, ips) = names(&a.dns, &a.ip);
-            issue(&ca, &a.dir, a.role, &a.id, &dns, &ips)?;
-            eprintln!("wrote {0}/{1}.pem and {0}/{1}.key", a.dir.display(), a.id);
+            let written = issue(&ca, &a.dir, a.role, &a.id, &dns, &ips, a.suite)?;
+            let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+            eprintln!("wrote {}", names.join(", "));
             Ok(())
         }
     }
@@ -92,15 +101,15 @@ pub fn init(a: &InitArgs) -> anyhow::Result<Vec<PathBuf>> {
     let mut written = vec![write_new(&a.dir.join("ca.pem"), &ca.cert_pem())?];
     written.push(write_secret(&a.dir.join("ca.key"), &ca.key_pem())?);
     let (dns, ips) = names(&a.dns, &a.ip);
-    written.extend(issue(&ca, &a.dir, Role::Coordinator, "coordinator", &dns, &ips)?);
+    written.extend(issue(&ca, &a.dir, Role::Coordinator, "coordinator", &dns, &ips, a.suite)?);
     for p in &a.participants {
         if ["coordinator", "operator", "app", "ca"].contains(&p.as_str()) {
             bail!("participant id {p:?} is reserved; choose another name");
         }
-        written.extend(issue(&ca, &a.dir, Role::Participant, p, &dns, &ips)?);
+        written.extend(issue(&ca, &a.dir, Role::Participant, p, &dns, &ips, a.suite)?);
     }
-    written.extend(issue(&ca, &a.dir, Role::Operator, "operator", &[], &[])?);
-    written.extend(issue(&ca, &a.dir, Role::App, "app", &[], &[])?);
+    written.extend(issue(&ca, &a.dir, Role::Operator, "operator", &[], &[], SuiteId::International)?);
+    written.extend(issue(&ca, &a.dir, Role::App, "app", &[], &[], SuiteId::International)?);
     Ok(written)
 }
 
@@ -111,13 +120,29 @@ fn issue(
     id: &str,
     dns: &[String],
     ips: &[std::net::IpAddr],
+    suite: SuiteId,
 ) -> anyhow::Result<Vec<PathBuf>> {
-    let cert =
-        ca.issue(role, id, dns, ips).with_context(|| format!("issuing the {role} certificate {id:?}"))?;
-    Ok(vec![
+    // Nodes that sign protocol messages get an SM2 key under the national suite; the CA binds it to
+    // their identity by embedding its verifying half in the certificate.
+    let sm2 = match (suite, role) {
+        (SuiteId::National, Role::Participant | Role::Coordinator) => {
+            Some(SuiteId::National.suite().signing_keypair().context("generating an SM2 protocol key")?)
+        }
+        _ => None,
+    };
+    let options = IssueOptions { sm2_verifying_key: sm2.as_ref().map(|(_, public)| public.clone()) };
+    let cert = ca
+        .issue_with(role, id, dns, ips, &options)
+        .with_context(|| format!("issuing the {role} certificate {id:?}"))?;
+    let mut written = vec![
         write_new(&dir.join(format!("{id}.pem")), &cert.cert_pem)?,
         write_secret(&dir.join(format!("{id}.key")), &cert.key_pem)?,
-    ])
+    ];
+    if let Some((secret, _)) = sm2 {
+        let hex = zeroize::Zeroizing::new(hex::encode(secret.expose()));
+        written.push(write_secret(&dir.join(format!("{id}.sm2.key")), &hex)?);
+    }
+    Ok(written)
 }
 
 fn load_ca(dir: &Path) -> anyhow::Result<ConsortiumCa> {

@@ -26,8 +26,9 @@ pub struct ParticipantConfig {
     /// The consortium's algorithm suite (`international` or `national`): protocol signatures, secure
     /// aggregation, hashing and at-rest encryption. Every node of a consortium must use the same one.
     pub suite: SuiteId,
-    /// The node's SM2 protocol signing key (hex file written by `hearth pki init --suite national`); only
-    /// the national suite needs it, the international suite signs with the TLS key.
+    /// The node's SM2 protocol signing key (hex file written by `hearth pki init --suite national`; by
+    /// default the TLS key's path with `.sm2.key`, e.g. `bank-a.sm2.key`). Only the national suite needs
+    /// it: the international suite signs with the TLS key.
     pub protocol_key: Option<PathBuf>,
     /// Share of the local data kept out of training to calibrate the out-of-scope threshold locally.
     pub holdout_fraction: f64,

@@ -62,9 +62,9 @@ fn secagg_identity(config: &ParticipantConfig, tls: &TlsMaterial) -> Option<seca
             SuiteId::International => hearth_crypto::pki::p256_secret_from_pem(&tls.key_pem)
                 .context("the node's TLS private key")?,
             SuiteId::National => {
-                let path = config.protocol_key.as_ref().context(
-                    "the national suite needs `protocol_key`: the node's SM2 signing key file written by `hearth pki`",
-                )?;
+                // `hearth pki init --suite national` writes it beside the TLS key: NAME.sm2.key.
+                let default = config.tls.key.with_extension("sm2.key");
+                let path = config.protocol_key.as_ref().unwrap_or(&default);
                 let hex = Zeroizing::new(
                     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
                 );
