@@ -314,6 +314,7 @@ async fn measure(c: Config) -> anyhow::Result<Row> {
             plain_aggregation: mode == Mode::Plain,
             secagg_clip: 0.0,
             secagg_weight_cap: 0.0,
+            privacy: None,
         })
         .await?
         .into_inner()

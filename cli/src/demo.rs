@@ -400,6 +400,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         server_momentum: hearth_models::DEFAULT_SERVER_MOMENTUM,
         secure_aggregation,
         secagg_clip: 0.0,
+        privacy: None,
     };
     let job =
         client.submit_job(plan.to_proto()).await.context("submitting the demo job")?.into_inner().job_id;

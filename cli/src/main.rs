@@ -8,6 +8,7 @@
 mod audit;
 mod bench;
 mod bench_audit;
+mod budget;
 mod config;
 mod data;
 mod demo;
@@ -61,6 +62,11 @@ enum Command {
     Job {
         #[command(subcommand)]
         command: operator::JobCommand,
+    },
+    /// Privacy budgets: the DPO's policy, what each institution has spent and has left.
+    Budget {
+        #[command(subcommand)]
+        command: budget::BudgetCommand,
     },
     /// Load an institution's labelled conversations into its participant store.
     Data {
@@ -145,6 +151,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Pki { command } => pki::run(command),
         Command::Job { command } => operator::run(command).await,
+        Command::Budget { command } => budget::run(command).await,
         Command::Data { command } => data::run(command),
         Command::Bench { command } => bench::run(command).await,
         Command::Keys { command } => keys::run(command),

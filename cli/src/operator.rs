@@ -66,16 +66,25 @@ pub struct Connection {
 impl Connection {
     /// Connects with the operator certificate.
     pub async fn connect(&self) -> anyhow::Result<CoordinatorClient<Channel>> {
-        let d = &self.tls_dir;
-        let tls = TlsMaterial::load(&d.join("ca.pem"), &d.join("operator.pem"), &d.join("operator.key"))
-            .context("loading the operator's TLS material")?;
-        let cfg = hearth_transport::client_config(&tls)?;
-        let channel = hearth_transport::connect(&self.coordinator, &self.coordinator_name, cfg)
-            .await
-            .with_context(|| format!("connecting to the coordinator at {}", self.coordinator))?;
+        let channel = self.channel_as("operator").await?;
         Ok(CoordinatorClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// The TLS material of certificate `name` in the TLS directory (`NAME.pem`, `NAME.key`).
+    pub fn tls_as(&self, name: &str) -> anyhow::Result<TlsMaterial> {
+        let d = &self.tls_dir;
+        TlsMaterial::load(&d.join("ca.pem"), &d.join(format!("{name}.pem")), &d.join(format!("{name}.key")))
+            .with_context(|| format!("loading the {name} certificate from {}", d.display()))
+    }
+
+    /// A channel to the coordinator authenticated with certificate `name`.
+    pub async fn channel_as(&self, name: &str) -> anyhow::Result<Channel> {
+        let cfg = hearth_transport::client_config(&self.tls_as(name)?)?;
+        hearth_transport::connect(&self.coordinator, &self.coordinator_name, cfg)
+            .await
+            .with_context(|| format!("connecting to the coordinator at {}", self.coordinator))
     }
 }
 
@@ -104,6 +113,53 @@ pub struct JobFile {
     pub model: ModelSection,
     #[serde(default)]
     pub train: TrainSection,
+    /// Differential privacy (required while the consortium's privacy policy is in force).
+    pub privacy: Option<PrivacySection>,
+}
+
+/// `[privacy]` of a job file: either a noise multiplier, or a target epsilon (and delta) from which the
+/// noise multiplier is calibrated with the accountant for the job's rounds and sampling rate.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacySection {
+    pub family: String,
+    pub clipping_norm: f64,
+    pub sampling_rate: f64,
+    pub noise_multiplier: Option<f64>,
+    pub target_epsilon: Option<f64>,
+    pub delta: Option<f64>,
+    #[serde(default)]
+    pub privacy_unit: Option<String>,
+    #[serde(default)]
+    pub min_survivors: u32,
+}
+
+impl PrivacySection {
+    /// The wire form for a job of `rounds` rounds.
+    pub fn to_proto(&self, rounds: u64) -> anyhow::Result<v1::PrivacySpec> {
+        let noise_multiplier = match (self.noise_multiplier, self.target_epsilon) {
+            (Some(n), None) => n,
+            (None, Some(eps)) => {
+                let delta = self.delta.context("[privacy] target_epsilon needs delta too")?;
+                hearth_policies::accountant::calibrate_noise_multiplier(
+                    eps,
+                    delta,
+                    self.sampling_rate,
+                    rounds,
+                )
+                .with_context(|| format!("calibrating the noise for epsilon {eps}, delta {delta}"))?
+            }
+            _ => bail!("[privacy] needs exactly one of noise_multiplier or target_epsilon"),
+        };
+        Ok(v1::PrivacySpec {
+            family: self.family.clone(),
+            clipping_norm: self.clipping_norm,
+            noise_multiplier,
+            sampling_rate: self.sampling_rate,
+            privacy_unit: self.privacy_unit.clone().unwrap_or_else(|| "record".into()),
+            min_survivors: self.min_survivors,
+        })
+    }
 }
 
 fn default_deadline() -> u32 {
@@ -149,6 +205,8 @@ pub struct JobPlan {
     pub secure_aggregation: bool,
     /// 0 means the coordinator's default.
     pub secagg_clip: f64,
+    /// Differential privacy, if any.
+    pub privacy: Option<v1::PrivacySpec>,
 }
 
 impl JobPlan {
@@ -190,6 +248,12 @@ impl JobPlan {
             server_momentum: f.server_momentum.unwrap_or(hearth_models::DEFAULT_SERVER_MOMENTUM),
             secure_aggregation: f.secure_aggregation.unwrap_or(true),
             secagg_clip: f.secagg_clip.unwrap_or(0.0),
+            privacy: f
+                .privacy
+                .as_ref()
+                .map(|p| p.to_proto(f.rounds))
+                .transpose()
+                .with_context(|| format!("{}: [privacy]", path.display()))?,
         })
     }
 
@@ -209,6 +273,7 @@ impl JobPlan {
             plain_aggregation: !self.secure_aggregation,
             secagg_clip: self.secagg_clip,
             secagg_weight_cap: 0.0,
+            privacy: self.privacy.clone(),
         }
     }
 }

@@ -11,7 +11,7 @@ use hearth_crypto::SuiteId;
 pub enum PkiCommand {
     /// Create a consortium CA and certificates for a coordinator, participants, an operator and an app.
     #[command(
-        after_help = "Examples:\n  hearth pki init --dir pki --participants bank-a,airline-b,retail-c\n  hearth pki init --dir pki --participants bank-a --dns coord.example.org --ip 10.0.0.5\n\nWrites DIR/ca.pem and DIR/ca.key (keep the CA key offline), DIR/coordinator.{pem,key},\nDIR/<participant>.{pem,key}, DIR/operator.{pem,key} and DIR/app.{pem,key}."
+        after_help = "Examples:\n  hearth pki init --dir pki --participants bank-a,airline-b,retail-c\n  hearth pki init --dir pki --participants bank-a --dns coord.example.org --ip 10.0.0.5\n\nWrites DIR/ca.pem and DIR/ca.key (keep the CA key offline), DIR/coordinator.{pem,key},\nDIR/<participant>.{pem,key}, DIR/operator.{pem,key}, DIR/app.{pem,key}, DIR/dpo.{pem,key} (data\nprotection officer) and DIR/analyst.{pem,key}."
     )]
     Init(InitArgs),
     /// Issue one more certificate from an existing CA.
@@ -51,7 +51,7 @@ pub struct IssueArgs {
     /// Directory holding ca.pem and ca.key; the new files go there too.
     #[arg(long, default_value = "hearth-pki")]
     pub dir: PathBuf,
-    /// coordinator, participant, operator or app.
+    /// coordinator, participant, operator, app, dpo or analyst.
     #[arg(long)]
     pub role: Role,
     /// The node's id ([a-z0-9._-], at most 64 characters).
@@ -103,13 +103,15 @@ pub fn init(a: &InitArgs) -> anyhow::Result<Vec<PathBuf>> {
     let (dns, ips) = names(&a.dns, &a.ip);
     written.extend(issue(&ca, &a.dir, Role::Coordinator, "coordinator", &dns, &ips, a.suite)?);
     for p in &a.participants {
-        if ["coordinator", "operator", "app", "ca"].contains(&p.as_str()) {
+        if ["coordinator", "operator", "app", "dpo", "analyst", "ca"].contains(&p.as_str()) {
             bail!("participant id {p:?} is reserved; choose another name");
         }
         written.extend(issue(&ca, &a.dir, Role::Participant, p, &dns, &ips, a.suite)?);
     }
     written.extend(issue(&ca, &a.dir, Role::Operator, "operator", &[], &[], SuiteId::International)?);
     written.extend(issue(&ca, &a.dir, Role::App, "app", &[], &[], SuiteId::International)?);
+    written.extend(issue(&ca, &a.dir, Role::Dpo, "dpo", &[], &[], SuiteId::International)?);
+    written.extend(issue(&ca, &a.dir, Role::Analyst, "analyst", &[], &[], SuiteId::International)?);
     Ok(written)
 }
 

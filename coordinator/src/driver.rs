@@ -41,7 +41,9 @@ pub struct Shared {
     pub(crate) ca_der: Vec<u8>,
     /// Participants' certificates already verified (the cohort is mostly the same every round).
     pub(crate) verified: hearth_crypto::pki::VerifiedCertCache,
-    pub(crate) store: Store,
+    pub(crate) store: Arc<Store>,
+    /// The privacy policy in force and the budget ledger.
+    pub(crate) privacy: crate::privacy::Privacy,
     pub(crate) audit: AuditLog,
     pub(crate) peers: Mutex<HashMap<String, Peer>>,
     pub(crate) jobs: Mutex<HashMap<String, Arc<JobRuntime>>>,
@@ -59,7 +61,9 @@ impl Shared {
         keys: Arc<hearth_node::keys::NodeKeys>,
         audit: AuditLog,
     ) -> Result<Arc<Self>, StoreError> {
-        let store = Store::open(&config.state_dir.join("coordinator.redb"), keys)?;
+        let store = Arc::new(Store::open(&config.state_dir.join("coordinator.redb"), keys)?);
+        let privacy = crate::privacy::Privacy::open(Arc::clone(&store))
+            .map_err(|e| StoreError::Db(format!("opening the privacy ledger: {e}")))?;
         let ca_pem = std::fs::read_to_string(&config.tls.ca).map_err(|e| {
             StoreError::Db(format!("reading the CA certificate {}: {e}", config.tls.ca.display()))
         })?;
@@ -70,6 +74,7 @@ impl Shared {
             ca_der,
             verified: hearth_crypto::pki::VerifiedCertCache::new(4096),
             store,
+            privacy,
             audit,
             peers: Mutex::new(HashMap::new()),
             jobs: Mutex::new(HashMap::new()),
@@ -98,6 +103,17 @@ impl Shared {
             let num_params = params.len();
             let job = Arc::new(JobRuntime::new(record, num_params, params, velocity));
             lock(&self.jobs).insert(id.clone(), Arc::clone(&job));
+            // Rounds committed before a crash are charged now if they were not yet (by round number, so
+            // never twice).
+            let reservation = lock(&job.record).privacy.as_ref().and_then(|p| p.reservation);
+            if let Some(reservation) = reservation {
+                let rounds: Vec<u64> = lock(&job.record).committed.iter().map(|r| r.round).collect();
+                for round in rounds {
+                    if let Err(e) = self.privacy.commit_round(reservation, round) {
+                        tracing::error!(job = %id, round, error = %e, "could not reconcile the budget");
+                    }
+                }
+            }
             if running {
                 tracing::info!(job = %id, committed, "resuming job after restart");
                 self.audit.record("system", "job.resume", "ok", &format!("job {id} after round {committed}"));
@@ -191,15 +207,18 @@ pub(crate) async fn drive(shared: Arc<Shared>, job: Arc<JobRuntime>) {
         } else {
             rec.min_participants
         };
+        // A DP job's rounds are open only to the institutions whose budgets it reserved.
+        let eligible = |id: &String| {
+            rec.privacy.as_ref().filter(|p| p.reservation.is_some()).is_none_or(|p| p.tenants.contains(id))
+        };
         let connected = loop {
-            let connected = shared.connected();
+            let connected: Vec<String> = shared.connected().into_iter().filter(|id| eligible(id)).collect();
             if connected.len() >= needed as usize {
                 break connected;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        let invited =
-            select(connected.into_iter().collect(), rec.participants_per_round, rec.train.seed, round);
+        let invited = select(connected, rec.participants_per_round, rec.train.seed, round);
         let closed = if rec.secure_aggregation {
             secure_round(&shared, &job, &rec, round, invited).await
         } else {
@@ -242,6 +261,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, job: Arc<JobRuntime>) {
                 *lock(&job.record) = updated;
                 *lock(&job.velocity) = velocity;
                 job.publish(model);
+                charge_round(&shared, &rec, round).await;
                 let how =
                     if rec.secure_aggregation { "securely aggregated sum of" } else { "plain average of" };
                 shared.audit.record(
@@ -277,6 +297,40 @@ pub(crate) async fn drive(shared: Arc<Shared>, job: Arc<JobRuntime>) {
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
         }
+    }
+}
+
+/// A DP job's privacy section, as participants receive it.
+fn privacy_spec(p: &crate::store::JobPrivacy) -> v1::PrivacySpec {
+    v1::PrivacySpec {
+        family: p.family.clone(),
+        clipping_norm: p.clipping_norm,
+        noise_multiplier: p.noise_multiplier,
+        sampling_rate: p.sampling_rate,
+        privacy_unit: p.privacy_unit.clone(),
+        min_survivors: p.min_survivors,
+    }
+}
+
+/// Charges a committed round of a DP job to the budgets it reserved (idempotent: by round number).
+async fn charge_round(shared: &Arc<Shared>, rec: &crate::store::JobRecord, round: u64) {
+    let Some(reservation) = rec.privacy.as_ref().and_then(|p| p.reservation) else { return };
+    let shared2 = Arc::clone(shared);
+    let charged = tokio::task::spawn_blocking(move || shared2.privacy.commit_round(reservation, round)).await;
+    match charged {
+        Ok(Ok(())) => {
+            shared.audit.record("system", "budget.charge", "ok", &format!("job {} round {round}", rec.id))
+        }
+        Ok(Err(e)) => {
+            tracing::error!(job = %rec.id, round, error = %e, "could not charge the round to the budget");
+            shared.audit.record(
+                "system",
+                "budget.charge",
+                "error",
+                &format!("job {} round {round}: {e}", rec.id),
+            );
+        }
+        Err(e) => tracing::error!(error = %e, "budget task failed"),
     }
 }
 
@@ -337,6 +391,7 @@ async fn plain_round(
         model_spec_json: rec.model_spec_json.clone().into_bytes().into(),
         num_params: job.num_params as u64,
         secagg: None,
+        privacy: rec.privacy.as_ref().map(privacy_spec),
     });
     let mut sorted: Vec<&String> = invited.iter().collect();
     sorted.sort();
@@ -457,6 +512,7 @@ async fn secure_round(
                 model_spec_json: rec.model_spec_json.clone().into_bytes().into(),
                 num_params: job.num_params as u64,
                 secagg: Some(setup),
+                privacy: rec.privacy.as_ref().map(privacy_spec),
             }),
         );
     }
@@ -562,6 +618,25 @@ async fn finish(shared: &Arc<Shared>, job: &Arc<JobRuntime>, phase: JobPhase) {
         Err(e) => tracing::error!(error = %e, "persist task failed"),
     }
     shared.audit.record("system", "job.end", phase.as_str(), &rec.id);
+    if let Some(reservation) = rec.privacy.as_ref().and_then(|p| p.reservation) {
+        // Finished: settle at what the committed rounds released. Failed: give back the rest.
+        let shared2 = Arc::clone(shared);
+        let settled = tokio::task::spawn_blocking(move || match phase {
+            JobPhase::Finished => shared2.privacy.settle(reservation),
+            _ => shared2.privacy.release(reservation),
+        })
+        .await;
+        let outcome = match settled {
+            Ok(Ok(())) => "ok",
+            _ => "error",
+        };
+        shared.audit.record(
+            "system",
+            "budget.settle",
+            outcome,
+            &format!("job {} ({})", rec.id, phase.as_str()),
+        );
+    }
     tracing::info!(job = %rec.id, phase = phase.as_str(), "job ended");
     let finished = v1::JobFinished { job_id: rec.id.clone(), final_version: rec.latest_version() };
     job.emit(job_event::Kind::Finished(finished.clone()));

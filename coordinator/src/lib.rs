@@ -7,6 +7,8 @@
 //! - `service`: the gRPC `Coordinator` service (identity from the client certificate, validation).
 //! - `job`: a job's rounds as a state machine; `aggregate`: the running weighted sum.
 //! - `driver`: the task that opens, waits for and commits each round of a job.
+//! - `privacy`, `privacy_service`: the DPO's policy and the budget ledger, and the gRPC `Privacy`
+//!   service that sets and reports them.
 //! - `secagg`: a secure-aggregation round: the protocol's server phases, relaying, decoding the sum.
 //! - [`store`]: the embedded database; a committed round survives a restart.
 //! - [`audit`]: security-relevant events, in the node's signed audit log (`hearth_node`).
@@ -20,6 +22,8 @@ pub mod store;
 mod aggregate;
 mod driver;
 mod job;
+mod privacy;
+mod privacy_service;
 mod secagg;
 mod service;
 
@@ -75,7 +79,11 @@ pub async fn start(
     let svc = CoordinatorServer::new(service::CoordinatorService::new(Arc::clone(&shared)))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let router = tonic::service::Routes::new(svc).into_axum_router();
+    let privacy = hearth_proto::v1::privacy_server::PrivacyServer::new(privacy_service::PrivacyService::new(
+        Arc::clone(&shared),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let router = tonic::service::Routes::new(svc).add_service(privacy).into_axum_router();
     tracing::info!(%addr, "coordinator listening (gRPC, TLS 1.3, client certificates required)");
     let opts = ServeOptions { on_refused: Some(refusal_hook(audit.clone())), ..ServeOptions::default() };
     let lock = node.lock;

@@ -21,7 +21,7 @@ use crate::audit::now_ms;
 use crate::driver::{drive, summary, Peer, Shared, ANNOUNCEMENT_QUEUE};
 use crate::job::{lock, JobRuntime};
 use crate::secagg::SecAggRefusal;
-use crate::store::{JobPhase, JobRecord, StoredTrain};
+use crate::store::{JobPhase, JobPrivacy, JobRecord, StoredTrain};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -75,6 +75,46 @@ impl CoordinatorService {
         self.shared.audit.record(&who.to_string(), "update.upload", "refused", detail);
         status
     }
+}
+
+/// Checks a job's privacy section; the tenants and reservation are filled in by the caller.
+fn validate_privacy(p: &v1::PrivacySpec, spec: &v1::JobSpec, secure: bool) -> Result<JobPrivacy, String> {
+    if !secure {
+        return Err("a differentially private job needs secure aggregation: each participant adds only a \
+                    share of the noise, which protects nobody unless the coordinator sees only the sum"
+            .into());
+    }
+    hearth_crypto::pki::validate_node_id(&p.family).map_err(|e| format!("privacy.family: {e}"))?;
+    if !(p.clipping_norm.is_finite() && p.clipping_norm > 0.0 && p.clipping_norm <= 1e6) {
+        return Err(format!("privacy.clipping_norm {} must be in (0, 1e6]", p.clipping_norm));
+    }
+    if !(p.noise_multiplier.is_finite() && p.noise_multiplier > 0.0 && p.noise_multiplier <= 1e4) {
+        return Err(format!("privacy.noise_multiplier {} must be in (0, 1e4]", p.noise_multiplier));
+    }
+    if !(p.sampling_rate > 0.0 && p.sampling_rate <= 1.0) {
+        return Err(format!("privacy.sampling_rate {} must be in (0, 1]", p.sampling_rate));
+    }
+    let unit = if p.privacy_unit.is_empty() { "record".to_string() } else { p.privacy_unit.clone() };
+    if unit != "record" && unit != "customer" {
+        return Err(format!("privacy.privacy_unit {unit:?} must be record or customer"));
+    }
+    let min_survivors = if p.min_survivors == 0 { spec.min_participants } else { p.min_survivors };
+    if min_survivors == 0 || min_survivors > spec.min_participants.max(1) {
+        return Err(format!(
+            "privacy.min_survivors {min_survivors} must be between 1 and min_participants ({})",
+            spec.min_participants
+        ));
+    }
+    Ok(JobPrivacy {
+        family: p.family.clone(),
+        clipping_norm: p.clipping_norm,
+        noise_multiplier: p.noise_multiplier,
+        sampling_rate: p.sampling_rate,
+        privacy_unit: unit,
+        min_survivors,
+        reservation: None,
+        tenants: Vec::new(),
+    })
 }
 
 /// The gRPC status of a refused secure-aggregation message.
@@ -556,6 +596,62 @@ impl Coordinator for CoordinatorService {
             spec.job_id.clone()
         };
         let model_spec_json = String::from_utf8(model.to_json()).map_err(|e| refuse(e.to_string()))?;
+        if lock(&self.shared.jobs).contains_key(&id) {
+            return Err(Status::already_exists(format!("job {id} exists")));
+        }
+        // Differential privacy: with a policy in force, every job must be private and its worst case must
+        // fit every participating institution's budget, reserved here before the job is accepted.
+        let mut privacy = match spec.privacy.as_ref() {
+            None if self.shared.privacy.enforced() => {
+                return Err(refuse(
+                    "the consortium's privacy policy is in force: training jobs must be differentially private \
+                     (give the job a [privacy] section: family, clipping_norm, noise_multiplier, sampling_rate)"
+                        .into(),
+                ))
+            }
+            None => None,
+            Some(p) => Some(validate_privacy(p, &spec, secure_aggregation).map_err(refuse)?),
+        };
+        if let Some(p) = privacy.as_mut().filter(|_| self.shared.privacy.enforced()) {
+            let tenants = self.shared.privacy.family_tenants(&p.family);
+            if tenants.is_empty() {
+                return Err(refuse(format!(
+                    "the privacy policy gives no institution a budget in family {:?}",
+                    p.family
+                )));
+            }
+            p.tenants = tenants;
+            let (shared, job_privacy, job_id) = (Arc::clone(&self.shared), p.clone(), id.clone());
+            let (rounds, min) = (spec.rounds, spec.min_participants);
+            let reserved = tokio::task::spawn_blocking(move || {
+                shared.privacy.reserve_training(&job_id, &job_privacy, rounds, min)
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+            match reserved {
+                Ok(r) => {
+                    p.reservation = Some(r.0);
+                    self.shared.audit.record(
+                        &who.to_string(),
+                        "budget.reserve",
+                        "ok",
+                        &format!("job {id}: family {} for [{}]", p.family, p.tenants.join(",")),
+                    );
+                }
+                Err(crate::privacy::PrivacyError::Store(e)) => {
+                    return Err(Status::internal(format!("could not persist the budget reservation: {e}")))
+                }
+                Err(e) => {
+                    self.shared.audit.record(
+                        &who.to_string(),
+                        "budget.reserve",
+                        "refused",
+                        &format!("job {id}: {e}"),
+                    );
+                    return Err(Status::resource_exhausted(format!("privacy budget: {e}")));
+                }
+            }
+        }
         let record = JobRecord {
             id: id.clone(),
             model_spec_json,
@@ -580,11 +676,21 @@ impl Coordinator for CoordinatorService {
             secure_aggregation,
             secagg_clip,
             secagg_weight_cap,
+            privacy: privacy.clone(),
         };
         let params = vec![0.0f32; model.num_params()];
+        let release = || {
+            if let Some(r) = privacy.as_ref().and_then(|p| p.reservation) {
+                if let Err(e) = self.shared.privacy.release(r) {
+                    tracing::error!(job = %id, error = %e, "could not release the budget reservation");
+                }
+            }
+        };
         let job = {
             let mut jobs = lock(&self.shared.jobs);
             if jobs.contains_key(&id) {
+                drop(jobs);
+                release();
                 return Err(Status::already_exists(format!("job {id} exists")));
             }
             let job = Arc::new(JobRuntime::new(record.clone(), params.len(), params.clone(), vec![]));
@@ -597,6 +703,7 @@ impl Coordinator for CoordinatorService {
             .map_err(|e| Status::internal(e.to_string()))?;
         if let Err(e) = saved {
             lock(&self.shared.jobs).remove(&id);
+            release();
             return Err(Status::internal(format!("could not persist job: {e}")));
         }
         self.shared.audit.record(

@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const MODELS: TableDefinition<&str, &[u8]> = TableDefinition::new("models");
 const VELOCITY: TableDefinition<&str, &[u8]> = TableDefinition::new("velocity");
+/// The privacy policy in force and the budget ledger, as JSON (protocol metadata, not personal data).
+const PRIVACY: TableDefinition<&str, &[u8]> = TableDefinition::new("privacy");
 
 fn f32_blob(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|p| p.to_le_bytes()).collect()
@@ -159,6 +161,30 @@ pub struct JobRecord {
     /// Secure aggregation: example count at which a participant's weight saturates.
     #[serde(default = "default_weight_cap")]
     pub secagg_weight_cap: f64,
+    /// Differential privacy, for a DP job.
+    #[serde(default)]
+    pub privacy: Option<JobPrivacy>,
+}
+
+/// How a DP job protects the training data, and what it reserved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobPrivacy {
+    /// The budget family charged.
+    pub family: String,
+    /// L2 clipping norm of each unit's gradient.
+    pub clipping_norm: f64,
+    /// Noise standard deviation on the sum, in clipping norms.
+    pub noise_multiplier: f64,
+    /// Poisson sampling rate of units per round.
+    pub sampling_rate: f64,
+    /// `record` or `customer`.
+    pub privacy_unit: String,
+    /// Survivors the noise shares are calibrated for.
+    pub min_survivors: u32,
+    /// The ledger reservation, when a privacy policy was in force at submission.
+    pub reservation: Option<u64>,
+    /// The institutions charged (and the only ones that may take part).
+    pub tenants: Vec<String>,
 }
 
 fn default_clip() -> f64 {
@@ -203,6 +229,7 @@ impl Store {
         tx.open_table(JOBS).map_err(db_err)?;
         tx.open_table(MODELS).map_err(db_err)?;
         tx.open_table(VELOCITY).map_err(db_err)?;
+        tx.open_table(PRIVACY).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         Ok(Self { db, keys })
     }
@@ -240,6 +267,23 @@ impl Store {
             }
         }
         tx.commit().map_err(db_err)
+    }
+
+    /// Writes the privacy state (policy in force and ledger) under `key`, durably, in one transaction.
+    pub fn save_privacy(&self, key: &str, json: &[u8]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = tx.open_table(PRIVACY).map_err(db_err)?;
+            t.insert(key, json).map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    /// The privacy state saved under `key`, if any.
+    pub fn load_privacy(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let t = tx.open_table(PRIVACY).map_err(db_err)?;
+        Ok(t.get(key).map_err(db_err)?.map(|v| v.value().to_vec()))
     }
 
     /// Every stored job with its latest model parameters.
@@ -308,6 +352,7 @@ mod tests {
             secure_aggregation: false,
             secagg_clip: 8.0,
             secagg_weight_cap: 100_000.0,
+            privacy: None,
         }
     }
 

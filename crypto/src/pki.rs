@@ -95,6 +95,10 @@ pub enum Role {
     Operator,
     /// A customer-service application calling inference.
     App,
+    /// A data protection officer: sets the privacy policy, reads budgets.
+    Dpo,
+    /// An analyst: runs federated analytics queries, charged to the privacy budget.
+    Analyst,
 }
 
 impl Role {
@@ -105,6 +109,8 @@ impl Role {
             Role::Participant => "participant",
             Role::Operator => "operator",
             Role::App => "app",
+            Role::Dpo => "dpo",
+            Role::Analyst => "analyst",
         }
     }
 }
@@ -123,6 +129,8 @@ impl FromStr for Role {
             "participant" => Ok(Role::Participant),
             "operator" => Ok(Role::Operator),
             "app" => Ok(Role::App),
+            "dpo" => Ok(Role::Dpo),
+            "analyst" => Ok(Role::Analyst),
             other => Err(PkiError::UnknownRole(other.to_string())),
         }
     }
@@ -362,7 +370,9 @@ mod tests {
     #[test]
     fn issued_certificates_carry_their_identity() {
         let ca = ConsortiumCa::generate("test").unwrap();
-        for role in [Role::Coordinator, Role::Participant, Role::Operator, Role::App] {
+        for role in
+            [Role::Coordinator, Role::Participant, Role::Operator, Role::App, Role::Dpo, Role::Analyst]
+        {
             let c = ca.issue(role, "bank-a.1", &["localhost".into()], &[[127, 0, 0, 1].into()]).unwrap();
             let id = identity_from_cert_der(&der(&c.cert_pem)).unwrap();
             assert_eq!(id, NodeIdentity { role, id: "bank-a.1".into() });

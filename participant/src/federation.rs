@@ -334,6 +334,13 @@ impl Federation {
         open: v1::RoundOpen,
         relays: RelayRx,
     ) -> anyhow::Result<()> {
+        if open.privacy.is_some() {
+            bail!(
+                "round {} of job {} is differentially private, which this participant cannot train yet",
+                open.round,
+                open.job_id
+            );
+        }
         let who = self.secagg.as_ref().context(
             "invited to a secure-aggregation round but this participant has no protocol signing key",
         )?;

@@ -1,0 +1,246 @@
+//! The data protection officer's privacy policy and the budget ledger, on the coordinator.
+//!
+//! The ledger (`hearth_policies::Ledger`) decides; this module keeps it behind one lock and persists it
+//! after every change, before the caller acts on the answer, so that concurrent submissions cannot
+//! overspend and spent budget survives a restart. A DP job reserves its worst case against every
+//! participating institution's budget when it is submitted; each committed round is charged by its
+//! number (a retried round is charged once); the job's end settles the reservation. Every change is
+//! audited; a policy change also carries the DPO's signature, verified against their certificate.
+
+use std::sync::{Arc, Mutex};
+
+use hearth_policies::accountant::SubsampledGaussian;
+use hearth_policies::budget::{
+    BudgetError, Charge, FamilyId, Ledger, PrivacyPolicy, PrivacyUnit, Report, ReservationId, TenantId,
+    Timestamp, TrainingNoise, TrainingPlan,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::store::{JobPrivacy, Store, StoreError};
+
+/// Largest policy accepted, in bytes.
+pub(crate) const MAX_POLICY_BYTES: usize = 1 << 20;
+
+/// A policy as the DPO set it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct StoredPolicy {
+    pub(crate) toml: String,
+    pub(crate) version: u64,
+    pub(crate) sha256: [u8; 32],
+    pub(crate) set_by: String,
+    pub(crate) set_unix_ms: u64,
+    pub(crate) signature: Vec<u8>,
+    pub(crate) signer_certificate_der: Vec<u8>,
+}
+
+struct State {
+    policy: Option<(PrivacyPolicy, StoredPolicy)>,
+    ledger: Ledger,
+}
+
+/// The policy in force and the ledger.
+pub(crate) struct Privacy {
+    state: Mutex<State>,
+    store: Arc<Store>,
+}
+
+impl std::fmt::Debug for Privacy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Privacy").finish_non_exhaustive()
+    }
+}
+
+/// Why a privacy operation failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PrivacyError {
+    #[error(transparent)]
+    Budget(#[from] BudgetError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+const POLICY_KEY: &str = "policy";
+const LEDGER_KEY: &str = "ledger";
+
+fn now_ts() -> Timestamp {
+    Timestamp(crate::audit::now_ms() / 1000)
+}
+
+impl Privacy {
+    /// Loads the stored policy and ledger (none the first time).
+    pub(crate) fn open(store: Arc<Store>) -> Result<Self, PrivacyError> {
+        let corrupt =
+            |what: &str, e: String| StoreError::Db(format!("stored privacy {what} is unreadable: {e}"));
+        let policy = match store.load_privacy(POLICY_KEY)? {
+            Some(json) => {
+                let stored: StoredPolicy =
+                    serde_json::from_slice(&json).map_err(|e| corrupt("policy", e.to_string()))?;
+                let parsed = PrivacyPolicy::from_toml(&stored.toml)?;
+                Some((parsed, stored))
+            }
+            None => None,
+        };
+        let ledger = match store.load_privacy(LEDGER_KEY)? {
+            Some(json) => serde_json::from_slice(&json).map_err(|e| corrupt("ledger", e.to_string()))?,
+            None => Ledger::new(),
+        };
+        Ok(Self { state: Mutex::new(State { policy, ledger }), store })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every critical section completes its writes (or returns before any); a poisoned lock still holds
+        // a consistent ledger.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn persist_ledger(&self, ledger: &Ledger) -> Result<(), PrivacyError> {
+        let json = serde_json::to_vec(ledger).map_err(|e| PrivacyError::Invalid(e.to_string()))?;
+        Ok(self.store.save_privacy(LEDGER_KEY, &json)?)
+    }
+
+    /// Whether a policy is in force: then every training job must be differentially private and fit the
+    /// budgets.
+    pub(crate) fn enforced(&self) -> bool {
+        self.lock().policy.is_some()
+    }
+
+    /// The institutions the policy gives a budget in `family`: the ones a DP job of that family is
+    /// charged to, and the only ones that may take part in it.
+    pub(crate) fn family_tenants(&self, family: &str) -> Vec<String> {
+        let state = self.lock();
+        let Some((policy, _)) = state.policy.as_ref() else { return Vec::new() };
+        let family = FamilyId(family.to_string());
+        policy
+            .file()
+            .tenants
+            .iter()
+            .filter(|(_, t)| t.families.contains_key(&family))
+            .map(|(id, _)| id.0.clone())
+            .collect()
+    }
+
+    /// The policy in force, if any.
+    pub(crate) fn policy(&self) -> Option<StoredPolicy> {
+        self.lock().policy.as_ref().map(|(_, s)| s.clone())
+    }
+
+    /// Installs a new policy (already authenticated by the caller); returns it with its version.
+    pub(crate) fn set_policy(
+        &self,
+        toml: String,
+        set_by: String,
+        signature: Vec<u8>,
+        signer_certificate_der: Vec<u8>,
+    ) -> Result<StoredPolicy, PrivacyError> {
+        if toml.len() > MAX_POLICY_BYTES {
+            return Err(PrivacyError::Invalid(format!(
+                "policy of {} bytes is over the limit of {MAX_POLICY_BYTES}",
+                toml.len()
+            )));
+        }
+        let parsed = PrivacyPolicy::from_toml(&toml)?;
+        let mut state = self.lock();
+        let version = state.policy.as_ref().map_or(0, |(_, s)| s.version) + 1;
+        let stored = StoredPolicy {
+            sha256: Sha256::digest(toml.as_bytes()).into(),
+            toml,
+            version,
+            set_by,
+            set_unix_ms: crate::audit::now_ms(),
+            signature,
+            signer_certificate_der,
+        };
+        let json = serde_json::to_vec(&stored).map_err(|e| PrivacyError::Invalid(e.to_string()))?;
+        self.store.save_privacy(POLICY_KEY, &json)?;
+        state.policy = Some((parsed, stored.clone()));
+        Ok(stored)
+    }
+
+    /// Reserves the worst case of a DP training job against the family budget of every tenant, all or
+    /// nothing; returns the reservation (an error states what remains).
+    pub(crate) fn reserve_training(
+        &self,
+        job_id: &str,
+        privacy: &JobPrivacy,
+        rounds: u64,
+        min_participants: u32,
+    ) -> Result<ReservationId, PrivacyError> {
+        let charge = training_charge(privacy, rounds, min_participants)?;
+        let tenants: Vec<TenantId> = privacy.tenants.iter().map(|t| TenantId(t.clone())).collect();
+        let mut state = self.lock();
+        let State { policy, ledger } = &mut *state;
+        let (policy, _) =
+            policy.as_ref().ok_or_else(|| PrivacyError::Invalid("no privacy policy is in force".into()))?;
+        let mut next = ledger.clone();
+        let id = next.reserve(
+            policy,
+            &tenants,
+            &FamilyId(privacy.family.clone()),
+            &format!("job:{job_id}"),
+            charge,
+            now_ts(),
+        )?;
+        self.persist_ledger(&next)?;
+        *ledger = next;
+        Ok(id)
+    }
+
+    /// Charges committed round `round` of reservation `id` (idempotent).
+    pub(crate) fn commit_round(&self, id: u64, round: u64) -> Result<(), PrivacyError> {
+        self.update(|l| l.commit_round(ReservationId(id), round).map(|_| ()))
+    }
+
+    /// Settles a finished job: what was released stays spent, the rest returns.
+    pub(crate) fn settle(&self, id: u64) -> Result<(), PrivacyError> {
+        self.update(|l| l.commit(ReservationId(id)).map(|_| ()))
+    }
+
+    /// Abandons a failed job's unreleased reservation (committed rounds stay spent).
+    pub(crate) fn release(&self, id: u64) -> Result<(), PrivacyError> {
+        self.update(|l| l.release(ReservationId(id)).map(|_| ()))
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Ledger) -> Result<(), BudgetError>) -> Result<(), PrivacyError> {
+        let mut state = self.lock();
+        let mut next = state.ledger.clone();
+        f(&mut next)?;
+        self.persist_ledger(&next)?;
+        state.ledger = next;
+        Ok(())
+    }
+
+    /// The budget report under the policy in force (empty without one).
+    pub(crate) fn report(&self) -> Option<Report> {
+        let state = self.lock();
+        state.policy.as_ref().map(|(p, _)| state.ledger.report(p, now_ts()))
+    }
+}
+
+/// The ledger charge of a DP training job: `rounds` releases of the Poisson-subsampled Gaussian with the
+/// job's sampling rate and noise multiplier on the sum of clipped unit gradients.
+pub(crate) fn training_charge(
+    p: &JobPrivacy,
+    rounds: u64,
+    min_participants: u32,
+) -> Result<Charge, PrivacyError> {
+    let privacy_unit = match p.privacy_unit.as_str() {
+        "record" | "" => PrivacyUnit::Record,
+        "customer" => PrivacyUnit::Customer,
+        other => {
+            return Err(PrivacyError::Invalid(format!("privacy_unit {other:?}: expected record or customer")))
+        }
+    };
+    Ok(Charge::Training(TrainingPlan {
+        noise: TrainingNoise::Gaussian(SubsampledGaussian {
+            sampling_rate: p.sampling_rate,
+            noise_multiplier: p.noise_multiplier,
+        }),
+        rounds,
+        clipping_norm: p.clipping_norm,
+        privacy_unit,
+        min_participants,
+    }))
+}

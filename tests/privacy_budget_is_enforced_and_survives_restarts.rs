@@ -1,0 +1,176 @@
+//! The DPO's privacy policy over the real coordinator: set with a signature checked against the DPO's
+//! certificate; while it is in force a job that is not differentially private is refused, DP jobs reserve
+//! their worst case against every institution's budget, parallel submissions cannot overspend, and what is
+//! reserved survives a restart of the coordinator. Every decision is in the audit log.
+
+mod common;
+
+use common::*;
+use hearth_models::IntentSpec;
+use hearth_proto::v1::{self, privacy_client::PrivacyClient};
+use tonic::Code;
+
+const POLICY: &str = r#"
+[tenants.inst-1.families.intent]
+epsilon = 8.0
+delta = 1e-5
+privacy_unit = "record"
+clipping_norm = 1.0
+min_participants = 3
+
+[tenants.inst-2.families.intent]
+epsilon = 8.0
+delta = 1e-5
+privacy_unit = "record"
+clipping_norm = 1.0
+min_participants = 3
+
+[tenants.inst-3.families.intent]
+epsilon = 8.0
+delta = 1e-5
+privacy_unit = "record"
+clipping_norm = 1.0
+min_participants = 3
+"#;
+
+fn dp_job(id: &str, spec: &IntentSpec, noise_multiplier: f64) -> v1::JobSpec {
+    v1::JobSpec {
+        job_id: id.into(),
+        model_spec_json: spec.to_json().into(),
+        rounds: 50,
+        train: Some(v1::TrainParams { local_epochs: 1, learning_rate: 1.0, batch_size: 8, l2: 0.0, seed: 1 }),
+        min_participants: 3,
+        round_deadline_s: 60,
+        // More participants than exist: the jobs are accepted (or not) but never start a round.
+        wait_for_participants: 100,
+        privacy: Some(v1::PrivacySpec {
+            family: "intent".into(),
+            clipping_norm: 1.0,
+            noise_multiplier,
+            sampling_rate: 0.1,
+            privacy_unit: "record".into(),
+            min_survivors: 3,
+        }),
+        ..Default::default()
+    }
+}
+
+fn cli_conn<'a>(cluster: &'a Cluster, pki: &'a str) -> Vec<&'a str> {
+    vec!["--coordinator", &cluster.coordinator_addr, "--coordinator-name", "localhost", "--tls-dir", pki]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privacy_budget_is_enforced_and_survives_restarts() {
+    let (train, _) = clinc_slice(4);
+    let shards: Vec<Vec<hearth_models::Example>> =
+        (0..3).map(|i| train.iter().skip(i).step_by(3).cloned().collect()).collect();
+    let mut cluster = Cluster::start(&shards);
+    let pki = cluster.pki();
+    let pki = s(&pki).to_string();
+    let mut labels: Vec<String> = train.iter().map(|e| e.label.clone()).collect();
+    labels.sort();
+    labels.dedup();
+    let spec = IntentSpec::new(labels, Default::default()).unwrap();
+    // Let the three participants register: their institutions are the tenants a job is charged to.
+    let mut op = cluster.client("operator").await;
+    for _ in 0..100 {
+        if op.get_status(v1::StatusRequest {}).await.unwrap().into_inner().participants.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // No policy yet: nothing to show.
+    let mut args = vec!["budget", "show"];
+    args.extend(cli_conn(&cluster, &pki));
+    let out = std::process::Command::new(HEARTH).args(&args).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no privacy policy"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Only a DPO may set the policy, and only with a signature that verifies with their certificate.
+    let channel = |name: &str| {
+        let cfg = hearth_transport::client_config(&cluster.tls(name)).unwrap();
+        let addr = cluster.coordinator_addr.clone();
+        async move { hearth_transport::connect(&addr, "localhost", cfg).await.unwrap() }
+    };
+    let mut as_operator = PrivacyClient::new(channel("operator").await);
+    let err = as_operator
+        .set_policy(v1::SetPolicyRequest { policy_toml: POLICY.into(), signature: vec![0; 64].into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    let mut as_dpo = PrivacyClient::new(channel("dpo").await);
+    let err = as_dpo
+        .set_policy(v1::SetPolicyRequest { policy_toml: POLICY.into(), signature: vec![7; 64].into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("signature"), "{err}");
+    let policy_file = cluster.dir.path().join("policy.toml");
+    std::fs::write(&policy_file, POLICY).unwrap();
+    let mut args = vec!["budget", "set", "--policy", s(&policy_file)];
+    args.extend(cli_conn(&cluster, &pki));
+    hearth_ok(&args);
+
+    // A job that is not differentially private is refused while the policy is in force.
+    let err =
+        op.submit_job(v1::JobSpec { privacy: None, ..dp_job("plain-job", &spec, 1.0) }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("differentially private"), "{err}");
+
+    // Each job costs about epsilon 3 (calibrated with the accountant): of twelve submitted at once,
+    // exactly two fit an epsilon-8 budget.
+    let sigma = hearth_policies::accountant::calibrate_noise_multiplier(3.0, 1e-6, 0.1, 50).unwrap();
+    let mut handles = Vec::new();
+    for i in 0..12 {
+        let (mut c, job) = (op.clone(), dp_job(&format!("dp-{i}"), &spec, sigma));
+        handles.push(tokio::spawn(async move { c.submit_job(job).await }));
+    }
+    let mut accepted = 0;
+    for h in handles {
+        match h.await.unwrap() {
+            Ok(_) => accepted += 1,
+            Err(e) => {
+                assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+                assert!(e.message().contains("remain"), "the refusal says what remains: {e}");
+            }
+        }
+    }
+    assert_eq!(accepted, 2, "two jobs of epsilon 3 fit a budget of 8");
+
+    let show = |cluster: &Cluster| {
+        let mut args = vec!["budget", "show", "--json"];
+        let conn = cli_conn(cluster, &pki);
+        args.extend(conn);
+        let out = hearth_ok(&args);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let report = show(&cluster);
+    let families = report["families"].as_array().unwrap();
+    assert_eq!(families.len(), 3);
+    for f in families {
+        let reserved = f["reserved"]["epsilon"].as_f64().unwrap();
+        assert!((reserved - 6.0).abs() < 0.1, "two jobs of about 3 reserved: {f}");
+        assert_eq!(f["charges"].as_array().unwrap().len(), 2, "{f}");
+    }
+
+    // The ledger survives a restart of the coordinator: still no room for a third job.
+    cluster.kill_coordinator();
+    cluster.start_coordinator();
+    let report2 = show(&cluster);
+    assert_eq!(report["families"], report2["families"], "the ledger is unchanged across the restart");
+    let mut op = cluster.client("operator").await;
+    let err = op.submit_job(dp_job("dp-after-restart", &spec, sigma)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+
+    let audit = std::fs::read_to_string(cluster.dir.path().join("coordinator/audit/entries.jsonl")).unwrap();
+    assert!(audit.contains("budget.policy_set"), "{audit}");
+    assert!(
+        audit.matches("budget.reserve").count() >= 13,
+        "every reservation and refusal is audited: {audit}"
+    );
+}
