@@ -15,7 +15,7 @@ use crate::aggregate::Aggregator;
 use crate::audit::{now_ms, AuditLog};
 use crate::config::CoordinatorConfig;
 use crate::job::{lock, ClosedRound, JobRuntime, OpenRound, MAX_ROUND_ATTEMPTS, RETRY_PAUSE};
-use crate::secagg::{PhaseOutcome, SecAggRound, Setup, PHASES, PHASE_TIMEOUT};
+use crate::secagg::{PhaseOutcome, SecAggRound, SecureSlot, Setup, PHASES, PHASE_TIMEOUT};
 use crate::store::{JobPhase, Store, StoreError};
 
 /// The sending half of a participant's announcement stream.
@@ -47,6 +47,8 @@ pub struct Shared {
     pub(crate) audit: AuditLog,
     pub(crate) peers: Mutex<HashMap<String, Peer>>,
     pub(crate) jobs: Mutex<HashMap<String, Arc<JobRuntime>>>,
+    /// Secure rounds in progress (of jobs and of analytics queries), by job or query id.
+    pub(crate) secure: Mutex<HashMap<String, Arc<SecureSlot>>>,
     pub(crate) next_subscription: AtomicU64,
     pub(crate) next_sequence: AtomicU64,
     /// Bounds how many model-sized upload buffers exist at once.
@@ -78,6 +80,7 @@ impl Shared {
             audit,
             peers: Mutex::new(HashMap::new()),
             jobs: Mutex::new(HashMap::new()),
+            secure: Mutex::new(HashMap::new()),
             next_subscription: AtomicU64::new(1),
             next_sequence: AtomicU64::new(1),
             upload_slots: Semaphore::new(config.max_concurrent_uploads.max(1)),
@@ -345,13 +348,13 @@ fn train_params(rec: &crate::store::JobRecord) -> v1::TrainParams {
 }
 
 /// Waits until `settled` says the round (or phase) can stop waiting, or `deadline()` passes.
-async fn wait_until(job: &JobRuntime, settled: impl Fn() -> bool, deadline: impl Fn() -> Instant) {
+async fn wait_until(changed: &tokio::sync::Notify, settled: impl Fn() -> bool, deadline: impl Fn() -> Instant) {
     loop {
         if settled() || Instant::now() >= deadline() {
             return;
         }
         tokio::select! {
-            () = job.changed.notified() => {}
+            () = changed.notified() => {}
             () = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     }
@@ -404,17 +407,10 @@ async fn plain_round(
         invited: invited.len() as u32,
         deadline_unix_ms,
     }));
-    wait_until(job, || job.round_settled(&shared.live()), || deadline).await;
+    wait_until(&job.changed, || job.round_settled(&shared.live()), || deadline).await;
     job.close_plain().ok_or_else(|| "no round is open".to_string())
 }
 
-/// What closing one phase of a secure round led to.
-enum Step {
-    /// Messages opening the next phase, by participant id.
-    Relay(Vec<(String, Vec<u8>)>),
-    /// The round's aggregate, decoded from the unmasked sum.
-    Closed(ClosedRound),
-}
 
 /// A round under secure aggregation: the invited participants whose certificates carry a protocol key
 /// form the cohort; the protocol's five phases run with a deadline each (the masked upload, which waits
@@ -426,6 +422,77 @@ async fn secure_round(
     round: u64,
     invited: HashSet<String>,
 ) -> Result<ClosedRound, String> {
+    let deadline_unix_ms = now_ms() + u64::from(rec.round_deadline_s) * 1000;
+    let spec = SecureRoundSpec {
+        key: rec.id.clone(),
+        round,
+        min_participants: rec.min_participants,
+        deadline: Duration::from_secs(u64::from(rec.round_deadline_s)),
+        vector_len: job.num_params + 2,
+        clip: rec.secagg_clip,
+        weight_cap: rec.secagg_weight_cap,
+    };
+    let open = |setup: v1::SecAggSetup| {
+        announcement::Kind::RoundOpen(v1::RoundOpen {
+            job_id: rec.id.clone(),
+            round,
+            base_version: rec.latest_version(),
+            deadline_unix_ms,
+            train: Some(train_params(rec)),
+            model_spec_json: rec.model_spec_json.clone().into_bytes().into(),
+            num_params: job.num_params as u64,
+            secagg: Some(setup),
+            privacy: rec.privacy.as_ref().map(privacy_spec),
+        })
+    };
+    let events = |e: SecureEvent| match e {
+        SecureEvent::Opened { invited } => {
+            job.emit(job_event::Kind::Opened(v1::RoundOpened { round, invited, deadline_unix_ms }))
+        }
+        SecureEvent::Uploaded { received, invited } => {
+            job.emit(job_event::Kind::UpdateReceived(v1::UpdateReceived { round, received, invited }))
+        }
+    };
+    let num_params = job.num_params;
+    run_secure_round(shared, spec, invited, open, events, move |r, sum| {
+        // The only values this coordinator ever decodes: the sum over the survivors.
+        let agg = r.aggregate(sum, num_params)?;
+        Ok(ClosedRound { round, invited: r.members.len(), contributors: r.contributors(sum), opened: r.opened, agg })
+    })
+    .await
+}
+
+/// What a secure round is, whatever it sums (a job's updates, a query's counts).
+#[derive(Debug, Clone)]
+pub(crate) struct SecureRoundSpec {
+    /// The job or query id: messages and relays carry it.
+    pub(crate) key: String,
+    pub(crate) round: u64,
+    pub(crate) min_participants: u32,
+    pub(crate) deadline: Duration,
+    pub(crate) vector_len: usize,
+    pub(crate) clip: f64,
+    pub(crate) weight_cap: f64,
+}
+
+/// Progress a caller may report.
+pub(crate) enum SecureEvent {
+    Opened { invited: u32 },
+    Uploaded { received: u32, invited: u32 },
+}
+
+/// Runs one secure round over `invited`: fixes the cohort (members whose certificates carry a protocol
+/// key), announces it with `open(setup)` per member, runs the five phases, and hands the unmasked sum to
+/// `decode` on a blocking thread. The round's slot is registered in `Shared::secure` while it runs.
+pub(crate) async fn run_secure_round<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    spec: SecureRoundSpec,
+    invited: HashSet<String>,
+    open: impl Fn(v1::SecAggSetup) -> announcement::Kind,
+    events: impl Fn(SecureEvent),
+    decode: impl FnOnce(&SecAggRound, &hearth_crypto::secagg::UnmaskedSum) -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let round = spec.round;
     let suite = shared.config.suite;
     let mut sorted: Vec<String> = invited.into_iter().collect();
     sorted.sort();
@@ -457,25 +524,24 @@ async fn secure_round(
             }
         }
     }
-    if cohort.len() < rec.min_participants as usize {
+    if cohort.len() < spec.min_participants as usize {
         return Err(format!(
             "round {round}: only {} of the {} participants it needs can take part in secure aggregation",
             cohort.len(),
-            rec.min_participants
+            spec.min_participants
         ));
     }
     let opened = Instant::now();
-    let round_deadline = opened + Duration::from_secs(u64::from(rec.round_deadline_s));
-    let deadline_unix_ms = now_ms() + u64::from(rec.round_deadline_s) * 1000;
+    let round_deadline = opened + spec.deadline;
     let phase_deadline = |now: Instant| (now + PHASE_TIMEOUT).min(round_deadline);
     let setup = Setup {
         suite,
-        job_id: rec.id.clone(),
+        job_id: spec.key.clone(),
         round,
         cohort,
-        vector_len: job.num_params + 2,
-        clip: rec.secagg_clip,
-        weight_cap: rec.secagg_weight_cap,
+        vector_len: spec.vector_len,
+        clip: spec.clip,
+        weight_cap: spec.weight_cap,
     };
     let first_deadline = phase_deadline(opened);
     let live = shared.live();
@@ -484,7 +550,17 @@ async fn secure_round(
         SecAggRound::open(setup, subscriptions, first_deadline).map_err(|e| format!("round {round}: {e}"))?;
     let p = r.params.config().clone();
     let members = r.members.clone();
-    *lock(&job.secagg) = Some(r);
+    let slot = Arc::new(SecureSlot::default());
+    *lock(&slot.round) = Some(r);
+    lock(&shared.secure).insert(spec.key.clone(), Arc::clone(&slot));
+    // Unregisters the slot however this function returns.
+    struct Unregister<'a>(&'a Shared, String);
+    impl Drop for Unregister<'_> {
+        fn drop(&mut self) {
+            lock(&self.0.secure).remove(&self.1);
+        }
+    }
+    let _unregister = Unregister(shared, spec.key.clone());
     let phase_deadline_unix_ms =
         now_ms() + first_deadline.saturating_duration_since(opened).as_millis() as u64;
     for (i, id) in members.iter().enumerate() {
@@ -496,86 +572,57 @@ async fn secure_round(
             modulus_bits: u32::from(p.modulus_bits),
             graph_seed: p.graph_seed.to_vec().into(),
             your_index: i as u32,
-            clip: rec.secagg_clip,
-            weight_cap: rec.secagg_weight_cap,
+            clip: spec.clip,
+            weight_cap: spec.weight_cap,
             vector_len: u64::from(p.vector_len),
             phase_deadline_unix_ms,
         };
-        shared.announce_to(
-            id,
-            announcement::Kind::RoundOpen(v1::RoundOpen {
-                job_id: rec.id.clone(),
-                round,
-                base_version: rec.latest_version(),
-                deadline_unix_ms,
-                train: Some(train_params(rec)),
-                model_spec_json: rec.model_spec_json.clone().into_bytes().into(),
-                num_params: job.num_params as u64,
-                secagg: Some(setup),
-                privacy: rec.privacy.as_ref().map(privacy_spec),
-            }),
-        );
+        shared.announce_to(id, open(setup));
     }
-    tracing::info!(job = %rec.id, round, cohort = members.len(), degree = p.degree, threshold = p.threshold, "secure-aggregation round open");
-    job.emit(job_event::Kind::Opened(v1::RoundOpened {
-        round,
-        invited: members.len() as u32,
-        deadline_unix_ms,
-    }));
+    tracing::info!(key = %spec.key, round, cohort = members.len(), degree = p.degree, threshold = p.threshold, "secure-aggregation round open");
+    events(SecureEvent::Opened { invited: members.len() as u32 });
 
-    let settled = || lock(&job.secagg).as_ref().is_none_or(|r| r.settled(&shared.live()));
-    let deadline = || lock(&job.secagg).as_ref().map_or_else(Instant::now, |r| r.deadline);
+    let settled = || lock(&slot.round).as_ref().is_none_or(|r| r.settled(&shared.live()));
+    let deadline = || lock(&slot.round).as_ref().map_or_else(Instant::now, |r| r.deadline);
+    let mut decode = Some(decode);
     for phase in 0..PHASES {
-        wait_until(job, settled, deadline).await;
+        wait_until(&slot.changed, settled, deadline).await;
         let outcome = if phase + 1 < PHASES {
-            // The masked upload waits for local training: it gets the rest of the round.
+            // The masked upload waits for local work (training, counting): it gets the rest of the round.
             let next = if phase + 1 == 2 { round_deadline } else { phase_deadline(Instant::now()) };
-            let mut g = lock(&job.secagg);
+            let mut g = lock(&slot.round);
             let r = g.as_mut().ok_or_else(|| "the round was closed".to_string())?;
             if phase == 2 {
-                job.emit(job_event::Kind::UpdateReceived(v1::UpdateReceived {
-                    round,
-                    received: r.responded() as u32,
-                    invited: members.len() as u32,
-                }));
+                events(SecureEvent::Uploaded { received: r.responded() as u32, invited: members.len() as u32 });
             }
             match r.close_phase(next) {
-                Ok(PhaseOutcome::Relay(messages)) => Ok(Step::Relay(messages)),
+                Ok(PhaseOutcome::Relay(messages)) => Ok(Some(messages)),
                 Ok(PhaseOutcome::Sum(_)) => Err("the protocol ended before unmasking".to_string()),
                 Err(e) => Err(e.to_string()),
             }
         } else {
             // Unmasking expands every survivor's masks over the whole vector: CPU work, off the workers.
-            let r = lock(&job.secagg).take().ok_or_else(|| "the round was closed".to_string())?;
-            let num_params = job.num_params;
-            tokio::task::spawn_blocking(move || {
+            let r = lock(&slot.round).take().ok_or_else(|| "the round was closed".to_string())?;
+            let decode = decode.take().ok_or_else(|| "the round was already decoded".to_string())?;
+            let result = tokio::task::spawn_blocking(move || {
                 let mut r = r;
-                let sum = match r.close_phase(Instant::now()) {
-                    Ok(PhaseOutcome::Sum(sum)) => sum,
-                    Ok(PhaseOutcome::Relay(_)) => return Err("unmasking produced no sum".to_string()),
-                    Err(e) => return Err(e.to_string()),
-                };
-                // The only values this coordinator ever decodes: the sum over the survivors.
-                let agg = r.aggregate(&sum, num_params)?;
-                Ok(ClosedRound {
-                    round,
-                    invited: r.members.len(),
-                    contributors: r.contributors(&sum),
-                    opened: r.opened,
-                    agg,
-                })
+                match r.close_phase(Instant::now()) {
+                    Ok(PhaseOutcome::Sum(sum)) => decode(&r, &sum),
+                    Ok(PhaseOutcome::Relay(_)) => Err("unmasking produced no sum".to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
             })
             .await
-            .map_err(|e| e.to_string())?
-            .map(Step::Closed)
+            .map_err(|e| e.to_string())?;
+            return result.map_err(|e| format!("round {round}: secure aggregation aborted in phase {phase}: {e}"));
         };
         match outcome {
-            Ok(Step::Relay(messages)) => {
+            Ok(Some(messages)) => {
                 for (id, payload) in messages {
                     shared.announce_to(
                         &id,
                         announcement::Kind::Secagg(v1::SecAggRelay {
-                            job_id: rec.id.clone(),
+                            job_id: spec.key.clone(),
                             round,
                             phase: phase + 1,
                             payload: payload.into(),
@@ -583,9 +630,9 @@ async fn secure_round(
                     );
                 }
             }
-            Ok(Step::Closed(closed)) => return Ok(closed),
+            Ok(None) => {}
             Err(e) => {
-                lock(&job.secagg).take();
+                lock(&slot.round).take();
                 return Err(format!("round {round}: secure aggregation aborted in phase {phase}: {e}"));
             }
         }

@@ -16,7 +16,6 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, Notify};
 
 use crate::aggregate::Aggregator;
-use crate::secagg::SecAggRound;
 use crate::store::{JobRecord, RoundRecord};
 
 /// A global model version held in memory, ready to stream.
@@ -92,8 +91,6 @@ pub(crate) struct JobRuntime {
     /// The server optimizer's velocity (empty without momentum).
     pub(crate) velocity: Mutex<Vec<f32>>,
     pub(crate) open: Mutex<Option<OpenRound>>,
-    /// The secure-aggregation round in progress, for jobs that use it (their uploads never reach `open`).
-    pub(crate) secagg: Mutex<Option<SecAggRound>>,
     /// Woken when an upload lands or a participant disconnects, so the driver re-checks its round.
     pub(crate) changed: Notify,
     pub(crate) events: broadcast::Sender<JobEvent>,
@@ -109,7 +106,6 @@ impl JobRuntime {
             global: RwLock::new(Arc::new(GlobalModel::new(version, params))),
             velocity: Mutex::new(velocity),
             open: Mutex::new(None),
-            secagg: Mutex::new(None),
             changed: Notify::new(),
             events,
         }

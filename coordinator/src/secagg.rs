@@ -100,6 +100,15 @@ pub(crate) struct SecAggRound {
     pub(crate) opened: Instant,
 }
 
+/// Where a secure round in progress lives while participants send it messages: a job's round or an
+/// analytics query, registered in `Shared::secure` under its key (the job or query id).
+#[derive(Debug, Default)]
+pub(crate) struct SecureSlot {
+    pub(crate) round: std::sync::Mutex<Option<SecAggRound>>,
+    /// Woken when a message lands, a participant disconnects, or the round ends.
+    pub(crate) changed: tokio::sync::Notify,
+}
+
 /// The public parameters the coordinator picks for a cohort.
 #[derive(Debug, Clone)]
 pub(crate) struct Setup {

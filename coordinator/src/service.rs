@@ -234,6 +234,9 @@ impl Coordinator for CoordinatorService {
             for job in lock(&shared.jobs).values() {
                 job.changed.notify_one();
             }
+            for slot in lock(&shared.secure).values() {
+                slot.changed.notify_one();
+            }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -435,10 +438,13 @@ impl Coordinator for CoordinatorService {
             }
         };
         let (round, phase) = (header.round, header.phase);
-        let job = self.job(&header.job_id).map_err(|s| self.refuse_secagg_status(&who, s))?;
+        let slot = lock(&self.shared.secure).get(&header.job_id).cloned().ok_or_else(|| {
+            let detail = format!("no secure round of {:?} is in progress", header.job_id);
+            self.refuse_secagg(&who, &detail, Status::failed_precondition(detail.clone()))
+        })?;
         // Reserve the participant's slot for this phase, and learn the bounds, before reading the message.
         let (u, deadline, max_len) = {
-            let mut g = lock(&job.secagg);
+            let mut g = lock(&slot.round);
             let Some(r) = g.as_mut().filter(|r| r.round == round) else {
                 let detail = format!("no secure-aggregation round {round} is open for job {}", header.job_id);
                 return Err(self.refuse_secagg(&who, &detail, Status::failed_precondition(detail.clone())));
@@ -456,10 +462,10 @@ impl Coordinator for CoordinatorService {
             (u, r.deadline, max)
         };
         let release = || {
-            if let Some(r) = lock(&job.secagg).as_mut().filter(|r| r.round == round) {
+            if let Some(r) = lock(&slot.round).as_mut().filter(|r| r.round == round) {
                 r.abort(u);
             }
-            job.changed.notify_one();
+            slot.changed.notify_one();
         };
         if header.length > max_len {
             release();
@@ -508,9 +514,9 @@ impl Coordinator for CoordinatorService {
                 )));
             }
             // Signature checks and folding a masked vector into the sum are CPU work: off the async workers.
-            let job2 = Arc::clone(&job);
+            let slot2 = Arc::clone(&slot);
             tokio::task::spawn_blocking(move || {
-                match lock(&job2.secagg).as_mut().filter(|r| r.round == round) {
+                match lock(&slot2.round).as_mut().filter(|r| r.round == round) {
                     Some(r) => r.receive(u, phase, &buf).map_err(|e| secagg_status(&e)),
                     None => Err(Status::failed_precondition(format!(
                         "round {round} closed before the message was read"
@@ -523,7 +529,7 @@ impl Coordinator for CoordinatorService {
         .await;
         match read {
             Ok(()) => {
-                job.changed.notify_one();
+                slot.changed.notify_one();
                 tracing::debug!(participant = %who.id, job = %header.job_id, round, phase, "secure-aggregation message accepted");
                 Ok(Response::new(v1::SecAggAck { job_id: header.job_id, round, phase }))
             }
