@@ -472,17 +472,24 @@ impl SimParticipant {
                         Some(setup) => {
                             let (tx, rx) = mpsc::channel(RELAY_QUEUE);
                             relays.insert(o.round, tx);
-                            let inv = client_secagg::accept(&self.identity, &me, &o, &setup)?;
+                            let at = client_secagg::RoundRef::of(&o);
+                            let inv =
+                                client_secagg::accept(&self.identity, &me, &at, o.num_params + 2, &setup)?;
                             let identity = Arc::clone(&self.identity);
                             let stop_after = drop_out.then_some(1);
                             tokio::spawn(async move {
                                 let mut download_client = client.clone();
-                                let trained = async {
+                                let encoder = inv.clone();
+                                let input = async {
                                     download_params(&mut download_client, &o.job_id, o.base_version).await?;
-                                    Ok((update, 1, 0.0))
+                                    let _cpu = client_secagg::cpu_slot().await?;
+                                    tokio::task::spawn_blocking(move || {
+                                        encoder.encode_update(&update, 1, 0.0)
+                                    })
+                                    .await?
                                 };
                                 let r = client_secagg::run_client(
-                                    client, &identity, &o, inv, rx, trained, stop_after,
+                                    client, &identity, &at, inv, rx, input, stop_after,
                                 )
                                 .await;
                                 let _ = done.send(r.map(|b| (b, drop_out))).await;

@@ -16,6 +16,7 @@ mod keys;
 mod node;
 mod operator;
 mod pki;
+mod query;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +63,11 @@ enum Command {
     Job {
         #[command(subcommand)]
         command: operator::JobCommand,
+    },
+    /// Federated analytics queries (analyst): noisy, securely aggregated, charged to the budget.
+    Query {
+        #[command(subcommand)]
+        command: query::QueryCommand,
     },
     /// Privacy budgets: the DPO's policy, what each institution has spent and has left.
     Budget {
@@ -152,6 +158,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pki { command } => pki::run(command),
         Command::Job { command } => operator::run(command).await,
         Command::Budget { command } => budget::run(command).await,
+        Command::Query { command } => query::run(command).await,
         Command::Data { command } => data::run(command),
         Command::Bench { command } => bench::run(command).await,
         Command::Keys { command } => keys::run(command),

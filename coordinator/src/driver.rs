@@ -348,7 +348,11 @@ fn train_params(rec: &crate::store::JobRecord) -> v1::TrainParams {
 }
 
 /// Waits until `settled` says the round (or phase) can stop waiting, or `deadline()` passes.
-async fn wait_until(changed: &tokio::sync::Notify, settled: impl Fn() -> bool, deadline: impl Fn() -> Instant) {
+async fn wait_until(
+    changed: &tokio::sync::Notify,
+    settled: impl Fn() -> bool,
+    deadline: impl Fn() -> Instant,
+) {
     loop {
         if settled() || Instant::now() >= deadline() {
             return;
@@ -411,7 +415,6 @@ async fn plain_round(
     job.close_plain().ok_or_else(|| "no round is open".to_string())
 }
 
-
 /// A round under secure aggregation: the invited participants whose certificates carry a protocol key
 /// form the cohort; the protocol's five phases run with a deadline each (the masked upload, which waits
 /// for local training, has the round's deadline); the result is the decoded sum.
@@ -457,7 +460,13 @@ async fn secure_round(
     run_secure_round(shared, spec, invited, open, events, move |r, sum| {
         // The only values this coordinator ever decodes: the sum over the survivors.
         let agg = r.aggregate(sum, num_params)?;
-        Ok(ClosedRound { round, invited: r.members.len(), contributors: r.contributors(sum), opened: r.opened, agg })
+        Ok(ClosedRound {
+            round,
+            invited: r.members.len(),
+            contributors: r.contributors(sum),
+            opened: r.opened,
+            agg,
+        })
     })
     .await
 }
@@ -593,7 +602,10 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
             let mut g = lock(&slot.round);
             let r = g.as_mut().ok_or_else(|| "the round was closed".to_string())?;
             if phase == 2 {
-                events(SecureEvent::Uploaded { received: r.responded() as u32, invited: members.len() as u32 });
+                events(SecureEvent::Uploaded {
+                    received: r.responded() as u32,
+                    invited: members.len() as u32,
+                });
             }
             match r.close_phase(next) {
                 Ok(PhaseOutcome::Relay(messages)) => Ok(Some(messages)),
@@ -614,7 +626,8 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
             })
             .await
             .map_err(|e| e.to_string())?;
-            return result.map_err(|e| format!("round {round}: secure aggregation aborted in phase {phase}: {e}"));
+            return result
+                .map_err(|e| format!("round {round}: secure aggregation aborted in phase {phase}: {e}"));
         };
         match outcome {
             Ok(Some(messages)) => {

@@ -9,6 +9,8 @@
 //! - `driver`: the task that opens, waits for and commits each round of a job.
 //! - `privacy`, `privacy_service`: the DPO's policy and the budget ledger, and the gRPC `Privacy`
 //!   service that sets and reports them.
+//! - `query`: federated analytics queries (the gRPC `Analytics` service): a histogram summed by secure
+//!   aggregation with distributed discrete Gaussian noise, charged to the budget.
 //! - `secagg`: a secure-aggregation round: the protocol's server phases, relaying, decoding the sum.
 //! - [`store`]: the embedded database; a committed round survives a restart.
 //! - [`audit`]: security-relevant events, in the node's signed audit log (`hearth_node`).
@@ -24,6 +26,7 @@ mod driver;
 mod job;
 mod privacy;
 mod privacy_service;
+mod query;
 mod secagg;
 mod service;
 
@@ -83,7 +86,12 @@ pub async fn start(
         Arc::clone(&shared),
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let router = tonic::service::Routes::new(svc).add_service(privacy).into_axum_router();
+    let analytics = hearth_proto::v1::analytics_server::AnalyticsServer::new(query::AnalyticsService::new(
+        Arc::clone(&shared),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let router =
+        tonic::service::Routes::new(svc).add_service(privacy).add_service(analytics).into_axum_router();
     tracing::info!(%addr, "coordinator listening (gRPC, TLS 1.3, client certificates required)");
     let opts = ServeOptions { on_refused: Some(refusal_hook(audit.clone())), ..ServeOptions::default() };
     let lock = node.lock;

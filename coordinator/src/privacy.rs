@@ -170,19 +170,23 @@ impl Privacy {
     ) -> Result<ReservationId, PrivacyError> {
         let charge = training_charge(privacy, rounds, min_participants)?;
         let tenants: Vec<TenantId> = privacy.tenants.iter().map(|t| TenantId(t.clone())).collect();
+        self.reserve_charge(&tenants, &FamilyId(privacy.family.clone()), &format!("job:{job_id}"), charge)
+    }
+
+    /// Reserves `charge` under `key` against the `family` budget of every tenant, all or nothing.
+    pub(crate) fn reserve_charge(
+        &self,
+        tenants: &[TenantId],
+        family: &FamilyId,
+        key: &str,
+        charge: Charge,
+    ) -> Result<ReservationId, PrivacyError> {
         let mut state = self.lock();
         let State { policy, ledger } = &mut *state;
         let (policy, _) =
             policy.as_ref().ok_or_else(|| PrivacyError::Invalid("no privacy policy is in force".into()))?;
         let mut next = ledger.clone();
-        let id = next.reserve(
-            policy,
-            &tenants,
-            &FamilyId(privacy.family.clone()),
-            &format!("job:{job_id}"),
-            charge,
-            now_ts(),
-        )?;
+        let id = next.reserve(policy, tenants, family, key, charge, now_ts())?;
         self.persist_ledger(&next)?;
         *ledger = next;
         Ok(id)

@@ -174,6 +174,34 @@ impl Federation {
                         }
                     });
                 }
+                Some(announcement::Kind::Query(q)) => {
+                    let (tx, rx) = mpsc::channel(RELAY_QUEUE);
+                    lock(&self.relays).insert((q.query_id.clone(), 1), tx);
+                    let me = Arc::clone(&self);
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        let id = q.query_id.clone();
+                        let result = me.answer_query(client, &q, rx).await;
+                        lock(&me.relays).remove(&(id.clone(), 1));
+                        match result {
+                            Ok(bins) => me.audit.record(
+                                "system",
+                                "query.answer",
+                                "ok",
+                                &format!("query {id}: {bins} noisy counts sent masked"),
+                            ),
+                            Err(e) => {
+                                tracing::warn!(query = id, error = format!("{e:#}"), "query not answered");
+                                me.audit.record(
+                                    "system",
+                                    "query.answer",
+                                    "refused",
+                                    &format!("query {id}: {e:#}"),
+                                );
+                            }
+                        }
+                    });
+                }
                 Some(announcement::Kind::Secagg(relay)) => {
                     let key = (relay.job_id.clone(), relay.round);
                     let tx = lock(&self.relays).get(&key).cloned();
@@ -345,13 +373,21 @@ impl Federation {
             "invited to a secure-aggregation round but this participant has no protocol signing key",
         )?;
         let setup = open.secagg.as_ref().context("round has no secure-aggregation setup")?;
-        let inv = secagg::accept(who, &self.id_or_cert(), &open, setup)?;
+        let at = secagg::RoundRef::of(&open);
+        let len = open.num_params.checked_add(2).context("model too large")?;
+        let inv = secagg::accept(who, &self.id_or_cert(), &at, len, setup)?;
         let mut train_client = client.clone();
-        let trained = async {
+        let encoder = inv.clone();
+        let input = async {
             let (delta, stats) = self.train(&mut train_client, &open).await?;
-            Ok((delta, stats.examples, stats.mean_loss))
+            // Quantise while the other participants are still sharing keys: it needs only the update.
+            let _cpu = secagg::cpu_slot().await?;
+            tokio::task::spawn_blocking(move || {
+                encoder.encode_update(&delta, stats.examples, stats.mean_loss)
+            })
+            .await?
         };
-        secagg::run_client(client, who, &open, inv, relays, trained, None).await?;
+        secagg::run_client(client, who, &at, inv, relays, input, None).await?;
         self.audit.record(
             "system",
             "update.upload",
@@ -364,6 +400,24 @@ impl Federation {
             "masked update sent; secure-aggregation round done"
         );
         Ok(())
+    }
+
+    /// Answers an analytics query from the labels of this institution's records.
+    async fn answer_query(
+        &self,
+        client: CoordinatorClient<Channel>,
+        q: &v1::QueryOpen,
+        relays: RelayRx,
+    ) -> anyhow::Result<usize> {
+        let who = self.secagg.as_ref().context("this participant has no protocol signing key")?;
+        let store = Arc::clone(&self.store);
+        let labels: Vec<String> = tokio::task::spawn_blocking(move || store.examples())
+            .await?
+            .context("reading local examples")?
+            .into_iter()
+            .map(|e| e.label)
+            .collect();
+        crate::query::answer(client, who, &self.id_or_cert(), q, labels, relays).await
     }
 
     /// Downloads the round's base model and trains it on the local data; returns the delta.

@@ -9,6 +9,7 @@
 //!   `hearth data` commands) opens first.
 //! - `federation`: the round protocol, client side.
 //! - [`secagg`]: a secure-aggregation round, client side (also used by `hearth bench secagg`).
+//! - `query`: answering a federated analytics query (noisy counts of its own records, sent masked).
 //! - [`serve`]: the inference endpoint (HTTP JSON and gRPC on one mTLS port).
 #![forbid(unsafe_code)]
 
@@ -17,6 +18,7 @@ pub mod serve;
 pub mod store;
 
 mod federation;
+mod query;
 pub mod secagg;
 
 use std::future::Future;

@@ -51,7 +51,7 @@ impl SecAggIdentity {
 }
 
 /// A validated invitation: the protocol parameters and this participant's index.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Invitation {
     params: Arc<RoundParams>,
     me: ClientIndex,
@@ -59,11 +59,32 @@ pub struct Invitation {
     weight_cap: f64,
 }
 
-/// Checks a round's secure-aggregation setup and builds its parameters.
+/// Which secure round a message belongs to: a job's round, or an analytics query (round 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoundRef {
+    /// The job or query id.
+    pub job_id: String,
+    /// The round.
+    pub round: u64,
+    /// When the round closes.
+    pub deadline_unix_ms: u64,
+}
+
+impl RoundRef {
+    /// The round a `RoundOpen` announces.
+    pub fn of(open: &v1::RoundOpen) -> Self {
+        Self { job_id: open.job_id.clone(), round: open.round, deadline_unix_ms: open.deadline_unix_ms }
+    }
+}
+
+/// Checks a round's secure-aggregation setup and builds its parameters. `vector_len` is what this
+/// participant expects to mask (a model's parameters plus 2, a query's bins); a setup announcing another
+/// length is refused.
 pub fn accept(
     who: &SecAggIdentity,
     my_id: &str,
-    open: &v1::RoundOpen,
+    at: &RoundRef,
+    vector_len: u64,
     setup: &v1::SecAggSetup,
 ) -> anyhow::Result<Invitation> {
     let suite: SuiteId = setup.suite.parse().context("secure-aggregation setup")?;
@@ -91,13 +112,8 @@ pub fn accept(
         }
         roster.push(peer.protocol_key(suite).with_context(|| format!("roster member {i}"))?.to_vec());
     }
-    let expected_len = open.num_params.checked_add(2).context("model too large")?;
-    if setup.vector_len != expected_len {
-        bail!(
-            "the round masks {} values, the model has {} parameters plus 2",
-            setup.vector_len,
-            open.num_params
-        );
+    if setup.vector_len != vector_len {
+        bail!("the round masks {} values, this participant expects {vector_len}", setup.vector_len);
     }
     let graph_seed: [u8; 32] =
         setup.graph_seed.as_ref().try_into().context("the graph seed is not 32 bytes")?;
@@ -106,8 +122,8 @@ pub fn accept(
     let params = Arc::new(
         RoundParams::new(RoundConfig {
             suite,
-            job_id: open.job_id.clone().into_bytes(),
-            round: open.round,
+            job_id: at.job_id.clone().into_bytes(),
+            round: at.round,
             roster,
             degree: setup.degree,
             threshold: setup.threshold,
@@ -136,16 +152,42 @@ pub fn weighted_input(delta: &[f32], examples: usize, loss: f32, weight_cap: f64
     v
 }
 
-/// Runs the client phases. `trained` resolves to (delta, examples, loss) once local training is done; the
-/// key exchange runs meanwhile. `stop_after` ends the participant's part after that phase, as a drop-out
-/// would (benchmarks use it; a participant passes `None`). Returns the bytes of messages sent.
+impl Invitation {
+    /// Encodes a model update for masking: `[w·delta, w, w·loss]` quantised (randomised rounding), as
+    /// the round's quantiser says. CPU work: call it off the async workers.
+    pub fn encode_update(&self, delta: &[f32], examples: usize, loss: f32) -> anyhow::Result<Vec<u32>> {
+        let input = weighted_input(delta, examples, loss, self.weight_cap);
+        let mut rng = os_rng()?;
+        Ok(self.quantizer.encode(&input, &mut rng)?)
+    }
+
+    /// Encodes integer counts for masking: two's complement modulo 2^32 (the sum decodes exactly while it
+    /// stays within ±2^31).
+    pub fn encode_counts(&self, counts: &[i64]) -> anyhow::Result<Vec<u32>> {
+        counts
+            .iter()
+            .map(|&c| i32::try_from(c).map(|c| c as u32).context("a count does not fit 32 bits"))
+            .collect()
+    }
+
+    /// The cohort's size.
+    pub fn cohort(&self) -> u32 {
+        self.params.n()
+    }
+}
+
+/// Runs the client phases. `input` resolves to the encoded vector to mask (see
+/// [`Invitation::encode_update`] and [`Invitation::encode_counts`]) once local work (training,
+/// counting) is done; the key exchange runs meanwhile. `stop_after` ends the participant's part after
+/// that phase, as a drop-out would (benchmarks use it; a participant passes `None`). Returns the bytes of
+/// messages sent.
 pub async fn run_client(
     mut client: CoordinatorClient<Channel>,
     who: &SecAggIdentity,
-    open: &v1::RoundOpen,
+    open: &RoundRef,
     inv: Invitation,
     mut relays: RelayRx,
-    trained: impl std::future::Future<Output = anyhow::Result<(Vec<f32>, usize, f32)>>,
+    input: impl std::future::Future<Output = anyhow::Result<Vec<u32>>>,
     stop_after: Option<u32>,
 ) -> anyhow::Result<u64> {
     let stops = |phase: u32| stop_after.is_some_and(|p| p <= phase);
@@ -167,18 +209,7 @@ pub async fn run_client(
         return Ok(sent);
     }
 
-    let (delta, examples, loss) = trained.await.context("local training")?;
-    // Quantise while the other participants are still sharing keys: it needs only the update.
-    let quantizer = inv.quantizer;
-    let encoded = {
-        let _cpu = cpu_slot().await?;
-        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u32>> {
-            let input = weighted_input(&delta, examples, loss, inv.weight_cap);
-            let mut rng = os_rng()?;
-            Ok(quantizer.encode(&input, &mut rng)?)
-        })
-        .await??
-    };
+    let encoded = input.await.context("preparing the input")?;
     let msg = next_relay(&mut relays, 2, deadline).await?;
     // Expanding one mask per neighbour over the whole vector is CPU work.
     let (state, out) = {
@@ -206,7 +237,7 @@ pub async fn run_client(
 /// A slot for CPU-bound protocol work, one per core in this process. A participant runs one round at a
 /// time, so this rarely waits; where many clients share a process (`hearth bench`), it keeps them from
 /// thrashing the cores so that finished clients upload while others still compute.
-async fn cpu_slot() -> anyhow::Result<tokio::sync::SemaphorePermit<'static>> {
+pub async fn cpu_slot() -> anyhow::Result<tokio::sync::SemaphorePermit<'static>> {
     static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
     let slots = SLOTS.get_or_init(|| {
         tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -238,7 +269,7 @@ async fn next_relay(
 /// Sends this participant's message for `phase` as a header and chunks; returns the encoded bytes sent.
 async fn send(
     client: &mut CoordinatorClient<Channel>,
-    open: &v1::RoundOpen,
+    open: &RoundRef,
     phase: u32,
     msg: Vec<u8>,
 ) -> anyhow::Result<u64> {

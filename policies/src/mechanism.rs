@@ -40,7 +40,7 @@
 mod distributed;
 mod subsampled;
 
-pub use distributed::DistributedDiscreteGaussian;
+pub use distributed::{DistributedDiscreteGaussian, DistributedDiscreteGaussianSpec};
 pub use subsampled::PoissonSubsampled;
 
 use dashu::{integer::IBig, rational::RBig};

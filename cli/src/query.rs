@@ -1,0 +1,110 @@
+//! `hearth query`: federated analytics over the institutions' own data, differentially private and
+//! securely aggregated, charged to the privacy budget.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use hearth_proto::v1::analytics_client::AnalyticsClient;
+use hearth_proto::v1::{self};
+
+use crate::operator::Connection;
+
+/// `hearth query ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum QueryCommand {
+    /// A histogram: how many records fall in each bin, summed over the institutions, with noise.
+    #[command(
+        after_help = "Examples:\n  hearth query histogram --family intent-stats --bins balance,transfer,oos --epsilon 1 --tls-dir pki\n  hearth query histogram --family intent-stats --bins-from labels.csv --epsilon 0.5 --json --tls-dir pki\n\nEach institution counts its own records (statistic `label`: its examples' labels), adds its share of\ndiscrete Gaussian noise and sends its counts masked; the coordinator releases only the noisy sum. The\nrelease costs (epsilon, delta) per record and is charged, before anyone counts, to the family's budget\nat every institution the privacy policy lists; a query that does not fit is refused saying what\nremains. Counts may come back negative: the noise is not clipped, so the counts stay unbiased."
+    )]
+    Histogram(HistogramArgs),
+}
+
+/// Arguments of `hearth query histogram`.
+#[derive(Debug, clap::Args)]
+pub struct HistogramArgs {
+    #[command(flatten)]
+    pub conn: Connection,
+    /// Certificate to authenticate with (an analyst's, or the operator's).
+    #[arg(long = "as", default_value = "analyst")]
+    pub cert: String,
+    /// The budget family the query is charged to.
+    #[arg(long)]
+    pub family: String,
+    /// What each record counts for.
+    #[arg(long, default_value = "label")]
+    pub statistic: String,
+    /// The bins, comma-separated.
+    #[arg(long, value_delimiter = ',', conflicts_with = "bins_from")]
+    pub bins: Vec<String>,
+    /// Take the bins from the distinct labels of a CSV or JSON Lines file.
+    #[arg(long)]
+    pub bins_from: Option<PathBuf>,
+    /// Epsilon of the release (per record).
+    #[arg(long)]
+    pub epsilon: f64,
+    /// Delta of the release.
+    #[arg(long, default_value_t = 1e-6)]
+    pub delta: f64,
+    /// Fewest institutions the sum may cover.
+    #[arg(long, default_value_t = 3)]
+    pub min_participants: u32,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(cmd: QueryCommand) -> anyhow::Result<()> {
+    let QueryCommand::Histogram(a) = cmd;
+    let mut bins = a.bins.clone();
+    if let Some(path) = &a.bins_from {
+        let mut labels: Vec<String> =
+            crate::data::read_labelled(path)?.into_iter().map(|e| e.label).collect();
+        labels.sort();
+        labels.dedup();
+        bins = labels;
+    }
+    if bins.is_empty() {
+        bail!("give the bins with --bins or --bins-from");
+    }
+    let mut client = AnalyticsClient::new(a.conn.channel_as(&a.cert).await?);
+    let result = client
+        .run_query(v1::QueryRequest {
+            query_id: String::new(),
+            family: a.family.clone(),
+            statistic: a.statistic.clone(),
+            bins,
+            epsilon: a.epsilon,
+            delta: a.delta,
+            min_participants: a.min_participants,
+            round_deadline_s: 0,
+        })
+        .await
+        .context("running the query")?
+        .into_inner();
+    if a.json {
+        let bins: Vec<serde_json::Value> =
+            result.bins.iter().map(|b| serde_json::json!({"name": b.name, "count": b.count})).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "query_id": result.query_id,
+                "bins": bins,
+                "noise_stddev": result.noise_stddev,
+                "epsilon": result.epsilon,
+                "delta": result.delta,
+                "participants": result.participants,
+                "mechanism": result.mechanism,
+            }))?
+        );
+        return Ok(());
+    }
+    println!("{:<40} {:>12}", "bin", "noisy count");
+    for b in &result.bins {
+        println!("{:<40} {:>12.0}", b.name, b.count);
+    }
+    println!(
+        "\nquery {}: {} institutions; noise standard deviation {:.2} per count; spent epsilon {:.4}, delta {}\n{}",
+        result.query_id, result.participants, result.noise_stddev, result.epsilon, result.delta, result.mechanism
+    );
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! A federated histogram over five real participants: each counts its own examples' labels, adds its share
+//! of discrete Gaussian noise and sends its counts masked; the coordinator releases the noisy sum. The
+//! errors against the true counts have the standard deviation the mechanism states, and each release is
+//! charged to the family's budget until it runs out.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use hearth_crypto::SuiteId;
+use hearth_models::dirichlet_split;
+use hearth_proto::v1::{self, analytics_client::AnalyticsClient, privacy_client::PrivacyClient};
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analytics_query_releases_noisy_counts_at_the_stated_scale() {
+    let (train, _) = clinc_slice(30);
+    let split = dirichlet_split(&train, 5, 0.5, 3).unwrap();
+    let cluster = Cluster::start(&split.shards);
+    let mut truth: HashMap<String, f64> = HashMap::new();
+    for e in &train {
+        *truth.entry(e.label.clone()).or_default() += 1.0;
+    }
+    let mut bins: Vec<String> = truth.keys().cloned().collect();
+    bins.sort();
+    let mut op = cluster.client("operator").await;
+    for _ in 0..100 {
+        if op.get_status(v1::StatusRequest {}).await.unwrap().into_inner().participants.len() == 5 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let channel = |name: &str| {
+        let cfg = hearth_transport::client_config(&cluster.tls(name)).unwrap();
+        let addr = cluster.coordinator_addr.clone();
+        async move { hearth_transport::connect(&addr, "localhost", cfg).await.unwrap() }
+    };
+    let mut analyst = AnalyticsClient::new(channel("analyst").await);
+    let query = |epsilon: f64| v1::QueryRequest {
+        query_id: String::new(),
+        family: "label-stats".into(),
+        statistic: "label".into(),
+        bins: bins.clone(),
+        epsilon,
+        delta: 1e-6,
+        min_participants: 3,
+        round_deadline_s: 60,
+    };
+
+    // An app may not run queries.
+    let mut app = AnalyticsClient::new(channel("app").await);
+    assert_eq!(app.run_query(query(1.0)).await.unwrap_err().code(), Code::PermissionDenied);
+
+    // Three releases at epsilon 0.5: the errors' spread matches the stated noise.
+    let mut errors = Vec::new();
+    let mut stated = 0.0;
+    for _ in 0..3 {
+        let r = analyst.run_query(query(0.5)).await.unwrap().into_inner();
+        assert_eq!(r.participants, 5);
+        assert!(r.epsilon <= 0.5 && r.epsilon > 0.4, "spent {}", r.epsilon);
+        stated = r.noise_stddev;
+        for b in &r.bins {
+            errors.push(b.count - truth[&b.name]);
+            assert_eq!(b.count.fract(), 0.0, "counts stay integers");
+        }
+    }
+    let n = errors.len() as f64;
+    let mean = errors.iter().sum::<f64>() / n;
+    let sd = (errors.iter().map(|e| (e - mean) * (e - mean)).sum::<f64>() / (n - 1.0)).sqrt();
+    eprintln!("{} noisy counts: error mean {mean:.2}, sd {sd:.2}; stated sd {stated:.2}", errors.len());
+    assert!(stated > 1.0, "there is noise: {stated}");
+    assert!((0.7..1.35).contains(&(sd / stated)), "error sd {sd:.2} vs stated {stated:.2}");
+    assert!(mean.abs() < 3.0 * stated / n.sqrt(), "unbiased: mean error {mean:.2}");
+
+    // Under a policy, releases are charged to each institution's budget for the family until it runs out.
+    let mut policy = String::new();
+    for i in 1..=5 {
+        policy.push_str(&format!(
+            "[tenants.inst-{i}.families.label-stats]\nepsilon = 1.2\ndelta = 1e-5\nprivacy_unit = \"record\"\nmin_participants = 3\n\n"
+        ));
+    }
+    let dpo = cluster.tls("dpo");
+    let secret = hearth_crypto::pki::p256_secret_from_pem(&dpo.key_pem).unwrap();
+    let signature = SuiteId::International.suite().sign(&secret, policy.as_bytes()).unwrap();
+    PrivacyClient::new(channel("dpo").await)
+        .set_policy(v1::SetPolicyRequest { policy_toml: policy, signature: signature.into() })
+        .await
+        .unwrap();
+    analyst.run_query(query(0.5)).await.unwrap();
+    analyst.run_query(query(0.5)).await.unwrap();
+    let err = analyst.run_query(query(0.5)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("remain"), "{err}");
+
+    let audit = std::fs::read_to_string(cluster.dir.path().join("coordinator/audit/entries.jsonl")).unwrap();
+    assert!(audit.matches("query.run").count() >= 6, "{audit}");
+    let participant_audit =
+        std::fs::read_to_string(cluster.dir.path().join("data/inst-1/audit/entries.jsonl")).unwrap();
+    assert!(participant_audit.contains("query.answer"), "{participant_audit}");
+}
