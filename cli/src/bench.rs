@@ -308,6 +308,7 @@ async fn measure(c: Config) -> anyhow::Result<Row> {
             plain_aggregation: mode == Mode::Plain,
             secagg_clip: 0.0,
             secagg_weight_cap: 0.0,
+            ..Default::default()
         })
         .await?
         .into_inner()

@@ -1,18 +1,52 @@
-//! `hearth data`: bring an institution's own labelled conversations into its participant store.
+//! `hearth data`: bring an institution's own data into its participant store, one table per model
+//! family: labelled conversations (intent), conversations with emotion labels (emotion), purchase
+//! transactions (recommend).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use hearth_models::{detect_format, parse_labelled, Example, ImportReport, InputFormat};
+use hearth_models::emotion::{parse_emotion_labelled, parse_emotion_labels, parse_goemotions};
+use hearth_models::recommend::data::{is_product, parse_transactions, Transaction};
+use hearth_models::{detect_format, parse_labelled, EmotionExample, Example, ImportReport, InputFormat};
 
 /// `hearth data ...`
 #[derive(Debug, clap::Subcommand)]
 pub enum DataCommand {
-    /// Import labelled examples from CSV (`text,label` header) or JSON Lines (`{"text":..,"label":..}`).
-    #[command(
-        after_help = "Examples:\n  hearth data import --data-dir hearth-data/bank-a conversations.csv\n  hearth data import --data-dir hearth-data/bank-a --skip-bad chats.jsonl\n\nRows with problems are listed by line number. Without --skip-bad nothing is imported while any\nrow is bad; with it, the bad rows are listed and the good ones imported."
-    )]
+    /// Import an institution's data for one model family into its participant store.
+    #[command(after_help = "Examples:
+  hearth data import --data-dir hearth-data/bank-a conversations.csv
+  hearth data import --data-dir hearth-data/bank-a --skip-bad chats.jsonl
+  hearth data import --data-dir hearth-data/bank-a --family emotion emotions.csv
+  hearth data import --data-dir hearth-data/bank-a --family emotion --labels ekman/labels.txt ekman/train.tsv
+  hearth data import --data-dir hearth-data/shop-uk --family recommend transactions.csv
+
+Files per family:
+  intent     CSV with `text` and `label` columns, or JSON Lines {\"text\": .., \"label\": ..}
+  emotion    CSV with `text` and `labels` columns (several labels separated by ; | or ,), JSON Lines
+             {\"text\": .., \"labels\": [..]}, or GoEmotions TSV (text, label indices, id) with --labels
+  recommend  CSV with the Online Retail columns InvoiceNo, StockCode, Description, Quantity,
+             InvoiceDate, UnitPrice, CustomerID, Country (any order; Description optional)
+
+Rows with problems are listed by line number. Without --skip-bad nothing is imported while any
+row is bad; with it, the bad rows are listed and the good ones imported.
+
+Transactions without a CustomerID (anonymous checkouts) and lines that are not products (postage,
+fees, manual adjustments) are not stored: they can never be tied to a customer's purchases.
+Cancellations are stored and netted against the customer's purchases of the item when training.
+The participant must be stopped while importing (its store is locked while it runs); it reads
+new data when it starts.")]
     Import(ImportArgs),
+}
+
+/// The model family a file feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Family {
+    /// Labelled conversations.
+    Intent,
+    /// Conversations with emotion labels.
+    Emotion,
+    /// Purchase transactions.
+    Recommend,
 }
 
 /// Arguments of `hearth data import`.
@@ -21,9 +55,15 @@ pub struct ImportArgs {
     /// The participant's data directory (its `data_dir` setting).
     #[arg(long)]
     pub data_dir: PathBuf,
-    /// Force the format instead of guessing from the extension.
+    /// Which model family the file feeds.
+    #[arg(long, value_enum, default_value_t = Family::Intent)]
+    pub family: Family,
+    /// Force the format instead of guessing from the extension (intent and emotion).
     #[arg(long, value_parser = ["csv", "jsonl"])]
     pub format: Option<String>,
+    /// Emotion only: the label list (one name per line) that a GoEmotions TSV file's indices point into.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
     /// Import the good rows even if some are bad (the bad ones are still listed).
     #[arg(long)]
     pub skip_bad: bool,
@@ -33,61 +73,193 @@ pub struct ImportArgs {
 
 pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
     match cmd {
-        DataCommand::Import(a) => {
-            let report = read_report(&a.file, a.format.as_deref())?;
-            print_errors(&a.file, &report);
-            if !report.errors.is_empty() && !a.skip_bad {
-                bail!(
-                    "{} bad rows in {}; nothing imported (fix them, or pass --skip-bad to import the {} good rows)",
-                    report.errors.len(),
-                    a.file.display(),
-                    report.examples.len()
-                );
-            }
+        DataCommand::Import(a) => import(&a),
+    }
+}
+
+fn import(a: &ImportArgs) -> anyhow::Result<()> {
+    let path = &a.file;
+    // Refuses a file with bad rows unless --skip-bad; returns how many good rows there are.
+    let check = |errors: &[hearth_models::RowError], good: usize| -> anyhow::Result<()> {
+        print_errors(path, errors);
+        if !errors.is_empty() && !a.skip_bad {
+            bail!(
+                "{} bad rows in {}; nothing imported (fix them, or pass --skip-bad to import the {good} good rows)",
+                errors.len(),
+                path.display()
+            );
+        }
+        Ok(())
+    };
+    match a.family {
+        Family::Intent => {
+            let report = read_report(path, a.format.as_deref())?;
+            check(&report.errors, report.examples.len())?;
             let store = hearth_participant::Store::open(&a.data_dir)?;
             let total = store.import(&report.examples)?;
             eprintln!(
-                "imported {} examples from {} into {} ({} in store)",
+                "imported {} intent examples from {} into {} ({total} in store)",
                 report.examples.len(),
-                a.file.display(),
-                a.data_dir.display(),
-                total
+                path.display(),
+                a.data_dir.display()
             );
-            Ok(())
         }
+        Family::Emotion => {
+            let report = read_emotion_report(path, a.format.as_deref(), a.labels.as_deref())?;
+            check(&report.errors, report.examples.len())?;
+            let store = hearth_participant::Store::open(&a.data_dir)?;
+            let total = store.import_emotion(&report.examples)?;
+            eprintln!(
+                "imported {} emotion examples from {} into {} ({total} in store)",
+                report.examples.len(),
+                path.display(),
+                a.data_dir.display()
+            );
+        }
+        Family::Recommend => {
+            let report = read_transactions_report(path)?;
+            check(&report.errors, report.examples.len())?;
+            let (kept, anonymous, non_product) = minimise(report.examples);
+            let cancellations = kept.iter().filter(|t| is_cancellation(t)).count();
+            let store = hearth_participant::Store::open(&a.data_dir)?;
+            let total = store.import_transactions(&kept)?;
+            eprintln!(
+                "imported {} transactions from {} into {} ({total} in store): {} purchases, {cancellations} \
+                 cancellations (netted when training); not stored: {anonymous} without a CustomerID, \
+                 {non_product} not products",
+                kept.len(),
+                path.display(),
+                a.data_dir.display(),
+                kept.len() - cancellations,
+            );
+        }
+    }
+    Ok(())
+}
+
+fn is_cancellation(t: &Transaction) -> bool {
+    t.invoice.starts_with(['C', 'c']) || t.quantity <= 0
+}
+
+/// Keeps the rows that can ever count for a customer: drops anonymous rows and non-products (the models
+/// crate's cleaning drops them first, whatever else is in the store, so nothing is lost). Returns the
+/// kept rows and how many of each kind were dropped.
+pub fn minimise(rows: Vec<Transaction>) -> (Vec<Transaction>, usize, usize) {
+    let (mut anonymous, mut non_product) = (0, 0);
+    let kept = rows
+        .into_iter()
+        .filter(|t| {
+            if t.customer.is_none() {
+                anonymous += 1;
+                false
+            } else if !is_product(&t.stock_code) {
+                non_product += 1;
+                false
+            } else {
+                true
+            }
+        })
+        .collect();
+    (kept, anonymous, non_product)
+}
+
+fn read_text(path: &Path) -> anyhow::Result<(String, String)> {
+    let content =
+        std::fs::read_to_string(path).with_context(|| format!("reading {} as UTF-8 text", path.display()))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok((name, content))
+}
+
+fn pick_format(name: &str, content: &str, format: Option<&str>) -> InputFormat {
+    match format {
+        Some("csv") => InputFormat::Csv,
+        Some("jsonl") => InputFormat::JsonLines,
+        _ => detect_format(name, content),
     }
 }
 
 fn read_report(path: &Path, format: Option<&str>) -> anyhow::Result<ImportReport> {
-    let content =
-        std::fs::read_to_string(path).with_context(|| format!("reading {} as UTF-8 text", path.display()))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let format = match format {
-        Some("csv") => InputFormat::Csv,
-        Some("jsonl") => InputFormat::JsonLines,
-        _ => detect_format(&name, &content),
-    };
-    parse_labelled(&content, format).with_context(|| format!("parsing {}", path.display()))
+    let (name, content) = read_text(path)?;
+    parse_labelled(&content, pick_format(&name, &content, format))
+        .with_context(|| format!("parsing {}", path.display()))
 }
 
-fn print_errors(path: &Path, report: &ImportReport) {
-    for e in report.errors.iter().take(50) {
+fn read_emotion_report(
+    path: &Path,
+    format: Option<&str>,
+    labels: Option<&Path>,
+) -> anyhow::Result<ImportReport<EmotionExample>> {
+    let (name, content) = read_text(path)?;
+    if name.to_ascii_lowercase().ends_with(".tsv") {
+        let labels = labels.with_context(|| {
+            format!(
+                "{} is GoEmotions TSV: pass --labels with the label list its indices point into",
+                path.display()
+            )
+        })?;
+        let list = parse_emotion_labels(&read_text(labels)?.1)
+            .with_context(|| format!("parsing {}", labels.display()))?;
+        return Ok(parse_goemotions(&content, &list));
+    }
+    parse_emotion_labelled(&content, pick_format(&name, &content, format))
+        .with_context(|| format!("parsing {}", path.display()))
+}
+
+fn read_transactions_report(path: &Path) -> anyhow::Result<ImportReport<Transaction>> {
+    let (_, content) = read_text(path)?;
+    parse_transactions(&content).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn print_errors(path: &Path, errors: &[hearth_models::RowError]) {
+    for e in errors.iter().take(50) {
         eprintln!("{}:{}: {}", path.display(), e.line, e.reason);
     }
-    if report.errors.len() > 50 {
-        eprintln!("{}: ... and {} more bad rows", path.display(), report.errors.len() - 50);
+    if errors.len() > 50 {
+        eprintln!("{}: ... and {} more bad rows", path.display(), errors.len() - 50);
     }
 }
 
-/// Reads a labelled file for the demo; any bad row is an error listing the bad lines.
-pub fn read_labelled(path: &Path) -> anyhow::Result<Vec<Example>> {
-    let report = read_report(path, None)?;
+/// Reads a whole file for the demo or a job file; any bad row is an error listing the bad lines.
+fn all_good<T>(path: &Path, report: ImportReport<T>) -> anyhow::Result<Vec<T>> {
     if !report.errors.is_empty() {
-        print_errors(path, &report);
+        print_errors(path, &report.errors);
         bail!("{} bad rows in {}", report.errors.len(), path.display());
     }
     if report.examples.is_empty() {
         bail!("{} holds no examples", path.display());
     }
     Ok(report.examples)
+}
+
+/// Reads a labelled intent file; any bad row is an error listing the bad lines.
+pub fn read_labelled(path: &Path) -> anyhow::Result<Vec<Example>> {
+    all_good(path, read_report(path, None)?)
+}
+
+/// Reads an emotion file (CSV or JSON Lines naming labels; GoEmotions TSV with `labels`).
+pub fn read_emotion(path: &Path, labels: Option<&Path>) -> anyhow::Result<Vec<EmotionExample>> {
+    all_good(path, read_emotion_report(path, None, labels)?)
+}
+
+/// Reads a transactions file.
+pub fn read_transactions(path: &Path) -> anyhow::Result<Vec<Transaction>> {
+    all_good(path, read_transactions_report(path)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anonymous_rows_and_non_products_are_not_kept() {
+        let csv = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n\
+                   1,85123A,HEART,6,2010-12-01T08:26,2.55,17850,United Kingdom\n\
+                   2,85123A,HEART,6,2010-12-01T08:26,2.55,,United Kingdom\n\
+                   3,POST,POSTAGE,1,2010-12-01T08:26,18,17850,United Kingdom\n\
+                   C4,85123A,HEART,-1,2010-12-01T09:26,2.55,17850,United Kingdom\n";
+        let rows = parse_transactions(csv).unwrap().examples;
+        let (kept, anonymous, non_product) = minimise(rows);
+        assert_eq!((kept.len(), anonymous, non_product), (2, 1, 1));
+        assert!(is_cancellation(&kept[1]));
+    }
 }

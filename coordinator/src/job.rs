@@ -303,6 +303,8 @@ mod tests {
             secure_aggregation: false,
             secagg_clip: 8.0,
             secagg_weight_cap: 100_000.0,
+            escalation_target_recall: None,
+            data_description: String::new(),
         };
         let rt = JobRuntime::new(record, 2, vec![0.0, 0.0], vec![]);
         *lock(&rt.open) = Some(OpenRound {

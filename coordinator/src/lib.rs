@@ -8,6 +8,7 @@
 //! - `job`: a job's rounds as a state machine; `aggregate`: the running weighted sum.
 //! - `driver`: the task that opens, waits for and commits each round of a job.
 //! - `secagg`: a secure-aggregation round: the protocol's server phases, relaying, decoding the sum.
+//! - `card`: the model card handed out with every model version (data, rounds, privacy).
 //! - [`store`]: the embedded database; a committed round survives a restart.
 //! - [`audit`]: security-relevant events.
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ pub mod config;
 pub mod store;
 
 mod aggregate;
+mod card;
 mod driver;
 mod job;
 mod secagg;

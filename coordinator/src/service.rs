@@ -23,6 +23,9 @@ use crate::job::{lock, JobRuntime};
 use crate::secagg::SecAggRefusal;
 use crate::store::{JobPhase, JobRecord, StoredTrain};
 
+/// Longest `data_description` a job may carry.
+const MAX_DATA_DESCRIPTION_BYTES: usize = 1000;
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// The service object; cheap to clone.
@@ -226,6 +229,8 @@ impl Coordinator for CoordinatorService {
             });
         }
         let rec = lock(&job.record).clone();
+        let family = ModelSpec::from_json(rec.model_spec_json.as_bytes()).map_or("unknown", |s| s.family());
+        let card = crate::card::model_card(&rec, family, model.version);
         let header = v1::ModelChunk {
             kind: Some(model_chunk::Kind::Header(v1::ModelHeader {
                 job_id: rec.id.clone(),
@@ -233,6 +238,9 @@ impl Coordinator for CoordinatorService {
                 num_params: model.params.len() as u64,
                 model_spec_json: rec.model_spec_json.into_bytes().into(),
                 sha256: model.sha256.to_vec().into(),
+                // Serialising strings and numbers cannot fail.
+                model_card_json: serde_json::to_vec(&card).unwrap_or_default().into(),
+                escalation_target_recall: rec.escalation_target_recall.unwrap_or(0.0),
             })),
         };
         let bytes = model.bytes.clone();
@@ -535,6 +543,29 @@ impl Coordinator for CoordinatorService {
                 spec.min_participants
             )));
         }
+        let escalation_target_recall = match (&model, spec.escalation_target_recall) {
+            (ModelSpec::Emotion(_), t) if t > 0.0 && t <= 1.0 => Some(t),
+            (ModelSpec::Emotion(_), t) => {
+                return Err(refuse(format!(
+                    "escalation_target_recall {t} must be in (0, 1] for an emotion job: the recall of anger \
+                     that each participant's escalation threshold must reach, as the policy states it (e.g. 0.7)"
+                )))
+            }
+            (_, 0.0) => None,
+            (other, t) => {
+                return Err(refuse(format!(
+                    "escalation_target_recall {t} applies to emotion jobs only; this is a {} job",
+                    other.family()
+                )))
+            }
+        };
+        if spec.data_description.len() > MAX_DATA_DESCRIPTION_BYTES
+            || spec.data_description.chars().any(char::is_control)
+        {
+            return Err(refuse(format!(
+                "data_description must be at most {MAX_DATA_DESCRIPTION_BYTES} bytes without control characters"
+            )));
+        }
         let train = spec.train.ok_or_else(|| refuse("train parameters are missing".into()))?;
         let shape = JobShape {
             rounds: spec.rounds,
@@ -580,6 +611,8 @@ impl Coordinator for CoordinatorService {
             secure_aggregation,
             secagg_clip,
             secagg_weight_cap,
+            escalation_target_recall,
+            data_description: spec.data_description.clone(),
         };
         let params = vec![0.0f32; model.num_params()];
         let job = {

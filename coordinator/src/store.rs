@@ -143,6 +143,13 @@ pub struct JobRecord {
     /// Secure aggregation: example count at which a participant's weight saturates.
     #[serde(default = "default_weight_cap")]
     pub secagg_weight_cap: f64,
+    /// Emotion jobs: the recall of the escalating label each participant's escalation threshold must
+    /// reach, as the job's policy states it.
+    #[serde(default)]
+    pub escalation_target_recall: Option<f32>,
+    /// What the job trains on, in the operator's words (for the model card).
+    #[serde(default)]
+    pub data_description: String,
 }
 
 fn default_clip() -> f64 {
@@ -261,6 +268,8 @@ mod tests {
             secure_aggregation: false,
             secagg_clip: 8.0,
             secagg_weight_cap: 100_000.0,
+            escalation_target_recall: None,
+            data_description: String::new(),
         }
     }
 

@@ -17,9 +17,22 @@ use tonic::transport::Channel;
 
 pub const HEARTH: &str = env!("CARGO_BIN_EXE_hearth");
 
+/// The shared datasets directory: `$HEARTH_DATA_DIR` when set, else the first `shared/data` found walking
+/// up from this crate (a checkout sits beside `shared/`, as CI's does; a worktree one level deeper).
+pub fn data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HEARTH_DATA_DIR") {
+        return PathBuf::from(dir);
+    }
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors()
+        .map(|a| a.join("shared/data"))
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| here.join("../../shared/data"))
+}
+
 /// The CLINC150 file shipped beside the repository.
 pub fn clinc150_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/clinc150/data_full.json")
+    data_dir().join("clinc150/data_full.json")
 }
 
 /// A slice of CLINC150: the examples of `intents` intents (plus out-of-scope), train and test.
