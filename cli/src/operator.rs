@@ -420,3 +420,59 @@ async fn watch(client: &mut CoordinatorClient<Channel>, id: &str) -> anyhow::Res
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(dir: &Path, toml: &str) -> anyhow::Result<JobPlan> {
+        let path = dir.join("job.toml");
+        std::fs::write(&path, toml)?;
+        JobPlan::from_file(&path)
+    }
+
+    #[test]
+    fn job_files_name_a_family_and_get_its_tuned_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = plan(
+            dir.path(),
+            "min_participants = 4\nescalation_target_recall = 0.8\ndata_description = \"chats\"\n\
+             [model]\nfamily = \"emotion\"\nlabels = [\"joy\", \"anger\", \"neutral\"]\n",
+        )
+        .unwrap();
+        let ModelSpec::Emotion(spec) = &p.spec else { panic!("{:?}", p.spec) };
+        assert_eq!(spec.labels, ["anger", "joy", "neutral"]);
+        let d = p.spec.defaults();
+        assert_eq!((p.rounds, p.train.batch_size, p.server_momentum), (d.rounds, 64, d.server_momentum));
+        let wire = p.to_proto();
+        assert_eq!((wire.escalation_target_recall, wire.data_description.as_str()), (0.8, "chats"));
+        assert!(!wire.plain_aggregation, "secure aggregation by default");
+
+        std::fs::write(dir.path().join("catalogue.txt"), "85123A\n22423\n\n20725\n").unwrap();
+        let p = plan(
+            dir.path(),
+            "rounds = 3\nmin_participants = 4\n[model]\nfamily = \"recommend\"\nitems_file = \"catalogue.txt\"\nfactors = 8\n",
+        )
+        .unwrap();
+        let ModelSpec::Recommend(spec) = &p.spec else { panic!("{:?}", p.spec) };
+        assert_eq!((spec.items.len(), spec.factors, p.rounds), (3, 8, 3));
+        assert_eq!(p.server_momentum, 0.0, "the recommender's tuned server momentum");
+
+        // Intent keeps its old form: no family key, labels, intent defaults.
+        let p =
+            plan(dir.path(), "rounds = 2\nmin_participants = 3\n[model]\nlabels = [\"a\", \"b\"]\n").unwrap();
+        assert!(matches!(p.spec, ModelSpec::Intent(_)));
+        assert_eq!(p.server_momentum, hearth_models::DEFAULT_SERVER_MOMENTUM);
+    }
+
+    #[test]
+    fn bad_model_sections_say_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = plan(dir.path(), "min_participants = 4\n[model]\nfamily = \"vision\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("unknown model family \"vision\""), "{e:#}");
+        let e = plan(dir.path(), "min_participants = 4\n[model]\nfamily = \"recommend\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("needs `items` or `items_file`"), "{e:#}");
+        let e = plan(dir.path(), "min_participants = 4\n[model]\nfamily = \"emotion\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("needs `labels` or `labels_file`"), "{e:#}");
+    }
+}

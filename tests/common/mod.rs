@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hearth_models::Example;
+use hearth_models::recommend::data::Transaction;
+use hearth_models::{EmotionExample, Example};
 use hearth_proto::v1::coordinator_client::CoordinatorClient;
 use hearth_proto::MAX_MESSAGE_BYTES;
 use hearth_transport::TlsMaterial;
@@ -48,6 +49,69 @@ pub fn clinc_slice(intents: usize) -> (Vec<Example>, Vec<Example>) {
     (keep(d.train), keep(d.test))
 }
 
+/// GoEmotions with the Ekman labels: the label list and one split (`train`, `dev`, `test`).
+pub fn goemotions(split: &str) -> (Vec<String>, Vec<EmotionExample>) {
+    let dir = data_dir().join("goemotions/ekman");
+    let labels_text =
+        std::fs::read_to_string(dir.join("labels.txt")).expect("GoEmotions beside the repository");
+    let labels = hearth_models::emotion::parse_emotion_labels(&labels_text).unwrap();
+    let tsv = std::fs::read_to_string(dir.join(format!("{split}.tsv"))).unwrap();
+    let r = hearth_models::emotion::parse_goemotions(&tsv, &labels);
+    assert!(r.errors.is_empty(), "{:?}", &r.errors[..r.errors.len().min(3)]);
+    (labels, r.examples)
+}
+
+/// The Online Retail transactions, parsed.
+pub fn online_retail() -> Vec<Transaction> {
+    let text = std::fs::read_to_string(data_dir().join("online-retail/transactions.csv"))
+        .expect("Online Retail beside the repository");
+    let r = hearth_models::recommend::data::parse_transactions(&text).unwrap();
+    assert!(r.errors.is_empty());
+    r.examples
+}
+
+fn csv_field(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Writes emotion examples as CSV with `text,labels` (labels joined by `;`).
+pub fn write_emotion_csv(path: &Path, examples: &[EmotionExample]) {
+    let mut s = String::from("text,labels\n");
+    for e in examples {
+        s.push_str(&format!("{},{}\n", csv_field(&e.text), csv_field(&e.labels.join(";"))));
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+/// Writes emotion examples as JSON Lines `{"text", "labels"}`.
+pub fn write_emotion_jsonl(path: &Path, examples: &[EmotionExample]) {
+    let s: String = examples
+        .iter()
+        .map(|e| serde_json::json!({"text": e.text, "labels": e.labels}).to_string() + "\n")
+        .collect();
+    std::fs::write(path, s).unwrap();
+}
+
+/// Writes transactions as an Online Retail CSV.
+pub fn write_transactions_csv(path: &Path, rows: &[Transaction]) {
+    let mut s =
+        String::from("InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n");
+    for t in rows {
+        s.push_str(&format!(
+            "{},{},{},{},{},{},{},{}\n",
+            t.invoice,
+            t.stock_code,
+            csv_field(&t.description),
+            t.quantity,
+            t.date,
+            t.unit_price,
+            t.customer.as_deref().unwrap_or(""),
+            csv_field(&t.country)
+        ));
+    }
+    std::fs::write(path, s).unwrap();
+}
+
 /// Writes examples as a CSV file with a `text,label` header.
 pub fn write_csv(path: &Path, examples: &[Example]) {
     let mut s = String::from("text,label\n");
@@ -84,21 +148,34 @@ impl Cluster {
 
     /// Starts a coordinator and one participant per shard, each shard imported with `hearth data import`.
     pub fn start(shards: &[Vec<Example>]) -> Cluster {
+        Self::start_importing(shards.len(), |name, dir, data_dir| {
+            let csv = dir.join(format!("{name}.csv"));
+            write_csv(&csv, &shards[name_index(name)]);
+            hearth_ok(&["data", "import", "--data-dir", s(data_dir), s(&csv)]);
+        })
+    }
+
+    /// Starts a coordinator and `n` participants `inst-1`..`inst-n`; before each starts,
+    /// `import(name, cluster dir, its data dir)` loads its data (with `hearth data import`).
+    pub fn start_importing(n: usize, import: impl Fn(&str, &Path, &Path)) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let names: Vec<String> = (1..=shards.len()).map(|i| format!("inst-{i}")).collect();
+        let names: Vec<String> = (1..=n).map(|i| format!("inst-{i}")).collect();
         let pki = dir.path().join("pki");
         hearth_ok(&["pki", "init", "--dir", s(&pki), "--participants", &names.join(",")]);
         let mut cluster =
             Cluster { dir, coordinator_addr: String::new(), coordinator: None, participants: Vec::new() };
         cluster.start_coordinator();
-        for (name, shard) in names.iter().zip(shards) {
-            let csv = cluster.dir.path().join(format!("{name}.csv"));
-            write_csv(&csv, shard);
+        for name in &names {
             let data_dir = cluster.dir.path().join("data").join(name);
-            hearth_ok(&["data", "import", "--data-dir", s(&data_dir), s(&csv)]);
+            import(name, cluster.dir.path(), &data_dir);
             cluster.start_participant(name);
         }
         cluster
+    }
+
+    /// A participant's data directory.
+    pub fn data_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join("data").join(name)
     }
 
     /// (Re)starts the coordinator with its state directory under the cluster's directory.
@@ -200,6 +277,11 @@ impl Drop for Cluster {
             let _ = c.wait();
         }
     }
+}
+
+/// The 0-based index of participant `inst-<i>`.
+pub fn name_index(name: &str) -> usize {
+    name.trim_start_matches("inst-").parse::<usize>().unwrap() - 1
 }
 
 pub fn s(p: &Path) -> &str {
