@@ -151,9 +151,17 @@ async fn emotion_and_recommend_train_securely_and_serve() {
         }
     }
 
-    // Each institution imports its own files; the formats differ by institution.
-    let cluster = Cluster::start_importing(PARTICIPANTS, |name, dir, data_dir| {
+    // Each institution imports its own files; the formats differ by institution. A fifth one holds only
+    // intent data: the emotion and recommend jobs must not wait for it or invite it.
+    let (intent_only, _) = clinc_slice(3);
+    let cluster = Cluster::start_importing(PARTICIPANTS + 1, |name, dir, data_dir| {
         let i = name_index(name);
+        if i == PARTICIPANTS {
+            let csv = dir.join(format!("{name}.csv"));
+            write_csv(&csv, &intent_only);
+            hearth_ok(&["data", "import", "--data-dir", s(data_dir), s(&csv)]);
+            return;
+        }
         let shard = &emotion_shards[i];
         let emotion_file = match i {
             0 => {
@@ -233,6 +241,12 @@ async fn emotion_and_recommend_train_securely_and_serve() {
     let secure =
         audit.lines().filter(|l| l.contains("round.commit") && l.contains("securely aggregated")).count();
     assert_eq!(secure as u64, 2 * ROUNDS, "{audit}");
+    let outsider = format!("inst-{}", PARTICIPANTS + 1);
+    assert!(
+        audit.lines().filter(|l| l.contains("round.commit")).all(|l| !l.contains(&outsider)),
+        "{outsider} holds no emotion or transaction data and was not in any round: {audit}"
+    );
+    assert!(audit.contains("holds emotion,recommend") && audit.contains("holds intent"), "{audit}");
 
     // Both models learned. Emotion: calibrated on dev as the demo does, evaluated on test.
     let mut emotion_model =

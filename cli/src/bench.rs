@@ -425,6 +425,8 @@ impl SimParticipant {
             .register(v1::RegisterRequest {
                 protocol_version: PROTOCOL_VERSION.into(),
                 software_version: "bench".into(),
+                // A simulated participant declares no families: it is invited to every job.
+                families: None,
             })
             .await?
             .into_inner();

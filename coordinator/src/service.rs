@@ -23,6 +23,9 @@ use crate::job::{lock, JobRuntime};
 use crate::secagg::SecAggRefusal;
 use crate::store::{JobPhase, JobRecord, StoredTrain};
 
+/// Most model families a participant may declare.
+const MAX_FAMILIES: usize = 16;
+
 /// Longest `data_description` a job may carry.
 const MAX_DATA_DESCRIPTION_BYTES: usize = 1000;
 
@@ -117,14 +120,39 @@ impl Coordinator for CoordinatorService {
                 msg.protocol_version
             )));
         }
+        let families = match msg.families {
+            None => None,
+            Some(f)
+                if f.names.len() <= MAX_FAMILIES && f.names.iter().all(|n| (1..=32).contains(&n.len())) =>
+            {
+                Some(f.names)
+            }
+            Some(f) => {
+                return Err(Status::invalid_argument(format!(
+                    "{} model families declared; at most {MAX_FAMILIES} names of 1 to 32 bytes",
+                    f.names.len()
+                )))
+            }
+        };
+        let detail = match &families {
+            Some(f) => format!("{}; holds {}", msg.software_version, f.join(",")),
+            None => msg.software_version.clone(),
+        };
         lock(&self.shared.peers)
             .entry(who.id.clone())
             .and_modify(|p| {
                 p.last_seen_ms = now_ms();
                 p.cert = Some(Arc::clone(&cert));
+                p.families = families.clone();
             })
-            .or_insert(Peer { tx: None, cert: Some(cert), subscription: 0, last_seen_ms: now_ms() });
-        self.shared.audit.record(&who.to_string(), "participant.register", "ok", &msg.software_version);
+            .or_insert(Peer {
+                tx: None,
+                cert: Some(cert),
+                subscription: 0,
+                last_seen_ms: now_ms(),
+                families,
+            });
+        self.shared.audit.record(&who.to_string(), "participant.register", "ok", &detail);
         tracing::info!(participant = %who.id, "registered");
         Ok(Response::new(v1::RegisterReply {
             participant_id: who.id,
@@ -150,6 +178,7 @@ impl Coordinator for CoordinatorService {
                 cert: None,
                 subscription: 0,
                 last_seen_ms: 0,
+                families: None,
             });
             peer.tx = Some(tx.clone());
             peer.cert = Some(cert);
@@ -157,8 +186,8 @@ impl Coordinator for CoordinatorService {
             peer.last_seen_ms = now_ms();
         }
         tracing::info!(participant = %who.id, "subscribed");
-        // Tell a (re)connecting participant which model to serve right away.
-        if let Some(job) = self.shared.latest_job() {
+        // Tell a (re)connecting participant which models to serve right away, one per family.
+        for job in self.shared.latest_jobs() {
             let rec = lock(&job.record).clone();
             let _ = tx.try_send(Ok(v1::Announcement {
                 kind: Some(announcement::Kind::RoundCommitted(v1::RoundCommitted {

@@ -225,6 +225,14 @@ impl Local {
         cached(&self.retail, || recommend::read(&self.store))
     }
 
+    /// The families this institution holds data for (a non-empty table in the store).
+    pub(crate) fn held_families(&self) -> anyhow::Result<Vec<String>> {
+        let s = &self.store;
+        let counts =
+            [("intent", s.count()?), ("emotion", s.emotion_count()?), ("recommend", s.transaction_count()?)];
+        Ok(counts.iter().filter(|(_, n)| *n > 0).map(|(f, _)| f.to_string()).collect())
+    }
+
     /// The training data of `spec`'s family, encoded for `spec`. Blocking.
     pub(crate) fn encode(&self, spec: &ModelSpec) -> anyhow::Result<LocalData> {
         let data = match spec {

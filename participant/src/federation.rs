@@ -132,6 +132,8 @@ impl Federation {
             .register(v1::RegisterRequest {
                 protocol_version: PROTOCOL_VERSION.into(),
                 software_version: env!("CARGO_PKG_VERSION").into(),
+                // Only jobs of the families we hold data for invite us.
+                families: Some(v1::HeldFamilies { names: self.local.held_families()? }),
             })
             .await
             .context("registering")?
