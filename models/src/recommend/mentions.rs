@@ -14,6 +14,10 @@ use crate::features::tokens;
 
 /// Share of a description's (IDF-weighted) words the message must contain.
 const MIN_COVERAGE: f32 = 0.6;
+/// Share of a further match's (weighted) words that better matches must not already account for: "my
+/// red retrospot lunch bag" names `LUNCH BAG RED RETROSPOT` (all its words), not also `JUMBO BAG RED
+/// RETROSPOT`, whose matching words the first one already explains.
+const MIN_NEW_EVIDENCE: f32 = 0.5;
 
 /// Words that say nothing about which product is meant.
 const STOP_WORDS: [&str; 11] = ["a", "an", "and", "for", "in", "of", "on", "set", "the", "to", "with"];
@@ -86,13 +90,13 @@ impl ItemMentions {
 
     /// The items `text` mentions, best match first, at most `max`: those whose description's words it
     /// contains for at least 60% of their weight, and at least two of them unless the description has
-    /// only one.
+    /// only one; a match is dropped when better matches already explain most of its words.
     pub fn find(&self, text: &str, max: usize) -> Vec<String> {
         let said: HashSet<String> = words(text).into_iter().collect();
         if said.is_empty() {
             return Vec::new();
         }
-        let mut hits: Vec<(f32, f32, &str)> = self
+        let mut hits: Vec<(f32, f32, &Described)> = self
             .described
             .iter()
             .filter_map(|d| {
@@ -101,11 +105,25 @@ impl ItemMentions {
                 let weight: f32 = matched.iter().sum();
                 let coverage = if d.total > 0.0 { weight / d.total } else { 0.0 };
                 let enough = matched.len() >= 2.min(d.words.len());
-                (enough && coverage >= MIN_COVERAGE).then_some((coverage, weight, d.item.as_str()))
+                (enough && coverage >= MIN_COVERAGE).then_some((coverage, weight, d))
             })
             .collect();
-        hits.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(b.2)));
-        hits.into_iter().take(max).map(|(_, _, item)| item.to_string()).collect()
+        hits.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.total_cmp(&a.1)).then(a.2.item.cmp(&b.2.item)));
+        let mut explained: HashSet<&str> = HashSet::new();
+        let mut found = Vec::new();
+        for (_, weight, d) in hits {
+            if found.len() == max {
+                break;
+            }
+            let matched = d.words.iter().filter(|(w, _)| said.contains(w));
+            let new: f32 =
+                matched.clone().filter(|(w, _)| !explained.contains(w.as_str())).map(|(_, x)| x).sum();
+            if new >= MIN_NEW_EVIDENCE * weight {
+                explained.extend(matched.map(|(w, _)| w.as_str()));
+                found.push(d.item.clone());
+            }
+        }
+        found
     }
 }
 
@@ -120,6 +138,7 @@ mod tests {
             ("20725", "LUNCH BAG RED RETROSPOT"),
             ("22382", "LUNCH BAG SPACEBOY DESIGN"),
             ("22386", "JUMBO BAG PINK POLKADOT"),
+            ("85099B", "JUMBO BAG RED RETROSPOT"),
             ("99999", ""),
         ];
         ItemMentions::new(d.iter().map(|(i, d)| (i.to_string(), d.to_string())))
@@ -128,8 +147,8 @@ mod tests {
     #[test]
     fn a_described_product_is_found_in_a_message() {
         let m = index();
-        assert_eq!(m.len(), 5);
-        assert_eq!(m.find("My red retrospot lunch bag arrived broken!", 3), ["20725"]);
+        assert_eq!(m.len(), 6);
+        assert_eq!(m.find("My red retrospot lunch bag arrived broken!", 3), ["20725"], "not the jumbo bag");
         assert_eq!(m.find("do you still sell the regency cakestands?", 3), ["22423"]);
         let both = m.find("I want the spaceboy lunch bags and a pink polkadot jumbo bag", 3);
         assert_eq!(both.len(), 2, "{both:?}");
