@@ -27,7 +27,8 @@ pub struct ParticipantConfig {
     /// The node's SM2 protocol signing key (hex file written by `hearth pki init --suite national`); only
     /// the national suite needs it, the international suite signs with the TLS key.
     pub protocol_key: Option<PathBuf>,
-    /// Share of the local data kept out of training to calibrate the out-of-scope threshold locally.
+    /// Share of the local text data (intent and emotion) kept out of training to calibrate locally: the
+    /// out-of-scope threshold, the emotion labels' thresholds and the anger escalation threshold.
     pub holdout_fraction: f64,
 }
 
