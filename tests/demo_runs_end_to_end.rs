@@ -104,3 +104,62 @@ fn demo_runs_under_the_national_suite_with_secure_aggregation() {
     assert!(v["rounds"].as_array().unwrap().iter().all(|r| r["participants"] == 4), "{v}");
     assert!(work.join("pki/institution-1.sm2.key").exists(), "SM2 protocol keys were issued");
 }
+
+#[test]
+fn demo_runs_all_three_tasks_and_reports_each_in_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(HEARTH)
+        .args([
+            "demo",
+            "--no-serve",
+            "--json",
+            "--participants",
+            "4",
+            "--rounds",
+            "2",
+            "--dir",
+            s(dir.path()),
+        ])
+        .env("HEARTH_DATA_DIR", data_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Intent at the top level, as before other tasks existed.
+    assert_eq!(v["dataset"], "clinc150");
+    assert_eq!(v["rounds"].as_array().unwrap().len(), 2);
+    assert!(v["federated"]["accuracy"].is_f64() && v["centralized"]["macro_f1"].is_f64(), "{v}");
+    let frac = |x: &serde_json::Value, what: &str| {
+        let f = x.as_f64().unwrap_or_else(|| panic!("{what} missing: {v}"));
+        assert!((0.0..=1.0).contains(&f), "{what} = {f}");
+    };
+    for side in ["federated", "centralized"] {
+        for k in ["macro_f1", "anger_recall", "anger_precision"] {
+            frac(&v["emotion"][side][k], &format!("emotion.{side}.{k}"));
+        }
+    }
+    assert_eq!(v["emotion"]["paper_baseline"]["macro_f1"], 0.64);
+    assert_eq!(v["emotion"]["secure_aggregation"], true);
+    for side in ["federated", "centralized", "popular"] {
+        for k in ["hr_at_10", "ndcg_at_10"] {
+            frac(&v["recommend"][side][k], &format!("recommend.{side}.{k}"));
+        }
+    }
+    let names: Vec<&str> = v["recommend"]["institutions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["United Kingdom", "Germany", "France", "Other countries"]);
+    for k in ["intent", "emotion", "recommend", "training", "total"] {
+        assert!(v["seconds"][k].is_f64(), "seconds.{k}: {v}");
+    }
+    // Every participant wrote a model file per family, with its card.
+    for family in ["intent", "emotion", "recommend"] {
+        let f = dir.path().join(format!("participants/institution-2/models/{family}.hearthm"));
+        let out = hearth_ok(&["model", "show", s(&f)]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&format!("job:       demo-{family}, version 2")), "{text}");
+    }
+}

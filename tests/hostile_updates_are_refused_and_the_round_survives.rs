@@ -63,20 +63,32 @@ async fn hostile_updates_are_refused_and_the_round_survives() {
 
     let mut rogue = cluster.client("rogue").await;
     rogue
-        .register(v1::RegisterRequest { protocol_version: "1.0".into(), software_version: "rogue".into() })
+        .register(v1::RegisterRequest {
+            protocol_version: "1.0".into(),
+            software_version: "rogue".into(),
+            families: None,
+        })
         .await
         .unwrap();
     // A wrong protocol major version is refused.
     let err = rogue
-        .register(v1::RegisterRequest { protocol_version: "9.0".into(), software_version: "x".into() })
+        .register(v1::RegisterRequest {
+            protocol_version: "9.0".into(),
+            software_version: "x".into(),
+            families: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
     let mut announcements = rogue.subscribe(v1::SubscribeRequest {}).await.unwrap().into_inner();
     let mut slow = cluster.client("slow").await;
-    slow.register(v1::RegisterRequest { protocol_version: "1.0".into(), software_version: "slow".into() })
-        .await
-        .unwrap();
+    slow.register(v1::RegisterRequest {
+        protocol_version: "1.0".into(),
+        software_version: "slow".into(),
+        families: None,
+    })
+    .await
+    .unwrap();
     let _slow_announcements = slow.subscribe(v1::SubscribeRequest {}).await.unwrap().into_inner();
 
     let mut op = cluster.client("operator").await;

@@ -315,6 +315,7 @@ async fn measure(c: Config) -> anyhow::Result<Row> {
             secagg_clip: 0.0,
             secagg_weight_cap: 0.0,
             privacy: None,
+            ..Default::default()
         })
         .await?
         .into_inner()
@@ -431,6 +432,8 @@ impl SimParticipant {
             .register(v1::RegisterRequest {
                 protocol_version: PROTOCOL_VERSION.into(),
                 software_version: "bench".into(),
+                // A simulated participant declares no families: it is invited to every job.
+                families: None,
             })
             .await?
             .into_inner();

@@ -1,66 +1,102 @@
-//! `hearth demo`: a complete federated run on one machine, with real processes and real mTLS.
+//! `hearth demo`: complete federated runs on one machine, with real processes, real mTLS and secure
+//! aggregation, for the three model families.
 //!
-//! 1. Load the dataset (CLINC150 by default) and split its training set over N institutions with a seeded
-//!    Dirichlet(alpha) draw; the test set stays with the operator for evaluation.
-//! 2. Create a development PKI, write each institution's shard into its own participant store.
-//! 3. Start one coordinator and N participant processes on loopback, submit the job as the operator,
-//!    follow it round by round, evaluating each committed global model on the test set.
-//! 4. Train the same model centrally on the pooled data for comparison.
-//! 5. Keep the participants serving the final model until Ctrl-C (unless `--no-serve`).
+//! 1. Load each task's dataset and split its training data over N institutions: CLINC150 (intent) and
+//!    GoEmotions Ekman (emotion) with a seeded Dirichlet(alpha) draw over the label; Online Retail
+//!    (recommend) by the customers' countries, the dataset's natural partition (see
+//!    [`recommend`]). Test data stays with the operator for evaluation.
+//! 2. Create a development PKI, write each institution's share of every task into its own store.
+//! 3. Start one coordinator and N participant processes on loopback; for each task submit its job as the
+//!    operator and follow it round by round, evaluating each committed global model.
+//! 4. Train the same model centrally on the pooled data for comparison (and, for recommendations, the
+//!    most-popular baseline).
+//! 5. Keep the participants serving the final models until Ctrl-C (unless `--no-serve`).
+//!
+//! Each task is a module (`demo/intent.rs`, `demo/emotion.rs`, `demo/recommend.rs`) with the same
+//! shape: `prepare` (data and shards), a [`Task`] (how a committed round is evaluated), `finish`
+//! (centralized comparison and summary).
 
+mod emotion;
+mod fleet;
+mod intent;
+mod recommend;
+
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{bail, Context};
-use hearth_models::{
-    choose_oos_threshold, dirichlet_split, encode, evaluate, parse_clinc150, train_local, Example,
-    FeatureConfig, IntentModel, IntentSpec, Metrics, TrainParams, DEFAULT_ROUNDS,
-};
+use hearth_models::ModelSpec;
+use hearth_proto::v1::coordinator_client::CoordinatorClient;
 use hearth_proto::v1::{self, job_event};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
-use tokio::process::{Child, Command};
+use tonic::transport::Channel;
 
-use crate::operator::{download_model, Connection, JobPlan};
+use crate::operator::{download_spec, Connection, JobPlan};
+use fleet::Fleet;
+
+/// Which tasks `hearth demo` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TaskChoice {
+    /// Intent, emotion and recommendation, one after the other.
+    All,
+    /// Intent classification on CLINC150 (or --train/--test).
+    Intent,
+    /// Emotion and anger escalation on GoEmotions (Ekman labels).
+    Emotion,
+    /// Recommendations on Online Retail.
+    Recommend,
+}
 
 /// Arguments of `hearth demo`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  hearth demo\n  hearth demo --no-serve --json > summary.json\n  hearth demo --participants 3 --rounds 5 --alpha 0.1\n  hearth demo --train my-train.csv --test my-test.csv\n\nLogs of the coordinator and participants go to DIR/logs/. Without --dir, DIR is a fresh temporary\ndirectory that is removed when the demo ends."
+    after_help = "Examples:\n  hearth demo                                  # intent, emotion and recommend\n  hearth demo --task emotion\n  hearth demo --no-serve --json > summary.json\n  hearth demo --participants 3 --rounds 5 --alpha 0.1\n  hearth demo --task intent --train my-train.csv --test my-test.csv\n\nDatasets are read from the shared data directory: --data-dir, else $HEARTH_DATA_DIR, else the first\nshared/data found walking up from the current directory (clinc150/, goemotions/ekman/,\nonline-retail/). Logs of the coordinator and participants go to DIR/logs/. Without --dir, DIR is a\nfresh temporary directory that is removed when the demo ends."
 )]
 pub struct DemoArgs {
+    /// Which task to run (default: all three; with --train, intent alone, as before other tasks existed).
+    #[arg(long, value_enum)]
+    pub task: Option<TaskChoice>,
     /// Number of institutions (participant processes).
     #[arg(long, default_value_t = 5)]
     pub participants: usize,
-    /// Federated rounds (default: the tuned number for the model).
+    /// Federated rounds of every task (default: each family's tuned number).
     #[arg(long)]
     pub rounds: Option<u64>,
-    /// Local epochs per round.
+    /// Local epochs per round of every task (default: each family's tuned value).
     #[arg(long)]
     pub local_epochs: Option<u32>,
-    /// Concentration of the Dirichlet split (smaller: more skewed institutions).
+    /// Concentration of the Dirichlet split of intent and emotion data (smaller: more skewed).
     #[arg(long, default_value_t = 0.5)]
     pub alpha: f64,
-    /// Seed for the split, the training order and participant selection.
+    /// Seed for the splits, the training order and participant selection.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Your own training data (CSV `text,label` or JSON Lines); requires --test.
+    /// The anger recall the escalation policy asks for: each participant (and the demo's evaluation)
+    /// sets the escalation threshold on its calibration data to reach it.
+    #[arg(long, default_value_t = 0.7)]
+    pub target_anger_recall: f32,
+    /// The shared datasets directory (holding clinc150/, goemotions/, online-retail/).
+    #[arg(long, env = "HEARTH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Your own intent training data (CSV `text,label` or JSON Lines); requires --test.
     #[arg(long, requires = "test")]
     pub train: Option<PathBuf>,
-    /// Your own test data; requires --train.
+    /// Your own intent test data; requires --train.
     #[arg(long, requires = "train")]
     pub test: Option<PathBuf>,
     /// Validation data for choosing the out-of-scope threshold (with --train/--test).
     #[arg(long, requires = "train")]
     pub val: Option<PathBuf>,
-    /// CLINC150 `data_full.json` (default: ../shared/data/clinc150/data_full.json).
+    /// CLINC150 `data_full.json` (default: DATA_DIR/clinc150/data_full.json).
     #[arg(long, env = "HEARTH_CLINC150")]
     pub clinc150: Option<PathBuf>,
     /// Working directory for PKI, stores and logs (kept afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// Exit after the final table instead of serving.
+    /// Exit after the final tables instead of serving.
     #[arg(long)]
     pub no_serve: bool,
     /// Print the summary as one JSON document on stdout.
@@ -80,152 +116,237 @@ pub struct DemoArgs {
     pub suite: hearth_crypto::SuiteId,
 }
 
-/// One row of the per-round table.
-#[derive(Debug, Clone, Serialize)]
-pub struct RoundRow {
-    pub round: u64,
-    pub participants: u32,
-    pub train_loss: f32,
-    pub accuracy: f64,
-    pub macro_f1: f64,
-    pub in_scope_accuracy: f64,
-    pub oos_recall: f64,
-    pub seconds: f64,
+impl DemoArgs {
+    fn task(&self) -> TaskChoice {
+        match (self.task, &self.train) {
+            (Some(t), _) => t,
+            (None, Some(_)) => TaskChoice::Intent,
+            (None, None) => TaskChoice::All,
+        }
+    }
+
+    fn runs(&self, t: TaskChoice) -> bool {
+        self.task() == TaskChoice::All || self.task() == t
+    }
 }
 
-/// Final metrics of one way of training.
-#[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
-    pub accuracy: f64,
-    pub macro_f1: f64,
-    pub in_scope_accuracy: f64,
-    pub oos_recall: f64,
-    pub oos_threshold: Option<f32>,
-    pub train_seconds: f64,
+/// Wall time of each part of the demo, in seconds.
+#[derive(Debug, Default, Serialize)]
+pub struct Timings {
+    /// Federated and centralized training of each task that ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intent: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emotion: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recommend: Option<f64>,
+    /// All training (federated and centralized) of all tasks.
+    pub training: f64,
+    /// From start to the final table, data loading and process start-up included.
+    pub total: f64,
 }
 
-/// The whole `--json` document.
+/// The whole `--json` document: the intent keys at the top level (as before other families existed),
+/// then a section per other task.
 #[derive(Debug, Serialize)]
 pub struct Summary {
-    pub dataset: String,
-    pub seed: u64,
-    pub participants: usize,
-    pub alpha: f64,
-    pub train_examples: usize,
-    pub test_examples: usize,
-    pub shard_sizes: Vec<usize>,
-    pub model: serde_json::Value,
-    pub train: serde_json::Value,
-    /// Whether rounds were securely aggregated (the coordinator saw only sums).
-    pub secure_aggregation: bool,
     /// The consortium's algorithm suite.
     pub suite: hearth_crypto::SuiteId,
-    pub rounds: Vec<RoundRow>,
-    pub federated: Outcome,
-    pub centralized: Outcome,
-    pub top_confusions: Vec<hearth_models::Confusion>,
+    #[serde(flatten)]
+    pub intent: Option<intent::Summary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emotion: Option<emotion::Summary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recommend: Option<recommend::Summary>,
+    pub seconds: Timings,
 }
 
-struct Dataset {
-    name: String,
-    train: Vec<Example>,
-    val: Vec<Example>,
-    test: Vec<Example>,
-}
-
-fn default_clinc150() -> PathBuf {
-    let from_cwd = PathBuf::from("../shared/data/clinc150/data_full.json");
-    if from_cwd.exists() {
-        return from_cwd;
+/// The shared datasets directory: `--data-dir` / `$HEARTH_DATA_DIR`, else the first `shared/data`
+/// found walking up from the current directory, else from this crate's source (a checkout sits beside
+/// `shared/`, a worktree one level deeper).
+fn data_dir(a: &DemoArgs) -> PathBuf {
+    if let Some(d) = &a.data_dir {
+        return d.clone();
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/clinc150/data_full.json")
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    cwd.ancestors()
+        .chain(here.ancestors())
+        .map(|p| p.join("shared/data"))
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| PathBuf::from("../shared/data"))
 }
 
-fn load_dataset(a: &DemoArgs) -> anyhow::Result<Dataset> {
-    if let (Some(train), Some(test)) = (&a.train, &a.test) {
-        let val = match &a.val {
-            Some(v) => crate::data::read_labelled(v)?,
-            None => vec![],
-        };
-        return Ok(Dataset {
-            name: format!("{} / {}", train.display(), test.display()),
-            train: crate::data::read_labelled(train)?,
-            val,
-            test: crate::data::read_labelled(test)?,
-        });
-    }
-    let path = a.clinc150.clone().unwrap_or_else(default_clinc150);
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!("reading CLINC150 from {} (set --clinc150 or HEARTH_CLINC150)", path.display())
-    })?;
-    let d = parse_clinc150(&text).with_context(|| format!("parsing {}", path.display()))?;
-    Ok(Dataset { name: "clinc150".into(), train: d.train, val: d.val, test: d.test })
+/// What every task's job shares: the running fleet and how jobs are run.
+pub(crate) struct Ctx {
+    pub(crate) client: CoordinatorClient<Channel>,
+    pub(crate) fleet: Fleet,
+    pub(crate) mp: MultiProgress,
+    pub(crate) json: bool,
+    pub(crate) participants: usize,
+    pub(crate) secure_aggregation: bool,
+    pub(crate) round_deadline_s: u32,
+    pub(crate) seed: u64,
+    pub(crate) rounds: Option<u64>,
+    pub(crate) local_epochs: Option<u32>,
+    pub(crate) logs: PathBuf,
 }
 
-/// Child processes, killed when dropped.
-struct Fleet {
-    children: Vec<(String, Child)>,
-    /// Set in every child's environment (the keystore passphrase).
-    env: Vec<(String, String)>,
-}
-
-impl Fleet {
-    async fn spawn(&mut self, name: &str, args: &[&str], log: &Path) -> anyhow::Result<()> {
-        let exe = std::env::current_exe().context("locating the hearth executable")?;
-        let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let err = out.try_clone()?;
-        let child = Command::new(exe)
-            .args(args)
-            .env("HEARTH_LOG", std::env::var("HEARTH_LOG").unwrap_or_else(|_| "info".into()))
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        self.children.push((name.to_string(), child));
-        Ok(())
-    }
-
-    fn check_alive(&mut self) -> anyhow::Result<()> {
-        for (name, child) in &mut self.children {
-            if let Some(status) = child.try_wait()? {
-                bail!("{name} exited early ({status}); see its log");
-            }
+impl Ctx {
+    /// A job of `spec` with its family's tuned defaults, overridden by the demo's flags.
+    pub(crate) fn plan(&self, job_id: &str, spec: ModelSpec) -> JobPlan {
+        let d = spec.defaults();
+        let mut train = hearth_models::TrainParams { seed: self.seed, ..d.train };
+        if let Some(e) = self.local_epochs {
+            train.local_epochs = e;
         }
-        Ok(())
+        let n = self.participants as u32;
+        JobPlan {
+            job_id: job_id.into(),
+            spec,
+            train,
+            rounds: self.rounds.unwrap_or(d.rounds),
+            participants_per_round: 0,
+            min_participants: (n * 3).div_ceil(5).max(1),
+            round_deadline_s: self.round_deadline_s,
+            wait_for_participants: n,
+            server_learning_rate: d.server_learning_rate,
+            server_momentum: d.server_momentum,
+            secure_aggregation: self.secure_aggregation,
+            secagg_clip: 0.0,
+            privacy: None,
+            escalation_target_recall: None,
+            data_description: String::new(),
+        }
+    }
+
+    /// Prints a line of a table on stdout (text mode only).
+    pub(crate) fn print(&self, line: &str) {
+        if !self.json {
+            self.mp.suspend(|| println!("{line}"));
+        }
     }
 }
 
-/// Waits for a service's ready file and returns the address in it.
-async fn wait_ready(file: &Path, fleet: &mut Fleet, what: &str) -> anyhow::Result<String> {
+/// How a task evaluates each committed global model.
+pub(crate) trait Task: Send + Sync + 'static {
+    /// One committed round's evaluation.
+    type Row: Send + 'static;
+    /// The per-round table's header.
+    fn header(&self) -> String;
+    /// Evaluates the global model of a committed round (blocking: CPU work).
+    fn evaluate(&self, s: &v1::RoundSummary, spec: ModelSpec, params: Vec<f32>) -> anyhow::Result<Self::Row>;
+    /// The row as a table line.
+    fn line(&self, row: &Self::Row) -> String;
+}
+
+/// Submits `plan`, follows its rounds (a progress bar per round, a table row per commit, each commit
+/// evaluated by `task`), and returns the rows and the federated training's wall time.
+///
+/// A committed model is downloaded as soon as its commit is announced (the coordinator keeps only its
+/// latest version) and evaluated on a blocking thread while the next round runs; rows are printed in
+/// round order as their evaluations finish. A round whose model was already replaced before it could be
+/// downloaded (rounds faster than a download, under load) is listed without an evaluation.
+pub(crate) async fn follow<T: Task>(
+    ctx: &mut Ctx,
+    plan: &JobPlan,
+    task: Arc<T>,
+) -> anyhow::Result<(Vec<T::Row>, f64)> {
+    let job =
+        ctx.client.submit_job(plan.to_proto()).await.context("submitting the demo job")?.into_inner().job_id;
+    let mut events = ctx.client.watch_job(v1::WatchJobRequest { job_id: job.clone() }).await?.into_inner();
+    let style =
+        ProgressStyle::with_template("round {prefix:>3}/{msg} [{bar:30}] {pos}/{len} updates {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+    let mut bar: Option<ProgressBar> = None;
+    let mut rows = Vec::new();
+    let mut pending: VecDeque<tokio::task::JoinHandle<anyhow::Result<T::Row>>> = VecDeque::new();
+    let mut committed = 0u64;
+    ctx.print(&task.header());
     let start = Instant::now();
-    loop {
-        if let Ok(s) = std::fs::read_to_string(file) {
-            if !s.is_empty() {
-                return Ok(s.trim().to_string());
+    while let Some(ev) = events.message().await? {
+        ctx.fleet.check_alive()?;
+        match ev.kind {
+            Some(job_event::Kind::Opened(o)) => {
+                let b = ctx.mp.add(ProgressBar::new(u64::from(o.invited)));
+                b.set_style(style.clone());
+                b.set_prefix(o.round.to_string());
+                b.set_message(plan.rounds.to_string());
+                bar = Some(b);
             }
+            Some(job_event::Kind::UpdateReceived(u)) => {
+                if let Some(b) = &bar {
+                    b.set_position(u64::from(u.received));
+                }
+            }
+            Some(job_event::Kind::Committed(s)) => {
+                if let Some(b) = bar.take() {
+                    b.finish_and_clear();
+                }
+                committed += 1;
+                match download_spec(&mut ctx.client, &job, s.version).await {
+                    Ok((spec, params)) => {
+                        let t = Arc::clone(&task);
+                        pending.push_back(tokio::task::spawn_blocking(move || t.evaluate(&s, spec, params)));
+                    }
+                    Err(e)
+                        if e.downcast_ref::<tonic::Status>()
+                            .is_some_and(|s| s.code() == tonic::Code::FailedPrecondition) =>
+                    {
+                        ctx.print(&format!(
+                            "{:>5} committed; not evaluated (the next round replaced it first)",
+                            s.round
+                        ));
+                    }
+                    Err(e) => return Err(e),
+                }
+                while pending.front().is_some_and(|h| h.is_finished()) {
+                    if let Some(h) = pending.pop_front() {
+                        let row = h.await??;
+                        ctx.print(&task.line(&row));
+                        rows.push(row);
+                    }
+                }
+            }
+            Some(job_event::Kind::Failed(f)) => {
+                ctx.mp.suspend(|| eprintln!("round {} failed: {}", f.round, f.reason));
+            }
+            Some(job_event::Kind::Finished(_)) => break,
+            None => {}
         }
-        fleet.check_alive()?;
-        if start.elapsed() > Duration::from_secs(60) {
-            bail!("{what} did not start within 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn evaluate_with_threshold(model: &mut IntentModel, val: &[Example], test: &[Example]) -> Metrics {
-    model.oos_threshold = if val.is_empty() { None } else { Some(choose_oos_threshold(model, val)) };
-    evaluate(model, test)
+    let seconds = start.elapsed().as_secs_f64();
+    for h in pending {
+        let row = h.await??;
+        ctx.print(&task.line(&row));
+        rows.push(row);
+    }
+    if committed < plan.rounds || rows.is_empty() {
+        bail!("job {job} ended after {committed} of {} rounds; see {}", plan.rounds, ctx.logs.display());
+    }
+    Ok((rows, seconds))
 }
 
 pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     if a.participants == 0 || a.participants > 64 {
         bail!("--participants must be between 1 and 64, got {}", a.participants);
     }
+    if !a.runs(TaskChoice::Intent) && a.train.is_some() {
+        bail!("--train/--test are intent data; use them with --task intent or all");
+    }
     let t0 = Instant::now();
-    let data = load_dataset(&a)?;
+    let shared = data_dir(&a);
+    let n = a.participants;
+    // Load and split every task's data before starting anything.
+    let intent = if a.runs(TaskChoice::Intent) { Some(intent::prepare(&a, &shared)?) } else { None };
+    let emotion = if a.runs(TaskChoice::Emotion) {
+        Some(emotion::prepare(&shared, n, a.alpha, a.seed, a.target_anger_recall)?)
+    } else {
+        None
+    };
+    let retail = if a.runs(TaskChoice::Recommend) { Some(recommend::prepare(&shared, n)?) } else { None };
+
     let (dir, _tmp_guard) = match &a.dir {
         Some(d) => (d.clone(), None),
         None => {
@@ -235,34 +356,9 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(dir.join("logs"))?;
 
-    // Labels and model.
-    let mut labels: Vec<String> = data.train.iter().map(|e| e.label.clone()).collect();
-    labels.sort();
-    labels.dedup();
-    let spec = IntentSpec::new(labels, FeatureConfig::default())?;
-    let mut train = TrainParams { seed: a.seed, ..TrainParams::default() };
-    if let Some(e) = a.local_epochs {
-        train.local_epochs = e;
-    }
-    let rounds = a.rounds.unwrap_or(DEFAULT_ROUNDS);
-
-    // Split.
-    let split = dirichlet_split(&data.train, a.participants, a.alpha, a.seed)?;
-    let shard_sizes: Vec<usize> = split.shards.iter().map(Vec::len).collect();
-    eprintln!(
-        "dataset {}: {} train / {} test examples, {} labels; Dirichlet({}) split over {} institutions: {:?}",
-        data.name,
-        data.train.len(),
-        data.test.len(),
-        spec.labels.len(),
-        a.alpha,
-        a.participants,
-        shard_sizes
-    );
-
-    // PKI and stores.
+    // PKI and stores: each institution's share of every task.
     let pki_dir = dir.join("pki");
-    let names: Vec<String> = (1..=a.participants).map(|i| format!("institution-{i}")).collect();
+    let names: Vec<String> = (1..=n).map(|i| format!("institution-{i}")).collect();
     if !pki_dir.join("ca.pem").exists() {
         crate::pki::init(&crate::pki::InitArgs {
             dir: pki_dir.clone(),
@@ -278,101 +374,45 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     // it through HEARTH_KEYSTORE_PASSPHRASE. Argon2id at its floor: a development keystore.
     let passphrase = zeroize::Zeroizing::new(hex::encode(rand::random::<[u8; 24]>()));
     hearth_node::files::write_atomic(&dir.join("demo-keystore-passphrase"), passphrase.as_bytes(), true)?;
-    let keystore = hearth_node::config::KeystoreConfig {
-        argon2_memory_kib: 19 * 1024,
-        argon2_iterations: 2,
-        ..Default::default()
+    let nodes = fleet::Nodes {
+        allow_plain: a.plain || n < 4,
+        suite: a.suite,
+        keystore: hearth_node::config::KeystoreConfig {
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+            ..Default::default()
+        },
+        passphrase: passphrase.to_string(),
     };
-    for (name, shard) in names.iter().zip(&split.shards) {
+    for (i, name) in names.iter().enumerate() {
         let store_dir = dir.join("participants").join(name);
         let _ = std::fs::remove_dir_all(&store_dir);
         let cfg = hearth_participant::ParticipantConfig {
             data_dir: store_dir,
             tls: hearth_transport::TlsPaths::in_dir(&pki_dir, name),
             suite: a.suite,
-            keystore: keystore.clone(),
+            keystore: nodes.keystore.clone(),
             ..Default::default()
         };
         let node = hearth_participant::open_node(&cfg, "cli:demo", Some(&passphrase))?;
-        node.store.import(shard)?;
+        let store = &node.store;
+        if let Some(p) = &intent {
+            store.import(p.shard(i))?;
+        }
+        if let Some(p) = &emotion {
+            store.import_emotion(p.shard(i))?;
+        }
+        if let Some(p) = &retail {
+            store.import_transactions(p.shard(i))?;
+        }
     }
-    let coord_state = dir.join("coordinator");
-    let _ = std::fs::remove_dir_all(&coord_state);
+    let (fleet, coord_addr, addrs) = fleet::start(&dir, &pki_dir, &names, &nodes).await?;
 
-    // Processes.
-    let mut fleet = Fleet {
-        children: vec![],
-        env: vec![(hearth_node::config::PASSPHRASE_ENV.to_string(), passphrase.to_string())],
-    };
-    let ready = dir.join("coordinator.addr");
-    let _ = std::fs::remove_file(&ready);
-    let coord_cfg = dir.join("coordinator.toml");
-    let c = hearth_coordinator::CoordinatorConfig {
-        listen: "127.0.0.1:0".into(),
-        state_dir: coord_state,
-        tls: hearth_transport::TlsPaths::in_dir(&pki_dir, "coordinator"),
-        // Plain averaging only when asked for (or when there are too few participants for secure
-        // aggregation); otherwise the coordinator refuses it.
-        policy: hearth_policies::RoundPolicy {
-            allow_plain_aggregation: a.plain || a.participants < 4,
-            ..Default::default()
-        },
-        keystore: keystore.clone(),
-        suite: a.suite,
-        ..Default::default()
-    };
-    std::fs::write(&coord_cfg, toml::to_string(&c)?)?;
-    fleet
-        .spawn(
-            "coordinator",
-            &["coordinator", "--config", path_str(&coord_cfg)?, "--ready-file", path_str(&ready)?],
-            &dir.join("logs/coordinator.log"),
-        )
-        .await?;
-    let coord_addr = wait_ready(&ready, &mut fleet, "the coordinator").await?;
-    let mut endpoints = Vec::new();
-    for name in &names {
-        let cfg_path = dir.join(format!("{name}.toml"));
-        let ready = dir.join(format!("{name}.addr"));
-        let _ = std::fs::remove_file(&ready);
-        let p = hearth_participant::ParticipantConfig {
-            coordinator: coord_addr.clone(),
-            coordinator_name: "localhost".into(),
-            listen: "127.0.0.1:0".into(),
-            data_dir: dir.join("participants").join(name),
-            tls: hearth_transport::TlsPaths::in_dir(&pki_dir, name),
-            keystore: keystore.clone(),
-            suite: a.suite,
-            ..Default::default()
-        };
-        std::fs::write(&cfg_path, toml::to_string(&p)?)?;
-        fleet
-            .spawn(
-                name,
-                &["participant", "--config", path_str(&cfg_path)?, "--ready-file", path_str(&ready)?],
-                &dir.join(format!("logs/{name}.log")),
-            )
-            .await?;
-        endpoints.push((name.clone(), ready));
-    }
-    let mut addrs = Vec::new();
-    for (name, ready) in &endpoints {
-        addrs.push((name.clone(), wait_ready(ready, &mut fleet, name).await?));
-    }
-    eprintln!(
-        "coordinator on {coord_addr}, {} participants up; logs in {}",
-        addrs.len(),
-        dir.join("logs").display()
-    );
-
-    // The job.
     let conn = Connection {
         coordinator: coord_addr.clone(),
         coordinator_name: "localhost".into(),
         tls_dir: pki_dir.clone(),
     };
-    let mut client = conn.connect().await?;
-    let n = a.participants as u32;
     let secure_aggregation = !a.plain && n >= 4;
     if !a.plain && !secure_aggregation {
         eprintln!(
@@ -387,214 +427,144 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             "plain federated averaging (the coordinator sees each update)"
         }
     );
-    let plan = JobPlan {
-        job_id: "demo-intent".into(),
-        spec: spec.clone(),
-        train: train.clone(),
-        rounds,
-        participants_per_round: 0,
-        min_participants: (n * 3).div_ceil(5).max(1),
+    let mut ctx = Ctx {
+        client: conn.connect().await?,
+        fleet,
+        mp: MultiProgress::new(),
+        json: a.json,
+        participants: n,
+        secure_aggregation,
         round_deadline_s: a.round_deadline_s,
-        wait_for_participants: n,
-        server_learning_rate: 1.0,
-        server_momentum: hearth_models::DEFAULT_SERVER_MOMENTUM,
-        secure_aggregation,
-        secagg_clip: 0.0,
-        privacy: None,
-    };
-    let job =
-        client.submit_job(plan.to_proto()).await.context("submitting the demo job")?.into_inner().job_id;
-    let mut events = client.watch_job(v1::WatchJobRequest { job_id: job.clone() }).await?.into_inner();
-
-    let mp = MultiProgress::new();
-    let style =
-        ProgressStyle::with_template("round {prefix:>3}/{msg} [{bar:30}] {pos}/{len} updates {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
-    let mut bar: Option<ProgressBar> = None;
-    let mut rows: Vec<RoundRow> = Vec::new();
-    let header = format!(
-        "{:>5} {:>12} {:>10} {:>9} {:>9} {:>9} {:>9}",
-        "round", "participants", "train_loss", "accuracy", "macro_f1", "in_scope", "oos_rec"
-    );
-    if !a.json {
-        mp.suspend(|| println!("{header}"));
-    }
-    let train_start = Instant::now();
-    let mut last_model = None;
-    while let Some(ev) = events.message().await? {
-        fleet.check_alive()?;
-        match ev.kind {
-            Some(job_event::Kind::Opened(o)) => {
-                let b = mp.add(ProgressBar::new(u64::from(o.invited)));
-                b.set_style(style.clone());
-                b.set_prefix(o.round.to_string());
-                b.set_message(rounds.to_string());
-                bar = Some(b);
-            }
-            Some(job_event::Kind::UpdateReceived(u)) => {
-                if let Some(b) = &bar {
-                    b.set_position(u64::from(u.received));
-                }
-            }
-            Some(job_event::Kind::Committed(s)) => {
-                if let Some(b) = bar.take() {
-                    b.finish_and_clear();
-                }
-                let mut model = download_model(&mut client, &job, s.version).await?;
-                let (val, test) = (data.val.clone(), data.test.clone());
-                let (m, model) = tokio::task::spawn_blocking(move || {
-                    let m = evaluate_with_threshold(&mut model, &val, &test);
-                    (m, model)
-                })
-                .await?;
-                let row = RoundRow {
-                    round: s.round,
-                    participants: s.participants,
-                    train_loss: s.train_loss,
-                    accuracy: m.accuracy,
-                    macro_f1: m.macro_f1,
-                    in_scope_accuracy: m.in_scope_accuracy,
-                    oos_recall: m.oos_recall,
-                    seconds: s.seconds,
-                };
-                if !a.json {
-                    mp.suspend(|| {
-                        println!(
-                            "{:>5} {:>12} {:>10.4} {:>9.4} {:>9.4} {:>9.4} {:>9.4}",
-                            row.round,
-                            row.participants,
-                            row.train_loss,
-                            row.accuracy,
-                            row.macro_f1,
-                            row.in_scope_accuracy,
-                            row.oos_recall
-                        )
-                    });
-                }
-                rows.push(row);
-                last_model = Some((model, m));
-            }
-            Some(job_event::Kind::Failed(f)) => {
-                mp.suspend(|| eprintln!("round {} failed: {}", f.round, f.reason));
-            }
-            Some(job_event::Kind::Finished(_)) => break,
-            None => {}
-        }
-    }
-    let fed_seconds = train_start.elapsed().as_secs_f64();
-    let Some((fed_model, fed_metrics)) = last_model else {
-        bail!("the job ended without committing a round")
-    };
-    if (rows.len() as u64) < rounds {
-        bail!("the job ended after {} of {rounds} rounds; see {}", rows.len(), dir.join("logs").display());
-    }
-
-    // Centralized baseline: same model, same hyper-parameters, the same number of passes over the data.
-    eprintln!("training the centralized baseline on the pooled data...");
-    let central_start = Instant::now();
-    let (spec2, pooled, val, test) = (spec.clone(), data.train.clone(), data.val.clone(), data.test.clone());
-    let central_params = TrainParams { local_epochs: train.local_epochs * rounds as u32, ..train.clone() };
-    let (central_metrics, central_model) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let enc = encode(&spec2, &pooled)?;
-        let mut params = vec![0.0f32; spec2.num_params()];
-        train_local(&spec2, &mut params, &enc, &central_params)?;
-        let mut model = IntentModel::from_params(spec2, params)?;
-        let m = evaluate_with_threshold(&mut model, &val, &test);
-        Ok((m, model))
-    })
-    .await??;
-    let central_seconds = central_start.elapsed().as_secs_f64();
-
-    let outcome = |m: &Metrics, model: &IntentModel, secs: f64| Outcome {
-        accuracy: m.accuracy,
-        macro_f1: m.macro_f1,
-        in_scope_accuracy: m.in_scope_accuracy,
-        oos_recall: m.oos_recall,
-        oos_threshold: model.oos_threshold,
-        train_seconds: secs,
-    };
-    let summary = Summary {
-        dataset: data.name.clone(),
         seed: a.seed,
-        participants: a.participants,
-        alpha: a.alpha,
-        train_examples: data.train.len(),
-        test_examples: data.test.len(),
-        shard_sizes,
-        model: serde_json::json!({
-            "family": "intent",
-            "labels": spec.labels.len(),
-            "features": spec.features,
-            "num_params": spec.num_params(),
-        }),
-        train: serde_json::json!({
-            "rounds": rounds,
-            "local_epochs": train.local_epochs,
-            "learning_rate": train.learning_rate,
-            "batch_size": train.batch_size,
-            "l2": train.l2,
-        }),
-        secure_aggregation,
-        suite: a.suite,
-        rounds: rows,
-        federated: outcome(&fed_metrics, &fed_model, fed_seconds),
-        centralized: outcome(&central_metrics, &central_model, central_seconds),
-        top_confusions: fed_metrics.confusions.iter().take(5).cloned().collect(),
+        rounds: a.rounds,
+        local_epochs: a.local_epochs,
+        logs: dir.join("logs"),
     };
 
+    // The tasks, one job each, on the same fleet.
+    let mut seconds = Timings::default();
+    let train_start = Instant::now();
+    let intent_summary = match intent {
+        Some(p) => {
+            let t = Instant::now();
+            let s = intent::run(&mut ctx, p, &a).await?;
+            seconds.intent = Some(t.elapsed().as_secs_f64());
+            Some(s)
+        }
+        None => None,
+    };
+    let emotion_summary = match emotion {
+        Some(p) => {
+            let t = Instant::now();
+            let s = emotion::run(&mut ctx, p).await?;
+            seconds.emotion = Some(t.elapsed().as_secs_f64());
+            Some(s)
+        }
+        None => None,
+    };
+    let example_customer = retail.as_ref().and_then(|r| r.example_customer(0));
+    let recommend_summary = match retail {
+        Some(p) => {
+            let t = Instant::now();
+            let s = recommend::run(&mut ctx, p).await?;
+            seconds.recommend = Some(t.elapsed().as_secs_f64());
+            Some(s)
+        }
+        None => None,
+    };
+    seconds.training = train_start.elapsed().as_secs_f64();
+    seconds.total = t0.elapsed().as_secs_f64();
+    let summary = Summary {
+        suite: a.suite,
+        intent: intent_summary,
+        emotion: emotion_summary,
+        recommend: recommend_summary,
+        seconds,
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        print_final(&summary);
+        if let Some(s) = &summary.intent {
+            intent::print_final(s);
+        }
+        if let Some(s) = &summary.emotion {
+            emotion::print_final(s);
+        }
+        if let Some(s) = &summary.recommend {
+            recommend::print_final(s);
+        }
     }
+    let per_task: Vec<String> = [
+        ("intent", summary.seconds.intent),
+        ("emotion", summary.seconds.emotion),
+        ("recommend", summary.seconds.recommend),
+    ]
+    .iter()
+    .filter_map(|(n, s)| s.map(|s| format!("{n} {s:.1} s")))
+    .collect();
     eprintln!(
-        "demo trained in {:.1} s (total {:.1} s)",
-        fed_seconds + central_seconds,
-        t0.elapsed().as_secs_f64()
+        "demo trained in {:.1} s ({}; total {:.1} s)",
+        summary.seconds.training,
+        per_task.join(", "),
+        summary.seconds.total
     );
 
     if a.no_serve {
         return Ok(());
     }
-    let (name, addr) = &addrs[0];
-    let port = addr.rsplit(':').next().unwrap_or("0");
-    eprintln!();
-    eprintln!(
-        "The {} participants now serve the final model. Ask {name} (HTTPS with an app certificate):",
-        addrs.len()
-    );
-    eprintln!(
-        "  curl --cacert {0}/ca.pem --cert {0}/app.pem --key {0}/app.key \\\n    -H 'content-type: application/json' -d '{{\"text\": \"how much money is in my checking account\"}}' \\\n    https://localhost:{port}/v1/intent",
-        pki_dir.display()
-    );
-    for (n, a) in &addrs {
-        eprintln!("  {n}: https://{a}/v1/intent (gRPC hearth.v1.Inference on the same port)");
-    }
-    eprintln!("Press Ctrl-C to stop.");
+    serve_banner(&a, &pki_dir, &dir, &addrs, example_customer.as_deref());
     crate::shutdown_signal().await;
-    drop(fleet);
+    drop(ctx);
     Ok(())
 }
 
-fn print_final(s: &Summary) {
-    println!();
-    println!(
-        "{:<12} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "", "accuracy", "macro_f1", "in_scope", "oos_rec", "seconds"
+/// Tells the user how to call the participants.
+fn serve_banner(a: &DemoArgs, pki: &Path, dir: &Path, addrs: &[(String, String)], customer: Option<&str>) {
+    let Some((name, addr)) = addrs.first() else { return };
+    let port = addr.rsplit(':').next().unwrap_or("0");
+    let curl = |body: &str, path: &str| {
+        format!(
+            "  curl --cacert {0}/ca.pem --cert {0}/app.pem --key {0}/app.key \\\n    -H 'content-type: application/json' -d '{body}' \\\n    https://localhost:{port}{path}",
+            pki.display()
+        )
+    };
+    eprintln!();
+    eprintln!(
+        "The {} participants now serve the final models. Ask {name} (HTTPS with an app certificate):",
+        addrs.len()
     );
-    for (name, o) in [("federated", &s.federated), ("centralized", &s.centralized)] {
-        println!(
-            "{:<12} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>9.1}",
-            name, o.accuracy, o.macro_f1, o.in_scope_accuracy, o.oos_recall, o.train_seconds
+    if a.runs(TaskChoice::Intent) {
+        eprintln!("{}", curl(r#"{"text": "how much money is in my checking account"}"#, "/v1/intent"));
+    }
+    if a.runs(TaskChoice::Emotion) {
+        eprintln!(
+            "{}",
+            curl(r#"{"text": "This is the third time you charged me twice. Unacceptable!"}"#, "/v1/emotion")
         );
     }
-    println!(
-        "federated - centralized accuracy: {:+.2} points",
-        100.0 * (s.federated.accuracy - s.centralized.accuracy)
+    if a.runs(TaskChoice::Recommend) {
+        let body = match customer {
+            Some(c) => format!(r#"{{"customer_id": "{c}", "top_k": 5}}"#),
+            None => r#"{"items": ["85123A"], "top_k": 5}"#.to_string(),
+        };
+        eprintln!("{}", curl(&body, "/v1/recommend"));
+        eprintln!(
+            "{}",
+            curl(r#"{"text": "my red retrospot lunch bag arrived broken", "top_k": 5}"#, "/v1/recommend")
+        );
+    }
+    for (n, a) in addrs {
+        eprintln!(
+            "  {n}: https://{a}/v1/{{intent,emotion,recommend}} (gRPC hearth.v1.Inference on the same port)"
+        );
+    }
+    eprintln!(
+        "Model files with their cards: hearth model show {}",
+        dir.join("participants").join(name).join("models/<family>.hearthm").display()
     );
+    eprintln!("Press Ctrl-C to stop.");
 }
 
-fn path_str(p: &Path) -> anyhow::Result<&str> {
+pub(crate) fn path_str(p: &Path) -> anyhow::Result<&str> {
     p.to_str().with_context(|| format!("path {} is not UTF-8", p.display()))
 }

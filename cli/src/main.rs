@@ -13,6 +13,7 @@ mod config;
 mod data;
 mod demo;
 mod keys;
+mod model;
 mod node;
 mod operator;
 mod pki;
@@ -26,14 +27,14 @@ use clap::{Parser, Subcommand};
 
 /// Hearth: privacy-preserving federated learning for customer service.
 ///
-/// Institutions in a consortium train intent models together without any customer data leaving an
-/// institution. A coordinator orchestrates rounds; each institution runs a participant that trains on
+/// Institutions in a consortium train intent, emotion and recommendation models together without any
+/// customer data leaving an institution. A coordinator orchestrates rounds; each institution runs a participant that trains on
 /// its own data and serves the resulting model to its customer-service apps. All traffic is gRPC over
 /// TLS 1.3 with mutual authentication.
 #[derive(Debug, Parser)]
 #[command(name = "hearth", version, propagate_version = true)]
 #[command(
-    after_help = "Examples:\n  hearth demo                      # full federated run on CLINC150, then serve\n  hearth demo --no-serve --json    # scripted run, JSON summary on stdout\n  hearth pki init --dir pki --participants bank-a,bank-b\n  hearth coordinator --config coordinator.toml\n  hearth participant --config bank-a.toml\n  hearth keys list --state-dir hearth-data/coordinator\n  hearth audit export --state-dir hearth-data/coordinator -o audit.jsonl\n  hearth audit verify audit.jsonl --trusted-key @coordinator.vkeys"
+    after_help = "Examples:\n  hearth demo                      # intent, emotion and recommendation, federated, then serve\n  hearth demo --task emotion       # one task alone\n  hearth demo --no-serve --json    # scripted run, JSON summary on stdout\n  hearth pki init --dir pki --participants bank-a,bank-b\n  hearth coordinator --config coordinator.toml\n  hearth participant --config bank-a.toml\n  hearth keys list --state-dir hearth-data/coordinator\n  hearth audit export --state-dir hearth-data/coordinator -o audit.jsonl\n  hearth audit verify audit.jsonl --trusted-key @coordinator.vkeys"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -42,7 +43,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a complete federated training on loopback: PKI, one coordinator, N participant processes.
+    /// Run complete federated trainings on loopback: PKI, one coordinator, N participant processes; intent,
+    /// emotion and recommendation.
     Demo(demo::DemoArgs),
     /// Run the coordinator service.
     #[command(
@@ -74,10 +76,15 @@ enum Command {
         #[command(subcommand)]
         command: budget::BudgetCommand,
     },
-    /// Load an institution's labelled conversations into its participant store.
+    /// Load an institution's data (conversations, emotion labels, transactions) into its participant store.
     Data {
         #[command(subcommand)]
         command: data::DataCommand,
+    },
+    /// Inspect model files (their card: data, rounds, privacy).
+    Model {
+        #[command(subcommand)]
+        command: model::ModelCommand,
     },
     /// Benchmarks that print tables.
     Bench {
@@ -160,6 +167,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Budget { command } => budget::run(command).await,
         Command::Query { command } => query::run(command).await,
         Command::Data { command } => data::run(command),
+        Command::Model { command } => model::run(command),
         Command::Bench { command } => bench::run(command).await,
         Command::Keys { command } => keys::run(command),
     };

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use hearth_models::{FeatureConfig, IntentModel, IntentSpec, TrainParams};
+use hearth_models::recommend::data::{catalogue, clean};
+use hearth_models::{EmotionSpec, FeatureConfig, IntentSpec, ModelSpec, RecommendSpec, TrainParams};
 use hearth_proto::v1::coordinator_client::CoordinatorClient;
 use hearth_proto::v1::{self, job_event, model_chunk};
 use hearth_proto::MAX_MESSAGE_BYTES;
@@ -19,7 +20,7 @@ use tonic::transport::Channel;
 pub enum JobCommand {
     /// Submit a training job described by a TOML file, then follow it until it ends.
     #[command(
-        after_help = "Example:\n  hearth job submit --spec intent-job.toml --coordinator 127.0.0.1:7700 --tls-dir hearth-pki\n\nA job file:\n  rounds = 10\n  min_participants = 3\n  round_deadline_s = 120\n  secure_aggregation = true     # the default; needs cohorts of at least 4\n  [model]\n  labels_file = \"train.csv\"    # or: labels = [\"balance\", \"transfer\", \"oos\"]\n  [train]\n  local_epochs = 1\n  learning_rate = 0.5"
+        after_help = "Example:\n  hearth job submit --spec intent-job.toml --coordinator 127.0.0.1:7700 --tls-dir hearth-pki\n\nA job file (intent):\n  rounds = 10\n  min_participants = 3\n  round_deadline_s = 120\n  secure_aggregation = true     # the default; needs cohorts of at least 4\n  [model]\n  labels_file = \"train.csv\"    # or: labels = [\"balance\", \"transfer\", \"oos\"]\n  [train]\n  local_epochs = 1\n  learning_rate = 0.5\n\nAn emotion job (training defaults are the family's tuned ones):\n  min_participants = 4\n  escalation_target_recall = 0.7   # the anger recall the policy asks for\n  data_description = \"support chats of the consortium, 2024\"\n  [model]\n  family = \"emotion\"\n  labels = [\"anger\", \"disgust\", \"fear\", \"joy\", \"neutral\", \"sadness\", \"surprise\"]\n\nA recommend job:\n  min_participants = 4\n  [model]\n  family = \"recommend\"\n  items_file = \"catalogue.txt\"   # one stock code per line, or a transactions CSV"
     )]
     Submit {
         /// The job file.
@@ -94,7 +95,8 @@ impl Connection {
 pub struct JobFile {
     #[serde(default)]
     pub job_id: String,
-    pub rounds: u64,
+    /// Rounds (default: the family's tuned number).
+    pub rounds: Option<u64>,
     #[serde(default)]
     pub participants_per_round: u32,
     pub min_participants: u32,
@@ -104,12 +106,17 @@ pub struct JobFile {
     pub wait_for_participants: u32,
     /// Server momentum of federated averaging (default: the tuned value).
     pub server_momentum: Option<f32>,
-    /// Server learning rate (default 1).
+    /// Server learning rate (default: the family's tuned value).
     pub server_learning_rate: Option<f32>,
     /// Secure aggregation (default true): the coordinator learns only the sum of the updates.
     pub secure_aggregation: Option<bool>,
     /// Secure aggregation: per-coordinate clip of weighted updates (default 8).
     pub secagg_clip: Option<f64>,
+    /// Emotion jobs: the anger recall each participant's escalation threshold must reach (required).
+    pub escalation_target_recall: Option<f32>,
+    /// What the job trains on, for the model card.
+    #[serde(default)]
+    pub data_description: String,
     pub model: ModelSection,
     #[serde(default)]
     pub train: TrainSection,
@@ -170,12 +177,98 @@ fn default_deadline() -> u32 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
+    /// `intent` (default), `emotion` or `recommend`.
+    #[serde(default)]
+    pub family: Option<String>,
     #[serde(default)]
     pub labels: Vec<String>,
-    /// A CSV/JSONL file whose distinct labels are the model's labels (relative to the job file).
+    /// Intent and emotion: a label list (`.txt`, one per line) or a CSV/JSONL data file of the family
+    /// whose distinct labels are the model's labels (relative to the job file).
     pub labels_file: Option<PathBuf>,
     #[serde(default)]
     pub features: Option<FeatureConfig>,
+    /// Recommend: the catalogue's item ids.
+    #[serde(default)]
+    pub items: Vec<String>,
+    /// Recommend: a catalogue (`.txt`, one item id per line) or a transactions CSV whose purchased
+    /// products form the catalogue (relative to the job file).
+    pub items_file: Option<PathBuf>,
+    /// Recommend: factor dimension, confidence weight, customer regularisation and seed (default: the
+    /// tuned values).
+    pub factors: Option<u16>,
+    pub alpha: Option<f32>,
+    pub user_l2: Option<f32>,
+    pub seed: Option<u64>,
+}
+
+/// Names from a `.txt` list (one per line, blank lines ignored).
+fn read_list(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
+}
+
+fn is_txt(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("txt"))
+}
+
+impl ModelSection {
+    /// The model spec this section describes; relative paths are resolved against `base`.
+    pub fn spec(&self, base: &Path) -> anyhow::Result<ModelSpec> {
+        let family = self.family.as_deref().unwrap_or("intent");
+        let mut labels = self.labels.clone();
+        if let Some(lf) = &self.labels_file {
+            let lf = base.join(lf);
+            if is_txt(&lf) {
+                labels.extend(read_list(&lf)?);
+            } else if family == "emotion" {
+                let data = crate::data::read_emotion(&lf, None)?;
+                labels.extend(data.into_iter().flat_map(|e| e.labels));
+            } else {
+                labels.extend(crate::data::read_labelled(&lf)?.into_iter().map(|e| e.label));
+            }
+        }
+        labels.sort();
+        labels.dedup();
+        let features = self.features.clone().unwrap_or_default();
+        match family {
+            "intent" | "emotion" => {
+                if labels.is_empty() {
+                    bail!("[model] needs `labels` or `labels_file`");
+                }
+                Ok(if family == "intent" {
+                    ModelSpec::Intent(IntentSpec::new(labels, features)?)
+                } else {
+                    ModelSpec::Emotion(EmotionSpec::new(labels, features)?)
+                })
+            }
+            "recommend" => {
+                let mut items = self.items.clone();
+                if let Some(f) = &self.items_file {
+                    let f = base.join(f);
+                    if is_txt(&f) {
+                        items.extend(read_list(&f)?);
+                    } else {
+                        let (purchases, _) = clean(&crate::data::read_transactions(&f)?);
+                        items.extend(catalogue(&purchases));
+                    }
+                }
+                items.sort();
+                items.dedup();
+                if items.is_empty() {
+                    bail!("[model] needs `items` or `items_file` for a recommend model");
+                }
+                let d = RecommendSpec::with_defaults(items)?;
+                Ok(ModelSpec::Recommend(RecommendSpec::new(
+                    d.items,
+                    self.factors.unwrap_or(d.factors),
+                    self.alpha.unwrap_or(d.alpha),
+                    self.user_l2.unwrap_or(d.user_l2),
+                    self.seed.unwrap_or(d.seed),
+                )?))
+            }
+            other => bail!("unknown model family {other:?}; use intent, emotion or recommend"),
+        }
+    }
 }
 
 /// `[train]` of a job file; defaults are the tuned ones.
@@ -193,7 +286,7 @@ pub struct TrainSection {
 #[derive(Debug, Clone)]
 pub struct JobPlan {
     pub job_id: String,
-    pub spec: IntentSpec,
+    pub spec: ModelSpec,
     pub train: TrainParams,
     pub rounds: u64,
     pub participants_per_round: u32,
@@ -207,6 +300,10 @@ pub struct JobPlan {
     pub secagg_clip: f64,
     /// Differential privacy, if any.
     pub privacy: Option<v1::PrivacySpec>,
+    /// Emotion jobs: the anger recall each participant's escalation threshold must reach.
+    pub escalation_target_recall: Option<f32>,
+    /// What the job trains on, for the model card.
+    pub data_description: String,
 }
 
 impl JobPlan {
@@ -215,19 +312,12 @@ impl JobPlan {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let f: JobFile =
             toml::from_str(&text).with_context(|| format!("parsing job file {}", path.display()))?;
-        let mut labels = f.model.labels.clone();
-        if let Some(lf) = &f.model.labels_file {
-            let lf = path.parent().unwrap_or(Path::new(".")).join(lf);
-            labels.extend(crate::data::read_labelled(&lf)?.into_iter().map(|e| e.label));
-        }
-        labels.sort();
-        labels.dedup();
-        if labels.is_empty() {
-            bail!("{}: [model] needs `labels` or `labels_file`", path.display());
-        }
-        let spec = IntentSpec::new(labels, f.model.features.unwrap_or_default())
+        let spec = f
+            .model
+            .spec(path.parent().unwrap_or(Path::new(".")))
             .with_context(|| format!("{}: [model]", path.display()))?;
-        let d = TrainParams::default();
+        let defaults = spec.defaults();
+        let d = defaults.train.clone();
         let t = f.train;
         Ok(Self {
             job_id: f.job_id,
@@ -239,21 +329,23 @@ impl JobPlan {
                 l2: t.l2.unwrap_or(d.l2),
                 seed: t.seed.unwrap_or(d.seed),
             },
-            rounds: f.rounds,
+            rounds: f.rounds.unwrap_or(defaults.rounds),
             participants_per_round: f.participants_per_round,
             min_participants: f.min_participants,
             round_deadline_s: f.round_deadline_s,
             wait_for_participants: f.wait_for_participants,
-            server_learning_rate: f.server_learning_rate.unwrap_or(1.0),
-            server_momentum: f.server_momentum.unwrap_or(hearth_models::DEFAULT_SERVER_MOMENTUM),
+            server_learning_rate: f.server_learning_rate.unwrap_or(defaults.server_learning_rate),
+            server_momentum: f.server_momentum.unwrap_or(defaults.server_momentum),
             secure_aggregation: f.secure_aggregation.unwrap_or(true),
             secagg_clip: f.secagg_clip.unwrap_or(0.0),
             privacy: f
                 .privacy
                 .as_ref()
-                .map(|p| p.to_proto(f.rounds))
+                .map(|p| p.to_proto(f.rounds.unwrap_or(defaults.rounds)))
                 .transpose()
                 .with_context(|| format!("{}: [privacy]", path.display()))?,
+            escalation_target_recall: f.escalation_target_recall,
+            data_description: f.data_description,
         })
     }
 
@@ -274,6 +366,8 @@ impl JobPlan {
             secagg_clip: self.secagg_clip,
             secagg_weight_cap: 0.0,
             privacy: self.privacy.clone(),
+            escalation_target_recall: self.escalation_target_recall.unwrap_or(0.0),
+            data_description: self.data_description.clone(),
         }
     }
 }
@@ -320,15 +414,18 @@ pub async fn download_params(
     Ok((h.version, h.model_spec_json, params))
 }
 
-/// Downloads a committed intent model.
-pub async fn download_model(
+/// Downloads a committed model of any family as its spec and parameters.
+pub async fn download_spec(
     client: &mut CoordinatorClient<Channel>,
     job: &str,
     version: u64,
-) -> anyhow::Result<IntentModel> {
+) -> anyhow::Result<(ModelSpec, Vec<f32>)> {
     let (_, spec, params) = download_params(client, job, version).await?;
-    let spec = IntentSpec::from_json(&spec)?;
-    Ok(IntentModel::from_params(spec, params)?)
+    let spec = ModelSpec::from_json(&spec).with_context(|| format!("the spec of job {job}"))?;
+    if spec.num_params() != params.len() {
+        bail!("job {job}: {} parameters, its spec says {}", params.len(), spec.num_params());
+    }
+    Ok((spec, params))
 }
 
 pub async fn run(cmd: JobCommand) -> anyhow::Result<()> {
@@ -387,4 +484,60 @@ async fn watch(client: &mut CoordinatorClient<Channel>, id: &str) -> anyhow::Res
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(dir: &Path, toml: &str) -> anyhow::Result<JobPlan> {
+        let path = dir.join("job.toml");
+        std::fs::write(&path, toml)?;
+        JobPlan::from_file(&path)
+    }
+
+    #[test]
+    fn job_files_name_a_family_and_get_its_tuned_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = plan(
+            dir.path(),
+            "min_participants = 4\nescalation_target_recall = 0.8\ndata_description = \"chats\"\n\
+             [model]\nfamily = \"emotion\"\nlabels = [\"joy\", \"anger\", \"neutral\"]\n",
+        )
+        .unwrap();
+        let ModelSpec::Emotion(spec) = &p.spec else { panic!("{:?}", p.spec) };
+        assert_eq!(spec.labels, ["anger", "joy", "neutral"]);
+        let d = p.spec.defaults();
+        assert_eq!((p.rounds, p.train.batch_size, p.server_momentum), (d.rounds, 64, d.server_momentum));
+        let wire = p.to_proto();
+        assert_eq!((wire.escalation_target_recall, wire.data_description.as_str()), (0.8, "chats"));
+        assert!(!wire.plain_aggregation, "secure aggregation by default");
+
+        std::fs::write(dir.path().join("catalogue.txt"), "85123A\n22423\n\n20725\n").unwrap();
+        let p = plan(
+            dir.path(),
+            "rounds = 3\nmin_participants = 4\n[model]\nfamily = \"recommend\"\nitems_file = \"catalogue.txt\"\nfactors = 8\n",
+        )
+        .unwrap();
+        let ModelSpec::Recommend(spec) = &p.spec else { panic!("{:?}", p.spec) };
+        assert_eq!((spec.items.len(), spec.factors, p.rounds), (3, 8, 3));
+        assert_eq!(p.server_momentum, 0.0, "the recommender's tuned server momentum");
+
+        // Intent keeps its old form: no family key, labels, intent defaults.
+        let p =
+            plan(dir.path(), "rounds = 2\nmin_participants = 3\n[model]\nlabels = [\"a\", \"b\"]\n").unwrap();
+        assert!(matches!(p.spec, ModelSpec::Intent(_)));
+        assert_eq!(p.server_momentum, hearth_models::DEFAULT_SERVER_MOMENTUM);
+    }
+
+    #[test]
+    fn bad_model_sections_say_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = plan(dir.path(), "min_participants = 4\n[model]\nfamily = \"vision\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("unknown model family \"vision\""), "{e:#}");
+        let e = plan(dir.path(), "min_participants = 4\n[model]\nfamily = \"recommend\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("needs `items` or `items_file`"), "{e:#}");
+        let e = plan(dir.path(), "min_participants = 4\n[model]\nfamily = \"emotion\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("needs `labels` or `labels_file`"), "{e:#}");
+    }
 }

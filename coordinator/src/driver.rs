@@ -31,6 +31,16 @@ pub(crate) struct Peer {
     pub(crate) cert: Option<Arc<[u8]>>,
     pub(crate) subscription: u64,
     pub(crate) last_seen_ms: u64,
+    /// The model families it holds data for, as it declared them at registration; `None` (a participant
+    /// that declares none) is invited to every job.
+    pub(crate) families: Option<Vec<String>>,
+}
+
+impl Peer {
+    /// Whether it should be invited to a job of `family`.
+    pub(crate) fn holds(&self, family: &str) -> bool {
+        self.families.as_ref().is_none_or(|f| f.iter().any(|x| x == family))
+    }
 }
 
 /// State shared by the gRPC service and the job drivers.
@@ -145,6 +155,16 @@ impl Shared {
             .collect()
     }
 
+    /// Ids of participants with a live announcement stream that hold data of `family`: those a job of
+    /// that family invites.
+    pub(crate) fn connected_holding(&self, family: &str) -> HashSet<String> {
+        lock(&self.peers)
+            .iter()
+            .filter(|(_, p)| p.tx.as_ref().is_some_and(|tx| !tx.is_closed()) && p.holds(family))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// Sends `a` to one participant; a participant whose queue is full is dropped (it reconnects).
     pub(crate) fn announce_to(&self, participant: &str, a: announcement::Kind) -> bool {
         let mut peers = lock(&self.peers);
@@ -174,6 +194,20 @@ impl Shared {
             .filter(|j| j.global().version > 0)
             .max_by_key(|j| lock(&j.record).sequence)
             .cloned()
+    }
+
+    /// For each model family, the job most recently submitted that has committed at least one round: the
+    /// models a (re)connecting participant should serve.
+    pub(crate) fn latest_jobs(&self) -> Vec<Arc<JobRuntime>> {
+        let mut latest: HashMap<String, Arc<JobRuntime>> = HashMap::new();
+        for j in lock(&self.jobs).values().filter(|j| j.global().version > 0) {
+            let seq = lock(&j.record).sequence;
+            let newer = latest.get(&j.family).is_none_or(|cur| lock(&cur.record).sequence < seq);
+            if newer {
+                latest.insert(j.family.clone(), Arc::clone(j));
+            }
+        }
+        latest.into_values().collect()
     }
 
     pub(crate) fn job(&self, id: &str) -> Option<Arc<JobRuntime>> {
@@ -215,7 +249,8 @@ pub(crate) async fn drive(shared: Arc<Shared>, job: Arc<JobRuntime>) {
             rec.privacy.as_ref().filter(|p| p.reservation.is_some()).is_none_or(|p| p.tenants.contains(id))
         };
         let connected = loop {
-            let connected: Vec<String> = shared.connected().into_iter().filter(|id| eligible(id)).collect();
+            let connected: Vec<String> =
+                shared.connected_holding(&job.family).into_iter().filter(|id| eligible(id)).collect();
             if connected.len() >= needed as usize {
                 break connected;
             }

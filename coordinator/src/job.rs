@@ -86,6 +86,8 @@ pub(crate) enum UploadRefusal {
 #[derive(Debug)]
 pub(crate) struct JobRuntime {
     pub(crate) record: Mutex<JobRecord>,
+    /// The model family of its spec: only participants holding data of it are invited.
+    pub(crate) family: String,
     pub(crate) num_params: usize,
     pub(crate) global: RwLock<Arc<GlobalModel>>,
     /// The server optimizer's velocity (empty without momentum).
@@ -100,7 +102,10 @@ impl JobRuntime {
     pub(crate) fn new(record: JobRecord, num_params: usize, params: Vec<f32>, velocity: Vec<f32>) -> Self {
         let version = record.latest_version();
         let (events, _) = broadcast::channel(1024);
+        let family = hearth_models::ModelSpec::from_json(record.model_spec_json.as_bytes())
+            .map_or_else(|_| "unknown".to_string(), |s| s.family().to_string());
         Self {
+            family,
             record: Mutex::new(record),
             num_params,
             global: RwLock::new(Arc::new(GlobalModel::new(version, params))),
@@ -300,6 +305,8 @@ mod tests {
             secagg_clip: 8.0,
             secagg_weight_cap: 100_000.0,
             privacy: None,
+            escalation_target_recall: None,
+            data_description: String::new(),
         };
         let rt = JobRuntime::new(record, 2, vec![0.0, 0.0], vec![]);
         *lock(&rt.open) = Some(OpenRound {

@@ -12,6 +12,7 @@
 //! - `query`: federated analytics queries (the gRPC `Analytics` service): a histogram summed by secure
 //!   aggregation with distributed discrete Gaussian noise, charged to the budget.
 //! - `secagg`: a secure-aggregation round: the protocol's server phases, relaying, decoding the sum.
+//! - `card`: the model card handed out with every model version (data, rounds, privacy).
 //! - [`store`]: the embedded database; a committed round survives a restart.
 //! - [`audit`]: security-relevant events, in the node's signed audit log (`hearth_node`).
 //! - Keys: `[keystore]` in [`config`]; models are envelope-encrypted by [`store`].
@@ -22,6 +23,7 @@ pub mod config;
 pub mod store;
 
 mod aggregate;
+mod card;
 mod driver;
 mod job;
 mod privacy;

@@ -23,6 +23,12 @@ use crate::job::{lock, JobRuntime};
 use crate::secagg::SecAggRefusal;
 use crate::store::{JobPhase, JobPrivacy, JobRecord, StoredTrain};
 
+/// Most model families a participant may declare.
+const MAX_FAMILIES: usize = 16;
+
+/// Longest `data_description` a job may carry.
+const MAX_DATA_DESCRIPTION_BYTES: usize = 1000;
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// The service object; cheap to clone.
@@ -154,14 +160,39 @@ impl Coordinator for CoordinatorService {
                 msg.protocol_version
             )));
         }
+        let families = match msg.families {
+            None => None,
+            Some(f)
+                if f.names.len() <= MAX_FAMILIES && f.names.iter().all(|n| (1..=32).contains(&n.len())) =>
+            {
+                Some(f.names)
+            }
+            Some(f) => {
+                return Err(Status::invalid_argument(format!(
+                    "{} model families declared; at most {MAX_FAMILIES} names of 1 to 32 bytes",
+                    f.names.len()
+                )))
+            }
+        };
+        let detail = match &families {
+            Some(f) => format!("{}; holds {}", msg.software_version, f.join(",")),
+            None => msg.software_version.clone(),
+        };
         lock(&self.shared.peers)
             .entry(who.id.clone())
             .and_modify(|p| {
                 p.last_seen_ms = now_ms();
                 p.cert = Some(Arc::clone(&cert));
+                p.families = families.clone();
             })
-            .or_insert(Peer { tx: None, cert: Some(cert), subscription: 0, last_seen_ms: now_ms() });
-        self.shared.audit.record(&who.to_string(), "participant.register", "ok", &msg.software_version);
+            .or_insert(Peer {
+                tx: None,
+                cert: Some(cert),
+                subscription: 0,
+                last_seen_ms: now_ms(),
+                families,
+            });
+        self.shared.audit.record(&who.to_string(), "participant.register", "ok", &detail);
         tracing::info!(participant = %who.id, "registered");
         Ok(Response::new(v1::RegisterReply {
             participant_id: who.id,
@@ -187,6 +218,7 @@ impl Coordinator for CoordinatorService {
                 cert: None,
                 subscription: 0,
                 last_seen_ms: 0,
+                families: None,
             });
             peer.tx = Some(tx.clone());
             peer.cert = Some(cert);
@@ -194,8 +226,8 @@ impl Coordinator for CoordinatorService {
             peer.last_seen_ms = now_ms();
         }
         tracing::info!(participant = %who.id, "subscribed");
-        // Tell a (re)connecting participant which model to serve right away.
-        if let Some(job) = self.shared.latest_job() {
+        // Tell a (re)connecting participant which models to serve right away, one per family.
+        for job in self.shared.latest_jobs() {
             let rec = lock(&job.record).clone();
             let _ = tx.try_send(Ok(v1::Announcement {
                 kind: Some(announcement::Kind::RoundCommitted(v1::RoundCommitted {
@@ -269,6 +301,8 @@ impl Coordinator for CoordinatorService {
             });
         }
         let rec = lock(&job.record).clone();
+        let family = ModelSpec::from_json(rec.model_spec_json.as_bytes()).map_or("unknown", |s| s.family());
+        let card = crate::card::model_card(&rec, family, model.version);
         let header = v1::ModelChunk {
             kind: Some(model_chunk::Kind::Header(v1::ModelHeader {
                 job_id: rec.id.clone(),
@@ -276,6 +310,9 @@ impl Coordinator for CoordinatorService {
                 num_params: model.params.len() as u64,
                 model_spec_json: rec.model_spec_json.into_bytes().into(),
                 sha256: model.sha256.to_vec().into(),
+                // Serialising strings and numbers cannot fail.
+                model_card_json: serde_json::to_vec(&card).unwrap_or_default().into(),
+                escalation_target_recall: rec.escalation_target_recall.unwrap_or(0.0),
             })),
         };
         let bytes = model.bytes.clone();
@@ -581,6 +618,29 @@ impl Coordinator for CoordinatorService {
                 spec.min_participants
             )));
         }
+        let escalation_target_recall = match (&model, spec.escalation_target_recall) {
+            (ModelSpec::Emotion(_), t) if t > 0.0 && t <= 1.0 => Some(t),
+            (ModelSpec::Emotion(_), t) => {
+                return Err(refuse(format!(
+                    "escalation_target_recall {t} must be in (0, 1] for an emotion job: the recall of anger \
+                     that each participant's escalation threshold must reach, as the policy states it (e.g. 0.7)"
+                )))
+            }
+            (_, 0.0) => None,
+            (other, t) => {
+                return Err(refuse(format!(
+                    "escalation_target_recall {t} applies to emotion jobs only; this is a {} job",
+                    other.family()
+                )))
+            }
+        };
+        if spec.data_description.len() > MAX_DATA_DESCRIPTION_BYTES
+            || spec.data_description.chars().any(char::is_control)
+        {
+            return Err(refuse(format!(
+                "data_description must be at most {MAX_DATA_DESCRIPTION_BYTES} bytes without control characters"
+            )));
+        }
         let train = spec.train.ok_or_else(|| refuse("train parameters are missing".into()))?;
         let shape = JobShape {
             rounds: spec.rounds,
@@ -683,6 +743,8 @@ impl Coordinator for CoordinatorService {
             secagg_clip,
             secagg_weight_cap,
             privacy: privacy.clone(),
+            escalation_target_recall,
+            data_description: spec.data_description.clone(),
         };
         let params = vec![0.0f32; model.num_params()];
         let release = || {

@@ -161,6 +161,13 @@ pub struct JobRecord {
     /// Secure aggregation: example count at which a participant's weight saturates.
     #[serde(default = "default_weight_cap")]
     pub secagg_weight_cap: f64,
+    /// Emotion jobs: the recall of the escalating label each participant's escalation threshold must
+    /// reach, as the job's policy states it.
+    #[serde(default)]
+    pub escalation_target_recall: Option<f32>,
+    /// What the job trains on, in the operator's words (for the model card).
+    #[serde(default)]
+    pub data_description: String,
     /// Differential privacy, for a DP job.
     #[serde(default)]
     pub privacy: Option<JobPrivacy>,
@@ -352,6 +359,8 @@ mod tests {
             secure_aggregation: false,
             secagg_clip: 8.0,
             secagg_weight_cap: 100_000.0,
+            escalation_target_recall: None,
+            data_description: String::new(),
             privacy: None,
         }
     }

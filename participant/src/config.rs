@@ -30,7 +30,8 @@ pub struct ParticipantConfig {
     /// default the TLS key's path with `.sm2.key`, e.g. `bank-a.sm2.key`). Only the national suite needs
     /// it: the international suite signs with the TLS key.
     pub protocol_key: Option<PathBuf>,
-    /// Share of the local data kept out of training to calibrate the out-of-scope threshold locally.
+    /// Share of the local text data (intent and emotion) kept out of training to calibrate locally: the
+    /// out-of-scope threshold, the emotion labels' thresholds and the anger escalation threshold.
     pub holdout_fraction: f64,
     /// Where the participant's keys live (audit, key-encryption and identity-hash keys). Default: a
     /// sealed file in `data_dir`, its passphrase in `HEARTH_KEYSTORE_PASSPHRASE`.

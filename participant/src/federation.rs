@@ -1,19 +1,19 @@
 //! The participant's side of the round protocol: register, subscribe to announcements, and for each round
 //! it is invited to: download the global model, train on local data, upload the delta. After each commit it
-//! downloads the new global model and swaps it into the inference endpoint.
+//! downloads the new global model, calibrates it on local data and swaps it into the inference endpoint.
+//! None of this knows a model family: the spec a job names picks the family's local data and calibration
+//! (`families`).
 //!
 //! Local data never leaves this module except as the model delta of a round.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use hearth_models::{
-    choose_oos_threshold, encode, encode_model_file, train_local, EncodedSet, Example, IntentModel,
-    IntentSpec, TrainParams,
-};
+use hearth_models::{LocalData, ModelCard, ModelSpec, TrainParams};
 use hearth_proto::v1::coordinator_client::CoordinatorClient;
 use hearth_proto::v1::{self, announcement, model_chunk, update_chunk};
 use hearth_proto::{MAX_CHUNK_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
@@ -21,8 +21,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Mutex};
 use tonic::transport::Channel;
 
+use crate::families::{fxhash, Global, Local, ModelSlots};
 use crate::secagg::{self, RelayRx, SecAggIdentity, RELAY_QUEUE};
-use crate::serve::{ModelSlot, ServedModel};
 use crate::store::Store;
 
 /// A downloaded global model.
@@ -31,22 +31,19 @@ struct Downloaded {
     job_id: String,
     version: u64,
     spec_json: Bytes,
+    spec: Arc<ModelSpec>,
     params: Arc<Vec<f32>>,
-}
-
-/// Local data split into what trains and what calibrates.
-#[derive(Debug)]
-struct LocalData {
-    train: Vec<Example>,
-    holdout: Vec<Example>,
+    /// The coordinator's model card (JSON), empty if it sent none.
+    card_json: Bytes,
+    escalation_target_recall: f32,
 }
 
 /// State of the federation worker, serialised by one async mutex: one download or training at a time.
 #[derive(Debug, Default)]
 struct Worker {
     last: Option<Downloaded>,
-    /// Encoded training set and the spec it was encoded for.
-    encoded: Option<(Bytes, Arc<EncodedSet>)>,
+    /// Per family: the encoded training data and the spec it was encoded for, reused every round.
+    encoded: HashMap<&'static str, (Bytes, Arc<LocalData>)>,
 }
 
 /// The sending half of a round's relay queue: (phase, payload).
@@ -58,13 +55,15 @@ pub(crate) struct Federation {
     /// Our identity as the coordinator derived it from our certificate, once registered.
     id: std::sync::OnceLock<String>,
     pub(crate) store: Arc<Store>,
-    pub(crate) slot: ModelSlot,
+    pub(crate) slots: ModelSlots,
     pub(crate) coordinator: String,
     pub(crate) coordinator_name: String,
     pub(crate) tls: Arc<rustls::ClientConfig>,
-    pub(crate) holdout_fraction: f64,
     pub(crate) audit: hearth_node::audit::AuditLog,
-    data: std::sync::OnceLock<Arc<LocalData>>,
+    /// The institution's data per family, read once.
+    local: Arc<Local>,
+    /// Where a copy of each served model file is written (`hearth model show` reads them).
+    models_dir: PathBuf,
     worker: Mutex<Worker>,
     /// Keys for secure aggregation; `None` when this node has no protocol signing key (it then refuses
     /// secure rounds with a clear log line).
@@ -85,24 +84,26 @@ pub(crate) struct CoordinatorLink {
 }
 
 impl Federation {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         store: Arc<Store>,
-        slot: ModelSlot,
+        local: Arc<Local>,
+        slots: ModelSlots,
         link: CoordinatorLink,
-        holdout_fraction: f64,
+        models_dir: PathBuf,
         secagg: Option<SecAggIdentity>,
         audit: hearth_node::audit::AuditLog,
     ) -> Self {
         Self {
             id: std::sync::OnceLock::new(),
             store,
-            slot,
+            slots,
             coordinator: link.addr,
             coordinator_name: link.name,
             tls: link.tls,
-            holdout_fraction,
             audit,
-            data: std::sync::OnceLock::new(),
+            local,
+            models_dir,
             worker: Mutex::new(Worker::default()),
             secagg,
             relays: std::sync::Mutex::new(HashMap::new()),
@@ -143,6 +144,8 @@ impl Federation {
             .register(v1::RegisterRequest {
                 protocol_version: PROTOCOL_VERSION.into(),
                 software_version: env!("CARGO_PKG_VERSION").into(),
+                // Only jobs of the families we hold data for invite us.
+                families: Some(v1::HeldFamilies { names: self.local.held_families()? }),
             })
             .await
             .context("registering")?
@@ -245,15 +248,6 @@ impl Federation {
         Ok(())
     }
 
-    fn local_data(&self) -> anyhow::Result<Arc<LocalData>> {
-        if let Some(d) = self.data.get() {
-            return Ok(Arc::clone(d));
-        }
-        let all = self.store.examples().context("reading local examples")?;
-        let data = Arc::new(split_holdout(all, self.holdout_fraction));
-        Ok(Arc::clone(self.data.get_or_init(|| data)))
-    }
-
     /// Downloads `version` of `job` (0: latest), reusing the last download when it matches.
     async fn download(
         &self,
@@ -275,7 +269,7 @@ impl Federation {
             _ => bail!("model stream did not start with a header"),
         };
         let n = usize::try_from(header.num_params).context("model too large")?;
-        let spec = IntentSpec::from_json(&header.model_spec_json).context("model spec from coordinator")?;
+        let spec = ModelSpec::from_json(&header.model_spec_json).context("model spec from coordinator")?;
         if spec.num_params() != n {
             bail!("model header says {n} parameters, its spec {}", spec.num_params());
         }
@@ -301,7 +295,10 @@ impl Federation {
             job_id: header.job_id,
             version: header.version,
             spec_json: header.model_spec_json,
+            spec: Arc::new(spec),
             params: Arc::new(params),
+            card_json: header.model_card_json,
+            escalation_target_recall: header.escalation_target_recall,
         };
         worker.last = Some(d.clone());
         Ok(d)
@@ -431,24 +428,17 @@ impl Federation {
             bail!("round {} closed before work could start", open.round);
         }
         let base = self.download(&mut worker, client, &open.job_id, open.base_version).await?;
-        let spec = IntentSpec::from_json(&base.spec_json)?;
-        let data = self.local_data()?;
-        let encoded = match worker.encoded.as_ref().filter(|(s, _)| *s == base.spec_json) {
+        let spec = Arc::clone(&base.spec);
+        let family = spec.family();
+        let encoded = match worker.encoded.get(family).filter(|(s, _)| *s == base.spec_json) {
             Some((_, e)) => Arc::clone(e),
             None => {
-                let (spec2, data2) = (spec.clone(), Arc::clone(&data));
-                let e = Arc::new(
-                    tokio::task::spawn_blocking(move || encode(&spec2, &data2.train))
-                        .await?
-                        .context("encoding local data")?,
-                );
-                worker.encoded = Some((base.spec_json.clone(), Arc::clone(&e)));
+                let (spec2, local) = (Arc::clone(&spec), Arc::clone(&self.local));
+                let e = Arc::new(tokio::task::spawn_blocking(move || local.encode(&spec2)).await??);
+                worker.encoded.insert(family, (base.spec_json.clone(), Arc::clone(&e)));
                 e
             }
         };
-        if encoded.is_empty() {
-            bail!("no local training data");
-        }
         let t = open.train.unwrap_or_default();
         let params = TrainParams {
             local_epochs: t.local_epochs,
@@ -461,7 +451,7 @@ impl Federation {
         let base_params = Arc::clone(&base.params);
         let (delta, stats) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let mut local = base_params.as_ref().clone();
-            let stats = train_local(&spec, &mut local, &encoded, &params)?;
+            let stats = spec.train_local(&mut local, &encoded, &params)?;
             let delta: Vec<f32> = local.iter().zip(base_params.iter()).map(|(l, g)| l - g).collect();
             Ok((delta, stats))
         })
@@ -470,46 +460,56 @@ impl Federation {
         Ok((delta, stats))
     }
 
-    /// Downloads a committed model, calibrates its out-of-scope threshold on the local holdout, stores it
-    /// and swaps it into the inference endpoint.
+    /// Downloads a committed model, calibrates it on local data (its family says what that means),
+    /// stores its model file and swaps it into the inference endpoint.
     async fn refresh(
         self: Arc<Self>,
         mut client: CoordinatorClient<Channel>,
         job: &str,
         version: u64,
     ) -> anyhow::Result<()> {
-        if version == 0 {
+        if version == 0 || self.slots.serves(job, version) {
             return Ok(());
-        }
-        if let Some(cur) = self.slot.load_full() {
-            if cur.job_id == job && cur.version >= version {
-                return Ok(());
-            }
         }
         let mut worker = self.worker.lock().await;
         let d = self.download(&mut worker, &mut client, job, version).await?;
         drop(worker);
-        let data = self.local_data()?;
-        let store = Arc::clone(&self.store);
-        let served = tokio::task::spawn_blocking(move || -> anyhow::Result<ServedModel> {
-            let spec = IntentSpec::from_json(&d.spec_json)?;
-            let mut model = IntentModel::from_params(spec, d.params.as_ref().clone())?;
-            if !data.holdout.is_empty() {
-                model.oos_threshold = Some(choose_oos_threshold(&model, &data.holdout));
-            }
-            let meta = serde_json::json!({ "job_id": d.job_id, "version": d.version });
-            store.save_model(&encode_model_file(&model, &meta)).context("storing the served model")?;
-            Ok(ServedModel { model, job_id: d.job_id, version: d.version })
+        let card = if d.card_json.is_empty() {
+            None
+        } else {
+            // A card is documentation: an unreadable one is logged, and the model is still served.
+            serde_json::from_slice::<ModelCard>(&d.card_json)
+                .map_err(|e| tracing::warn!(job, version, error = %e, "the coordinator's model card is unreadable"))
+                .ok()
+        };
+        let target = d.escalation_target_recall;
+        let global = Global {
+            job_id: d.job_id.clone(),
+            version: d.version,
+            spec: d.spec.as_ref().clone(),
+            params: d.params.as_ref().clone(),
+            card,
+            escalation_target_recall: (target > 0.0).then_some(target),
+        };
+        let (local, store, dir) = (Arc::clone(&self.local), Arc::clone(&self.store), self.models_dir.clone());
+        let calibrated = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let (calibrated, file) = local.calibrate(global)?;
+            let family = calibrated.family();
+            store.save_model_of(family, &file).context("storing the served model")?;
+            write_model_file(&dir, family, &file)?;
+            Ok(calibrated)
         })
         .await??;
-        tracing::info!(job = served.job_id, version = served.version, threshold = ?served.model.oos_threshold, "serving new model");
-        self.audit.record(
-            "system",
-            "model.install",
-            "ok",
-            &format!("job {} version {}", served.job_id, served.version),
-        );
-        self.slot.store(Some(Arc::new(served)));
+        let family = calibrated.family();
+        if self.slots.install(calibrated) {
+            tracing::info!(job = d.job_id, version = d.version, family, "serving new model");
+            self.audit.record(
+                "system",
+                "model.install",
+                "ok",
+                &format!("{family} model of job {} version {}", d.job_id, d.version),
+            );
+        }
         Ok(())
     }
 
@@ -518,19 +518,14 @@ impl Federation {
     }
 }
 
-/// Keeps a deterministic `fraction` of examples (by a hash of their text) out of training.
-fn split_holdout(all: Vec<Example>, fraction: f64) -> LocalData {
-    if all.len() < 20 || fraction <= 0.0 {
-        return LocalData { train: all, holdout: vec![] };
-    }
-    let cut = (fraction.min(0.5) * 1000.0) as u64;
-    let (holdout, train) = all.into_iter().partition(|e| fxhash(&e.text) % 1000 < cut);
-    LocalData { train, holdout }
-}
-
-fn fxhash(s: &str) -> u64 {
-    // FNV-1a: stable across runs and platforms.
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+/// Writes `file` as `dir/<family>.hearthm`, atomically (write then rename), so that `hearth model show`
+/// can read the model a participant serves while it runs.
+pub(crate) fn write_model_file(dir: &std::path::Path, family: &str, file: &[u8]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{family}.hearthm"));
+    let tmp = path.with_extension("hearthm.tmp");
+    std::fs::write(&tmp, file).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Locks a std mutex, recovering the data if a panicking thread poisoned it (every critical section here
@@ -541,23 +536,4 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn holdout_is_deterministic_and_about_the_right_size() {
-        let all: Vec<Example> =
-            (0..1000).map(|i| Example { text: format!("message {i}"), label: "x".into() }).collect();
-        let a = split_holdout(all.clone(), 0.1);
-        let b = split_holdout(all, 0.1);
-        assert_eq!(a.holdout, b.holdout);
-        assert!((60..140).contains(&a.holdout.len()), "{}", a.holdout.len());
-        assert_eq!(a.holdout.len() + a.train.len(), 1000);
-        let small: Vec<Example> =
-            (0..5).map(|i| Example { text: i.to_string(), label: "x".into() }).collect();
-        assert!(split_holdout(small, 0.1).holdout.is_empty());
-    }
 }

@@ -1,19 +1,22 @@
-//! Hearth participant: runs inside one institution. It keeps the institution's labelled conversations in
-//! its own embedded store, trains on them when the coordinator opens a round, uploads only the model
-//! delta, and serves the latest committed global model to the institution's customer-service apps.
+//! Hearth participant: runs inside one institution. It keeps the institution's data in its own embedded
+//! store (labelled conversations, conversations with emotion labels, purchase transactions), trains on
+//! them when the coordinator opens a round, uploads only the model delta, and serves the latest committed
+//! global model of each family (intent, emotion, recommend) to the institution's customer-service apps.
 //!
 //! Start at [`start`]. Then:
 //! - [`config`]: what an operator configures.
-//! - [`store`]: the embedded store (examples, served model), envelope-encrypted.
+//! - [`store`]: the embedded store (data per family, served models), envelope-encrypted.
 //! - [`open_node`]: the directory lock, keystore and audit log every participant process (and the
 //!   `hearth data` commands) opens first.
-//! - `federation`: the round protocol, client side.
+//! - `federation`: the round protocol, client side; it knows no model family.
+//! - [`families`]: each family's local data, calibration and served model.
 //! - [`secagg`]: a secure-aggregation round, client side (also used by `hearth bench secagg`).
 //! - `query`: answering a federated analytics query (noisy counts of its own records, sent masked).
-//! - [`serve`]: the inference endpoint (HTTP JSON and gRPC on one mTLS port).
+//! - [`serve`]: the inference endpoints (HTTP JSON and gRPC on one mTLS port), one file per family.
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod families;
 pub mod serve;
 pub mod store;
 
@@ -26,10 +29,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use arc_swap::ArcSwapOption;
 use hearth_crypto::audit::{Event, Outcome};
 use hearth_crypto::SuiteId;
-use hearth_models::decode_model_file;
 use hearth_node::audit::{default_origin, AuditLog};
 use hearth_node::files::NodeLock;
 use hearth_node::keys::{Create, NodeKeys, PARTICIPANT_KEYS};
@@ -38,11 +39,16 @@ use hearth_transport::{client_config_for, server_config_for, ServeOptions, TlsMa
 use zeroize::Zeroizing;
 
 pub use config::ParticipantConfig;
-pub use serve::ServedModel;
+pub use families::{ModelSlots, Served, Slots};
 pub use store::Store;
 
-/// Largest model file the participant will load from its own store.
-const MAX_MODEL_FILE_BYTES: usize = 1 << 30;
+/// The families a participant serves, as their model files name them.
+const FAMILIES: [&str; 3] = ["intent", "emotion", "recommend"];
+
+/// Where a participant writes a copy of each model file it serves, inside its data directory.
+pub fn models_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("models")
+}
 
 /// A running participant.
 #[derive(Debug)]
@@ -154,32 +160,51 @@ pub async fn start(
             .await
             .context("opening the participant's keys, audit log and store")??;
     let store = Arc::new(store);
-    let count = store.count()?;
-    tracing::info!(examples = count, dir = %config.data_dir.display(), "participant store open");
+    tracing::info!(
+        intent_examples = store.count()?,
+        emotion_examples = store.emotion_count()?,
+        transactions = store.transaction_count()?,
+        dir = %config.data_dir.display(),
+        "participant store open"
+    );
 
-    let slot: serve::ModelSlot = Arc::new(ArcSwapOption::empty());
-    // Serve the last model we had before a restart, until the coordinator announces a newer one.
-    if let Some(file) = store.load_model()? {
-        match decode_model_file(&file, MAX_MODEL_FILE_BYTES) {
-            Ok((model, meta)) => {
-                let job_id = meta.get("job_id").and_then(|v| v.as_str()).unwrap_or_default().to_string();
-                let version = meta.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
-                slot.store(Some(Arc::new(ServedModel { model, job_id, version })));
+    let slots: ModelSlots = Arc::new(Slots::default());
+    let local = Arc::new(families::Local::new(Arc::clone(&store), config.holdout_fraction));
+    // Serve the last models we had before a restart, until the coordinator announces newer ones.
+    let (store2, local2, slots2) = (Arc::clone(&store), Arc::clone(&local), Arc::clone(&slots));
+    tokio::task::spawn_blocking(move || {
+        for family in FAMILIES {
+            let restored = store2
+                .load_model_of(family)
+                .map_err(anyhow::Error::from)
+                .and_then(|file| file.map(|f| local2.restore(&f)).transpose());
+            match restored {
+                Ok(Some(c)) => {
+                    slots2.install(c);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(
+                    family,
+                    error = format!("{e:#}"),
+                    "stored model unreadable; waiting for the coordinator's"
+                ),
             }
-            Err(e) => tracing::warn!(error = %e, "stored model unreadable; waiting for the coordinator's"),
         }
-    }
+    })
+    .await
+    .context("restoring the served models")?;
 
     let federation = Arc::new(federation::Federation::new(
         Arc::clone(&store),
-        Arc::clone(&slot),
+        local,
+        Arc::clone(&slots),
         federation::CoordinatorLink {
             addr: config.coordinator.clone(),
             name: config.coordinator_name.clone(),
             tls: client_config_for(config.tls.provider, &tls)
                 .context("building the TLS client configuration")?,
         },
-        config.holdout_fraction,
+        models_dir(&config.data_dir),
         secagg_identity(&config, &tls),
         audit.clone(),
     ));
@@ -193,7 +218,7 @@ pub async fn start(
         server_config_for(config.tls.provider, &tls).context("building the TLS server configuration")?;
     tracing::info!(%inference_addr, "inference endpoint listening (HTTPS + gRPC, client certificates required)");
     let opts = ServeOptions { on_refused: Some(refusal_hook(audit.clone())), ..ServeOptions::default() };
-    let router = serve::router(slot, serve::Auditor(Some(audit.clone())));
+    let router = serve::router(slots, serve::Auditor(Some(audit.clone())));
     let done = tokio::spawn(async move {
         let r = hearth_transport::serve(listener, server_tls, router, opts, shutdown)
             .await

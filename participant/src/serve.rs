@@ -1,73 +1,58 @@
-//! The inference endpoint customer-service apps call: `POST /v1/intent` (JSON) and the gRPC `Inference`
-//! service, on one mTLS port. Both read the served model through one atomic pointer, so a model swapped in
-//! between rounds never fails or tears a request.
+//! The inference endpoints customer-service apps call, one per model family, on one mTLS port:
+//! `POST /v1/intent`, `POST /v1/emotion`, `POST /v1/recommend` (JSON) and the gRPC `Inference` service.
+//! Every handler checks the caller's certificate role, parses and checks the request before touching a
+//! model, loads its family's served model once (so a model swapped in between rounds never fails or
+//! tears a request) and answers on a blocking thread (featurising and scoring are CPU work).
+//!
+//! Errors are [`ApiError`]s: over HTTP `{"error": {"code", "reason", "message"}}`, where `code` is the
+//! coarse class (`bad_request`, `not_found`, `forbidden`, `too_large`, `no_model`, `internal`) and
+//! `reason` a stable, finer code (`empty_text`, `unknown_customer`...); over gRPC a status code with the
+//! reason in the `hearth-error-reason` metadata entry. Messages never repeat customer text.
+//!
+//! This module holds what the endpoints share; each family's request, answer and handlers are in
+//! `serve/<family>.rs`.
+
+pub mod emotion;
+pub mod intent;
+pub mod recommend;
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use bytes::Bytes;
 use hearth_crypto::audit::{Event, Outcome};
 use hearth_crypto::pki::Role;
-use hearth_models::IntentModel;
 use hearth_node::audit::AuditLog;
 use hearth_proto::v1::inference_server::{Inference, InferenceServer};
 use hearth_proto::v1::{self};
-use hearth_transport::PeerIdentity;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::families::ModelSlots;
+
 /// Longest text accepted, in characters.
-pub const MAX_TEXT_CHARS: usize = 10_000;
+pub const MAX_TEXT_CHARS: usize = hearth_models::data::MAX_TEXT_CHARS;
 /// Largest request body, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Most labels a caller may ask for.
-pub const MAX_TOP_K: u32 = 20;
 
-/// The model being served, with where it came from.
-#[derive(Debug)]
-pub struct ServedModel {
-    /// The classifier.
-    pub model: IntentModel,
-    /// The job that trained it.
-    pub job_id: String,
-    /// Its global version (the round that committed it).
-    pub version: u64,
-}
-
-/// The slot inference reads and the federation task writes.
-pub type ModelSlot = Arc<ArcSwapOption<ServedModel>>;
+/// The gRPC metadata entry that carries an error's stable reason.
+pub const REASON_METADATA: &str = "hearth-error-reason";
 
 /// Roles allowed to call inference.
 const CALLERS: [Role; 2] = [Role::App, Role::Operator];
 
-/// Body of `POST /v1/intent`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IntentBody {
-    /// The customer's message.
-    pub text: String,
-    /// Labels to return (default 3).
-    #[serde(default)]
-    pub top_k: Option<u32>,
-}
-
-/// Answer of `POST /v1/intent`.
+/// Which model answered.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct IntentAnswer {
-    /// Best label, or `oos` when out of scope.
-    pub label: String,
-    /// Probability of the best label.
-    pub confidence: f32,
-    /// Whether the query matches no known intent and should go to a person.
-    pub out_of_scope: bool,
-    /// Best labels with their probabilities.
-    pub top_k: Vec<LabelScore>,
-    /// Job and version of the model that answered.
-    pub model: ModelRef,
+pub struct ModelRef {
+    /// Job id.
+    pub job_id: String,
+    /// Global version.
+    pub version: u64,
 }
 
 /// A label and its probability.
@@ -79,63 +64,104 @@ pub struct LabelScore {
     pub score: f32,
 }
 
-/// Which model answered.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ModelRef {
-    /// Job id.
-    pub job_id: String,
-    /// Global version.
-    pub version: u64,
-}
-
-/// Why a request failed: a stable `code` and a message a person can act on.
+/// Why a request failed: a coarse class, a stable `reason` and a message a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
-    /// Malformed request.
-    BadRequest(String),
+    /// The request cannot be answered as sent (HTTP 400, gRPC `INVALID_ARGUMENT`).
+    BadRequest {
+        /// Stable reason: `invalid_json`, `unknown_field`, `invalid_request`, `invalid_utf8`,
+        /// `empty_text`, `text_too_long`, `top_k_out_of_range`, `unknown_item`, `too_many_items`,
+        /// `invalid_customer_id`.
+        reason: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+    /// Something the request names is not known here (HTTP 404, gRPC `NOT_FOUND`); reason
+    /// `unknown_customer`.
+    NotFound {
+        /// Stable reason.
+        reason: &'static str,
+        /// What was not found and what to do instead.
+        message: String,
+    },
     /// The caller's certificate role may not call this endpoint.
     Forbidden(String),
     /// The request body is over [`MAX_BODY_BYTES`].
     TooLarge,
-    /// No model has been committed yet.
-    NoModel,
+    /// No model of this family has been committed yet.
+    NoModel(&'static str),
+    /// The participant failed to answer (a bug or a damaged model); the detail is logged.
+    Internal(String),
 }
 
 impl ApiError {
-    fn parts(&self) -> (StatusCode, &'static str, String) {
+    /// A 400 with `reason`.
+    pub fn bad(reason: &'static str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest { reason, message: message.into() }
+    }
+
+    /// (HTTP status, coarse code, stable reason, message).
+    fn parts(&self) -> (StatusCode, &'static str, &'static str, String) {
         match self {
-            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m.clone()),
-            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m.clone()),
+            ApiError::BadRequest { reason, message } => {
+                (StatusCode::BAD_REQUEST, "bad_request", reason, message.clone())
+            }
+            ApiError::NotFound { reason, message } => (StatusCode::NOT_FOUND, "not_found", reason, message.clone()),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", "forbidden", m.clone()),
             ApiError::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
+                "too_large",
                 format!("request body is over the limit of {MAX_BODY_BYTES} bytes"),
             ),
-            ApiError::NoModel => (
+            ApiError::NoModel(family) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no_model",
-                "no model has been committed yet; retry after the first federated round".into(),
+                "no_model",
+                format!("no {family} model has been committed yet; retry after the first federated round of a {family} job"),
+            ),
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal",
+                "the participant could not answer; its log has the details".into(),
             ),
         }
+    }
+
+    /// The stable reason.
+    pub fn reason(&self) -> &'static str {
+        self.parts().2
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code, message) = self.parts();
-        (status, Json(serde_json::json!({ "error": { "code": code, "message": message } }))).into_response()
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(%detail, "inference failed");
+        }
+        let (status, code, reason, message) = self.parts();
+        let body = serde_json::json!({ "error": { "code": code, "reason": reason, "message": message } });
+        (status, Json(body)).into_response()
     }
 }
 
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> Self {
-        let (_, _, message) = e.parts();
-        match e {
-            ApiError::BadRequest(_) => tonic::Status::invalid_argument(message),
+        if let ApiError::Internal(detail) = &e {
+            tracing::error!(%detail, "inference failed");
+        }
+        let (_, _, reason, message) = e.parts();
+        let mut status = match e {
+            ApiError::BadRequest { .. } => tonic::Status::invalid_argument(message),
+            ApiError::NotFound { .. } => tonic::Status::not_found(message),
             ApiError::TooLarge => tonic::Status::out_of_range(message),
             ApiError::Forbidden(_) => tonic::Status::permission_denied(message),
-            ApiError::NoModel => tonic::Status::unavailable(message),
-        }
+            ApiError::NoModel(_) => tonic::Status::unavailable(message),
+            ApiError::Internal(_) => tonic::Status::internal(message),
+        };
+        status.metadata_mut().insert(REASON_METADATA, tonic::metadata::MetadataValue::from_static(reason));
+        status
     }
 }
 
@@ -145,10 +171,10 @@ pub struct Auditor(pub Option<AuditLog>);
 
 impl Auditor {
     /// Checks the caller's role, recording a refusal as `inference.call` / `denied`.
-    fn check(&self, who: &hearth_crypto::pki::NodeIdentity) -> Result<(), ApiError> {
+    pub(crate) fn check(&self, who: &hearth_crypto::pki::NodeIdentity) -> Result<(), ApiError> {
         let r = check_caller(who.role);
         if let (Err(e), Some(log)) = (&r, &self.0) {
-            let (_, _, message) = e.parts();
+            let (_, _, _, message) = e.parts();
             log.record_event(Event::new(who.to_string(), "inference.call", Outcome::Denied).detail(message));
         }
         r
@@ -165,67 +191,90 @@ fn check_caller(role: Role) -> Result<(), ApiError> {
     }
 }
 
-/// Validates and answers one query against the current model.
-pub fn answer(slot: &ModelSlot, text: &str, top_k: Option<u32>) -> Result<IntentAnswer, ApiError> {
-    if text.trim().is_empty() {
-        return Err(ApiError::BadRequest("text is empty".into()));
+/// Trims a request's text and checks it can be read: not empty, at most [`MAX_TEXT_CHARS`]
+/// characters (counting stops one past the limit, so a huge text costs no more than a long one).
+pub fn checked_text(text: &str) -> Result<&str, ApiError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(ApiError::bad("empty_text", "text is empty"));
     }
-    let chars = text.chars().count();
-    if chars > MAX_TEXT_CHARS {
-        return Err(ApiError::BadRequest(format!(
-            "text has {chars} characters; the limit is {MAX_TEXT_CHARS}"
-        )));
+    if text.chars().take(MAX_TEXT_CHARS + 1).count() > MAX_TEXT_CHARS {
+        return Err(ApiError::bad(
+            "text_too_long",
+            format!("text has more than {MAX_TEXT_CHARS} characters, the limit"),
+        ));
     }
-    let k = match top_k {
-        None | Some(0) => 3,
-        Some(k) if k > MAX_TOP_K => {
-            return Err(ApiError::BadRequest(format!("top_k {k} is over the limit of {MAX_TOP_K}")))
-        }
-        Some(k) => k,
-    };
-    // One load: the whole answer comes from a single model even if a swap happens meanwhile.
-    let served = slot.load_full().ok_or(ApiError::NoModel)?;
-    let p = served.model.predict(text, k as usize);
-    Ok(IntentAnswer {
-        label: p.label,
-        confidence: p.confidence,
-        out_of_scope: p.out_of_scope,
-        top_k: p.top_k.into_iter().map(|(label, score)| LabelScore { label, score }).collect(),
-        model: ModelRef { job_id: served.job_id.clone(), version: served.version },
-    })
+    Ok(text)
 }
 
-async fn intent_http(
-    Extension(slot): Extension<ModelSlot>,
-    Extension(peer): Extension<PeerIdentity>,
-    Extension(auditor): Extension<Auditor>,
-    body: Result<Json<IntentBody>, JsonRejection>,
-) -> Result<Json<IntentAnswer>, ApiError> {
-    auditor.check(&peer.0)?;
-    let Json(body) = body.map_err(|e| {
+/// [`checked_text`] for text that arrived as bytes (gRPC), naming where bad UTF-8 starts.
+pub fn checked_utf8(bytes: &[u8]) -> Result<&str, ApiError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        ApiError::bad(
+            "invalid_utf8",
+            format!("text is not valid UTF-8 (bad byte at offset {})", e.valid_up_to()),
+        )
+    })?;
+    checked_text(text)
+}
+
+/// A JSON request body: its fields, so that an unknown one is named rather than ignored.
+pub trait Body: DeserializeOwned {
+    /// The fields a request may carry.
+    const FIELDS: &'static [&'static str];
+}
+
+/// Parses a request body: UTF-8, then JSON, then an object with only [`Body::FIELDS`], then `T`.
+pub fn parse_body<T: Body>(bytes: &[u8]) -> Result<T, ApiError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        ApiError::bad(
+            "invalid_utf8",
+            format!("the request body is not valid UTF-8 (bad byte at offset {})", e.valid_up_to()),
+        )
+    })?;
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| ApiError::bad("invalid_json", format!("the request body is not JSON: {e}")))?;
+    let Some(object) = value.as_object() else {
+        return Err(ApiError::bad("invalid_request", "the request body must be a JSON object"));
+    };
+    if let Some(unknown) = object.keys().find(|k| !T::FIELDS.contains(&k.as_str())) {
+        let unknown: String = unknown.chars().take(64).collect();
+        return Err(ApiError::bad(
+            "unknown_field",
+            format!("unknown field {unknown:?}; this endpoint takes {}", T::FIELDS.join(", ")),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::bad("invalid_request", e.to_string()))
+}
+
+/// The raw body of an HTTP request, or why it could not be read.
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge
         } else {
-            ApiError::BadRequest(e.body_text())
+            ApiError::bad("invalid_request", e.body_text())
         }
-    })?;
-    let slot2 = Arc::clone(&slot);
-    // Featurising and scoring is CPU work: keep it off the async workers.
-    tokio::task::spawn_blocking(move || answer(&slot2, &body.text, body.top_k))
-        .await
-        .map_err(|e| ApiError::BadRequest(format!("inference task failed: {e}")))?
-        .map(Json)
+    })
 }
 
-async fn health(Extension(slot): Extension<ModelSlot>) -> Json<serde_json::Value> {
-    let model = slot.load_full().map(|m| serde_json::json!({ "job_id": m.job_id, "version": m.version }));
-    Json(serde_json::json!({ "status": "ok", "model": model }))
+/// Runs an answer on a blocking thread: featurising, scoring and solving are CPU work.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(format!("inference task: {e}")))?
 }
 
-/// The gRPC face of the same endpoint.
+async fn health(Extension(slots): Extension<ModelSlots>) -> Json<serde_json::Value> {
+    let models = slots.summary();
+    // `model` is the intent model, as before families existed.
+    Json(serde_json::json!({ "status": "ok", "model": models["intent"], "models": models }))
+}
+
+/// The gRPC face of the endpoints.
 #[derive(Debug, Clone)]
 pub struct InferenceService {
-    slot: ModelSlot,
+    slots: ModelSlots,
     auditor: Auditor,
 }
 
@@ -235,37 +284,47 @@ impl Inference for InferenceService {
         &self,
         req: tonic::Request<v1::IntentRequest>,
     ) -> Result<tonic::Response<v1::IntentReply>, tonic::Status> {
-        let who = hearth_transport::peer_identity(&req)?;
-        self.auditor.check(&who)?;
-        let msg = req.into_inner();
-        let slot = Arc::clone(&self.slot);
-        let top_k = (msg.top_k != 0).then_some(msg.top_k);
-        let a = tokio::task::spawn_blocking(move || answer(&slot, &msg.text, top_k))
-            .await
-            .map_err(|e| tonic::Status::internal(e.to_string()))??;
-        Ok(tonic::Response::new(v1::IntentReply {
-            label: a.label,
-            confidence: a.confidence,
-            out_of_scope: a.out_of_scope,
-            top_k: a.top_k.into_iter().map(|s| v1::LabelScore { label: s.label, score: s.score }).collect(),
-            job_id: a.model.job_id,
-            model_version: a.model.version,
-        }))
+        self.auditor.check(&hearth_transport::peer_identity(&req)?)?;
+        let slots = Arc::clone(&self.slots);
+        let reply = blocking(move || intent::grpc(&slots, req.into_inner())).await?;
+        Ok(tonic::Response::new(reply))
+    }
+
+    async fn emotion(
+        &self,
+        req: tonic::Request<v1::EmotionRequest>,
+    ) -> Result<tonic::Response<v1::EmotionReply>, tonic::Status> {
+        self.auditor.check(&hearth_transport::peer_identity(&req)?)?;
+        let slots = Arc::clone(&self.slots);
+        let reply = blocking(move || emotion::grpc(&slots, req.into_inner())).await?;
+        Ok(tonic::Response::new(reply))
+    }
+
+    async fn recommend(
+        &self,
+        req: tonic::Request<v1::RecommendRequest>,
+    ) -> Result<tonic::Response<v1::RecommendReply>, tonic::Status> {
+        self.auditor.check(&hearth_transport::peer_identity(&req)?)?;
+        let slots = Arc::clone(&self.slots);
+        let reply = blocking(move || recommend::grpc(&slots, req.into_inner())).await?;
+        Ok(tonic::Response::new(reply))
     }
 }
 
-/// The router serving both faces; refused callers are recorded in `auditor`.
-pub fn router(slot: ModelSlot, auditor: Auditor) -> Router {
+/// The router serving both faces of every family; refused callers are recorded in `auditor`.
+pub fn router(slots: ModelSlots, auditor: Auditor) -> Router {
     let grpc = tonic::service::Routes::new(InferenceServer::new(InferenceService {
-        slot: Arc::clone(&slot),
+        slots: Arc::clone(&slots),
         auditor: auditor.clone(),
     }))
     .into_axum_router();
     Router::new()
-        .route("/v1/intent", post(intent_http))
+        .route("/v1/intent", post(intent::http))
+        .route("/v1/emotion", post(emotion::http))
+        .route("/v1/recommend", post(recommend::http))
         .route("/v1/health", get(health))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(Extension(slot))
+        .layer(Extension(slots))
         .layer(Extension(auditor))
         .merge(grpc)
 }
@@ -274,14 +333,45 @@ pub fn router(slot: ModelSlot, auditor: Auditor) -> Router {
 mod tests {
     use super::*;
 
+    #[derive(Debug, Deserialize)]
+    struct Probe {
+        #[allow(dead_code)]
+        text: String,
+    }
+
+    impl Body for Probe {
+        const FIELDS: &'static [&'static str] = &["text"];
+    }
+
     #[test]
-    fn refuses_bad_queries_before_touching_the_model() {
-        let slot: ModelSlot = Arc::new(ArcSwapOption::empty());
-        assert!(matches!(answer(&slot, "  ", None), Err(ApiError::BadRequest(_))));
-        let long = "a".repeat(MAX_TEXT_CHARS + 1);
-        assert!(matches!(answer(&slot, &long, None), Err(ApiError::BadRequest(m)) if m.contains("10001")));
-        assert!(matches!(answer(&slot, "hi", Some(21)), Err(ApiError::BadRequest(_))));
-        assert_eq!(answer(&slot, "hi", None).unwrap_err(), ApiError::NoModel);
+    fn bodies_are_checked_step_by_step_with_stable_reasons() {
+        let reason = |b: &[u8]| parse_body::<Probe>(b).unwrap_err().reason();
+        assert_eq!(reason(&[b'{', 0xff, b'}']), "invalid_utf8");
+        assert_eq!(reason(b"{not json"), "invalid_json");
+        assert_eq!(reason(b"[1, 2]"), "invalid_request");
+        assert_eq!(reason(br#"{"text": "hi", "admin": true}"#), "unknown_field");
+        assert_eq!(reason(br#"{"text": 5}"#), "invalid_request");
+        assert_eq!(reason(br#"{}"#), "invalid_request");
+        assert!(parse_body::<Probe>(br#"{"text": "hi"}"#).is_ok());
+    }
+
+    #[test]
+    fn texts_are_checked() {
+        assert_eq!(checked_text("  hi ").unwrap(), "hi");
+        assert_eq!(checked_text(" \n ").unwrap_err().reason(), "empty_text");
+        assert_eq!(checked_text(&"a".repeat(MAX_TEXT_CHARS + 1)).unwrap_err().reason(), "text_too_long");
+        assert_eq!(checked_utf8(&[b'o', b'k', 0xff]).unwrap_err().reason(), "invalid_utf8");
+        assert_eq!(checked_utf8("查询余额".as_bytes()).unwrap(), "查询余额");
+    }
+
+    #[test]
+    fn errors_carry_their_reason_over_grpc() {
+        let s: tonic::Status = ApiError::NotFound { reason: "unknown_customer", message: "x".into() }.into();
+        assert_eq!(s.code(), tonic::Code::NotFound);
+        assert_eq!(s.metadata().get(REASON_METADATA).unwrap(), "unknown_customer");
+        let s: tonic::Status = ApiError::NoModel("emotion").into();
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert!(s.message().contains("no emotion model"));
     }
 
     #[test]

@@ -1,25 +1,63 @@
-//! The participant's embedded store (redb): its own labelled examples and the model it serves.
+//! The participant's embedded store (redb): its own data, one table per model family (labelled
+//! conversations for intent, conversations with emotion labels, purchase transactions for the
+//! recommender), and the model it serves for each family.
 //!
-//! The examples never leave this store except as model updates. Every value is envelope-encrypted under
+//! The data never leaves this store except as model updates. Every value is envelope-encrypted under
 //! the node's key-encryption key ([`NodeKeys::seal`]) and bound to its row (`hearth/participant/
-//! example/<key>`, `hearth/participant/model/served`), so the database file holds no customer text and
-//! no model in the clear, and a row cannot be moved to another key. After a KEK rotation new rows use the
-//! new version while older rows still open ([`Store::kek_versions`] counts rows per version). Imports
-//! append; each example keeps the sequence number it was imported under.
+//! example/<key>`, `hearth/participant/<table>/<key>`, `hearth/participant/model/served[/<family>]`),
+//! so the database file holds no customer text, no purchase and no model in the clear, and a row
+//! cannot be moved to another key. After a KEK rotation new rows use the new version while older rows
+//! still open ([`Store::kek_versions`] counts rows per version). Imports append; each row keeps the
+//! sequence number it was imported under.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use hearth_crypto::envelope::kek_of;
-use hearth_models::Example;
+use hearth_models::recommend::data::Transaction;
+use hearth_models::{EmotionExample, Example};
 use hearth_node::keys::NodeKeys;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 const EXAMPLES: TableDefinition<u64, &[u8]> = TableDefinition::new("examples");
+const EMOTION_EXAMPLES: TableDefinition<u64, &[u8]> = TableDefinition::new("emotion_examples");
+const TRANSACTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("transactions");
 const MODEL: TableDefinition<&str, &[u8]> = TableDefinition::new("model");
+/// The tables of rows, each with the prefix of its rows' object names.
+const ROW_TABLES: [(TableDefinition<u64, &[u8]>, &str); 3] = [
+    (EXAMPLES, "hearth/participant/example"),
+    (EMOTION_EXAMPLES, "hearth/participant/emotion_examples"),
+    (TRANSACTIONS, "hearth/participant/transactions"),
+];
 /// The store's file name inside the data directory.
 pub const STORE_FILE: &str = "participant.redb";
+
+/// The key of a family's served model in the `model` table; intent keeps the key it had before families.
+fn model_key(family: &str) -> String {
+    if family == "intent" {
+        "served".to_string()
+    } else {
+        format!("served/{family}")
+    }
+}
+
+/// The object name a family's model is sealed under.
+fn model_object(family: &str) -> String {
+    format!("hearth/participant/model/{}", model_key(family))
+}
+
+/// The object name row `key` of `table` is sealed under.
+fn row_object(table: TableDefinition<u64, &[u8]>, key: u64) -> String {
+    let name = redb::TableHandle::name(&table);
+    let prefix = ROW_TABLES
+        .iter()
+        .find(|(t, _)| redb::TableHandle::name(t) == name)
+        .map_or("hearth/participant/unknown", |(_, p)| p);
+    format!("{prefix}/{key}")
+}
 
 /// Errors of the participant store.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +73,16 @@ pub enum StoreError {
         /// What was wrong.
         reason: String,
     },
+    /// A stored row of another table could not be decoded or opened.
+    #[error("participant store: row {key} of {table} is corrupt: {reason}")]
+    CorruptRow {
+        /// The table.
+        table: String,
+        /// The row's key.
+        key: u64,
+        /// What was wrong.
+        reason: String,
+    },
     /// A value could not be sealed or opened (the KEK it names is missing, or it was altered).
     #[error("participant store: {0}")]
     Sealed(String),
@@ -43,12 +91,6 @@ pub enum StoreError {
 fn db_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Db(e.to_string())
 }
-
-fn example_object(key: u64) -> String {
-    format!("hearth/participant/example/{key}")
-}
-
-const MODEL_OBJECT: &str = "hearth/participant/model/served";
 
 /// A participant's database file.
 #[derive(Debug)]
@@ -64,7 +106,9 @@ impl Store {
             .map_err(|e| StoreError::Db(format!("creating {}: {e}", dir.display())))?;
         let db = Database::create(dir.join(STORE_FILE)).map_err(db_err)?;
         let tx = db.begin_write().map_err(db_err)?;
-        tx.open_table(EXAMPLES).map_err(db_err)?;
+        for (table, _) in ROW_TABLES {
+            tx.open_table(table).map_err(db_err)?;
+        }
         tx.open_table(MODEL).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         Ok(Self { db, keys })
@@ -72,48 +116,37 @@ impl Store {
 
     /// Appends `examples` in one transaction; returns how many the store now holds.
     pub fn import(&self, examples: &[Example]) -> Result<u64, StoreError> {
-        let tx = self.db.begin_write().map_err(db_err)?;
-        let total = {
-            let mut t = tx.open_table(EXAMPLES).map_err(db_err)?;
-            let first = t.last().map_err(db_err)?.map_or(0, |(k, _)| k.value() + 1);
-            for (key, ex) in (first..).zip(examples) {
-                let json = zeroize::Zeroizing::new(serde_json::to_vec(ex).map_err(db_err)?);
-                let sealed = self
-                    .keys
-                    .seal(&example_object(key), &json)
-                    .map_err(|e| StoreError::Sealed(e.to_string()))?;
-                t.insert(key, sealed.as_slice()).map_err(db_err)?;
-            }
-            t.len().map_err(db_err)?
-        };
-        tx.commit().map_err(db_err)?;
-        Ok(total)
+        self.append(EXAMPLES, examples)
     }
 
-    fn decode(&self, key: u64, sealed: &[u8]) -> Result<Example, StoreError> {
-        let corrupt = |reason: String| StoreError::Corrupt { key, reason };
-        let json =
-            self.keys.open_sealed_object(&example_object(key), sealed).map_err(|e| corrupt(e.to_string()))?;
+    fn decode<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<u64, &[u8]>,
+        key: u64,
+        sealed: &[u8],
+    ) -> Result<T, StoreError> {
+        let corrupt = |reason: String| {
+            if redb::TableHandle::name(&table) == redb::TableHandle::name(&EXAMPLES) {
+                StoreError::Corrupt { key, reason }
+            } else {
+                StoreError::CorruptRow { table: redb::TableHandle::name(&table).to_string(), key, reason }
+            }
+        };
+        let json = self
+            .keys
+            .open_sealed_object(&row_object(table, key), sealed)
+            .map_err(|e| corrupt(e.to_string()))?;
         serde_json::from_slice(&json).map_err(|e| corrupt(e.to_string()))
     }
 
     /// Every stored example, in import order.
     pub fn examples(&self) -> Result<Vec<Example>, StoreError> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let t = tx.open_table(EXAMPLES).map_err(db_err)?;
-        let mut out = Vec::new();
-        for row in t.iter().map_err(db_err)? {
-            let (k, v) = row.map_err(db_err)?;
-            out.push(self.decode(k.value(), v.value())?);
-        }
-        Ok(out)
+        self.read_all(EXAMPLES)
     }
 
     /// How many examples are stored.
     pub fn count(&self) -> Result<u64, StoreError> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let t = tx.open_table(EXAMPLES).map_err(db_err)?;
-        t.len().map_err(db_err)
+        self.len(EXAMPLES)
     }
 
     /// Deletes the examples `select` picks (all of them with `None`); returns how many were deleted.
@@ -125,7 +158,8 @@ impl Store {
             for row in t.iter().map_err(db_err)? {
                 let (k, v) = row.map_err(db_err)?;
                 let key = k.value();
-                if select.is_none_or(|f| self.decode(key, v.value()).is_ok_and(|e| f(&e))) {
+                if select.is_none_or(|f| self.decode(EXAMPLES, key, v.value()).is_ok_and(|e: Example| f(&e)))
+                {
                     doomed.push(key);
                 }
             }
@@ -138,8 +172,8 @@ impl Store {
         Ok(deleted)
     }
 
-    /// How many stored values (examples and the model) each KEK version sealed: after a rotation, the
-    /// rows still under an older version.
+    /// How many stored values (rows of every table and the models) each KEK version sealed: after a
+    /// rotation, the rows still under an older version.
     pub fn kek_versions(&self) -> Result<BTreeMap<String, u64>, StoreError> {
         let tx = self.db.begin_read().map_err(db_err)?;
         let mut out = BTreeMap::new();
@@ -148,8 +182,10 @@ impl Store {
             *out.entry(kek.to_string()).or_insert(0) += 1;
             Ok(())
         };
-        for row in tx.open_table(EXAMPLES).map_err(db_err)?.iter().map_err(db_err)? {
-            count(row.map_err(db_err)?.1.value())?;
+        for (table, _) in ROW_TABLES {
+            for row in tx.open_table(table).map_err(db_err)?.iter().map_err(db_err)? {
+                count(row.map_err(db_err)?.1.value())?;
+            }
         }
         for row in tx.open_table(MODEL).map_err(db_err)?.iter().map_err(db_err)? {
             count(row.map_err(db_err)?.1.value())?;
@@ -157,24 +193,115 @@ impl Store {
         Ok(out)
     }
 
-    /// Stores the served model file, replacing the previous one.
+    /// Stores the served intent model file, replacing the previous one.
     pub fn save_model(&self, file: &[u8]) -> Result<(), StoreError> {
-        let sealed = self.keys.seal(MODEL_OBJECT, file).map_err(|e| StoreError::Sealed(e.to_string()))?;
+        self.save_model_of("intent", file)
+    }
+
+    /// The served intent model file, if one was stored.
+    pub fn load_model(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.load_model_of("intent")
+    }
+
+    /// Stores the served model file of `family`, replacing the previous one.
+    pub fn save_model_of(&self, family: &str, file: &[u8]) -> Result<(), StoreError> {
+        let sealed =
+            self.keys.seal(&model_object(family), file).map_err(|e| StoreError::Sealed(e.to_string()))?;
         let tx = self.db.begin_write().map_err(db_err)?;
-        tx.open_table(MODEL).map_err(db_err)?.insert("served", sealed.as_slice()).map_err(db_err)?;
+        tx.open_table(MODEL)
+            .map_err(db_err)?
+            .insert(model_key(family).as_str(), sealed.as_slice())
+            .map_err(db_err)?;
         tx.commit().map_err(db_err)
     }
 
-    /// The served model file, if one was stored.
-    pub fn load_model(&self) -> Result<Option<Vec<u8>>, StoreError> {
+    /// The served model file of `family`, if one was stored.
+    pub fn load_model_of(&self, family: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let tx = self.db.begin_read().map_err(db_err)?;
         let t = tx.open_table(MODEL).map_err(db_err)?;
-        let Some(v) = t.get("served").map_err(db_err)? else { return Ok(None) };
+        let Some(v) = t.get(model_key(family).as_str()).map_err(db_err)? else { return Ok(None) };
         let plain = self
             .keys
-            .open_sealed_object(MODEL_OBJECT, v.value())
+            .open_sealed_object(&model_object(family), v.value())
             .map_err(|e| StoreError::Sealed(e.to_string()))?;
         Ok(Some(plain.to_vec()))
+    }
+
+    /// Appends emotion examples in one transaction; returns how many the store now holds.
+    pub fn import_emotion(&self, examples: &[EmotionExample]) -> Result<u64, StoreError> {
+        self.append(EMOTION_EXAMPLES, examples)
+    }
+
+    /// Every stored emotion example, in import order.
+    pub fn emotion_examples(&self) -> Result<Vec<EmotionExample>, StoreError> {
+        self.read_all(EMOTION_EXAMPLES)
+    }
+
+    /// How many emotion examples are stored.
+    pub fn emotion_count(&self) -> Result<u64, StoreError> {
+        self.len(EMOTION_EXAMPLES)
+    }
+
+    /// Appends purchase transactions (cancellations included: they are netted when training) in one
+    /// transaction; returns how many the store now holds.
+    pub fn import_transactions(&self, rows: &[Transaction]) -> Result<u64, StoreError> {
+        self.append(TRANSACTIONS, rows)
+    }
+
+    /// Every stored transaction, in import order.
+    pub fn transactions(&self) -> Result<Vec<Transaction>, StoreError> {
+        self.read_all(TRANSACTIONS)
+    }
+
+    /// How many transactions are stored.
+    pub fn transaction_count(&self) -> Result<u64, StoreError> {
+        self.len(TRANSACTIONS)
+    }
+
+    /// Appends `rows` as sealed JSON under the next sequence numbers of `table`, in one transaction. The
+    /// one place a row is written.
+    fn append<T: Serialize>(
+        &self,
+        table: TableDefinition<u64, &[u8]>,
+        rows: &[T],
+    ) -> Result<u64, StoreError> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        let total = {
+            let mut t = tx.open_table(table).map_err(db_err)?;
+            let first = t.last().map_err(db_err)?.map_or(0, |(k, _)| k.value() + 1);
+            for (key, row) in (first..).zip(rows) {
+                let json = zeroize::Zeroizing::new(serde_json::to_vec(row).map_err(db_err)?);
+                let sealed = self
+                    .keys
+                    .seal(&row_object(table, key), &json)
+                    .map_err(|e| StoreError::Sealed(e.to_string()))?;
+                t.insert(key, sealed.as_slice()).map_err(db_err)?;
+            }
+            t.len().map_err(db_err)?
+        };
+        tx.commit().map_err(db_err)?;
+        Ok(total)
+    }
+
+    /// Every row of `table`, in key order. The one place a row is read.
+    fn read_all<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<u64, &[u8]>,
+    ) -> Result<Vec<T>, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let t = tx.open_table(table).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            out.push(self.decode(table, k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn len(&self, table: TableDefinition<u64, &[u8]>) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let t = tx.open_table(table).map_err(db_err)?;
+        t.len().map_err(db_err)
     }
 }
 
@@ -231,5 +358,44 @@ mod tests {
         assert_eq!(store.count().unwrap(), 2);
         assert_eq!(store.delete(None).unwrap(), 2);
         assert_eq!(store.count().unwrap(), 0);
+    }
+
+    #[test]
+    fn each_family_has_its_own_sealed_rows_and_served_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keys(dir.path());
+        let emo = |t: &str, l: &[&str]| EmotionExample {
+            text: t.into(),
+            labels: l.iter().map(|s| s.to_string()).collect(),
+        };
+        let csv = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n\
+                   536365,85123A,WHITE HANGING HEART,6,2010-12-01T08:26,2.55,17850,United Kingdom\n\
+                   C536379,85123A,WHITE HANGING HEART,-1,2010-12-01T09:41,2.55,17850,United Kingdom\n";
+        let rows = hearth_models::recommend::data::parse_transactions(csv).unwrap().examples;
+        {
+            let store = Store::open(dir.path(), Arc::clone(&keys)).unwrap();
+            assert_eq!(
+                store
+                    .import_emotion(&[emo("grr, furious", &["anger"]), emo("yay", &["joy", "surprise"])])
+                    .unwrap(),
+                2
+            );
+            assert_eq!(store.import_transactions(&rows).unwrap(), 2);
+            store.save_model(b"intent").unwrap();
+            store.save_model_of("emotion", b"emotion-model").unwrap();
+        }
+        let raw = std::fs::read(dir.path().join(STORE_FILE)).unwrap();
+        for needle in ["grr, furious", "WHITE HANGING HEART", "17850", "emotion-model"] {
+            assert!(!raw.windows(needle.len()).any(|w| w == needle.as_bytes()), "{needle} in the clear");
+        }
+        let store = Store::open(dir.path(), keys).unwrap();
+        assert_eq!(store.count().unwrap(), 0, "intent examples are a table of their own");
+        assert_eq!(store.emotion_examples().unwrap()[1].labels, ["joy", "surprise"]);
+        assert_eq!(store.transactions().unwrap(), rows);
+        assert_eq!((store.emotion_count().unwrap(), store.transaction_count().unwrap()), (2, 2));
+        assert_eq!(store.load_model_of("intent").unwrap().as_deref(), Some(&b"intent"[..]));
+        assert_eq!(store.load_model_of("emotion").unwrap().as_deref(), Some(&b"emotion-model"[..]));
+        assert_eq!(store.load_model_of("recommend").unwrap(), None);
+        assert_eq!(store.kek_versions().unwrap().get("kek@v1"), Some(&6), "4 rows and 2 models");
     }
 }

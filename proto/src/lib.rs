@@ -16,7 +16,7 @@ pub mod v1 {
 }
 
 /// The protocol version this build speaks, `major.minor`. Peers must share the major version.
-pub const PROTOCOL_VERSION: &str = "1.0";
+pub const PROTOCOL_VERSION: &str = "1.1";
 
 /// The protocol's major version: a peer whose major differs is refused at registration.
 pub const PROTOCOL_MAJOR: u32 = 1;

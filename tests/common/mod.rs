@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hearth_models::Example;
+use hearth_models::recommend::data::Transaction;
+use hearth_models::{EmotionExample, Example};
 use hearth_proto::v1::coordinator_client::CoordinatorClient;
 use hearth_proto::MAX_MESSAGE_BYTES;
 use hearth_transport::TlsMaterial;
@@ -17,13 +18,25 @@ use tonic::transport::Channel;
 
 pub const HEARTH: &str = env!("CARGO_BIN_EXE_hearth");
 
-/// The CLINC150 file shipped beside the repository (`HEARTH_CLINC150` overrides, as for the demo, for a
-/// checkout that is not beside `shared/`, such as a git worktree).
+/// The shared datasets directory: `$HEARTH_DATA_DIR` when set, else the first `shared/data` found walking
+/// up from this crate (a checkout sits beside `shared/`, as CI's does; a worktree one level deeper).
+pub fn data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HEARTH_DATA_DIR") {
+        return PathBuf::from(dir);
+    }
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors()
+        .map(|a| a.join("shared/data"))
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| here.join("../../shared/data"))
+}
+
+/// The CLINC150 file shipped beside the repository (`HEARTH_CLINC150` overrides).
 pub fn clinc150_path() -> PathBuf {
     if let Some(p) = std::env::var_os("HEARTH_CLINC150") {
         return p.into();
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/clinc150/data_full.json")
+    data_dir().join("clinc150/data_full.json")
 }
 
 /// A slice of CLINC150: the examples of `intents` intents (plus out-of-scope), train and test.
@@ -37,6 +50,69 @@ pub fn clinc_slice(intents: usize) -> (Vec<Example>, Vec<Example>) {
     labels.push("oos".into());
     let keep = |v: Vec<Example>| v.into_iter().filter(|e| labels.contains(&e.label)).collect::<Vec<_>>();
     (keep(d.train), keep(d.test))
+}
+
+/// GoEmotions with the Ekman labels: the label list and one split (`train`, `dev`, `test`).
+pub fn goemotions(split: &str) -> (Vec<String>, Vec<EmotionExample>) {
+    let dir = data_dir().join("goemotions/ekman");
+    let labels_text =
+        std::fs::read_to_string(dir.join("labels.txt")).expect("GoEmotions beside the repository");
+    let labels = hearth_models::emotion::parse_emotion_labels(&labels_text).unwrap();
+    let tsv = std::fs::read_to_string(dir.join(format!("{split}.tsv"))).unwrap();
+    let r = hearth_models::emotion::parse_goemotions(&tsv, &labels);
+    assert!(r.errors.is_empty(), "{:?}", &r.errors[..r.errors.len().min(3)]);
+    (labels, r.examples)
+}
+
+/// The Online Retail transactions, parsed.
+pub fn online_retail() -> Vec<Transaction> {
+    let text = std::fs::read_to_string(data_dir().join("online-retail/transactions.csv"))
+        .expect("Online Retail beside the repository");
+    let r = hearth_models::recommend::data::parse_transactions(&text).unwrap();
+    assert!(r.errors.is_empty());
+    r.examples
+}
+
+fn csv_field(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Writes emotion examples as CSV with `text,labels` (labels joined by `;`).
+pub fn write_emotion_csv(path: &Path, examples: &[EmotionExample]) {
+    let mut s = String::from("text,labels\n");
+    for e in examples {
+        s.push_str(&format!("{},{}\n", csv_field(&e.text), csv_field(&e.labels.join(";"))));
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+/// Writes emotion examples as JSON Lines `{"text", "labels"}`.
+pub fn write_emotion_jsonl(path: &Path, examples: &[EmotionExample]) {
+    let s: String = examples
+        .iter()
+        .map(|e| serde_json::json!({"text": e.text, "labels": e.labels}).to_string() + "\n")
+        .collect();
+    std::fs::write(path, s).unwrap();
+}
+
+/// Writes transactions as an Online Retail CSV.
+pub fn write_transactions_csv(path: &Path, rows: &[Transaction]) {
+    let mut s =
+        String::from("InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n");
+    for t in rows {
+        s.push_str(&format!(
+            "{},{},{},{},{},{},{},{}\n",
+            t.invoice,
+            t.stock_code,
+            csv_field(&t.description),
+            t.quantity,
+            t.date,
+            t.unit_price,
+            t.customer.as_deref().unwrap_or(""),
+            csv_field(&t.country)
+        ));
+    }
+    std::fs::write(path, s).unwrap();
 }
 
 /// Writes examples as a CSV file with a `text,label` header.
@@ -97,8 +173,30 @@ impl Cluster {
 
     /// [`Cluster::start`], with extra environment for each participant (by name, `inst-1`, ...).
     pub fn start_with(shards: &[Vec<Example>], env: impl Fn(&str) -> Vec<(String, String)>) -> Cluster {
+        Self::launch(shards.len(), env, |cluster, name| {
+            let csv = cluster.dir.path().join(format!("{name}.csv"));
+            write_csv(&csv, &shards[name_index(name)]);
+            cluster.import(name, &csv);
+        })
+    }
+
+    /// Starts a coordinator and `n` participants `inst-1`..`inst-n`; before each starts,
+    /// `import(name, cluster dir, its data dir)` loads its data (with `hearth data import`).
+    pub fn start_importing(n: usize, import: impl Fn(&str, &Path, &Path)) -> Cluster {
+        Self::launch(
+            n,
+            |_| Vec::new(),
+            |cluster, name| import(name, cluster.dir.path(), &cluster.data_dir(name)),
+        )
+    }
+
+    fn launch(
+        n: usize,
+        env: impl Fn(&str) -> Vec<(String, String)>,
+        import: impl Fn(&Cluster, &str),
+    ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let names: Vec<String> = (1..=shards.len()).map(|i| format!("inst-{i}")).collect();
+        let names: Vec<String> = (1..=n).map(|i| format!("inst-{i}")).collect();
         let pki = dir.path().join("pki");
         hearth_ok(&["pki", "init", "--dir", s(&pki), "--participants", &names.join(",")]);
         let participant_env = names.iter().map(|n| (n.clone(), env(n))).collect();
@@ -110,10 +208,8 @@ impl Cluster {
             participant_env,
         };
         cluster.start_coordinator();
-        for (name, shard) in names.iter().zip(shards) {
-            let csv = cluster.dir.path().join(format!("{name}.csv"));
-            write_csv(&csv, shard);
-            cluster.import(name, &csv);
+        for name in &names {
+            import(&cluster, name);
             cluster.start_participant(name);
         }
         cluster
@@ -140,6 +236,11 @@ impl Cluster {
         let out = hearth().args(args).envs(self.env_of(name)).output().unwrap();
         assert!(out.status.success(), "hearth {args:?} as {name}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A participant's data directory.
+    pub fn data_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join("data").join(name)
     }
 
     /// (Re)starts the coordinator with its state directory under the cluster's directory.
@@ -341,6 +442,11 @@ pub fn hearth_run(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The 0-based index of participant `inst-<i>`.
+pub fn name_index(name: &str) -> usize {
+    name.trim_start_matches("inst-").parse::<usize>().unwrap() - 1
 }
 
 pub fn s(p: &Path) -> &str {

@@ -1,10 +1,11 @@
-//! Parsers for GoEmotions-style files: a label list (`labels.txt`) and tab-separated rows of
-//! `text <TAB> comma-separated label indices <TAB> comment id`.
+//! Parsers for emotion data: GoEmotions-style files (a label list, `labels.txt`, and tab-separated rows
+//! of `text <TAB> comma-separated label indices <TAB> comment id`), and an institution's own CSV or JSON
+//! Lines files whose rows name their labels ([`parse_emotion_labelled`]).
 //!
 //! As for intent data, a bad row is never dropped silently: it is reported with its 1-based line number
 //! and the reason, and the caller decides whether to use the rest.
 
-use crate::data::{check_text_row, ImportReport, RowError};
+use crate::data::{check_text_row, csv_records, ImportReport, InputFormat, RowError, MAX_LABEL_BYTES};
 use crate::emotion::{EmotionExample, MAX_EMOTION_LABELS};
 use crate::linear::check_labels;
 use crate::ModelError;
@@ -64,6 +65,124 @@ fn parse_row(line: &str, labels: &[String]) -> Result<EmotionExample, String> {
     Ok(EmotionExample { text: text.to_string(), labels: names })
 }
 
+/// Characters that separate label names inside one field: `anger;disgust`, `anger|disgust`, `anger,disgust`.
+const LABEL_SEPARATORS: [char; 3] = [';', '|', ','];
+
+/// Parses an institution's emotion file, each row a text and its labels (the first listed is the primary
+/// label), the label names spelled out:
+/// - CSV with a header naming a `text` column and a `labels` (or `label`) column; several labels in one
+///   field are separated by `;`, `|` or `,` (quote the field for commas). RFC 4180 quoting.
+/// - JSON Lines: `{"text": "...", "labels": ["anger", "sadness"]}`; `labels` may also be one string
+///   with separators, and `label` a single name.
+///
+/// A file-level problem (no header, missing column) is an error; bad rows are reported by line. Whether
+/// the labels are the ones a job's model knows is checked when the data is encoded for that model.
+pub fn parse_emotion_labelled(
+    content: &str,
+    format: InputFormat,
+) -> Result<ImportReport<EmotionExample>, ModelError> {
+    let content = content.strip_prefix('\u{feff}').unwrap_or(content);
+    match format {
+        InputFormat::Csv => parse_emotion_csv(content),
+        InputFormat::JsonLines => Ok(parse_emotion_jsonl(content)),
+    }
+}
+
+/// Splits and checks one row's label names.
+fn split_labels<'a>(names: impl Iterator<Item = &'a str>) -> Result<Vec<String>, String> {
+    let mut labels: Vec<String> = Vec::new();
+    for name in names.flat_map(|n| n.split(LABEL_SEPARATORS)).map(str::trim) {
+        if name.is_empty() {
+            continue;
+        }
+        if name.len() > MAX_LABEL_BYTES {
+            return Err(format!("label is {} bytes; the limit is {MAX_LABEL_BYTES}", name.len()));
+        }
+        if name.chars().any(char::is_control) {
+            return Err("label contains control characters".into());
+        }
+        if labels.iter().any(|l| l == name) {
+            return Err(format!("label {name:?} is listed twice"));
+        }
+        labels.push(name.to_string());
+    }
+    if labels.is_empty() {
+        return Err("no label".into());
+    }
+    if labels.len() > MAX_EMOTION_LABELS {
+        return Err(format!("{} labels; at most {MAX_EMOTION_LABELS}", labels.len()));
+    }
+    Ok(labels)
+}
+
+fn emotion_row<'a>(text: &str, labels: impl Iterator<Item = &'a str>) -> Result<EmotionExample, String> {
+    let text = check_text_row(text)?;
+    Ok(EmotionExample { text: text.to_string(), labels: split_labels(labels)? })
+}
+
+fn parse_emotion_csv(content: &str) -> Result<ImportReport<EmotionExample>, ModelError> {
+    let mut records = csv_records(content).into_iter();
+    let (_, header) = records.next().ok_or_else(|| ModelError::InvalidData("the file is empty".into()))?;
+    let header = header.map_err(|e| ModelError::InvalidData(format!("header: {e}")))?;
+    let col = |name: &str| header.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
+    let (Some(ti), Some(li)) = (col("text"), col("labels").or_else(|| col("label"))) else {
+        return Err(ModelError::InvalidData(format!(
+            "the header must name a `text` and a `labels` column; found {header:?}"
+        )));
+    };
+    let mut r = ImportReport::default();
+    for (line, rec) in records {
+        let row = rec.and_then(|f| {
+            if f.len() != header.len() {
+                return Err(format!("{} fields, the header has {}", f.len(), header.len()));
+            }
+            let get = |i: usize| f.get(i).map_or("", String::as_str);
+            emotion_row(get(ti), std::iter::once(get(li)))
+        });
+        match row {
+            Ok(e) => r.examples.push(e),
+            Err(reason) => r.errors.push(RowError { line, reason }),
+        }
+    }
+    Ok(r)
+}
+
+fn parse_emotion_jsonl(content: &str) -> ImportReport<EmotionExample> {
+    let mut r = ImportReport::default();
+    for (i, line) in content.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row = serde_json::from_str::<serde_json::Value>(line)
+            .map_err(|e| format!("not valid JSON: {e}"))
+            .and_then(|v| {
+                let text = match v.get("text") {
+                    Some(serde_json::Value::String(s)) => s.as_str(),
+                    Some(_) => return Err("field \"text\" is not a string".to_string()),
+                    None => return Err("field \"text\" is missing".to_string()),
+                };
+                let names: Vec<&str> = match (v.get("labels"), v.get("label")) {
+                    (Some(serde_json::Value::Array(a)), _) => a
+                        .iter()
+                        .map(|l| l.as_str().ok_or("field \"labels\" holds a value that is not a string"))
+                        .collect::<Result<_, _>>()?,
+                    (Some(serde_json::Value::String(s)), _) | (None, Some(serde_json::Value::String(s))) => {
+                        vec![s.as_str()]
+                    }
+                    (Some(_), _) => return Err("field \"labels\" is not a list of strings".to_string()),
+                    (None, Some(_)) => return Err("field \"label\" is not a string".to_string()),
+                    (None, None) => return Err("field \"labels\" is missing".to_string()),
+                };
+                emotion_row(text, names.into_iter())
+            });
+        match row {
+            Ok(e) => r.examples.push(e),
+            Err(reason) => r.errors.push(RowError { line: i + 1, reason }),
+        }
+    }
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +235,50 @@ mod tests {
             assert_eq!(*line, wl);
             assert!(reason.contains(wr), "line {line}: {reason:?} lacks {wr:?}");
         }
+    }
+
+    #[test]
+    fn institution_files_name_their_labels() {
+        let csv =
+            "id,text,labels\n1,I am furious,anger\n2,\"Wow, great\",\"surprise, joy\"\n3,查询余额,neutral\n";
+        let r = parse_emotion_labelled(csv, InputFormat::Csv).unwrap();
+        assert_eq!(r.errors, vec![]);
+        assert_eq!(r.examples[1].labels, ["surprise", "joy"]);
+        assert_eq!(r.examples[2].text, "查询余额");
+        let jl = "{\"text\": \"so sad\", \"labels\": [\"sadness\", \"fear\"]}\n\n{\"text\": \"ok\", \"label\": \"neutral\"}\n{\"text\": \"grr\", \"labels\": \"anger|disgust\"}\n";
+        let r = parse_emotion_labelled(jl, InputFormat::JsonLines).unwrap();
+        assert_eq!(r.errors, vec![]);
+        let labels: Vec<&[String]> = r.examples.iter().map(|e| e.labels.as_slice()).collect();
+        assert_eq!(
+            labels,
+            [
+                &["sadness".to_string(), "fear".into()][..],
+                &["neutral".into()],
+                &["anger".into(), "disgust".into()]
+            ]
+        );
+        assert_eq!(r.examples[0].primary_label(), "sadness");
+    }
+
+    #[test]
+    fn bad_institution_rows_are_reported_by_line() {
+        let csv = "text,labels\nok,joy\n,joy\nno labels,\nrepeat,joy;joy\nthree,fields,here\n";
+        let r = parse_emotion_labelled(csv, InputFormat::Csv).unwrap();
+        assert_eq!(r.examples.len(), 1);
+        let got: Vec<(usize, &str)> = r.errors.iter().map(|e| (e.line, e.reason.as_str())).collect();
+        let want = [(3, "empty text"), (4, "no label"), (5, "listed twice"), (6, "3 fields")];
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        for ((line, reason), (wl, wr)) in got.iter().zip(want) {
+            assert_eq!(*line, wl);
+            assert!(reason.contains(wr), "line {line}: {reason:?} lacks {wr:?}");
+        }
+        let jl = "{\"text\": \"a\"}\n{bad\n{\"text\": 3, \"labels\": [\"joy\"]}\n{\"text\": \"a\", \"labels\": [1]}\n{\"text\": \"a\", \"labels\": {}}\n";
+        let r = parse_emotion_labelled(jl, InputFormat::JsonLines).unwrap();
+        let lines: Vec<usize> = r.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [1, 2, 3, 4, 5], "{:?}", r.errors);
+        assert!(r.errors[0].reason.contains("missing"));
+        assert!(parse_emotion_labelled("utterance,emotion\nhi,joy\n", InputFormat::Csv).is_err());
+        assert!(parse_emotion_labelled("", InputFormat::Csv).is_err());
     }
 
     #[test]

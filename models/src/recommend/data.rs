@@ -20,8 +20,9 @@ use crate::data::{csv_records, ImportReport, RowError};
 use crate::recommend::{RecommendSpec, MAX_ITEM_BYTES};
 use crate::ModelError;
 
-/// One row of a transactions file.
-#[derive(Debug, Clone, PartialEq)]
+/// One row of a transactions file. Serialisable so that a participant can keep the rows it imported and
+/// clean them again, with later imports' cancellations, when it trains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Transaction {
     /// 1-based line the row starts on.
     pub line: usize,

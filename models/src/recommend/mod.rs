@@ -34,11 +34,12 @@
 //! Cold start: a customer without history gets the institution's most popular items, which the
 //! participant computes from its own data and stores in the model file's calibration
 //! ([`popular_items`]). Data preparation (cancellations, anonymous rows, institutions, leave-last-out)
-//! is [`data`]'s.
+//! is [`data`]'s; finding the items a customer's message names, [`mentions`]'.
 
 pub mod data;
 pub mod eval;
 mod linalg;
+pub mod mentions;
 pub mod split;
 mod train;
 
@@ -55,6 +56,7 @@ use crate::ModelError;
 
 pub use data::{encode, Interactions, PopularItem};
 pub use eval::{evaluate_popular, evaluate_ranking, RankingMetrics};
+pub use mentions::ItemMentions;
 pub use split::{leave_last_out, partition_by_country, HeldOut, Institution, LeaveLastOut};
 pub use train::{train_als, train_local};
 

@@ -1,0 +1,262 @@
+//! The intent task: CLINC150 (or the user's own `--train`/`--test` files) split over the institutions
+//! with a seeded Dirichlet draw over the label; accuracy, macro-F1, in-scope accuracy and out-of-scope
+//! recall per round, federated beside centralized. Its summary keys are the top level of `--json`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use hearth_models::{
+    choose_oos_threshold, dirichlet_split, encode, evaluate, parse_clinc150, train_local, Example,
+    FeatureConfig, IntentModel, IntentSpec, Metrics, ModelSpec, TrainParams,
+};
+use hearth_proto::v1;
+use serde::Serialize;
+
+use super::{follow, Ctx, DemoArgs, Task};
+
+/// One row of the per-round table.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundRow {
+    pub round: u64,
+    pub participants: u32,
+    pub train_loss: f32,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub in_scope_accuracy: f64,
+    pub oos_recall: f64,
+    pub seconds: f64,
+}
+
+/// Final metrics of one way of training.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub in_scope_accuracy: f64,
+    pub oos_recall: f64,
+    pub oos_threshold: Option<f32>,
+    pub train_seconds: f64,
+}
+
+/// The intent part of the summary (the top level of `--json`).
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub dataset: String,
+    pub seed: u64,
+    pub participants: usize,
+    pub alpha: f64,
+    pub train_examples: usize,
+    pub test_examples: usize,
+    pub shard_sizes: Vec<usize>,
+    pub model: serde_json::Value,
+    pub train: serde_json::Value,
+    /// Whether rounds were securely aggregated (the coordinator saw only sums).
+    pub secure_aggregation: bool,
+    pub rounds: Vec<RoundRow>,
+    pub federated: Outcome,
+    pub centralized: Outcome,
+    pub top_confusions: Vec<hearth_models::Confusion>,
+}
+
+/// The dataset and its split over the institutions.
+pub(crate) struct Prepared {
+    name: String,
+    train: Vec<Example>,
+    val: Arc<Vec<Example>>,
+    test: Arc<Vec<Example>>,
+    spec: IntentSpec,
+    shards: Vec<Vec<Example>>,
+    alpha: f64,
+}
+
+impl Prepared {
+    /// Institution `i`'s examples.
+    pub(crate) fn shard(&self, i: usize) -> &[Example] {
+        self.shards.get(i).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Loads CLINC150 (or the user's files) and splits it.
+pub(crate) fn prepare(a: &DemoArgs, shared: &Path) -> anyhow::Result<Prepared> {
+    let (name, train, val, test) = if let (Some(train), Some(test)) = (&a.train, &a.test) {
+        let val = match &a.val {
+            Some(v) => crate::data::read_labelled(v)?,
+            None => vec![],
+        };
+        let name = format!("{} / {}", train.display(), test.display());
+        (name, crate::data::read_labelled(train)?, val, crate::data::read_labelled(test)?)
+    } else {
+        let path = a.clinc150.clone().unwrap_or_else(|| shared.join("clinc150/data_full.json"));
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading CLINC150 from {} (set --data-dir, --clinc150 or HEARTH_CLINC150)",
+                path.display()
+            )
+        })?;
+        let d = parse_clinc150(&text).with_context(|| format!("parsing {}", path.display()))?;
+        ("clinc150".to_string(), d.train, d.val, d.test)
+    };
+    let mut labels: Vec<String> = train.iter().map(|e| e.label.clone()).collect();
+    labels.sort();
+    labels.dedup();
+    let spec = IntentSpec::new(labels, FeatureConfig::default())?;
+    let split = dirichlet_split(&train, a.participants, a.alpha, a.seed)?;
+    let sizes: Vec<usize> = split.shards.iter().map(Vec::len).collect();
+    eprintln!(
+        "intent: {name}: {} train / {} test examples, {} labels; Dirichlet({}) split over {} institutions: {sizes:?}",
+        train.len(),
+        test.len(),
+        spec.labels.len(),
+        a.alpha,
+        a.participants,
+    );
+    Ok(Prepared {
+        name,
+        train,
+        val: Arc::new(val),
+        test: Arc::new(test),
+        spec,
+        shards: split.shards,
+        alpha: a.alpha,
+    })
+}
+
+fn evaluate_with_threshold(model: &mut IntentModel, val: &[Example], test: &[Example]) -> Metrics {
+    model.oos_threshold = if val.is_empty() { None } else { Some(choose_oos_threshold(model, val)) };
+    evaluate(model, test)
+}
+
+/// A committed round's evaluation: the table row and what the final summary needs.
+pub(crate) struct Evaluated {
+    row: RoundRow,
+    metrics: Metrics,
+    oos_threshold: Option<f32>,
+}
+
+struct IntentTask {
+    val: Arc<Vec<Example>>,
+    test: Arc<Vec<Example>>,
+}
+
+impl Task for IntentTask {
+    type Row = Evaluated;
+
+    fn header(&self) -> String {
+        format!(
+            "{:>5} {:>12} {:>10} {:>9} {:>9} {:>9} {:>9}",
+            "round", "participants", "train_loss", "accuracy", "macro_f1", "in_scope", "oos_rec"
+        )
+    }
+
+    fn evaluate(&self, s: &v1::RoundSummary, spec: ModelSpec, params: Vec<f32>) -> anyhow::Result<Evaluated> {
+        let ModelSpec::Intent(spec) = spec else {
+            anyhow::bail!("the intent job's model is a {}", spec.family())
+        };
+        let mut model = IntentModel::from_params(spec, params)?;
+        let m = evaluate_with_threshold(&mut model, &self.val, &self.test);
+        let row = RoundRow {
+            round: s.round,
+            participants: s.participants,
+            train_loss: s.train_loss,
+            accuracy: m.accuracy,
+            macro_f1: m.macro_f1,
+            in_scope_accuracy: m.in_scope_accuracy,
+            oos_recall: m.oos_recall,
+            seconds: s.seconds,
+        };
+        Ok(Evaluated { row, metrics: m, oos_threshold: model.oos_threshold })
+    }
+
+    fn line(&self, e: &Evaluated) -> String {
+        let r = &e.row;
+        format!(
+            "{:>5} {:>12} {:>10.4} {:>9.4} {:>9.4} {:>9.4} {:>9.4}",
+            r.round, r.participants, r.train_loss, r.accuracy, r.macro_f1, r.in_scope_accuracy, r.oos_recall
+        )
+    }
+}
+
+/// Runs the federated job and the centralized baseline.
+pub(crate) async fn run(ctx: &mut Ctx, p: Prepared, a: &DemoArgs) -> anyhow::Result<Summary> {
+    let plan = ctx.plan("demo-intent", ModelSpec::Intent(p.spec.clone()));
+    eprintln!("intent: federated training, {} rounds", plan.rounds);
+    let task = Arc::new(IntentTask { val: Arc::clone(&p.val), test: Arc::clone(&p.test) });
+    let (rows, fed_seconds) = follow(ctx, &plan, task).await?;
+    let Some(last) = rows.last() else { anyhow::bail!("the intent job committed no round") };
+    let (fed_metrics, fed_threshold) = (last.metrics.clone(), last.oos_threshold);
+
+    // Centralized baseline: same model, same hyper-parameters, the same number of passes over the data.
+    eprintln!("intent: training the centralized baseline on the pooled data...");
+    let central_start = std::time::Instant::now();
+    let (spec2, pooled, val, test) =
+        (p.spec.clone(), p.train.clone(), Arc::clone(&p.val), Arc::clone(&p.test));
+    let train = plan.train.clone();
+    let central_params =
+        TrainParams { local_epochs: train.local_epochs * plan.rounds as u32, ..train.clone() };
+    let (central_metrics, central_threshold) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let enc = encode(&spec2, &pooled)?;
+        let mut params = vec![0.0f32; spec2.num_params()];
+        train_local(&spec2, &mut params, &enc, &central_params)?;
+        let mut model = IntentModel::from_params(spec2, params)?;
+        let m = evaluate_with_threshold(&mut model, &val, &test);
+        Ok((m, model.oos_threshold))
+    })
+    .await??;
+    let central_seconds = central_start.elapsed().as_secs_f64();
+
+    let outcome = |m: &Metrics, t: Option<f32>, secs: f64| Outcome {
+        accuracy: m.accuracy,
+        macro_f1: m.macro_f1,
+        in_scope_accuracy: m.in_scope_accuracy,
+        oos_recall: m.oos_recall,
+        oos_threshold: t,
+        train_seconds: secs,
+    };
+    Ok(Summary {
+        dataset: p.name,
+        seed: a.seed,
+        participants: a.participants,
+        alpha: p.alpha,
+        train_examples: p.train.len(),
+        test_examples: p.test.len(),
+        shard_sizes: p.shards.iter().map(Vec::len).collect(),
+        model: serde_json::json!({
+            "family": "intent",
+            "labels": p.spec.labels.len(),
+            "features": p.spec.features,
+            "num_params": p.spec.num_params(),
+        }),
+        train: serde_json::json!({
+            "rounds": plan.rounds,
+            "local_epochs": train.local_epochs,
+            "learning_rate": train.learning_rate,
+            "batch_size": train.batch_size,
+            "l2": train.l2,
+        }),
+        secure_aggregation: ctx.secure_aggregation,
+        rounds: rows.into_iter().map(|e| e.row).collect(),
+        federated: outcome(&fed_metrics, fed_threshold, fed_seconds),
+        centralized: outcome(&central_metrics, central_threshold, central_seconds),
+        top_confusions: fed_metrics.confusions.iter().take(5).cloned().collect(),
+    })
+}
+
+pub(crate) fn print_final(s: &Summary) {
+    println!();
+    println!("intent ({}, {} labels)", s.dataset, s.model["labels"]);
+    println!(
+        "{:<12} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "", "accuracy", "macro_f1", "in_scope", "oos_rec", "seconds"
+    );
+    for (name, o) in [("federated", &s.federated), ("centralized", &s.centralized)] {
+        println!(
+            "{:<12} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>9.1}",
+            name, o.accuracy, o.macro_f1, o.in_scope_accuracy, o.oos_recall, o.train_seconds
+        );
+    }
+    println!(
+        "federated - centralized accuracy: {:+.2} points",
+        100.0 * (s.federated.accuracy - s.centralized.accuracy)
+    );
+}

@@ -1,0 +1,352 @@
+//! The model families a participant trains and serves. Each is a small module with the same three
+//! parts, and the round protocol (`federation`) and the endpoint (`serve`) reach them only through
+//! [`Local`] and [`Slots`]:
+//! - its **local data**: which store table it reads, what it keeps out of training to calibrate on, and
+//!   how it encodes the rest for a job's spec;
+//! - its **calibration**: what it tunes on this institution's own data after each commit (the
+//!   out-of-scope threshold, per-label thresholds and the anger escalation threshold, the popular items
+//!   a cold start gets);
+//! - its **served model**: what the inference endpoint answers from, one per family, so a participant
+//!   serves intent, emotion and recommendations at once.
+//!
+//! Everything here is CPU work on local data: callers run it on `spawn_blocking`. Nothing here logs
+//! customer text.
+
+pub(crate) mod emotion;
+pub(crate) mod intent;
+pub(crate) mod recommend;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::{bail, Context};
+use arc_swap::ArcSwapOption;
+use hearth_models::{
+    decode_any_model_file, encode_file, AnyModel, EmotionExample, EmotionModel, Example, IntentModel,
+    LocalData, ModelCard, ModelSpec,
+};
+
+pub use recommend::Recommender;
+
+use crate::store::Store;
+
+/// Largest model file the participant will load from its own store.
+pub(crate) const MAX_MODEL_FILE_BYTES: usize = 1 << 30;
+
+/// A model in service, with where it came from.
+#[derive(Debug)]
+pub struct Served<M> {
+    /// The model, calibrated on this institution's data.
+    pub model: M,
+    /// The job that trained it.
+    pub job_id: String,
+    /// Its global version (the round that committed it).
+    pub version: u64,
+}
+
+impl<M> Served<M> {
+    fn new(model: M, job_id: &str, version: u64) -> Self {
+        Self { model, job_id: job_id.to_string(), version }
+    }
+}
+
+/// The models in service, one slot per family. A request loads one `Arc` and answers from it entirely,
+/// so a model swapped in between rounds never fails or tears a request.
+#[derive(Debug, Default)]
+pub struct Slots {
+    /// The intent classifier.
+    pub intent: ArcSwapOption<Served<IntentModel>>,
+    /// The emotion classifier with its escalation rule.
+    pub emotion: ArcSwapOption<Served<EmotionModel>>,
+    /// The recommender with this institution's customers and popular items.
+    pub recommend: ArcSwapOption<Served<Recommender>>,
+}
+
+/// The slots inference reads and the federation task writes.
+pub type ModelSlots = Arc<Slots>;
+
+/// A model of some family, calibrated and ready to serve.
+#[derive(Debug)]
+pub(crate) enum Calibrated {
+    Intent(Served<IntentModel>),
+    Emotion(Served<EmotionModel>),
+    Recommend(Box<Served<Recommender>>),
+}
+
+impl Calibrated {
+    pub(crate) fn family(&self) -> &'static str {
+        match self {
+            Calibrated::Intent(_) => "intent",
+            Calibrated::Emotion(_) => "emotion",
+            Calibrated::Recommend(_) => "recommend",
+        }
+    }
+}
+
+/// Swaps `new` into `slot` unless it already serves the same or a later version of the same job (a
+/// refresh that finished after a newer one). Returns whether it swapped.
+fn swap_in<M>(slot: &ArcSwapOption<Served<M>>, new: Served<M>) -> bool {
+    let new = Arc::new(new);
+    let mut swapped = false;
+    slot.rcu(|cur| match cur {
+        Some(c) if c.job_id == new.job_id && c.version >= new.version => {
+            swapped = false;
+            Some(Arc::clone(c))
+        }
+        _ => {
+            swapped = true;
+            Some(Arc::clone(&new))
+        }
+    });
+    swapped
+}
+
+impl Slots {
+    /// Puts a calibrated model in service in its family's slot; see [`swap_in`].
+    pub(crate) fn install(&self, c: Calibrated) -> bool {
+        match c {
+            Calibrated::Intent(s) => swap_in(&self.intent, s),
+            Calibrated::Emotion(s) => swap_in(&self.emotion, s),
+            Calibrated::Recommend(s) => swap_in(&self.recommend, *s),
+        }
+    }
+
+    /// Whether some family already serves version `version` (or a later one) of `job`.
+    pub(crate) fn serves(&self, job: &str, version: u64) -> bool {
+        let at = |j: Option<(String, u64)>| j.is_some_and(|(j, v)| j == job && v >= version);
+        at(self.intent.load().as_ref().map(|s| (s.job_id.clone(), s.version)))
+            || at(self.emotion.load().as_ref().map(|s| (s.job_id.clone(), s.version)))
+            || at(self.recommend.load().as_ref().map(|s| (s.job_id.clone(), s.version)))
+    }
+
+    /// Job and version served per family (`null` for a family without a model), for `/v1/health`.
+    pub fn summary(&self) -> serde_json::Value {
+        fn one<M>(s: &ArcSwapOption<Served<M>>) -> serde_json::Value {
+            s.load().as_ref().map_or(
+                serde_json::Value::Null,
+                |m| serde_json::json!({ "job_id": m.job_id, "version": m.version }),
+            )
+        }
+        serde_json::json!({
+            "intent": one(&self.intent),
+            "emotion": one(&self.emotion),
+            "recommend": one(&self.recommend),
+        })
+    }
+}
+
+/// A text family's local data: what trains, and what stays out to calibrate on.
+#[derive(Debug)]
+pub(crate) struct Split<T> {
+    pub(crate) train: Vec<T>,
+    pub(crate) holdout: Vec<T>,
+}
+
+/// Keeps a deterministic `fraction` (at most half) of `all`, chosen by a hash of each text, out of
+/// training. Fewer than 20 rows are all kept for training.
+pub(crate) fn split_holdout<T>(all: Vec<T>, fraction: f64, text: impl Fn(&T) -> &str) -> Split<T> {
+    if all.len() < 20 || fraction <= 0.0 {
+        return Split { train: all, holdout: vec![] };
+    }
+    let cut = (fraction.min(0.5) * 1000.0) as u64;
+    let (holdout, train) = all.into_iter().partition(|e| fxhash(text(e)) % 1000 < cut);
+    Split { train, holdout }
+}
+
+/// FNV-1a: a hash stable across runs and platforms.
+pub(crate) fn fxhash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// A model tuned on local data, with what its card should say about that.
+#[derive(Debug)]
+pub(crate) struct Tuned<M> {
+    pub(crate) model: M,
+    /// Metrics and chosen values, added to the card's `evaluation` (`local_` metrics are measured on the
+    /// data they were calibrated on, so they are optimistic).
+    pub(crate) evaluation: BTreeMap<String, f64>,
+    /// One sentence on what was calibrated on which local data.
+    pub(crate) note: String,
+}
+
+/// A committed global model as downloaded, with what the coordinator said about it.
+#[derive(Debug)]
+pub(crate) struct Global {
+    pub(crate) job_id: String,
+    pub(crate) version: u64,
+    pub(crate) spec: ModelSpec,
+    pub(crate) params: Vec<f32>,
+    /// The coordinator's model card, if it sent one.
+    pub(crate) card: Option<ModelCard>,
+    /// Emotion jobs: the recall the escalation threshold must reach.
+    pub(crate) escalation_target_recall: Option<f32>,
+}
+
+/// The institution's data for each family, read from the store on first use and kept for the process's
+/// life (data imported while the participant runs is used after a restart).
+#[derive(Debug)]
+pub(crate) struct Local {
+    store: Arc<Store>,
+    holdout_fraction: f64,
+    intent: OnceLock<Arc<Split<Example>>>,
+    emotion: OnceLock<Arc<Split<EmotionExample>>>,
+    retail: OnceLock<Arc<recommend::Retail>>,
+}
+
+/// `cell`'s value, reading it with `read` the first time.
+fn cached<T>(cell: &OnceLock<Arc<T>>, read: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<Arc<T>> {
+    if let Some(v) = cell.get() {
+        return Ok(Arc::clone(v));
+    }
+    let v = Arc::new(read()?);
+    Ok(Arc::clone(cell.get_or_init(|| v)))
+}
+
+impl Local {
+    pub(crate) fn new(store: Arc<Store>, holdout_fraction: f64) -> Self {
+        Self {
+            store,
+            holdout_fraction,
+            intent: OnceLock::new(),
+            emotion: OnceLock::new(),
+            retail: OnceLock::new(),
+        }
+    }
+
+    fn intent(&self) -> anyhow::Result<Arc<Split<Example>>> {
+        cached(&self.intent, || intent::read(&self.store, self.holdout_fraction))
+    }
+
+    fn emotion(&self) -> anyhow::Result<Arc<Split<EmotionExample>>> {
+        cached(&self.emotion, || emotion::read(&self.store, self.holdout_fraction))
+    }
+
+    fn retail(&self) -> anyhow::Result<Arc<recommend::Retail>> {
+        cached(&self.retail, || recommend::read(&self.store))
+    }
+
+    /// The families this institution holds data for (a non-empty table in the store).
+    pub(crate) fn held_families(&self) -> anyhow::Result<Vec<String>> {
+        let s = &self.store;
+        let counts =
+            [("intent", s.count()?), ("emotion", s.emotion_count()?), ("recommend", s.transaction_count()?)];
+        Ok(counts.iter().filter(|(_, n)| *n > 0).map(|(f, _)| f.to_string()).collect())
+    }
+
+    /// The training data of `spec`'s family, encoded for `spec`. Blocking.
+    pub(crate) fn encode(&self, spec: &ModelSpec) -> anyhow::Result<LocalData> {
+        let data = match spec {
+            ModelSpec::Intent(s) => intent::encode(s, self.intent()?.as_ref())?,
+            ModelSpec::Emotion(s) => emotion::encode(s, self.emotion()?.as_ref())?,
+            ModelSpec::Recommend(s) => recommend::encode(s, self.retail()?.as_ref()),
+            other => bail!("a {} model has no local training", other.family()),
+        };
+        if data.is_empty() {
+            bail!(
+                "no local {} data to train on (import some with `hearth data import --family {}`)",
+                spec.family(),
+                spec.family()
+            );
+        }
+        Ok(data)
+    }
+
+    /// Calibrates a committed global model on this institution's data; returns it ready to serve and its
+    /// model file (with the card). Blocking.
+    pub(crate) fn calibrate(&self, g: Global) -> anyhow::Result<(Calibrated, Vec<u8>)> {
+        let Global { job_id, version, spec, params, card, escalation_target_recall } = g;
+        let family = spec.family();
+        let meta = |evaluation: BTreeMap<String, f64>, note: String| {
+            let mut meta = serde_json::json!({ "job_id": job_id, "version": version });
+            if let Some(mut card) = card.clone() {
+                card.evaluation.extend(evaluation);
+                let notes = card.data.notes.take().map_or(note.clone(), |n| format!("{n}. {note}"));
+                card.data.notes = Some(notes);
+                card.insert_into(&mut meta);
+            }
+            meta
+        };
+        let calibrated = || -> anyhow::Result<(Calibrated, Vec<u8>)> {
+            Ok(match spec {
+                ModelSpec::Intent(s) => {
+                    let t = intent::calibrate(s, params, self.intent()?.as_ref())?;
+                    let file = encode_file(&t.model, &meta(t.evaluation, t.note));
+                    (Calibrated::Intent(Served::new(t.model, &job_id, version)), file)
+                }
+                ModelSpec::Emotion(s) => {
+                    let t =
+                        emotion::calibrate(s, params, self.emotion()?.as_ref(), escalation_target_recall)?;
+                    let file = encode_file(&t.model, &meta(t.evaluation, t.note));
+                    (Calibrated::Emotion(Served::new(t.model, &job_id, version)), file)
+                }
+                ModelSpec::Recommend(s) => {
+                    let t = recommend::calibrate(s, params, self.retail()?.as_ref())?;
+                    let file = encode_file(&t.model.model, &meta(t.evaluation, t.note));
+                    (Calibrated::Recommend(Box::new(Served::new(t.model, &job_id, version))), file)
+                }
+                other => bail!("a {} model cannot be served", other.family()),
+            })
+        };
+        calibrated()
+            .with_context(|| format!("calibrating the {family} model of job {job_id} version {version}"))
+    }
+
+    /// Rebuilds a served model from a model file this participant stored before a restart. Blocking.
+    pub(crate) fn restore(&self, file: &[u8]) -> anyhow::Result<Calibrated> {
+        let (model, meta) = decode_any_model_file(file, MAX_MODEL_FILE_BYTES)?;
+        let job_id = meta.get("job_id").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let version = meta.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
+        Ok(match model {
+            AnyModel::Intent(m) => Calibrated::Intent(Served::new(m, &job_id, version)),
+            AnyModel::Emotion(m) => Calibrated::Emotion(Served::new(m, &job_id, version)),
+            AnyModel::Recommend(m) => {
+                let r = recommend::serving(m, self.retail()?.as_ref());
+                Calibrated::Recommend(Box::new(Served::new(r, &job_id, version)))
+            }
+            _ => bail!("the stored model is of a family this build cannot serve"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holdout_is_deterministic_and_about_the_right_size() {
+        let all: Vec<Example> =
+            (0..1000).map(|i| Example { text: format!("message {i}"), label: "x".into() }).collect();
+        let a = split_holdout(all.clone(), 0.1, |e| &e.text);
+        let b = split_holdout(all, 0.1, |e| &e.text);
+        assert_eq!(a.holdout, b.holdout);
+        assert!((60..140).contains(&a.holdout.len()), "{}", a.holdout.len());
+        assert_eq!(a.holdout.len() + a.train.len(), 1000);
+        let small: Vec<Example> =
+            (0..5).map(|i| Example { text: i.to_string(), label: "x".into() }).collect();
+        assert!(split_holdout(small, 0.1, |e| &e.text).holdout.is_empty());
+    }
+
+    #[test]
+    fn a_late_refresh_never_replaces_a_newer_version() {
+        let slots = Slots::default();
+        let spec = hearth_models::IntentSpec::new(
+            vec!["a".into(), "b".into()],
+            hearth_models::FeatureConfig { dim: 1024, ..Default::default() },
+        )
+        .unwrap();
+        let served = |job: &str, version| {
+            Calibrated::Intent(Served {
+                model: IntentModel::zeroed(spec.clone()),
+                job_id: job.into(),
+                version,
+            })
+        };
+        assert!(slots.install(served("j", 2)));
+        assert!(!slots.install(served("j", 1)), "older version of the same job");
+        assert!(!slots.install(served("j", 2)), "same version again");
+        assert!(slots.serves("j", 2) && !slots.serves("j", 3) && !slots.serves("k", 1));
+        assert!(slots.install(served("k", 1)), "a newer job replaces it");
+        assert_eq!(slots.summary()["intent"]["job_id"], "k");
+        assert!(slots.summary()["emotion"].is_null());
+    }
+}
