@@ -17,6 +17,39 @@ pub enum QueryCommand {
         after_help = "Examples:\n  hearth query histogram --family intent-stats --bins balance,transfer,oos --epsilon 1 --tls-dir pki\n  hearth query histogram --family intent-stats --bins-from labels.csv --epsilon 0.5 --json --tls-dir pki\n\nEach institution counts its own records (statistic `label`: its examples' labels), adds its share of\ndiscrete Gaussian noise and sends its counts masked; the coordinator releases only the noisy sum. The\nrelease costs (epsilon, delta) per record and is charged, before anyone counts, to the family's budget\nat every institution the privacy policy lists; a query that does not fit is refused saying what\nremains. Counts may come back negative: the noise is not clipped, so the counts stay unbiased."
     )]
     Histogram(HistogramArgs),
+    /// The sum, count and mean of the institutions' purchase values, with noise.
+    #[command(
+        after_help = "Examples:\n  hearth query spend --family retail-stats --value-bound 200 --epsilon 1 --tls-dir pki\n\nEach institution sums the value (quantity x unit price) of each of its purchases, clipped to\n[0, --value-bound] (cancellations are not spend), and counts them; it adds its share of discrete\nGaussian noise to both and sends them masked. One purchase changes the released pair by at most the\nbound and one, so a lower bound gives less noise on the sum but clips more purchases. The mean is\nthe noisy sum over the noisy count (post-processing: no further cost)."
+    )]
+    Spend(SpendArgs),
+}
+
+/// Arguments of `hearth query spend`.
+#[derive(Debug, clap::Args)]
+pub struct SpendArgs {
+    #[command(flatten)]
+    pub conn: Connection,
+    /// Certificate to authenticate with (an analyst's, or the operator's).
+    #[arg(long = "as", default_value = "analyst")]
+    pub cert: String,
+    /// The budget family the query is charged to.
+    #[arg(long)]
+    pub family: String,
+    /// The most one purchase may contribute to the sum.
+    #[arg(long)]
+    pub value_bound: f64,
+    /// Epsilon of the release (per record).
+    #[arg(long)]
+    pub epsilon: f64,
+    /// Delta of the release.
+    #[arg(long, default_value_t = 1e-6)]
+    pub delta: f64,
+    /// Fewest institutions the sum may cover.
+    #[arg(long, default_value_t = 3)]
+    pub min_participants: u32,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `hearth query histogram`.
@@ -30,8 +63,9 @@ pub struct HistogramArgs {
     /// The budget family the query is charged to.
     #[arg(long)]
     pub family: String,
-    /// What each record counts for.
-    #[arg(long, default_value = "label")]
+    /// What each record counts for: `label` (intent examples' labels) or `emotion` (emotion examples'
+    /// primary labels).
+    #[arg(long, default_value = "label", value_parser = ["label", "emotion"])]
     pub statistic: String,
     /// The bins, comma-separated.
     #[arg(long, value_delimiter = ',', conflicts_with = "bins_from")]
@@ -54,7 +88,10 @@ pub struct HistogramArgs {
 }
 
 pub async fn run(cmd: QueryCommand) -> anyhow::Result<()> {
-    let QueryCommand::Histogram(a) = cmd;
+    let a = match cmd {
+        QueryCommand::Histogram(a) => a,
+        QueryCommand::Spend(a) => return spend(a).await,
+    };
     let mut bins = a.bins.clone();
     if let Some(path) = &a.bins_from {
         let mut labels: Vec<String> =
@@ -77,13 +114,41 @@ pub async fn run(cmd: QueryCommand) -> anyhow::Result<()> {
             delta: a.delta,
             min_participants: a.min_participants,
             round_deadline_s: 0,
+            value_bound: 0.0,
         })
         .await
         .context("running the query")?
         .into_inner();
-    if a.json {
-        let bins: Vec<serde_json::Value> =
-            result.bins.iter().map(|b| serde_json::json!({"name": b.name, "count": b.count})).collect();
+    print_result(&result, a.json, "noisy count", 0)
+}
+
+async fn spend(a: SpendArgs) -> anyhow::Result<()> {
+    let mut client = AnalyticsClient::new(a.conn.channel_as(&a.cert).await?);
+    let result = client
+        .run_query(v1::QueryRequest {
+            query_id: String::new(),
+            family: a.family.clone(),
+            statistic: "spend".into(),
+            bins: vec![],
+            epsilon: a.epsilon,
+            delta: a.delta,
+            min_participants: a.min_participants,
+            round_deadline_s: 0,
+            value_bound: a.value_bound,
+        })
+        .await
+        .context("running the query")?
+        .into_inner();
+    print_result(&result, a.json, "noisy value", 2)
+}
+
+fn print_result(result: &v1::QueryResult, json: bool, what: &str, decimals: usize) -> anyhow::Result<()> {
+    if json {
+        let bins: Vec<serde_json::Value> = result
+            .bins
+            .iter()
+            .map(|b| serde_json::json!({"name": b.name, "count": b.count, "stddev": b.stddev}))
+            .collect();
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
@@ -98,13 +163,13 @@ pub async fn run(cmd: QueryCommand) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    println!("{:<40} {:>12}", "bin", "noisy count");
+    println!("{:<40} {:>14} {:>12}", "bin", what, "noise sd");
     for b in &result.bins {
-        println!("{:<40} {:>12.0}", b.name, b.count);
+        println!("{:<40} {:>14.decimals$} {:>12.2}", b.name, b.count, b.stddev);
     }
     println!(
-        "\nquery {}: {} institutions; noise standard deviation {:.2} per count; spent epsilon {:.4}, delta {}\n{}",
-        result.query_id, result.participants, result.noise_stddev, result.epsilon, result.delta, result.mechanism
+        "\nquery {}: {} institutions; spent epsilon {:.4}, delta {}\n{}",
+        result.query_id, result.participants, result.epsilon, result.delta, result.mechanism
     );
     Ok(())
 }

@@ -22,8 +22,26 @@ use tonic::{Request, Response, Status};
 
 use crate::driver::{run_secure_round, SecureEvent, SecureRoundSpec, Shared};
 
-/// Statistics a participant knows how to count.
-pub(crate) const STATISTICS: [&str; 1] = ["label"];
+/// Statistics a participant knows how to count: histograms of intent labels and of primary emotion labels,
+/// and the sum and count (hence mean) of purchase values.
+pub(crate) const STATISTICS: [&str; 3] = ["label", "emotion", "spend"];
+/// Grid units one record's clipped value spans under statistic `spend` (`value_bound` is this many
+/// units), and the units one record adds to the count: each record moves the two coordinates by at most
+/// this much, so the L2 sensitivity is `SPEND_UNITS * sqrt(2)` and the noise is the same, relative to one
+/// record, on both. A value is rounded to 1/`SPEND_UNITS` of the bound.
+pub const SPEND_UNITS: i64 = 100;
+/// The bins of a `spend` query, as its participants send them.
+const SPEND_BINS: [&str; 2] = ["sum", "count"];
+
+/// What one record can change in a query's vector: (L2, L1) sensitivity in grid units.
+fn sensitivity(statistic: &str) -> (f64, f64) {
+    if statistic == "spend" {
+        let u = SPEND_UNITS as f64;
+        (u * std::f64::consts::SQRT_2, 2.0 * u)
+    } else {
+        (1.0, 1.0)
+    }
+}
 /// Most bins a query may have.
 pub(crate) const MAX_BINS: usize = 10_000;
 
@@ -39,19 +57,21 @@ impl AnalyticsService {
     }
 }
 
-/// The distributed mechanism for (epsilon, delta) on counts of L2 and L1 sensitivity 1 (one record
-/// counts once), `dimension` bins, shares calibrated for `min_survivors` of `cohort`: the smallest
-/// central scale (on a 2% grid above the continuous Gaussian's) whose accounted epsilon is within target.
+/// The distributed mechanism for (epsilon, delta) on a vector of `dimension` coordinates that one record
+/// changes by at most `(l2, l1)` (a histogram: 1 and 1), shares calibrated for `min_survivors` of
+/// `cohort`: the smallest central scale (on a 2% grid above the continuous Gaussian's) whose accounted
+/// epsilon is within target.
 fn mechanism(
     epsilon: f64,
     delta: f64,
     min_survivors: u32,
     cohort: u32,
     dimension: u64,
+    (l2, l1): (f64, f64),
 ) -> Result<(DistributedDiscreteGaussian, f64), String> {
-    let mut scale = calibrate_noise_multiplier(epsilon, delta, 1.0, 1).map_err(|e| e.to_string())?;
+    let mut scale = l2 * calibrate_noise_multiplier(epsilon, delta, 1.0, 1).map_err(|e| e.to_string())?;
     for _ in 0..200 {
-        let m = DistributedDiscreteGaussian::calibrate(scale, min_survivors, cohort, 1.0, 1.0, dimension)
+        let m = DistributedDiscreteGaussian::calibrate(scale, min_survivors, cohort, l2, l1, dimension)
             .map_err(|e| e.to_string())?;
         let mut acc = RdpAccountant::new();
         acc.compose(&m, 1).map_err(|e| e.to_string())?;
@@ -69,6 +89,18 @@ fn check_request(q: &v1::QueryRequest) -> Result<(), String> {
     if !STATISTICS.contains(&q.statistic.as_str()) {
         return Err(format!("statistic {:?} is not one of {STATISTICS:?}", q.statistic));
     }
+    if q.statistic == "spend" {
+        if !q.bins.is_empty() {
+            return Err("statistic \"spend\" has fixed bins (sum, count, mean): leave bins empty".into());
+        }
+        if !(q.value_bound.is_finite() && q.value_bound > 0.0 && q.value_bound <= 1e9) {
+            return Err(format!("value_bound {} must be in (0, 1e9] for statistic \"spend\"", q.value_bound));
+        }
+        return check_privacy(q);
+    }
+    if q.value_bound != 0.0 {
+        return Err(format!("value_bound applies to statistic \"spend\" only, not {:?}", q.statistic));
+    }
     if q.bins.is_empty() || q.bins.len() > MAX_BINS {
         return Err(format!("{} bins; a query has 1 to {MAX_BINS}", q.bins.len()));
     }
@@ -78,6 +110,10 @@ fn check_request(q: &v1::QueryRequest) -> Result<(), String> {
             return Err(format!("bin {b:?} is empty, over 200 bytes, or repeated"));
         }
     }
+    check_privacy(q)
+}
+
+fn check_privacy(q: &v1::QueryRequest) -> Result<(), String> {
     if !(q.epsilon.is_finite() && q.epsilon > 0.0 && q.epsilon <= 100.0) {
         return Err(format!("epsilon {} must be in (0, 100]", q.epsilon));
     }
@@ -140,7 +176,13 @@ async fn run(
         return Err(Status::failed_precondition(detail));
     }
     let cohort = connected.len() as u32;
-    let (m, epsilon) = mechanism(q.epsilon, q.delta, q.min_participants, cohort, q.bins.len() as u64)
+    let bins: Vec<String> = if q.statistic == "spend" {
+        SPEND_BINS.iter().map(|b| b.to_string()).collect()
+    } else {
+        q.bins.clone()
+    };
+    let sens = sensitivity(&q.statistic);
+    let (m, epsilon) = mechanism(q.epsilon, q.delta, q.min_participants, cohort, bins.len() as u64, sens)
         .map_err(|e| Status::invalid_argument(format!("calibrating the noise: {e}")))?;
     // Reserve before anyone counts: the release is charged even if its result is later refused.
     let reservation = if enforced {
@@ -173,7 +215,7 @@ async fn run(
         round: 1,
         min_participants: q.min_participants,
         deadline: Duration::from_secs(u64::from(deadline_s)),
-        vector_len: q.bins.len(),
+        vector_len: bins.len(),
         // Counts are integers: the quantiser's scale does not apply (the participants encode them directly).
         clip: 1.0,
         weight_cap: 1.0,
@@ -183,11 +225,12 @@ async fn run(
         announcement::Kind::Query(v1::QueryOpen {
             query_id: q.query_id.clone(),
             statistic: q.statistic.clone(),
-            bins: q.bins.clone(),
+            bins: bins.clone(),
             deadline_unix_ms,
             secagg: Some(setup),
             local_noise_scale,
             min_survivors: q.min_participants,
+            value_bound: q.value_bound,
         })
     };
     let result = run_secure_round(
@@ -230,20 +273,23 @@ async fn run(
             q.query_id,
             q.family,
             q.statistic,
-            q.bins.len(),
+            bins.len(),
             contributors.join(","),
             q.delta
         ),
     );
+    let bins = if q.statistic == "spend" {
+        spend_bins(&counts, q.value_bound, noise_stddev)
+    } else {
+        bins.iter()
+            .zip(counts)
+            .map(|(name, count)| v1::QueryBin { name: name.clone(), count, stddev: noise_stddev })
+            .collect()
+    };
     Ok(v1::QueryResult {
         query_id: q.query_id.clone(),
-        bins: q
-            .bins
-            .iter()
-            .zip(counts)
-            .map(|(name, count)| v1::QueryBin { name: name.clone(), count })
-            .collect(),
-        noise_stddev,
+        bins,
+        noise_stddev: if q.statistic == "spend" { noise_stddev / SPEND_UNITS as f64 } else { noise_stddev },
         epsilon,
         delta: q.delta,
         participants: contributors.len() as u32,
@@ -252,16 +298,52 @@ async fn run(
     })
 }
 
+/// The released bins of a `spend` query from the noisy grid sums `[sum units, count units]` whose noise has
+/// standard deviation `stddev` (grid units): the sum in currency, the count, and their ratio (with its
+/// first-order standard deviation). Post-processing of the release: costs nothing more.
+fn spend_bins(units: &[f64], bound: f64, stddev: f64) -> Vec<v1::QueryBin> {
+    let u = SPEND_UNITS as f64;
+    let (sum, count) = (units[0] * bound / u, units[1] / u);
+    let (sum_sd, count_sd) = (stddev * bound / u, stddev / u);
+    let (mean, mean_sd) = if count >= 1.0 {
+        let mean = sum / count;
+        (mean, ((sum_sd / count).powi(2) + (mean * count_sd / count).powi(2)).sqrt())
+    } else {
+        (f64::NAN, f64::NAN)
+    };
+    vec![
+        v1::QueryBin { name: "sum".into(), count: sum, stddev: sum_sd },
+        v1::QueryBin { name: "count".into(), count, stddev: count_sd },
+        v1::QueryBin { name: "mean".into(), count: mean, stddev: mean_sd },
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_calibrated_mechanism_meets_its_target() {
-        let (m, spent) = mechanism(1.0, 1e-6, 3, 5, 151).unwrap();
+        let (m, spent) = mechanism(1.0, 1e-6, 3, 5, 151, (1.0, 1.0)).unwrap();
         assert!(spent <= 1.0 && spent > 0.9, "{spent}");
         // Five shares of the local scale carry at least the central noise of three.
         assert!(m.aggregate_variance(5) > m.aggregate_variance(3));
+        // A spend query's noise scales with its sensitivity: the same epsilon, relative to one record.
+        let (s, spent) = mechanism(1.0, 1e-6, 3, 5, 2, sensitivity("spend")).unwrap();
+        assert!(spent <= 1.0 && spent > 0.9, "{spent}");
+        let ratio = s.aggregate_variance(3).sqrt() / m.aggregate_variance(3).sqrt();
+        let expected = SPEND_UNITS as f64 * std::f64::consts::SQRT_2;
+        assert!((ratio / expected - 1.0).abs() < 0.05, "noise ratio {ratio}, sensitivity ratio {expected}");
+    }
+
+    #[test]
+    fn spend_sums_are_rescaled_and_their_mean_derived() {
+        let b = spend_bins(&[25_000.0, 1_000.0], 50.0, 200.0);
+        assert_eq!((b[0].name.as_str(), b[0].count, b[0].stddev), ("sum", 12_500.0, 100.0));
+        assert_eq!((b[1].name.as_str(), b[1].count, b[1].stddev), ("count", 10.0, 2.0));
+        assert_eq!((b[2].name.as_str(), b[2].count), ("mean", 1_250.0));
+        assert!(b[2].stddev > 0.0 && b[2].stddev.is_finite());
+        assert!(spend_bins(&[10.0, 20.0], 50.0, 1.0)[2].count.is_nan(), "no mean of less than one record");
     }
 
     #[test]
@@ -275,8 +357,12 @@ mod tests {
             delta: 1e-6,
             min_participants: 3,
             round_deadline_s: 0,
+            value_bound: 0.0,
         };
         assert!(check_request(&ok).is_ok());
+        let spend =
+            v1::QueryRequest { statistic: "spend".into(), bins: vec![], value_bound: 500.0, ..ok.clone() };
+        assert!(check_request(&spend).is_ok());
         for (bad, what) in [
             (v1::QueryRequest { statistic: "salary".into(), ..ok.clone() }, "statistic"),
             (v1::QueryRequest { bins: vec![], ..ok.clone() }, "bins"),
@@ -284,6 +370,10 @@ mod tests {
             (v1::QueryRequest { epsilon: f64::NAN, ..ok.clone() }, "epsilon"),
             (v1::QueryRequest { delta: 0.5, ..ok.clone() }, "delta"),
             (v1::QueryRequest { min_participants: 2, ..ok.clone() }, "min_participants"),
+            (v1::QueryRequest { value_bound: 5.0, ..ok.clone() }, "value_bound applies"),
+            (v1::QueryRequest { bins: vec!["x".into()], ..spend.clone() }, "leave bins empty"),
+            (v1::QueryRequest { value_bound: 0.0, ..spend.clone() }, "value_bound 0"),
+            (v1::QueryRequest { value_bound: f64::INFINITY, ..spend.clone() }, "value_bound inf"),
         ] {
             let e = check_request(&bad).unwrap_err();
             assert!(e.contains(what), "{e}");

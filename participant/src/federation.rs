@@ -399,22 +399,49 @@ impl Federation {
         Ok(())
     }
 
-    /// Answers an analytics query from the labels of this institution's records.
+    /// Answers an analytics query from this institution's records of the statistic's kind.
     async fn answer_query(
         &self,
         client: CoordinatorClient<Channel>,
         q: &v1::QueryOpen,
         relays: RelayRx,
     ) -> anyhow::Result<usize> {
+        use crate::query::Records;
         let who = self.secagg.as_ref().context("this participant has no protocol signing key")?;
         let store = Arc::clone(&self.store);
-        let labels: Vec<String> = tokio::task::spawn_blocking(move || store.examples())
-            .await?
-            .context("reading local examples")?
-            .into_iter()
-            .map(|e| e.label)
-            .collect();
-        crate::query::answer(client, who, &self.id_or_cert(), q, labels, relays).await
+        let statistic = q.statistic.clone();
+        let records = tokio::task::spawn_blocking(move || -> anyhow::Result<Records> {
+            Ok(match statistic.as_str() {
+                "emotion" => Records::Labels(
+                    store
+                        .emotion_examples()
+                        .context("reading local emotion examples")?
+                        .into_iter()
+                        .filter_map(|e| e.labels.into_iter().next())
+                        .collect(),
+                ),
+                // Purchases only: a cancellation is not spend (and is netted nowhere here).
+                "spend" => Records::Values(
+                    store
+                        .transactions()
+                        .context("reading local transactions")?
+                        .into_iter()
+                        .filter(|t| t.quantity > 0 && !t.invoice.starts_with(['C', 'c']))
+                        .map(|t| t.quantity as f64 * t.unit_price)
+                        .collect(),
+                ),
+                _ => Records::Labels(
+                    store
+                        .examples()
+                        .context("reading local examples")?
+                        .into_iter()
+                        .map(|e| e.label)
+                        .collect(),
+                ),
+            })
+        })
+        .await??;
+        crate::query::answer(client, who, &self.id_or_cert(), q, records, relays).await
     }
 
     /// Downloads the round's base model and trains it on the local data; returns the delta.
