@@ -217,4 +217,27 @@ async fn emotion_histograms_and_spend_sums_are_released_with_their_noise() {
         assert_eq!(e.code(), Code::InvalidArgument);
         assert!(e.message().contains(what), "{e}");
     }
+
+    // A policy's minimum cohort in records: judged on the noisy count, nothing released below it.
+    let mut policy = String::new();
+    for i in 1..=N {
+        policy.push_str(&format!(
+            "[tenants.inst-{i}.families.rare-stats]\nepsilon = 10.0\ndelta = 1e-5\nprivacy_unit = \"record\"\n\
+             min_participants = 3\nmin_records = 100000\n\n"
+        ));
+    }
+    let dpo = cluster.tls("dpo");
+    let secret = hearth_crypto::pki::p256_secret_from_pem(&dpo.key_pem).unwrap();
+    let signature = SuiteId::International.suite().sign(&secret, policy.as_bytes()).unwrap();
+    let cfg = hearth_transport::client_config(&dpo).unwrap();
+    PrivacyClient::new(hearth_transport::connect(&cluster.coordinator_addr, "localhost", cfg).await.unwrap())
+        .set_policy(v1::SetPolicyRequest { policy_toml: policy, signature: signature.into() })
+        .await
+        .unwrap();
+    let e = analyst
+        .run_query(v1::QueryRequest { family: "rare-stats".into(), ..base.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert!(e.message().contains("fewer than the policy's minimum of 100000"), "{e}");
 }

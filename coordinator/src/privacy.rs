@@ -122,6 +122,19 @@ impl Privacy {
             .collect()
     }
 
+    /// The largest `min_records` the policy sets for `family` at any of `tenants`: the fewest records a
+    /// released statistic may cover.
+    pub(crate) fn min_records(&self, family: &str, tenants: &[String]) -> Option<u64> {
+        let state = self.lock();
+        let (policy, _) = state.policy.as_ref()?;
+        let family = FamilyId(family.to_string());
+        tenants
+            .iter()
+            .filter_map(|t| policy.file().tenants.get(&TenantId(t.clone())))
+            .filter_map(|t| t.families.get(&family).and_then(|f| f.min_records))
+            .max()
+    }
+
     /// The policy in force, if any.
     pub(crate) fn policy(&self) -> Option<StoredPolicy> {
         self.lock().policy.as_ref().map(|(_, s)| s.clone())

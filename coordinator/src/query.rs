@@ -190,7 +190,8 @@ async fn run(
             noise: QueryNoise::DistributedGaussian(m.clone()),
             privacy_unit: PrivacyUnit::Record,
             participants: cohort,
-            records: 0,
+            // Known only from the release: checked on the noisy count below, before anything is published.
+            records: None,
         });
         let ids: Vec<TenantId> = tenants.iter().map(|t| TenantId(t.clone())).collect();
         let (s2, fam, key) =
@@ -264,6 +265,21 @@ async fn run(
         }
     }
     let noise_stddev = m.aggregate_variance(contributors.len() as u32).sqrt();
+    // The minimum cohort in records: judged on the noisy count of covered records (post-processing of the
+    // release, so it costs nothing more); below it nothing is published, though the release was charged.
+    if let Some(minimum) = enforced.then(|| shared.privacy.min_records(&q.family, &tenants)).flatten() {
+        let covered =
+            if q.statistic == "spend" { counts[1] / SPEND_UNITS as f64 } else { counts.iter().sum::<f64>() };
+        if covered < minimum as f64 {
+            let detail = format!(
+                "{}: the statistic covers about {covered:.0} records, fewer than the policy's minimum of \
+                 {minimum} for family {}; nothing released (the budget was charged: the query ran)",
+                q.query_id, q.family
+            );
+            shared.audit.record(&actor, "query.run", "refused", &detail);
+            return Err(Status::failed_precondition(detail));
+        }
+    }
     shared.audit.record(
         &actor,
         "query.run",

@@ -63,8 +63,10 @@ pub struct QueryPlan {
     pub privacy_unit: PrivacyUnit,
     /// Participants the query aggregates.
     pub participants: u32,
-    /// Records it covers (for the minimum cohort).
-    pub records: u64,
+    /// Records it covers (for the minimum cohort), when known before the release. `None`: only the
+    /// release itself can tell (the coordinator then checks the noisy count of covered records against
+    /// [`min_records`](crate::budget::FamilyPolicy::min_records) before it publishes anything).
+    pub records: Option<u64>,
 }
 
 /// The work a reservation pays for.
@@ -172,9 +174,9 @@ impl Charge {
                 if u64::from(plan.participants) < minimum {
                     return Err(too_small("participants", u64::from(plan.participants), minimum));
                 }
-                if let Some(records) = policy.min_records {
-                    if plan.records < records {
-                        return Err(too_small("records", plan.records, records));
+                if let (Some(minimum), Some(records)) = (policy.min_records, plan.records) {
+                    if records < minimum {
+                        return Err(too_small("records", records, minimum));
                     }
                 }
             }

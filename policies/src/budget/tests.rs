@@ -68,7 +68,7 @@ fn histogram(epsilon: f64) -> Charge {
         noise: QueryNoise::Laplace(DiscreteLaplace::for_epsilon(epsilon, 1.0).unwrap()),
         privacy_unit: PrivacyUnit::Customer,
         participants: 5,
-        records: 1000,
+        records: Some(1000),
     })
 }
 
@@ -277,7 +277,7 @@ fn rules_other_than_the_budget_are_enforced() {
         err.to_string(),
         "participants 2 is below the policy minimum of 3 for tenant bank-a family histogram"
     );
-    let small = Charge::Query(QueryPlan { records: 99, ..query_plan(histogram(1.0)) });
+    let small = Charge::Query(QueryPlan { records: Some(99), ..query_plan(histogram(1.0)) });
     assert!(matches!(
         ledger.reserve(&p, &[t("bank-a")], &f("histogram"), "q", small, NOW),
         Err(BudgetError::CohortTooSmall { what: "records", .. })
