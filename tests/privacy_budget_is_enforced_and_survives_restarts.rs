@@ -33,6 +33,29 @@ clipping_norm = 1.0
 min_participants = 3
 "#;
 
+const DECLARED_RECORDS: u64 = 1_000;
+
+/// The noise multiplier for which one job (50 rounds at sampling rate 0.1, rounds of up to 100
+/// participants, as `dp_job` describes) costs epsilon 3 at delta 1e-6, as the coordinator accounts it.
+fn sigma_for_epsilon_3(spec: &IntentSpec) -> f64 {
+    let base = hearth_models::DpParams {
+        clip_norm: 1.0,
+        sampling_rate: 0.1,
+        noise_multiplier: 1.0,
+        rounds: 50,
+        min_survivors: 3,
+        bias_scale: 1.0,
+    };
+    let shape = hearth_models::RoundShape {
+        quantizer_clip: DECLARED_RECORDS as f64,
+        cohort: 100,
+        dimension: spec.num_params() as u64,
+        modulus_bits: 32,
+    };
+    let target = hearth_models::PrivacyTarget { epsilon: 3.0, delta: 1e-6 };
+    hearth_models::DpConfig::plan(base, target, shape).unwrap().config.noise_multiplier()
+}
+
 fn dp_job(id: &str, spec: &IntentSpec, noise_multiplier: f64) -> v1::JobSpec {
     v1::JobSpec {
         job_id: id.into(),
@@ -50,6 +73,8 @@ fn dp_job(id: &str, spec: &IntentSpec, noise_multiplier: f64) -> v1::JobSpec {
             sampling_rate: 0.1,
             privacy_unit: "record".into(),
             min_survivors: 3,
+            declared_records: DECLARED_RECORDS,
+            ..Default::default()
         }),
         ..Default::default()
     }
@@ -124,7 +149,7 @@ async fn privacy_budget_is_enforced_and_survives_restarts() {
 
     // Each job costs about epsilon 3 (calibrated with the accountant): of twelve submitted at once,
     // exactly two fit an epsilon-8 budget.
-    let sigma = hearth_policies::accountant::calibrate_noise_multiplier(3.0, 1e-6, 0.1, 50).unwrap();
+    let sigma = sigma_for_epsilon_3(&spec);
     let mut handles = Vec::new();
     for i in 0..12 {
         let (mut c, job) = (op.clone(), dp_job(&format!("dp-{i}"), &spec, sigma));

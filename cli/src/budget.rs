@@ -48,6 +48,19 @@ pub enum BudgetCommand {
     },
 }
 
+/// Signs `policy_toml` with the DPO's key (`dpo.key` in the connection's TLS directory) and installs it.
+pub async fn install_policy(conn: &Connection, policy_toml: String) -> anyhow::Result<v1::PolicyInfo> {
+    let tls = conn.tls_as("dpo")?;
+    let secret = hearth_crypto::pki::p256_secret_from_pem(&tls.key_pem).context("the DPO's private key")?;
+    let signature = SuiteId::International.suite().sign(&secret, policy_toml.as_bytes())?;
+    let mut client = PrivacyClient::new(conn.channel_as("dpo").await?);
+    Ok(client
+        .set_policy(v1::SetPolicyRequest { policy_toml, signature: signature.into() })
+        .await
+        .context("installing the policy")?
+        .into_inner())
+}
+
 pub async fn run(cmd: BudgetCommand) -> anyhow::Result<()> {
     match cmd {
         BudgetCommand::Show { conn, cert, json } => {
@@ -67,16 +80,7 @@ pub async fn run(cmd: BudgetCommand) -> anyhow::Result<()> {
             // Check it here too, so a mistake is reported with the file's name before anything is sent.
             hearth_policies::budget::PrivacyPolicy::from_toml(&text)
                 .with_context(|| format!("{} is not a valid privacy policy", policy.display()))?;
-            let tls = conn.tls_as("dpo")?;
-            let secret =
-                hearth_crypto::pki::p256_secret_from_pem(&tls.key_pem).context("the DPO's private key")?;
-            let signature = SuiteId::International.suite().sign(&secret, text.as_bytes())?;
-            let mut client = PrivacyClient::new(conn.channel_as("dpo").await?);
-            let info = client
-                .set_policy(v1::SetPolicyRequest { policy_toml: text, signature: signature.into() })
-                .await
-                .context("installing the policy")?
-                .into_inner();
+            let info = install_policy(&conn, text).await?;
             eprintln!(
                 "policy version {} in force (sha256 {}), signed by {}",
                 info.version,

@@ -114,6 +114,11 @@ pub struct DemoArgs {
     /// either way (see README: national cryptography).
     #[arg(long, default_value = "international")]
     pub suite: hearth_crypto::SuiteId,
+    /// Intent: also train with differential privacy (record-level epsilon 8, delta 1e-5, DP-SGD with the
+    /// noise added by the participants under secure aggregation, charged to a DPO policy the demo
+    /// installs) and report it beside the non-private run.
+    #[arg(long)]
+    pub dp: bool,
 }
 
 impl DemoArgs {
@@ -140,6 +145,9 @@ pub struct Timings {
     pub emotion: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recommend: Option<f64>,
+    /// `--dp`: the differentially private intent run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private: Option<f64>,
     /// All training (federated and centralized) of all tasks.
     pub training: f64,
     /// From start to the final table, data loading and process start-up included.
@@ -190,6 +198,8 @@ pub(crate) struct Ctx {
     pub(crate) rounds: Option<u64>,
     pub(crate) local_epochs: Option<u32>,
     pub(crate) logs: PathBuf,
+    /// How to reach the coordinator as any of the demo's certificates (operator, dpo...).
+    pub(crate) conn: Connection,
 }
 
 impl Ctx {
@@ -439,12 +449,14 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         rounds: a.rounds,
         local_epochs: a.local_epochs,
         logs: dir.join("logs"),
+        conn: conn.clone(),
     };
 
     // The tasks, one job each, on the same fleet.
     let mut seconds = Timings::default();
     let train_start = Instant::now();
-    let intent_summary = match intent {
+    let private_inputs = intent.as_ref().filter(|_| a.dp).map(intent::Prepared::private_inputs);
+    let mut intent_summary = match intent {
         Some(p) => {
             let t = Instant::now();
             let s = intent::run(&mut ctx, p, &a).await?;
@@ -472,6 +484,12 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // Last: the DP run installs a privacy policy, under which every later job must be private.
+    if let (Some(inputs), Some(summary)) = (private_inputs, intent_summary.as_mut()) {
+        let t = Instant::now();
+        summary.private = Some(intent::run_private(&mut ctx, inputs).await?);
+        seconds.private = Some(t.elapsed().as_secs_f64());
+    }
     seconds.training = train_start.elapsed().as_secs_f64();
     seconds.total = t0.elapsed().as_secs_f64();
     let summary = Summary {

@@ -125,7 +125,8 @@ pub struct JobFile {
 }
 
 /// `[privacy]` of a job file: either a noise multiplier, or a target epsilon (and delta) from which the
-/// noise multiplier is calibrated with the accountant for the job's rounds and sampling rate.
+/// noise multiplier is calibrated for the job's rounds, sampling rate and the noise participants add
+/// on the rounds' quantisation grid (`hearth_models::dp`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrivacySection {
@@ -139,22 +140,56 @@ pub struct PrivacySection {
     pub privacy_unit: Option<String>,
     #[serde(default)]
     pub min_survivors: u32,
+    /// The institutions' total number of records (public; the noisy sum is divided by sampling_rate
+    /// times this).
+    pub declared_records: u64,
+    #[serde(default)]
+    pub bias_scale: Option<f64>,
+    #[serde(default)]
+    pub max_cohort: u32,
+}
+
+/// What the privacy section needs to know of the job around it.
+#[derive(Debug, Clone, Copy)]
+pub struct JobFrame {
+    pub rounds: u64,
+    pub num_params: u64,
+    pub min_participants: u32,
+    pub wait_for_participants: u32,
+    pub participants_per_round: u32,
+}
+
+impl JobFrame {
+    /// The cohort a DP job's rounds are sized for when the job does not say (as the coordinator does).
+    pub fn default_cohort(&self) -> u32 {
+        self.wait_for_participants.max(self.participants_per_round).max(self.min_participants)
+    }
 }
 
 impl PrivacySection {
-    /// The wire form for a job of `rounds` rounds.
-    pub fn to_proto(&self, rounds: u64) -> anyhow::Result<v1::PrivacySpec> {
+    /// The wire form for a job shaped as `job`.
+    pub fn to_proto(&self, job: JobFrame) -> anyhow::Result<v1::PrivacySpec> {
+        let min_survivors = if self.min_survivors == 0 { job.min_participants } else { self.min_survivors };
+        let max_cohort = if self.max_cohort == 0 { job.default_cohort() } else { self.max_cohort };
+        let bias_scale = self.bias_scale.unwrap_or(1.0);
         let noise_multiplier = match (self.noise_multiplier, self.target_epsilon) {
             (Some(n), None) => n,
             (None, Some(eps)) => {
                 let delta = self.delta.context("[privacy] target_epsilon needs delta too")?;
-                hearth_policies::accountant::calibrate_noise_multiplier(
-                    eps,
-                    delta,
-                    self.sampling_rate,
-                    rounds,
-                )
-                .with_context(|| format!("calibrating the noise for epsilon {eps}, delta {delta}"))?
+                calibrate(
+                    hearth_models::DpParams {
+                        clip_norm: self.clipping_norm,
+                        sampling_rate: self.sampling_rate,
+                        noise_multiplier: 1.0,
+                        rounds: job.rounds,
+                        min_survivors,
+                        bias_scale,
+                    },
+                    hearth_models::PrivacyTarget { epsilon: eps, delta },
+                    self.declared_records,
+                    max_cohort,
+                    job.num_params,
+                )?
             }
             _ => bail!("[privacy] needs exactly one of noise_multiplier or target_epsilon"),
         };
@@ -164,9 +199,35 @@ impl PrivacySection {
             noise_multiplier,
             sampling_rate: self.sampling_rate,
             privacy_unit: self.privacy_unit.clone().unwrap_or_else(|| "record".into()),
-            min_survivors: self.min_survivors,
+            min_survivors,
+            declared_records: self.declared_records,
+            bias_scale,
+            max_cohort,
+            delta: self.delta.unwrap_or(0.0),
         })
     }
+}
+
+/// The smallest noise multiplier for which `base`'s rounds meet `target` with the discrete noise the
+/// participants add on the quantisation grid of rounds of `cohort` members summing `num_params` values
+/// (the coordinator charges exactly that accounting).
+pub fn calibrate(
+    base: hearth_models::DpParams,
+    target: hearth_models::PrivacyTarget,
+    declared_records: u64,
+    cohort: u32,
+    num_params: u64,
+) -> anyhow::Result<f64> {
+    let shape = hearth_models::RoundShape {
+        quantizer_clip: base.clip_norm * declared_records.max(1) as f64,
+        cohort,
+        dimension: num_params,
+        modulus_bits: 32,
+    };
+    let plan = hearth_models::DpConfig::plan(base, target, shape).with_context(|| {
+        format!("calibrating the noise for epsilon {}, delta {}", target.epsilon, target.delta)
+    })?;
+    Ok(plan.config.noise_multiplier())
 }
 
 fn default_deadline() -> u32 {
@@ -319,6 +380,7 @@ impl JobPlan {
         let defaults = spec.defaults();
         let d = defaults.train.clone();
         let t = f.train;
+        let num_params = spec.num_params() as u64;
         Ok(Self {
             job_id: f.job_id,
             spec,
@@ -341,7 +403,15 @@ impl JobPlan {
             privacy: f
                 .privacy
                 .as_ref()
-                .map(|p| p.to_proto(f.rounds.unwrap_or(defaults.rounds)))
+                .map(|p| {
+                    p.to_proto(JobFrame {
+                        rounds: f.rounds.unwrap_or(defaults.rounds),
+                        num_params,
+                        min_participants: f.min_participants,
+                        wait_for_participants: f.wait_for_participants,
+                        participants_per_round: f.participants_per_round,
+                    })
+                })
                 .transpose()
                 .with_context(|| format!("{}: [privacy]", path.display()))?,
             escalation_target_recall: f.escalation_target_recall,

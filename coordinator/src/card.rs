@@ -61,10 +61,28 @@ pub(crate) fn model_card(rec: &JobRecord, family: &str, version: u64) -> ModelCa
             server_learning_rate: rec.server_learning_rate,
             server_momentum: rec.server_momentum,
         },
-        // Differential privacy is not applied yet: its fields stay empty rather than claiming anything.
-        privacy: Some(PrivacyCard { secure_aggregation: Some(rec.secure_aggregation), ..Default::default() }),
+        privacy: Some(privacy_card(rec, rounds.len() as u64)),
         evaluation: Default::default(),
     }
+}
+
+/// What protected the data: secure aggregation, and for a DP job the epsilon its committed rounds spent
+/// (record level, at the job's delta) with the noise that bought it. A job without DP claims no epsilon.
+fn privacy_card(rec: &JobRecord, committed: u64) -> PrivacyCard {
+    let mut card = PrivacyCard { secure_aggregation: Some(rec.secure_aggregation), ..Default::default() };
+    if let Some(p) = rec.privacy.as_ref().filter(|p| p.dimension > 0) {
+        match p.epsilon_after(committed, rec.rounds) {
+            Ok(epsilon) => {
+                card.epsilon = Some(epsilon);
+                card.delta = Some(p.delta);
+            }
+            Err(e) => tracing::warn!(job = %rec.id, error = %e, "could not account the job's epsilon"),
+        }
+        card.noise_multiplier = Some(p.noise_multiplier);
+        card.clip_norm = Some(p.clipping_norm);
+        card.accountant = Some("rdp: distributed discrete Gaussian, Poisson-subsampled".into());
+    }
+    card
 }
 
 #[cfg(test)]

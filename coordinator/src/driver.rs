@@ -256,14 +256,25 @@ pub(crate) async fn drive(shared: Arc<Shared>, job: Arc<JobRuntime>) {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        let invited = select(connected, rec.participants_per_round, rec.train.seed, round);
+        // A DP job's rounds never exceed the cohort its quantiser and charge were computed for.
+        let per_round = match &rec.privacy {
+            Some(p) if p.max_cohort > 0 && rec.participants_per_round == 0 => p.max_cohort,
+            Some(p) if p.max_cohort > 0 => rec.participants_per_round.min(p.max_cohort),
+            _ => rec.participants_per_round,
+        };
+        let invited = select(connected, per_round, rec.train.seed, round);
         let closed = if rec.secure_aggregation {
             secure_round(&shared, &job, &rec, round, invited).await
         } else {
             plain_round(&shared, &job, &rec, round, invited).await
         };
+        let dp = rec.privacy.as_ref().filter(|p| p.dimension > 0).map(|privacy| crate::job::DpStep {
+            privacy,
+            model_spec_json: &rec.model_spec_json,
+            rounds: rec.rounds,
+        });
         let committed = closed.and_then(|c| {
-            job.commit_aggregate(c, rec.min_participants, rec.server_learning_rate, rec.server_momentum)
+            job.commit_aggregate(c, rec.min_participants, rec.server_learning_rate, rec.server_momentum, dp)
         });
         match committed {
             Ok((round_rec, model, velocity)) => {
@@ -347,6 +358,10 @@ fn privacy_spec(p: &crate::store::JobPrivacy) -> v1::PrivacySpec {
         sampling_rate: p.sampling_rate,
         privacy_unit: p.privacy_unit.clone(),
         min_survivors: p.min_survivors,
+        declared_records: p.declared_records,
+        bias_scale: p.bias_scale,
+        max_cohort: p.max_cohort,
+        delta: p.delta,
     }
 }
 
@@ -461,15 +476,20 @@ async fn secure_round(
     invited: HashSet<String>,
 ) -> Result<ClosedRound, String> {
     let deadline_unix_ms = now_ms() + u64::from(rec.round_deadline_s) * 1000;
+    // A DP round sums only the noisy clipped-gradient sums: no weight, no loss.
+    let dp = rec.privacy.as_ref().filter(|p| p.dimension > 0);
+    let noise = dp.map(|p| p.config(rec.rounds)).transpose().map_err(|e| format!("round {round}: {e}"))?;
     let spec = SecureRoundSpec {
         key: rec.id.clone(),
         round,
         min_participants: rec.min_participants,
         deadline: Duration::from_secs(u64::from(rec.round_deadline_s)),
-        vector_len: job.num_params + 2,
-        clip: rec.secagg_clip,
+        vector_len: if dp.is_some() { job.num_params } else { job.num_params + 2 },
+        clip: dp.map_or(rec.secagg_clip, |p| p.quantizer_clip()),
         weight_cap: rec.secagg_weight_cap,
+        noise,
     };
+    let is_dp = dp.is_some();
     let open = |setup: v1::SecAggSetup| {
         announcement::Kind::RoundOpen(v1::RoundOpen {
             job_id: rec.id.clone(),
@@ -494,14 +514,15 @@ async fn secure_round(
     let num_params = job.num_params;
     run_secure_round(shared, spec, invited, open, events, move |r, sum| {
         // The only values this coordinator ever decodes: the sum over the survivors.
-        let agg = r.aggregate(sum, num_params)?;
-        Ok(ClosedRound {
-            round,
-            invited: r.members.len(),
-            contributors: r.contributors(sum),
-            opened: r.opened,
-            agg,
-        })
+        let contributors = r.contributors(sum);
+        let (agg, noisy_sum) = if is_dp {
+            let noisy = r.decode_noisy(sum, num_params)?;
+            let count = contributors.len() as u32;
+            (Aggregator::from_sums(Vec::new(), 0.0, 0.0, count, 0), Some(noisy))
+        } else {
+            (r.aggregate(sum, num_params)?, None)
+        };
+        Ok(ClosedRound { round, invited: r.members.len(), contributors, opened: r.opened, agg, noisy_sum })
     })
     .await
 }
@@ -517,6 +538,8 @@ pub(crate) struct SecureRoundSpec {
     pub(crate) vector_len: usize,
     pub(crate) clip: f64,
     pub(crate) weight_cap: f64,
+    /// DP rounds: the noise the participants add, for the quantiser's headroom (computed for the cohort).
+    pub(crate) noise: Option<hearth_models::DpConfig>,
 }
 
 /// Progress a caller may report.
@@ -578,6 +601,17 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
     let opened = Instant::now();
     let round_deadline = opened + spec.deadline;
     let phase_deadline = |now: Instant| (now + PHASE_TIMEOUT).min(round_deadline);
+    let noise_headroom = match &spec.noise {
+        Some(config) => config
+            .noise_headroom(
+                spec.clip,
+                cohort.len() as u32,
+                spec.vector_len as u64,
+                crate::secagg::MODULUS_BITS,
+            )
+            .map_err(|e| format!("round {round}: {e}"))?,
+        None => 0,
+    };
     let setup = Setup {
         suite,
         job_id: spec.key.clone(),
@@ -586,6 +620,7 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
         vector_len: spec.vector_len,
         clip: spec.clip,
         weight_cap: spec.weight_cap,
+        noise_headroom,
     };
     let first_deadline = phase_deadline(opened);
     let live = shared.live();
@@ -620,6 +655,7 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
             weight_cap: spec.weight_cap,
             vector_len: u64::from(p.vector_len),
             phase_deadline_unix_ms,
+            noise_headroom,
         };
         shared.announce_to(id, open(setup));
     }

@@ -56,6 +56,14 @@ pub(crate) struct OpenRound {
     pub(crate) opened: Instant,
 }
 
+/// What the server step of a DP job needs besides the round.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DpStep<'a> {
+    pub(crate) privacy: &'a crate::store::JobPrivacy,
+    pub(crate) model_spec_json: &'a str,
+    pub(crate) rounds: u64,
+}
+
 /// A round that stopped collecting, with what it gathered.
 #[derive(Debug)]
 pub(crate) struct ClosedRound {
@@ -65,6 +73,8 @@ pub(crate) struct ClosedRound {
     pub(crate) contributors: Vec<String>,
     pub(crate) opened: Instant,
     pub(crate) agg: Aggregator,
+    /// A DP round: the decoded noisy sum of clipped gradients (then `agg` holds only the count).
+    pub(crate) noisy_sum: Option<Vec<f64>>,
 }
 
 /// Why an upload was refused before its payload was read.
@@ -209,6 +219,7 @@ impl JobRuntime {
             contributors: r.received.into_iter().collect(),
             opened: r.opened,
             agg: r.agg,
+            noisy_sum: None,
         })
     }
 
@@ -220,8 +231,9 @@ impl JobRuntime {
         min_participants: u32,
         server_lr: f32,
         momentum: f32,
+        dp: Option<DpStep<'_>>,
     ) -> Result<(RoundRecord, GlobalModel, Vec<f32>), String> {
-        let ClosedRound { round, invited, mut contributors, opened, agg } = closed;
+        let ClosedRound { round, invited, mut contributors, opened, agg, noisy_sum } = closed;
         if agg.count() < min_participants {
             return Err(format!(
                 "round {round} gathered {} of the {min_participants} updates it needs ({invited} invited)",
@@ -231,14 +243,44 @@ impl JobRuntime {
         let global = self.global();
         // The velocity is updated on a copy: it replaces the job's only once the round is persisted.
         let mut velocity = lock(&self.velocity).clone();
-        let params = agg.apply(&global.params, &mut velocity, server_lr, momentum);
+        let params = match (dp, noisy_sum) {
+            (Some(dp), Some(sum)) => {
+                // DP-SGD's server step on the noisy mean gradient: post-processing of the release.
+                let spec = match hearth_models::ModelSpec::from_json(dp.model_spec_json.as_bytes()) {
+                    Ok(hearth_models::ModelSpec::Intent(s)) => s,
+                    Ok(other) => return Err(format!("a DP round of a {} model", other.family())),
+                    Err(e) => return Err(format!("the job's model spec: {e}")),
+                };
+                let config = dp.privacy.config(dp.rounds).map_err(|e| e.to_string())?;
+                let mut server = hearth_models::DpServer::new(
+                    &spec,
+                    &config,
+                    f64::from(server_lr),
+                    f64::from(momentum),
+                    dp.privacy.declared_records,
+                )
+                .map_err(|e| e.to_string())?;
+                if velocity.len() == global.params.len() {
+                    server = server.with_velocity(velocity).map_err(|e| e.to_string())?;
+                }
+                let mut params = global.params.to_vec();
+                server.step(&mut params, &sum).map_err(|e| e.to_string())?;
+                velocity = server.velocity().to_vec();
+                params
+            }
+            (None, None) => agg.apply(&global.params, &mut velocity, server_lr, momentum),
+            _ => {
+                return Err(format!("round {round}: a DP job's round without its noisy sum, or the reverse"))
+            }
+        };
         contributors.sort();
         let record = RoundRecord {
             round,
             version: round,
             participants: agg.count(),
             examples: agg.examples(),
-            train_loss: agg.mean_loss(),
+            // A DP round releases no loss (it is not in the noisy sum): recorded as 0.
+            train_loss: if agg.mean_loss().is_finite() { agg.mean_loss() } else { 0.0 },
             seconds: opened.elapsed().as_secs_f64(),
             contributors,
         };
@@ -342,7 +384,7 @@ mod tests {
         let rt = runtime();
         rt.begin_upload("a", 1, 0, b"n1").unwrap();
         rt.finish_upload("a", 1, &[2.0, 0.0], 1, 0.5).unwrap();
-        let err = rt.commit_aggregate(rt.close_plain().unwrap(), 2, 1.0, 0.0).unwrap_err();
+        let err = rt.commit_aggregate(rt.close_plain().unwrap(), 2, 1.0, 0.0, None).unwrap_err();
         assert!(err.contains("gathered 1 of the 2"), "{err}");
         // The round is closed now: a late upload is refused.
         assert!(matches!(rt.begin_upload("b", 1, 0, b"n2"), Err(UploadRefusal::RoundNotOpen { .. })));
@@ -360,7 +402,7 @@ mod tests {
         assert!(rt.round_settled(&reconnected), "b reconnected since: its work for the round is lost");
         let waiting: HashMap<String, u64> = [("a".to_string(), 1), ("b".to_string(), 2)].into();
         assert!(!rt.round_settled(&waiting), "b is still on the stream it had and may yet upload");
-        let (rec, model, _) = rt.commit_aggregate(rt.close_plain().unwrap(), 1, 1.0, 0.0).unwrap();
+        let (rec, model, _) = rt.commit_aggregate(rt.close_plain().unwrap(), 1, 1.0, 0.0, None).unwrap();
         assert_eq!(rec.participants, 1);
         assert_eq!(model.params, vec![2.0, 0.0]);
     }

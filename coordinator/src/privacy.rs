@@ -236,8 +236,9 @@ impl Privacy {
     }
 }
 
-/// The ledger charge of a DP training job: `rounds` releases of the Poisson-subsampled Gaussian with the
-/// job's sampling rate and noise multiplier on the sum of clipped unit gradients.
+/// The ledger charge of a DP training job: `rounds` releases of the distributed discrete Gaussian its
+/// participants add on the rounds' quantisation grid (for its largest cohort, which no round exceeds),
+/// amplified by Poisson sampling; see `hearth_models::dp`.
 pub(crate) fn training_charge(
     p: &JobPrivacy,
     rounds: u64,
@@ -250,14 +251,26 @@ pub(crate) fn training_charge(
             return Err(PrivacyError::Invalid(format!("privacy_unit {other:?}: expected record or customer")))
         }
     };
-    Ok(Charge::Training(TrainingPlan {
-        noise: TrainingNoise::Gaussian(SubsampledGaussian {
-            sampling_rate: p.sampling_rate,
-            noise_multiplier: p.noise_multiplier,
-        }),
-        rounds,
-        clipping_norm: p.clipping_norm,
-        privacy_unit,
-        min_participants,
-    }))
+    if p.dimension == 0 || p.declared_records == 0 || p.max_cohort == 0 {
+        // A job recorded before training ran on the distributed mechanism: the continuous Gaussian's
+        // accounting of the same noise multiplier.
+        return Ok(Charge::Training(TrainingPlan {
+            noise: TrainingNoise::Gaussian(SubsampledGaussian {
+                sampling_rate: p.sampling_rate,
+                noise_multiplier: p.noise_multiplier,
+            }),
+            rounds,
+            clipping_norm: p.clipping_norm,
+            privacy_unit,
+            min_participants,
+        }));
+    }
+    let invalid = |e: hearth_models::DpError| PrivacyError::Invalid(e.to_string());
+    let config = p.config(rounds).map_err(invalid)?;
+    let (grid, _) = config.round_grid(p.round_shape(p.max_cohort)).map_err(invalid)?;
+    let mut plan = config.training_plan(&grid).map_err(invalid)?;
+    plan.rounds = rounds;
+    plan.privacy_unit = privacy_unit;
+    plan.min_participants = min_participants;
+    Ok(Charge::Training(plan))
 }

@@ -220,6 +220,7 @@ async fn run(
         // Counts are integers: the quantiser's scale does not apply (the participants encode them directly).
         clip: 1.0,
         weight_cap: 1.0,
+        noise: None,
     };
     let local_noise_scale = m.spec().local_scale;
     let open = |setup: v1::SecAggSetup| {

@@ -120,6 +120,8 @@ pub(crate) struct Setup {
     pub(crate) vector_len: usize,
     pub(crate) clip: f64,
     pub(crate) weight_cap: f64,
+    /// Levels kept free for the sum of the participants' noise shares (DP rounds; 0 otherwise).
+    pub(crate) noise_headroom: u64,
 }
 
 impl SecAggRound {
@@ -154,7 +156,7 @@ impl SecAggRound {
         let quantizer = Quantizer::new(QuantizerSpec {
             clip: setup.clip,
             max_summands: n,
-            noise_headroom: 0,
+            noise_headroom: setup.noise_headroom,
             modulus_bits: MODULUS_BITS,
         })?;
         let members: Vec<String> = setup.cohort.into_iter().map(|(id, _)| id).collect();
@@ -291,6 +293,16 @@ impl SecAggRound {
         Ok(Aggregator::from_sums(deltas, total_weight, weighted_loss, count, examples))
     }
 
+    /// Decodes the unmasked sum of a DP round: the survivors' clipped-gradient sums with their noise, in
+    /// the units of the gradient. Nothing else is in it (no weight, no loss).
+    pub(crate) fn decode_noisy(&self, sum: &UnmaskedSum, num_params: usize) -> Result<Vec<f64>, String> {
+        let values = self.quantizer.decode_sum(sum.values());
+        if values.len() != num_params {
+            return Err(format!("unmasked sum has {} values, expected {num_params}", values.len()));
+        }
+        Ok(values)
+    }
+
     /// Participant ids of the clients whose inputs are in the sum.
     pub(crate) fn contributors(&self, sum: &UnmaskedSum) -> Vec<String> {
         sum.contributors().iter().filter_map(|c| self.members.get(c.0 as usize).cloned()).collect()
@@ -319,6 +331,7 @@ mod tests {
             vector_len: 6,
             clip: DEFAULT_CLIP,
             weight_cap: DEFAULT_WEIGHT_CAP,
+            noise_headroom: 0,
         };
         (SecAggRound::open(setup, (0..n as u64).collect(), Instant::now() + PHASE_TIMEOUT).unwrap(), keys)
     }
@@ -368,6 +381,7 @@ mod tests {
             vector_len: 4,
             clip: DEFAULT_CLIP,
             weight_cap: DEFAULT_WEIGHT_CAP,
+            noise_headroom: 0,
         };
         let err = SecAggRound::open(setup, vec![0; 3], Instant::now()).unwrap_err();
         assert!(err.to_string().contains("3 clients"), "{err}");

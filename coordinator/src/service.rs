@@ -84,7 +84,18 @@ impl CoordinatorService {
 }
 
 /// Checks a job's privacy section; the tenants and reservation are filled in by the caller.
-fn validate_privacy(p: &v1::PrivacySpec, spec: &v1::JobSpec, secure: bool) -> Result<JobPrivacy, String> {
+fn validate_privacy(
+    p: &v1::PrivacySpec,
+    spec: &v1::JobSpec,
+    secure: bool,
+    model: &ModelSpec,
+) -> Result<JobPrivacy, String> {
+    if !matches!(model, ModelSpec::Intent(_)) {
+        return Err(format!(
+            "differentially private training covers intent models; this job trains a {} model",
+            model.family()
+        ));
+    }
     if !secure {
         return Err("a differentially private job needs secure aggregation: each participant adds only a \
                     share of the noise, which protects nobody unless the coordinator sees only the sum"
@@ -101,8 +112,35 @@ fn validate_privacy(p: &v1::PrivacySpec, spec: &v1::JobSpec, secure: bool) -> Re
         return Err(format!("privacy.sampling_rate {} must be in (0, 1]", p.sampling_rate));
     }
     let unit = if p.privacy_unit.is_empty() { "record".to_string() } else { p.privacy_unit.clone() };
-    if unit != "record" && unit != "customer" {
-        return Err(format!("privacy.privacy_unit {unit:?} must be record or customer"));
+    if unit != "record" {
+        return Err(format!(
+            "privacy.privacy_unit {unit:?}: training clips each record's gradient, so it protects records \
+             (intent examples carry no customer id to clip per customer); use \"record\""
+        ));
+    }
+    if p.declared_records == 0 || p.declared_records > 1_000_000_000_000 {
+        return Err(format!(
+            "privacy.declared_records {} must be the institutions' total number of records (1 to 10^12): \
+             the noisy gradient sum is divided by sampling_rate x declared_records",
+            p.declared_records
+        ));
+    }
+    let bias_scale = if p.bias_scale == 0.0 { 1.0 } else { p.bias_scale };
+    if !(p.delta == 0.0 || (p.delta > 0.0 && p.delta < 1e-2)) {
+        return Err(format!("privacy.delta {} must be in (0, 0.01)", p.delta));
+    }
+    if !(bias_scale > 0.0 && bias_scale <= 1.0) {
+        return Err(format!("privacy.bias_scale {} must be in (0, 1]", p.bias_scale));
+    }
+    let max_cohort = match p.max_cohort {
+        0 => spec.wait_for_participants.max(spec.participants_per_round).max(spec.min_participants),
+        n => n,
+    };
+    if max_cohort < spec.min_participants || max_cohort > 10_000 {
+        return Err(format!(
+            "privacy.max_cohort {max_cohort} must be between min_participants ({}) and 10000",
+            spec.min_participants
+        ));
     }
     let min_survivors = if p.min_survivors == 0 { spec.min_participants } else { p.min_survivors };
     if min_survivors == 0 || min_survivors > spec.min_participants.max(1) {
@@ -120,6 +158,17 @@ fn validate_privacy(p: &v1::PrivacySpec, spec: &v1::JobSpec, secure: bool) -> Re
         min_survivors,
         reservation: None,
         tenants: Vec::new(),
+        declared_records: p.declared_records,
+        bias_scale,
+        max_cohort,
+        dimension: model.num_params() as u64,
+        delta: if p.delta == 0.0 { 1e-5 } else { p.delta },
+    })
+    .and_then(|j| {
+        // The rounds must have room for the noise: checked now rather than at the first round.
+        let config = j.config(spec.rounds).map_err(|e| format!("privacy: {e}"))?;
+        config.round_grid(j.round_shape(j.max_cohort)).map_err(|e| format!("privacy: {e}"))?;
+        Ok(j)
     })
 }
 
@@ -588,9 +637,12 @@ impl Coordinator for CoordinatorService {
             ModelSpec::from_json(&spec.model_spec_json).map_err(|e| refuse(format!("model spec: {e}")))?;
         let server_learning_rate =
             if spec.server_learning_rate == 0.0 { 1.0 } else { spec.server_learning_rate };
-        if !(server_learning_rate > 0.0 && server_learning_rate <= 10.0) {
+        // Federated averaging applies the mean update (a step of local training): at most 10 times it. A DP
+        // job steps on the noisy mean gradient of single records, which takes a larger rate.
+        let max_lr = if spec.privacy.is_some() { 10_000.0 } else { 10.0 };
+        if !(server_learning_rate > 0.0 && server_learning_rate <= max_lr) {
             return Err(refuse(format!(
-                "server_learning_rate {} must be in (0, 10]",
+                "server_learning_rate {} must be in (0, {max_lr}]",
                 spec.server_learning_rate
             )));
         }
@@ -676,7 +728,7 @@ impl Coordinator for CoordinatorService {
                 ))
             }
             None => None,
-            Some(p) => Some(validate_privacy(p, &spec, secure_aggregation).map_err(refuse)?),
+            Some(p) => Some(validate_privacy(p, &spec, secure_aggregation, &model).map_err(refuse)?),
         };
         if let Some(p) = privacy.as_mut().filter(|_| self.shared.privacy.enforced()) {
             let tenants = self.shared.privacy.family_tenants(&p.family);

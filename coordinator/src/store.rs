@@ -192,6 +192,68 @@ pub struct JobPrivacy {
     pub reservation: Option<u64>,
     /// The institutions charged (and the only ones that may take part).
     pub tenants: Vec<String>,
+    /// Total records the institutions declared (public): the noisy sum is divided by `sampling_rate`
+    /// times this.
+    #[serde(default)]
+    pub declared_records: u64,
+    /// The biases' constant feature (see `hearth_models::dp::DpParams::bias_scale`).
+    #[serde(default = "one_f64")]
+    pub bias_scale: f64,
+    /// Most participants a round invites; the quantiser and the charge are computed for this many.
+    #[serde(default)]
+    pub max_cohort: u32,
+    /// Length of the summed vector (the model's parameters).
+    #[serde(default)]
+    pub dimension: u64,
+    /// The delta the job's epsilon is reported at.
+    #[serde(default = "default_delta")]
+    pub delta: f64,
+}
+
+fn default_delta() -> f64 {
+    1e-5
+}
+
+fn one_f64() -> f64 {
+    1.0
+}
+
+impl JobPrivacy {
+    /// The DP configuration of the job's rounds (`rounds` of them).
+    pub fn config(&self, rounds: u64) -> Result<hearth_models::DpConfig, hearth_models::DpError> {
+        hearth_models::DpConfig::new(hearth_models::DpParams {
+            clip_norm: self.clipping_norm,
+            sampling_rate: self.sampling_rate,
+            noise_multiplier: self.noise_multiplier,
+            rounds: rounds.max(1),
+            min_survivors: self.min_survivors,
+            bias_scale: self.bias_scale,
+        })
+    }
+
+    /// The per-coordinate clip of the rounds' quantiser: no participant's sum of clipped gradients can
+    /// exceed the clip norm times the records declared, so it never biases a sum.
+    pub fn quantizer_clip(&self) -> f64 {
+        self.clipping_norm * self.declared_records.max(1) as f64
+    }
+
+    /// Epsilon at [`Self::delta`] after `rounds` committed rounds, as the distributed discrete Gaussian on
+    /// the rounds' grid is accounted (for the largest cohort, which bounds every round's).
+    pub fn epsilon_after(&self, rounds: u64, total_rounds: u64) -> Result<f64, hearth_models::DpError> {
+        let config = self.config(total_rounds)?;
+        let (grid, _) = config.round_grid(self.round_shape(self.max_cohort))?;
+        config.epsilon_distributed(self.delta, rounds, &grid)
+    }
+
+    /// The shape of a round with `cohort` members.
+    pub fn round_shape(&self, cohort: u32) -> hearth_models::RoundShape {
+        hearth_models::RoundShape {
+            quantizer_clip: self.quantizer_clip(),
+            cohort,
+            dimension: self.dimension,
+            modulus_bits: crate::secagg::MODULUS_BITS,
+        }
+    }
 }
 
 fn default_clip() -> f64 {

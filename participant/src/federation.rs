@@ -359,12 +359,8 @@ impl Federation {
         open: v1::RoundOpen,
         relays: RelayRx,
     ) -> anyhow::Result<()> {
-        if open.privacy.is_some() {
-            bail!(
-                "round {} of job {} is differentially private, which this participant cannot train yet",
-                open.round,
-                open.job_id
-            );
+        if let Some(privacy) = open.privacy.clone() {
+            return self.dp_round(client, open, privacy, relays).await;
         }
         let who = self.secagg.as_ref().context(
             "invited to a secure-aggregation round but this participant has no protocol signing key",
@@ -397,6 +393,126 @@ impl Federation {
             "masked update sent; secure-aggregation round done"
         );
         Ok(())
+    }
+
+    /// A differentially private round (one DP-SGD step): the sum of this institution's per-record clipped
+    /// gradients at the round's global model over a Poisson sample, quantised on the round's grid, plus
+    /// this participant's share of discrete Gaussian noise, masked. No count, no loss, no model leaves.
+    /// Everything the noise depends on is recomputed here from public parameters; a round announcing a
+    /// quantiser that does not match them is refused.
+    async fn dp_round(
+        self: Arc<Self>,
+        client: CoordinatorClient<Channel>,
+        open: v1::RoundOpen,
+        privacy: v1::PrivacySpec,
+        relays: RelayRx,
+    ) -> anyhow::Result<()> {
+        use hearth_models::{clipped_gradient_sum, noise_share, DpConfig, DpParams, Grid};
+        let who = self.secagg.as_ref().context(
+            "invited to a differentially private round but this participant has no protocol signing key",
+        )?;
+        let setup =
+            open.secagg.as_ref().context("a differentially private round must be securely aggregated")?;
+        let config = DpConfig::new(DpParams {
+            clip_norm: privacy.clipping_norm,
+            sampling_rate: privacy.sampling_rate,
+            noise_multiplier: privacy.noise_multiplier,
+            rounds: open.round.max(1),
+            min_survivors: privacy.min_survivors,
+            bias_scale: if privacy.bias_scale == 0.0 { 1.0 } else { privacy.bias_scale },
+        })
+        .context("the round's privacy parameters")?;
+        if privacy.privacy_unit != "record" {
+            bail!("privacy unit {:?}: this participant clips per record only", privacy.privacy_unit);
+        }
+        let expected_clip = privacy.clipping_norm * privacy.declared_records.max(1) as f64;
+        if (setup.clip - expected_clip).abs() > 1e-9 * expected_clip {
+            bail!(
+                "round {} announces a quantiser clip of {}, not clipping_norm x declared_records = {expected_clip}",
+                open.round,
+                setup.clip
+            );
+        }
+        let at = secagg::RoundRef::of(&open);
+        let inv = secagg::accept(who, &self.id_or_cert(), &at, open.num_params, setup)?;
+        let bits = u8::try_from(setup.modulus_bits).context("modulus bits")?;
+        let headroom = config.noise_headroom(setup.clip, inv.cohort(), open.num_params, bits)?;
+        if headroom != setup.noise_headroom {
+            bail!(
+                "round {} announces a noise headroom of {} levels; its parameters give {headroom}",
+                open.round,
+                setup.noise_headroom
+            );
+        }
+        let grid = Grid { scale: inv.quantizer().scale(), dimension: open.num_params, cohort: inv.cohort() };
+        let mechanism = config.share_mechanism(&grid).context("the noise share")?;
+        let mut fetch_client = client.clone();
+        let encoder = inv.clone();
+        let me = Arc::clone(&self);
+        let round = open.round;
+        let input = async move {
+            let (base, encoded) = me.local_inputs(&mut fetch_client, &open).await?;
+            let ModelSpec::Intent(spec) = base.spec.as_ref() else {
+                bail!("differentially private training covers intent models, not {}", base.spec.family());
+            };
+            if !matches!(encoded.as_ref(), LocalData::Intent(_)) {
+                bail!("local data of another family");
+            }
+            let (spec, set, params) = (spec.clone(), Arc::clone(&encoded), Arc::clone(&base.params));
+            let _cpu = secagg::cpu_slot().await?;
+            tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u32>> {
+                let LocalData::Intent(set) = set.as_ref() else { bail!("local data of another family") };
+                // The sample comes from a generator seeded by the operating system, never from a fixed
+                // seed; the noise from the sampler's own system randomness.
+                let mut rng = <rand_chacha::ChaCha20Rng as rand::SeedableRng>::from_os_rng();
+                let sum = clipped_gradient_sum(&spec, &params, set, &config, &mut rng)?;
+                tracing::debug!(
+                    round,
+                    sampled = sum.sampled,
+                    clipped = sum.clipped,
+                    "clipped gradient sum (local only)"
+                );
+                let noise = noise_share(&mechanism, sum.values.len())?;
+                encoder.encode_noisy(&sum.values, &noise)
+            })
+            .await?
+        };
+        secagg::run_client(client, who, &at, inv, relays, input, None).await?;
+        self.audit.record(
+            "system",
+            "update.upload",
+            "ok",
+            &format!(
+                "job {} round {round}: masked DP update (clipped gradient sum with a discrete Gaussian noise share)",
+                at.job_id
+            ),
+        );
+        tracing::info!(job = at.job_id, round, "masked DP update sent");
+        Ok(())
+    }
+
+    /// The round's base model (downloaded) and the local data encoded for its spec (cached per family).
+    async fn local_inputs(
+        &self,
+        client: &mut CoordinatorClient<Channel>,
+        open: &v1::RoundOpen,
+    ) -> anyhow::Result<(Downloaded, Arc<LocalData>)> {
+        let mut worker = self.worker.lock().await;
+        if now_ms() > open.deadline_unix_ms {
+            bail!("round {} closed before work could start", open.round);
+        }
+        let base = self.download(&mut worker, client, &open.job_id, open.base_version).await?;
+        let family = base.spec.family();
+        let encoded = match worker.encoded.get(family).filter(|(s, _)| *s == base.spec_json) {
+            Some((_, e)) => Arc::clone(e),
+            None => {
+                let (spec2, local) = (Arc::clone(&base.spec), Arc::clone(&self.local));
+                let e = Arc::new(tokio::task::spawn_blocking(move || local.encode(&spec2)).await??);
+                worker.encoded.insert(family, (base.spec_json.clone(), Arc::clone(&e)));
+                e
+            }
+        };
+        Ok((base, encoded))
     }
 
     /// Answers an analytics query from this institution's records of the statistic's kind.
@@ -450,22 +566,8 @@ impl Federation {
         client: &mut CoordinatorClient<Channel>,
         open: &v1::RoundOpen,
     ) -> anyhow::Result<(Vec<f32>, hearth_models::TrainStats)> {
-        let mut worker = self.worker.lock().await;
-        if now_ms() > open.deadline_unix_ms {
-            bail!("round {} closed before work could start", open.round);
-        }
-        let base = self.download(&mut worker, client, &open.job_id, open.base_version).await?;
+        let (base, encoded) = self.local_inputs(client, open).await?;
         let spec = Arc::clone(&base.spec);
-        let family = spec.family();
-        let encoded = match worker.encoded.get(family).filter(|(s, _)| *s == base.spec_json) {
-            Some((_, e)) => Arc::clone(e),
-            None => {
-                let (spec2, local) = (Arc::clone(&spec), Arc::clone(&self.local));
-                let e = Arc::new(tokio::task::spawn_blocking(move || local.encode(&spec2)).await??);
-                worker.encoded.insert(family, (base.spec_json.clone(), Arc::clone(&e)));
-                e
-            }
-        };
         let t = open.train.unwrap_or_default();
         let params = TrainParams {
             local_epochs: t.local_epochs,
@@ -483,7 +585,6 @@ impl Federation {
             Ok((delta, stats))
         })
         .await??;
-        drop(worker);
         Ok((delta, stats))
     }
 

@@ -136,9 +136,13 @@ pub fn accept(
     if !(setup.weight_cap.is_finite() && setup.weight_cap >= 1.0) {
         bail!("weight cap {} must be at least 1", setup.weight_cap);
     }
-    let quantizer =
-        Quantizer::new(QuantizerSpec { clip: setup.clip, max_summands: n, noise_headroom: 0, modulus_bits })
-            .context("quantiser")?;
+    let quantizer = Quantizer::new(QuantizerSpec {
+        clip: setup.clip,
+        max_summands: n,
+        noise_headroom: setup.noise_headroom,
+        modulus_bits,
+    })
+    .context("quantiser")?;
     Ok(Invitation { params, me: ClientIndex(setup.your_index), quantizer, weight_cap: setup.weight_cap })
 }
 
@@ -153,6 +157,21 @@ pub fn weighted_input(delta: &[f32], examples: usize, loss: f32, weight_cap: f64
 }
 
 impl Invitation {
+    /// The round's quantiser (its scale is the grid DP noise shares are drawn on).
+    pub fn quantizer(&self) -> &Quantizer {
+        &self.quantizer
+    }
+
+    /// Encodes a DP round's input: `values` (a clipped-gradient sum) quantised with randomised rounding,
+    /// then `noise` (this participant's discrete Gaussian share, in levels) added in the ring. CPU work:
+    /// call it off the async workers.
+    pub fn encode_noisy(&self, values: &[f32], noise: &[i64]) -> anyhow::Result<Vec<u32>> {
+        let mut rng = os_rng()?;
+        let mut encoded = self.quantizer.encode(values, &mut rng).context("quantising the gradient sum")?;
+        self.quantizer.add_integer_noise(&mut encoded, noise).context("adding the noise share")?;
+        Ok(encoded)
+    }
+
     /// Encodes a model update for masking: `[w·delta, w, w·loss]` quantised (randomised rounding), as
     /// the round's quantiser says. CPU work: call it off the async workers.
     pub fn encode_update(&self, delta: &[f32], examples: usize, loss: f32) -> anyhow::Result<Vec<u32>> {

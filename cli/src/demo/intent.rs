@@ -57,7 +57,54 @@ pub struct Summary {
     pub federated: Outcome,
     pub centralized: Outcome,
     pub top_confusions: Vec<hearth_models::Confusion>,
+    /// `--dp`: the same task trained with differential privacy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private: Option<Private>,
 }
+
+/// The differentially private run (`--dp`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Private {
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub in_scope_accuracy: f64,
+    pub oos_recall: f64,
+    /// Record-level epsilon the job actually spent, as the coordinator's budget ledger charged it.
+    pub epsilon: f64,
+    pub delta: f64,
+    /// The target the noise was calibrated for.
+    pub target_epsilon: f64,
+    pub noise_multiplier: f64,
+    pub clipping_norm: f64,
+    pub sampling_rate: f64,
+    pub rounds: u64,
+    pub feature_dim: u32,
+    pub num_params: usize,
+    pub train_seconds: f64,
+    pub rows: Vec<RoundRow>,
+}
+
+/// What the DP run needs after the other tasks ran (it runs last: the privacy policy it installs makes
+/// every later job private).
+pub(crate) struct PrivateInputs {
+    labels: Vec<String>,
+    val: Arc<Vec<Example>>,
+    test: Arc<Vec<Example>>,
+    declared_records: u64,
+}
+
+/// The DP configuration of `--dp`, from the sweep in `models/tests/clinc150_dp_simulation.rs`: a smaller
+/// hashed feature space (the noise grows with the number of parameters), a small clip norm, every
+/// record every round, a large server learning rate with momentum, biases on a constant feature of 0.3.
+const DP_FEATURE_DIM: u32 = 4096;
+const DP_CLIP: f64 = 0.1;
+const DP_ROUNDS: u64 = 100;
+const DP_SAMPLING_RATE: f64 = 1.0;
+const DP_SERVER_LR: f32 = 200.0;
+const DP_SERVER_MOMENTUM: f32 = 0.9;
+const DP_BIAS_SCALE: f64 = 0.3;
+const DP_EPSILON: f64 = 8.0;
+const DP_DELTA: f64 = 1e-5;
 
 /// The dataset and its split over the institutions.
 pub(crate) struct Prepared {
@@ -71,6 +118,16 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
+    /// What `run_private` needs.
+    pub(crate) fn private_inputs(&self) -> PrivateInputs {
+        PrivateInputs {
+            labels: self.spec.labels.clone(),
+            val: Arc::clone(&self.val),
+            test: Arc::clone(&self.test),
+            declared_records: self.train.len() as u64,
+        }
+    }
+
     /// Institution `i`'s examples.
     pub(crate) fn shard(&self, i: usize) -> &[Example] {
         self.shards.get(i).map_or(&[], Vec::as_slice)
@@ -239,6 +296,100 @@ pub(crate) async fn run(ctx: &mut Ctx, p: Prepared, a: &DemoArgs) -> anyhow::Res
         federated: outcome(&fed_metrics, fed_threshold, fed_seconds),
         centralized: outcome(&central_metrics, central_threshold, central_seconds),
         top_confusions: fed_metrics.confusions.iter().take(5).cloned().collect(),
+        private: None,
+    })
+}
+
+/// `--dp`: installs a DPO policy (every institution: record-level epsilon 8, delta 1e-5 for family
+/// `intent`), then trains the intent model with DP-SGD under secure aggregation, the noise calibrated
+/// so that the job's accounted epsilon is within the budget, and reads back what the ledger charged.
+pub(crate) async fn run_private(ctx: &mut Ctx, p: PrivateInputs) -> anyhow::Result<Private> {
+    let n = ctx.participants as u32;
+    // Every institution's share of the noise counts while at least 4 in 5 survive.
+    let min_survivors = (n * 4).div_ceil(5).max(1);
+    let mut policy = String::from("# Installed by `hearth demo --dp`.\n");
+    for i in 1..=n {
+        policy.push_str(&format!(
+            "[tenants.institution-{i}.families.intent]\nepsilon = {DP_EPSILON}\ndelta = {DP_DELTA}\n\
+             delta_per_charge = {DP_DELTA}\nprivacy_unit = \"record\"\nclipping_norm = {DP_CLIP}\n\
+             min_participants = {min_survivors}\n\n"
+        ));
+    }
+    let info = crate::budget::install_policy(&ctx.conn, policy).await?;
+    eprintln!("intent (DP): privacy policy version {} installed (signed by the DPO)", info.version);
+
+    let spec =
+        IntentSpec::new(p.labels.clone(), FeatureConfig { dim: DP_FEATURE_DIM, ..FeatureConfig::default() })?;
+    let rounds = ctx.rounds.unwrap_or(DP_ROUNDS);
+    let num_params = spec.num_params();
+    let base = hearth_models::DpParams {
+        clip_norm: DP_CLIP,
+        sampling_rate: DP_SAMPLING_RATE,
+        noise_multiplier: 1.0,
+        rounds,
+        min_survivors,
+        bias_scale: DP_BIAS_SCALE,
+    };
+    let target = hearth_models::PrivacyTarget { epsilon: DP_EPSILON, delta: DP_DELTA };
+    let sigma = crate::operator::calibrate(base, target, p.declared_records, n, num_params as u64)?;
+    let mut plan = ctx.plan("demo-intent-dp", ModelSpec::Intent(spec.clone()));
+    plan.rounds = rounds;
+    plan.min_participants = min_survivors;
+    plan.server_learning_rate = DP_SERVER_LR;
+    plan.server_momentum = DP_SERVER_MOMENTUM;
+    plan.privacy = Some(v1::PrivacySpec {
+        family: "intent".into(),
+        clipping_norm: DP_CLIP,
+        noise_multiplier: sigma,
+        sampling_rate: DP_SAMPLING_RATE,
+        privacy_unit: "record".into(),
+        min_survivors,
+        declared_records: p.declared_records,
+        bias_scale: DP_BIAS_SCALE,
+        max_cohort: n,
+        delta: DP_DELTA,
+    });
+    eprintln!(
+        "intent (DP): {rounds} rounds of DP-SGD on {num_params} parameters, clip {DP_CLIP}, noise multiplier \
+         {sigma:.3} (each of {n} participants adds a share; the sum is private while {min_survivors} survive)"
+    );
+    let task = Arc::new(IntentTask { val: Arc::clone(&p.val), test: Arc::clone(&p.test) });
+    let (rows, seconds) = follow(ctx, &plan, task).await?;
+    let Some(last) = rows.last() else { anyhow::bail!("the DP intent job committed no round") };
+    let m = last.metrics.clone();
+
+    // What the ledger charged: the largest spend of this job at any institution.
+    let mut privacy = v1::privacy_client::PrivacyClient::new(ctx.conn.channel_as("operator").await?);
+    let report =
+        privacy.get_budget(v1::GetBudgetRequest {}).await.context("reading the budgets")?.into_inner();
+    let report: serde_json::Value = serde_json::from_str(&report.report_json)?;
+    let epsilon = report["families"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|line| line["charges"].as_array().cloned().unwrap_or_default())
+        .filter(|c| c["key"] == "job:demo-intent-dp")
+        .filter_map(|c| c["spent"]["epsilon"].as_f64())
+        .fold(f64::NAN, f64::max);
+    if !epsilon.is_finite() {
+        anyhow::bail!("the budget ledger shows no charge for the DP job");
+    }
+    Ok(Private {
+        accuracy: m.accuracy,
+        macro_f1: m.macro_f1,
+        in_scope_accuracy: m.in_scope_accuracy,
+        oos_recall: m.oos_recall,
+        epsilon,
+        delta: DP_DELTA,
+        target_epsilon: DP_EPSILON,
+        noise_multiplier: sigma,
+        clipping_norm: DP_CLIP,
+        sampling_rate: DP_SAMPLING_RATE,
+        rounds,
+        feature_dim: DP_FEATURE_DIM,
+        num_params,
+        train_seconds: seconds,
+        rows: rows.into_iter().map(|e| e.row).collect(),
     })
 }
 
@@ -254,6 +405,13 @@ pub(crate) fn print_final(s: &Summary) {
             "{:<12} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>9.1}",
             name, o.accuracy, o.macro_f1, o.in_scope_accuracy, o.oos_recall, o.train_seconds
         );
+    }
+    if let Some(p) = &s.private {
+        println!(
+            "{:<12} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>9.1}   epsilon {:.3} at delta {} (record level, as charged)",
+            "private", p.accuracy, p.macro_f1, p.in_scope_accuracy, p.oos_recall, p.train_seconds, p.epsilon, p.delta
+        );
+        println!("private - federated accuracy: {:+.2} points", 100.0 * (p.accuracy - s.federated.accuracy));
     }
     println!(
         "federated - centralized accuracy: {:+.2} points",
