@@ -1,0 +1,708 @@
+//! The customer-service core each participant hosts for its institution's apps: `POST /v1/messages`
+//! takes a message from any channel with whatever identifiers the channel has, and answers who the
+//! customer is (a pseudonymous id), which session this continues, what they want and feel (the
+//! participant's own served models, in process), where the conversation goes and which workflow
+//! starts, and which rules decided it. It keeps as little as it can: identifiers only as keyed hashes,
+//! message fields only as the policy allows and for as long, everything sealed at rest.
+//!
+//! Start reading at [`Service::message`]. Then:
+//! - [`identity`]: identifiers checked, normalised and hashed under the node's `identity-hash` key;
+//! - [`state`]: customers, links and sessions in memory, and the linking rules;
+//! - [`policy`]: the data minimisation policy (what is stored, for how long);
+//! - [`rules`]: the routing and workflow rules file, reloaded without restart;
+//! - [`workflows`] and [`webhook`]: workflow runs calling webhooks, resumable;
+//! - [`store`]: `service.redb`, sealed records written behind the requests in groups;
+//! - [`api`]: the HTTP endpoints, who may call which, and the loopback API-key listener;
+//! - [`openapi`]: the OpenAPI document of every endpoint.
+//!
+//! Nothing here logs a message's text or an identifier.
+
+pub mod api;
+pub mod identity;
+pub mod openapi;
+pub mod policy;
+pub mod rules;
+pub mod state;
+pub mod store;
+pub mod webhook;
+pub mod workflows;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use hearth_crypto::audit::{Event, Outcome};
+use hearth_node::audit::AuditLog;
+use hearth_node::keys::NodeKeys;
+use serde::{Deserialize, Serialize};
+
+use crate::families::ModelSlots;
+use crate::serve::{checked_text, ApiError, Body};
+use identity::{Kind, LinkHash};
+use policy::{Policy, RetentionConfig};
+use rules::{Facts, RuleSet};
+use state::{Customer, Directory, Message};
+use workflows::{Engine, Run};
+
+/// The `[service]` section of a participant's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// The routing and workflow rules file; default `<data_dir>/rules.toml`, written from the shipped
+    /// default on first start.
+    pub rules_file: Option<PathBuf>,
+    /// How often the rules file's modification time is checked.
+    pub rules_poll: String,
+    /// A message within this long of the customer's last one continues the session, whatever the
+    /// channel.
+    pub session_window: String,
+    /// Country calling code given to phone numbers written without `+` (e.g. `"86"`); none by default.
+    pub default_country_code: Option<String>,
+    /// How often the retention job runs.
+    pub retention_sweep: String,
+    /// The data minimisation policy.
+    pub retention: RetentionConfig,
+    /// The loopback listener for local apps (plain HTTP, API key); off unless `listen` is set.
+    pub local: api::LocalConfig,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            rules_file: None,
+            rules_poll: "1s".into(),
+            session_window: "30m".into(),
+            default_country_code: None,
+            retention_sweep: "60s".into(),
+            retention: RetentionConfig::default(),
+            local: api::LocalConfig::default(),
+        }
+    }
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The identifiers a message may carry; at least one.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identifiers {
+    /// A phone number.
+    pub phone: Option<String>,
+    /// An email address.
+    pub email: Option<String>,
+    /// A WeChat OpenID (or another platform's user id).
+    pub openid: Option<String>,
+    /// A device fingerprint.
+    pub device: Option<String>,
+}
+
+/// Body of `POST /v1/messages`.
+#[derive(Debug, Deserialize)]
+pub struct MessageBody {
+    /// `app`, `web`, `wechat`, `sms`, `email` or `phone` (a call transcript).
+    pub channel: String,
+    /// What the channel knows about the sender.
+    pub identifiers: Identifiers,
+    /// The message.
+    pub text: String,
+    /// The customer's tier as the app knows it (`gold`...), for rules.
+    #[serde(default)]
+    pub tier: Option<String>,
+    /// The order the message is about, passed to workflows.
+    #[serde(default)]
+    pub order_id: Option<String>,
+}
+
+impl Body for MessageBody {
+    const FIELDS: &'static [&'static str] = &["channel", "identifiers", "text", "tier", "order_id"];
+}
+
+/// The session in an answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SessionView {
+    /// `s-` and 32 hex digits.
+    pub id: String,
+    /// Whether this message continued it (within the window, any channel).
+    pub continued: bool,
+    /// Channels it went through.
+    pub channels: Vec<String>,
+    /// Messages in it so far.
+    pub messages: u32,
+}
+
+/// A started workflow in an answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StartedWorkflow {
+    /// The workflow's name.
+    pub workflow: String,
+    /// Its run id.
+    pub run_id: String,
+}
+
+/// Answer of `POST /v1/messages`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MessageAnswer {
+    /// The pseudonymous customer id.
+    pub customer_id: String,
+    /// Whether this message made a new customer.
+    pub new_customer: bool,
+    /// Customers found to be the same person and merged into this one.
+    pub merged_customers: Vec<String>,
+    /// The session.
+    pub session: SessionView,
+    /// The intent model's answer; `null` when there is none (see `unavailable`).
+    pub intent: Option<crate::serve::intent::IntentAnswer>,
+    /// The emotion model's answer; `null` when there is none.
+    pub emotion: Option<crate::serve::emotion::EmotionAnswer>,
+    /// Recommendations from the products the message names or this institution's popular items.
+    pub recommendations: Option<crate::serve::recommend::RecommendAnswer>,
+    /// For each family that did not answer, why.
+    pub unavailable: std::collections::BTreeMap<String, String>,
+    /// How urgent (`low`, `normal`, `high`, `urgent`).
+    pub priority: rules::Priority,
+    /// Where it goes (`self_service`, `bot`, `human`, `senior`).
+    pub route: rules::Route,
+    /// Suggested replies.
+    pub replies: Vec<String>,
+    /// The rules that fired, in order.
+    pub rules_fired: Vec<String>,
+    /// Workflows started.
+    pub workflows: Vec<StartedWorkflow>,
+    /// The message fields the policy stored.
+    pub stored: Vec<String>,
+}
+
+/// The customer-service core of one participant.
+#[derive(Debug)]
+pub struct Service {
+    keys: Arc<NodeKeys>,
+    slots: ModelSlots,
+    policy: Policy,
+    window_s: u64,
+    country_code: Option<String>,
+    /// The rules serving now; reloaded by [`Service::spawn_background`] and the admin endpoint.
+    pub rules: RuleSet,
+    directory: Mutex<Directory>,
+    writer: store::Writer,
+    /// Workflow runs.
+    pub engine: Arc<Engine>,
+    audit: Option<AuditLog>,
+    config: ServiceConfig,
+}
+
+fn checked_label(what: &str, v: &str, max: usize) -> Result<String, ApiError> {
+    let v = v.trim();
+    if v.is_empty() || v.len() > max || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        return Err(ApiError::bad(
+            "invalid_request",
+            format!("{what} must be 1 to {max} letters, digits, '-', '_' or '.'"),
+        ));
+    }
+    Ok(v.to_string())
+}
+
+impl Service {
+    /// Opens the service's store in `data_dir` and its rules. Blocking (reads and opens every record).
+    pub fn open(
+        config: &ServiceConfig,
+        data_dir: &Path,
+        keys: Arc<NodeKeys>,
+        slots: ModelSlots,
+        audit: Option<AuditLog>,
+    ) -> Result<Self, String> {
+        let policy = Policy::from_config(&config.retention)?;
+        let window_s = policy::parse_duration("[service] session_window", &config.session_window)?.as_secs();
+        policy::parse_duration("[service] rules_poll", &config.rules_poll)?;
+        policy::parse_duration("[service] retention_sweep", &config.retention_sweep)?;
+        if let Some(cc) = &config.default_country_code {
+            if cc.is_empty() || cc.len() > 3 || !cc.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!("[service] default_country_code {cc:?}: 1 to 3 digits, without +"));
+            }
+        }
+        let rules_path = config.rules_file.clone().unwrap_or_else(|| data_dir.join("rules.toml"));
+        let rules = RuleSet::open(&rules_path)?;
+        let (writer, loaded) = store::open::<Customer, Run>(data_dir, &keys)?;
+        let mut directory = Directory::default();
+        for (row, mut c) in loaded.customers {
+            c.row =
+                row.as_slice().try_into().map_err(|_| "service store: a customer row key is not 32 bytes")?;
+            directory.restore(c);
+        }
+        let engine = Arc::new(Engine::new(Arc::clone(&keys), writer.clone(), audit.clone(), loaded.runs));
+        Ok(Self {
+            keys,
+            slots,
+            policy,
+            window_s,
+            country_code: config.default_country_code.clone(),
+            rules,
+            directory: Mutex::new(directory),
+            writer,
+            engine,
+            audit,
+            config: config.clone(),
+        })
+    }
+
+    fn directory(&self) -> MutexGuard<'_, Directory> {
+        // Every critical section leaves the directory consistent before anything that could panic.
+        self.directory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many customers are stored.
+    pub fn customers(&self) -> usize {
+        self.directory().len()
+    }
+
+    fn seal_customer(&self, c: &Customer) -> Result<(), ApiError> {
+        let json =
+            zeroize::Zeroizing::new(serde_json::to_vec(c).map_err(|e| ApiError::Internal(e.to_string()))?);
+        let sealed = self
+            .keys
+            .seal(&store::customer_object(&c.row), &json)
+            .map_err(|e| ApiError::Internal(format!("sealing a customer record: {e}")))?;
+        self.writer.put_customer(&c.row, sealed).map_err(ApiError::Internal)
+    }
+
+    fn links(&self, ids: &Identifiers) -> Result<Vec<LinkHash>, ApiError> {
+        let given = [
+            (Kind::Phone, &ids.phone),
+            (Kind::Email, &ids.email),
+            (Kind::OpenId, &ids.openid),
+            (Kind::Device, &ids.device),
+        ];
+        let mut out = Vec::new();
+        for (kind, v) in given {
+            if let Some(v) = v {
+                let n = identity::normalise(kind, v, self.country_code.as_deref())?;
+                out.push(identity::link_hash(&self.keys, kind, &n)?);
+            }
+        }
+        if out.is_empty() {
+            return Err(ApiError::bad(
+                "no_identifier",
+                "identifiers must hold at least one of phone, email, openid, device",
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Answers one message: attribute it, ask the models, run the rules, store what the policy allows,
+    /// start the workflows. Blocking (models, hashing, sealing): call from a blocking thread; `rt`
+    /// runs the workflows.
+    pub fn message(&self, body: MessageBody, rt: &tokio::runtime::Handle) -> Result<MessageAnswer, ApiError> {
+        let channel = body.channel.trim();
+        if !rules::CHANNELS.contains(&channel) {
+            return Err(ApiError::bad(
+                "invalid_channel",
+                format!("channel must be one of {}", rules::CHANNELS.join(", ")),
+            ));
+        }
+        let text = checked_text(&body.text)?;
+        let tier = body.tier.as_deref().map(|t| checked_label("tier", t, 32)).transpose()?;
+        let order_id = body.order_id.as_deref().map(|o| checked_label("order_id", o, 64)).transpose()?;
+        let links = self.links(&body.identifiers)?;
+
+        let mut unavailable = std::collections::BTreeMap::new();
+        let mut note = |family: &str, e: ApiError| -> Result<(), ApiError> {
+            match e {
+                ApiError::NoModel(_) => {
+                    unavailable.insert(
+                        family.to_string(),
+                        format!("no {family} model has been committed yet on this participant"),
+                    );
+                    Ok(())
+                }
+                other => Err(other),
+            }
+        };
+        let intent = match crate::serve::intent::answer(&self.slots, text, Some(3)) {
+            Ok(a) => Some(a),
+            Err(e) => note("intent", e).map(|()| None)?,
+        };
+        let emotion = match crate::serve::emotion::answer(&self.slots, text) {
+            Ok(a) => Some(a),
+            Err(e) => note("emotion", e).map(|()| None)?,
+        };
+        let rec_body = crate::serve::recommend::RecommendBody {
+            text: Some(text.to_string()),
+            top_k: Some(3),
+            ..Default::default()
+        };
+        let recommendations = match crate::serve::recommend::answer(&self.slots, rec_body) {
+            Ok(a) => Some(a),
+            Err(e) => note("recommend", e).map(|()| None)?,
+        };
+
+        let rules = self.rules.current();
+        let facts = Facts {
+            intent: intent.as_ref().map(|i| (i.label.as_str(), i.confidence, i.out_of_scope)),
+            emotion: emotion.as_ref().map(|e| (e.labels.as_slice(), e.escalate)),
+            tier: tier.as_deref(),
+            channel,
+        };
+        let decision = rules.decide(&facts);
+
+        let now = unix_now();
+        let p = &self.policy;
+        let keep = |field: &str, v: Option<String>| v.filter(|_| p.keep(field));
+        let message = Message {
+            at: now,
+            channel: keep("channel", Some(channel.to_string())),
+            text: keep("text", Some(text.to_string())),
+            intent: keep("intent", intent.as_ref().map(|i| i.label.clone())),
+            emotion: keep("emotion", emotion.as_ref().map(|e| e.label.clone())),
+            route: keep("route", Some(enum_name(&decision.route))),
+            priority: keep("priority", Some(enum_name(&decision.priority))),
+            order_id: keep("order_id", order_id.clone()),
+            tier: keep("tier", tier.clone()),
+            ..Default::default()
+        };
+        let (attribution, session) = {
+            let mut dir = self.directory();
+            let keys = &self.keys;
+            let mut row_err = None;
+            let new_customer = || {
+                let id = identity::new_customer_id();
+                let row = identity::customer_ref(keys, &id).unwrap_or_else(|e| {
+                    row_err = Some(e);
+                    [0; 32]
+                });
+                (id, row)
+            };
+            let new_session = || format!("s-{}", hex::encode(rand::random::<[u8; 16]>()));
+            let (a, merged_away) =
+                dir.attribute(&links, channel, now, self.window_s, new_customer, new_session);
+            if let Some(e) = row_err {
+                dir.erase(&a.customer);
+                return Err(e);
+            }
+            for m in &merged_away {
+                self.writer.delete_customer(&m.row).map_err(ApiError::Internal)?;
+            }
+            let c = dir
+                .push_message(&a.customer, message, p.max_messages)
+                .ok_or_else(|| ApiError::Internal("the attributed customer vanished".into()))?;
+            self.seal_customer(c)?;
+            let session = c.session.clone();
+            (a, session)
+        };
+        let session = session.ok_or_else(|| ApiError::Internal("no session after attribution".into()))?;
+
+        let mut started = Vec::new();
+        for w in &decision.workflows {
+            let Some(steps) = rules.workflows.get(w) else { continue };
+            let context = serde_json::json!({
+                "order_id": order_id,
+                "channel": channel,
+                "intent": intent.as_ref().map(|i| i.label.clone()),
+                "emotion": emotion.as_ref().map(|e| e.label.clone()),
+                "priority": decision.priority,
+                "route": decision.route,
+            });
+            let run_id = self
+                .engine
+                .start(w, steps.clone(), &attribution.customer, context, rt)
+                .map_err(ApiError::Internal)?;
+            started.push(StartedWorkflow { workflow: w.clone(), run_id });
+        }
+        Ok(MessageAnswer {
+            customer_id: attribution.customer,
+            new_customer: attribution.new_customer,
+            merged_customers: attribution.merged,
+            session: SessionView {
+                id: session.id,
+                continued: attribution.continued,
+                channels: session.channels,
+                messages: session.messages,
+            },
+            intent,
+            emotion,
+            recommendations,
+            unavailable,
+            priority: decision.priority,
+            route: decision.route,
+            replies: decision.replies,
+            rules_fired: decision.fired,
+            workflows: started,
+            stored: p.kept().into_iter().map(str::to_string).collect(),
+        })
+    }
+
+    /// A customer's linked history across channels: sessions and the stored fields of each message.
+    pub fn history(&self, id: &str) -> Result<serde_json::Value, ApiError> {
+        let id = identity::checked_customer_id(id)?;
+        let dir = self.directory();
+        let c = dir.get(id).ok_or_else(unknown_customer)?;
+        Ok(serde_json::json!({
+            "customer_id": c.id,
+            "first_seen": c.created,
+            "last_seen": c.last_seen,
+            "linked_identifiers": c.links.len(),
+            "session": c.session,
+            "messages": c.messages,
+        }))
+    }
+
+    /// Erases a customer everywhere: their record (links, sessions, messages) and every workflow run
+    /// about them; waits until that is on disk, compacts the file, and records the erasure in the audit
+    /// log under a keyed reference (never the id itself, so the log does not keep what was erased).
+    pub async fn erase(&self, id: &str, actor: &str) -> Result<serde_json::Value, ApiError> {
+        let id = identity::checked_customer_id(id)?;
+        let c = self.directory().erase(id).ok_or_else(unknown_customer)?;
+        let runs = self.engine.erase_customer(id).map_err(ApiError::Internal)?;
+        self.writer.delete_customer(&c.row).map_err(ApiError::Internal)?;
+        self.writer.compact().map_err(ApiError::Internal)?;
+        self.writer.flush().await.map_err(ApiError::Internal)?;
+        let reference = format!("customer-ref:{}", hex::encode(&c.row[..8]));
+        if let Some(log) = &self.audit {
+            log.record_event(
+                Event::new(actor, "customer.erase", Outcome::Ok).object(reference.clone()).detail(format!(
+                    "erased {} messages, {} links, {} workflow runs",
+                    c.messages.len(),
+                    c.links.len(),
+                    runs
+                )),
+            );
+        }
+        Ok(serde_json::json!({
+            "erased": true,
+            "messages": c.messages.len(),
+            "linked_identifiers": c.links.len(),
+            "workflow_runs": runs,
+            "audit_reference": reference,
+        }))
+    }
+
+    /// One pass of the retention job: strips expired fields, erases inactive customers, removes old
+    /// finished workflow runs. Blocking (sealing).
+    pub fn sweep(&self, now: u64) -> Result<(usize, usize), ApiError> {
+        let erased = {
+            let mut dir = self.directory();
+            let (changed, erased) = dir.sweep(&self.policy, now);
+            for id in &changed {
+                if let Some(c) = dir.get(id) {
+                    self.seal_customer(c)?;
+                }
+            }
+            for c in &erased {
+                self.writer.delete_customer(&c.row).map_err(ApiError::Internal)?;
+            }
+            erased
+        };
+        for c in &erased {
+            self.engine.erase_customer(&c.id).map_err(ApiError::Internal)?;
+        }
+        let runs = self.engine.sweep(self.policy.workflow, now).map_err(ApiError::Internal)?;
+        if !erased.is_empty() || runs > 0 {
+            if let Some(log) = &self.audit {
+                log.record_event(Event::new("system", "retention.purge", Outcome::Ok).detail(format!(
+                    "{} inactive customers erased, {runs} finished workflow runs removed",
+                    erased.len()
+                )));
+            }
+        }
+        Ok((erased.len(), runs))
+    }
+
+    /// Reloads the rules file now (the admin endpoint); audited either way.
+    pub fn reload_rules(&self, actor: &str) -> Result<usize, String> {
+        let r = self.rules.reload();
+        self.audit_reload(actor, &r);
+        r.map(|rules| rules.len())
+    }
+
+    fn audit_reload(&self, actor: &str, r: &Result<Arc<rules::Rules>, String>) {
+        let (outcome, detail) = match r {
+            Ok(rules) => (Outcome::Ok, format!("{} rules from {}", rules.len(), self.rules.path().display())),
+            Err(e) => (Outcome::Refused, e.clone()),
+        };
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "rules file refused; the previous rules keep serving");
+        }
+        if let Some(log) = &self.audit {
+            log.record_event(Event::new(actor, "rules.reload", outcome).detail(detail));
+        }
+    }
+
+    /// Starts the background tasks: resuming unfinished workflow runs, polling the rules file, and
+    /// the retention job.
+    pub fn spawn_background(self: &Arc<Self>) {
+        let n = self.engine.resume();
+        if n > 0 {
+            tracing::info!(runs = n, "resumed unfinished workflow runs");
+        }
+        let poll = policy::parse_duration("", &self.config.rules_poll).unwrap_or(Duration::from_secs(1));
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(poll).await;
+                let s = Arc::clone(&me);
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Some(r) = s.rules.reload_if_changed() {
+                        s.audit_reload("system", &r);
+                    }
+                })
+                .await;
+            }
+        });
+        let every =
+            policy::parse_duration("", &self.config.retention_sweep).unwrap_or(Duration::from_secs(60));
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let s = Arc::clone(&me);
+                match tokio::task::spawn_blocking(move || s.sweep(unix_now())).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(error = ?e, "retention job failed"),
+                    Err(e) => tracing::error!(error = %e, "retention job panicked"),
+                }
+            }
+        });
+    }
+}
+
+fn unknown_customer() -> ApiError {
+    ApiError::NotFound {
+        reason: "unknown_customer",
+        message: "no customer with this id here (never seen, erased, merged into another, or expired)".into(),
+    }
+}
+
+/// The serde name of a unit enum variant (`senior`, `urgent`).
+fn enum_name<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use hearth_node::config::KeystoreConfig;
+    use hearth_node::keys::{Create, PARTICIPANT_KEYS};
+
+    use super::*;
+    use crate::families::Slots;
+    use crate::serve::parse_body;
+
+    fn open(dir: &Path) -> Service {
+        let pass = dir.join("pass");
+        std::fs::write(&pass, "service test").unwrap();
+        let cfg = KeystoreConfig {
+            passphrase_file: Some(pass),
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+            ..Default::default()
+        };
+        let suite = hearth_crypto::SuiteId::International;
+        let keys =
+            Arc::new(NodeKeys::open(&cfg, suite, dir, PARTICIPANT_KEYS, Create::IfMissing, None).unwrap().0);
+        Service::open(&ServiceConfig::default(), dir, keys, Arc::new(Slots::default()), None).unwrap()
+    }
+
+    fn body(json: &str) -> MessageBody {
+        parse_body(json.as_bytes()).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn channels_link_sessions_continue_and_erasure_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Handle::current();
+        let id = {
+            let s = open(dir.path());
+            let a = s
+                .message(body(r#"{"channel": "app", "identifiers": {"phone": "+44 7700 900123"}, "text": "where is my parcel"}"#), &rt)
+                .unwrap();
+            assert!(a.new_customer && !a.session.continued);
+            assert!(
+                a.intent.is_none() && a.unavailable.contains_key("intent"),
+                "no model: null with a reason"
+            );
+            let b = s
+                .message(
+                    body(r#"{"channel": "email", "identifiers": {"phone": "00447700900123", "email": "Ann@Example.com"}, "text": "still no parcel"}"#),
+                    &rt,
+                )
+                .unwrap();
+            assert_eq!(b.customer_id, a.customer_id);
+            assert_eq!((b.session.id.as_str(), b.session.continued), (a.session.id.as_str(), true));
+            assert_eq!(b.session.channels, ["app", "email"]);
+            s.writer.flush().await.unwrap();
+            a.customer_id
+        };
+        // Reopened from the file: the email alone finds them, and the history has both channels.
+        let s = open(dir.path());
+        let c = s
+            .message(
+                body(r#"{"channel": "web", "identifiers": {"email": "ann@example.com"}, "text": "hello?"}"#),
+                &rt,
+            )
+            .unwrap();
+        assert_eq!(c.customer_id, id);
+        let h = s.history(&id).unwrap();
+        let channels: Vec<&str> =
+            h["messages"].as_array().unwrap().iter().map(|m| m["channel"].as_str().unwrap()).collect();
+        assert_eq!(channels, ["app", "email", "web"]);
+        assert_eq!(s.erase(&id, "dpo:test").await.unwrap()["messages"], 3);
+        assert_eq!(s.history(&id).unwrap_err().reason(), "unknown_customer");
+        assert_eq!(
+            s.erase("../../service.redb", "dpo:test").await.unwrap_err().reason(),
+            "invalid_customer_id"
+        );
+        let raw = std::fs::read(dir.path().join(store::SERVICE_FILE)).unwrap();
+        for needle in ["7700900123", "ann@example.com", "Ann@Example.com", "parcel", "hello?", id.as_str()] {
+            assert!(!raw.windows(needle.len()).any(|w| w == needle.as_bytes()), "{needle} in service.redb");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hostile_messages_are_refused_with_stable_reasons() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let rt = tokio::runtime::Handle::current();
+        let reason = |json: &str| match parse_body::<MessageBody>(json.as_bytes()) {
+            Err(e) => e.reason(),
+            Ok(b) => s.message(b, &rt).err().map_or("accepted", |e| e.reason()),
+        };
+        assert_eq!(
+            reason(r#"{"channel": "fax", "identifiers": {"phone": "+4477009001"}, "text": "x"}"#),
+            "invalid_channel"
+        );
+        assert_eq!(reason(r#"{"channel": "sms", "identifiers": {}, "text": "x"}"#), "no_identifier");
+        assert_eq!(
+            reason(r#"{"channel": "sms", "identifiers": {"ssn": "1"}, "text": "x"}"#),
+            "invalid_request"
+        );
+        assert_eq!(
+            reason(r#"{"channel": "sms", "identifiers": {"phone": "1; DROP TABLE"}, "text": "x"}"#),
+            "invalid_identifier"
+        );
+        assert_eq!(
+            reason(r#"{"channel": "sms", "identifiers": {"openid": "a\u0000b"}, "text": "x"}"#),
+            "invalid_identifier"
+        );
+        assert_eq!(
+            reason(r#"{"channel": "sms", "identifiers": {"phone": "+4477009001"}, "text": " "}"#),
+            "empty_text"
+        );
+        assert_eq!(
+            reason(
+                r#"{"channel": "sms", "identifiers": {"phone": "+4477009001"}, "text": "x", "tier": "../../x"}"#
+            ),
+            "invalid_request"
+        );
+        assert_eq!(
+            reason(
+                r#"{"channel": "sms", "identifiers": {"phone": "+4477009001"}, "text": "x", "admin": true}"#
+            ),
+            "unknown_field"
+        );
+        assert_eq!(
+            reason(r#"{"channel": "sms", "identifiers": {"phone": "+4477009001"}, "text": "x"}"#),
+            "accepted"
+        );
+        assert_eq!(s.customers(), 1, "nothing refused was stored");
+    }
+}
