@@ -588,6 +588,10 @@ mod tests {
     use crate::serve::parse_body;
 
     fn open(dir: &Path) -> Service {
+        open_with(dir, hearth_crypto::SuiteId::International, &ServiceConfig::default())
+    }
+
+    fn open_with(dir: &Path, suite: hearth_crypto::SuiteId, config: &ServiceConfig) -> Service {
         let pass = dir.join("pass");
         std::fs::write(&pass, "service test").unwrap();
         let cfg = KeystoreConfig {
@@ -596,10 +600,9 @@ mod tests {
             argon2_iterations: 2,
             ..Default::default()
         };
-        let suite = hearth_crypto::SuiteId::International;
         let keys =
             Arc::new(NodeKeys::open(&cfg, suite, dir, PARTICIPANT_KEYS, Create::IfMissing, None).unwrap().0);
-        Service::open(&ServiceConfig::default(), dir, keys, Arc::new(Slots::default()), None).unwrap()
+        Service::open(config, dir, keys, Arc::new(Slots::default()), None).unwrap()
     }
 
     fn body(json: &str) -> MessageBody {
@@ -704,5 +707,36 @@ mod tests {
             "accepted"
         );
         assert_eq!(s.customers(), 1, "nothing refused was stored");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_strips_fields_and_erases_inactive_customers_under_the_national_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServiceConfig::default();
+        config.retention.fields =
+            [("text".to_string(), "5s".to_string()), ("channel".to_string(), "1d".to_string())].into();
+        config.retention.customer = "1h".into();
+        let s = open_with(dir.path(), hearth_crypto::SuiteId::National, &config);
+        let rt = tokio::runtime::Handle::current();
+        let a = s
+            .message(body(r#"{"channel": "wechat", "identifiers": {"openid": "o6_bmjrPTlm6"}, "text": "退款进度", "tier": "gold"}"#), &rt)
+            .unwrap();
+        assert_eq!(a.stored, ["channel", "text"]);
+        let h = s.history(&a.customer_id).unwrap();
+        assert_eq!(h["messages"][0]["text"], "退款进度");
+        assert!(h["messages"][0].get("tier").is_none(), "tier is not in the policy: dropped at the door");
+        let now = unix_now();
+        assert_eq!(s.sweep(now + 10).unwrap(), (0, 0));
+        let h = s.history(&a.customer_id).unwrap();
+        assert!(h["messages"][0].get("text").is_none() && h["messages"][0]["channel"] == "wechat", "{h}");
+        assert_eq!(s.sweep(now + 3601).unwrap(), (1, 0));
+        assert_eq!(s.history(&a.customer_id).unwrap_err().reason(), "unknown_customer");
+        let b = s
+            .message(
+                body(r#"{"channel": "wechat", "identifiers": {"openid": "o6_bmjrPTlm6"}, "text": "hi"}"#),
+                &rt,
+            )
+            .unwrap();
+        assert!(b.new_customer, "the links were erased with the customer");
     }
 }

@@ -67,7 +67,7 @@ pub fn document() -> Value {
                             "phone": { "type": "string" }, "email": { "type": "string" },
                             "openid": { "type": "string", "maxLength": 128 }, "device": { "type": "string", "maxLength": 128 }
                         } },
-                    "text": { "type": "string", "maxLength": 2000 },
+                    "text": { "type": "string", "maxLength": 10000 },
                     "tier": { "type": "string", "maxLength": 32 },
                     "order_id": { "type": "string", "maxLength": 64 }
                 }), &["channel", "identifiers", "text"]),

@@ -488,8 +488,11 @@ mod tests {
         let e = set.reload().unwrap_err();
         assert!(e.contains("rules.toml") && e.contains("line 2"), "{e}");
         assert_eq!(set.current().len(), before);
+        assert!(set.reload_if_changed().is_none(), "a refused file is not re-read until it changes");
+        std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&path, "[[rule]]\nname = \"only\"\nthen = { route = \"human\" }\n").unwrap();
-        assert_eq!(set.reload().unwrap().len(), 1);
+        assert_eq!(set.reload_if_changed().expect("changed").unwrap().len(), 1);
         assert_eq!(set.current().len(), 1);
+        assert!(set.reload_if_changed().is_none());
     }
 }
