@@ -5,7 +5,7 @@
 //! starts, and which rules decided it. It keeps as little as it can: identifiers only as keyed hashes,
 //! message fields only as the policy allows and for as long, everything sealed at rest.
 //!
-//! Start reading at [`Service::message`]. Then:
+//! Start reading at [`Service::message`] (its request and answer are in [`messages`]). Then:
 //! - [`identity`]: identifiers checked, normalised and hashed under the node's `identity-hash` key;
 //! - [`state`]: customers, links and sessions in memory, and the linking rules;
 //! - [`policy`]: the data minimisation policy (what is stored, for how long);
@@ -19,6 +19,7 @@
 
 pub mod api;
 pub mod identity;
+pub mod messages;
 pub mod openapi;
 pub mod policy;
 pub mod rules;
@@ -37,12 +38,14 @@ use hearth_node::keys::NodeKeys;
 use serde::{Deserialize, Serialize};
 
 use crate::families::ModelSlots;
-use crate::serve::{checked_text, ApiError, Body};
+use crate::serve::{checked_text, ApiError};
 use identity::{Kind, LinkHash};
 use policy::{Policy, RetentionConfig};
 use rules::{Facts, RuleSet};
 use state::{Customer, Directory, Message};
 use workflows::{Engine, Run};
+
+pub use messages::{Identifiers, MessageAnswer, MessageBody, SessionView, StartedWorkflow};
 
 /// The `[service]` section of a participant's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,96 +86,6 @@ impl Default for ServiceConfig {
 /// Unix seconds now.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// The identifiers a message may carry; at least one.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Identifiers {
-    /// A phone number.
-    pub phone: Option<String>,
-    /// An email address.
-    pub email: Option<String>,
-    /// A WeChat OpenID (or another platform's user id).
-    pub openid: Option<String>,
-    /// A device fingerprint.
-    pub device: Option<String>,
-}
-
-/// Body of `POST /v1/messages`.
-#[derive(Debug, Deserialize)]
-pub struct MessageBody {
-    /// `app`, `web`, `wechat`, `sms`, `email` or `phone` (a call transcript).
-    pub channel: String,
-    /// What the channel knows about the sender.
-    pub identifiers: Identifiers,
-    /// The message.
-    pub text: String,
-    /// The customer's tier as the app knows it (`gold`...), for rules.
-    #[serde(default)]
-    pub tier: Option<String>,
-    /// The order the message is about, passed to workflows.
-    #[serde(default)]
-    pub order_id: Option<String>,
-}
-
-impl Body for MessageBody {
-    const FIELDS: &'static [&'static str] = &["channel", "identifiers", "text", "tier", "order_id"];
-}
-
-/// The session in an answer.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct SessionView {
-    /// `s-` and 32 hex digits.
-    pub id: String,
-    /// Whether this message continued it (within the window, any channel).
-    pub continued: bool,
-    /// Channels it went through.
-    pub channels: Vec<String>,
-    /// Messages in it so far.
-    pub messages: u32,
-}
-
-/// A started workflow in an answer.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct StartedWorkflow {
-    /// The workflow's name.
-    pub workflow: String,
-    /// Its run id.
-    pub run_id: String,
-}
-
-/// Answer of `POST /v1/messages`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct MessageAnswer {
-    /// The pseudonymous customer id.
-    pub customer_id: String,
-    /// Whether this message made a new customer.
-    pub new_customer: bool,
-    /// Customers found to be the same person and merged into this one.
-    pub merged_customers: Vec<String>,
-    /// The session.
-    pub session: SessionView,
-    /// The intent model's answer; `null` when there is none (see `unavailable`).
-    pub intent: Option<crate::serve::intent::IntentAnswer>,
-    /// The emotion model's answer; `null` when there is none.
-    pub emotion: Option<crate::serve::emotion::EmotionAnswer>,
-    /// Recommendations from the products the message names or this institution's popular items.
-    pub recommendations: Option<crate::serve::recommend::RecommendAnswer>,
-    /// For each family that did not answer, why.
-    pub unavailable: std::collections::BTreeMap<String, String>,
-    /// How urgent (`low`, `normal`, `high`, `urgent`).
-    pub priority: rules::Priority,
-    /// Where it goes (`self_service`, `bot`, `human`, `senior`).
-    pub route: rules::Route,
-    /// Suggested replies.
-    pub replies: Vec<String>,
-    /// The rules that fired, in order.
-    pub rules_fired: Vec<String>,
-    /// Workflows started.
-    pub workflows: Vec<StartedWorkflow>,
-    /// The message fields the policy stored.
-    pub stored: Vec<String>,
 }
 
 /// The customer-service core of one participant.
@@ -391,6 +304,9 @@ impl Service {
             (a, session)
         };
         let session = session.ok_or_else(|| ApiError::Internal("no session after attribution".into()))?;
+        if !attribution.merged.is_empty() {
+            self.engine.reassign(&attribution.merged, &attribution.customer).map_err(ApiError::Internal)?;
+        }
 
         let mut started = Vec::new();
         for w in &decision.workflows {
@@ -579,164 +495,4 @@ fn enum_name<T: Serialize>(v: &T) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use hearth_node::config::KeystoreConfig;
-    use hearth_node::keys::{Create, PARTICIPANT_KEYS};
-
-    use super::*;
-    use crate::families::Slots;
-    use crate::serve::parse_body;
-
-    fn open(dir: &Path) -> Service {
-        open_with(dir, hearth_crypto::SuiteId::International, &ServiceConfig::default())
-    }
-
-    fn open_with(dir: &Path, suite: hearth_crypto::SuiteId, config: &ServiceConfig) -> Service {
-        let pass = dir.join("pass");
-        std::fs::write(&pass, "service test").unwrap();
-        let cfg = KeystoreConfig {
-            passphrase_file: Some(pass),
-            argon2_memory_kib: 19 * 1024,
-            argon2_iterations: 2,
-            ..Default::default()
-        };
-        let keys =
-            Arc::new(NodeKeys::open(&cfg, suite, dir, PARTICIPANT_KEYS, Create::IfMissing, None).unwrap().0);
-        Service::open(config, dir, keys, Arc::new(Slots::default()), None).unwrap()
-    }
-
-    fn body(json: &str) -> MessageBody {
-        parse_body(json.as_bytes()).unwrap()
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn channels_link_sessions_continue_and_erasure_leaves_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Handle::current();
-        let id = {
-            let s = open(dir.path());
-            let a = s
-                .message(body(r#"{"channel": "app", "identifiers": {"phone": "+44 7700 900123"}, "text": "where is my parcel"}"#), &rt)
-                .unwrap();
-            assert!(a.new_customer && !a.session.continued);
-            assert!(
-                a.intent.is_none() && a.unavailable.contains_key("intent"),
-                "no model: null with a reason"
-            );
-            let b = s
-                .message(
-                    body(r#"{"channel": "email", "identifiers": {"phone": "00447700900123", "email": "Ann@Example.com"}, "text": "still no parcel"}"#),
-                    &rt,
-                )
-                .unwrap();
-            assert_eq!(b.customer_id, a.customer_id);
-            assert_eq!((b.session.id.as_str(), b.session.continued), (a.session.id.as_str(), true));
-            assert_eq!(b.session.channels, ["app", "email"]);
-            s.writer.flush().await.unwrap();
-            a.customer_id
-        };
-        // Reopened from the file: the email alone finds them, and the history has both channels.
-        let s = open(dir.path());
-        let c = s
-            .message(
-                body(r#"{"channel": "web", "identifiers": {"email": "ann@example.com"}, "text": "hello?"}"#),
-                &rt,
-            )
-            .unwrap();
-        assert_eq!(c.customer_id, id);
-        let h = s.history(&id).unwrap();
-        let channels: Vec<&str> =
-            h["messages"].as_array().unwrap().iter().map(|m| m["channel"].as_str().unwrap()).collect();
-        assert_eq!(channels, ["app", "email", "web"]);
-        assert_eq!(s.erase(&id, "dpo:test").await.unwrap()["messages"], 3);
-        assert_eq!(s.history(&id).unwrap_err().reason(), "unknown_customer");
-        assert_eq!(
-            s.erase("../../service.redb", "dpo:test").await.unwrap_err().reason(),
-            "invalid_customer_id"
-        );
-        let raw = std::fs::read(dir.path().join(store::SERVICE_FILE)).unwrap();
-        for needle in ["7700900123", "ann@example.com", "Ann@Example.com", "parcel", "hello?", id.as_str()] {
-            assert!(!raw.windows(needle.len()).any(|w| w == needle.as_bytes()), "{needle} in service.redb");
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn hostile_messages_are_refused_with_stable_reasons() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = open(dir.path());
-        let rt = tokio::runtime::Handle::current();
-        let reason = |json: &str| match parse_body::<MessageBody>(json.as_bytes()) {
-            Err(e) => e.reason(),
-            Ok(b) => s.message(b, &rt).err().map_or("accepted", |e| e.reason()),
-        };
-        assert_eq!(
-            reason(r#"{"channel": "fax", "identifiers": {"phone": "+4477009001"}, "text": "x"}"#),
-            "invalid_channel"
-        );
-        assert_eq!(reason(r#"{"channel": "sms", "identifiers": {}, "text": "x"}"#), "no_identifier");
-        assert_eq!(
-            reason(r#"{"channel": "sms", "identifiers": {"ssn": "1"}, "text": "x"}"#),
-            "invalid_request"
-        );
-        assert_eq!(
-            reason(r#"{"channel": "sms", "identifiers": {"phone": "1; DROP TABLE"}, "text": "x"}"#),
-            "invalid_identifier"
-        );
-        assert_eq!(
-            reason(r#"{"channel": "sms", "identifiers": {"openid": "a\u0000b"}, "text": "x"}"#),
-            "invalid_identifier"
-        );
-        assert_eq!(
-            reason(r#"{"channel": "sms", "identifiers": {"phone": "+4477009001"}, "text": " "}"#),
-            "empty_text"
-        );
-        assert_eq!(
-            reason(
-                r#"{"channel": "sms", "identifiers": {"phone": "+4477009001"}, "text": "x", "tier": "../../x"}"#
-            ),
-            "invalid_request"
-        );
-        assert_eq!(
-            reason(
-                r#"{"channel": "sms", "identifiers": {"phone": "+4477009001"}, "text": "x", "admin": true}"#
-            ),
-            "unknown_field"
-        );
-        assert_eq!(
-            reason(r#"{"channel": "sms", "identifiers": {"phone": "+4477009001"}, "text": "x"}"#),
-            "accepted"
-        );
-        assert_eq!(s.customers(), 1, "nothing refused was stored");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn retention_strips_fields_and_erases_inactive_customers_under_the_national_suite() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = ServiceConfig::default();
-        config.retention.fields =
-            [("text".to_string(), "5s".to_string()), ("channel".to_string(), "1d".to_string())].into();
-        config.retention.customer = "1h".into();
-        let s = open_with(dir.path(), hearth_crypto::SuiteId::National, &config);
-        let rt = tokio::runtime::Handle::current();
-        let a = s
-            .message(body(r#"{"channel": "wechat", "identifiers": {"openid": "o6_bmjrPTlm6"}, "text": "退款进度", "tier": "gold"}"#), &rt)
-            .unwrap();
-        assert_eq!(a.stored, ["channel", "text"]);
-        let h = s.history(&a.customer_id).unwrap();
-        assert_eq!(h["messages"][0]["text"], "退款进度");
-        assert!(h["messages"][0].get("tier").is_none(), "tier is not in the policy: dropped at the door");
-        let now = unix_now();
-        assert_eq!(s.sweep(now + 10).unwrap(), (0, 0));
-        let h = s.history(&a.customer_id).unwrap();
-        assert!(h["messages"][0].get("text").is_none() && h["messages"][0]["channel"] == "wechat", "{h}");
-        assert_eq!(s.sweep(now + 3601).unwrap(), (1, 0));
-        assert_eq!(s.history(&a.customer_id).unwrap_err().reason(), "unknown_customer");
-        let b = s
-            .message(
-                body(r#"{"channel": "wechat", "identifiers": {"openid": "o6_bmjrPTlm6"}, "text": "hi"}"#),
-                &rt,
-            )
-            .unwrap();
-        assert!(b.new_customer, "the links were erased with the customer");
-    }
-}
+mod tests;

@@ -116,9 +116,12 @@ impl Engine {
             started: unix_now(),
             finished: None,
         };
-        self.persist(&run)?;
         let id = run.id.clone();
-        self.runs().insert(id.clone(), run);
+        {
+            let mut runs = self.runs();
+            self.persist(&run)?;
+            runs.insert(id.clone(), run);
+        }
         rt.spawn(Arc::clone(self).drive(id.clone()));
         Ok(id)
     }
@@ -139,61 +142,51 @@ impl Engine {
         self.runs().get(id).cloned()
     }
 
-    /// Removes every run about `customer` (they stop before their next step); returns how many.
-    pub fn erase_customer(&self, customer: &str) -> Result<usize, String> {
-        let doomed: Vec<String> = {
-            let mut runs = self.runs();
-            let ids: Vec<String> =
-                runs.values().filter(|r| r.customer == customer).map(|r| r.id.clone()).collect();
-            for id in &ids {
-                runs.remove(id);
-            }
-            ids
-        };
-        for id in &doomed {
+    /// Removes the runs `doomed` picks, queueing their deletion under the lock: a driver saving a run
+    /// takes the same lock, so its write cannot land after the deletion. Returns how many.
+    fn remove_where(&self, doomed: impl Fn(&Run) -> bool) -> Result<usize, String> {
+        let mut runs = self.runs();
+        let ids: Vec<String> = runs.values().filter(|r| doomed(r)).map(|r| r.id.clone()).collect();
+        for id in &ids {
+            runs.remove(id);
             self.writer.delete_run(id)?;
         }
-        Ok(doomed.len())
+        Ok(ids.len())
+    }
+
+    /// Removes every run about `customer` (they stop before their next step); returns how many.
+    pub fn erase_customer(&self, customer: &str) -> Result<usize, String> {
+        self.remove_where(|r| r.customer == customer)
     }
 
     /// Removes finished runs older than `keep`; returns how many.
     pub fn sweep(&self, keep: Duration, now: u64) -> Result<usize, String> {
-        let doomed: Vec<String> = {
-            let mut runs = self.runs();
-            let ids: Vec<String> = runs
-                .values()
-                .filter(|r| r.finished.is_some_and(|f| now.saturating_sub(f) >= keep.as_secs()))
-                .map(|r| r.id.clone())
-                .collect();
-            for id in &ids {
-                runs.remove(id);
-            }
-            ids
-        };
-        for id in &doomed {
-            self.writer.delete_run(id)?;
+        self.remove_where(|r| r.finished.is_some_and(|f| now.saturating_sub(f) >= keep.as_secs()))
+    }
+
+    /// Points the runs of customers merged away (`from`) at the customer they were merged into, so an
+    /// erasure of that customer still finds them. Blocking (sealing).
+    pub fn reassign(&self, from: &[String], to: &str) -> Result<(), String> {
+        let mut runs = self.runs();
+        for r in runs.values_mut().filter(|r| from.contains(&r.customer)) {
+            r.customer = to.to_string();
+            self.persist(r)?;
         }
-        Ok(doomed.len())
+        Ok(())
     }
 
     /// Saves `run` durably if it still exists (an erasure may have removed it meanwhile); `false` when
-    /// it no longer does.
+    /// it no longer does. The record is sealed and queued under the lock (see [`Engine::remove_where`]);
+    /// sealing is a few microseconds of CPU.
     async fn save(&self, run: &Run) -> Result<bool, String> {
         {
             let mut runs = self.runs();
-            if !runs.contains_key(&run.id) {
-                return Ok(false);
-            }
-            runs.insert(run.id.clone(), run.clone());
+            let Some(current) = runs.get(&run.id) else { return Ok(false) };
+            // The customer may have been reassigned by a merge since the driver read the run.
+            let r = Run { customer: current.customer.clone(), ..run.clone() };
+            self.persist(&r)?;
+            runs.insert(run.id.clone(), r);
         }
-        let (engine_keys, r) = (Arc::clone(&self.keys), run.clone());
-        let sealed = tokio::task::spawn_blocking(move || {
-            let json = zeroize::Zeroizing::new(serde_json::to_vec(&r).map_err(|e| e.to_string())?);
-            engine_keys.seal(&run_object(&r.id), &json).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())??;
-        self.writer.put_run(&run.id, sealed)?;
         self.writer.flush().await?;
         Ok(true)
     }
