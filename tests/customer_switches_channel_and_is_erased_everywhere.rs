@@ -177,6 +177,28 @@ async fn customer_switches_channel_and_is_erased_everywhere() {
     assert_eq!(s, 200);
     assert_eq!(v["rules_fired"], json!(["gold-tier-to-human"]), "the old rules serve: {v}");
     assert_eq!(v["route"], "human");
+    // Fixed and edited by staff (gold customers now go to the seniors): picked up by the file watch, no
+    // restart and no reload call.
+    std::fs::write(
+        &rules,
+        good.replace(
+            "then = { route = \"human\", priority = \"high\" }",
+            "then = { route = \"senior\", priority = \"high\" }",
+        ),
+    )
+    .unwrap();
+    let mut route = String::new();
+    for _ in 0..100 {
+        let (_, v) = call(&addr, &app, "POST", "/v1/messages", json!({
+            "channel": "web", "identifiers": { "device": "other-device-1" }, "text": "hello", "tier": "gold"
+        })).await;
+        route = v["route"].as_str().unwrap_or_default().to_string();
+        if route == "senior" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(route, "senior", "the edited rules file was picked up");
     std::fs::write(&rules, &good).unwrap();
     let (s, v) = call(&addr, &operator, "POST", "/v1/admin/rules/reload", Value::Null).await;
     assert_eq!(s, 200, "{v}");
@@ -225,6 +247,8 @@ async fn customer_switches_channel_and_is_erased_everywhere() {
         }
     }
     assert!(audit.contains("customer.erase"), "the erasure is in the audit log");
+    assert!(audit.contains("service.call"), "the apps' refused calls are in the audit log");
+    assert!(audit.contains("rules.reload"), "reloads, refused and accepted, are in the audit log");
     assert!(audit.contains(v["audit_reference"].as_str().unwrap()));
     let log = cluster.log("inst-1");
     assert!(
