@@ -88,6 +88,14 @@ pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// The models' answers to one message.
+struct Understood {
+    intent: Option<crate::serve::intent::IntentAnswer>,
+    emotion: Option<crate::serve::emotion::EmotionAnswer>,
+    recommendations: Option<crate::serve::recommend::RecommendAnswer>,
+    unavailable: std::collections::BTreeMap<String, String>,
+}
+
 /// The customer-service core of one participant.
 #[derive(Debug)]
 pub struct Service {
@@ -203,6 +211,32 @@ impl Service {
         Ok(out)
     }
 
+    /// What the served models make of `text`, in process. A family without a model is left out with
+    /// the reason; any other failure fails the request.
+    fn understand(&self, text: &str) -> Result<Understood, ApiError> {
+        let mut unavailable = std::collections::BTreeMap::new();
+        let mut absent = |family: &str, e: ApiError| match e {
+            ApiError::NoModel(_) => {
+                let why = format!("no {family} model has been committed yet on this participant");
+                unavailable.insert(family.to_string(), why);
+                Ok(())
+            }
+            other => Err(other),
+        };
+        let intent = crate::serve::intent::answer(&self.slots, text, Some(3)).map(Some);
+        let intent = intent.or_else(|e| absent("intent", e).map(|()| None))?;
+        let emotion = crate::serve::emotion::answer(&self.slots, text).map(Some);
+        let emotion = emotion.or_else(|e| absent("emotion", e).map(|()| None))?;
+        let body = crate::serve::recommend::RecommendBody {
+            text: Some(text.to_string()),
+            top_k: Some(3),
+            ..Default::default()
+        };
+        let recommendations = crate::serve::recommend::answer(&self.slots, body).map(Some);
+        let recommendations = recommendations.or_else(|e| absent("recommend", e).map(|()| None))?;
+        Ok(Understood { intent, emotion, recommendations, unavailable })
+    }
+
     /// Answers one message: attribute it, ask the models, run the rules, store what the policy allows,
     /// start the workflows. Blocking (models, hashing, sealing): call from a blocking thread; `rt`
     /// runs the workflows.
@@ -219,36 +253,7 @@ impl Service {
         let order_id = body.order_id.as_deref().map(|o| checked_label("order_id", o, 64)).transpose()?;
         let links = self.links(&body.identifiers)?;
 
-        let mut unavailable = std::collections::BTreeMap::new();
-        let mut note = |family: &str, e: ApiError| -> Result<(), ApiError> {
-            match e {
-                ApiError::NoModel(_) => {
-                    unavailable.insert(
-                        family.to_string(),
-                        format!("no {family} model has been committed yet on this participant"),
-                    );
-                    Ok(())
-                }
-                other => Err(other),
-            }
-        };
-        let intent = match crate::serve::intent::answer(&self.slots, text, Some(3)) {
-            Ok(a) => Some(a),
-            Err(e) => note("intent", e).map(|()| None)?,
-        };
-        let emotion = match crate::serve::emotion::answer(&self.slots, text) {
-            Ok(a) => Some(a),
-            Err(e) => note("emotion", e).map(|()| None)?,
-        };
-        let rec_body = crate::serve::recommend::RecommendBody {
-            text: Some(text.to_string()),
-            top_k: Some(3),
-            ..Default::default()
-        };
-        let recommendations = match crate::serve::recommend::answer(&self.slots, rec_body) {
-            Ok(a) => Some(a),
-            Err(e) => note("recommend", e).map(|()| None)?,
-        };
+        let Understood { intent, emotion, recommendations, unavailable } = self.understand(text)?;
 
         let rules = self.rules.current();
         let facts = Facts {

@@ -6,7 +6,7 @@
 //! 1. Every identifier a message carries is linked to the one customer the message is attributed to.
 //! 2. A message whose identifiers are all unknown makes a new customer with a fresh random id.
 //! 3. Any shared identifier links: when a message's identifiers point at several customers, they are
-//!    one person, and are merged into the oldest (earliest created; then the smaller id). The others'
+//!    one person, and are merged into the oldest (earliest created, in creation order). The others'
 //!    links, messages and sessions move to it and their ids stop existing (the answer lists them in
 //!    `merged_customers`). A shared household phone therefore merges its users: an app that knows this
 //!    should leave such an identifier out.
@@ -117,6 +117,10 @@ pub struct Customer {
     pub links: Vec<String>,
     /// Unix seconds they first wrote.
     pub created: u64,
+    /// Creation order on this node (ties within a second are common): the oldest of a merge is the
+    /// smallest `(created, order)`.
+    #[serde(default)]
+    pub order: u64,
     /// Unix seconds they last wrote.
     pub last_seen: u64,
     /// The current (or last) session.
@@ -148,6 +152,8 @@ pub struct Attribution {
 pub struct Directory {
     links: HashMap<LinkHash, String>,
     customers: HashMap<String, Customer>,
+    /// The next customer's `order`.
+    next_order: u64,
 }
 
 fn from_hex(h: &str) -> Option<LinkHash> {
@@ -157,6 +163,7 @@ fn from_hex(h: &str) -> Option<LinkHash> {
 impl Directory {
     /// Adds a customer read from the store.
     pub fn restore(&mut self, c: Customer) {
+        self.next_order = self.next_order.max(c.order + 1);
         for l in c.links.iter().filter_map(|h| from_hex(h)) {
             self.links.insert(l, c.id.clone());
         }
@@ -204,19 +211,21 @@ impl Directory {
                 id: id.clone(),
                 links: Vec::new(),
                 created: now,
+                order: self.next_order,
                 last_seen: now,
                 session: None,
                 messages: VecDeque::new(),
                 next_seq: 0,
                 row,
             };
+            self.next_order += 1;
             self.customers.insert(id.clone(), c);
             (id, true)
         } else {
             let oldest = owners
                 .iter()
                 .filter_map(|o| self.customers.get(o))
-                .min_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)))
+                .min_by_key(|c| (c.created, c.order))
                 .map(|c| c.id.clone())
                 .unwrap_or_else(|| owners[0].clone());
             (oldest, false)
