@@ -182,12 +182,15 @@ async fn angry_customer_goes_to_seniors_and_compensation_runs_once() {
     assert_eq!((s, v["route"].as_str()), (200, Some("senior")), "{v}");
     let run2 = v["workflows"][0]["run_id"].as_str().unwrap().to_string();
     let crm_key = format!("{run2}/update_crm");
-    for _ in 0..200 {
+    let mut failing = false;
+    for _ in 0..1000 {
         if hooks.seen.lock().unwrap().attempts.iter().any(|(_, k)| *k == crm_key) {
+            failing = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert!(failing, "the second run reached its CRM step");
     cluster.kill_participant("inst-1");
     hooks.crm_down.store(false, Ordering::SeqCst);
     cluster.start_participant("inst-1");
