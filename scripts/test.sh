@@ -11,8 +11,10 @@ cd "$(dirname "$0")/.."
 missing=""
 dpkg -s softhsm2 >/dev/null 2>&1 || missing="$missing softhsm2"
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+# `hearth bench serve` (tests/bench_serve_reports_rps_and_p99.rs) loads the participant with wrk.
+command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
 if [ -n "$missing" ]; then
-  echo "installing$missing (PKCS#11 keystore and OpenSSL interop tests)" >&2
+  echo "installing$missing (PKCS#11 keystore, OpenSSL interop and bench serve tests)" >&2
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -53,6 +53,9 @@ pub enum BenchCommand {
     /// Audit log appends per second (a checkpoint signed every second) and the time to verify an export
     /// of 1,000,000 entries.
     Audit(crate::bench_audit::AuditBenchArgs),
+    /// `POST /v1/messages` requests/s and latency percentiles under wrk, on a participant serving
+    /// intent and emotion models.
+    Serve(crate::bench_serve::ServeBenchArgs),
 }
 
 /// Arguments of `hearth bench fedavg`.
@@ -132,6 +135,7 @@ struct Config {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     let (configs, json) = match cmd {
         BenchCommand::Audit(a) => return crate::bench_audit::run(a).await,
+        BenchCommand::Serve(a) => return crate::bench_serve::run(a).await,
         BenchCommand::Fedavg(a) => {
             let mut c = Vec::new();
             for &n in &a.n {

@@ -17,7 +17,7 @@
 //! (centralized comparison and summary).
 
 mod emotion;
-mod fleet;
+pub(crate) mod fleet;
 mod intent;
 mod recommend;
 
@@ -393,6 +393,8 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
         passphrase: passphrase.to_string(),
+        service: Default::default(),
+        env: vec![],
     };
     for (i, name) in names.iter().enumerate() {
         let store_dir = dir.join("participants").join(name);

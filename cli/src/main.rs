@@ -8,6 +8,7 @@
 mod audit;
 mod bench;
 mod bench_audit;
+mod bench_serve;
 mod budget;
 mod config;
 mod data;
@@ -159,6 +160,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg: hearth_participant::ParticipantConfig =
                 config::load(args.config.as_deref(), "HEARTH_PARTICIPANT")?;
             let running = hearth_participant::start(cfg, shutdown_signal()).await?;
+            if let (Some(path), Some(local)) = (args.ready_file.as_deref(), running.local_addr) {
+                // Written first: a reader waiting for the main ready file then finds this one too.
+                write_ready(Some(&path.with_extension("local")), &local.to_string())?;
+            }
             write_ready(args.ready_file.as_deref(), &running.inference_addr.to_string())?;
             running.done.await.context("participant task")?
         }

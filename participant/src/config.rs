@@ -38,6 +38,9 @@ pub struct ParticipantConfig {
     pub keystore: KeystoreConfig,
     /// The audit log's name.
     pub audit: AuditConfig,
+    /// The customer-service core (`POST /v1/messages`): rules file, session window, data minimisation
+    /// policy, and the optional loopback API-key listener for local apps.
+    pub service: crate::service::ServiceConfig,
 }
 
 impl Default for ParticipantConfig {
@@ -53,6 +56,7 @@ impl Default for ParticipantConfig {
             holdout_fraction: 0.1,
             keystore: KeystoreConfig::default(),
             audit: AuditConfig::default(),
+            service: crate::service::ServiceConfig::default(),
         }
     }
 }

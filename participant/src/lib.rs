@@ -13,11 +13,14 @@
 //! - [`secagg`]: a secure-aggregation round, client side (also used by `hearth bench secagg`).
 //! - `query`: answering a federated analytics query (noisy counts of its own records, sent masked).
 //! - [`serve`]: the inference endpoints (HTTP JSON and gRPC on one mTLS port), one file per family.
+//! - [`service`]: the customer-service core on the same port (`POST /v1/messages`, history, erasure,
+//!   rules, workflows), and its optional loopback API-key listener.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod families;
 pub mod serve;
+pub mod service;
 pub mod store;
 
 mod federation;
@@ -55,6 +58,8 @@ pub fn models_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
 pub struct Running {
     /// Where the inference endpoint listens.
     pub inference_addr: SocketAddr,
+    /// Where the loopback API-key listener listens, when `[service.local] listen` is set.
+    pub local_addr: Option<SocketAddr>,
     /// Resolves when the inference server stopped.
     pub done: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -155,7 +160,7 @@ pub async fn start(
     let tls = TlsMaterial::load(&config.tls.ca, &config.tls.cert, &config.tls.key)
         .context("loading the participant's TLS material")?;
     let cfg = config.clone();
-    let Node { lock, keys: _, audit, store } =
+    let Node { lock, keys, audit, store } =
         tokio::task::spawn_blocking(move || open_node(&cfg, "system", None))
             .await
             .context("opening the participant's keys, audit log and store")??;
@@ -169,6 +174,17 @@ pub async fn start(
     );
 
     let slots: ModelSlots = Arc::new(Slots::default());
+    let local_listener = config.service.local.resolve().map_err(anyhow::Error::msg)?;
+    let (svc_cfg, svc_dir, svc_slots, svc_audit) =
+        (config.service.clone(), config.data_dir.clone(), Arc::clone(&slots), audit.clone());
+    let service = tokio::task::spawn_blocking(move || {
+        service::Service::open(&svc_cfg, &svc_dir, keys, svc_slots, Some(svc_audit))
+    })
+    .await
+    .context("opening the customer-service core")?
+    .map_err(anyhow::Error::msg)
+    .context("opening the customer-service core")?;
+    let service = Arc::new(service);
     let local = Arc::new(families::Local::new(Arc::clone(&store), config.holdout_fraction));
     // Serve the last models we had before a restart, until the coordinator announces newer ones.
     let (store2, local2, slots2) = (Arc::clone(&store), Arc::clone(&local), Arc::clone(&slots));
@@ -218,7 +234,37 @@ pub async fn start(
         server_config_for(config.tls.provider, &tls).context("building the TLS server configuration")?;
     tracing::info!(%inference_addr, "inference endpoint listening (HTTPS + gRPC, client certificates required)");
     let opts = ServeOptions { on_refused: Some(refusal_hook(audit.clone())), ..ServeOptions::default() };
-    let router = serve::router(slots, serve::Auditor(Some(audit.clone())));
+    let router = serve::router(slots, serve::Auditor(Some(audit.clone())))
+        .merge(service::api::mtls(Arc::clone(&service)));
+    service.spawn_background();
+    // One shutdown signal for both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let local_addr = match local_listener {
+        None => None,
+        Some((addr, key)) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("[service.local] listening on {addr}"))?;
+            let local_addr = l.local_addr()?;
+            tracing::info!(%local_addr, "local API-key listener (plain HTTP, loopback only)");
+            let app = service::api::local(Arc::clone(&service), key);
+            let stop = stopped(stop_rx.clone());
+            tokio::spawn(async move {
+                if let Err(e) = service::api::serve_local(l, app, stop).await {
+                    tracing::error!(error = %e, "local API-key listener failed");
+                }
+            });
+            Some(local_addr)
+        }
+    };
+    let shutdown = stopped(stop_rx);
     let done = tokio::spawn(async move {
         let r = hearth_transport::serve(listener, server_tls, router, opts, shutdown)
             .await
@@ -233,5 +279,5 @@ pub async fn start(
         drop(lock);
         r
     });
-    Ok(Running { inference_addr, done })
+    Ok(Running { inference_addr, local_addr, done })
 }

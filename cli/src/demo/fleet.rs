@@ -27,6 +27,10 @@ pub(crate) struct Nodes {
     pub(crate) keystore: hearth_node::config::KeystoreConfig,
     /// The passphrase every node's keystore is sealed under.
     pub(crate) passphrase: String,
+    /// Every participant's `[service]` section (`hearth bench serve` turns the API-key listener on).
+    pub(crate) service: hearth_participant::service::ServiceConfig,
+    /// More environment for every process (e.g. the API key).
+    pub(crate) env: Vec<(String, String)>,
 }
 
 impl Fleet {
@@ -89,7 +93,10 @@ pub(crate) async fn start(
 
     let mut fleet = Fleet {
         children: vec![],
-        env: vec![(hearth_node::config::PASSPHRASE_ENV.to_string(), nodes.passphrase.clone())],
+        env: [(hearth_node::config::PASSPHRASE_ENV.to_string(), nodes.passphrase.clone())]
+            .into_iter()
+            .chain(nodes.env.iter().cloned())
+            .collect(),
     };
     let ready = dir.join("coordinator.addr");
     let _ = std::fs::remove_file(&ready);
@@ -130,6 +137,7 @@ pub(crate) async fn start(
             tls: hearth_transport::TlsPaths::in_dir(pki_dir, name),
             keystore: nodes.keystore.clone(),
             suite: nodes.suite,
+            service: nodes.service.clone(),
             ..Default::default()
         };
         std::fs::write(&cfg_path, toml::to_string(&p)?)?;

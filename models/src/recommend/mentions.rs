@@ -34,6 +34,10 @@ struct Described {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ItemMentions {
     described: Vec<Described>,
+    /// Word to the descriptions holding it (indices into `described`, ascending), so a message is
+    /// compared only with the descriptions it shares a word with, not with the whole catalogue: this
+    /// runs on every message the customer-service core answers.
+    postings: HashMap<String, Vec<u32>>,
 }
 
 /// A word's normal form: lower case (from [`tokens`]), without a possessive or a plural `s`.
@@ -67,7 +71,7 @@ impl ItemMentions {
         }
         let n = pairs.len() as f32;
         let idf = |w: &str| (1.0 + n / df.get(w).copied().unwrap_or(1) as f32).ln();
-        let described = pairs
+        let described: Vec<Described> = pairs
             .iter()
             .map(|(item, ws)| {
                 let words: Vec<(String, f32)> = ws.iter().map(|w| (w.clone(), idf(w))).collect();
@@ -75,7 +79,14 @@ impl ItemMentions {
                 Described { item: item.clone(), words, total }
             })
             .collect();
-        Self { described }
+        let mut postings: HashMap<String, Vec<u32>> = HashMap::new();
+        for (i, d) in described.iter().enumerate() {
+            for (w, _) in &d.words {
+                // `words` yields each word once per description, so each list stays ascending and unique.
+                postings.entry(w.clone()).or_default().push(i as u32);
+            }
+        }
+        Self { described, postings }
     }
 
     /// Number of items with a description.
@@ -96,9 +107,15 @@ impl ItemMentions {
         if said.is_empty() {
             return Vec::new();
         }
-        let mut hits: Vec<(f32, f32, &Described)> = self
-            .described
+        // Only descriptions sharing a word with the message can match; visit them in index order, as a
+        // scan of the whole catalogue would.
+        let mut candidates: Vec<u32> =
+            said.iter().filter_map(|w| self.postings.get(w)).flatten().copied().collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        let mut hits: Vec<(f32, f32, &Described)> = candidates
             .iter()
+            .filter_map(|&i| self.described.get(i as usize))
             .filter_map(|d| {
                 let matched: Vec<f32> =
                     d.words.iter().filter(|(w, _)| said.contains(w)).map(|(_, x)| *x).collect();

@@ -1,0 +1,444 @@
+//! `hearth bench serve`: `POST /v1/messages` under load from a real HTTP load generator (`wrk`).
+//!
+//! It starts a real coordinator and one participant process on loopback, trains that participant's
+//! intent model (CLINC150), emotion model (GoEmotions) and recommender (Online Retail) with short plain
+//! federated jobs, so every request runs the three models, the rules and the store, then points `wrk` at the participant's loopback
+//! API-key listener (`[service.local]`: wrk cannot present a client certificate) for `--seconds`.
+//! Requests cycle through `--customers` phone numbers over four channels and a dozen texts, so
+//! customers are found, linked and their sessions continued, and their records resealed and written.
+//!
+//! The benchmark's rules file is the default one without the compensation workflow: the bench has no
+//! webhook receiver, and workflows run off the request path anyway.
+//!
+//! `wrk` must be installed (`apt-get install wrk`); the bench says so if it is not.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use hearth_models::{EmotionSpec, FeatureConfig, IntentSpec, ModelSpec, RecommendSpec};
+use hearth_proto::v1::{self, job_event};
+use serde::Serialize;
+
+use crate::demo::fleet;
+use crate::operator::Connection;
+
+/// Arguments of `hearth bench serve`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  hearth bench serve\n  hearth bench serve --json\n  hearth bench serve --seconds 30 --connections 64\n\nNeeds wrk (apt-get install wrk) and the shared datasets (CLINC150, GoEmotions; --data-dir).\nrps: requests/s wrk completed; p99_ms: the 99th percentile latency wrk measured."
+)]
+pub struct ServeBenchArgs {
+    /// Seconds of load.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Open connections (keep-alive).
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// wrk threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Distinct customers (phone numbers) the requests cycle through.
+    #[arg(long, default_value_t = 20_000)]
+    pub customers: u64,
+    /// Skip training: measure with no model served (each family answers `null` with a reason).
+    #[arg(long)]
+    pub no_models: bool,
+    /// The shared datasets directory (default: $HEARTH_DATA_DIR, else the first shared/data found up
+    /// from the current directory).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The measurement.
+#[derive(Debug, Serialize)]
+pub struct ServeBench {
+    pub endpoint: &'static str,
+    pub connections: usize,
+    pub threads: usize,
+    pub seconds: u64,
+    pub requests: u64,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub non_2xx: u64,
+    pub socket_errors: u64,
+    /// Which families answered every request (`true`) or were absent.
+    pub models: serde_json::Value,
+}
+
+const API_KEY_ENV: &str = "HEARTH_SERVICE_API_KEY";
+
+const TEXTS: [&str; 12] = [
+    "what is my current account balance",
+    "I want to transfer 200 pounds to my savings account",
+    "my card was declined at the supermarket today",
+    "how do I change the pin on my debit card",
+    "where is my parcel, it was due yesterday",
+    "can you tell me the interest rate on my loan",
+    "thank you so much, that solved it",
+    "I would like to cancel my subscription please",
+    "how long does a refund usually take",
+    "please update my address to the new flat",
+    "is there a fee for paying abroad",
+    "I lost my card, please block it",
+];
+const CHANNELS: [&str; 4] = ["app", "web", "sms", "email"];
+
+fn shared_data(a: &ServeBenchArgs) -> PathBuf {
+    if let Some(d) = &a.data_dir {
+        return d.clone();
+    }
+    if let Some(d) = std::env::var_os("HEARTH_DATA_DIR") {
+        return d.into();
+    }
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    cwd.ancestors()
+        .chain(here.ancestors())
+        .map(|p| p.join("shared/data"))
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| PathBuf::from("../shared/data"))
+}
+
+/// The wrk script: a POST per request with the next customer, channel and text.
+fn lua_script(customers: u64) -> String {
+    let texts: Vec<String> = TEXTS.iter().map(|t| format!("{t:?}")).collect();
+    let channels: Vec<String> = CHANNELS.iter().map(|c| format!("{c:?}")).collect();
+    format!(
+        r#"local texts = {{ {texts} }}
+local channels = {{ {channels} }}
+local n = 0
+local key = os.getenv("{API_KEY_ENV}")
+local headers = {{ ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. key }}
+setup = function(thread) end
+init = function(args) n = math.random(0, {customers}) end
+request = function()
+  n = n + 1
+  local phone = string.format("+4477%08d", (n * 7919) % {customers})
+  local body = string.format('{{"channel":"%s","identifiers":{{"phone":"%s"}},"text":"%s"}}',
+    channels[n % #channels + 1], phone, texts[n % #texts + 1])
+  return wrk.format("POST", "/v1/messages", headers, body)
+end
+"#,
+        texts = texts.join(", "),
+        channels = channels.join(", "),
+    )
+}
+
+/// wrk's latency as milliseconds (`812.00us`, `3.21ms`, `1.02s`).
+fn parse_latency(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let (num, scale) = if let Some(v) = s.strip_suffix("us") {
+        (v, 0.001)
+    } else if let Some(v) = s.strip_suffix("ms") {
+        (v, 1.0)
+    } else if let Some(v) = s.strip_suffix('s') {
+        (v, 1000.0)
+    } else {
+        return None;
+    };
+    num.parse::<f64>().ok().map(|v| v * scale)
+}
+
+/// The numbers in wrk's `--latency` report.
+fn parse_wrk(out: &str) -> anyhow::Result<(u64, f64, f64, f64, f64, u64, u64)> {
+    let pct = |p: &str| -> Option<f64> {
+        out.lines().map(str::trim).find_map(|l| l.strip_prefix(p).and_then(parse_latency))
+    };
+    let (p50, p90, p99) = (pct("50%"), pct("90%"), pct("99%"));
+    let rps = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:").and_then(|v| v.trim().parse::<f64>().ok()));
+    let requests = out.lines().find_map(|l| {
+        let l = l.trim();
+        l.contains("requests in").then(|| l.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))?
+    });
+    let non_2xx = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:").and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0);
+    let socket_errors = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Socket errors:"))
+        .map(|rest| {
+            rest.split(',')
+                .filter_map(|part| part.split_whitespace().last().and_then(|n| n.parse::<u64>().ok()))
+                .sum()
+        })
+        .unwrap_or(0);
+    match (requests, rps, p50, p90, p99) {
+        (Some(r), Some(rps), Some(a), Some(b), Some(c)) => Ok((r, rps, a, b, c, non_2xx, socket_errors)),
+        _ => bail!("could not read wrk's report:\n{out}"),
+    }
+}
+
+/// The label lists and catalogue the bench's jobs train.
+struct Specs {
+    intent: Vec<String>,
+    emotion: Vec<String>,
+    items: Vec<String>,
+}
+
+/// Writes one participant's data (intent: CLINC150; emotion: a GoEmotions slice; recommend: Online
+/// Retail) into its store.
+fn import(
+    shared: &Path,
+    cfg: &hearth_participant::ParticipantConfig,
+    pass: &zeroize::Zeroizing<String>,
+) -> anyhow::Result<Specs> {
+    let clinc = shared.join("clinc150/data_full.json");
+    let text = std::fs::read_to_string(&clinc)
+        .with_context(|| format!("reading {} (set --data-dir or HEARTH_DATA_DIR)", clinc.display()))?;
+    let intent =
+        hearth_models::parse_clinc150(&text).with_context(|| format!("parsing {}", clinc.display()))?;
+    let mut intent_labels: Vec<String> = intent.train.iter().map(|e| e.label.clone()).collect();
+    intent_labels.sort();
+    intent_labels.dedup();
+    let ek = shared.join("goemotions/ekman");
+    let read = |f: &str| {
+        std::fs::read_to_string(ek.join(f)).with_context(|| format!("reading {}", ek.join(f).display()))
+    };
+    let labels = hearth_models::emotion::parse_emotion_labels(&read("labels.txt")?)?;
+    let emotions = hearth_models::emotion::parse_goemotions(&read("train.tsv")?, &labels);
+    let retail = shared.join("online-retail/transactions.csv");
+    let rows = hearth_models::recommend::data::parse_transactions(
+        &std::fs::read_to_string(&retail).with_context(|| format!("reading {}", retail.display()))?,
+    )?
+    .examples;
+    let (purchases, _) = hearth_models::recommend::data::clean(&rows);
+    let items = hearth_models::recommend::data::catalogue(&purchases);
+    let node = hearth_participant::open_node(cfg, "cli:bench", Some(pass))?;
+    node.store.import(&intent.train)?;
+    node.store.import_emotion(&emotions.examples[..emotions.examples.len().min(12_000)])?;
+    node.store.import_transactions(&rows)?;
+    Ok(Specs { intent: intent_labels, emotion: labels, items })
+}
+
+async fn train(conn: &Connection, job_id: &str, spec: ModelSpec) -> anyhow::Result<()> {
+    let mut op = conn.connect().await?;
+    let d = spec.defaults();
+    let emotion = matches!(spec, ModelSpec::Emotion(_));
+    op.submit_job(v1::JobSpec {
+        job_id: job_id.into(),
+        model_spec_json: spec.to_json().into(),
+        rounds: 2,
+        train: Some(v1::TrainParams {
+            local_epochs: d.train.local_epochs,
+            learning_rate: d.train.learning_rate,
+            batch_size: d.train.batch_size,
+            l2: d.train.l2,
+            seed: 1,
+        }),
+        min_participants: 1,
+        round_deadline_s: 300,
+        wait_for_participants: 1,
+        plain_aggregation: true,
+        server_learning_rate: d.server_learning_rate,
+        server_momentum: d.server_momentum,
+        escalation_target_recall: if emotion { 0.7 } else { 0.0 },
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("submitting the {job_id} job"))?;
+    let mut events = op.watch_job(v1::WatchJobRequest { job_id: job_id.into() }).await?.into_inner();
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(600), events.message()).await?? {
+        match ev.kind {
+            Some(job_event::Kind::Failed(f)) => bail!("{job_id}: round {} failed: {}", f.round, f.reason),
+            Some(job_event::Kind::Finished(_)) => return Ok(()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// POSTs one message on the local listener with curl-free plain HTTP; returns the answer.
+async fn probe(addr: &str, key: &str) -> anyhow::Result<serde_json::Value> {
+    use http_body_util::{BodyExt, Full};
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    let body = serde_json::json!({"channel": "app", "identifiers": {"phone": "+447700000001"}, "text": "what is my balance"});
+    let req = http::Request::post("/v1/messages")
+        .header("host", "localhost")
+        .header("authorization", format!("Bearer {key}"))
+        .body(Full::new(bytes::Bytes::from(body.to_string())))?;
+    let resp = send.send_request(req).await?;
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+/// Runs the benchmark and prints the table (or JSON).
+pub async fn run(a: ServeBenchArgs) -> anyhow::Result<()> {
+    if std::process::Command::new("wrk").arg("--version").output().is_err() {
+        bail!("hearth bench serve needs the wrk load generator: apt-get install -y wrk");
+    }
+    let tmp = tempfile::Builder::new().prefix("hearth-bench-serve-").tempdir()?;
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("logs"))?;
+    let pki_dir = dir.join("pki");
+    let name = "bench".to_string();
+    crate::pki::init(&crate::pki::InitArgs {
+        dir: pki_dir.clone(),
+        consortium: "Hearth bench".into(),
+        participants: vec![name.clone()],
+        dns: vec![],
+        ip: vec![],
+        suite: hearth_crypto::SuiteId::International,
+    })?;
+    let passphrase = zeroize::Zeroizing::new(hex::encode(rand::random::<[u8; 24]>()));
+    let api_key = hex::encode(rand::random::<[u8; 24]>());
+    let keystore = hearth_node::config::KeystoreConfig {
+        argon2_memory_kib: 19 * 1024,
+        argon2_iterations: 2,
+        ..Default::default()
+    };
+    let data_dir = dir.join("participants").join(&name);
+    let rules = dir.join("bench-rules.toml");
+    std::fs::write(
+        &rules,
+        hearth_participant::service::rules::DEFAULT_RULES.replace(", workflow = \"compensation\"", ""),
+    )?;
+    let mut service =
+        hearth_participant::service::ServiceConfig { rules_file: Some(rules), ..Default::default() };
+    service.local.listen = Some("127.0.0.1:0".into());
+    let cfg = hearth_participant::ParticipantConfig {
+        data_dir: data_dir.clone(),
+        tls: hearth_transport::TlsPaths::in_dir(&pki_dir, &name),
+        keystore: keystore.clone(),
+        ..Default::default()
+    };
+    let specs = if a.no_models { None } else { Some(import(&shared_data(&a), &cfg, &passphrase)?) };
+    let nodes = fleet::Nodes {
+        allow_plain: true,
+        suite: hearth_crypto::SuiteId::International,
+        keystore,
+        passphrase: passphrase.to_string(),
+        service,
+        env: vec![(API_KEY_ENV.into(), api_key.clone())],
+    };
+    let (_fleet, coord_addr, _) = fleet::start(dir, &pki_dir, std::slice::from_ref(&name), &nodes).await?;
+    let local = std::fs::read_to_string(dir.join(format!("{name}.local")))
+        .context("the participant's local listener address")?
+        .trim()
+        .to_string();
+    let t = Instant::now();
+    if let Some(specs) = specs {
+        let conn =
+            Connection { coordinator: coord_addr, coordinator_name: "localhost".into(), tls_dir: pki_dir };
+        eprintln!("training the participant's intent, emotion and recommend models (2 plain rounds each)...");
+        train(&conn, "intent", ModelSpec::Intent(IntentSpec::new(specs.intent, FeatureConfig::default())?))
+            .await?;
+        train(
+            &conn,
+            "emotion",
+            ModelSpec::Emotion(EmotionSpec::new(specs.emotion, FeatureConfig::default())?),
+        )
+        .await?;
+        train(&conn, "recommend", ModelSpec::Recommend(RecommendSpec::with_defaults(specs.items)?)).await?;
+        // Wait until both are calibrated and served.
+        loop {
+            let v = probe(&local, &api_key).await?;
+            if v["intent"].is_object() && v["emotion"].is_object() && v["recommendations"].is_object() {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(900) {
+                bail!("the models were not served: {v}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        eprintln!("models served after {:.0} s", t.elapsed().as_secs_f64());
+    }
+    let first = probe(&local, &api_key).await?;
+    let models = serde_json::json!({
+        "intent": first["intent"].is_object(),
+        "emotion": first["emotion"].is_object(),
+        "recommend": first["recommendations"].is_object(),
+    });
+
+    let script = dir.join("messages.lua");
+    std::fs::write(&script, lua_script(a.customers.max(1)))?;
+    let out = tokio::process::Command::new("wrk")
+        .args([
+            "-t",
+            &a.threads.max(1).to_string(),
+            "-c",
+            &a.connections.max(1).to_string(),
+            "-d",
+            &format!("{}s", a.seconds.max(1)),
+            "--latency",
+            "-s",
+        ])
+        .arg(&script)
+        .arg(format!("http://{local}"))
+        .env(API_KEY_ENV, &api_key)
+        .output()
+        .await
+        .context("running wrk")?;
+    let report = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("wrk failed ({}): {}{}", out.status, report, String::from_utf8_lossy(&out.stderr));
+    }
+    let (requests, rps, p50, p90, p99, non_2xx, socket_errors) = parse_wrk(&report)?;
+    let r = ServeBench {
+        endpoint: "POST /v1/messages",
+        connections: a.connections,
+        threads: a.threads,
+        seconds: a.seconds,
+        requests,
+        rps,
+        p50_ms: p50,
+        p90_ms: p90,
+        p99_ms: p99,
+        non_2xx,
+        socket_errors,
+        models,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "{:<20} {:>5} {:>7} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7}  models",
+            "endpoint", "conns", "seconds", "requests", "rps", "p50_ms", "p90_ms", "p99_ms", "non_2xx"
+        );
+        println!(
+            "{:<20} {:>5} {:>7} {:>9} {:>9.0} {:>7.2} {:>7.2} {:>7.2} {:>7}  {}",
+            r.endpoint,
+            r.connections,
+            r.seconds,
+            r.requests,
+            r.rps,
+            r.p50_ms,
+            r.p90_ms,
+            r.p99_ms,
+            r.non_2xx,
+            r.models
+        );
+    }
+    if non_2xx > 0 || socket_errors > 0 {
+        eprintln!(
+            "warning: {non_2xx} non-2xx answers and {socket_errors} socket errors; see {}",
+            dir.join("logs").display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_wrk_reports() {
+        let out = "Running 10s test @ http://127.0.0.1:1234\n  1 threads and 16 connections\n  Thread Stats   Avg      Stdev     Max   +/- Stdev\n    Latency     2.10ms    1.00ms  20.00ms   90.00%\n  Latency Distribution\n     50%  812.00us\n     75%    1.50ms\n     90%    2.50ms\n     99%    7.25ms\n  61234 requests in 10.00s, 30.00MB read\n  Socket errors: connect 0, read 2, write 0, timeout 1\n  Non-2xx or 3xx responses: 3\nRequests/sec:   6123.40\nTransfer/sec:      3.00MB\n";
+        let (req, rps, p50, p90, p99, non2xx, sock) = parse_wrk(out).unwrap();
+        assert_eq!((req, non2xx, sock), (61234, 3, 3));
+        assert!((rps - 6123.4).abs() < 1e-6 && (p50 - 0.812).abs() < 1e-9 && p90 == 2.5 && p99 == 7.25);
+        assert!(parse_wrk("garbage").is_err());
+        assert!(lua_script(10).contains("Bearer"));
+    }
+}
