@@ -163,3 +163,45 @@ fn demo_runs_all_three_tasks_and_reports_each_in_json() {
         assert!(text.contains(&format!("job:       demo-{family}, version 2")), "{text}");
     }
 }
+
+#[test]
+fn demo_dp_trains_privately_and_reports_the_epsilon_the_ledger_charged() {
+    // The DP run's plumbing end to end on a slice (the accuracy bar on full CLINC150 is measured by
+    // `models/tests/clinc150_dp_simulation.rs` and by `hearth demo --dp` itself): a DPO policy installed,
+    // DP-SGD rounds under secure aggregation, the charge read back from the budget ledger.
+    let (train, test) = clinc_slice(6);
+    let dir = tempfile::tempdir().unwrap();
+    let (tr, te) = (dir.path().join("train.csv"), dir.path().join("test.csv"));
+    write_csv(&tr, &train);
+    write_csv(&te, &test);
+    let work = dir.path().join("work");
+    let out = hearth_ok(&[
+        "demo",
+        "--no-serve",
+        "--json",
+        "--dp",
+        "--participants",
+        "4",
+        "--rounds",
+        "3",
+        "--train",
+        s(&tr),
+        "--test",
+        s(&te),
+        "--dir",
+        s(&work),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p = &v["private"];
+    for k in ["accuracy", "macro_f1"] {
+        let x = p[k].as_f64().unwrap_or_else(|| panic!("private.{k} missing: {v}"));
+        assert!((0.0..=1.0).contains(&x), "private.{k} = {x}");
+    }
+    let epsilon = p["epsilon"].as_f64().unwrap();
+    assert!(epsilon > 0.0 && epsilon <= 8.0, "the ledger charged epsilon {epsilon}");
+    assert_eq!(p["delta"], 1e-5);
+    assert_eq!(p["rows"].as_array().unwrap().len(), 3, "{p}");
+    assert!(p["rows"].as_array().unwrap().iter().all(|r| r["participants"] == 4), "{p}");
+    // Beside it, the non-private run of the same demo.
+    assert!(v["federated"]["accuracy"].is_f64(), "{v}");
+}
