@@ -24,10 +24,9 @@
 //! worst case over every `k` in `[n_min, cohort]` rather than assuming more survivors is always better.
 //! A round with fewer than `n_min` survivors must abort without unmasking (the coordinator's rule).
 
-use dashu::rational::RBig;
 use serde::{Deserialize, Serialize};
 
-use super::{add_each, draw_discrete_gaussian, positive, rational, MechanismError};
+use super::{positive, GaussianDraws, MechanismError};
 use crate::accountant::{AccountantError, RdpMechanism};
 
 /// Largest cohort the privacy map iterates over; far above any consortium.
@@ -56,7 +55,7 @@ pub struct DistributedDiscreteGaussianSpec {
 #[serde(try_from = "DistributedDiscreteGaussianSpec", into = "DistributedDiscreteGaussianSpec")]
 pub struct DistributedDiscreteGaussian {
     spec: DistributedDiscreteGaussianSpec,
-    exact_local_scale: RBig,
+    draws: GaussianDraws,
 }
 
 impl TryFrom<DistributedDiscreteGaussianSpec> for DistributedDiscreteGaussian {
@@ -90,8 +89,8 @@ impl DistributedDiscreteGaussian {
         if spec.dimension == 0 {
             return Err(invalid("dimension", 0.0, "at least 1"));
         }
-        let exact_local_scale = rational("local_scale", spec.local_scale)?;
-        Ok(Self { spec, exact_local_scale })
+        let draws = GaussianDraws::new("local_scale", spec.local_scale)?;
+        Ok(Self { spec, draws })
     }
 
     /// Calibrates the shares so that any `min_survivors` or more of them sum to noise of standard
@@ -128,12 +127,23 @@ impl DistributedDiscreteGaussian {
 
     /// One participant's share for one coordinate: an exact `N_Z(0, local_scale^2)` draw.
     pub fn sample_share(&self) -> Result<i64, MechanismError> {
-        draw_discrete_gaussian(&self.exact_local_scale)
+        self.draws.one()
     }
 
-    /// Adds this participant's share to each coordinate of its quantised update, in place.
+    /// Adds this participant's share to each coordinate of its quantised update, in place: about 0.1
+    /// microsecond a coordinate (see `mechanism/sampler.rs`).
     pub fn add_share(&self, values: &mut [i64]) -> Result<(), MechanismError> {
-        add_each(values, || self.sample_share())
+        self.draws.add_to(values)
+    }
+
+    /// [`Self::add_share`] with the draws taken from a ChaCha20 generator keyed by `seed`, so that a
+    /// simulation replays exactly (the same exact sampler; scales outside its range fall back to
+    /// OpenDP's, which is never seeded). Only with the `seeded-noise` feature, which no service enables:
+    /// noise its caller can replay protects nothing.
+    #[cfg(feature = "seeded-noise")]
+    pub fn add_share_seeded(&self, values: &mut [i64], seed: [u8; 32]) -> Result<(), MechanismError> {
+        use rand_chacha::rand_core::SeedableRng;
+        self.draws.add_to_with(values, &mut rand_chacha::ChaCha20Rng::from_seed(seed))
     }
 
     /// `tau_k` of Theorem 1 for every `k` in `1..=last` (index `k - 1`), in one pass.
