@@ -11,6 +11,8 @@
 //! - `linear` (private): the linear model over features and the sparse mini-batch SGD loop that intent
 //!   and emotion share; a family adds only its loss.
 //! - [`train`]: training hyper-parameters, and local training of the intent classifier.
+//! - [`dp`]: differentially private training of the intent classifier: one round is one DP-SGD step
+//!   whose noise the participants add as discrete Gaussian shares under secure aggregation.
 //! - [`eval`]: accuracy, macro-F1, in-scope accuracy and out-of-scope recall as the CLINC150 paper reports
 //!   them; the out-of-scope threshold.
 //! - [`mod@file`]: the model file format (version, family, dimensions, calibration, checksum), and
@@ -28,6 +30,7 @@
 pub mod baseline;
 pub mod card;
 pub mod data;
+pub mod dp;
 pub mod emotion;
 pub mod eval;
 pub mod features;
@@ -46,6 +49,10 @@ pub use card::{DataCard, ModelCard, PrivacyCard, TrainingCard, CARD_KEY};
 pub use data::{
     check_text, detect_format, parse_clinc150, parse_labelled, text_from_utf8, Clinc150, ImportReport,
     InputFormat, RowError,
+};
+pub use dp::{
+    clipped_gradient_sum, noise_share, ClippedSum, DpConfig, DpError, DpParams, DpPlan, DpServer, Grid,
+    PrivacyTarget, RoundShape,
 };
 pub use emotion::{EmotionExample, EmotionModel, EmotionPrediction, EmotionSpec, Escalation};
 pub use eval::{choose_oos_threshold, evaluate, Confusion, Metrics};
