@@ -677,6 +677,18 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
                     received: r.responded() as u32,
                     invited: members.len() as u32,
                 });
+                // The masked inputs are now fixed: with fewer than min_participants of them the sum is never
+                // unmasked (for a DP round or a query, fewer noise shares than calibrated; for any round,
+                // too small a crowd to hide in).
+                if r.responded() < spec.min_participants as usize {
+                    let got = r.responded();
+                    drop(g);
+                    lock(&slot.round).take();
+                    return Err(format!(
+                        "round {round}: {got} masked inputs, fewer than the {} required; aborted before unmasking",
+                        spec.min_participants
+                    ));
+                }
             }
             match r.close_phase(next) {
                 Ok(PhaseOutcome::Relay(messages)) => Ok(Some(messages)),

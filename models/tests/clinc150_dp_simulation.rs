@@ -1,45 +1,58 @@
 //! Differentially private federated training on the real CLINC150 data, through the production noise
 //! path: 5 institutions (Dirichlet 0.5, seed 42), record-level epsilon 8 at delta 1e-5, every round one
 //! DP-SGD step. Each institution computes its clipped-gradient sum, quantises it with the
-//! secure-aggregation quantiser (`hearth_crypto::secagg::Quantizer`, 32-bit ring), adds its exact
-//! discrete Gaussian share (`hearth_models::noise_share`, drawn from the operating system's randomness
-//! as a participant does); the shares are summed modulo 2^32 (what unmasking a secure-aggregation round
+//! secure-aggregation quantiser (`hearth_crypto::secagg::Quantizer`, 32-bit ring) and adds its exact
+//! discrete Gaussian share; the shares are summed modulo 2^32 (what unmasking a secure-aggregation round
 //! yields: the masks cancel exactly, so they are left out here and tested in `hearth_crypto`), decoded,
 //! and the coordinator's `DpServer` takes the step. The epsilon is the one the budget ledger charges for
 //! this job (`DpConfig::training_plan`).
 //!
+//! The shares come from the production sampler keyed by a seed (`add_share_seeded`, feature
+//! `seeded-noise`) rather than from the operating system, and the quantiser's rounding from a seeded
+//! generator, so that a run replays: the test accuracy of a DP model varies from one noise draw to the
+//! next (mostly through the out-of-scope threshold chosen on the validation set), so an unseeded test
+//! would fail now and then whatever the code does. Measured over the noise seeds 42 and 1 to 9 with this
+//! configuration: accuracy 0.799 on average, standard deviation 0.007, lowest 0.785 (the same-features
+//! non-private model: 0.831). One share is also drawn the production way (`noise_share`, keyed from
+//! the operating system) and timed.
+//!
 //! The private model must come within 5 points of test accuracy of the non-private federated model
 //! (FedAvgM, the demo's defaults) on the same split with the same features. The DP model uses 4096
 //! hash buckets instead of the default 32 768: its accuracy hardly depends on the dimension (the
-//! features have unit norm, so the noise a logit receives does not grow with it; measured: within a
-//! point at 16 384), while the noise every participant draws, quantises and masks each round grows
-//! with it. The non-private model at the default dimension is printed too, and checked against a wider
-//! margin.
+//! features have unit norm, so the noise a logit receives does not grow with it; measured: half a point
+//! better at 16 384), while the noise every participant draws, quantises and masks each round grows
+//! with it. The non-private model at the default dimension is printed too, and checked with a margin of
+//! 6 points.
 //!
 //! ```sh
 //! cargo test --release -p hearth-models --test clinc150_dp_simulation -- --nocapture
 //! ```
-//! Environment overrides for tuning runs: `DIM CLIP ROUNDS NMIN SLR BETA BIAS_SCALE EPS`.
+//! Environment overrides for tuning runs: `DIM CLIP ROUNDS NMIN SLR BETA BIAS_SCALE EPS SEED`.
 
 use std::time::{Duration, Instant};
 
-use hearth_crypto::secagg::{os_rng, Quantizer, QuantizerSpec};
+use chacha20::rand_core::SeedableRng as _;
+use hearth_crypto::secagg::{Quantizer, QuantizerSpec};
 use hearth_models::*;
-use hearth_policies::Charge;
+use hearth_policies::{Charge, DistributedDiscreteGaussian};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
 mod common;
 use common::{env, fedavgm, read_data};
 
-/// The chosen configuration (the sweep behind it is in the commit message that introduced it).
+/// The chosen configuration (the sweep behind it is in the commit that introduced it).
 const DIM: u32 = 4096;
 const CLIP: f64 = 0.1;
 const ROUNDS: u64 = 100;
 /// Every record every round: the only sampling rate at which the discrete shares' accounting is as tight
 /// as the Gaussian's (see `hearth_models::dp`).
 const SAMPLING_RATE: f64 = 1.0;
-const MIN_SURVIVORS: u32 = 4;
+/// Shares calibrated so that all 5 together carry the noise: a round from which an institution drops
+/// out after uploading cannot be unmasked and is retried. With 4 (one drop-out tolerated) every round
+/// carries 12% more noise than needed when all 5 answer, which cost a point of mean accuracy (0.788,
+/// standard deviation 0.011, over 8 noise seeds against 0.799 over 10).
+const MIN_SURVIVORS: u32 = 5;
 const SERVER_LR: f64 = 200.0;
 const SERVER_MOMENTUM: f64 = 0.9;
 const BIAS_SCALE: f64 = 0.3;
@@ -98,50 +111,34 @@ fn non_private(d: &Clinc150, labels: &[String], dim: u32) -> Run {
     Run { metrics: evaluate_params(&spec, params, d), secs: t.elapsed().as_secs_f64() }
 }
 
-fn np_diag(d: &Clinc150, labels: &[String], dim: u32) {
-    let spec = IntentSpec::new(labels.to_vec(), features(dim)).unwrap();
-    let shards = shards(&spec, d);
-    let tp = TrainParams::default();
-    let params = fedavgm(
-        vec![0.0; spec.num_params()],
-        &shards,
-        DEFAULT_ROUNDS,
-        1.0,
-        f64::from(DEFAULT_SERVER_MOMENTUM),
-        |local, shard, r, i| {
-            let p = TrainParams { seed: tp.seed ^ (r * 31 + i as u64), ..tp.clone() };
-            train_local(&spec, local, shard, &p).unwrap().examples
-        },
-        |_, _| {},
-    );
-    let mut m = IntentModel::from_params(spec.clone(), params).unwrap();
-    eprintln!("NP thr {}", choose_oos_threshold(&m, &d.val));
-    for t in [0.1f32, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7] {
-        m.oos_threshold = Some(t);
-        let v = evaluate(&m, &d.val);
-        let te = evaluate(&m, &d.test);
-        eprintln!(
-            "NP  thr {t}: val acc {:.4} (oos {:.3})  test acc {:.4} in {:.4} oos {:.4}",
-            v.accuracy, v.oos_recall, te.accuracy, te.in_scope_accuracy, te.oos_recall
-        );
-    }
+/// A 32-byte seed for round `round` of institution `institution`.
+fn seed(base: u64, round: u64, institution: usize, stream: u8) -> [u8; 32] {
+    let mut s = [0u8; 32];
+    s[..8].copy_from_slice(&base.to_le_bytes());
+    s[8..16].copy_from_slice(&round.to_le_bytes());
+    s[16..24].copy_from_slice(&(institution as u64).to_le_bytes());
+    s[24] = stream;
+    s
 }
 
 /// One institution's upload for one round: its clipped-gradient sum, quantised, plus its noise share.
 /// Returns the ring words and the time spent drawing the noise.
+#[allow(clippy::too_many_arguments)]
 fn upload(
     spec: &IntentSpec,
     global: &[f32],
     shard: &EncodedSet,
     cfg: &DpConfig,
     quantizer: &Quantizer,
-    share: &hearth_policies::DistributedDiscreteGaussian,
+    share: &DistributedDiscreteGaussian,
     sampling_rng: &mut ChaCha20Rng,
+    seeds: ([u8; 32], [u8; 32]),
 ) -> (Vec<u32>, Duration) {
     let sum = clipped_gradient_sum(spec, global, shard, cfg, sampling_rng).unwrap();
-    let mut words = quantizer.encode(&sum.values, &mut os_rng().unwrap()).unwrap();
+    let mut words = quantizer.encode(&sum.values, &mut chacha20::ChaCha20Rng::from_seed(seeds.0)).unwrap();
     let t = Instant::now();
-    let noise = noise_share(share, words.len()).unwrap();
+    let mut noise = vec![0i64; words.len()];
+    share.add_share_seeded(&mut noise, seeds.1).unwrap();
     let noise_time = t.elapsed();
     quantizer.add_integer_noise(&mut words, &noise).unwrap();
     (words, noise_time)
@@ -198,34 +195,22 @@ fn dp_federated_training_at_epsilon_8_comes_within_5_points_of_non_private() {
 
     let mut server = DpServer::new(&spec, &cfg, server_lr, momentum, records).unwrap();
     let mut global = vec![0.0f32; spec.num_params()];
-    // Poisson sampling is seeded for reproducibility (with the default rate 1 it draws nothing); the
-    // noise and the quantiser's rounding come from the operating system, as on a participant.
+    // Every random choice is seeded (see the module documentation); with the default rate 1 the Poisson
+    // sampling draws nothing.
+    let base_seed: u64 = env("SEED", 42);
     let mut sampling: Vec<ChaCha20Rng> =
-        (0..shards.len()).map(|i| ChaCha20Rng::seed_from_u64(42 + i as u64)).collect();
+        (0..shards.len()).map(|i| ChaCha20Rng::seed_from_u64(base_seed ^ ((i as u64) << 32))).collect();
     let mut noise_time = Duration::ZERO;
-    let gauss = std::env::var("GAUSS").is_ok();
-    let mut grng = ChaCha20Rng::seed_from_u64(env("SEED", 42u64));
-    let agg = rand_distr::Normal::new(0.0, cfg.share_std() * f64::from(cohort).sqrt()).unwrap();
-    for _ in 0..rounds {
-        if gauss {
-            use rand_distr::Distribution;
-            let mut noisy: Vec<f64> = (0..global.len()).map(|_| agg.sample(&mut grng)).collect();
-            for (shard, rng) in shards.iter().zip(sampling.iter_mut()) {
-                let s = clipped_gradient_sum(&spec, &global, shard, &cfg, rng).unwrap();
-                for (e, v) in noisy.iter_mut().zip(&s.values) {
-                    *e += f64::from(*v);
-                }
-            }
-            server.step(&mut global, &noisy).unwrap();
-            continue;
-        }
+    for r in 0..rounds {
         let uploads: Vec<(Vec<u32>, Duration)> = std::thread::scope(|s| {
             let handles: Vec<_> = shards
                 .iter()
                 .zip(sampling.iter_mut())
-                .map(|(shard, rng)| {
+                .enumerate()
+                .map(|(i, (shard, rng))| {
                     let (spec, global, cfg, quantizer, share) = (&spec, &global, &cfg, &quantizer, &share);
-                    s.spawn(move || upload(spec, global, shard, cfg, quantizer, share, rng))
+                    let seeds = (seed(base_seed, r, i, 0), seed(base_seed, r, i, 1));
+                    s.spawn(move || upload(spec, global, shard, cfg, quantizer, share, rng, seeds))
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -237,59 +222,21 @@ fn dp_federated_training_at_epsilon_8_comes_within_5_points_of_non_private() {
                 *s = s.wrapping_add(*w);
             }
         }
-        let decoded = quantizer.decode_sum(&ring_sum);
-        if std::env::var("DEBUGN").is_ok() {
-            let mut exact = vec![0f64; global.len()];
-            for (shard, rng) in shards.iter().zip(sampling.iter_mut()) {
-                let s = clipped_gradient_sum(&spec, &global, shard, &cfg, rng).unwrap();
-                for (e, v) in exact.iter_mut().zip(&s.values) {
-                    *e += f64::from(*v);
-                }
-            }
-            let err: Vec<f64> = decoded.iter().zip(&exact).map(|(a, b)| a - b).collect();
-            let m = err.iter().sum::<f64>() / err.len() as f64;
-            let v = err.iter().map(|x| (x - m).powi(2)).sum::<f64>() / err.len() as f64;
-            let k = err.iter().map(|x| (x - m).powi(4)).sum::<f64>() / err.len() as f64 / (v * v);
-            let big = exact.iter().map(|x| x.abs()).fold(0.0, f64::max);
-            eprintln!(
-                "noise mean {m:.5} std {:.5} kurt {k:.3} expected std {:.5}; max |sum| {big:.3}",
-                v.sqrt(),
-                cfg.share_std() * 5f64.sqrt()
-            );
-        }
-        server.step(&mut global, &decoded).unwrap();
-    }
-    {
-        let oos = spec.labels.iter().position(|l| l == "oos").unwrap();
-        let c = spec.labels.len();
-        let b = &global[global.len() - c..];
-        let mean_b = b.iter().sum::<f32>() / c as f32;
-        let mut m = IntentModel::from_params(spec.clone(), global.clone()).unwrap();
-        let thr = choose_oos_threshold(&m, &d.val);
-        m.oos_threshold = None;
-        let as_class = evaluate(&m, &d.test).oos_recall;
-        eprintln!(
-            "DIAGX oos bias {:.3} (mean bias {mean_b:.3}) thr {thr} oos-as-class recall {as_class:.3}",
-            b[oos]
-        );
-        for t in [0.1f32, 0.2, 0.3, 0.4, 0.5] {
-            m.oos_threshold = Some(t);
-            let v = evaluate(&m, &d.val);
-            let te = evaluate(&m, &d.test);
-            eprintln!(
-                "DIAGX  thr {t}: val acc {:.4} (oos {:.3})  test acc {:.4} in {:.4} oos {:.4}",
-                v.accuracy, v.oos_recall, te.accuracy, te.in_scope_accuracy, te.oos_recall
-            );
-        }
+        server.step(&mut global, &quantizer.decode_sum(&ring_sum)).unwrap();
     }
     let private = Run { metrics: evaluate_params(&spec, global, &d), secs: t.elapsed().as_secs_f64() };
+    // The production path: one share keyed from the operating system.
+    let t_share = Instant::now();
+    let production = noise_share(&share, n as usize).unwrap();
+    let production_time = t_share.elapsed();
+    let local = share.spec().local_scale;
+    let variance = production.iter().map(|&z| (z as f64).powi(2)).sum::<f64>() / n as f64;
+    // 618 647 draws: relative standard error of the variance 0.18%; a band of 5 of them.
+    assert!((variance / (local * local) - 1.0).abs() < 0.01, "share variance {variance}, sigma {local}");
     let charged = Charge::Training(cfg.training_plan(&grid).unwrap()).worst_case(target.delta).unwrap();
     let eps_gaussian = cfg.epsilon_gaussian(target.delta, rounds).unwrap();
 
     let same_dim = non_private(&d, &labels, dim);
-    if std::env::var("NPDIAG").is_ok() {
-        np_diag(&d, &labels, dim);
-    }
     let default_dim = FeatureConfig::default().dim;
     let default = (dim != default_dim).then(|| non_private(&d, &labels, default_dim));
 
@@ -297,7 +244,8 @@ fn dp_federated_training_at_epsilon_8_comes_within_5_points_of_non_private() {
         "CLINC150, {INSTITUTIONS} institutions, Dirichlet 0.5, seed 42, {records} records\n\
          DP: dim {dim} ({n} params), clip {}, q {}, sigma {:.4}, rounds {rounds}, min survivors {}/{cohort}, \
          bias scale {}, server lr {server_lr} momentum {momentum}, expected batch {}\n\
-         grid: quantiser clip {:.1}, scale {:.1} levels per unit, headroom {} levels, share sigma {:.0} levels",
+         grid: quantiser clip {:.1}, scale {:.1} levels per unit, headroom {} levels, \
+         share sigma {:.0} levels",
         cfg.clip_norm(),
         cfg.sampling_rate(),
         cfg.noise_multiplier(),
@@ -316,11 +264,13 @@ fn dp_federated_training_at_epsilon_8_comes_within_5_points_of_non_private() {
     show(&format!("private dim {dim}"), &private);
     eprintln!(
         "epsilon charged at delta {:e}: {:.4} (discrete shares on the grid; the continuous Gaussian would \
-         cost {eps_gaussian:.4})\nnoise shares: {:.1} ms per institution per round ({:.0} ns per coordinate)",
+         cost {eps_gaussian:.4})\nnoise shares: {:.1} ms per institution per round ({:.0} ns per coordinate, \
+         {INSTITUTIONS} threads on the machine's cores); one share with noise_share alone: {:.1} ms",
         target.delta,
         charged.epsilon,
         noise_time.as_secs_f64() * 1e3 / (rounds as f64 * INSTITUTIONS as f64),
         noise_time.as_secs_f64() * 1e9 / (rounds as f64 * INSTITUTIONS as f64 * n as f64),
+        production_time.as_secs_f64() * 1e3,
     );
 
     assert!(charged.epsilon <= target.epsilon, "charged epsilon {}", charged.epsilon);
@@ -332,7 +282,7 @@ fn dp_federated_training_at_epsilon_8_comes_within_5_points_of_non_private() {
     );
     if let Some(b) = &default {
         assert!(
-            private.metrics.accuracy >= b.metrics.accuracy - 0.07,
+            private.metrics.accuracy >= b.metrics.accuracy - 0.06,
             "private accuracy {} vs non-private {} at the default dimension",
             private.metrics.accuracy,
             b.metrics.accuracy

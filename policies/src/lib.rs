@@ -12,7 +12,8 @@
 //!   work a budget cannot pay for; a [`Charge`] names the mechanism, never a hand-typed epsilon.
 //! - [`mechanism`]: the noise mechanisms, each a value with its privacy map: [`DiscreteGaussian`],
 //!   [`DiscreteLaplace`], [`DistributedDiscreteGaussian`] (secure aggregation, drop-outs) and
-//!   [`PoissonSubsampled`]; exact sampling through OpenDP.
+//!   [`PoissonSubsampled`]; exact sampling (the discrete Gaussian by an integer implementation of
+//!   Canonne, Kamath and Steinke's algorithm, tested against OpenDP's; the discrete Laplace by OpenDP's).
 //!
 //! # The simple path
 //! A service parses the DPO's policy once, keeps one [`Ledger`] behind a lock (persisting it after

@@ -41,7 +41,9 @@
 //! periodically reseeded from the operating system), which OpenDP itself labels "non-secure" relative
 //! to its OpenSSL option. The crate feature `openssl-rng` switches OpenDP to OpenSSL's
 //! `RAND_priv_bytes`, at the cost of building OpenSSL from C source (measured in `policies/README.md`).
-//! Noise is never seeded from the caller, so it cannot be replayed.
+//! Noise is never seeded from the caller, so it cannot be replayed; the one exception,
+//! `DistributedDiscreteGaussian::add_share_seeded`, exists only with the `seeded-noise` feature, for
+//! simulations that must be reproducible.
 
 mod distributed;
 mod sampler;
@@ -161,8 +163,11 @@ impl GaussianDraws {
 
     /// Adds an independent draw to each coordinate, refusing on overflow.
     fn add_to(&self, values: &mut [i64]) -> Result<(), MechanismError> {
-        let mut rng = os_rng()?;
-        add_each(values, || self.draw(&mut rng))
+        self.add_to_with(values, &mut os_rng()?)
+    }
+
+    fn add_to_with(&self, values: &mut [i64], rng: &mut ChaCha20Rng) -> Result<(), MechanismError> {
+        add_each(values, || self.draw(rng))
     }
 }
 

@@ -136,6 +136,16 @@ impl DistributedDiscreteGaussian {
         self.draws.add_to(values)
     }
 
+    /// [`Self::add_share`] with the draws taken from a ChaCha20 generator keyed by `seed`, so that a
+    /// simulation replays exactly (the same exact sampler; scales outside its range fall back to
+    /// OpenDP's, which is never seeded). Only with the `seeded-noise` feature, which no service enables:
+    /// noise its caller can replay protects nothing.
+    #[cfg(feature = "seeded-noise")]
+    pub fn add_share_seeded(&self, values: &mut [i64], seed: [u8; 32]) -> Result<(), MechanismError> {
+        use rand_chacha::rand_core::SeedableRng;
+        self.draws.add_to_with(values, &mut rand_chacha::ChaCha20Rng::from_seed(seed))
+    }
+
     /// `tau_k` of Theorem 1 for every `k` in `1..=last` (index `k - 1`), in one pass.
     fn taus(&self, last: u32) -> Vec<f64> {
         let s2 = self.spec.local_scale * self.spec.local_scale;
