@@ -18,6 +18,7 @@ use hearth_policies::budget::{Charge, FamilyId, PrivacyUnit, QueryNoise, QueryPl
 use hearth_policies::mechanism::DistributedDiscreteGaussian;
 use hearth_proto::v1::analytics_server::Analytics;
 use hearth_proto::v1::{self, announcement};
+use hearth_proto::SPEND_UNITS;
 use tonic::{Request, Response, Status};
 
 use crate::driver::{run_secure_round, SecureEvent, SecureRoundSpec, Shared};
@@ -25,15 +26,12 @@ use crate::driver::{run_secure_round, SecureEvent, SecureRoundSpec, Shared};
 /// Statistics a participant knows how to count: histograms of intent labels and of primary emotion labels,
 /// and the sum and count (hence mean) of purchase values.
 pub(crate) const STATISTICS: [&str; 3] = ["label", "emotion", "spend"];
-/// Grid units one record's clipped value spans under statistic `spend` (`value_bound` is this many
-/// units), and the units one record adds to the count: each record moves the two coordinates by at most
-/// this much, so the L2 sensitivity is `SPEND_UNITS * sqrt(2)` and the noise is the same, relative to one
-/// record, on both. A value is rounded to 1/`SPEND_UNITS` of the bound.
-pub const SPEND_UNITS: i64 = 100;
 /// The bins of a `spend` query, as its participants send them.
 const SPEND_BINS: [&str; 2] = ["sum", "count"];
 
-/// What one record can change in a query's vector: (L2, L1) sensitivity in grid units.
+/// What one record can change in a query's vector: (L2, L1) sensitivity in grid units. Under `spend` it
+/// moves each of the two coordinates by at most [`SPEND_UNITS`], so the noise is the same, relative to
+/// one record, on the sum and the count.
 fn sensitivity(statistic: &str) -> (f64, f64) {
     if statistic == "spend" {
         let u = SPEND_UNITS as f64;

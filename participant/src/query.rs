@@ -5,13 +5,9 @@
 
 use anyhow::{bail, Context};
 use hearth_policies::mechanism::{DistributedDiscreteGaussian, DistributedDiscreteGaussianSpec};
-use hearth_proto::v1;
+use hearth_proto::{v1, SPEND_UNITS};
 
 use crate::secagg::{self, RelayRx, RoundRef, SecAggIdentity};
-
-/// Grid units of one record under statistic `spend` (the coordinator's `SPEND_UNITS`: one record's clipped
-/// value spans at most this many, and it adds exactly this many to the count).
-const SPEND_UNITS: i64 = 100;
 
 /// What this institution's records contribute to a query, read from its store.
 #[derive(Debug)]

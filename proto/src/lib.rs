@@ -21,6 +21,10 @@ pub const PROTOCOL_VERSION: &str = "1.1";
 /// The protocol's major version: a peer whose major differs is refused at registration.
 pub const PROTOCOL_MAJOR: u32 = 1;
 
+/// Analytics statistic `spend`: grid units one record's clipped value spans (`value_bound` is this many
+/// units), and the units each record adds to the count. Both ends of a query must agree on it.
+pub const SPEND_UNITS: i64 = 100;
+
 /// Largest `data` chunk in a model or update stream, in bytes.
 pub const MAX_CHUNK_BYTES: usize = 1 << 20;
 
