@@ -46,12 +46,7 @@ fn sigma_for_epsilon_3(spec: &IntentSpec) -> f64 {
         min_survivors: 3,
         bias_scale: 1.0,
     };
-    let shape = hearth_models::RoundShape {
-        quantizer_clip: DECLARED_RECORDS as f64,
-        cohort: 100,
-        dimension: spec.num_params() as u64,
-        modulus_bits: 32,
-    };
+    let shape = hearth_models::RoundShape::for_job(1.0, DECLARED_RECORDS, 100, spec.num_params() as u64, 32);
     let target = hearth_models::PrivacyTarget { epsilon: 3.0, delta: 1e-6 };
     hearth_models::DpConfig::plan(base, target, shape).unwrap().config.noise_multiplier()
 }

@@ -218,12 +218,7 @@ pub fn calibrate(
     cohort: u32,
     num_params: u64,
 ) -> anyhow::Result<f64> {
-    let shape = hearth_models::RoundShape {
-        quantizer_clip: base.clip_norm * declared_records.max(1) as f64,
-        cohort,
-        dimension: num_params,
-        modulus_bits: 32,
-    };
+    let shape = hearth_models::RoundShape::for_job(base.clip_norm, declared_records, cohort, num_params, 32);
     let plan = hearth_models::DpConfig::plan(base, target, shape).with_context(|| {
         format!("calibrating the noise for epsilon {}, delta {}", target.epsilon, target.delta)
     })?;

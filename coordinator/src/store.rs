@@ -231,10 +231,9 @@ impl JobPrivacy {
         })
     }
 
-    /// The per-coordinate clip of the rounds' quantiser: no participant's sum of clipped gradients can
-    /// exceed the clip norm times the records declared, so it never biases a sum.
+    /// The per-coordinate clip of the rounds' quantiser.
     pub fn quantizer_clip(&self) -> f64 {
-        self.clipping_norm * self.declared_records.max(1) as f64
+        self.round_shape(self.max_cohort).quantizer_clip
     }
 
     /// Epsilon at [`Self::delta`] after `rounds` committed rounds, as the distributed discrete Gaussian on
@@ -247,12 +246,13 @@ impl JobPrivacy {
 
     /// The shape of a round with `cohort` members.
     pub fn round_shape(&self, cohort: u32) -> hearth_models::RoundShape {
-        hearth_models::RoundShape {
-            quantizer_clip: self.quantizer_clip(),
+        hearth_models::RoundShape::for_job(
+            self.clipping_norm,
+            self.declared_records,
             cohort,
-            dimension: self.dimension,
-            modulus_bits: crate::secagg::MODULUS_BITS,
-        }
+            self.dimension,
+            crate::secagg::MODULUS_BITS,
+        )
     }
 }
 

@@ -407,7 +407,7 @@ impl Federation {
         privacy: v1::PrivacySpec,
         relays: RelayRx,
     ) -> anyhow::Result<()> {
-        use hearth_models::{clipped_gradient_sum, noise_share, DpConfig, DpParams, Grid};
+        use hearth_models::{clipped_gradient_sum, noise_share, DpConfig, DpParams, Grid, RoundShape};
         let who = self.secagg.as_ref().context(
             "invited to a differentially private round but this participant has no protocol signing key",
         )?;
@@ -425,7 +425,10 @@ impl Federation {
         if privacy.privacy_unit != "record" {
             bail!("privacy unit {:?}: this participant clips per record only", privacy.privacy_unit);
         }
-        let expected_clip = privacy.clipping_norm * privacy.declared_records.max(1) as f64;
+        let bits = u8::try_from(setup.modulus_bits).context("modulus bits")?;
+        let expected_clip =
+            RoundShape::for_job(privacy.clipping_norm, privacy.declared_records, 1, open.num_params, bits)
+                .quantizer_clip;
         if (setup.clip - expected_clip).abs() > 1e-9 * expected_clip {
             bail!(
                 "round {} announces a quantiser clip of {}, not clipping_norm x declared_records = {expected_clip}",
@@ -435,7 +438,6 @@ impl Federation {
         }
         let at = secagg::RoundRef::of(&open);
         let inv = secagg::accept(who, &self.id_or_cert(), &at, open.num_params, setup)?;
-        let bits = u8::try_from(setup.modulus_bits).context("modulus bits")?;
         let headroom = config.noise_headroom(setup.clip, inv.cohort(), open.num_params, bits)?;
         if headroom != setup.noise_headroom {
             bail!(

@@ -168,6 +168,20 @@ pub struct RoundShape {
 }
 
 impl RoundShape {
+    /// The rounds of a job whose records' gradients are clipped to `clip_norm` and whose institutions
+    /// declared `declared_records` in all: the quantiser clips each coordinate at `clip_norm *
+    /// declared_records`, which no participant's sum of clipped gradients can exceed, so it never biases
+    /// a sum. The coordinator, every participant and whoever calibrates a job file use this one shape.
+    pub fn for_job(
+        clip_norm: f64,
+        declared_records: u64,
+        cohort: u32,
+        dimension: u64,
+        modulus_bits: u8,
+    ) -> Self {
+        Self { quantizer_clip: clip_norm * declared_records.max(1) as f64, cohort, dimension, modulus_bits }
+    }
+
     fn check(&self) -> Result<(), DpError> {
         if !(self.quantizer_clip > 0.0 && self.quantizer_clip.is_finite()) {
             return Err(invalid("quantizer_clip", self.quantizer_clip, "a finite number > 0"));
