@@ -667,6 +667,7 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
     let mut decode = Some(decode);
     for phase in 0..PHASES {
         wait_until(&slot.changed, settled, deadline).await;
+        tracing::debug!(key = %spec.key, round, phase, at_s = opened.elapsed().as_secs_f64(), "secure-aggregation phase closing");
         let outcome = if phase + 1 < PHASES {
             // The masked upload waits for local work (training, counting): it gets the rest of the round.
             let next = if phase + 1 == 2 { round_deadline } else { phase_deadline(Instant::now()) };

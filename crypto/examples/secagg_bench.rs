@@ -7,8 +7,9 @@
 use std::time::Instant;
 
 use hearth_crypto::secagg::mask::{MaskExpander, Sign};
+use hearth_crypto::secagg::quantize::{Quantizer, QuantizerSpec};
 use hearth_crypto::secagg::simulate::Simulation;
-use hearth_crypto::secagg::{simulate_round, Dropouts};
+use hearth_crypto::secagg::{os_rng, simulate_round, Dropouts};
 use hearth_crypto::suite::{SecretBytes, SuiteId};
 
 fn mb_per_s(bytes: usize, seconds: f64) -> f64 {
@@ -46,6 +47,20 @@ fn mask_expansion(suite: SuiteId, words: usize, reps: usize) {
     );
 }
 
+/// Quantising a client's update: what a participant does before masking.
+fn quantize(words: usize, reps: usize) {
+    let q =
+        Quantizer::new(QuantizerSpec { clip: 1.0, max_summands: 50, noise_headroom: 0, modulus_bits: 32 })
+            .expect("a valid spec");
+    let values: Vec<f32> = (0..words).map(|i| ((i % 2001) as f32 - 1000.0) * 1e-3).collect();
+    let mut rng = os_rng().expect("an OS-seeded generator");
+    let t = Instant::now();
+    for _ in 0..reps {
+        std::hint::black_box(q.encode(&values, &mut rng).expect("no NaN"));
+    }
+    println!("| {words} | {:.2} |", 1e3 * t.elapsed().as_secs_f64() / reps as f64);
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     println!("mask expansion, 4 MiB vectors (MB/s of mask)\n");
@@ -53,6 +68,11 @@ fn main() {
     println!("|---|---|---|---|---|");
     mask_expansion(SuiteId::International, 1 << 20, if quick { 5 } else { 25 });
     mask_expansion(SuiteId::National, 1 << 20, if quick { 1 } else { 3 });
+
+    println!("\nquantisation (clip, scale, randomised rounding)\n");
+    println!("| coordinates | ms per vector |");
+    println!("|---|---|");
+    quantize(1 << 20, if quick { 3 } else { 20 });
 
     println!("\nsimulated rounds (parties run one after another; client = median client; 32-bit ring)\n");
     println!("| suite | n | d | drop-outs | k | t | client s (phases 0-4) | server s (phases 0-4) | sent/client MB | correct | wall s |");

@@ -202,7 +202,13 @@ pub trait CryptoSuite: Send + Sync + fmt::Debug {
     /// Fills `out` with the keystream of `seed` (ChaCha20 with a zero nonce, or SM4-CTR keyed with the
     /// first half of the seed and the second half as the initial counter block). Each seed must feed one
     /// stream only: derive a fresh seed per use.
-    fn keystream(&self, seed: &SecretBytes, out: &mut [u8]);
+    fn keystream(&self, seed: &SecretBytes, out: &mut [u8]) {
+        self.keystream_reader(seed).read(out);
+    }
+
+    /// The same keystream as [`CryptoSuite::keystream`], read in pieces: each `read` continues where the
+    /// last stopped, so a caller can fold a long stream through a small buffer that stays in cache.
+    fn keystream_reader(&self, seed: &SecretBytes) -> Box<dyn KeystreamReader>;
 
     /// A fresh key-agreement key pair: the secret and the encoded public key.
     fn agreement_keypair(&self) -> Result<(SecretBytes, Vec<u8>), CryptoError>;
@@ -230,6 +236,27 @@ fn invalid(what: &'static str, reason: impl fmt::Display) -> CryptoError {
 
 fn kdf_len_err(n: usize) -> CryptoError {
     CryptoError::Length(format!("cannot derive {n} bytes: HKDF produces at most {} bytes", 255 * DIGEST_LEN))
+}
+
+/// A keystream read in pieces; see [`CryptoSuite::keystream_reader`]. The cipher state (which holds the
+/// key) is wiped when the reader is dropped.
+pub trait KeystreamReader: Send {
+    /// Writes the next `out.len()` bytes of the keystream to `out`.
+    fn read(&mut self, out: &mut [u8]);
+}
+
+// A 96-bit-nonce ChaCha20 stream holds 256 GiB and a 128-bit SM4 counter cannot wrap within any buffer
+// this process can hold: masks are far smaller, so neither stream can run out.
+impl KeystreamReader for chacha20::ChaCha20 {
+    fn read(&mut self, out: &mut [u8]) {
+        self.write_keystream(out);
+    }
+}
+
+impl KeystreamReader for ctr::Ctr128BE<Sm4> {
+    fn read(&mut self, out: &mut [u8]) {
+        self.write_keystream(out);
+    }
 }
 
 /// SHA-256, AES-256-GCM, ChaCha20, X25519, ECDSA P-256.
@@ -291,11 +318,8 @@ impl CryptoSuite for International {
         c.decrypt(&Array::from(*nonce), Payload { msg: ciphertext, aad }).map_err(|_| CryptoError::Decrypt)
     }
 
-    fn keystream(&self, seed: &SecretBytes, out: &mut [u8]) {
-        out.fill(0);
-        let mut c = chacha20::ChaCha20::new(&Array::from(*seed.expose()), &Array::from([0u8; 12]));
-        // A 96-bit-nonce ChaCha20 stream holds 256 GiB; masks are far smaller, so this cannot overflow.
-        c.apply_keystream(out);
+    fn keystream_reader(&self, seed: &SecretBytes) -> Box<dyn KeystreamReader> {
+        Box::new(chacha20::ChaCha20::new(&Array::from(*seed.expose()), &Array::from([0u8; 12])))
     }
 
     fn agreement_keypair(&self) -> Result<(SecretBytes, Vec<u8>), CryptoError> {
@@ -430,17 +454,13 @@ impl CryptoSuite for National {
         c.decrypt(&Array::from(*nonce), Payload { msg: ciphertext, aad }).map_err(|_| CryptoError::Decrypt)
     }
 
-    fn keystream(&self, seed: &SecretBytes, out: &mut [u8]) {
+    fn keystream_reader(&self, seed: &SecretBytes) -> Box<dyn KeystreamReader> {
         let s = seed.expose();
-        let mut key = [0u8; 16];
+        let mut key = Zeroizing::new([0u8; 16]);
         let mut iv = [0u8; 16];
         key.copy_from_slice(&s[..16]);
         iv.copy_from_slice(&s[16..]);
-        out.fill(0);
-        let mut c = ctr::Ctr128BE::<Sm4>::new(&Array::from(key), &Array::from(iv));
-        // A 128-bit counter cannot wrap within any buffer this process can hold.
-        c.apply_keystream(out);
-        zeroize::Zeroize::zeroize(&mut key);
+        Box::new(ctr::Ctr128BE::<Sm4>::new(&Array::from(*key), &Array::from(iv)))
     }
 
     fn agreement_keypair(&self) -> Result<(SecretBytes, Vec<u8>), CryptoError> {

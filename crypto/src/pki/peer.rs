@@ -218,14 +218,16 @@ pub fn verify_node_cert(
     {
         return Err(untrusted("it is not signed with ECDSA P-256 and SHA-256"));
     }
-    let sig = p256::ecdsa::Signature::from_der(&cert.signature_value.data)
+    p256::ecdsa::Signature::from_der(&cert.signature_value.data)
         .map_err(|_| untrusted("its signature is not a DER ECDSA signature"))?;
-    {
-        use p256::ecdsa::signature::Verifier;
-        ca_key
-            .verify(cert.tbs_certificate.as_ref(), &sig)
-            .map_err(|_| untrusted("its signature does not verify under the consortium CA key"))?;
-    }
+    // Verified with ring (about 9x faster here than the p256 crate, see `suite.rs`): a participant checks
+    // every roster certificate it has not seen before, 50 of them in its first round of a 50-member cohort.
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::ECDSA_P256_SHA256_ASN1,
+        ca_key.to_sec1_point(false),
+    )
+    .verify(cert.tbs_certificate.as_ref(), &cert.signature_value.data)
+    .map_err(|_| untrusted("its signature does not verify under the consortium CA key"))?;
 
     let secs = at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let now = ASN1Time::from_timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
