@@ -117,6 +117,11 @@ pub struct Row {
     pub dropout: f64,
     pub rounds: u64,
     pub median_round_s: f64,
+    /// Secure rounds: where a round's time goes, as the coordinator saw it. The median over timed rounds
+    /// of each phase's duration (0 keys advertised, 1 shares exchanged, 2 masked inputs in, 3
+    /// consistency signatures in, 4 sum unmasked), then of the commit after phase 4. Empty for plain rounds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub median_phase_s: Vec<f64>,
     pub coordinator_peak_rss_mib: f64,
     /// Encoded bytes one participant sent per round (mean over participants).
     pub bytes_sent_per_participant: u64,
@@ -190,6 +195,9 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             );
         }
         rows.push(row);
+    }
+    if !json && rows.iter().any(|r| !r.median_phase_s.is_empty()) {
+        print_phase_table(&rows);
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -326,13 +334,17 @@ async fn measure(c: Config) -> anyhow::Result<Row> {
         .job_id;
     let mut events = op.watch_job(v1::WatchJobRequest { job_id: job.clone() }).await?.into_inner();
     let mut secs = Vec::new();
+    let mut phases: Vec<Vec<f64>> = Vec::new();
     let mut opened = None;
     while let Some(ev) = events.message().await? {
         match ev.kind {
             Some(job_event::Kind::Opened(o)) if o.round > 1 => opened = Some(Instant::now()),
-            Some(job_event::Kind::Committed(_)) => {
+            Some(job_event::Kind::Committed(c)) => {
                 if let Some(t) = opened.take() {
                     secs.push(t.elapsed().as_secs_f64());
+                    if !c.phase_seconds.is_empty() {
+                        phases.push(phase_durations(&c.phase_seconds, c.seconds));
+                    }
                 }
             }
             Some(job_event::Kind::Failed(f)) => {
@@ -385,9 +397,57 @@ async fn measure(c: Config) -> anyhow::Result<Row> {
         dropout,
         rounds,
         median_round_s: median,
+        median_phase_s: medians(&phases),
         coordinator_peak_rss_mib: rss,
         bytes_sent_per_participant: bytes,
     })
+}
+
+/// Where secure rounds' time goes: the median seconds of each phase, and the round against the plain
+/// round of the same shape measured in this run.
+fn print_phase_table(rows: &[Row]) {
+    println!("\nwhere a secure round's time goes (median seconds, as the coordinator saw it)");
+    println!(
+        "{:>4} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>14}",
+        "n", "d", "dropout", "keys", "shares", "masked", "consist", "unmask", "commit", "secagg/plain"
+    );
+    for r in rows.iter().filter(|r| !r.median_phase_s.is_empty()) {
+        let plain = rows
+            .iter()
+            .find(|p| p.mode == Mode::Plain && p.n == r.n && p.d == r.d && p.dropout == r.dropout)
+            .map_or("-".to_string(), |p| format!("{:.2}x", r.median_round_s / p.median_round_s));
+        let cells: Vec<String> = r.median_phase_s.iter().map(|s| format!("{s:>8.3}")).collect();
+        println!("{:>4} {:>9} {:>7.2} {} {:>14}", r.n, r.d, r.dropout, cells.join(" "), plain);
+    }
+}
+
+/// Durations of the phases whose close times (seconds from the round's opening) are `marks`, then of what
+/// followed up to `total`.
+fn phase_durations(marks: &[f64], total: f64) -> Vec<f64> {
+    let mut last = 0.0;
+    let mut out: Vec<f64> = marks
+        .iter()
+        .map(|&m| {
+            let d = m - last;
+            last = m;
+            d
+        })
+        .collect();
+    out.push((total - last).max(0.0));
+    out
+}
+
+/// The median of each column of `rows` (rows of unequal length are left out).
+fn medians(rows: &[Vec<f64>]) -> Vec<f64> {
+    let width = rows.first().map_or(0, Vec::len);
+    let rows: Vec<&Vec<f64>> = rows.iter().filter(|r| r.len() == width).collect();
+    (0..width)
+        .map(|i| {
+            let mut col: Vec<f64> = rows.iter().map(|r| r[i]).collect();
+            col.sort_by(f64::total_cmp);
+            col[col.len() / 2]
+        })
+        .collect()
 }
 
 /// A participant that answers every round with a small random update, and drops out of some.

@@ -100,6 +100,7 @@ mod tests {
             train_loss: 1.0,
             seconds: 1.0,
             contributors: who.iter().map(|s| s.to_string()).collect(),
+            phase_seconds: Vec::new(),
         };
         let rec = JobRecord {
             id: "emo".into(),

@@ -522,7 +522,15 @@ async fn secure_round(
         } else {
             (r.aggregate(sum, num_params)?, None)
         };
-        Ok(ClosedRound { round, invited: r.members.len(), contributors, opened: r.opened, agg, noisy_sum })
+        Ok(ClosedRound {
+            round,
+            invited: r.members.len(),
+            contributors,
+            opened: r.opened,
+            agg,
+            noisy_sum,
+            phase_seconds: r.phase_seconds.clone(),
+        })
     })
     .await
 }
@@ -745,6 +753,7 @@ pub(crate) fn summary(r: &crate::store::RoundRecord) -> v1::RoundSummary {
         examples: r.examples,
         train_loss: r.train_loss,
         seconds: r.seconds,
+        phase_seconds: r.phase_seconds.clone(),
     }
 }
 

@@ -75,6 +75,8 @@ pub(crate) struct ClosedRound {
     pub(crate) agg: Aggregator,
     /// A DP round: the decoded noisy sum of clipped gradients (then `agg` holds only the count).
     pub(crate) noisy_sum: Option<Vec<f64>>,
+    /// Secure rounds: seconds from opening to the close of each phase.
+    pub(crate) phase_seconds: Vec<f64>,
 }
 
 /// Why an upload was refused before its payload was read.
@@ -220,6 +222,7 @@ impl JobRuntime {
             opened: r.opened,
             agg: r.agg,
             noisy_sum: None,
+            phase_seconds: Vec::new(),
         })
     }
 
@@ -233,7 +236,7 @@ impl JobRuntime {
         momentum: f32,
         dp: Option<DpStep<'_>>,
     ) -> Result<(RoundRecord, GlobalModel, Vec<f32>), String> {
-        let ClosedRound { round, invited, mut contributors, opened, agg, noisy_sum } = closed;
+        let ClosedRound { round, invited, mut contributors, opened, agg, noisy_sum, phase_seconds } = closed;
         if agg.count() < min_participants {
             return Err(format!(
                 "round {round} gathered {} of the {min_participants} updates it needs ({invited} invited)",
@@ -283,6 +286,7 @@ impl JobRuntime {
             train_loss: if agg.mean_loss().is_finite() { agg.mean_loss() } else { 0.0 },
             seconds: opened.elapsed().as_secs_f64(),
             contributors,
+            phase_seconds,
         };
         Ok((record, GlobalModel::new(round, params), velocity))
     }

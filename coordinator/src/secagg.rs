@@ -98,6 +98,8 @@ pub(crate) struct SecAggRound {
     in_flight: BTreeSet<u32>,
     pub(crate) deadline: Instant,
     pub(crate) opened: Instant,
+    /// Seconds from `opened` to the close of each phase so far.
+    pub(crate) phase_seconds: Vec<f64>,
 }
 
 /// Where a secure round in progress lives while participants send it messages: a job's round or an
@@ -176,6 +178,7 @@ impl SecAggRound {
             in_flight: BTreeSet::new(),
             deadline,
             opened: Instant::now(),
+            phase_seconds: Vec::new(),
         })
     }
 
@@ -254,7 +257,13 @@ impl SecAggRound {
             ServerState::ShareKeys(s) => s.close().map(|(n, o)| (ServerState::Masked(n), o))?,
             ServerState::Masked(s) => s.close().map(|(n, o)| (ServerState::Consistency(n), o))?,
             ServerState::Consistency(s) => s.close().map(|(n, o)| (ServerState::Unmasking(n), o))?,
-            ServerState::Unmasking(s) => return s.close().map(PhaseOutcome::Sum),
+            ServerState::Unmasking(s) => {
+                // Removing every survivor's self mask runs over the whole vector: on every core.
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let sum = s.close_with_threads(threads)?;
+                self.phase_seconds.push(self.opened.elapsed().as_secs_f64());
+                return Ok(PhaseOutcome::Sum(sum));
+            }
             ServerState::Done => {
                 return Err(SecAggError::InvalidParameter {
                     name: "phase",
@@ -263,6 +272,7 @@ impl SecAggRound {
             }
         };
         self.state = next;
+        self.phase_seconds.push(self.opened.elapsed().as_secs_f64());
         self.phase += 1;
         self.expected = std::mem::take(&mut self.responded);
         self.in_flight.clear();

@@ -117,6 +117,10 @@ pub struct RoundRecord {
     pub seconds: f64,
     /// Participant ids whose updates were aggregated.
     pub contributors: Vec<String>,
+    /// Secure rounds: seconds from opening to the close of each secure-aggregation phase (empty for plain
+    /// rounds and for rounds stored before this was recorded).
+    #[serde(default)]
+    pub phase_seconds: Vec<f64>,
 }
 
 /// Everything the coordinator keeps about a job except the model parameters.
@@ -459,6 +463,7 @@ mod tests {
                 train_loss: 1.5,
                 seconds: 0.1,
                 contributors: vec!["a".into(), "b".into()],
+                phase_seconds: vec![0.01, 0.02, 0.05, 0.06, 0.08],
             });
             store.save(&rec, Some((&[1.5, -2.0], &[0.5, 0.25]))).unwrap();
         }

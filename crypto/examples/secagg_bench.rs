@@ -101,6 +101,7 @@ fn main() {
             dropouts: Dropouts::spread(n, drop, u64::from(n) * 7 + u64::from(drop)),
             seed: 1,
             threads,
+            mask_ahead: false,
         };
         match simulate_round(&sim) {
             Ok(r) => {

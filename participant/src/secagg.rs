@@ -197,7 +197,8 @@ impl Invitation {
 
 /// Runs the client phases. `input` resolves to the encoded vector to mask (see
 /// [`Invitation::encode_update`] and [`Invitation::encode_counts`]) once local work (training,
-/// counting) is done; the key exchange runs meanwhile. `stop_after` ends the participant's part after
+/// counting) is done; the key exchange runs meanwhile, and the input is masked as soon as it is ready
+/// and the neighbours' keys are known, without waiting for the phase-2 relay. `stop_after` ends the participant's part after
 /// that phase, as a drop-out would (benchmarks use it; a participant passes `None`). Returns the bytes of
 /// messages sent.
 pub async fn run_client(
@@ -228,12 +229,20 @@ pub async fn run_client(
         return Ok(sent);
     }
 
-    let encoded = input.await.context("preparing the input")?;
-    let msg = next_relay(&mut relays, 2, deadline).await?;
-    // Expanding one mask per neighbour over the whole vector is CPU work.
+    // Expanding one mask per neighbour over the whole vector is most of a round's CPU work: it starts as
+    // soon as the input is ready, while the other clients are still sharing keys, instead of waiting for
+    // the phase-2 relay.
+    let plan = state.mask_plan()?;
+    let premask = async {
+        let encoded = input.await.context("preparing the input")?;
+        let _cpu = cpu_slot().await?;
+        anyhow::Ok(tokio::task::spawn_blocking(move || plan.apply(encoded, 1)).await??)
+    };
+    let (premasked, msg) = tokio::try_join!(premask, next_relay(&mut relays, 2, deadline))?;
+    // Signing hashes the whole masked vector: CPU work too.
     let (state, out) = {
         let _cpu = cpu_slot().await?;
-        tokio::task::spawn_blocking(move || state.handle(&msg, &encoded)).await??
+        tokio::task::spawn_blocking(move || state.handle_premasked(&msg, premasked)).await??
     };
     sent += send(&mut client, open, 2, out).await?;
     if stops(2) {

@@ -273,17 +273,74 @@ impl ClientAwaitShares {
         input: &[u32],
         threads: usize,
     ) -> Result<(ClientAwaitSurvivors, Vec<u8>), SecAggError> {
-        let core = self.core;
-        let params = Arc::clone(&core.params);
-        let (ctx, d, bits) = (params.context(), params.vector_len(), params.modulus_bits());
-        if input.len() != d {
+        check_input(&self.core.params, input)?;
+        let held = self.open_shares(msg)?;
+        let params = &self.core.params;
+        let mut masks = vec![(
+            self_mask_seed(params.suite(), params.context(), &self.self_seed, self.core.me)?,
+            Sign::Add,
+        )];
+        masks.extend(
+            pairwise_masks(
+                params,
+                self.core.me,
+                &self.mask_secret,
+                held.keys().map(|v| (*v, &self.peers[v].mask_public)),
+            )?
+            .into_values(),
+        );
+        let mut values = input.to_vec();
+        apply_masks(params.suite(), &masks, &mut values, threads);
+        self.finish(held, values)
+    }
+
+    /// What [`MaskPlan::apply`] needs to mask an input before the phase-2 message arrives: the self mask
+    /// and a pairwise mask for every neighbour that advertised keys. Expanding masks is most of a
+    /// client's work in a round; done ahead, it overlaps the wait for the other clients' shares.
+    pub fn mask_plan(&self) -> Result<MaskPlan, SecAggError> {
+        let params = &self.core.params;
+        Ok(MaskPlan {
+            params: Arc::clone(params),
+            me: self.core.me,
+            self_mask: self_mask_seed(params.suite(), params.context(), &self.self_seed, self.core.me)?,
+            mask_secret: self.mask_secret.clone(),
+            peers: self.peers.iter().map(|(v, p)| (*v, p.mask_public.clone())).collect(),
+        })
+    }
+
+    /// [`ClientAwaitShares::handle`] for an input masked ahead by this state's [`MaskPlan`]: opens the
+    /// shares, removes again the pairwise mask of every neighbour that advertised keys but did not
+    /// share (none, unless one dropped out in between), and signs. The result is the same message
+    /// [`ClientAwaitShares::handle`] would have produced.
+    pub fn handle_premasked(
+        self,
+        msg: &[u8],
+        premasked: PremaskedInput,
+    ) -> Result<(ClientAwaitSurvivors, Vec<u8>), SecAggError> {
+        let params = &self.core.params;
+        if premasked.context != *params.context() || premasked.me != self.core.me {
             return Err(SecAggError::BadInput {
-                reason: format!("{} elements, the round sums {d}", input.len()),
+                reason: "the input was masked for another round or client".into(),
             });
         }
-        if let Some(i) = input.iter().position(|&v| u64::from(v) >> bits != 0) {
-            return Err(SecAggError::BadInput { reason: format!("element {i} is not below 2^{bits}") });
+        let held = self.open_shares(msg)?;
+        if let Some(v) = held.keys().find(|v| !premasked.pairwise.contains_key(v)) {
+            return Err(SecAggError::BadInput {
+                reason: format!("the input was masked without neighbour {v}"),
+            });
         }
+        let PremaskedInput { mut values, mut pairwise, .. } = premasked;
+        pairwise.retain(|v, _| !held.contains_key(v));
+        let undo: Vec<_> = pairwise.into_values().map(|(seed, sign)| (seed, sign.flip())).collect();
+        apply_masks(params.suite(), &undo, &mut values, 1);
+        self.finish(held, values)
+    }
+
+    /// Decodes the relayed [`EncryptedShares`] and opens each; at least t neighbours must have shared.
+    fn open_shares(&self, msg: &[u8]) -> Result<BTreeMap<u32, Held>, SecAggError> {
+        let core = &self.core;
+        let params = &core.params;
+        let ctx = params.context();
         let relayed = EncryptedShares::decode(msg, params.limits())?;
         core.check_recipient(relayed.recipient)?;
         let suite = core.suite();
@@ -311,24 +368,106 @@ impl ClientAwaitShares {
                 need: t,
             });
         }
-        let mut masks = Vec::with_capacity(held.len() + 1);
-        masks.push((self_mask_seed(params.suite(), ctx, &self.self_seed, core.me)?, Sign::Add));
-        for &v in held.keys() {
-            let peer = self.peers.get(&v).ok_or(SecAggError::NotANeighbour { a: core.me, b: v })?;
-            let seed = pairwise_seed(params.suite(), ctx, &self.mask_secret, &peer.mask_public, core.me, v)
-                .map_err(|e| SecAggError::InvalidPeerKey { client: v, reason: e.to_string() })?;
-            masks.push((seed, pairwise_sign(core.me, v)));
-        }
-        let mut values = input.to_vec();
-        apply_masks(params.suite(), &masks, &mut values, threads);
+        Ok(held)
+    }
+
+    /// Reduces the masked `values` to the ring, signs them and moves on; the client's own secrets are
+    /// dropped (wiped) with `self`.
+    fn finish(
+        self,
+        held: BTreeMap<u32, Held>,
+        mut values: Vec<u32>,
+    ) -> Result<(ClientAwaitSurvivors, Vec<u8>), SecAggError> {
+        let core = self.core;
+        let params = Arc::clone(&core.params);
+        let bits = params.modulus_bits();
         let ring = if bits == 32 { u32::MAX } else { (1u32 << bits) - 1 };
         values.iter_mut().for_each(|v| *v &= ring);
         let mut out = MaskedInput { sender: core.me, values, signature: [0; 64] };
-        let signed = out.signed_bytes(ctx, params.limits());
+        let signed = out.signed_bytes(params.context(), params.limits());
         out.signature = core.sign(&signed)?;
         let mut bytes = signed;
         bytes.extend_from_slice(&out.signature);
         Ok((ClientAwaitSurvivors { core, held }, bytes))
+    }
+}
+
+/// The input must have the round's length d and every element below 2^bits.
+fn check_input(params: &RoundParams, input: &[u32]) -> Result<(), SecAggError> {
+    let (d, bits) = (params.vector_len(), params.modulus_bits());
+    if input.len() != d {
+        return Err(SecAggError::BadInput {
+            reason: format!("{} elements, the round sums {d}", input.len()),
+        });
+    }
+    if let Some(i) = input.iter().position(|&v| u64::from(v) >> bits != 0) {
+        return Err(SecAggError::BadInput { reason: format!("element {i} is not below 2^{bits}") });
+    }
+    Ok(())
+}
+
+/// The seed and sign of client `me`'s pairwise mask with each of `peers` (index, mask public key).
+fn pairwise_masks<'a>(
+    params: &RoundParams,
+    me: u32,
+    mask_secret: &SecretBytes,
+    peers: impl Iterator<Item = (u32, &'a Vec<u8>)>,
+) -> Result<BTreeMap<u32, (SecretBytes, Sign)>, SecAggError> {
+    peers
+        .map(|(v, public)| {
+            let seed = pairwise_seed(params.suite(), params.context(), mask_secret, public, me, v)
+                .map_err(|e| SecAggError::InvalidPeerKey { client: v, reason: e.to_string() })?;
+            Ok((v, (seed, pairwise_sign(me, v))))
+        })
+        .collect()
+}
+
+/// A client's masks, ready to apply before the phase-2 message arrives (see
+/// [`ClientAwaitShares::mask_plan`]). Holds the client's mask secret; wiped on drop.
+pub struct MaskPlan {
+    params: Arc<RoundParams>,
+    me: u32,
+    self_mask: SecretBytes,
+    mask_secret: SecretBytes,
+    peers: Vec<(u32, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for MaskPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MaskPlan(client {}, {} neighbours)", self.me, self.peers.len())
+    }
+}
+
+impl MaskPlan {
+    /// Checks `input` as [`ClientAwaitShares::handle`] does and masks it in place with the self mask and
+    /// every advertised neighbour's pairwise mask, expanding on `threads` threads. CPU work: run it off
+    /// the async workers.
+    pub fn apply(self, input: Vec<u32>, threads: usize) -> Result<PremaskedInput, SecAggError> {
+        let params = &self.params;
+        check_input(params, &input)?;
+        let pairwise =
+            pairwise_masks(params, self.me, &self.mask_secret, self.peers.iter().map(|(v, p)| (*v, p)))?;
+        let mut masks = Vec::with_capacity(pairwise.len() + 1);
+        masks.push((self.self_mask.clone(), Sign::Add));
+        masks.extend(pairwise.values().cloned());
+        let mut values = input;
+        apply_masks(params.suite(), &masks, &mut values, threads);
+        Ok(PremaskedInput { context: *params.context(), me: self.me, values, pairwise })
+    }
+}
+
+/// An input masked ahead by a [`MaskPlan`]; finish it with [`ClientAwaitShares::handle_premasked`].
+pub struct PremaskedInput {
+    context: [u8; 32],
+    me: u32,
+    values: Vec<u32>,
+    /// The pairwise masks applied, by neighbour, to remove again for a neighbour that did not share.
+    pairwise: BTreeMap<u32, (SecretBytes, Sign)>,
+}
+
+impl std::fmt::Debug for PremaskedInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PremaskedInput(client {}, {} values)", self.me, self.values.len())
     }
 }
 

@@ -84,7 +84,7 @@ mod tests_hostile;
 
 pub use client::{
     os_rng, start_client, ClientAwaitKeys, ClientAwaitShares, ClientAwaitSurvivors, ClientAwaitUnmask,
-    MessageSigner, SuiteSigner,
+    MaskPlan, MessageSigner, PremaskedInput, SuiteSigner,
 };
 pub use error::{MessageKind, Phase, SecAggError};
 pub use graph::{GraphChoice, GraphRule, NeighbourGraph};

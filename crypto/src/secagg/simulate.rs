@@ -16,7 +16,7 @@ use rand_core::{Rng, SeedableRng};
 
 use crate::suite::SuiteId;
 
-use super::client::{start_client, ClientAwaitShares, SuiteSigner};
+use super::client::{start_client, ClientAwaitShares, PremaskedInput, SuiteSigner};
 use super::server::{Outgoing, ServerAdvertise, UnmaskedSum};
 use super::{ClientIndex, GraphRule, RoundConfig, RoundParams, SecAggError};
 
@@ -115,6 +115,9 @@ pub struct Simulation {
     pub seed: u64,
     /// Threads each party uses to expand masks (clients still run one after another).
     pub threads: usize,
+    /// Each client masks its input right after phase 1 with [`ClientAwaitShares::mask_plan`], as a
+    /// participant does, rather than on the phase-2 message.
+    pub mask_ahead: bool,
 }
 
 struct Stats {
@@ -210,8 +213,9 @@ pub fn simulate_round(sim: &Simulation) -> Result<SimulationReport, SecAggError>
     server_seconds[0] += t.elapsed().as_secs_f64();
     stats.deliver(&out);
 
-    // Phase 1.
-    let mut sharing: Vec<(u32, ClientAwaitShares)> = Vec::new();
+    // Phase 1 (and, masking ahead, the masking that overlaps the wait for phase 2).
+    let d = sim.vector_len as usize;
+    let mut sharing: Vec<(u32, ClientAwaitShares, Option<PremaskedInput>)> = Vec::new();
     for (o, (u, state)) in out.iter().zip(waiting) {
         if drop.stops_before(u, 1) {
             continue;
@@ -223,7 +227,16 @@ pub fn simulate_round(sim: &Simulation) -> Result<SimulationReport, SecAggError>
         let t = Instant::now();
         server.receive(ClientIndex(u), &msg)?;
         server_seconds[1] += t.elapsed().as_secs_f64();
-        sharing.push((u, state));
+        let premasked = if sim.mask_ahead {
+            let input = input_of(sim.seed, u, d, sim.modulus_bits);
+            let t = Instant::now();
+            let premasked = state.mask_plan()?.apply(input, sim.threads)?;
+            stats.seconds[u as usize][2] += t.elapsed().as_secs_f64();
+            Some(premasked)
+        } else {
+            None
+        };
+        sharing.push((u, state, premasked));
     }
     let t = Instant::now();
     let (mut server, out) = server.close()?;
@@ -231,17 +244,19 @@ pub fn simulate_round(sim: &Simulation) -> Result<SimulationReport, SecAggError>
     stats.deliver(&out);
 
     // Phase 2.
-    let d = sim.vector_len as usize;
     let ring = if sim.modulus_bits == 32 { u32::MAX } else { (1u32 << sim.modulus_bits) - 1 };
     let mut expected = vec![0u32; d];
     let mut uploaded = Vec::new();
-    for (o, (u, state)) in out.iter().zip(sharing) {
+    for (o, (u, state, premasked)) in out.iter().zip(sharing) {
         if drop.stops_before(u, 2) {
             continue;
         }
         let input = input_of(sim.seed, u, d, sim.modulus_bits);
         let t = Instant::now();
-        let (state, msg) = state.handle_with_threads(&o.bytes, &input, sim.threads)?;
+        let (state, msg) = match premasked {
+            Some(premasked) => state.handle_premasked(&o.bytes, premasked)?,
+            None => state.handle_with_threads(&o.bytes, &input, sim.threads)?,
+        };
         stats.seconds[u as usize][2] += t.elapsed().as_secs_f64();
         stats.sent[u as usize] += msg.len() as u64;
         let t = Instant::now();

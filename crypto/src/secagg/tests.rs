@@ -68,6 +68,8 @@ fn sim(
         dropouts,
         seed,
         threads: 1 + (seed % 2) as usize,
+        // Half the rounds mask ahead, as participants do.
+        mask_ahead: seed % 4 < 2,
     }
 }
 
@@ -93,12 +95,13 @@ fn drop_outs_at_every_phase_still_sum_the_survivors() {
         ("during unmasking", Dropouts { during_unmasking: [4, 8].into(), ..Default::default() }),
         ("all at once", Dropouts::spread(16, 4, 5)),
     ];
-    // k = 10, t = 6: losing any 4 clients leaves every client 6 live neighbours.
-    for (name, dropouts) in cases {
-        let report =
-            simulate_round(&sim(SuiteId::International, 16, Some((10, 6)), 257, 32, dropouts.clone(), 3))
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(report.correct, "{name}");
+    // k = 10, t = 6: losing any 4 clients leaves every client 6 live neighbours. Masking ahead, a client
+    // must remove again the masks of neighbours that advertised keys and then vanished.
+    for ((name, dropouts), mask_ahead) in cases.iter().flat_map(|c| [(c, false), (c, true)]) {
+        let mut s = sim(SuiteId::International, 16, Some((10, 6)), 257, 32, dropouts.clone(), 3);
+        s.mask_ahead = mask_ahead;
+        let report = simulate_round(&s).unwrap_or_else(|e| panic!("{name}, masking ahead {mask_ahead}: {e}"));
+        assert!(report.correct, "{name}, masking ahead {mask_ahead}");
         let gone: BTreeSet<u32> =
             [&dropouts.before_advertise, &dropouts.after_advertise, &dropouts.after_share_keys]
                 .into_iter()

@@ -320,16 +320,12 @@ fn a_client_refuses_keys_the_server_could_have_forged() {
     ));
 }
 
-#[test]
-fn a_client_refuses_shares_meant_for_someone_else_and_forged_survivor_sets() {
-    let r = round(SuiteId::International, 5, 4, 3, 4, 16, 7);
+/// A fresh honest run of `r` (all clients) up to the relayed shares: the client states and the relays.
+fn clients_awaiting_shares(r: &Round) -> (Vec<ClientAwaitShares>, Vec<Outgoing>) {
     let mut rng = rng();
-    let ctx = r.params.context();
-    let limits = r.params.limits();
-    // A fresh honest run up to the relayed shares, keeping the client states.
     let mut server = ServerAdvertise::new(Arc::clone(&r.params));
     let mut s0 = Vec::new();
-    for u in 0..5 {
+    for u in 0..r.params.n() {
         let (s, m) = start_client(Arc::clone(&r.params), c(u), r.signer(u), &mut rng).unwrap();
         server.receive(c(u), &m).unwrap();
         s0.push(s);
@@ -342,6 +338,15 @@ fn a_client_refuses_shares_meant_for_someone_else_and_forged_survivor_sets() {
         s1.push(s);
     }
     let (_, relayed) = server.close().unwrap();
+    (s1, relayed)
+}
+
+#[test]
+fn a_client_refuses_shares_meant_for_someone_else_and_forged_survivor_sets() {
+    let r = round(SuiteId::International, 5, 4, 3, 4, 16, 7);
+    let ctx = r.params.context();
+    let limits = r.params.limits();
+    let (s1, relayed) = clients_awaiting_shares(&r);
     let for_0 = EncryptedShares::decode(&relayed[0].bytes, limits).unwrap();
     let for_1 = EncryptedShares::decode(&relayed[1].bytes, limits).unwrap();
     // The ciphertext client 2 made for client 1, handed to client 0 as if from client 2.
@@ -365,6 +370,32 @@ fn a_client_refuses_shares_meant_for_someone_else_and_forged_survivor_sets() {
     let (client4, _) = client4.handle(&relayed[4].bytes, &[0; 4]).unwrap();
     let without_me = SurvivorSet { recipient: 4, survivors: vec![0, 1, 2, 3] }.encode(ctx);
     assert!(matches!(client4.handle(&without_me).unwrap_err(), E::InconsistentSurvivors { .. }));
+}
+
+#[test]
+fn masking_ahead_checks_the_input_and_takes_only_its_own_premasked_input() {
+    let r = round(SuiteId::International, 5, 4, 3, 4, 16, 8);
+    let (states, relayed) = clients_awaiting_shares(&r);
+    let mut states = states.into_iter();
+    let (client0, client1, client2) =
+        (states.next().unwrap(), states.next().unwrap(), states.next().unwrap());
+    // The same input checks as on the phase-2 message.
+    assert!(matches!(client0.mask_plan().unwrap().apply(vec![0; 3], 1).unwrap_err(), E::BadInput { .. }));
+    assert!(matches!(
+        client0.mask_plan().unwrap().apply(vec![1 << 16; 4], 1).unwrap_err(),
+        E::BadInput { .. }
+    ));
+    // Another client's premasked input is refused, naming the mix-up.
+    let by_1 = client1.mask_plan().unwrap().apply(vec![1; 4], 1).unwrap();
+    let err = client0.handle_premasked(&relayed[0].bytes, by_1).unwrap_err();
+    assert!(err.to_string().contains("another round or client"), "{err}");
+    // Its own goes through, and the result unmasks like any other upload: the pairwise masks cancel
+    // only in the sum, so one upload must differ from the input.
+    let own = client2.mask_plan().unwrap().apply(vec![1; 4], 1).unwrap();
+    let (_, bytes) = client2.handle_premasked(&relayed[2].bytes, own).unwrap();
+    let upload = MaskedInput::decode(&bytes, r.params.limits()).unwrap();
+    assert_eq!(upload.sender, 2);
+    assert_ne!(upload.values, vec![1; 4]);
 }
 
 #[test]
