@@ -59,6 +59,33 @@
 //! `sqrt(N) / (2 scale)`), where `scale = floor((2^(b-1) - 1 - H) / N) / clip` and H is the headroom
 //! reserved for noise.
 //!
+//! # Speed: where a round's time goes
+//!
+//! Measured on the project's 2-core AMD EPYC machines (AVX-512), international suite, 32-bit ring.
+//!
+//! * **Mask expansion** is most of a client's work: k + 1 masks of d words each (a client of a 50-client
+//!   round with d = 1,000,000 expands 23 x 4 MB). [`mask::apply_masks`] folds every mask into one 64 KiB
+//!   block of the vector before moving to the next, from a 4 KiB keystream buffer, and runs at 87-101%
+//!   of the raw ChaCha20 keystream: about 4.1 GB/s against 4.3-4.7 GB/s raw with the chacha20 crate's
+//!   AVX-512 backend (enabled in `.cargo/config.toml`; AVX2 gives 2.3 GB/s). The national suite's SM4-CTR
+//!   runs at about 0.1 GB/s (software SM4), 40 times slower.
+//! * **Per client** (`cargo run --release -p hearth-crypto --example secagg_bench`), n = 50, d = 1M:
+//!   34 ms, of which 30 ms in phase 2: about 23 ms expanding masks, the rest hashing the 4 MB masked
+//!   vector for its signature (SHA-256), copying it into the message, and 22 key agreements. Quantising
+//!   the update first takes about 3 ms. Phases 0, 1, 3, 4 take 4 ms together (key agreements, Shamir
+//!   sharing, share encryption, 44 signature checks).
+//! * **Server**, same round: 0.19 s, of which 0.13 s checking and folding 50 masked uploads (mostly the
+//!   SHA-256 of each signature check) and 0.05 s removing 50 self masks (on one core; the coordinator
+//!   uses all).
+//! * **Whole rounds** (`hearth bench secagg`, which prints the median time of each phase as the
+//!   coordinator saw it): at n = 50, d = 1M a secure round takes about 1.6 s against 0.6 s for plain
+//!   averaging (2.6x), and 1.3 s of it is phase 2. The bench runs all 50 simulated participants in one
+//!   process on the same 2 cores as the coordinator, and both kinds of round keep the cores busy (about
+//!   1.85 CPUs used), so the ratio is the ratio of total CPU work: the 50 clients' masking (1.2 CPU-s
+//!   per round) on top of everything plain averaging does. In a deployment each participant masks on its
+//!   own machine, in parallel. A participant masks as soon as its input is ready and its neighbours' keys
+//!   are known ([`ClientAwaitShares::mask_plan`]), overlapping the wait for the other clients' shares.
+//!
 //! # Where to start reading
 //!
 //! [`params`] (what a round is), [`client`] and [`server`] (the two state machines), [`messages`]
