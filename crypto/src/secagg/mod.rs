@@ -55,7 +55,7 @@
 //! # Quantisation
 //!
 //! [`Quantizer`] maps clipped floats to Z_{2^b} (b <= 32) with unbiased randomised rounding; the sum of
-//! N values decodes with error below `N / scale` per coordinate (standard deviation at most
+//! N values decodes with error at most `N / scale` per coordinate (standard deviation at most
 //! `sqrt(N) / (2 scale)`), where `scale = floor((2^(b-1) - 1 - H) / N) / clip` and H is the headroom
 //! reserved for noise.
 //!

@@ -11,8 +11,8 @@
 //! stay inside `(-2^(b-1), 2^(b-1))` and the signed reading of the modular sum is the true integer sum.
 //!
 //! Error bound, per coordinate, for a sum of `N` clipped values (before the caller's noise):
-//! `|decoded - sum of clipped values| < N / scale`, deterministically (each rounding moves a value by less
-//! than one level); the error has mean zero and standard deviation at most `sqrt(N) / (2 scale)`.
+//! `|decoded - sum of clipped values| <= N / scale`, deterministically (each rounding moves a value by at
+//! most one level); the error has mean zero and standard deviation at most `sqrt(N) / (2 scale)`.
 //! [`Quantizer::error_bound`] returns the deterministic bound; the unit tests check it.
 
 use chacha20::cipher::{KeyIvInit, StreamCipher};
@@ -59,15 +59,16 @@ const ROUNDING_MAGIC: f64 = 6_755_399_441_055_744.0;
 /// `qs[i]` = `xs[i]` clipped to `[-clip, clip]`, scaled, and rounded randomly with the random word
 /// `rs[i]`, in two's complement reduced by `mask`.
 ///
-/// With `s = (rs[i] as i32) / 2^32`, uniform in [-1/2, 1/2) on a grid of 2^-32, the nearest integer to
-/// `v + s` is `floor(v) + 1` with probability `frac(v)` (to within 2^-32) and `floor(v)` otherwise:
-/// randomised rounding. The nearest integer comes from adding [`ROUNDING_MAGIC`]: `|v + s| <= max_level
+/// With `s = (rs[i] as i32 + 1/2) / 2^32`, uniform on a grid of 2^-32 inside (-1/2, 1/2), the nearest
+/// integer to `v + s` is `floor(v) + 1` with probability `frac(v)` (to within 2^-32) and `floor(v)`
+/// otherwise: randomised rounding. (At the largest scales the f64 sum `v + s` can itself round onto a
+/// tie, so a value can move by exactly one level; never by more.) The nearest integer comes from adding [`ROUNDING_MAGIC`]: `|v + s| <= max_level
 /// < 2^31`, so the sum's low 32 bits are that integer modulo 2^32. Only adds, multiplies, min/max and a
 /// bit cast: no branch, no call, no float-to-integer conversion, so the loop vectorises.
 fn round_randomly(xs: &[f32], rs: &[u32], qs: &mut [u32], clip: f64, scale: f64, max_level: f64, mask: u32) {
     for ((q, &x), &r) in qs.iter_mut().zip(xs).zip(rs) {
-        // Reading the random word as signed centres it: s is uniform in [-1/2, 1/2).
-        let s = f64::from(r as i32) * (1.0 / (1u64 << 32) as f64);
+        // Reading the random word as signed centres it; the half step keeps s off -1/2.
+        let s = (f64::from(r as i32) + 0.5) * (1.0 / (1u64 << 32) as f64);
         let w = (f64::from(x).max(-clip).min(clip) * scale + s).max(-max_level).min(max_level);
         *q = ((w + ROUNDING_MAGIC).to_bits() as u32) & mask;
     }
