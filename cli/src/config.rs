@@ -120,4 +120,40 @@ mod tests {
         let env = vec![("HEARTH_COORDINATOR__MAX_CONCURRENT_UPLOADS".to_string(), "many".to_string())];
         assert!(load_with_env::<CoordinatorConfig>(None, "HEARTH_COORDINATOR", &env).is_err());
     }
+
+    /// Dotted paths of every value in `v` (`keystore.backend`, `service.retention.fields.text`, ...).
+    fn paths(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    paths(v, &format!("{prefix}{k}."), out);
+                }
+            }
+            _ => out.push(prefix.trim_end_matches('.').to_string()),
+        }
+    }
+
+    /// `deploy/NAME` loads through the real loader and sets every field a default configuration has, so
+    /// the reference files stay complete and valid as the configuration types change.
+    fn check_reference<T: Serialize + DeserializeOwned + Default>(name: &str, prefix: &str) -> T {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(name);
+        let loaded: T = load_with_env(Some(&file), prefix, &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let text = std::fs::read_to_string(&file).unwrap();
+        let (mut written, mut defaults) = (Vec::new(), Vec::new());
+        paths(&toml::from_str(&text).unwrap(), "", &mut written);
+        paths(&toml::Value::try_from(T::default()).unwrap(), "", &mut defaults);
+        let missing: Vec<&String> = defaults.iter().filter(|p| !written.contains(p)).collect();
+        assert!(missing.is_empty(), "deploy/{name} does not set {missing:?}");
+        loaded
+    }
+
+    #[test]
+    fn the_deploy_reference_configurations_load_and_set_every_field() {
+        let c: CoordinatorConfig = check_reference("coordinator.toml", "HEARTH_COORDINATOR");
+        assert!(!c.policy.allow_plain_aggregation, "the reference keeps secure aggregation mandatory");
+        let p: hearth_participant::ParticipantConfig =
+            check_reference("participant.toml", "HEARTH_PARTICIPANT");
+        assert_eq!(p.suite, c.suite, "the two reference files name the same suite");
+        assert_eq!(p.coordinator.rsplit(':').next(), c.listen.rsplit(':').next(), "same port");
+    }
 }
