@@ -54,22 +54,10 @@ async fn hook(State(h): State<Hooks>, uri: Uri, headers: HeaderMap, body: String
     StatusCode::OK
 }
 
-async fn call(
-    addr: &str,
-    who: &hearth_transport::TlsMaterial,
-    method: &str,
-    path: &str,
-    body: Value,
-) -> (u16, Value) {
-    let bytes = if body.is_null() { vec![] } else { body.to_string().into_bytes() };
-    let (status, body) = https(addr, who, method, path, bytes).await;
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
-
 async fn wait_run(addr: &str, op: &hearth_transport::TlsMaterial, run: &str, status: &str) -> Value {
     let mut last = Value::Null;
     for _ in 0..300 {
-        let (s, v) = call(addr, op, "GET", &format!("/v1/admin/workflows/{run}"), Value::Null).await;
+        let (s, v) = call_json(addr, op, "GET", &format!("/v1/admin/workflows/{run}"), Value::Null).await;
         if s == 200 && v["status"] == status {
             return v;
         }
@@ -137,7 +125,7 @@ async fn angry_customer_goes_to_seniors_and_compensation_runs_once() {
     let addr = cluster.participant_addr("inst-1");
     let (app, operator) = (cluster.tls("app"), cluster.tls("operator"));
     for _ in 0..300 {
-        let (_, h) = call(&addr, &app, "GET", "/v1/health", Value::Null).await;
+        let (_, h) = call_json(&addr, &app, "GET", "/v1/health", Value::Null).await;
         if h["models"]["emotion"]["version"].as_u64() == Some(3) {
             break;
         }
@@ -151,7 +139,7 @@ async fn angry_customer_goes_to_seniors_and_compensation_runs_once() {
         "text": "I am furious. You charged me twice, nobody answers, this is outrageous and I am sick of it!",
         "order_id": "ORD-7781",
     });
-    let (s, v) = call(&addr, &app, "POST", "/v1/messages", angry.clone()).await;
+    let (s, v) = call_json(&addr, &app, "POST", "/v1/messages", angry.clone()).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["emotion"]["escalate"], true, "the model escalates anger: {}", v["emotion"]);
     assert_eq!(v["emotion"]["model"]["job_id"], "emotion");
@@ -178,7 +166,7 @@ async fn angry_customer_goes_to_seniors_and_compensation_runs_once() {
 
     // 3. A second run, killed while its CRM step is failing; restarted, it resumes at that step.
     hooks.crm_down.store(true, Ordering::SeqCst);
-    let (s, v) = call(&addr, &app, "POST", "/v1/messages", angry).await;
+    let (s, v) = call_json(&addr, &app, "POST", "/v1/messages", angry).await;
     assert_eq!((s, v["route"].as_str()), (200, Some("senior")), "{v}");
     let run2 = v["workflows"][0]["run_id"].as_str().unwrap().to_string();
     let crm_key = format!("{run2}/update_crm");

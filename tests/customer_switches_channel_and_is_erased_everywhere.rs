@@ -17,21 +17,6 @@ const TEXT_APP: &str = "My parcel zebra-771 never arrived and the tracking page 
 const TEXT_EMAIL: &str = "Following up by email about parcel zebra-771, still nothing";
 const API_KEY: &str = "integration-test-api-key-0123456789abcdef";
 
-async fn call(
-    addr: &str,
-    who: &hearth_transport::TlsMaterial,
-    method: &str,
-    path: &str,
-    body: Value,
-) -> (u16, Value) {
-    let bytes = if body.is_null() { vec![] } else { body.to_string().into_bytes() };
-    let (status, body) = https(addr, who, method, path, bytes).await;
-    let v = serde_json::from_slice(&body).unwrap_or_else(|e| {
-        panic!("{method} {path}: {status} non-JSON ({e}): {}", String::from_utf8_lossy(&body))
-    });
-    (status, v)
-}
-
 /// One plain-HTTP request to the loopback listener.
 async fn plain(addr: &str, key: Option<&str>, method: &str, path: &str, body: Value) -> (u16, Value) {
     use http_body_util::{BodyExt, Full};
@@ -68,7 +53,7 @@ async fn customer_switches_channel_and_is_erased_everywhere() {
     let (app, dpo, operator) = (cluster.tls("app"), cluster.tls("dpo"), cluster.tls("operator"));
 
     // 1. The app channel, then email with the same phone written differently.
-    let (s, first) = call(
+    let (s, first) = call_json(
         &addr,
         &app,
         "POST",
@@ -83,7 +68,7 @@ async fn customer_switches_channel_and_is_erased_everywhere() {
     assert_eq!(first["session"]["continued"], false);
     assert!(first["intent"].is_null() && first["unavailable"]["intent"].is_string(), "no model yet: {first}");
     let id = first["customer_id"].as_str().unwrap().to_string();
-    let (s, second) = call(
+    let (s, second) = call_json(
         &addr,
         &app,
         "POST",
@@ -101,7 +86,7 @@ async fn customer_switches_channel_and_is_erased_everywhere() {
 
     // 2. History: the DPO sees both channels; an app may not look.
     let history = format!("/v1/customers/{id}/history");
-    let (s, h) = call(&addr, &dpo, "GET", &history, Value::Null).await;
+    let (s, h) = call_json(&addr, &dpo, "GET", &history, Value::Null).await;
     assert_eq!(s, 200, "{h}");
     let msgs = h["messages"].as_array().unwrap();
     assert_eq!(msgs.len(), 2);
@@ -109,8 +94,8 @@ async fn customer_switches_channel_and_is_erased_everywhere() {
     assert_eq!(msgs[0]["session"], msgs[1]["session"]);
     assert_eq!(msgs[1]["text"], TEXT_EMAIL);
     assert_eq!(h["linked_identifiers"], 3, "phone, device, email");
-    assert_eq!(call(&addr, &app, "GET", &history, Value::Null).await.0, 403);
-    assert_eq!(call(&addr, &app, "DELETE", &format!("/v1/customers/{id}"), Value::Null).await.0, 403);
+    assert_eq!(call_json(&addr, &app, "GET", &history, Value::Null).await.0, 403);
+    assert_eq!(call_json(&addr, &app, "DELETE", &format!("/v1/customers/{id}"), Value::Null).await.0, 403);
 
     // 3. Hostile input: each refused with a stable reason, nothing echoed.
     let reason = |v: &Value| v["error"]["reason"].as_str().unwrap_or_default().to_string();
@@ -145,12 +130,12 @@ async fn customer_switches_channel_and_is_erased_everywhere() {
             "invalid_channel",
         ),
     ] {
-        let (s, v) = call(&addr, &app, "POST", "/v1/messages", body).await;
+        let (s, v) = call_json(&addr, &app, "POST", "/v1/messages", body).await;
         assert_eq!((s, reason(&v)), (400, want.to_string()), "{v}");
         assert!(!v.to_string().contains("DROP TABLE") && !v.to_string().contains("evil.example"), "{v}");
     }
     for path in ["/v1/customers/..%2F..%2Fservice.redb/history", "/v1/customers/c-1%27%20OR%201=1/history"] {
-        let (s, v) = call(&addr, &dpo, "GET", path, Value::Null).await;
+        let (s, v) = call_json(&addr, &dpo, "GET", path, Value::Null).await;
         assert_eq!((s, reason(&v)), (400, "invalid_customer_id".into()), "{path}: {v}");
     }
 
@@ -159,12 +144,12 @@ async fn customer_switches_channel_and_is_erased_everywhere() {
     let good = std::fs::read_to_string(&rules).unwrap();
     std::fs::write(&rules, format!("{good}\n[[rule]]\nname = \"broken\"\nthen = {{ route = \"moon\" }}\n"))
         .unwrap();
-    assert_eq!(call(&addr, &app, "POST", "/v1/admin/rules/reload", Value::Null).await.0, 403);
-    let (s, v) = call(&addr, &operator, "POST", "/v1/admin/rules/reload", Value::Null).await;
+    assert_eq!(call_json(&addr, &app, "POST", "/v1/admin/rules/reload", Value::Null).await.0, 403);
+    let (s, v) = call_json(&addr, &operator, "POST", "/v1/admin/rules/reload", Value::Null).await;
     assert_eq!((s, reason(&v)), (422, "invalid_rules".into()), "{v}");
     let msg = v["error"]["message"].as_str().unwrap();
     assert!(msg.contains("rules.toml") && msg.contains("line") && msg.contains("moon"), "{msg}");
-    let (s, v) = call(
+    let (s, v) = call_json(
         &addr,
         &app,
         "POST",
@@ -189,7 +174,7 @@ async fn customer_switches_channel_and_is_erased_everywhere() {
     .unwrap();
     let mut route = String::new();
     for _ in 0..100 {
-        let (_, v) = call(&addr, &app, "POST", "/v1/messages", json!({
+        let (_, v) = call_json(&addr, &app, "POST", "/v1/messages", json!({
             "channel": "web", "identifiers": { "device": "other-device-1" }, "text": "hello", "tier": "gold"
         })).await;
         route = v["route"].as_str().unwrap_or_default().to_string();
@@ -200,11 +185,11 @@ async fn customer_switches_channel_and_is_erased_everywhere() {
     }
     assert_eq!(route, "senior", "the edited rules file was picked up");
     std::fs::write(&rules, &good).unwrap();
-    let (s, v) = call(&addr, &operator, "POST", "/v1/admin/rules/reload", Value::Null).await;
+    let (s, v) = call_json(&addr, &operator, "POST", "/v1/admin/rules/reload", Value::Null).await;
     assert_eq!(s, 200, "{v}");
 
     // 5. The OpenAPI document, and the loopback API-key listener acting as an app.
-    let (s, doc) = call(&addr, &app, "GET", "/v1/openapi.json", Value::Null).await;
+    let (s, doc) = call_json(&addr, &app, "GET", "/v1/openapi.json", Value::Null).await;
     assert_eq!(s, 200);
     assert!(doc["paths"]["/v1/messages"]["post"].is_object());
     let m = json!({"channel": "sms", "identifiers": {"phone": "+15550001111"}, "text": "hi"});
@@ -218,10 +203,10 @@ async fn customer_switches_channel_and_is_erased_everywhere() {
     assert_eq!(plain(&local, Some(API_KEY), "GET", &history, Value::Null).await.0, 403, "the key is an app");
 
     // 6. Erasure by the DPO: gone from the API, and from every file under the data directory.
-    let (s, v) = call(&addr, &dpo, "DELETE", &format!("/v1/customers/{id}"), Value::Null).await;
+    let (s, v) = call_json(&addr, &dpo, "DELETE", &format!("/v1/customers/{id}"), Value::Null).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["messages"], 2);
-    assert_eq!(call(&addr, &dpo, "GET", &history, Value::Null).await.0, 404);
+    assert_eq!(call_json(&addr, &dpo, "GET", &history, Value::Null).await.0, 404);
     cluster.stop_participant("inst-1");
     let mut needles: Vec<String> = vec![
         "7700900123".into(),

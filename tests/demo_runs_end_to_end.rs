@@ -70,34 +70,32 @@ fn demo_reports_bad_rows_by_line() {
     assert!(err.contains(":3:") && err.contains(":4:"), "{err}");
 }
 
+/// `hearth demo --no-serve --json` with four participants on a CSV slice of CLINC150 (`per_label`
+/// examples per label), working in `DIR/work`, with `extra` arguments: the JSON report and the work dir.
+fn demo_on_a_slice(
+    dir: &std::path::Path,
+    per_label: usize,
+    extra: &[&str],
+) -> (serde_json::Value, std::path::PathBuf) {
+    let (train, test) = clinc_slice(per_label);
+    let (tr, te) = (dir.join("train.csv"), dir.join("test.csv"));
+    write_csv(&tr, &train);
+    write_csv(&te, &test);
+    let work = dir.join("work");
+    let mut args =
+        vec!["demo", "--no-serve", "--json", "--participants", "4", "--train", s(&tr), "--test", s(&te)];
+    args.extend(["--dir", s(&work)]);
+    args.extend(extra);
+    let out = hearth_ok(&args);
+    (serde_json::from_slice(&out.stdout).unwrap(), work)
+}
+
 #[test]
 fn demo_runs_under_the_national_suite_with_secure_aggregation() {
     // SM2 protocol signatures (keys embedded in the certificates by `hearth pki init --suite national`),
     // SM2 key agreement, SM4-GCM share encryption, SM4-CTR masks, SM3 hashing, SM4-GCM at rest.
-    let (train, test) = clinc_slice(6);
     let dir = tempfile::tempdir().unwrap();
-    let (tr, te) = (dir.path().join("train.csv"), dir.path().join("test.csv"));
-    write_csv(&tr, &train);
-    write_csv(&te, &test);
-    let work = dir.path().join("work");
-    let out = hearth_ok(&[
-        "demo",
-        "--no-serve",
-        "--json",
-        "--suite",
-        "national",
-        "--participants",
-        "4",
-        "--rounds",
-        "2",
-        "--train",
-        s(&tr),
-        "--test",
-        s(&te),
-        "--dir",
-        s(&work),
-    ]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (v, work) = demo_on_a_slice(dir.path(), 6, &["--suite", "national", "--rounds", "2"]);
     assert_eq!(v["suite"], "national");
     assert_eq!(v["secure_aggregation"], true);
     assert_eq!(v["rounds"].as_array().unwrap().len(), 2);
@@ -169,29 +167,8 @@ fn demo_dp_trains_privately_and_reports_the_epsilon_the_ledger_charged() {
     // The DP run's plumbing end to end on a slice (the accuracy bar on full CLINC150 is measured by
     // `models/tests/clinc150_dp_simulation.rs` and by `hearth demo --dp` itself): a DPO policy installed,
     // DP-SGD rounds under secure aggregation, the charge read back from the budget ledger.
-    let (train, test) = clinc_slice(6);
     let dir = tempfile::tempdir().unwrap();
-    let (tr, te) = (dir.path().join("train.csv"), dir.path().join("test.csv"));
-    write_csv(&tr, &train);
-    write_csv(&te, &test);
-    let work = dir.path().join("work");
-    let out = hearth_ok(&[
-        "demo",
-        "--no-serve",
-        "--json",
-        "--dp",
-        "--participants",
-        "4",
-        "--rounds",
-        "3",
-        "--train",
-        s(&tr),
-        "--test",
-        s(&te),
-        "--dir",
-        s(&work),
-    ]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (v, _) = demo_on_a_slice(dir.path(), 6, &["--dp", "--rounds", "3"]);
     let p = &v["private"];
     for k in ["accuracy", "macro_f1"] {
         let x = p[k].as_f64().unwrap_or_else(|| panic!("private.{k} missing: {v}"));

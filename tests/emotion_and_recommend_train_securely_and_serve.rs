@@ -87,20 +87,6 @@ async fn final_params(op: &mut CoordinatorClient<Channel>, job: &str) -> Vec<f32
     params
 }
 
-/// POSTs JSON and returns (status, body as JSON).
-async fn post(
-    addr: &str,
-    tls: &hearth_transport::TlsMaterial,
-    path: &str,
-    body: Vec<u8>,
-) -> (u16, serde_json::Value) {
-    let (status, body) = https(addr, tls, "POST", path, body).await;
-    let v = serde_json::from_slice(&body).unwrap_or_else(|e| {
-        panic!("{path} answered {status} with non-JSON ({e}): {}", String::from_utf8_lossy(&body))
-    });
-    (status, v)
-}
-
 /// Waits until `name` serves version `version` of both jobs.
 async fn wait_served(cluster: &Cluster, name: &str, version: u64) {
     let (addr, app) = (cluster.participant_addr(name), cluster.tls("app"));
@@ -186,7 +172,7 @@ async fn emotion_and_recommend_train_securely_and_serve() {
     let addr = cluster.participant_addr("inst-1");
 
     // Nothing committed yet: a clear 503, per family.
-    let (status, v) = post(&addr, &app, "/v1/recommend", b"{}".to_vec()).await;
+    let (status, v) = https_json(&addr, &app, "POST", "/v1/recommend", b"{}".to_vec()).await;
     assert_eq!((status, v["error"]["code"].as_str()), (503, Some("no_model")), "{v}");
 
     // An app asks for emotions the whole time: once a model is served, every request succeeds while
@@ -280,7 +266,7 @@ async fn emotion_and_recommend_train_securely_and_serve() {
 
     // Emotion over HTTP: every label scored, the escalation rule this participant calibrated.
     let angry = r#"{"text": "I am absolutely furious, this is the worst service I have ever had"}"#;
-    let (status, v) = post(&addr, &app, "/v1/emotion", angry.into()).await;
+    let (status, v) = https_json(&addr, &app, "POST", "/v1/emotion", angry.into()).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["model"], serde_json::json!({"job_id": "emotion", "version": ROUNDS}));
     assert_eq!(v["scores"].as_array().unwrap().len(), labels.len());
@@ -295,9 +281,10 @@ async fn emotion_and_recommend_train_securely_and_serve() {
         .unwrap();
     assert_eq!(v["escalate"].as_bool().unwrap(), anger_score >= esc["threshold"].as_f64().unwrap(), "{v}");
     // The model learned which of two messages is the angry one.
-    let (_, calm) = post(
+    let (_, calm) = https_json(
         &addr,
         &app,
+        "POST",
         "/v1/emotion",
         br#"{"text": "thank you so much, that is wonderful news"}"#.to_vec(),
     )
@@ -330,7 +317,7 @@ async fn emotion_and_recommend_train_securely_and_serve() {
         .map(|p| p.item.as_str())
         .collect();
     let body = serde_json::json!({"customer_id": customer, "top_k": 5}).to_string();
-    let (status, v) = post(&addr, &app, "/v1/recommend", body.into()).await;
+    let (status, v) = https_json(&addr, &app, "POST", "/v1/recommend", body.into()).await;
     assert_eq!(status, 200, "{v}");
     let items: Vec<&str> =
         v["items"].as_array().unwrap().iter().map(|i| i["item"].as_str().unwrap()).collect();
@@ -346,7 +333,7 @@ async fn emotion_and_recommend_train_securely_and_serve() {
     assert_eq!(r.items.iter().map(|i| i.item.as_str()).collect::<Vec<_>>(), items, "gRPC agrees with HTTP");
 
     // A new customer (no history) gets the institution's popular items.
-    let (status, v) = post(&addr, &app, "/v1/recommend", br#"{"top_k": 3}"#.to_vec()).await;
+    let (status, v) = https_json(&addr, &app, "POST", "/v1/recommend", br#"{"top_k": 3}"#.to_vec()).await;
     assert_eq!((status, v["cold_start"].as_bool()), (200, Some(true)), "{v}");
     assert_eq!(v["items"].as_array().unwrap().len(), 3);
     assert!(v["items"][0]["description"].is_string(), "popular items carry their description: {v}");
@@ -362,7 +349,7 @@ async fn emotion_and_recommend_train_securely_and_serve() {
         .unwrap();
     let body =
         serde_json::json!({"text": format!("hello, my {} arrived broken!", description.to_lowercase())});
-    let (status, v) = post(&addr, &app, "/v1/recommend", body.to_string().into()).await;
+    let (status, v) = https_json(&addr, &app, "POST", "/v1/recommend", body.to_string().into()).await;
     assert_eq!(status, 200, "{v}");
     let mentioned: Vec<&str> =
         v["mentioned_items"].as_array().unwrap().iter().map(|i| i.as_str().unwrap()).collect();
@@ -370,7 +357,7 @@ async fn emotion_and_recommend_train_securely_and_serve() {
     assert_eq!(v["cold_start"], false, "{v}");
     // Recent items work too.
     let body = serde_json::json!({"items": [item], "top_k": 4}).to_string();
-    let (status, v) = post(&addr, &app, "/v1/recommend", body.into()).await;
+    let (status, v) = https_json(&addr, &app, "POST", "/v1/recommend", body.into()).await;
     assert_eq!((status, v["items"].as_array().map(Vec::len)), (200, Some(4)), "{v}");
 
     // Hostile requests: clear errors with stable reasons, on both endpoints and both faces.
@@ -400,16 +387,17 @@ async fn emotion_and_recommend_train_securely_and_serve() {
         ("/v1/recommend", vec![0xc3, 0x28], 400, "invalid_utf8"),
     ];
     for (path, body, want, reason) in cases {
-        let (status, v) = post(&addr, &app, path, body.clone()).await;
+        let (status, v) = https_json(&addr, &app, "POST", path, body.clone()).await;
         assert_eq!(status, want, "{path} {}: {v}", String::from_utf8_lossy(&body));
         assert_eq!(v["error"]["reason"], reason, "{path}: {v}");
         assert!(!v["error"]["message"].as_str().unwrap().is_empty(), "{v}");
     }
     for path in ["/v1/emotion", "/v1/recommend"] {
         let huge = serde_json::to_vec(&serde_json::json!({ "text": "a".repeat(100_000) })).unwrap();
-        let (status, v) = post(&addr, &app, path, huge).await;
+        let (status, v) = https_json(&addr, &app, "POST", path, huge).await;
         assert_eq!((status, v["error"]["reason"].as_str()), (413, Some("too_large")), "{path}: {v}");
-        let (status, v) = post(&addr, &cluster.tls("inst-2"), path, br#"{"text": "hi"}"#.to_vec()).await;
+        let (status, v) =
+            https_json(&addr, &cluster.tls("inst-2"), "POST", path, br#"{"text": "hi"}"#.to_vec()).await;
         assert_eq!(
             (status, v["error"]["code"].as_str()),
             (403, Some("forbidden")),
@@ -468,7 +456,7 @@ async fn emotion_and_recommend_train_securely_and_serve() {
     assert_eq!(status, 200);
     assert_eq!(v["models"]["emotion"]["version"], ROUNDS, "{v}");
     assert_eq!(v["models"]["recommend"]["version"], ROUNDS, "{v}");
-    let (status, v) = post(&addr2, &app, "/v1/recommend", br#"{"top_k": 2}"#.to_vec()).await;
+    let (status, v) = https_json(&addr2, &app, "POST", "/v1/recommend", br#"{"top_k": 2}"#.to_vec()).await;
     assert_eq!((status, v["cold_start"].as_bool()), (200, Some(true)), "{v}");
 }
 

@@ -470,6 +470,34 @@ fn wait_file(path: &Path) -> String {
     }
 }
 
+/// [`https`] expecting a JSON answer: the status and the body parsed; panics, showing the body, on
+/// anything else.
+pub async fn https_json(
+    addr: &str,
+    tls: &TlsMaterial,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> (u16, serde_json::Value) {
+    let (status, body) = https(addr, tls, method, path, body).await;
+    let v = serde_json::from_slice(&body).unwrap_or_else(|e| {
+        panic!("{method} {path} answered {status} with non-JSON ({e}): {}", String::from_utf8_lossy(&body))
+    });
+    (status, v)
+}
+
+/// [`https_json`] sending `body` as JSON (`Value::Null`: no body).
+pub async fn call_json(
+    addr: &str,
+    tls: &TlsMaterial,
+    method: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let bytes = if body.is_null() { vec![] } else { body.to_string().into_bytes() };
+    https_json(addr, tls, method, path, bytes).await
+}
+
 /// One HTTPS request over a fresh mTLS connection; returns (status, body).
 pub async fn https(addr: &str, tls: &TlsMaterial, method: &str, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
     use http_body_util::{BodyExt, Full};
