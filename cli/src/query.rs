@@ -24,9 +24,9 @@ pub enum QueryCommand {
     Spend(SpendArgs),
 }
 
-/// Arguments of `hearth query spend`.
+/// What every query takes: who asks, what budget pays, the release's privacy, the output form.
 #[derive(Debug, clap::Args)]
-pub struct SpendArgs {
+pub struct QueryArgs {
     #[command(flatten)]
     pub conn: Connection,
     /// Certificate to authenticate with (an analyst's, or the operator's).
@@ -35,9 +35,6 @@ pub struct SpendArgs {
     /// The budget family the query is charged to.
     #[arg(long)]
     pub family: String,
-    /// The most one purchase may contribute to the sum.
-    #[arg(long)]
-    pub value_bound: f64,
     /// Epsilon of the release (per record).
     #[arg(long)]
     pub epsilon: f64,
@@ -52,17 +49,21 @@ pub struct SpendArgs {
     pub json: bool,
 }
 
+/// Arguments of `hearth query spend`.
+#[derive(Debug, clap::Args)]
+pub struct SpendArgs {
+    #[command(flatten)]
+    pub query: QueryArgs,
+    /// The most one purchase may contribute to the sum.
+    #[arg(long)]
+    pub value_bound: f64,
+}
+
 /// Arguments of `hearth query histogram`.
 #[derive(Debug, clap::Args)]
 pub struct HistogramArgs {
     #[command(flatten)]
-    pub conn: Connection,
-    /// Certificate to authenticate with (an analyst's, or the operator's).
-    #[arg(long = "as", default_value = "analyst")]
-    pub cert: String,
-    /// The budget family the query is charged to.
-    #[arg(long)]
-    pub family: String,
+    pub query: QueryArgs,
     /// What each record counts for: `label` (intent examples' labels) or `emotion` (emotion examples'
     /// primary labels).
     #[arg(long, default_value = "label", value_parser = ["label", "emotion"])]
@@ -73,73 +74,56 @@ pub struct HistogramArgs {
     /// Take the bins from the distinct labels of a CSV or JSON Lines file.
     #[arg(long)]
     pub bins_from: Option<PathBuf>,
-    /// Epsilon of the release (per record).
-    #[arg(long)]
-    pub epsilon: f64,
-    /// Delta of the release.
-    #[arg(long, default_value_t = 1e-6)]
-    pub delta: f64,
-    /// Fewest institutions the sum may cover.
-    #[arg(long, default_value_t = 3)]
-    pub min_participants: u32,
-    /// Print the result as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 pub async fn run(cmd: QueryCommand) -> anyhow::Result<()> {
-    let a = match cmd {
-        QueryCommand::Histogram(a) => a,
-        QueryCommand::Spend(a) => return spend(a).await,
-    };
-    let mut bins = a.bins.clone();
-    if let Some(path) = &a.bins_from {
-        let mut labels: Vec<String> =
-            crate::data::read_labelled(path)?.into_iter().map(|e| e.label).collect();
-        labels.sort();
-        labels.dedup();
-        bins = labels;
+    match cmd {
+        QueryCommand::Histogram(a) => {
+            let mut bins = a.bins;
+            if let Some(path) = &a.bins_from {
+                let mut labels: Vec<String> =
+                    crate::data::read_labelled(path)?.into_iter().map(|e| e.label).collect();
+                labels.sort();
+                labels.dedup();
+                bins = labels;
+            }
+            if bins.is_empty() {
+                bail!("give the bins with --bins or --bins-from");
+            }
+            let result = run_query(&a.query, a.statistic, bins, 0.0).await?;
+            print_result(&result, a.query.json, "noisy count", 0)
+        }
+        QueryCommand::Spend(a) => {
+            let result = run_query(&a.query, "spend".into(), vec![], a.value_bound).await?;
+            print_result(&result, a.query.json, "noisy value", 2)
+        }
     }
-    if bins.is_empty() {
-        bail!("give the bins with --bins or --bins-from");
-    }
-    let mut client = AnalyticsClient::new(a.conn.channel_as(&a.cert).await?);
-    let result = client
-        .run_query(v1::QueryRequest {
-            query_id: String::new(),
-            family: a.family.clone(),
-            statistic: a.statistic.clone(),
-            bins,
-            epsilon: a.epsilon,
-            delta: a.delta,
-            min_participants: a.min_participants,
-            round_deadline_s: 0,
-            value_bound: 0.0,
-        })
-        .await
-        .context("running the query")?
-        .into_inner();
-    print_result(&result, a.json, "noisy count", 0)
 }
 
-async fn spend(a: SpendArgs) -> anyhow::Result<()> {
-    let mut client = AnalyticsClient::new(a.conn.channel_as(&a.cert).await?);
+/// Runs one query through the coordinator's `Analytics` service.
+async fn run_query(
+    q: &QueryArgs,
+    statistic: String,
+    bins: Vec<String>,
+    value_bound: f64,
+) -> anyhow::Result<v1::QueryResult> {
+    let mut client = AnalyticsClient::new(q.conn.channel_as(&q.cert).await?);
     let result = client
         .run_query(v1::QueryRequest {
             query_id: String::new(),
-            family: a.family.clone(),
-            statistic: "spend".into(),
-            bins: vec![],
-            epsilon: a.epsilon,
-            delta: a.delta,
-            min_participants: a.min_participants,
+            family: q.family.clone(),
+            statistic,
+            bins,
+            epsilon: q.epsilon,
+            delta: q.delta,
+            min_participants: q.min_participants,
             round_deadline_s: 0,
-            value_bound: a.value_bound,
+            value_bound,
         })
         .await
         .context("running the query")?
         .into_inner();
-    print_result(&result, a.json, "noisy value", 2)
+    Ok(result)
 }
 
 fn print_result(result: &v1::QueryResult, json: bool, what: &str, decimals: usize) -> anyhow::Result<()> {
