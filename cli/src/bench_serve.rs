@@ -46,7 +46,7 @@ pub struct ServeBenchArgs {
     pub no_models: bool,
     /// The shared datasets directory (default: $HEARTH_DATA_DIR, else the first shared/data found up
     /// from the current directory).
-    #[arg(long)]
+    #[arg(long, env = "HEARTH_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
@@ -88,22 +88,6 @@ const TEXTS: [&str; 12] = [
     "I lost my card, please block it",
 ];
 const CHANNELS: [&str; 4] = ["app", "web", "sms", "email"];
-
-fn shared_data(a: &ServeBenchArgs) -> PathBuf {
-    if let Some(d) = &a.data_dir {
-        return d.clone();
-    }
-    if let Some(d) = std::env::var_os("HEARTH_DATA_DIR") {
-        return d.into();
-    }
-    let cwd = std::env::current_dir().unwrap_or_default();
-    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    cwd.ancestors()
-        .chain(here.ancestors())
-        .map(|p| p.join("shared/data"))
-        .find(|p| p.is_dir())
-        .unwrap_or_else(|| PathBuf::from("../shared/data"))
-}
 
 /// The wrk script: a POST per request with the next customer, channel and text.
 fn lua_script(customers: u64) -> String {
@@ -312,7 +296,11 @@ pub async fn run(a: ServeBenchArgs) -> anyhow::Result<()> {
         keystore: keystore.clone(),
         ..Default::default()
     };
-    let specs = if a.no_models { None } else { Some(import(&shared_data(&a), &cfg, &passphrase)?) };
+    let specs = if a.no_models {
+        None
+    } else {
+        Some(import(&crate::demo::data_dir(a.data_dir.as_deref()), &cfg, &passphrase)?)
+    };
     let nodes = fleet::Nodes {
         allow_plain: true,
         suite: hearth_crypto::SuiteId::International,

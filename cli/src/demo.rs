@@ -172,9 +172,9 @@ pub struct Summary {
 /// The shared datasets directory: `--data-dir` / `$HEARTH_DATA_DIR`, else the first `shared/data`
 /// found walking up from the current directory, else from this crate's source (a checkout sits beside
 /// `shared/`, a worktree one level deeper).
-fn data_dir(a: &DemoArgs) -> PathBuf {
-    if let Some(d) = &a.data_dir {
-        return d.clone();
+pub(crate) fn data_dir(given: Option<&Path>) -> PathBuf {
+    if let Some(d) = given {
+        return d.to_path_buf();
     }
     let cwd = std::env::current_dir().unwrap_or_default();
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -346,7 +346,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         bail!("--train/--test are intent data; use them with --task intent or all");
     }
     let t0 = Instant::now();
-    let shared = data_dir(&a);
+    let shared = data_dir(a.data_dir.as_deref());
     let n = a.participants;
     // Load and split every task's data before starting anything.
     let intent = if a.runs(TaskChoice::Intent) { Some(intent::prepare(&a, &shared)?) } else { None };
