@@ -52,7 +52,7 @@ pub use data::{
 };
 pub use dp::{
     clipped_gradient_sum, noise_share, ClippedSum, DpConfig, DpError, DpParams, DpPlan, DpServer, Grid,
-    PrivacyTarget, RoundShape,
+    IntentDpPreset, PrivacyTarget, RoundShape, INTENT_DP_PRESET,
 };
 pub use emotion::{EmotionExample, EmotionModel, EmotionPrediction, EmotionSpec, Escalation};
 pub use eval::{choose_oos_threshold, evaluate, Confusion, Metrics};

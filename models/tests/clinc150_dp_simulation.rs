@@ -41,22 +41,14 @@ use rand_chacha::ChaCha20Rng;
 mod common;
 use common::{env, fedavgm, read_data};
 
-/// The chosen configuration (the sweep behind it is in the commit that introduced it).
-const DIM: u32 = 4096;
-const CLIP: f64 = 0.1;
-const ROUNDS: u64 = 100;
-/// Every record every round: the only sampling rate at which the discrete shares' accounting is as tight
-/// as the Gaussian's (see `hearth_models::dp`).
-const SAMPLING_RATE: f64 = 1.0;
+/// The chosen configuration (the sweep behind it is in the commit that introduced it), which `hearth demo
+/// --dp` runs too.
+const P: IntentDpPreset = INTENT_DP_PRESET;
 /// Shares calibrated so that all 5 together carry the noise: a round from which an institution drops
 /// out after uploading cannot be unmasked and is retried. With 4 (one drop-out tolerated) every round
 /// carries 12% more noise than needed when all 5 answer, which cost a point of mean accuracy (0.788,
 /// standard deviation 0.011, over 8 noise seeds against 0.799 over 10).
 const MIN_SURVIVORS: u32 = 5;
-const SERVER_LR: f64 = 200.0;
-const SERVER_MOMENTUM: f64 = 0.9;
-const BIAS_SCALE: f64 = 0.3;
-const TARGET: PrivacyTarget = PrivacyTarget { epsilon: 8.0, delta: 1e-5 };
 const INSTITUTIONS: usize = 5;
 /// The secure-aggregation ring.
 const MODULUS_BITS: u8 = 32;
@@ -151,11 +143,11 @@ fn dp_federated_training_at_epsilon_8_comes_within_5_points_of_non_private() {
     labels.sort();
     labels.dedup();
 
-    let dim: u32 = env("DIM", DIM);
-    let rounds: u64 = env("ROUNDS", ROUNDS);
-    let server_lr: f64 = env("SLR", SERVER_LR);
-    let momentum: f64 = env("BETA", SERVER_MOMENTUM);
-    let target = PrivacyTarget { epsilon: env("EPS", TARGET.epsilon), delta: TARGET.delta };
+    let dim: u32 = env("DIM", P.feature_dim);
+    let rounds: u64 = env("ROUNDS", P.rounds);
+    let server_lr: f64 = env("SLR", P.server_learning_rate);
+    let momentum: f64 = env("BETA", P.server_momentum);
+    let target = PrivacyTarget { epsilon: env("EPS", P.target.epsilon), delta: P.target.delta };
 
     let t = Instant::now();
     let spec = IntentSpec::new(labels.clone(), features(dim)).unwrap();
@@ -166,12 +158,12 @@ fn dp_federated_training_at_epsilon_8_comes_within_5_points_of_non_private() {
     let n = spec.num_params() as u64;
     let cohort = INSTITUTIONS as u32;
     let base = DpParams {
-        clip_norm: env("CLIP", CLIP),
-        sampling_rate: SAMPLING_RATE,
+        clip_norm: env("CLIP", P.clip_norm),
+        sampling_rate: P.sampling_rate,
         noise_multiplier: 1.0,
         rounds,
         min_survivors: env("NMIN", MIN_SURVIVORS),
-        bias_scale: env("BIAS_SCALE", BIAS_SCALE),
+        bias_scale: env("BIAS_SCALE", P.bias_scale),
     };
 
     // The rounds' quantiser: a per-coordinate clip no institution's sum can exceed (each of its records

@@ -93,18 +93,8 @@ pub(crate) struct PrivateInputs {
     declared_records: u64,
 }
 
-/// The DP configuration of `--dp`, from the sweep in `models/tests/clinc150_dp_simulation.rs`: a smaller
-/// hashed feature space (the noise grows with the number of parameters), a small clip norm, every
-/// record every round, a large server learning rate with momentum, biases on a constant feature of 0.3.
-const DP_FEATURE_DIM: u32 = 4096;
-const DP_CLIP: f64 = 0.1;
-const DP_ROUNDS: u64 = 100;
-const DP_SAMPLING_RATE: f64 = 1.0;
-const DP_SERVER_LR: f32 = 200.0;
-const DP_SERVER_MOMENTUM: f32 = 0.9;
-const DP_BIAS_SCALE: f64 = 0.3;
-const DP_EPSILON: f64 = 8.0;
-const DP_DELTA: f64 = 1e-5;
+/// The DP configuration of `--dp`: the one `models/tests/clinc150_dp_simulation.rs` measures.
+const DP: hearth_models::IntentDpPreset = hearth_models::INTENT_DP_PRESET;
 
 /// The dataset and its split over the institutions.
 pub(crate) struct Prepared {
@@ -309,11 +299,12 @@ pub(crate) async fn run_private(ctx: &mut Ctx, p: PrivateInputs) -> anyhow::Resu
     // unmasking and retried. (Calibrating for 4 of 5 survivors adds a quarter more noise when all 5 answer,
     // which costs about a point of accuracy: the sweep in `models/tests/clinc150_dp_simulation.rs`.)
     let min_survivors = n.max(1);
+    let (epsilon, delta, clip) = (DP.target.epsilon, DP.target.delta, DP.clip_norm);
     let mut policy = String::from("# Installed by `hearth demo --dp`.\n");
     for i in 1..=n {
         policy.push_str(&format!(
-            "[tenants.institution-{i}.families.intent]\nepsilon = {DP_EPSILON}\ndelta = {DP_DELTA}\n\
-             delta_per_charge = {DP_DELTA}\nprivacy_unit = \"record\"\nclipping_norm = {DP_CLIP}\n\
+            "[tenants.institution-{i}.families.intent]\nepsilon = {epsilon}\ndelta = {delta}\n\
+             delta_per_charge = {delta}\nprivacy_unit = \"record\"\nclipping_norm = {clip}\n\
              min_participants = {min_survivors}\n\n"
         ));
     }
@@ -321,38 +312,38 @@ pub(crate) async fn run_private(ctx: &mut Ctx, p: PrivateInputs) -> anyhow::Resu
     eprintln!("intent (DP): privacy policy version {} installed (signed by the DPO)", info.version);
 
     let spec =
-        IntentSpec::new(p.labels.clone(), FeatureConfig { dim: DP_FEATURE_DIM, ..FeatureConfig::default() })?;
-    let rounds = ctx.rounds.unwrap_or(DP_ROUNDS);
+        IntentSpec::new(p.labels.clone(), FeatureConfig { dim: DP.feature_dim, ..FeatureConfig::default() })?;
+    let rounds = ctx.rounds.unwrap_or(DP.rounds);
     let num_params = spec.num_params();
     let base = hearth_models::DpParams {
-        clip_norm: DP_CLIP,
-        sampling_rate: DP_SAMPLING_RATE,
+        clip_norm: DP.clip_norm,
+        sampling_rate: DP.sampling_rate,
         noise_multiplier: 1.0,
         rounds,
         min_survivors,
-        bias_scale: DP_BIAS_SCALE,
+        bias_scale: DP.bias_scale,
     };
-    let target = hearth_models::PrivacyTarget { epsilon: DP_EPSILON, delta: DP_DELTA };
+    let target = DP.target;
     let sigma = crate::operator::calibrate(base, target, p.declared_records, n, num_params as u64)?;
     let mut plan = ctx.plan("demo-intent-dp", ModelSpec::Intent(spec.clone()));
     plan.rounds = rounds;
     plan.min_participants = min_survivors;
-    plan.server_learning_rate = DP_SERVER_LR;
-    plan.server_momentum = DP_SERVER_MOMENTUM;
+    plan.server_learning_rate = DP.server_learning_rate as f32;
+    plan.server_momentum = DP.server_momentum as f32;
     plan.privacy = Some(v1::PrivacySpec {
         family: "intent".into(),
-        clipping_norm: DP_CLIP,
+        clipping_norm: DP.clip_norm,
         noise_multiplier: sigma,
-        sampling_rate: DP_SAMPLING_RATE,
+        sampling_rate: DP.sampling_rate,
         privacy_unit: "record".into(),
         min_survivors,
         declared_records: p.declared_records,
-        bias_scale: DP_BIAS_SCALE,
+        bias_scale: DP.bias_scale,
         max_cohort: n,
-        delta: DP_DELTA,
+        delta: DP.target.delta,
     });
     eprintln!(
-        "intent (DP): {rounds} rounds of DP-SGD on {num_params} parameters, clip {DP_CLIP}, noise multiplier \
+        "intent (DP): {rounds} rounds of DP-SGD on {num_params} parameters, clip {clip}, noise multiplier \
          {sigma:.3} (each of {n} participants adds a share; the sum is private while {min_survivors} survive)"
     );
     let task = Arc::new(IntentTask { val: Arc::clone(&p.val), test: Arc::clone(&p.test) });
@@ -382,13 +373,13 @@ pub(crate) async fn run_private(ctx: &mut Ctx, p: PrivateInputs) -> anyhow::Resu
         in_scope_accuracy: m.in_scope_accuracy,
         oos_recall: m.oos_recall,
         epsilon,
-        delta: DP_DELTA,
-        target_epsilon: DP_EPSILON,
+        delta: DP.target.delta,
+        target_epsilon: DP.target.epsilon,
         noise_multiplier: sigma,
-        clipping_norm: DP_CLIP,
-        sampling_rate: DP_SAMPLING_RATE,
+        clipping_norm: DP.clip_norm,
+        sampling_rate: DP.sampling_rate,
         rounds,
-        feature_dim: DP_FEATURE_DIM,
+        feature_dim: DP.feature_dim,
         num_params,
         train_seconds: seconds,
         rows: rows.into_iter().map(|e| e.row).collect(),

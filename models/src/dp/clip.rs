@@ -103,7 +103,6 @@ mod tests {
     use rand_chacha::ChaCha20Rng;
 
     use super::*;
-    use crate::dp::DpParams;
     use crate::features::FeatureConfig;
     use crate::train::encode;
     use crate::Example;
@@ -121,15 +120,7 @@ mod tests {
     }
 
     fn with_bias(clip_norm: f64, sampling_rate: f64, bias_scale: f64) -> DpConfig {
-        DpConfig::new(DpParams {
-            clip_norm,
-            sampling_rate,
-            noise_multiplier: 1.0,
-            rounds: 10,
-            min_survivors: 1,
-            bias_scale,
-        })
-        .unwrap()
+        crate::dp::test_config(clip_norm, sampling_rate, bias_scale)
     }
 
     fn one(text: &str, label: &str) -> EncodedSet {

@@ -383,5 +383,56 @@ impl DpConfig {
     }
 }
 
+/// The DP-SGD configuration chosen for intent models on CLINC150 by the sweep in
+/// `models/tests/clinc150_dp_simulation.rs` (which measures it), and run by `hearth demo --dp`: a small
+/// hashed feature space (the noise grows with the number of parameters), a small clip norm, every record
+/// every round (the only sampling rate at which the discrete shares' accounting is as tight as the
+/// Gaussian's), a large server learning rate with momentum, biases on a constant feature of 0.3.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IntentDpPreset {
+    /// Hashed feature dimension.
+    pub feature_dim: u32,
+    /// Per-record clipping norm.
+    pub clip_norm: f64,
+    /// Rounds of DP-SGD.
+    pub rounds: u64,
+    /// Poisson sampling rate.
+    pub sampling_rate: f64,
+    /// Server learning rate.
+    pub server_learning_rate: f64,
+    /// Server momentum.
+    pub server_momentum: f64,
+    /// The constant feature the biases sit on.
+    pub bias_scale: f64,
+    /// The privacy target the noise is calibrated for.
+    pub target: PrivacyTarget,
+}
+
+/// See [`IntentDpPreset`].
+pub const INTENT_DP_PRESET: IntentDpPreset = IntentDpPreset {
+    feature_dim: 4096,
+    clip_norm: 0.1,
+    rounds: 100,
+    sampling_rate: 1.0,
+    server_learning_rate: 200.0,
+    server_momentum: 0.9,
+    bias_scale: 0.3,
+    target: PrivacyTarget { epsilon: 8.0, delta: 1e-5 },
+};
+
 #[cfg(test)]
 mod tests;
+
+/// A configuration for unit tests: noise multiplier 1, 10 rounds, one survivor needed.
+#[cfg(test)]
+pub(crate) fn test_config(clip_norm: f64, sampling_rate: f64, bias_scale: f64) -> DpConfig {
+    DpConfig::new(DpParams {
+        clip_norm,
+        sampling_rate,
+        noise_multiplier: 1.0,
+        rounds: 10,
+        min_survivors: 1,
+        bias_scale,
+    })
+    .unwrap()
+}

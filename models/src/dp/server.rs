@@ -119,7 +119,6 @@ impl DpServer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dp::DpParams;
     use crate::features::FeatureConfig;
 
     /// A model of one weight row of 1024 x 2 and 2 biases, where the sum is easy to write.
@@ -129,15 +128,7 @@ mod tests {
     }
 
     fn cfg(sampling_rate: f64, bias_scale: f64) -> DpConfig {
-        DpConfig::new(DpParams {
-            clip_norm: 1.0,
-            sampling_rate,
-            noise_multiplier: 1.0,
-            rounds: 10,
-            min_survivors: 1,
-            bias_scale,
-        })
-        .unwrap()
+        crate::dp::test_config(1.0, sampling_rate, bias_scale)
     }
 
     #[test]
