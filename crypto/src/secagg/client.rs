@@ -275,36 +275,33 @@ impl ClientAwaitShares {
     ) -> Result<(ClientAwaitSurvivors, Vec<u8>), SecAggError> {
         check_input(&self.core.params, input)?;
         let held = self.open_shares(msg)?;
-        let params = &self.core.params;
-        let mut masks = vec![(
-            self_mask_seed(params.suite(), params.context(), &self.self_seed, self.core.me)?,
-            Sign::Add,
-        )];
-        masks.extend(
-            pairwise_masks(
-                params,
-                self.core.me,
-                &self.mask_secret,
-                held.keys().map(|v| (*v, &self.peers[v].mask_public)),
-            )?
-            .into_values(),
-        );
-        let mut values = input.to_vec();
-        apply_masks(params.suite(), &masks, &mut values, threads);
-        self.finish(held, values)
+        let masked = self.plan_for(held.keys().copied())?.apply(input.to_vec(), threads)?;
+        self.finish(held, masked.values)
     }
 
     /// What [`MaskPlan::apply`] needs to mask an input before the phase-2 message arrives: the self mask
     /// and a pairwise mask for every neighbour that advertised keys. Expanding masks is most of a
     /// client's work in a round; done ahead, it overlaps the wait for the other clients' shares.
     pub fn mask_plan(&self) -> Result<MaskPlan, SecAggError> {
+        self.plan_for(self.peers.keys().copied())
+    }
+
+    /// The self mask and the pairwise masks with `neighbours` (each one of this client's peers).
+    fn plan_for(&self, neighbours: impl Iterator<Item = u32>) -> Result<MaskPlan, SecAggError> {
         let params = &self.core.params;
+        let me = self.core.me;
+        let peers = neighbours
+            .map(|v| {
+                let peer = self.peers.get(&v).ok_or(SecAggError::NotANeighbour { a: me, b: v })?;
+                Ok((v, peer.mask_public.clone()))
+            })
+            .collect::<Result<_, SecAggError>>()?;
         Ok(MaskPlan {
             params: Arc::clone(params),
-            me: self.core.me,
-            self_mask: self_mask_seed(params.suite(), params.context(), &self.self_seed, self.core.me)?,
+            me,
+            self_mask: self_mask_seed(params.suite(), params.context(), &self.self_seed, me)?,
             mask_secret: self.mask_secret.clone(),
-            peers: self.peers.iter().map(|(v, p)| (*v, p.mask_public.clone())).collect(),
+            peers,
         })
     }
 

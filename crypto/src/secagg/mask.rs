@@ -231,8 +231,6 @@ pub fn agreement_public(suite: SuiteId, secret: &SecretBytes) -> Result<Vec<u8>,
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use super::*;
 
     const SUITES: [SuiteId; 2] = [SuiteId::International, SuiteId::National];
@@ -295,48 +293,6 @@ mod tests {
                 pairwise_seed(id, &ctx, &a, &b_pub, 3, 8).unwrap()
             );
             assert_eq!(channel_key(id, &ctx, &a, &b_pub, 0, 1).unwrap().len(), s.aead_key_len());
-        }
-    }
-
-    /// Prints mask-expansion throughput against the raw keystream (measurement only, nothing asserted
-    /// about speed). Run: `cargo test --release -p hearth-crypto mask_expansion_speed -- --nocapture`.
-    #[test]
-    fn mask_expansion_speed() {
-        let d = 1 << 20; // 4 MiB of u32 words
-        for id in SUITES {
-            let s = id.suite();
-            let seed = SecretBytes::new([7; 32]);
-            let reps = 3;
-            let mut raw = vec![0u8; 4 * d];
-            let t = Instant::now();
-            for _ in 0..reps {
-                s.keystream(&seed, &mut raw);
-            }
-            let raw_mbs = (reps * 4 * d) as f64 / t.elapsed().as_secs_f64() / 1e6;
-            let mut block = vec![0u8; BLOCK_BYTES];
-            let t = Instant::now();
-            for _ in 0..reps * (4 * d / BLOCK_BYTES) {
-                s.keystream(&seed, &mut block);
-            }
-            let raw_block_mbs = (reps * 4 * d) as f64 / t.elapsed().as_secs_f64() / 1e6;
-            let mut ex = MaskExpander::new(id);
-            let mut v = vec![0u32; d];
-            let t = Instant::now();
-            for _ in 0..reps {
-                ex.apply(&seed, Sign::Add, &mut v);
-            }
-            let mask_mbs = (reps * 4 * d) as f64 / t.elapsed().as_secs_f64() / 1e6;
-            // A client of a 50-client round: 22 pairwise masks and its self mask.
-            let masks: Vec<(SecretBytes, Sign)> =
-                (0..23u8).map(|i| (SecretBytes::new([i; 32]), Sign::Add)).collect();
-            let t = Instant::now();
-            apply_masks(id, &masks, &mut v, 1);
-            let all_mbs = (masks.len() * 4 * d) as f64 / t.elapsed().as_secs_f64() / 1e6;
-            println!(
-                "{id:>13}: raw keystream 4 MiB buffer {raw_mbs:7.0} MB/s | raw keystream 64 KiB blocks {raw_block_mbs:7.0} MB/s | one mask into u32 {mask_mbs:7.0} MB/s ({:.0}% of raw) | 23 masks {all_mbs:7.0} MB/s ({:.0}%)",
-                100.0 * mask_mbs / raw_mbs.max(raw_block_mbs),
-                100.0 * all_mbs / raw_mbs.max(raw_block_mbs)
-            );
         }
     }
 }
