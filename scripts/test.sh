@@ -22,8 +22,7 @@ if [ -n "$missing" ]; then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
-# Integration tests read CLINC150 from ../shared beside the checkout; a checkout elsewhere (a git
-# worktree) sets HEARTH_CLINC150 to the file.
+# The tests read the datasets committed in data/ ($HEARTH_DATA_DIR names another directory).
 
 cargo build --release --workspace --all-targets
 cargo test --release --workspace --all-targets -- --test-threads="${HEARTH_TEST_THREADS:-2}"

@@ -1,4 +1,4 @@
-//! `hearth bench serve --json` end to end, briefly: a participant trained on the shared datasets serves
+//! `hearth bench serve --json` end to end, briefly: a participant trained on the datasets in data/ serves
 //! `POST /v1/messages` with all three models to `wrk` on its loopback API-key listener, and the report
 //! carries `rps` and `p99_ms` with every answer a 2xx. (The throughput bar itself is measured with the
 //! default 10 s run and reported in README.md; this checks the command, not the machine.)

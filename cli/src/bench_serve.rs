@@ -26,7 +26,7 @@ use crate::operator::Connection;
 /// Arguments of `hearth bench serve`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  hearth bench serve\n  hearth bench serve --json\n  hearth bench serve --seconds 30 --connections 64\n\nNeeds wrk (apt-get install wrk) and the shared datasets (CLINC150, GoEmotions; --data-dir).\nrps: requests/s wrk completed; p99_ms: the 99th percentile latency wrk measured."
+    after_help = "Examples:\n  hearth bench serve\n  hearth bench serve --json\n  hearth bench serve --seconds 30 --connections 64\n\nNeeds wrk (apt-get install wrk) and the datasets in data/ (CLINC150, GoEmotions, Online Retail; --data-dir).\nrps: requests/s wrk completed; p99_ms: the 99th percentile latency wrk measured."
 )]
 pub struct ServeBenchArgs {
     /// Seconds of load.
@@ -44,8 +44,7 @@ pub struct ServeBenchArgs {
     /// Skip training: measure with no model served (each family answers `null` with a reason).
     #[arg(long)]
     pub no_models: bool,
-    /// The shared datasets directory (default: $HEARTH_DATA_DIR, else the first shared/data found up
-    /// from the current directory).
+    /// The datasets directory (default: $HEARTH_DATA_DIR, else the repository's data/).
     #[arg(long, env = "HEARTH_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Print one JSON object instead of a table.
@@ -171,11 +170,11 @@ struct Specs {
 /// Writes one participant's data (intent: CLINC150; emotion: a GoEmotions slice; recommend: Online
 /// Retail) into its store.
 fn import(
-    shared: &Path,
+    data: &Path,
     cfg: &hearth_participant::ParticipantConfig,
     pass: &zeroize::Zeroizing<String>,
 ) -> anyhow::Result<Specs> {
-    let clinc = shared.join("clinc150/data_full.json");
+    let clinc = data.join("clinc150/data_full.json");
     let text = std::fs::read_to_string(&clinc)
         .with_context(|| format!("reading {} (set --data-dir or HEARTH_DATA_DIR)", clinc.display()))?;
     let intent =
@@ -183,13 +182,13 @@ fn import(
     let mut intent_labels: Vec<String> = intent.train.iter().map(|e| e.label.clone()).collect();
     intent_labels.sort();
     intent_labels.dedup();
-    let ek = shared.join("goemotions/ekman");
+    let ek = data.join("goemotions/ekman");
     let read = |f: &str| {
         std::fs::read_to_string(ek.join(f)).with_context(|| format!("reading {}", ek.join(f).display()))
     };
     let labels = hearth_models::emotion::parse_emotion_labels(&read("labels.txt")?)?;
     let emotions = hearth_models::emotion::parse_goemotions(&read("train.tsv")?, &labels);
-    let retail = shared.join("online-retail/transactions.csv");
+    let retail = data.join("online-retail/transactions.csv");
     let rows = hearth_models::recommend::data::parse_transactions(
         &std::fs::read_to_string(&retail).with_context(|| format!("reading {}", retail.display()))?,
     )?

@@ -53,7 +53,7 @@ pub enum TaskChoice {
 /// Arguments of `hearth demo`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  hearth demo                                  # intent, emotion and recommend\n  hearth demo --task emotion\n  hearth demo --no-serve --json > summary.json\n  hearth demo --participants 3 --rounds 5 --alpha 0.1\n  hearth demo --task intent --train my-train.csv --test my-test.csv\n\nDatasets are read from the shared data directory: --data-dir, else $HEARTH_DATA_DIR, else the first\nshared/data found walking up from the current directory (clinc150/, goemotions/ekman/,\nonline-retail/). Logs of the coordinator and participants go to DIR/logs/. Without --dir, DIR is a\nfresh temporary directory that is removed when the demo ends."
+    after_help = "Examples:\n  hearth demo                                  # intent, emotion and recommend\n  hearth demo --task emotion\n  hearth demo --no-serve --json > summary.json\n  hearth demo --participants 3 --rounds 5 --alpha 0.1\n  hearth demo --task intent --train my-train.csv --test my-test.csv\n\nDatasets are read from the repository's data/ (clinc150/, goemotions/ekman/, online-retail/);\n--data-dir or $HEARTH_DATA_DIR name another directory of the same layout. Logs of the coordinator and participants go to DIR/logs/. Without --dir, DIR is a\nfresh temporary directory that is removed when the demo ends."
 )]
 pub struct DemoArgs {
     /// Which task to run (default: all three; with --train, intent alone, as before other tasks existed).
@@ -78,7 +78,8 @@ pub struct DemoArgs {
     /// sets the escalation threshold on its calibration data to reach it.
     #[arg(long, default_value_t = 0.7)]
     pub target_anger_recall: f32,
-    /// The shared datasets directory (holding clinc150/, goemotions/, online-retail/).
+    /// The datasets directory (holding clinc150/, goemotions/ekman/, online-retail/; default: the
+    /// repository's data/).
     #[arg(long, env = "HEARTH_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Your own intent training data (CSV `text,label` or JSON Lines); requires --test.
@@ -169,20 +170,20 @@ pub struct Summary {
     pub seconds: Timings,
 }
 
-/// The shared datasets directory: `--data-dir` / `$HEARTH_DATA_DIR`, else the first `shared/data`
-/// found walking up from the current directory, else from this crate's source (a checkout sits beside
-/// `shared/`, a worktree one level deeper).
+/// The datasets directory: `--data-dir` / `$HEARTH_DATA_DIR`, else the repository's own `data/` (the
+/// first `data/SHA256SUMS` found walking up from the current directory, else the checkout this binary
+/// was built from).
 pub(crate) fn data_dir(given: Option<&Path>) -> PathBuf {
     if let Some(d) = given {
         return d.to_path_buf();
     }
     let cwd = std::env::current_dir().unwrap_or_default();
-    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     cwd.ancestors()
-        .chain(here.ancestors())
-        .map(|p| p.join("shared/data"))
-        .find(|p| p.is_dir())
-        .unwrap_or_else(|| PathBuf::from("../shared/data"))
+        .chain(std::iter::once(built_from.as_path()))
+        .map(|p| p.join("data"))
+        .find(|p| p.join("SHA256SUMS").is_file())
+        .unwrap_or_else(|| PathBuf::from("data"))
 }
 
 /// What every task's job shares: the running fleet and how jobs are run.
@@ -346,16 +347,16 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         bail!("--train/--test are intent data; use them with --task intent or all");
     }
     let t0 = Instant::now();
-    let shared = data_dir(a.data_dir.as_deref());
+    let data = data_dir(a.data_dir.as_deref());
     let n = a.participants;
     // Load and split every task's data before starting anything.
-    let intent = if a.runs(TaskChoice::Intent) { Some(intent::prepare(&a, &shared)?) } else { None };
+    let intent = if a.runs(TaskChoice::Intent) { Some(intent::prepare(&a, &data)?) } else { None };
     let emotion = if a.runs(TaskChoice::Emotion) {
-        Some(emotion::prepare(&shared, n, a.alpha, a.seed, a.target_anger_recall)?)
+        Some(emotion::prepare(&data, n, a.alpha, a.seed, a.target_anger_recall)?)
     } else {
         None
     };
-    let retail = if a.runs(TaskChoice::Recommend) { Some(recommend::prepare(&shared, n)?) } else { None };
+    let retail = if a.runs(TaskChoice::Recommend) { Some(recommend::prepare(&data, n)?) } else { None };
 
     let (dir, _tmp_guard) = match &a.dir {
         Some(d) => (d.clone(), None),

@@ -18,20 +18,15 @@ use tonic::transport::Channel;
 
 pub const HEARTH: &str = env!("CARGO_BIN_EXE_hearth");
 
-/// The shared datasets directory: `$HEARTH_DATA_DIR` when set, else the first `shared/data` found walking
-/// up from this crate (a checkout sits beside `shared/`, as CI's does; a worktree one level deeper).
+/// The datasets directory: `$HEARTH_DATA_DIR` when set, else the repository's own `data/`.
 pub fn data_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("HEARTH_DATA_DIR") {
-        return PathBuf::from(dir);
+    match std::env::var_os("HEARTH_DATA_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../data"),
     }
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    here.ancestors()
-        .map(|a| a.join("shared/data"))
-        .find(|p| p.is_dir())
-        .unwrap_or_else(|| here.join("../../shared/data"))
 }
 
-/// The CLINC150 file shipped beside the repository (`HEARTH_CLINC150` overrides).
+/// The CLINC150 file in the repository (`HEARTH_CLINC150` overrides).
 pub fn clinc150_path() -> PathBuf {
     if let Some(p) = std::env::var_os("HEARTH_CLINC150") {
         return p.into();
@@ -41,7 +36,7 @@ pub fn clinc150_path() -> PathBuf {
 
 /// A slice of CLINC150: the examples of `intents` intents (plus out-of-scope), train and test.
 pub fn clinc_slice(intents: usize) -> (Vec<Example>, Vec<Example>) {
-    let text = std::fs::read_to_string(clinc150_path()).expect("CLINC150 beside the repository");
+    let text = std::fs::read_to_string(clinc150_path()).expect("CLINC150 in data/");
     let d = hearth_models::parse_clinc150(&text).expect("parse CLINC150");
     let mut labels: Vec<String> = d.train.iter().map(|e| e.label.clone()).filter(|l| l != "oos").collect();
     labels.sort();
@@ -55,8 +50,7 @@ pub fn clinc_slice(intents: usize) -> (Vec<Example>, Vec<Example>) {
 /// GoEmotions with the Ekman labels: the label list and one split (`train`, `dev`, `test`).
 pub fn goemotions(split: &str) -> (Vec<String>, Vec<EmotionExample>) {
     let dir = data_dir().join("goemotions/ekman");
-    let labels_text =
-        std::fs::read_to_string(dir.join("labels.txt")).expect("GoEmotions beside the repository");
+    let labels_text = std::fs::read_to_string(dir.join("labels.txt")).expect("GoEmotions in data/");
     let labels = hearth_models::emotion::parse_emotion_labels(&labels_text).unwrap();
     let tsv = std::fs::read_to_string(dir.join(format!("{split}.tsv"))).unwrap();
     let r = hearth_models::emotion::parse_goemotions(&tsv, &labels);
@@ -67,7 +61,7 @@ pub fn goemotions(split: &str) -> (Vec<String>, Vec<EmotionExample>) {
 /// The Online Retail transactions, parsed.
 pub fn online_retail() -> Vec<Transaction> {
     let text = std::fs::read_to_string(data_dir().join("online-retail/transactions.csv"))
-        .expect("Online Retail beside the repository");
+        .expect("Online Retail in data/");
     let r = hearth_models::recommend::data::parse_transactions(&text).unwrap();
     assert!(r.errors.is_empty());
     r.examples

@@ -101,18 +101,12 @@ impl Prepared {
     }
 }
 
-/// Loads GoEmotions Ekman from `shared/goemotions/ekman` and splits its training texts.
-pub(crate) fn prepare(
-    shared: &Path,
-    n: usize,
-    alpha: f64,
-    seed: u64,
-    target: f32,
-) -> anyhow::Result<Prepared> {
+/// Loads GoEmotions Ekman from `goemotions/ekman` under the datasets directory and splits its training texts.
+pub(crate) fn prepare(data: &Path, n: usize, alpha: f64, seed: u64, target: f32) -> anyhow::Result<Prepared> {
     if !(target > 0.0 && target <= 1.0) {
         anyhow::bail!("--target-anger-recall {target} must be in (0, 1]");
     }
-    let dir = shared.join("goemotions/ekman");
+    let dir = data.join("goemotions/ekman");
     let read = |name: &str| {
         let p = dir.join(name);
         std::fs::read_to_string(&p).with_context(|| {

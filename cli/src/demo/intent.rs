@@ -125,7 +125,7 @@ impl Prepared {
 }
 
 /// Loads CLINC150 (or the user's files) and splits it.
-pub(crate) fn prepare(a: &DemoArgs, shared: &Path) -> anyhow::Result<Prepared> {
+pub(crate) fn prepare(a: &DemoArgs, data: &Path) -> anyhow::Result<Prepared> {
     let (name, train, val, test) = if let (Some(train), Some(test)) = (&a.train, &a.test) {
         let val = match &a.val {
             Some(v) => crate::data::read_labelled(v)?,
@@ -134,7 +134,7 @@ pub(crate) fn prepare(a: &DemoArgs, shared: &Path) -> anyhow::Result<Prepared> {
         let name = format!("{} / {}", train.display(), test.display());
         (name, crate::data::read_labelled(train)?, val, crate::data::read_labelled(test)?)
     } else {
-        let path = a.clinc150.clone().unwrap_or_else(|| shared.join("clinc150/data_full.json"));
+        let path = a.clinc150.clone().unwrap_or_else(|| data.join("clinc150/data_full.json"));
         let text = std::fs::read_to_string(&path).with_context(|| {
             format!(
                 "reading CLINC150 from {} (set --data-dir, --clinc150 or HEARTH_CLINC150)",

@@ -118,10 +118,10 @@ impl Prepared {
     }
 }
 
-/// Loads `shared/online-retail/transactions.csv`, cleans it, holds out each customer's last new item and
+/// Loads `online-retail/transactions.csv` under the datasets directory, cleans it, holds out each customer's last new item and
 /// partitions the rest by country into `n` institutions.
-pub(crate) fn prepare(shared: &Path, n: usize) -> anyhow::Result<Prepared> {
-    let path = shared.join("online-retail/transactions.csv");
+pub(crate) fn prepare(data: &Path, n: usize) -> anyhow::Result<Prepared> {
+    let path = data.join("online-retail/transactions.csv");
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!("reading Online Retail from {} (set --data-dir or HEARTH_DATA_DIR)", path.display())
     })?;

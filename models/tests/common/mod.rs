@@ -1,20 +1,15 @@
-//! Helpers shared by the simulations: where the public datasets are, and environment overrides.
+//! Helpers shared by the simulations: where the datasets are, and environment overrides.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
-/// The file `rel` under the shared datasets directory: `$HEARTH_DATA_DIR/rel` when that is set, else the
-/// first `shared/data/rel` found walking up from this crate (the main checkout sits beside `shared/`, a
-/// worktree one level deeper).
+/// The file `rel` under the datasets directory: `$HEARTH_DATA_DIR/rel` when that is set, else the
+/// repository's own `data/rel`.
 pub fn data_path(rel: &str) -> PathBuf {
-    if let Some(dir) = std::env::var_os("HEARTH_DATA_DIR") {
-        return Path::new(&dir).join(rel);
+    match std::env::var_os("HEARTH_DATA_DIR") {
+        Some(dir) => Path::new(&dir).join(rel),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../data").join(rel),
     }
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    here.ancestors()
-        .map(|a| a.join("shared/data").join(rel))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| here.join("../../shared/data").join(rel))
 }
 
 /// Reads a dataset file, naming it when it is missing.
