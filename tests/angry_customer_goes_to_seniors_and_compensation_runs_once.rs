@@ -79,7 +79,7 @@ async fn angry_customer_goes_to_seniors_and_compensation_runs_once() {
     // One participant with emotion data and the default rules pointed at the webhook server.
     let (labels, train) = goemotions("train");
     let train: Vec<_> = train.into_iter().take(8_000).collect();
-    let rules = hearth_participant::service::rules::DEFAULT_RULES.replace("http://127.0.0.1:9900", &base);
+    let rules = hearth_desk::rules::DEFAULT_RULES.replace("http://127.0.0.1:9900", &base);
     let mut cluster = Cluster::start_importing(1, |name, dir, data_dir| {
         let f = dir.join(format!("{name}-emotion.jsonl"));
         write_emotion_jsonl(&f, &train);

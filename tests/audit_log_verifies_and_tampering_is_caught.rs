@@ -10,9 +10,9 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use hearth_crypto::audit::export::{checkpoint_line, entry_line, parse_entry_line, ExportHeader};
-use hearth_crypto::audit::merkle::leaf_hash;
-use hearth_crypto::audit::{Checkpoint, Entry, Event, Outcome, SignedCheckpoint, SoftwareSigner};
+use hearth_audit::export::{checkpoint_line, entry_line, parse_entry_line, ExportHeader};
+use hearth_audit::merkle::leaf_hash;
+use hearth_audit::{Checkpoint, Entry, Event, Outcome, SignedCheckpoint, SoftwareSigner};
 use hearth_models::dirichlet_split;
 
 /// The export split into its header, checkpoint lines and entry lines.
@@ -201,7 +201,7 @@ async fn audit_log_verifies_and_tampering_is_caught() {
     check(&tr, "truncated and re-extended", &|f| f.is_some_and(|f| f <= k as u64), &[]);
     // Same, with every checkpoint past the cut dropped too: the auditor's earlier head catches it.
     let cut = tr.checkpoints.iter().filter(|c| {
-        let cp = hearth_crypto::audit::export::parse_checkpoint_line(c.as_bytes()).unwrap();
+        let cp = hearth_audit::export::parse_checkpoint_line(c.as_bytes()).unwrap();
         cp.checkpoint().size() <= k as u64
     });
     tr.checkpoints = cut.cloned().collect();
@@ -296,8 +296,7 @@ async fn audit_log_verifies_and_tampering_is_caught() {
     let mut short = Lines::read(&export);
     short.entries.truncate(k);
     short.checkpoints.retain(|c| {
-        hearth_crypto::audit::export::parse_checkpoint_line(c.as_bytes()).unwrap().checkpoint().size()
-            <= k as u64
+        hearth_audit::export::parse_checkpoint_line(c.as_bytes()).unwrap().checkpoint().size() <= k as u64
     });
     let rolled = d.join("rolled-back.jsonl");
     short.write(&rolled);

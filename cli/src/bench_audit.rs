@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use hearth_crypto::audit::{
+use hearth_audit::{
     verify_export, AuditLog as LogState, Event, ExportBundle, Outcome, SignatureType, SoftwareSigner, Trust,
     VerifierKey,
 };

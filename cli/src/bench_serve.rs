@@ -282,12 +282,8 @@ pub async fn run(a: ServeBenchArgs) -> anyhow::Result<()> {
     };
     let data_dir = dir.join("participants").join(&name);
     let rules = dir.join("bench-rules.toml");
-    std::fs::write(
-        &rules,
-        hearth_participant::service::rules::DEFAULT_RULES.replace(", workflow = \"compensation\"", ""),
-    )?;
-    let mut service =
-        hearth_participant::service::ServiceConfig { rules_file: Some(rules), ..Default::default() };
+    std::fs::write(&rules, hearth_desk::rules::DEFAULT_RULES.replace(", workflow = \"compensation\"", ""))?;
+    let mut service = hearth_desk::DeskConfig { rules_file: Some(rules), ..Default::default() };
     service.local.listen = Some("127.0.0.1:0".into());
     let cfg = hearth_participant::ParticipantConfig {
         data_dir: data_dir.clone(),

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use hearth_crypto::audit::{Event, Outcome};
+use hearth_audit::{Event, Outcome};
 use hearth_models::emotion::{parse_emotion_labelled, parse_emotion_labels, parse_goemotions};
 use hearth_models::recommend::data::{is_product, parse_transactions, Transaction};
 use hearth_models::{detect_format, parse_labelled, EmotionExample, Example, ImportReport, InputFormat};

@@ -3,7 +3,7 @@
 //! it runs while the node is stopped, and is recorded in the node's audit log and signed at once.
 
 use anyhow::Context;
-use hearth_crypto::audit::{SignatureType, VerifierKey};
+use hearth_audit::{SignatureType, VerifierKey};
 use hearth_crypto::keystore::{KeyId, KeyKind, KeyVersion};
 use hearth_node::audit::files::{read_meta, AuditPaths};
 use hearth_node::audit::AuditLog;

@@ -565,7 +565,7 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
     invited: HashSet<String>,
     open: impl Fn(v1::SecAggSetup) -> announcement::Kind,
     events: impl Fn(SecureEvent),
-    decode: impl FnOnce(&SecAggRound, &hearth_crypto::secagg::UnmaskedSum) -> Result<T, String> + Send + 'static,
+    decode: impl FnOnce(&SecAggRound, &hearth_secagg::UnmaskedSum) -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
     let round = spec.round;
     let suite = shared.config.suite;

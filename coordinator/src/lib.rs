@@ -37,7 +37,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use hearth_crypto::audit::{Event, Outcome};
+use hearth_audit::{Event, Outcome};
 use hearth_node::audit::default_origin;
 use hearth_node::files::NodeLock;
 use hearth_node::keys::{Create, NodeKeys, COORDINATOR_KEYS};

@@ -1,6 +1,6 @@
 //! The coordinator's side of a secure-aggregation round.
 //!
-//! It drives the protocol's server phases (`hearth_crypto::secagg`), relays each phase's outgoing messages
+//! It drives the protocol's server phases (`hearth_secagg`), relays each phase's outgoing messages
 //! to the participants they are addressed to, and turns the unmasked *sum* into the example-weighted
 //! average update. It never holds an individual update in the clear: a masked upload is handed to the
 //! server state, which folds it into a running sum and keeps nothing else of it, and the only result of a
@@ -15,11 +15,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hearth_crypto::secagg::{
+use hearth_crypto::SuiteId;
+use hearth_secagg::{
     ClientIndex, GraphRule, Quantizer, QuantizerSpec, RoundConfig, RoundParams, SecAggError, ServerAdvertise,
     ServerConsistency, ServerMaskedInput, ServerShareKeys, ServerUnmasking, UnmaskedSum,
 };
-use hearth_crypto::SuiteId;
 
 use crate::aggregate::Aggregator;
 
@@ -322,7 +322,7 @@ impl SecAggRound {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hearth_crypto::secagg::{start_client, SuiteSigner};
+    use hearth_secagg::{start_client, SuiteSigner};
 
     fn round(n: usize) -> (SecAggRound, Vec<hearth_crypto::SecretBytes>) {
         let suite = SuiteId::International.suite();
@@ -354,7 +354,7 @@ mod tests {
         let u = r.begin("p0", 0).unwrap();
         assert!(matches!(r.begin("p0", 0), Err(SecAggRefusal::Duplicate(_))), "in flight");
         // p0 sends a message signed with p1's key: a forgery, refused, and p0 is out of the round.
-        let mut rng = hearth_crypto::secagg::os_rng().unwrap();
+        let mut rng = hearth_secagg::os_rng().unwrap();
         let signer = Box::new(SuiteSigner::new(SuiteId::International, keys[1].clone()));
         let (_, forged) = start_client(Arc::clone(&r.params), ClientIndex(0), signer, &mut rng).unwrap();
         assert!(matches!(r.receive(u, 0, &forged), Err(SecAggRefusal::Protocol(_))));

@@ -7,17 +7,17 @@
 //!   keys, by label and version, with rotation) and its backends: a sealed software keystore and a
 //!   PKCS#11 token.
 //! - [`envelope`]: envelope encryption of stored objects under a keystore's key-encryption key.
-//! - [`audit`]: the tamper-evident audit log: entries, an RFC 9162 Merkle tree, proofs, signed checkpoints
-//!   (C2SP signed notes) with witness cosignatures, the export bundle and its offline verifier.
-//! - [`secagg`]: secure aggregation (SecAgg/SecAgg+): the coordinator learns only the sum of the updates.
+//!
+//! The secure-aggregation protocol (`hearth-secagg`) and the audit log (`hearth-audit`) are crates of
+//! their own built on [`suite`]. The PKCS#11 keystore backend is behind the `pkcs11` feature, which the
+//! node crate turns on: a library that needs only the suites (the audit log's offline verifier) links no
+//! PKCS#11 stack.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod audit;
 pub mod envelope;
 pub mod keystore;
 pub mod pki;
-pub mod secagg;
 pub mod suite;
 
 pub use suite::{CryptoError, CryptoSuite, SecretBytes, SuiteId};

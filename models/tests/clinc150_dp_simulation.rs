@@ -1,9 +1,9 @@
 //! Differentially private federated training on the real CLINC150 data, through the production noise
 //! path: 5 institutions (Dirichlet 0.5, seed 42), record-level epsilon 8 at delta 1e-5, every round one
 //! DP-SGD step. Each institution computes its clipped-gradient sum, quantises it with the
-//! secure-aggregation quantiser (`hearth_crypto::secagg::Quantizer`, 32-bit ring) and adds its exact
+//! secure-aggregation quantiser (`hearth_secagg::Quantizer`, 32-bit ring) and adds its exact
 //! discrete Gaussian share; the shares are summed modulo 2^32 (what unmasking a secure-aggregation round
-//! yields: the masks cancel exactly, so they are left out here and tested in `hearth_crypto`), decoded,
+//! yields: the masks cancel exactly, so they are left out here and tested in `hearth_secagg`), decoded,
 //! and the coordinator's `DpServer` takes the step. The epsilon is the one the budget ledger charges for
 //! this job (`DpConfig::training_plan`).
 //!
@@ -32,9 +32,9 @@
 use std::time::{Duration, Instant};
 
 use chacha20::rand_core::SeedableRng as _;
-use hearth_crypto::secagg::{Quantizer, QuantizerSpec};
 use hearth_models::*;
 use hearth_policies::{Charge, DistributedDiscreteGaussian};
+use hearth_secagg::{Quantizer, QuantizerSpec};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use hearth_crypto::audit::AuditError;
+use hearth_audit::AuditError;
 use hearth_crypto::envelope::EnvelopeError;
 use hearth_crypto::keystore::KeyStoreError;
 

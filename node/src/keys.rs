@@ -16,7 +16,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hearth_crypto::audit::{AuditError, SignatureType, TreeHeadSigner, VerifierKey};
+use hearth_audit::{AuditError, SignatureType, TreeHeadSigner, VerifierKey};
 use hearth_crypto::envelope;
 use hearth_crypto::keystore::{
     KeyEvent, KeyId, KeyKind, KeyLabel, KeyLocation, KeyStore, Pkcs11Config, Pkcs11KeyStore, SealedKeyStore,
@@ -362,7 +362,7 @@ impl TreeHeadSigner for KeystoreSigner {
 
 #[cfg(test)]
 mod tests {
-    use hearth_crypto::audit::{Checkpoint, SignedCheckpoint, Trust};
+    use hearth_audit::{Checkpoint, SignedCheckpoint, Trust};
 
     use super::*;
 

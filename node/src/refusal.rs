@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use hearth_crypto::audit::{Event, Outcome};
+use hearth_audit::{Event, Outcome};
 use hearth_transport::RefusalHook;
 
 use crate::audit::AuditLog;

@@ -40,7 +40,7 @@ pub struct ParticipantConfig {
     pub audit: AuditConfig,
     /// The customer-service core (`POST /v1/messages`): rules file, session window, data minimisation
     /// policy, and the optional loopback API-key listener for local apps.
-    pub service: crate::service::ServiceConfig,
+    pub service: hearth_desk::DeskConfig,
 }
 
 impl Default for ParticipantConfig {
@@ -56,7 +56,7 @@ impl Default for ParticipantConfig {
             holdout_fraction: 0.1,
             keystore: KeystoreConfig::default(),
             audit: AuditConfig::default(),
-            service: crate::service::ServiceConfig::default(),
+            service: hearth_desk::DeskConfig::default(),
         }
     }
 }

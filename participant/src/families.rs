@@ -20,120 +20,16 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::{bail, Context};
-use arc_swap::ArcSwapOption;
 use hearth_models::{
-    decode_any_model_file, encode_file, AnyModel, EmotionExample, EmotionModel, Example, IntentModel,
-    LocalData, ModelCard, ModelSpec,
+    decode_any_model_file, encode_file, AnyModel, EmotionExample, Example, LocalData, ModelCard, ModelSpec,
 };
 
-pub use recommend::Recommender;
+use hearth_inference::{Calibrated, Served};
 
 use crate::store::Store;
 
 /// Largest model file the participant will load from its own store.
 pub(crate) const MAX_MODEL_FILE_BYTES: usize = 1 << 30;
-
-/// A model in service, with where it came from.
-#[derive(Debug)]
-pub struct Served<M> {
-    /// The model, calibrated on this institution's data.
-    pub model: M,
-    /// The job that trained it.
-    pub job_id: String,
-    /// Its global version (the round that committed it).
-    pub version: u64,
-}
-
-impl<M> Served<M> {
-    fn new(model: M, job_id: &str, version: u64) -> Self {
-        Self { model, job_id: job_id.to_string(), version }
-    }
-}
-
-/// The models in service, one slot per family. A request loads one `Arc` and answers from it entirely,
-/// so a model swapped in between rounds never fails or tears a request.
-#[derive(Debug, Default)]
-pub struct Slots {
-    /// The intent classifier.
-    pub intent: ArcSwapOption<Served<IntentModel>>,
-    /// The emotion classifier with its escalation rule.
-    pub emotion: ArcSwapOption<Served<EmotionModel>>,
-    /// The recommender with this institution's customers and popular items.
-    pub recommend: ArcSwapOption<Served<Recommender>>,
-}
-
-/// The slots inference reads and the federation task writes.
-pub type ModelSlots = Arc<Slots>;
-
-/// A model of some family, calibrated and ready to serve.
-#[derive(Debug)]
-pub(crate) enum Calibrated {
-    Intent(Served<IntentModel>),
-    Emotion(Served<EmotionModel>),
-    Recommend(Box<Served<Recommender>>),
-}
-
-impl Calibrated {
-    pub(crate) fn family(&self) -> &'static str {
-        match self {
-            Calibrated::Intent(_) => "intent",
-            Calibrated::Emotion(_) => "emotion",
-            Calibrated::Recommend(_) => "recommend",
-        }
-    }
-}
-
-/// Swaps `new` into `slot` unless it already serves the same or a later version of the same job (a
-/// refresh that finished after a newer one). Returns whether it swapped.
-fn swap_in<M>(slot: &ArcSwapOption<Served<M>>, new: Served<M>) -> bool {
-    let new = Arc::new(new);
-    let mut swapped = false;
-    slot.rcu(|cur| match cur {
-        Some(c) if c.job_id == new.job_id && c.version >= new.version => {
-            swapped = false;
-            Some(Arc::clone(c))
-        }
-        _ => {
-            swapped = true;
-            Some(Arc::clone(&new))
-        }
-    });
-    swapped
-}
-
-impl Slots {
-    /// Puts a calibrated model in service in its family's slot; see [`swap_in`].
-    pub(crate) fn install(&self, c: Calibrated) -> bool {
-        match c {
-            Calibrated::Intent(s) => swap_in(&self.intent, s),
-            Calibrated::Emotion(s) => swap_in(&self.emotion, s),
-            Calibrated::Recommend(s) => swap_in(&self.recommend, *s),
-        }
-    }
-
-    /// Whether some family already serves version `version` (or a later one) of `job`.
-    pub(crate) fn serves(&self, job: &str, version: u64) -> bool {
-        let at = |j: Option<(String, u64)>| j.is_some_and(|(j, v)| j == job && v >= version);
-        at(self.intent.load().as_ref().map(|s| (s.job_id.clone(), s.version)))
-            || at(self.emotion.load().as_ref().map(|s| (s.job_id.clone(), s.version)))
-            || at(self.recommend.load().as_ref().map(|s| (s.job_id.clone(), s.version)))
-    }
-
-    /// Job and version served per family (`null` for a family without a model), for `/v1/health`.
-    pub fn summary(&self) -> serde_json::Value {
-        fn one<M>(s: &ArcSwapOption<Served<M>>) -> serde_json::Value {
-            s.load().as_ref().map_or(
-                serde_json::Value::Null,
-                |m| serde_json::json!({ "job_id": m.job_id, "version": m.version }),
-            )
-        }
-        serde_json::json!({
-            "intent": one(&self.intent),
-            "emotion": one(&self.emotion),
-            "recommend": one(&self.recommend),
-        })
-    }
-}
 
 /// A text family's local data: what trains, and what stays out to calibrate on.
 #[derive(Debug)]
@@ -324,29 +220,5 @@ mod tests {
         let small: Vec<Example> =
             (0..5).map(|i| Example { text: i.to_string(), label: "x".into() }).collect();
         assert!(split_holdout(small, 0.1, |e| &e.text).holdout.is_empty());
-    }
-
-    #[test]
-    fn a_late_refresh_never_replaces_a_newer_version() {
-        let slots = Slots::default();
-        let spec = hearth_models::IntentSpec::new(
-            vec!["a".into(), "b".into()],
-            hearth_models::FeatureConfig { dim: 1024, ..Default::default() },
-        )
-        .unwrap();
-        let served = |job: &str, version| {
-            Calibrated::Intent(Served {
-                model: IntentModel::zeroed(spec.clone()),
-                job_id: job.into(),
-                version,
-            })
-        };
-        assert!(slots.install(served("j", 2)));
-        assert!(!slots.install(served("j", 1)), "older version of the same job");
-        assert!(!slots.install(served("j", 2)), "same version again");
-        assert!(slots.serves("j", 2) && !slots.serves("j", 3) && !slots.serves("k", 1));
-        assert!(slots.install(served("k", 1)), "a newer job replaces it");
-        assert_eq!(slots.summary()["intent"]["job_id"], "k");
-        assert!(slots.summary()["emotion"].is_null());
     }
 }

@@ -21,7 +21,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Mutex};
 use tonic::transport::Channel;
 
-use crate::families::{fxhash, Global, Local, ModelSlots};
+use hearth_inference::ModelSlots;
+
+use crate::families::{fxhash, Global, Local};
 use crate::secagg::{self, RelayRx, SecAggIdentity, RELAY_QUEUE};
 use crate::store::Store;
 

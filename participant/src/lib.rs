@@ -1,7 +1,10 @@
-//! Hearth participant: runs inside one institution. It keeps the institution's data in its own embedded
-//! store (labelled conversations, conversations with emotion labels, purchase transactions), trains on
-//! them when the coordinator opens a round, uploads only the model delta, and serves the latest committed
-//! global model of each family (intent, emotion, recommend) to the institution's customer-service apps.
+//! Hearth participant: the federation client that runs inside one institution. It keeps the institution's
+//! training data in its own embedded store (labelled conversations, conversations with emotion labels,
+//! purchase transactions), trains on them when the coordinator opens a round, sends only its masked model
+//! update, answers analytics queries with noisy counts, and writes each committed global model, calibrated
+//! on its own data, into the served-model slots (`hearth_inference::Slots`). On its one mTLS port it
+//! mounts the inference endpoints (`hearth-inference`) and the desk (`hearth-desk`), which only read
+//! those slots.
 //!
 //! Start at [`start`]. Then:
 //! - [`config`]: what an operator configures.
@@ -9,18 +12,15 @@
 //! - [`open_node`]: the directory lock, keystore and audit log every participant process (and the
 //!   `hearth data` commands) opens first.
 //! - `federation`: the round protocol, client side; it knows no model family.
-//! - [`families`]: each family's local data, calibration and served model.
+//! - [`families`]: each family's local data and its calibration of a committed model.
 //! - [`secagg`]: a secure-aggregation round, client side (also used by `hearth bench secagg`).
 //! - `query`: answering a federated analytics query (noisy counts of its own records, sent masked).
-//! - [`serve`]: the inference endpoints (HTTP JSON and gRPC on one mTLS port), one file per family.
-//! - [`service`]: the customer-service core on the same port (`POST /v1/messages`, history, erasure,
-//!   rules, workflows), and its optional loopback API-key listener.
+//!
+//! It never sees a customer identifier: the desk holds customers, this crate holds training data.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod families;
-pub mod serve;
-pub mod service;
 pub mod store;
 
 mod federation;
@@ -32,7 +32,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use hearth_crypto::audit::{Event, Outcome};
+use hearth_audit::{Event, Outcome};
 use hearth_crypto::SuiteId;
 use hearth_node::audit::{default_origin, AuditLog};
 use hearth_node::files::NodeLock;
@@ -42,7 +42,7 @@ use hearth_transport::{client_config_for, server_config_for, ServeOptions, TlsMa
 use zeroize::Zeroizing;
 
 pub use config::ParticipantConfig;
-pub use families::{ModelSlots, Served, Slots};
+pub use hearth_inference::{ModelSlots, Served, Slots};
 pub use store::Store;
 
 /// The families a participant serves, as their model files name them.
@@ -178,7 +178,7 @@ pub async fn start(
     let (svc_cfg, svc_dir, svc_slots, svc_audit) =
         (config.service.clone(), config.data_dir.clone(), Arc::clone(&slots), audit.clone());
     let service = tokio::task::spawn_blocking(move || {
-        service::Service::open(&svc_cfg, &svc_dir, keys, svc_slots, Some(svc_audit))
+        hearth_desk::Desk::open(&svc_cfg, &svc_dir, keys, svc_slots, Some(svc_audit))
     })
     .await
     .context("opening the customer-service core")?
@@ -234,8 +234,8 @@ pub async fn start(
         server_config_for(config.tls.provider, &tls).context("building the TLS server configuration")?;
     tracing::info!(%inference_addr, "inference endpoint listening (HTTPS + gRPC, client certificates required)");
     let opts = ServeOptions { on_refused: Some(refusal_hook(audit.clone())), ..ServeOptions::default() };
-    let router = serve::router(slots, serve::Auditor(Some(audit.clone())))
-        .merge(service::api::mtls(Arc::clone(&service)));
+    let router = hearth_inference::router(slots, hearth_inference::Auditor(Some(audit.clone())))
+        .merge(hearth_desk::api::mtls(Arc::clone(&service)));
     service.spawn_background();
     // One shutdown signal for both listeners.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -254,10 +254,10 @@ pub async fn start(
                 .with_context(|| format!("[service.local] listening on {addr}"))?;
             let local_addr = l.local_addr()?;
             tracing::info!(%local_addr, "local API-key listener (plain HTTP, loopback only)");
-            let app = service::api::local(Arc::clone(&service), key);
+            let app = hearth_desk::api::local(Arc::clone(&service), key);
             let stop = stopped(stop_rx.clone());
             tokio::spawn(async move {
-                if let Err(e) = service::api::serve_local(l, app, stop).await {
+                if let Err(e) = hearth_desk::api::serve_local(l, app, stop).await {
                     tracing::error!(error = %e, "local API-key listener failed");
                 }
             });

@@ -1,5 +1,5 @@
 //! The participant's side of a secure-aggregation round: it runs the protocol's client phases
-//! (`hearth_crypto::secagg`) and sends its update only masked.
+//! (`hearth_secagg`) and sends its update only masked.
 //!
 //! Before taking part it checks the round it was invited to: every roster certificate must verify against
 //! the consortium CA, its own entry must carry its own identity, and each member's protocol key is taken
@@ -14,13 +14,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use hearth_crypto::pki::VerifiedCertCache;
-use hearth_crypto::secagg::{
-    os_rng, start_client, ClientIndex, Quantizer, QuantizerSpec, RoundConfig, RoundParams, SuiteSigner,
-};
 use hearth_crypto::{SecretBytes, SuiteId};
 use hearth_proto::v1::coordinator_client::CoordinatorClient;
 use hearth_proto::v1::{self, sec_agg_chunk};
 use hearth_proto::MAX_CHUNK_BYTES;
+use hearth_secagg::{
+    os_rng, start_client, ClientIndex, Quantizer, QuantizerSpec, RoundConfig, RoundParams, SuiteSigner,
+};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 

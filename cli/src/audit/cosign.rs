@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use hearth_crypto::audit::{
+use hearth_audit::{
     consistency_proof, verify_export, witness_cosign, Checkpoint, Event, ExportBundle, Hash, Outcome,
     SignatureType, SignedCheckpoint, Trust,
 };

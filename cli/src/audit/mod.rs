@@ -20,7 +20,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use hearth_crypto::audit::{Entry, ExportBundle, Trust, VerifierKey};
+use hearth_audit::{Entry, ExportBundle, Trust, VerifierKey};
 use hearth_node::audit::export::{export, latest_checkpoint, ExportOptions};
 
 pub use cosign::CosignArgs;
@@ -168,7 +168,7 @@ pub struct Source {
 pub(crate) struct Loaded {
     pub(crate) bundle: ExportBundle,
     pub(crate) bytes: Vec<u8>,
-    pub(crate) verified: Option<hearth_crypto::audit::Report>,
+    pub(crate) verified: Option<hearth_audit::Report>,
 }
 
 impl Source {
@@ -187,7 +187,7 @@ impl Source {
             None
         } else {
             let trust = Trust { log_keys: read_vkeys(&self.trusted_keys, "trusted key")?, witnesses: vec![] };
-            let r = hearth_crypto::audit::verify_export(&bytes, &trust);
+            let r = hearth_audit::verify_export(&bytes, &trust);
             if !r.is_ok() {
                 bail!("the audit log does not verify; run `hearth audit verify` for details:\n{r}");
             }

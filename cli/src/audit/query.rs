@@ -1,8 +1,8 @@
 //! `hearth audit query`: select entries by time range, actor, tenant, action (exact or `family.*`) and
 //! outcome, and print them as a table or as JSON lines (the canonical entries).
 
-use hearth_crypto::audit::query::Filter;
-use hearth_crypto::audit::Outcome;
+use hearth_audit::query::Filter;
+use hearth_audit::Outcome;
 
 use super::{entries, time, Source};
 

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use hearth_crypto::audit::query::{summarize, Filter, Summary};
-use hearth_crypto::audit::{Entry, Outcome};
+use hearth_audit::query::{summarize, Filter, Summary};
+use hearth_audit::{Entry, Outcome};
 use serde::{Deserialize, Serialize};
 
 use super::{entries, time, Source};

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use hearth_crypto::audit::export::ExportHeader;
-use hearth_crypto::audit::{verify_export_with, Report, Trust};
+use hearth_audit::export::ExportHeader;
+use hearth_audit::{verify_export_with, Report, Trust};
 use serde::Serialize;
 
 use super::read_vkeys;

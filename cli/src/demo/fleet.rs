@@ -28,7 +28,7 @@ pub(crate) struct Nodes {
     /// The passphrase every node's keystore is sealed under.
     pub(crate) passphrase: String,
     /// Every participant's `[service]` section (`hearth bench serve` turns the API-key listener on).
-    pub(crate) service: hearth_participant::service::ServiceConfig,
+    pub(crate) service: hearth_desk::DeskConfig,
     /// More environment for every process (e.g. the API key).
     pub(crate) env: Vec<(String, String)>,
 }

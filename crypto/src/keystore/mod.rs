@@ -25,6 +25,7 @@
 
 mod codec;
 mod error;
+#[cfg(feature = "pkcs11")]
 mod pkcs11;
 mod ring;
 mod sealed;
@@ -34,6 +35,7 @@ use std::fmt;
 
 pub(crate) use codec::{CodecError, Reader, Writer};
 pub use error::KeyStoreError;
+#[cfg(feature = "pkcs11")]
 pub use pkcs11::{Pkcs11Config, Pkcs11KeyStore};
 pub use sealed::{Argon2Params, SealedKeyStore};
 pub use types::{

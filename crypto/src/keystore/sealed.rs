@@ -24,6 +24,7 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+#[cfg(feature = "pkcs11")]
 use super::pkcs11::TokenSealer;
 use super::ring::{Change, Ring};
 use super::{
@@ -145,7 +146,13 @@ impl Default for Argon2Params {
 
 /// How the blob is sealed.
 enum Sealer {
-    Passphrase { params: Argon2Params, salt: [u8; SALT_LEN], key: Zeroizing<Vec<u8>>, check: [u8; CHECK_LEN] },
+    Passphrase {
+        params: Argon2Params,
+        salt: [u8; SALT_LEN],
+        key: Zeroizing<Vec<u8>>,
+        check: [u8; CHECK_LEN],
+    },
+    #[cfg(feature = "pkcs11")]
     Token(TokenSealer),
 }
 
@@ -155,6 +162,7 @@ impl fmt::Debug for Sealer {
             Sealer::Passphrase { params, .. } => {
                 f.debug_struct("Passphrase").field("argon2id", params).finish_non_exhaustive()
             }
+            #[cfg(feature = "pkcs11")]
             Sealer::Token(t) => t.fmt(f),
         }
     }
@@ -198,8 +206,16 @@ struct Header<'a> {
 }
 
 enum Sealing<'a> {
-    Passphrase { params: Argon2Params, salt: [u8; SALT_LEN], check: [u8; CHECK_LEN] },
-    Token { key_label: &'a str },
+    Passphrase {
+        params: Argon2Params,
+        salt: [u8; SALT_LEN],
+        check: [u8; CHECK_LEN],
+    },
+    /// Read by the PKCS#11 backend alone; without it a token-sealed blob is only recognised and refused.
+    #[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
+    Token {
+        key_label: &'a str,
+    },
 }
 
 fn parse(bytes: &[u8]) -> Result<Header<'_>, KeyStoreError> {
@@ -286,11 +302,13 @@ impl SealedKeyStore {
         Ok(Self { ring: RwLock::new(ring), sealer: Sealer::Passphrase { params, salt, key, check } })
     }
 
+    #[cfg(feature = "pkcs11")]
     /// A new, empty keystore sealed by a token key (national suite on a PKCS#11 node).
     pub(crate) fn create_token_sealed(suite: SuiteId, sealer: TokenSealer) -> Self {
         Self { ring: RwLock::new(Ring::new(suite)), sealer: Sealer::Token(sealer) }
     }
 
+    #[cfg(feature = "pkcs11")]
     /// Opens a token-sealed blob; `find` resolves the token key named in the header.
     pub(crate) fn open_token_sealed(
         bytes: &[u8],
@@ -327,6 +345,7 @@ impl SealedKeyStore {
                 w.short_bytes(salt);
                 w.raw(check);
             }
+            #[cfg(feature = "pkcs11")]
             Sealer::Token(t) => {
                 w.u8(SEALING_TOKEN);
                 w.short_bytes(t.key_label().as_bytes());
@@ -338,6 +357,7 @@ impl SealedKeyStore {
         let plain = self.read().encode();
         let body = match &self.sealer {
             Sealer::Passphrase { key, .. } => suite.suite().seal(key, &nonce, &out, &plain)?,
+            #[cfg(feature = "pkcs11")]
             Sealer::Token(t) => t.encrypt(&nonce, &out, &plain)?,
         };
         if body.len() > MAX_BODY_LEN {
@@ -380,6 +400,7 @@ impl KeyStore for SealedKeyStore {
     fn location(&self) -> KeyLocation {
         match self.sealer {
             Sealer::Passphrase { .. } => KeyLocation::SealedPassphrase,
+            #[cfg(feature = "pkcs11")]
             Sealer::Token(_) => KeyLocation::SealedByToken,
         }
     }

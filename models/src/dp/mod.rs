@@ -68,7 +68,7 @@
 //!    ([`DpConfig::expected_batch`] of the declared record total), then charges the round.
 //!
 //! ```
-//! use hearth_crypto::secagg::{os_rng, Quantizer, QuantizerSpec};
+//! use hearth_secagg::{os_rng, Quantizer, QuantizerSpec};
 //! use hearth_models::{clipped_gradient_sum, encode, noise_share, Example, FeatureConfig, IntentSpec};
 //! use hearth_models::{DpConfig, DpParams, DpServer, PrivacyTarget, RoundShape};
 //!

@@ -5,7 +5,7 @@
 //! [`Grid`] into the `hearth_policies` mechanism (which carries its privacy map) and draws from it.
 //!
 //! # The grid and the sensitivity
-//! The quantiser (`hearth_crypto::secagg::Quantizer`) clamps each coordinate of a participant's clipped
+//! The quantiser (`hearth_secagg::Quantizer`) clamps each coordinate of a participant's clipped
 //! sum to `[-clip, clip]`, multiplies by its `scale`, and rounds each coordinate up or down at random
 //! (unbiased). Adding or removing one record moves the clipped sum by at most `C` in L2 norm, so the
 //! scaled vector by at most `C * scale` (clamping is 1-Lipschitz per coordinate). Rounding each
@@ -107,7 +107,7 @@ impl DpConfig {
     /// less than the continuous one, so that takes one or two steps. The coordinator and every
     /// participant reach the same plan from the same public inputs; the quantiser built from
     /// `round` and [`DpPlan::noise_headroom`] has scale [`DpPlan::grid`]`.scale` (tested against
-    /// `hearth_crypto`'s).
+    /// `hearth_secagg`'s).
     pub fn plan(base: DpParams, target: PrivacyTarget, round: RoundShape) -> Result<DpPlan, DpError> {
         round.check()?;
         let mut sigma = Self::calibrate(base, target, None)?.noise_multiplier();

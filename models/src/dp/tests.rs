@@ -1,4 +1,4 @@
-use hearth_crypto::secagg::{os_rng, Quantizer, QuantizerSpec};
+use hearth_secagg::{os_rng, Quantizer, QuantizerSpec};
 
 use hearth_policies::Charge;
 

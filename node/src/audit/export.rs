@@ -1,4 +1,4 @@
-//! Export of a node's audit log for an auditor: the export format of `hearth_crypto::audit::export`,
+//! Export of a node's audit log for an auditor: the export format of `hearth_audit::export`,
 //! written from the node's files without any secret (no keystore, no passphrase), even while the node
 //! runs.
 //!
@@ -11,8 +11,8 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 
-use hearth_crypto::audit::export::{checkpoint_line, ExportHeader};
-use hearth_crypto::audit::{SignedCheckpoint, VerifierKey};
+use hearth_audit::export::{checkpoint_line, ExportHeader};
+use hearth_audit::{SignedCheckpoint, VerifierKey};
 use hearth_crypto::SuiteId;
 
 use super::files::{read_checkpoints, read_keys, read_meta, AuditPaths};
@@ -148,7 +148,7 @@ mod tests {
 
     #[test]
     fn thinning_keeps_the_ends_and_spreads_the_rest() {
-        use hearth_crypto::audit::{Checkpoint, SoftwareSigner};
+        use hearth_audit::{Checkpoint, SoftwareSigner};
         let key = SoftwareSigner::generate("o", SuiteId::International).unwrap();
         let all: Vec<_> = (1..=10u64)
             .map(|i| SignedCheckpoint::sign(Checkpoint::new("o", i, [0; 32]).unwrap(), &key).unwrap())

@@ -11,7 +11,7 @@
 //!
 //! Because the lines are the export's own, an export is a header followed by copies of these lines. None
 //! of these files is secret: entries hold no customer text and no key material (see
-//! `hearth_crypto::audit::entry`).
+//! `hearth_audit::entry`).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use hearth_crypto::audit::export::parse_checkpoint_line;
-use hearth_crypto::audit::{CompactTree, Hash, SignedCheckpoint, VerifierKey};
+use hearth_audit::export::parse_checkpoint_line;
+use hearth_audit::{CompactTree, Hash, SignedCheckpoint, VerifierKey};
 use hearth_crypto::SuiteId;
 use serde::{Deserialize, Serialize};
 
@@ -152,7 +152,7 @@ pub fn last_checkpoint(p: &AuditPaths) -> Result<Option<SignedCheckpoint>, NodeE
         Err(e) => return Err(NodeError::Io { path: p.checkpoints.clone(), source: e }),
     };
     let len = f.metadata().map_err(NodeError::io(&p.checkpoints))?.len();
-    let window = len.min(hearth_crypto::audit::export::MAX_CHECKPOINT_LINE_BYTES as u64 + 2);
+    let window = len.min(hearth_audit::export::MAX_CHECKPOINT_LINE_BYTES as u64 + 2);
     f.seek(SeekFrom::Start(len - window)).map_err(NodeError::io(&p.checkpoints))?;
     let mut tail = Vec::with_capacity(window as usize);
     f.read_to_end(&mut tail).map_err(NodeError::io(&p.checkpoints))?;

@@ -1,7 +1,7 @@
 //! The node's audit log on disk: every security-relevant action, appended durably, with its tree head
 //! signed by the node's audit key at least every second while entries arrive and when the node stops.
 //!
-//! The Merkle tree, entries, checkpoints and the export format are `hearth_crypto::audit`'s; this module
+//! The Merkle tree, entries, checkpoints and the export format are `hearth_audit`'s; this module
 //! owns the files (see [`files`]) and the timing:
 //!
 //! - [`AuditLog::record`] (and [`AuditLog::record_event`]) appends one entry: the line is written to
@@ -32,11 +32,11 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hearth_crypto::audit::entry::{
+use hearth_audit::entry::{
     MAX_ACTION_LEN, MAX_ACTOR_LEN, MAX_DETAIL_LEN, MAX_OBJECTS, MAX_OBJECT_ID_LEN, MAX_TENANT_LEN,
 };
-use hearth_crypto::audit::export::{checkpoint_line, entry_line_from_canonical};
-use hearth_crypto::audit::{
+use hearth_audit::export::{checkpoint_line, entry_line_from_canonical};
+use hearth_audit::{
     AuditLog as LogState, Checkpoint, Event, Outcome, SignatureType, SignedCheckpoint, VerifierKey,
 };
 use hearth_crypto::keystore::KeyEvent;

@@ -5,9 +5,9 @@
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 
-use hearth_crypto::audit::export::parse_entry_line;
-use hearth_crypto::audit::merkle::leaf_hash;
-use hearth_crypto::audit::{CompactTree, SignedCheckpoint, Trust, VerifierKey};
+use hearth_audit::export::parse_entry_line;
+use hearth_audit::merkle::leaf_hash;
+use hearth_audit::{CompactTree, SignedCheckpoint, Trust, VerifierKey};
 use hearth_crypto::SuiteId;
 
 use super::files::{self, read_tree_state, AuditPaths};

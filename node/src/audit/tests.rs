@@ -1,6 +1,6 @@
 //! The durable log against real files: appends, checkpoints, restart, refusal of altered files, export.
 
-use hearth_crypto::audit::{verify_export, SignatureType, Trust};
+use hearth_audit::{verify_export, SignatureType, Trust};
 
 use super::export::{export, ExportOptions};
 use super::*;

@@ -4,7 +4,7 @@
 //! after its purchase still cancels it.
 //!
 //! There is no holdout: what a participant calibrates is its popular items (what a cold-start customer
-//! gets), counted over all its customers. The served [`Recommender`] also keeps this institution's
+//! gets), counted over all its customers. The served `Recommender` also keeps this institution's
 //! customers' histories, so an app may send just a customer id, and its product descriptions, so a
 //! recommendation can start from the products a conversation names. Neither leaves the participant:
 //! the model file holds only the item factors and the popular items.
@@ -15,6 +15,8 @@ use anyhow::Context;
 use hearth_models::recommend::data::{clean, CleaningReport, Purchase};
 use hearth_models::recommend::{self, popular_items, Interactions, ItemMentions, MAX_TOP_K};
 use hearth_models::{LocalData, RecommendModel, RecommendSpec};
+
+use hearth_inference::Recommender;
 
 use crate::families::Tuned;
 use crate::store::Store;
@@ -53,23 +55,13 @@ pub(crate) fn encode(spec: &RecommendSpec, retail: &Retail) -> LocalData {
     LocalData::Recommend(recommend::encode(spec, &retail.purchases))
 }
 
-/// A recommender in service: the global model with this institution's popular items, its customers'
-/// histories and its product descriptions.
-#[derive(Debug)]
-pub struct Recommender {
-    /// The model, its calibration holding the popular items.
-    pub model: RecommendModel,
-    /// This institution's customers and what each bought, against the model's catalogue.
-    pub(crate) customers: Interactions,
-    /// Finds the products a message names.
-    pub(crate) mentions: ItemMentions,
-    /// Descriptions of the catalogue's items this institution sells.
-    pub(crate) descriptions: HashMap<String, String>,
-}
-
 /// Wraps `model` with this institution's customers and descriptions.
 pub(crate) fn serving(model: RecommendModel, retail: &Retail) -> Recommender {
     let customers = recommend::encode(&model.spec, &retail.purchases);
+    serving_with(model, customers, retail)
+}
+
+fn serving_with(model: RecommendModel, customers: Interactions, retail: &Retail) -> Recommender {
     let index = model.spec.item_index();
     let descriptions: HashMap<String, String> = retail
         .descriptions
@@ -78,7 +70,7 @@ pub(crate) fn serving(model: RecommendModel, retail: &Retail) -> Recommender {
         .map(|(i, d)| (i.clone(), d.clone()))
         .collect();
     let mentions = ItemMentions::new(descriptions.iter().map(|(i, d)| (i.clone(), d.clone())));
-    Recommender { model, customers, mentions, descriptions }
+    Recommender::new(model, customers, mentions, descriptions)
 }
 
 /// Builds the served recommender and sets its popular items (the [`MAX_TOP_K`] items most customers
@@ -88,17 +80,17 @@ pub(crate) fn calibrate(
     params: Vec<f32>,
     retail: &Retail,
 ) -> anyhow::Result<Tuned<Recommender>> {
-    let model = RecommendModel::from_params(spec, params)?;
-    let mut r = serving(model, retail);
-    r.model.calibration.popular = popular_items(&r.model.spec, &r.customers, MAX_TOP_K);
+    let mut model = RecommendModel::from_params(spec, params)?;
+    let customers = recommend::encode(&model.spec, &retail.purchases);
+    model.calibration.popular = popular_items(&model.spec, &customers, MAX_TOP_K);
     let note = format!(
         "cold starts get the {} items most bought here, counted over {} local customers ({} transactions \
          cleaned: {} without a customer, {} cancellations netted)",
-        r.model.calibration.popular.len(),
-        r.customers.len(),
+        model.calibration.popular.len(),
+        customers.len(),
         retail.cleaning.rows,
         retail.cleaning.anonymous,
         retail.cleaning.cancellations
     );
-    Ok(Tuned { model: r, evaluation: BTreeMap::new(), note })
+    Ok(Tuned { model: serving_with(model, customers, retail), evaluation: BTreeMap::new(), note })
 }

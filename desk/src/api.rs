@@ -1,0 +1,339 @@
+//! The HTTP face of the customer-service core, and who may call what.
+//!
+//! | endpoint | callers |
+//! |---|---|
+//! | `POST /v1/messages` | app and operator certificates, the local API key |
+//! | `GET /v1/openapi.json` | any authenticated caller |
+//! | `GET /v1/customers/{id}/history` | operator and DPO certificates |
+//! | `DELETE /v1/customers/{id}` | operator and DPO certificates |
+//! | `POST /v1/admin/rules/reload` | operator and DPO certificates |
+//! | `GET /v1/admin/workflows/{run_id}` | operator and DPO certificates |
+//!
+//! History and erasure are a data subject's requests, handled by the data protection officer or the
+//! operator, not by the apps that post messages: an app's certificate or the API key gets 403 there,
+//! recorded in the audit log as `service.call` / `denied`.
+//!
+//! **The local listener** (`[service.local]`, off by default) serves the same routes over plain HTTP
+//! on a loopback address only, for apps on the participant's own host (and for load generators, which
+//! cannot present client certificates). Each request must carry the API key
+//! (`Authorization: Bearer <key>`); it acts as an app: it can post messages and read the OpenAPI
+//! document, never reach the admin endpoints. Why that is acceptable: loopback traffic never leaves
+//! the host, so TLS would protect it only from the host's own root, who can read the keystore anyway;
+//! the key keeps other local users' processes out. The key is read from an environment variable or a
+//! file, never from the TOML, and only its SHA-256 is kept in memory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
+use bytes::Bytes;
+use hearth_audit::{Event, Outcome};
+use hearth_crypto::pki::Role;
+use hearth_node::audit::AuditLog;
+use hearth_transport::PeerIdentity;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use super::{Desk, MessageAnswer, MessageBody};
+use hearth_inference::{parse_body, ApiError, MAX_BODY_BYTES};
+
+/// Shortest API key accepted.
+pub const MIN_API_KEY_CHARS: usize = 24;
+
+/// `[service.local]`: the loopback API-key listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalConfig {
+    /// A loopback address (`127.0.0.1:7880`, `[::1]:7880`); unset: no listener.
+    pub listen: Option<String>,
+    /// The environment variable holding the API key.
+    pub api_key_env: String,
+    /// A file whose first line is the API key (wins over the variable).
+    pub api_key_file: Option<PathBuf>,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        Self { listen: None, api_key_env: "HEARTH_SERVICE_API_KEY".into(), api_key_file: None }
+    }
+}
+
+impl LocalConfig {
+    /// The address to listen on and the key's digest, or why the listener cannot start.
+    pub fn resolve(&self) -> Result<Option<(SocketAddr, ApiKey)>, String> {
+        let Some(listen) = &self.listen else { return Ok(None) };
+        let addr: SocketAddr =
+            listen.parse().map_err(|e| format!("[service.local] listen {listen:?}: {e} (give ip:port)"))?;
+        if !addr.ip().is_loopback() {
+            return Err(format!(
+                "[service.local] listen {listen:?} is not a loopback address; the plain-HTTP listener \
+                 serves only the participant's own host (use the mTLS port from elsewhere)"
+            ));
+        }
+        let key = match &self.api_key_file {
+            Some(p) => Zeroizing::new(
+                std::fs::read_to_string(p)
+                    .map_err(|e| format!("[service.local] api_key_file {}: {e}", p.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+            ),
+            None => Zeroizing::new(std::env::var(&self.api_key_env).map_err(|_| {
+                format!(
+                    "[service.local] listen is set but no API key: set ${} or api_key_file",
+                    self.api_key_env
+                )
+            })?),
+        };
+        if key.chars().count() < MIN_API_KEY_CHARS {
+            return Err(format!(
+                "[service.local] the API key must have at least {MIN_API_KEY_CHARS} characters"
+            ));
+        }
+        Ok(Some((addr, ApiKey::new(&key))))
+    }
+}
+
+/// The digest of the local listener's API key.
+#[derive(Clone)]
+pub struct ApiKey([u8; 32]);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey([redacted])")
+    }
+}
+
+impl ApiKey {
+    /// Keeps only the key's SHA-256.
+    pub fn new(key: &str) -> Self {
+        Self(Sha256::digest(key.as_bytes()).into())
+    }
+
+    /// Whether `presented` is the key: compares digests in constant time, so timing reveals nothing
+    /// about the key.
+    pub fn matches(&self, presented: &str) -> bool {
+        let d: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        d.iter().zip(self.0.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+}
+
+/// Who is calling, as established by the certificate or the API key.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// For the audit log (`app:crm`, `api-key:local`).
+    pub name: String,
+    /// The role.
+    pub role: Role,
+}
+
+const ADMINS: [Role; 2] = [Role::Operator, Role::Dpo];
+const POSTERS: [Role; 2] = [Role::App, Role::Operator];
+
+fn allow(caller: &Caller, roles: &[Role], what: &str, audit: &Option<AuditLog>) -> Result<(), ApiError> {
+    if roles.contains(&caller.role) {
+        return Ok(());
+    }
+    let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    let message = format!(
+        "{what} needs a certificate with role {}; a {} caller may not",
+        names.join(" or "),
+        caller.role
+    );
+    if let Some(log) = audit {
+        log.record_event(
+            Event::new(caller.name.clone(), "service.call", Outcome::Denied).detail(message.clone()),
+        );
+    }
+    Err(ApiError::Forbidden(message))
+}
+
+async fn post_message(
+    State(s): State<Arc<Desk>>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<MessageAnswer>, ApiError> {
+    allow(&caller, &POSTERS, "POST /v1/messages", &s.audit)?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge
+        } else {
+            ApiError::bad("invalid_request", e.body_text())
+        }
+    })?;
+    let body: MessageBody = parse_body(&body)?;
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || s.message(body, &rt))
+        .await
+        .map_err(|e| ApiError::Internal(format!("message task: {e}")))?
+        .map(Json)
+}
+
+async fn history(
+    State(s): State<Arc<Desk>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    allow(&caller, &ADMINS, "GET /v1/customers/{id}/history", &s.audit)?;
+    s.history(&id).map(Json)
+}
+
+async fn erase(
+    State(s): State<Arc<Desk>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    allow(&caller, &ADMINS, "DELETE /v1/customers/{id}", &s.audit)?;
+    s.erase(&id, &caller.name).await.map(Json)
+}
+
+async fn reload(State(s): State<Arc<Desk>>, Extension(caller): Extension<Caller>) -> Response {
+    if let Err(e) = allow(&caller, &ADMINS, "POST /v1/admin/rules/reload", &s.audit) {
+        return e.into_response();
+    }
+    let s2 = Arc::clone(&s);
+    let name = caller.name.clone();
+    match tokio::task::spawn_blocking(move || s2.reload_rules(&name)).await {
+        Ok(Ok(n)) => Json(serde_json::json!({ "reloaded": true, "rules": n })).into_response(),
+        Ok(Err(message)) => {
+            let body = serde_json::json!({ "error": {
+                "code": "bad_request",
+                "reason": "invalid_rules",
+                "message": format!("{message}; the previous rules keep serving"),
+            }});
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+        }
+        Err(e) => ApiError::Internal(format!("reload task: {e}")).into_response(),
+    }
+}
+
+async fn workflow_run(
+    State(s): State<Arc<Desk>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<super::workflows::Run>, ApiError> {
+    allow(&caller, &ADMINS, "GET /v1/admin/workflows/{run_id}", &s.audit)?;
+    s.engine.get(&id).map(Json).ok_or(ApiError::NotFound {
+        reason: "unknown_run",
+        message: "no workflow run with this id (never started, erased with its customer, or expired)".into(),
+    })
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    Json(super::openapi::document())
+}
+
+/// The routes, without authentication: [`mtls`] or [`local`] adds it.
+fn routes(service: Arc<Desk>) -> Router {
+    Router::new()
+        .route("/v1/messages", post(post_message))
+        .route("/v1/customers/{id}/history", get(history))
+        .route("/v1/customers/{id}", delete(erase))
+        .route("/v1/admin/rules/reload", post(reload))
+        .route("/v1/admin/workflows/{id}", get(workflow_run))
+        .route("/v1/openapi.json", get(openapi))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(service)
+}
+
+async fn cert_caller(mut req: Request, next: Next) -> Response {
+    let Some(PeerIdentity(id)) = req.extensions().get::<PeerIdentity>().cloned() else {
+        return ApiError::Forbidden("no authenticated client certificate on this connection".into())
+            .into_response();
+    };
+    req.extensions_mut().insert(Caller { name: id.to_string(), role: id.role });
+    next.run(req).await
+}
+
+async fn key_caller(State(key): State<ApiKey>, mut req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !presented.is_some_and(|p| key.matches(p.trim())) {
+        let body = serde_json::json!({ "error": {
+            "code": "unauthorized", "reason": "bad_api_key",
+            "message": "this listener needs the API key as `Authorization: Bearer <key>`",
+        }});
+        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    }
+    req.extensions_mut().insert(Caller { name: "api-key:local".into(), role: Role::App });
+    next.run(req).await
+}
+
+/// The routes for the mTLS port: the caller is the certificate's identity.
+pub fn mtls(service: Arc<Desk>) -> Router {
+    routes(service).layer(axum::middleware::from_fn(cert_caller))
+}
+
+/// The routes for the loopback listener: the caller is the API key, acting as an app.
+pub fn local(service: Arc<Desk>, key: ApiKey) -> Router {
+    routes(service).layer(axum::middleware::from_fn_with_state(key, key_caller))
+}
+
+/// Serves [`local`] on `addr` until `shutdown` resolves.
+pub async fn serve_local(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+/// Paths and methods served, for the OpenAPI completeness test.
+pub const ROUTES: [(&str, &str); 6] = [
+    ("post", "/v1/messages"),
+    ("get", "/v1/customers/{id}/history"),
+    ("delete", "/v1/customers/{id}"),
+    ("post", "/v1/admin/rules/reload"),
+    ("get", "/v1/admin/workflows/{id}"),
+    ("get", "/v1/openapi.json"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_keys_compare_by_digest_and_the_listener_stays_on_loopback() {
+        let k = ApiKey::new("a-long-enough-api-key-0123456789");
+        assert!(k.matches("a-long-enough-api-key-0123456789"));
+        assert!(!k.matches("a-long-enough-api-key-012345678"));
+        assert!(!format!("{k:?}").contains("long"));
+        let c = |listen: &str| LocalConfig { listen: Some(listen.into()), ..Default::default() };
+        assert!(c("0.0.0.0:7880").resolve().unwrap_err().contains("not a loopback"));
+        assert!(c("10.0.0.1:7880").resolve().unwrap_err().contains("not a loopback"));
+        let missing = LocalConfig { api_key_env: "HEARTH_TEST_UNSET_KEY_VAR".into(), ..c("127.0.0.1:0") };
+        assert!(missing.resolve().unwrap_err().contains("HEARTH_TEST_UNSET_KEY_VAR"));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("key");
+        std::fs::write(&f, "short\n").unwrap();
+        let short = LocalConfig { api_key_file: Some(f.clone()), ..c("127.0.0.1:0") };
+        assert!(short.resolve().unwrap_err().contains("at least"));
+        std::fs::write(&f, "a-long-enough-api-key-0123456789\n").unwrap();
+        let (addr, key) = short.resolve().unwrap().unwrap();
+        assert!(addr.ip().is_loopback() && key.matches("a-long-enough-api-key-0123456789"));
+        assert_eq!(LocalConfig::default().resolve().unwrap().map(|_| ()), None);
+    }
+
+    #[test]
+    fn admin_endpoints_refuse_apps() {
+        let app = Caller { name: "app:crm".into(), role: Role::App };
+        let dpo = Caller { name: "dpo:anna".into(), role: Role::Dpo };
+        assert!(matches!(allow(&app, &ADMINS, "DELETE", &None), Err(ApiError::Forbidden(_))));
+        assert!(allow(&dpo, &ADMINS, "DELETE", &None).is_ok());
+        assert!(allow(&app, &POSTERS, "POST", &None).is_ok());
+        assert!(allow(&dpo, &POSTERS, "POST", &None).is_err());
+    }
+}

@@ -1,0 +1,193 @@
+//! The service end to end in process: linking, sessions, erasure, retention, merges, hostile input.
+
+use hearth_node::config::KeystoreConfig;
+use hearth_node::keys::{Create, PARTICIPANT_KEYS};
+
+use super::*;
+use hearth_inference::parse_body;
+use hearth_inference::Slots;
+
+fn open(dir: &Path) -> Desk {
+    open_with(dir, hearth_crypto::SuiteId::International, &DeskConfig::default())
+}
+
+fn open_with(dir: &Path, suite: hearth_crypto::SuiteId, config: &DeskConfig) -> Desk {
+    let pass = dir.join("pass");
+    std::fs::write(&pass, "service test").unwrap();
+    let cfg = KeystoreConfig {
+        passphrase_file: Some(pass),
+        argon2_memory_kib: 19 * 1024,
+        argon2_iterations: 2,
+        ..Default::default()
+    };
+    let keys =
+        Arc::new(NodeKeys::open(&cfg, suite, dir, PARTICIPANT_KEYS, Create::IfMissing, None).unwrap().0);
+    Desk::open(config, dir, keys, Arc::new(Slots::default()), None).unwrap()
+}
+
+fn body(json: &str) -> MessageBody {
+    parse_body(json.as_bytes()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_link_sessions_continue_and_erasure_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Handle::current();
+    let id = {
+        let s = open(dir.path());
+        let a = s
+            .message(body(r#"{"channel": "app", "identifiers": {"phone": "+44 7700 900123"}, "text": "where is my parcel"}"#), &rt)
+            .unwrap();
+        assert!(a.new_customer && !a.session.continued);
+        assert!(a.intent.is_none() && a.unavailable.contains_key("intent"), "no model: null with a reason");
+        let b = s
+            .message(
+                body(r#"{"channel": "email", "identifiers": {"phone": "00447700900123", "email": "Ann@Example.com"}, "text": "still no parcel"}"#),
+                &rt,
+            )
+            .unwrap();
+        assert_eq!(b.customer_id, a.customer_id);
+        assert_eq!((b.session.id.as_str(), b.session.continued), (a.session.id.as_str(), true));
+        assert_eq!(b.session.channels, ["app", "email"]);
+        s.writer.flush().await.unwrap();
+        a.customer_id
+    };
+    // Reopened from the file: the email alone finds them, and the history has both channels.
+    let s = open(dir.path());
+    let c = s
+        .message(
+            body(r#"{"channel": "web", "identifiers": {"email": "ann@example.com"}, "text": "hello?"}"#),
+            &rt,
+        )
+        .unwrap();
+    assert_eq!(c.customer_id, id);
+    let h = s.history(&id).unwrap();
+    let channels: Vec<&str> =
+        h["messages"].as_array().unwrap().iter().map(|m| m["channel"].as_str().unwrap()).collect();
+    assert_eq!(channels, ["app", "email", "web"]);
+    assert_eq!(s.erase(&id, "dpo:test").await.unwrap()["messages"], 3);
+    assert_eq!(s.history(&id).unwrap_err().reason(), "unknown_customer");
+    assert_eq!(s.erase("../../service.redb", "dpo:test").await.unwrap_err().reason(), "invalid_customer_id");
+    let raw = std::fs::read(dir.path().join(store::SERVICE_FILE)).unwrap();
+    for needle in ["7700900123", "ann@example.com", "Ann@Example.com", "parcel", "hello?", id.as_str()] {
+        assert!(!raw.windows(needle.len()).any(|w| w == needle.as_bytes()), "{needle} in service.redb");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_messages_are_refused_with_stable_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let rt = tokio::runtime::Handle::current();
+    let reason = |json: &str| match parse_body::<MessageBody>(json.as_bytes()) {
+        Err(e) => e.reason(),
+        Ok(b) => s.message(b, &rt).err().map_or("accepted", |e| e.reason()),
+    };
+    assert_eq!(
+        reason(r#"{"channel": "fax", "identifiers": {"phone": "+4477009001"}, "text": "x"}"#),
+        "invalid_channel"
+    );
+    assert_eq!(reason(r#"{"channel": "sms", "identifiers": {}, "text": "x"}"#), "no_identifier");
+    assert_eq!(reason(r#"{"channel": "sms", "identifiers": {"ssn": "1"}, "text": "x"}"#), "invalid_request");
+    assert_eq!(
+        reason(r#"{"channel": "sms", "identifiers": {"phone": "1; DROP TABLE"}, "text": "x"}"#),
+        "invalid_identifier"
+    );
+    assert_eq!(
+        reason(r#"{"channel": "sms", "identifiers": {"openid": "a\u0000b"}, "text": "x"}"#),
+        "invalid_identifier"
+    );
+    assert_eq!(
+        reason(r#"{"channel": "sms", "identifiers": {"phone": "+4477009001"}, "text": " "}"#),
+        "empty_text"
+    );
+    assert_eq!(
+        reason(
+            r#"{"channel": "sms", "identifiers": {"phone": "+4477009001"}, "text": "x", "tier": "../../x"}"#
+        ),
+        "invalid_request"
+    );
+    assert_eq!(
+        reason(r#"{"channel": "sms", "identifiers": {"phone": "+4477009001"}, "text": "x", "admin": true}"#),
+        "unknown_field"
+    );
+    assert_eq!(
+        reason(r#"{"channel": "sms", "identifiers": {"phone": "+4477009001"}, "text": "x"}"#),
+        "accepted"
+    );
+    assert_eq!(s.customers(), 1, "nothing refused was stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_strips_fields_and_erases_inactive_customers_under_the_national_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = DeskConfig::default();
+    config.retention.fields =
+        [("text".to_string(), "5s".to_string()), ("channel".to_string(), "1d".to_string())].into();
+    config.retention.customer = "1h".into();
+    let s = open_with(dir.path(), hearth_crypto::SuiteId::National, &config);
+    let rt = tokio::runtime::Handle::current();
+    let a = s
+        .message(body(r#"{"channel": "wechat", "identifiers": {"openid": "o6_bmjrPTlm6"}, "text": "退款进度", "tier": "gold"}"#), &rt)
+        .unwrap();
+    assert_eq!(a.stored, ["channel", "text"]);
+    let h = s.history(&a.customer_id).unwrap();
+    assert_eq!(h["messages"][0]["text"], "退款进度");
+    assert!(h["messages"][0].get("tier").is_none(), "tier is not in the policy: dropped at the door");
+    let now = unix_now();
+    assert_eq!(s.sweep(now + 10).unwrap(), (0, 0));
+    let h = s.history(&a.customer_id).unwrap();
+    assert!(h["messages"][0].get("text").is_none() && h["messages"][0]["channel"] == "wechat", "{h}");
+    assert_eq!(s.sweep(now + 3601).unwrap(), (1, 0));
+    assert_eq!(s.history(&a.customer_id).unwrap_err().reason(), "unknown_customer");
+    let b = s
+        .message(
+            body(r#"{"channel": "wechat", "identifiers": {"openid": "o6_bmjrPTlm6"}, "text": "hi"}"#),
+            &rt,
+        )
+        .unwrap();
+    assert!(b.new_customer, "the links were erased with the customer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merged_customers_workflow_runs_are_erased_with_the_customer_they_joined() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nname = \"sms-flow\"\nwhen = { channel = [\"sms\"] }\nthen = { workflow = \"w\" }\n\
+         [workflows.w]\nsteps = [{ name = \"s\", url = \"http://127.0.0.1:9/x\", retries = 0, timeout_ms = 200 }]\n",
+    )
+    .unwrap();
+    let config = DeskConfig { rules_file: Some(rules), ..Default::default() };
+    let s = open_with(dir.path(), hearth_crypto::SuiteId::International, &config);
+    let rt = tokio::runtime::Handle::current();
+    let older = s
+        .message(body(r#"{"channel": "web", "identifiers": {"email": "b@example.org"}, "text": "hi"}"#), &rt)
+        .unwrap();
+    let newer = s
+        .message(body(r#"{"channel": "sms", "identifiers": {"phone": "+447700900999"}, "text": "hi"}"#), &rt)
+        .unwrap();
+    let run = newer.workflows[0].run_id.clone();
+    let merged = s
+        .message(
+            body(r#"{"channel": "email", "identifiers": {"email": "b@example.org", "phone": "+447700900999"}, "text": "both"}"#),
+            &rt,
+        )
+        .unwrap();
+    assert_eq!(merged.customer_id, older.customer_id);
+    assert_eq!(merged.merged_customers.len(), 1);
+    assert_eq!(merged.merged_customers[0], newer.customer_id);
+    assert_eq!(s.history(&newer.customer_id).unwrap_err().reason(), "unknown_customer");
+    assert_eq!(s.history(&older.customer_id).unwrap()["messages"].as_array().unwrap().len(), 3);
+    // Let the run fail (nothing listens), then erase: the run goes with the customer it now belongs to.
+    for _ in 0..100 {
+        if s.engine.get(&run).is_some_and(|r| r.status != workflows::RunStatus::Running) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(s.engine.get(&run).unwrap().customer, older.customer_id);
+    assert_eq!(s.erase(&older.customer_id, "dpo:test").await.unwrap()["workflow_runs"], 1);
+    assert!(s.engine.get(&run).is_none());
+}

@@ -1,0 +1,276 @@
+//! Workflow runs: declarative steps (from the rules file) that call webhooks in order, with retries and
+//! backoff, a deadline per attempt, an idempotency key per step, an audit entry per attempt, and state
+//! persisted before each step so a restarted participant resumes unfinished runs where they stopped.
+//!
+//! A run copies its steps when it starts, so editing the rules file never changes a run in flight. The
+//! `Idempotency-Key` of a step is `<run id>/<step name>`: the same on every retry and after a restart,
+//! so a receiver that already applied a call recognises the repeat. A step is marked done only after
+//! its call succeeded and that is persisted; a crash in between repeats the call with the same key.
+//! A run whose customer is erased is removed and stops before its next step.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use hearth_audit::{Event, Outcome};
+use hearth_node::audit::AuditLog;
+use hearth_node::keys::NodeKeys;
+use serde::{Deserialize, Serialize};
+
+use super::rules::StepDef;
+use super::store::{run_object, Writer};
+use super::unix_now;
+use super::webhook::{self, Target};
+
+/// Longest wait between retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Where a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Steps remain.
+    Running,
+    /// Every step succeeded.
+    Done,
+    /// A step failed after all its retries.
+    Failed,
+}
+
+/// One workflow run, as persisted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Run {
+    /// `w-` and 32 hex digits, random.
+    pub id: String,
+    /// The workflow's name in the rules file.
+    pub workflow: String,
+    /// The customer it is about.
+    pub customer: String,
+    /// What the webhooks are told (order id, intent, emotion, channel).
+    pub context: serde_json::Value,
+    /// The steps, as they were when the run started.
+    pub steps: Vec<StepDef>,
+    /// The first step not done yet.
+    pub next: usize,
+    /// Where it is.
+    pub status: RunStatus,
+    /// Unix seconds it started.
+    pub started: u64,
+    /// Unix seconds it finished.
+    pub finished: Option<u64>,
+}
+
+/// The runs of this participant and what they need to proceed.
+#[derive(Debug)]
+pub struct Engine {
+    keys: Arc<NodeKeys>,
+    writer: Writer,
+    audit: Option<AuditLog>,
+    runs: Mutex<HashMap<String, Run>>,
+}
+
+impl Engine {
+    /// An engine over the runs loaded from the store (not started: see [`Engine::resume`]).
+    pub fn new(keys: Arc<NodeKeys>, writer: Writer, audit: Option<AuditLog>, runs: Vec<Run>) -> Self {
+        let runs = runs.into_iter().map(|r| (r.id.clone(), r)).collect();
+        Self { keys, writer, audit, runs: Mutex::new(runs) }
+    }
+
+    fn runs(&self) -> MutexGuard<'_, HashMap<String, Run>> {
+        // Critical sections only copy or replace a run; a panic inside one leaves a consistent map.
+        self.runs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn persist(&self, run: &Run) -> Result<(), String> {
+        let json = zeroize::Zeroizing::new(serde_json::to_vec(run).map_err(|e| e.to_string())?);
+        let sealed = self.keys.seal(&run_object(&run.id), &json).map_err(|e| e.to_string())?;
+        self.writer.put_run(&run.id, sealed)
+    }
+
+    fn audit(&self, outcome: Outcome, run: &str, detail: String) {
+        if let Some(log) = &self.audit {
+            log.record_event(
+                Event::new("system", "workflow.step", outcome).object(run.to_string()).detail(detail),
+            );
+        }
+    }
+
+    /// Starts a run of `workflow` about `customer`: persisted (queued) at once, driven by a task.
+    /// Blocking (sealing): call from a blocking thread; needs a runtime handle to spawn on.
+    pub fn start(
+        self: &Arc<Self>,
+        workflow: &str,
+        steps: Vec<StepDef>,
+        customer: &str,
+        context: serde_json::Value,
+        rt: &tokio::runtime::Handle,
+    ) -> Result<String, String> {
+        let run = Run {
+            id: format!("w-{}", hex::encode(rand::random::<[u8; 16]>())),
+            workflow: workflow.to_string(),
+            customer: customer.to_string(),
+            context,
+            steps,
+            next: 0,
+            status: RunStatus::Running,
+            started: unix_now(),
+            finished: None,
+        };
+        let id = run.id.clone();
+        {
+            let mut runs = self.runs();
+            self.persist(&run)?;
+            runs.insert(id.clone(), run);
+        }
+        rt.spawn(Arc::clone(self).drive(id.clone()));
+        Ok(id)
+    }
+
+    /// Drives every unfinished run (after a restart).
+    pub fn resume(self: &Arc<Self>) -> usize {
+        let ids: Vec<String> =
+            self.runs().values().filter(|r| r.status == RunStatus::Running).map(|r| r.id.clone()).collect();
+        for id in &ids {
+            tracing::info!(run = %id, "resuming a workflow run");
+            tokio::spawn(Arc::clone(self).drive(id.clone()));
+        }
+        ids.len()
+    }
+
+    /// A run's current state.
+    pub fn get(&self, id: &str) -> Option<Run> {
+        self.runs().get(id).cloned()
+    }
+
+    /// Removes the runs `doomed` picks, queueing their deletion under the lock: a driver saving a run
+    /// takes the same lock, so its write cannot land after the deletion. Returns how many.
+    fn remove_where(&self, doomed: impl Fn(&Run) -> bool) -> Result<usize, String> {
+        let mut runs = self.runs();
+        let ids: Vec<String> = runs.values().filter(|r| doomed(r)).map(|r| r.id.clone()).collect();
+        for id in &ids {
+            runs.remove(id);
+            self.writer.delete_run(id)?;
+        }
+        Ok(ids.len())
+    }
+
+    /// Removes every run about `customer` (they stop before their next step); returns how many.
+    pub fn erase_customer(&self, customer: &str) -> Result<usize, String> {
+        self.remove_where(|r| r.customer == customer)
+    }
+
+    /// Removes finished runs older than `keep`; returns how many.
+    pub fn sweep(&self, keep: Duration, now: u64) -> Result<usize, String> {
+        self.remove_where(|r| r.finished.is_some_and(|f| now.saturating_sub(f) >= keep.as_secs()))
+    }
+
+    /// Points the runs of customers merged away (`from`) at the customer they were merged into, so an
+    /// erasure of that customer still finds them. Blocking (sealing).
+    pub fn reassign(&self, from: &[String], to: &str) -> Result<(), String> {
+        let mut runs = self.runs();
+        for r in runs.values_mut().filter(|r| from.contains(&r.customer)) {
+            r.customer = to.to_string();
+            self.persist(r)?;
+        }
+        Ok(())
+    }
+
+    /// Saves `run` durably if it still exists (an erasure may have removed it meanwhile); `false` when
+    /// it no longer does. The record is sealed and queued under the lock (see [`Engine::remove_where`]);
+    /// sealing is a few microseconds of CPU.
+    async fn save(&self, run: &Run) -> Result<bool, String> {
+        {
+            let mut runs = self.runs();
+            let Some(current) = runs.get(&run.id) else { return Ok(false) };
+            // The customer may have been reassigned by a merge since the driver read the run.
+            let r = Run { customer: current.customer.clone(), ..run.clone() };
+            self.persist(&r)?;
+            runs.insert(run.id.clone(), r);
+        }
+        self.writer.flush().await?;
+        Ok(true)
+    }
+
+    async fn drive(self: Arc<Self>, id: String) {
+        if let Err(e) = self.drive_inner(&id).await {
+            tracing::error!(run = %id, error = %e, "workflow run stopped: its state could not be saved");
+        }
+    }
+
+    async fn drive_inner(&self, id: &str) -> Result<(), String> {
+        loop {
+            let Some(mut run) = self.get(id) else { return Ok(()) };
+            if run.status != RunStatus::Running {
+                return Ok(());
+            }
+            let Some(step) = run.steps.get(run.next).cloned() else {
+                run.status = RunStatus::Done;
+                run.finished = Some(unix_now());
+                self.save(&run).await?;
+                self.audit(Outcome::Ok, id, format!("{}: done", run.workflow));
+                return Ok(());
+            };
+            // The state saying this step is next is on disk before the call.
+            if !self.save(&run).await? {
+                return Ok(());
+            }
+            let ok = self.call_with_retries(&run, &step).await;
+            if self.get(id).is_none() {
+                return Ok(());
+            }
+            if ok {
+                run.next += 1;
+            } else {
+                run.status = RunStatus::Failed;
+                run.finished = Some(unix_now());
+                self.save(&run).await?;
+                self.audit(Outcome::Error, id, format!("{}: failed at step {}", run.workflow, step.name));
+                return Ok(());
+            }
+            self.save(&run).await?;
+        }
+    }
+
+    /// Calls one step until it succeeds or its retries are spent; audits each attempt.
+    async fn call_with_retries(&self, run: &Run, step: &StepDef) -> bool {
+        let key = format!("{}/{}", run.id, step.name);
+        let target = match step.url.as_deref().map(Target::parse) {
+            Some(Ok(t)) => t,
+            _ => {
+                self.audit(Outcome::Error, &run.id, format!("{}/{}: no valid url", run.workflow, step.name));
+                return false;
+            }
+        };
+        let body = serde_json::json!({
+            "workflow": run.workflow,
+            "run_id": run.id,
+            "step": step.name,
+            "customer_id": run.customer,
+            "context": run.context,
+        })
+        .to_string()
+        .into_bytes();
+        let mut backoff = Duration::from_millis(step.backoff_ms);
+        for attempt in 1..=step.retries + 1 {
+            if self.get(&run.id).is_none() {
+                return false;
+            }
+            let r = webhook::post(&target, &key, body.clone(), Duration::from_millis(step.timeout_ms)).await;
+            let what = format!("{}/{} attempt {attempt}", run.workflow, step.name);
+            match r {
+                Ok(status) => {
+                    self.audit(Outcome::Ok, &run.id, format!("{what}: HTTP {status}"));
+                    return true;
+                }
+                Err(e) => {
+                    self.audit(Outcome::Error, &run.id, format!("{what}: {e}"));
+                    if attempt <= step.retries {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+        }
+        false
+    }
+}
