@@ -31,6 +31,7 @@ mod privacy_service;
 mod query;
 mod secagg;
 mod service;
+mod upload;
 
 use std::future::Future;
 use std::net::SocketAddr;

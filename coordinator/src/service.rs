@@ -10,7 +10,7 @@ use hearth_crypto::pki::{NodeIdentity, Role};
 use hearth_models::ModelSpec;
 use hearth_policies::JobShape;
 use hearth_proto::v1::coordinator_server::Coordinator;
-use hearth_proto::v1::{self, announcement, job_event, model_chunk, sec_agg_chunk, update_chunk};
+use hearth_proto::v1::{self, announcement, job_event, model_chunk};
 use hearth_proto::{protocol_major, MAX_CHUNK_BYTES, PROTOCOL_MAJOR, PROTOCOL_VERSION};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -22,6 +22,7 @@ use crate::driver::{drive, summary, Peer, Shared, ANNOUNCEMENT_QUEUE};
 use crate::job::{lock, JobRuntime};
 use crate::secagg::SecAggRefusal;
 use crate::store::{JobPhase, JobPrivacy, JobRecord, StoredTrain};
+use crate::upload;
 
 /// Most model families a participant may declare.
 const MAX_FAMILIES: usize = 16;
@@ -379,25 +380,9 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<v1::UploadReceipt>, Status> {
         let who = self.require(&req, "update.upload", &[Role::Participant])?;
         let mut stream = req.into_inner();
-        let first = tokio::time::timeout(std::time::Duration::from_secs(30), stream.message())
+        let header = upload::read_header(&mut stream)
             .await
-            .map_err(|_| {
-                self.refuse_upload(
-                    &who,
-                    "no header within 30 s",
-                    Status::deadline_exceeded("no update header within 30 s"),
-                )
-            })??;
-        let header = match first.and_then(|c| c.kind) {
-            Some(update_chunk::Kind::Header(h)) => h,
-            _ => {
-                return Err(self.refuse_upload(
-                    &who,
-                    "stream did not start with a header",
-                    Status::invalid_argument("an update stream must start with an UpdateHeader"),
-                ))
-            }
-        };
+            .map_err(|e| self.refuse_upload(&who, e.detail, e.status))?;
         let job = self.job(&header.job_id).map_err(|s| self.refuse_status(&who, s))?;
         let bad =
             |detail: String| self.refuse_upload(&who, &detail, Status::invalid_argument(detail.clone()));
@@ -435,31 +420,17 @@ impl Coordinator for CoordinatorService {
                 .await
                 .map_err(|_| Status::deadline_exceeded("the round closed while waiting for an upload slot"))?
                 .map_err(|_| Status::unavailable("coordinator shutting down"))?;
-            let expected = job.num_params * 4;
             let mut delta: Vec<f32> = Vec::with_capacity(job.num_params);
             let mut hasher = Sha256::new();
-            loop {
-                let msg = tokio::time::timeout_at(deadline, stream.message()).await.map_err(|_| {
-                    Status::deadline_exceeded(format!("round {round} deadline passed mid-upload"))
-                })??;
-                let Some(msg) = msg else { break };
-                let data = match msg.kind {
-                    Some(update_chunk::Kind::Data(d)) => d,
-                    _ => return Err(Status::invalid_argument("only data chunks may follow the header")),
-                };
-                if data.len() > MAX_CHUNK_BYTES || data.len() % 4 != 0 {
+            let len = job.num_params as u64 * 4;
+            upload::read_body(&mut stream, deadline, len, "bytes of the model's parameters", |data| {
+                if data.len() % 4 != 0 {
                     return Err(Status::invalid_argument(format!(
-                        "chunk of {} bytes: chunks hold whole f32 values, at most {MAX_CHUNK_BYTES} bytes",
+                        "chunk of {} bytes: chunks hold whole f32 values",
                         data.len()
                     )));
                 }
-                if delta.len() * 4 + data.len() > expected {
-                    return Err(Status::invalid_argument(format!(
-                        "update is longer than the model's {} parameters",
-                        job.num_params
-                    )));
-                }
-                hasher.update(&data);
+                hasher.update(data);
                 for c in data.chunks_exact(4) {
                     let v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
                     if !v.is_finite() {
@@ -470,14 +441,9 @@ impl Coordinator for CoordinatorService {
                     }
                     delta.push(v);
                 }
-            }
-            if delta.len() != job.num_params {
-                return Err(Status::invalid_argument(format!(
-                    "update ended after {} of {} parameters",
-                    delta.len(),
-                    job.num_params
-                )));
-            }
+                Ok(())
+            })
+            .await?;
             if hasher.finalize().as_slice() != header.sha256.as_ref() {
                 return Err(Status::data_loss("update checksum does not match its header"));
             }
@@ -504,25 +470,9 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<v1::SecAggAck>, Status> {
         let who = self.require(&req, "secagg.send", &[Role::Participant])?;
         let mut stream = req.into_inner();
-        let first = tokio::time::timeout(std::time::Duration::from_secs(30), stream.message())
+        let header = upload::read_header(&mut stream)
             .await
-            .map_err(|_| {
-                self.refuse_secagg(
-                    &who,
-                    "no header within 30 s",
-                    Status::deadline_exceeded("no header within 30 s"),
-                )
-            })??;
-        let header = match first.and_then(|c| c.kind) {
-            Some(sec_agg_chunk::Kind::Header(h)) => h,
-            _ => {
-                return Err(self.refuse_secagg(
-                    &who,
-                    "stream did not start with a header",
-                    Status::invalid_argument("a secure-aggregation stream must start with a SecAggHeader"),
-                ))
-            }
-        };
+            .map_err(|e| self.refuse_secagg(&who, e.detail, e.status))?;
         let (round, phase) = (header.round, header.phase);
         let slot = lock(&self.shared.secure).get(&header.job_id).cloned().ok_or_else(|| {
             let detail = format!("no secure round of {:?} is in progress", header.job_id);
@@ -575,30 +525,11 @@ impl Coordinator for CoordinatorService {
                 None
             };
             let mut buf = Vec::with_capacity(header.length as usize);
-            loop {
-                let msg = tokio::time::timeout_at(deadline, stream.message()).await.map_err(|_| {
-                    Status::deadline_exceeded(format!("phase {phase} deadline passed mid-message"))
-                })??;
-                let Some(msg) = msg else { break };
-                let data = match msg.kind {
-                    Some(sec_agg_chunk::Kind::Data(d)) => d,
-                    _ => return Err(Status::invalid_argument("only data chunks may follow the header")),
-                };
-                if data.len() > MAX_CHUNK_BYTES || buf.len() as u64 + data.len() as u64 > header.length {
-                    return Err(Status::invalid_argument(format!(
-                        "message is longer than the {} bytes its header announced",
-                        header.length
-                    )));
-                }
-                buf.extend_from_slice(&data);
-            }
-            if buf.len() as u64 != header.length {
-                return Err(Status::invalid_argument(format!(
-                    "message ended after {} of the {} bytes its header announced",
-                    buf.len(),
-                    header.length
-                )));
-            }
+            upload::read_body(&mut stream, deadline, header.length, "bytes its header announced", |data| {
+                buf.extend_from_slice(data);
+                Ok(())
+            })
+            .await?;
             // Signature checks and folding a masked vector into the sum are CPU work: off the async workers.
             let slot2 = Arc::clone(&slot);
             tokio::task::spawn_blocking(move || {
