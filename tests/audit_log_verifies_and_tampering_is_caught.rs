@@ -12,7 +12,7 @@ use std::path::Path;
 use common::*;
 use hearth_audit::export::{checkpoint_line, entry_line, parse_entry_line, ExportHeader};
 use hearth_audit::merkle::leaf_hash;
-use hearth_audit::{Checkpoint, Entry, Event, Outcome, SignedCheckpoint, SoftwareSigner};
+use hearth_audit::{Action, Checkpoint, Entry, Event, Outcome, SignedCheckpoint, SoftwareSigner};
 use hearth_models::dirichlet_split;
 
 /// The export split into its header, checkpoint lines and entry lines.
@@ -51,7 +51,8 @@ impl Lines {
 
 /// A forged entry line with a correct leaf hash (what an attacker who rewrites the file can compute).
 fn forged(suite: hearth_crypto::SuiteId, seq: u64, time_ms: u64, detail: &str) -> String {
-    let e = Entry::new(seq, time_ms, Event::new("system", "job.submit", Outcome::Ok).detail(detail)).unwrap();
+    let e = Entry::new(seq, time_ms, Event::new("system", Action::JobSubmit, Outcome::Ok).detail(detail))
+        .unwrap();
     let line = entry_line(&e, &leaf_hash(suite, &e.canonical()));
     String::from_utf8(line).unwrap().trim_end().to_string()
 }

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
+use hearth_crypto::digest::content_digest;
 use hearth_crypto::pki::{ConsortiumCa, Role};
 use hearth_models::{dirichlet_split, IntentSpec};
 use hearth_proto::v1::{self, announcement, job_event, update_chunk};
 use hearth_proto::MAX_CHUNK_BYTES;
-use sha2::{Digest, Sha256};
 use tonic::Code;
 
 fn header(o: &v1::RoundOpen, n: u64, raw: &[u8], nonce: [u8; 16]) -> v1::UpdateHeader {
@@ -25,7 +25,7 @@ fn header(o: &v1::RoundOpen, n: u64, raw: &[u8], nonce: [u8; 16]) -> v1::UpdateH
         train_loss: 1.0,
         num_params: n,
         nonce: nonce.to_vec().into(),
-        sha256: Sha256::digest(raw).to_vec().into(),
+        sha256: content_digest(raw).to_vec().into(),
     }
 }
 

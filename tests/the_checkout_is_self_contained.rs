@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use hearth_crypto::digest::content_digest;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -34,7 +34,7 @@ fn data_matches_its_checksums() {
     for (hash, path) in &sums {
         let bytes = std::fs::read(root().join("data").join(path))
             .unwrap_or_else(|e| panic!("data/{path} is listed in SHA256SUMS but cannot be read: {e}"));
-        assert_eq!(&hex::encode(Sha256::digest(&bytes)), hash, "data/{path} does not match SHA256SUMS");
+        assert_eq!(&hex::encode(content_digest(&bytes)), hash, "data/{path} does not match SHA256SUMS");
     }
 }
 

@@ -12,8 +12,8 @@
 use std::time::{Duration, Instant};
 
 use hearth_audit::{
-    inclusion_proof, verify_export, AuditLog, Event, ExportBundle, Outcome, SignatureType, SignedCheckpoint,
-    SoftwareSigner, TreeHeadSigner, Trust, VerifierKey,
+    inclusion_proof, verify_export, Action, AuditLog, Event, ExportBundle, Outcome, SignatureType,
+    SignedCheckpoint, SoftwareSigner, TreeHeadSigner, Trust, VerifierKey,
 };
 use hearth_crypto::SuiteId;
 
@@ -47,7 +47,7 @@ struct Row {
 }
 
 fn event(i: u64) -> Event {
-    Event::new(format!("urn:hearth:participant:bank-{}", i % 7), "update.upload", Outcome::Ok)
+    Event::new(format!("urn:hearth:participant:bank-{}", i % 7), Action::UpdateUpload, Outcome::Ok)
         .tenant(format!("tenant-{}", i % 7))
         .detail(format!("job 12 round {} accepted: 4096 parameters", i / 100))
         .object("job-12")

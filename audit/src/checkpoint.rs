@@ -459,8 +459,11 @@ mod tests {
             let mut leaves = Vec::new();
             let mut heads = Vec::new();
             for i in 0..7u64 {
-                leaves
-                    .push(log.append(Event::new("system", "test.event", Outcome::Ok), i).unwrap().leaf_hash);
+                leaves.push(
+                    log.append(Event::new("system", super::super::Action::NodeStart, Outcome::Ok), i)
+                        .unwrap()
+                        .leaf_hash,
+                );
                 heads.push(log.sign_checkpoint(&key).unwrap());
             }
             let (old, mut new) = (heads[2].checkpoint().clone(), heads[6].clone());

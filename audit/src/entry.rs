@@ -29,7 +29,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::AuditError;
+use crate::action::Action;
+use crate::AuditError;
 
 /// Version of the entry format, the `v` field.
 pub const ENTRY_VERSION: u32 = 1;
@@ -65,6 +66,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// `Ok` for a success, `Error` for a failure on our side.
+    pub fn of<T, E>(result: &Result<T, E>) -> Self {
+        if result.is_ok() {
+            Outcome::Ok
+        } else {
+            Outcome::Error
+        }
+    }
+
     /// The lower-case name used in the canonical encoding.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -90,7 +100,8 @@ pub struct Event {
     pub actor: String,
     /// The tenant concerned, if any.
     pub tenant: Option<String>,
-    /// Dotted lower-case action name, e.g. `update.upload`, `job.submit`, `key.rotate`.
+    /// Dotted lower-case action name, e.g. `update.upload`, `job.submit`, `key.rotated` (what
+    /// [`Action::as_str`] gives; entries read back keep whatever name they carry).
     pub action: String,
     /// How it ended.
     pub outcome: Outcome,
@@ -102,11 +113,11 @@ pub struct Event {
 
 impl Event {
     /// An event with no tenant, detail or objects.
-    pub fn new(actor: impl Into<String>, action: impl Into<String>, outcome: Outcome) -> Self {
+    pub fn new(actor: impl Into<String>, action: Action, outcome: Outcome) -> Self {
         Self {
             actor: actor.into(),
             tenant: None,
-            action: action.into(),
+            action: action.as_str().into(),
             outcome,
             detail: String::new(),
             objects: Vec::new(),
@@ -200,7 +211,7 @@ fn check_text(field: &'static str, s: &str, max: usize, may_be_empty: bool) -> R
     Ok(())
 }
 
-fn check_action(action: &str) -> Result<(), AuditError> {
+pub(crate) fn check_action(action: &str) -> Result<(), AuditError> {
     check_text("action", action, MAX_ACTION_LEN, false)?;
     let ok_chars =
         action.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
@@ -365,7 +376,7 @@ mod tests {
     use super::*;
 
     fn sample() -> Entry {
-        let e = Event::new("urn:hearth:participant:bank-a", "update.upload", Outcome::Refused)
+        let e = Event::new("urn:hearth:participant:bank-a", Action::UpdateUpload, Outcome::Refused)
             .tenant("bank-a")
             .detail("round 3 refused: \"stale\" base \\ version 2")
             .object("job-7")
@@ -375,7 +386,7 @@ mod tests {
 
     #[test]
     fn canonical_form_is_sorted_compact_json() {
-        let e = Entry::new(0, 5, Event::new("system", "node.start", Outcome::Ok)).unwrap();
+        let e = Entry::new(0, 5, Event::new("system", Action::NodeStart, Outcome::Ok)).unwrap();
         assert_eq!(
             String::from_utf8(e.canonical()).unwrap(),
             r#"{"action":"node.start","actor":"system","detail":"","objects":[],"outcome":"ok","seq":0,"tenant":null,"time_ms":5,"v":1}"#
@@ -387,13 +398,14 @@ mod tests {
 
     #[test]
     fn rules_refuse_bad_fields() {
-        let ev = || Event::new("system", "job.submit", Outcome::Ok);
+        let ev = || Event::new("system", Action::JobSubmit, Outcome::Ok);
+        let named = |action: &str| Event { action: action.into(), ..ev() };
         let cases: Vec<(Event, &str)> = vec![
-            (Event::new("", "job.submit", Outcome::Ok), "actor"),
-            (Event::new("sys\ntem", "job.submit", Outcome::Ok), "actor"),
-            (Event::new("system", "Job.Submit", Outcome::Ok), "action"),
-            (Event::new("system", "job..submit", Outcome::Ok), "action"),
-            (Event::new("system", "", Outcome::Ok), "action"),
+            (Event::new("", Action::JobSubmit, Outcome::Ok), "actor"),
+            (Event::new("sys\ntem", Action::JobSubmit, Outcome::Ok), "actor"),
+            (named("Job.Submit"), "action"),
+            (named("job..submit"), "action"),
+            (named(""), "action"),
             (ev().tenant(""), "tenant"),
             (ev().detail("x".repeat(MAX_DETAIL_LEN + 1)), "detail"),
             (ev().detail("tab\there"), "detail"),

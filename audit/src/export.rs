@@ -277,7 +277,7 @@ mod tests {
         let mut entries = Vec::new();
         let mut checkpoints = Vec::new();
         for i in 0..5u64 {
-            let ev = Event::new("urn:hearth:participant:bank-a", "update.upload", Outcome::Ok)
+            let ev = Event::new("urn:hearth:participant:bank-a", crate::Action::UpdateUpload, Outcome::Ok)
                 .object(format!("r{i}"));
             let a = log.append(ev, 1000 + i).unwrap();
             entries.push((a.entry, a.leaf_hash));

@@ -8,6 +8,7 @@
 //!
 //! Where to start reading:
 //!
+//! - [`action`]: the [`Action`]s Hearth's nodes record, one enum.
 //! - [`entry`]: the typed entry and its canonical bytes (what is hashed). Read its rules on what an entry
 //!   may contain: no secrets, no customer text.
 //! - [`merkle`]: leaf and node hashes, the append-only [`CompactTree`] (O(log n) state), roots of any prefix.
@@ -24,7 +25,7 @@
 //!
 //! ```
 //! use hearth_audit::{
-//!     verify_export, AuditError, AuditLog, Event, ExportBundle, Outcome, SignatureType, SoftwareSigner,
+//!     verify_export, Action, AuditError, AuditLog, Event, ExportBundle, Outcome, SignatureType, SoftwareSigner,
 //!     Trust, VerifierKey,
 //! };
 //! use hearth_crypto::SuiteId;
@@ -34,7 +35,7 @@
 //! // In production the key stays in the keystore, behind `TreeHeadSigner`.
 //! let key = SoftwareSigner::generate("hearth.example/audit", suite)?;
 //! let mut log = AuditLog::new(suite, "hearth.example/audit")?;
-//! let event = Event::new("urn:hearth:participant:bank-a", "update.upload", Outcome::Refused)
+//! let event = Event::new("urn:hearth:participant:bank-a", Action::UpdateUpload, Outcome::Refused)
 //!     .detail("stale base version 2")
 //!     .object("job-7");
 //! let appended = log.append(event, 1_700_000_000_000)?; // the service stores these bytes and hash
@@ -80,6 +81,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod action;
 pub mod checkpoint;
 pub mod entry;
 pub mod export;
@@ -93,6 +95,7 @@ pub mod verify;
 #[cfg(test)]
 mod verify_tests;
 
+pub use action::{Action, UnknownAction};
 pub use checkpoint::{
     witness_cosign, Checkpoint, CosignatureSeen, SignedCheckpoint, Trust, VerifiedCheckpoint,
 };

@@ -122,7 +122,7 @@ mod tests {
             let mut log = AuditLog::new(suite, "hearth.example/audit").unwrap();
             let mut leaves = Vec::new();
             for (i, now) in [100u64, 200, 150, 300].into_iter().enumerate() {
-                let a = log.append(Event::new("system", "test.event", Outcome::Ok), now).unwrap();
+                let a = log.append(Event::new("system", crate::Action::NodeStart, Outcome::Ok), now).unwrap();
                 assert_eq!(a.entry.seq(), i as u64);
                 assert_eq!(a.canonical, a.entry.canonical());
                 leaves.push(a.leaf_hash);
@@ -132,7 +132,7 @@ mod tests {
             assert_eq!(log.root(), mth(suite, &leaves));
             assert!(times.windows(2).all(|w| w[0] <= w[1]));
             // A refused event does not consume a sequence number.
-            assert!(log.append(Event::new("", "test.event", Outcome::Ok), 400).is_err());
+            assert!(log.append(Event::new("", crate::Action::NodeStart, Outcome::Ok), 400).is_err());
             assert_eq!(log.size(), 4);
 
             let resumed =

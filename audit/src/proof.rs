@@ -466,7 +466,10 @@ mod tests {
         use super::super::{Entry, Event, Outcome};
         for s in [SuiteId::International, SuiteId::National] {
             let entries: Vec<Entry> = (0..5)
-                .map(|i| Entry::new(i, 10 * i, Event::new("system", "test.event", Outcome::Ok)).unwrap())
+                .map(|i| {
+                    Entry::new(i, 10 * i, Event::new("system", crate::Action::NodeStart, Outcome::Ok))
+                        .unwrap()
+                })
                 .collect();
             let leaves: Vec<Hash> = entries.iter().map(|e| leaf_hash(s, &e.canonical())).collect();
             let r = mth(s, &leaves);

@@ -106,7 +106,8 @@ mod tests {
         rows.iter()
             .enumerate()
             .map(|(i, (actor, tenant, action, outcome, t))| {
-                let mut ev = Event::new(*actor, *action, *outcome);
+                let mut ev = Event::new(*actor, crate::Action::NodeStart, *outcome);
+                ev.action = action.to_string();
                 ev.tenant = tenant.map(str::to_string);
                 Entry::new(i as u64, *t, ev).unwrap()
             })

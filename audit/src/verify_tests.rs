@@ -43,7 +43,9 @@ impl Fixture {
     fn event(i: u64, salt: &str) -> Event {
         let actor = format!("urn:hearth:participant:p{}", i % 3);
         let detail = if i < 4 { format!("round {i}") } else { format!("round {i}{salt}") };
-        Event::new(actor, "update.upload", Outcome::Ok).tenant(format!("t{}", i % 2)).detail(detail)
+        Event::new(actor, crate::Action::UpdateUpload, Outcome::Ok)
+            .tenant(format!("t{}", i % 2))
+            .detail(detail)
     }
 
     /// A log of `n` entries with a checkpoint after each size in `at`, the last one cosigned.
@@ -193,7 +195,8 @@ fn removed_reordered_and_inserted_entries_are_named() {
         let mut inserted = honest.clone();
         let mut rest: Vec<_> = inserted.entries.split_off(4);
         let fake =
-            Entry::new(4, rest[0].0.time_ms(), Event::new("system", "key.rotate", Outcome::Ok)).unwrap();
+            Entry::new(4, rest[0].0.time_ms(), Event::new("system", crate::Action::KeyRotated, Outcome::Ok))
+                .unwrap();
         inserted.entries.push((fake.clone(), leaf_hash(suite, &fake.canonical())));
         for (e, _) in rest.drain(..) {
             let moved = Entry::new(e.seq() + 1, e.time_ms(), event_of(&e)).unwrap();
@@ -332,7 +335,7 @@ fn malformed_exports_and_checkpoints_of_other_logs_are_reported() {
         SoftwareSigner::new("elsewhere.example/log", SuiteId::International, SecretBytes::new([3; 32]))
             .unwrap();
     let mut log = AuditLog::new(SuiteId::International, "elsewhere.example/log").unwrap();
-    log.append(Event::new("system", "node.start", Outcome::Ok), 1).unwrap();
+    log.append(Event::new("system", crate::Action::NodeStart, Outcome::Ok), 1).unwrap();
     let foreign = log.sign_checkpoint(&other_log).unwrap().encode();
     let r = verify_export_with(&b.encode(), &f.trust, &[&foreign]);
     assert!(

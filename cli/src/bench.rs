@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
+use hearth_crypto::digest::content_digest;
 use hearth_crypto::pki::{ConsortiumCa, Role};
 use hearth_crypto::SuiteId;
 use hearth_participant::secagg::{self as client_secagg, SecAggIdentity, RELAY_QUEUE};
@@ -30,7 +31,6 @@ use hearth_proto::v1::{self, announcement, job_event, update_chunk};
 use hearth_proto::{MAX_CHUNK_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 use hearth_transport::TlsMaterial;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
@@ -614,7 +614,7 @@ async fn upload(
         train_loss: loss,
         num_params: (raw.len() / 4) as u64,
         nonce: rand::random::<[u8; 16]>().to_vec().into(),
-        sha256: Sha256::digest(&raw).to_vec().into(),
+        sha256: content_digest(&raw).to_vec().into(),
     };
     let first = v1::UpdateChunk { kind: Some(update_chunk::Kind::Header(header)) };
     let chunks = (0..raw.len()).step_by(MAX_CHUNK_BYTES).map(move |s| v1::UpdateChunk {

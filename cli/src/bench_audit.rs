@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use hearth_audit::{
-    verify_export, AuditLog as LogState, Event, ExportBundle, Outcome, SignatureType, SoftwareSigner, Trust,
-    VerifierKey,
+    verify_export, Action, AuditLog as LogState, Event, ExportBundle, Outcome, SignatureType, SoftwareSigner,
+    Trust, VerifierKey,
 };
 use hearth_crypto::SuiteId;
 use hearth_node::audit::AuditLog;
@@ -55,7 +55,7 @@ pub struct AuditBench {
 }
 
 fn event(i: u64) -> Event {
-    Event::new(format!("participant:bank-{}", i % 7), "update.upload", Outcome::Ok)
+    Event::new(format!("participant:bank-{}", i % 7), Action::UpdateUpload, Outcome::Ok)
         .tenant(format!("bank-{}", i % 7))
         .detail(format!("job 12 round {} accepted: 4096 parameters", i / 100))
         .object("job-12")

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use hearth_audit::{Event, Outcome};
+use hearth_audit::{Action, Event, Outcome};
 use hearth_models::emotion::{parse_emotion_labelled, parse_emotion_labels, parse_goemotions};
 use hearth_models::recommend::data::{is_product, parse_transactions, Transaction};
 use hearth_models::{detect_format, parse_labelled, EmotionExample, Example, ImportReport, InputFormat};
@@ -138,7 +138,7 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
             };
             let left = node.store.count()?;
             node.audit.record_event(
-                Event::new(actor, "data.delete", Outcome::Ok)
+                Event::new(actor, Action::DataDelete, Outcome::Ok)
                     .detail(format!("{what}: {deleted} examples deleted, {left} left")),
             );
             node.audit.checkpoint_now()?;
@@ -168,7 +168,7 @@ fn import(a: &ImportArgs) -> anyhow::Result<()> {
     // Opened only once the file is known to be good (or --skip-bad): a refused file leaves no trace.
     let open = || hearth_participant::open_node(&cfg, &actor, None);
     let audit = |node: &hearth_participant::Node, what: String| -> anyhow::Result<()> {
-        node.audit.record_event(Event::new(actor.clone(), "data.import", Outcome::Ok).detail(what));
+        node.audit.record_event(Event::new(actor.clone(), Action::DataImport, Outcome::Ok).detail(what));
         node.audit.checkpoint_now()?;
         Ok(())
     };

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use hearth_crypto::digest::ContentDigest;
 use hearth_models::recommend::data::{catalogue, clean};
 use hearth_models::{EmotionSpec, FeatureConfig, IntentSpec, ModelSpec, RecommendSpec, TrainParams};
 use hearth_proto::v1::coordinator_client::CoordinatorClient;
@@ -12,7 +13,6 @@ use hearth_proto::v1::{self, job_event, model_chunk};
 use hearth_proto::MAX_MESSAGE_BYTES;
 use hearth_transport::TlsMaterial;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 
 /// `hearth job ...`
@@ -464,7 +464,7 @@ pub async fn download_params(
     };
     let n = usize::try_from(h.num_params)?;
     let mut params = Vec::with_capacity(n);
-    let mut hasher = Sha256::new();
+    let mut hasher = ContentDigest::new();
     while let Some(c) = stream.message().await? {
         let Some(model_chunk::Kind::Data(d)) = c.kind else { bail!("header repeated mid-stream") };
         if d.len() % 4 != 0 || params.len() + d.len() / 4 > n {
@@ -473,7 +473,7 @@ pub async fn download_params(
         hasher.update(&d);
         params.extend(d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
     }
-    if params.len() != n || hasher.finalize().as_slice() != h.sha256.as_ref() {
+    if params.len() != n || !hasher.matches(&h.sha256) {
         bail!("model download incomplete or corrupt");
     }
     Ok((h.version, h.model_spec_json, params))

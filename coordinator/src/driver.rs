@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hearth_audit::{Action, Outcome};
+use hearth_crypto::pki::{NodeIdentity, Role};
 use hearth_proto::v1::{self, announcement, job_event, Announcement};
 use rand::seq::IndexedRandom;
 use rand::SeedableRng;
@@ -66,6 +68,22 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The caller's identity, from its client certificate; refused (and audited as `action`, denied)
+    /// unless its role is one of `roles`. Every gRPC handler starts here.
+    pub(crate) fn require<T>(
+        &self,
+        req: &tonic::Request<T>,
+        action: Action,
+        roles: &[Role],
+    ) -> Result<NodeIdentity, Status> {
+        let who = hearth_transport::peer_identity(req)?;
+        if roles.contains(&who.role) {
+            return Ok(who);
+        }
+        self.audit.record(&who.to_string(), action, Outcome::Denied, "role not allowed");
+        Err(Status::permission_denied(format!("{action} is not allowed for a {} certificate", who.role)))
+    }
+
     /// Opens the store (sealing models with `keys`) under the configured state directory; `audit` is
     /// the node's open audit log.
     pub fn open(
@@ -129,7 +147,12 @@ impl Shared {
             }
             if running {
                 tracing::info!(job = %id, committed, "resuming job after restart");
-                self.audit.record("system", "job.resume", "ok", &format!("job {id} after round {committed}"));
+                self.audit.record(
+                    "system",
+                    Action::JobResume,
+                    Outcome::Ok,
+                    &format!("job {id} after round {committed}"),
+                );
                 tokio::spawn(drive(Arc::clone(self), job));
             }
         }
@@ -296,8 +319,8 @@ pub(crate) async fn drive(shared: Arc<Shared>, job: Arc<JobRuntime>) {
                         tracing::error!(job = %rec.id, round, error = %e, "could not persist the round; stopping the job");
                         shared.audit.record(
                             "system",
-                            "round.commit",
-                            "error",
+                            Action::RoundCommit,
+                            Outcome::Error,
                             &format!("{}#{round}: {e}", rec.id),
                         );
                         return;
@@ -315,8 +338,8 @@ pub(crate) async fn drive(shared: Arc<Shared>, job: Arc<JobRuntime>) {
                     if rec.secure_aggregation { "securely aggregated sum of" } else { "plain average of" };
                 shared.audit.record(
                     "system",
-                    "round.commit",
-                    "ok",
+                    Action::RoundCommit,
+                    Outcome::Ok,
                     &format!(
                         "job {} round {round}: {how} {} updates from [{}], {} examples",
                         rec.id,
@@ -337,7 +360,12 @@ pub(crate) async fn drive(shared: Arc<Shared>, job: Arc<JobRuntime>) {
             Err(reason) => {
                 attempts += 1;
                 tracing::warn!(job = %rec.id, round, attempt = attempts, %reason, "round failed");
-                shared.audit.record("system", "round.fail", "refused", &format!("{}: {reason}", rec.id));
+                shared.audit.record(
+                    "system",
+                    Action::RoundFail,
+                    Outcome::Refused,
+                    &format!("{}: {reason}", rec.id),
+                );
                 job.emit(job_event::Kind::Failed(v1::RoundFailed { round, reason: reason.clone() }));
                 if attempts >= MAX_ROUND_ATTEMPTS {
                     finish(&shared, &job, JobPhase::Failed).await;
@@ -371,15 +399,18 @@ async fn charge_round(shared: &Arc<Shared>, rec: &crate::store::JobRecord, round
     let shared2 = Arc::clone(shared);
     let charged = tokio::task::spawn_blocking(move || shared2.privacy.commit_round(reservation, round)).await;
     match charged {
-        Ok(Ok(())) => {
-            shared.audit.record("system", "budget.charge", "ok", &format!("job {} round {round}", rec.id))
-        }
+        Ok(Ok(())) => shared.audit.record(
+            "system",
+            Action::BudgetCharge,
+            Outcome::Ok,
+            &format!("job {} round {round}", rec.id),
+        ),
         Ok(Err(e)) => {
             tracing::error!(job = %rec.id, round, error = %e, "could not charge the round to the budget");
             shared.audit.record(
                 "system",
-                "budget.charge",
-                "error",
+                Action::BudgetCharge,
+                Outcome::Error,
                 &format!("job {} round {round}: {e}", rec.id),
             );
         }
@@ -594,7 +625,12 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
                 }
                 Err(e) => {
                     tracing::warn!(participant = %id, error = %e, "left out of the secure-aggregation cohort");
-                    shared.audit.record("system", "secagg.cohort", "refused", &format!("{id}: {e}"));
+                    shared.audit.record(
+                        "system",
+                        Action::SecAggCohort,
+                        Outcome::Refused,
+                        &format!("{id}: {e}"),
+                    );
                 }
             }
         }
@@ -770,7 +806,8 @@ async fn finish(shared: &Arc<Shared>, job: &Arc<JobRuntime>, phase: JobPhase) {
         Ok(Err(e)) => tracing::error!(job = %rec.id, error = %e, "could not persist the job's end"),
         Err(e) => tracing::error!(error = %e, "persist task failed"),
     }
-    shared.audit.record("system", "job.end", phase.as_str(), &rec.id);
+    let ended = if phase == JobPhase::Finished { Outcome::Ok } else { Outcome::Error };
+    shared.audit.record("system", Action::JobEnd, ended, &format!("{}: {}", phase.as_str(), rec.id));
     if let Some(reservation) = rec.privacy.as_ref().and_then(|p| p.reservation) {
         // Finished: settle at what the committed rounds released. Failed: give back the rest.
         let shared2 = Arc::clone(shared);
@@ -780,12 +817,12 @@ async fn finish(shared: &Arc<Shared>, job: &Arc<JobRuntime>, phase: JobPhase) {
         })
         .await;
         let outcome = match settled {
-            Ok(Ok(())) => "ok",
-            _ => "error",
+            Ok(Ok(())) => Outcome::Ok,
+            _ => Outcome::Error,
         };
         shared.audit.record(
             "system",
-            "budget.settle",
+            Action::BudgetSettle,
             outcome,
             &format!("job {} ({})", rec.id, phase.as_str()),
         );

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use hearth_crypto::digest::content_digest;
 use hearth_proto::v1::{self, job_event, JobEvent};
-use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, Notify};
 
 use crate::aggregate::Aggregator;
@@ -34,7 +34,7 @@ impl GlobalModel {
         for p in &params {
             raw.extend_from_slice(&p.to_le_bytes());
         }
-        let sha256 = Sha256::digest(&raw).into();
+        let sha256 = content_digest(&raw);
         Self { version, params, bytes: Bytes::from(raw), sha256 }
     }
 }

@@ -38,7 +38,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use hearth_audit::{Event, Outcome};
+use hearth_audit::{Action, Event, Outcome};
 use hearth_node::audit::default_origin;
 use hearth_node::files::NodeLock;
 use hearth_node::keys::{Create, NodeKeys, COORDINATOR_KEYS};
@@ -102,7 +102,7 @@ pub async fn start(
         let served = hearth_transport::serve(listener, tls, router, opts, shutdown)
             .await
             .context("serving the coordinator");
-        audit.record("system", "node.stop", if served.is_ok() { "ok" } else { "error" }, "coordinator");
+        audit.record("system", Action::NodeStop, Outcome::of(&served), "coordinator");
         // The final checkpoint covers everything recorded up to the stop.
         match tokio::task::spawn_blocking(move || audit.checkpoint_now()).await {
             Ok(Ok(_)) => {}
@@ -135,7 +135,7 @@ async fn open_node(config: &CoordinatorConfig) -> anyhow::Result<Node> {
                 .context("opening the coordinator's keystore")?;
         let origin = default_origin(config.audit.origin.as_deref(), &config.tls.cert, "coordinator", dir);
         let (audit, recovery) = AuditLog::open(dir, &keys, &origin).context("opening the audit log")?;
-        audit.record_event(Event::new("system", "node.start", Outcome::Ok).detail(format!(
+        audit.record_event(Event::new("system", Action::NodeStart, Outcome::Ok).detail(format!(
             "coordinator; keys in {} ({})",
             keys.name(),
             keys.location()
@@ -143,8 +143,8 @@ async fn open_node(config: &CoordinatorConfig) -> anyhow::Result<Node> {
         if recovery.discarded_bytes > 0 {
             audit.record(
                 "system",
-                "audit.recover",
-                "error",
+                Action::AuditRecover,
+                Outcome::Error,
                 &format!("cut {} bytes of a partly written entry after a crash", recovery.discarded_bytes),
             );
         }

@@ -9,13 +9,13 @@
 
 use std::sync::{Arc, Mutex};
 
+use hearth_crypto::digest::content_digest;
 use hearth_policies::accountant::SubsampledGaussian;
 use hearth_policies::budget::{
     BudgetError, Charge, FamilyId, Ledger, PrivacyPolicy, PrivacyUnit, Report, ReservationId, TenantId,
     Timestamp, TrainingNoise, TrainingPlan,
 };
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::store::{JobPrivacy, Store, StoreError};
 
@@ -158,7 +158,7 @@ impl Privacy {
         let mut state = self.lock();
         let version = state.policy.as_ref().map_or(0, |(_, s)| s.version) + 1;
         let stored = StoredPolicy {
-            sha256: Sha256::digest(toml.as_bytes()).into(),
+            sha256: content_digest(toml.as_bytes()),
             toml,
             version,
             set_by,

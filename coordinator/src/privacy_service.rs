@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use hearth_audit::{Action, Outcome};
 use hearth_crypto::pki::{NodeIdentity, Role};
 use hearth_crypto::SuiteId;
 use hearth_proto::v1::privacy_server::Privacy as PrivacyApi;
@@ -23,13 +24,8 @@ impl PrivacyService {
         Self { shared }
     }
 
-    fn require<T>(&self, req: &Request<T>, action: &str, roles: &[Role]) -> Result<NodeIdentity, Status> {
-        let who = hearth_transport::peer_identity(req)?;
-        if roles.contains(&who.role) {
-            return Ok(who);
-        }
-        self.shared.audit.record(&who.to_string(), action, "denied", "role not allowed");
-        Err(Status::permission_denied(format!("{action} is not allowed for a {} certificate", who.role)))
+    fn require<T>(&self, req: &Request<T>, action: Action, roles: &[Role]) -> Result<NodeIdentity, Status> {
+        self.shared.require(req, action, roles)
     }
 }
 
@@ -54,11 +50,11 @@ impl PrivacyApi for PrivacyService {
         &self,
         req: Request<v1::SetPolicyRequest>,
     ) -> Result<Response<v1::PolicyInfo>, Status> {
-        let who = self.require(&req, "budget.policy_set", &[Role::Dpo])?;
+        let who = self.require(&req, Action::BudgetPolicySet, &[Role::Dpo])?;
         let cert = hearth_transport::peer_certificate(&req)?;
         let msg = req.into_inner();
         let refuse = |detail: String| {
-            self.shared.audit.record(&who.to_string(), "budget.policy_set", "refused", &detail);
+            self.shared.audit.record(&who.to_string(), Action::BudgetPolicySet, Outcome::Refused, &detail);
             Status::invalid_argument(detail)
         };
         if msg.policy_toml.len() > MAX_POLICY_BYTES {
@@ -92,8 +88,8 @@ impl PrivacyApi for PrivacyService {
         })?;
         self.shared.audit.record(
             &who.to_string(),
-            "budget.policy_set",
-            "ok",
+            Action::BudgetPolicySet,
+            Outcome::Ok,
             &format!(
                 "version {} sha256 {} (signed by the DPO certificate)",
                 stored.version,
@@ -108,7 +104,7 @@ impl PrivacyApi for PrivacyService {
         &self,
         req: Request<v1::GetPolicyRequest>,
     ) -> Result<Response<v1::PolicyInfo>, Status> {
-        self.require(&req, "budget.policy_get", &[Role::Dpo, Role::Operator, Role::Analyst])?;
+        self.require(&req, Action::BudgetPolicyGet, &[Role::Dpo, Role::Operator, Role::Analyst])?;
         Ok(Response::new(info(self.shared.privacy.policy())))
     }
 
@@ -118,7 +114,7 @@ impl PrivacyApi for PrivacyService {
     ) -> Result<Response<v1::BudgetReport>, Status> {
         let who = self.require(
             &req,
-            "budget.show",
+            Action::BudgetShow,
             &[Role::Dpo, Role::Operator, Role::Analyst, Role::Participant],
         )?;
         let Some(mut report) = self.shared.privacy.report() else {

@@ -12,6 +12,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hearth_audit::{Action, Outcome};
 use hearth_crypto::pki::{NodeIdentity, Role};
 use hearth_policies::accountant::{calibrate_noise_multiplier, RdpAccountant};
 use hearth_policies::budget::{Charge, FamilyId, PrivacyUnit, QueryNoise, QueryPlan, TenantId};
@@ -127,17 +128,10 @@ fn check_privacy(q: &v1::QueryRequest) -> Result<(), String> {
 #[tonic::async_trait]
 impl Analytics for AnalyticsService {
     async fn run_query(&self, req: Request<v1::QueryRequest>) -> Result<Response<v1::QueryResult>, Status> {
-        let who = hearth_transport::peer_identity(&req)?;
-        if !matches!(who.role, Role::Analyst | Role::Operator) {
-            self.shared.audit.record(&who.to_string(), "query.run", "denied", "role not allowed");
-            return Err(Status::permission_denied(format!(
-                "queries are not allowed for a {} certificate",
-                who.role
-            )));
-        }
+        let who = self.shared.require(&req, Action::QueryRun, &[Role::Analyst, Role::Operator])?;
         let mut q = req.into_inner();
         let refuse = |detail: String| {
-            self.shared.audit.record(&who.to_string(), "query.run", "refused", &detail);
+            self.shared.audit.record(&who.to_string(), Action::QueryRun, Outcome::Refused, &detail);
             Status::invalid_argument(detail)
         };
         check_request(&q).map_err(refuse)?;
@@ -170,7 +164,7 @@ async fn run(
             q.min_participants,
             if enforced { " (only those with a budget in the family are asked)" } else { "" }
         );
-        shared.audit.record(&actor, "query.run", "refused", &detail);
+        shared.audit.record(&actor, Action::QueryRun, Outcome::Refused, &detail);
         return Err(Status::failed_precondition(detail));
     }
     let cohort = connected.len() as u32;
@@ -200,7 +194,12 @@ async fn run(
         match r {
             Ok(id) => Some(id),
             Err(e) => {
-                shared.audit.record(&actor, "query.run", "refused", &format!("{}: {e}", q.query_id));
+                shared.audit.record(
+                    &actor,
+                    Action::QueryRun,
+                    Outcome::Refused,
+                    &format!("{}: {e}", q.query_id),
+                );
                 return Err(Status::resource_exhausted(format!("privacy budget: {e}")));
             }
         }
@@ -252,7 +251,7 @@ async fn run(
             if let Some(id) = reservation {
                 let _ = shared.privacy.release(id.0);
             }
-            shared.audit.record(&actor, "query.run", "error", &format!("{}: {e}", q.query_id));
+            shared.audit.record(&actor, Action::QueryRun, Outcome::Error, &format!("{}: {e}", q.query_id));
             return Err(Status::aborted(format!("query {} failed: {e}", q.query_id)));
         }
     };
@@ -275,14 +274,14 @@ async fn run(
                  {minimum} for family {}; nothing released (the budget was charged: the query ran)",
                 q.query_id, q.family
             );
-            shared.audit.record(&actor, "query.run", "refused", &detail);
+            shared.audit.record(&actor, Action::QueryRun, Outcome::Refused, &detail);
             return Err(Status::failed_precondition(detail));
         }
     }
     shared.audit.record(
         &actor,
-        "query.run",
-        "ok",
+        Action::QueryRun,
+        Outcome::Ok,
         &format!(
             "{} family {} statistic {} over {} bins from [{}]: epsilon {epsilon:.4}, delta {}",
             q.query_id,

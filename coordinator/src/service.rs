@@ -6,13 +6,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures::Stream;
+use hearth_audit::{Action, Outcome};
+use hearth_crypto::digest::{ContentDigest, CONTENT_DIGEST_LEN};
 use hearth_crypto::pki::{NodeIdentity, Role};
 use hearth_models::ModelSpec;
 use hearth_policies::JobShape;
 use hearth_proto::v1::coordinator_server::Coordinator;
 use hearth_proto::v1::{self, announcement, job_event, model_chunk};
 use hearth_proto::{protocol_major, MAX_CHUNK_BYTES, PROTOCOL_MAJOR, PROTOCOL_VERSION};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -44,13 +45,8 @@ impl CoordinatorService {
     }
 
     /// The caller's identity, refused (and audited) unless its role is one of `roles`.
-    fn require<T>(&self, req: &Request<T>, action: &str, roles: &[Role]) -> Result<NodeIdentity, Status> {
-        let who = hearth_transport::peer_identity(req)?;
-        if roles.contains(&who.role) {
-            return Ok(who);
-        }
-        self.shared.audit.record(&who.to_string(), action, "denied", "role not allowed");
-        Err(Status::permission_denied(format!("{action} is not allowed for a {} certificate", who.role)))
+    fn require<T>(&self, req: &Request<T>, action: Action, roles: &[Role]) -> Result<NodeIdentity, Status> {
+        self.shared.require(req, action, roles)
     }
 
     fn job(&self, id: &str) -> Result<Arc<JobRuntime>, Status> {
@@ -60,7 +56,7 @@ impl CoordinatorService {
     /// Refuses a secure-aggregation message: logs and audits who and why.
     fn refuse_secagg(&self, who: &NodeIdentity, detail: &str, status: Status) -> Status {
         tracing::warn!(participant = %who, %detail, "secure-aggregation message refused");
-        self.shared.audit.record(&who.to_string(), "secagg.message", "refused", detail);
+        self.shared.audit.record(&who.to_string(), Action::SecAggMessage, Outcome::Refused, detail);
         status
     }
 
@@ -79,7 +75,7 @@ impl CoordinatorService {
     /// Refuses an upload: logs, audits, releases the slot if one was taken.
     fn refuse_upload(&self, who: &NodeIdentity, detail: &str, status: Status) -> Status {
         tracing::warn!(participant = %who, %detail, "update refused");
-        self.shared.audit.record(&who.to_string(), "update.upload", "refused", detail);
+        self.shared.audit.record(&who.to_string(), Action::UpdateUpload, Outcome::Refused, detail);
         status
     }
 }
@@ -195,14 +191,14 @@ impl Coordinator for CoordinatorService {
         &self,
         req: Request<v1::RegisterRequest>,
     ) -> Result<Response<v1::RegisterReply>, Status> {
-        let who = self.require(&req, "participant.register", &[Role::Participant])?;
+        let who = self.require(&req, Action::ParticipantRegister, &[Role::Participant])?;
         let cert = hearth_transport::peer_certificate(&req)?;
         let msg = req.into_inner();
         if protocol_major(&msg.protocol_version) != Some(PROTOCOL_MAJOR) {
             self.shared.audit.record(
                 &who.to_string(),
-                "participant.register",
-                "refused",
+                Action::ParticipantRegister,
+                Outcome::Refused,
                 &format!("protocol version {:?}", msg.protocol_version),
             );
             return Err(Status::failed_precondition(format!(
@@ -242,7 +238,7 @@ impl Coordinator for CoordinatorService {
                 last_seen_ms: now_ms(),
                 families,
             });
-        self.shared.audit.record(&who.to_string(), "participant.register", "ok", &detail);
+        self.shared.audit.record(&who.to_string(), Action::ParticipantRegister, Outcome::Ok, &detail);
         tracing::info!(participant = %who.id, "registered");
         Ok(Response::new(v1::RegisterReply {
             participant_id: who.id,
@@ -257,7 +253,7 @@ impl Coordinator for CoordinatorService {
         &self,
         req: Request<v1::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let who = self.require(&req, "participant.subscribe", &[Role::Participant])?;
+        let who = self.require(&req, Action::ParticipantSubscribe, &[Role::Participant])?;
         let cert = hearth_transport::peer_certificate(&req)?;
         let (tx, rx) = mpsc::channel(ANNOUNCEMENT_QUEUE);
         let sub = self.shared.next_subscription.fetch_add(1, Ordering::Relaxed);
@@ -329,7 +325,7 @@ impl Coordinator for CoordinatorService {
         &self,
         req: Request<v1::ModelRequest>,
     ) -> Result<Response<Self::DownloadModelStream>, Status> {
-        self.require(&req, "model.download", &[Role::Participant, Role::Operator])?;
+        self.require(&req, Action::ModelDownload, &[Role::Participant, Role::Operator])?;
         let msg = req.into_inner();
         let job = if msg.latest_job {
             self.shared.latest_job().ok_or_else(|| Status::not_found("no job has committed a model yet"))?
@@ -378,7 +374,7 @@ impl Coordinator for CoordinatorService {
         &self,
         req: Request<Streaming<v1::UpdateChunk>>,
     ) -> Result<Response<v1::UploadReceipt>, Status> {
-        let who = self.require(&req, "update.upload", &[Role::Participant])?;
+        let who = self.require(&req, Action::UpdateUpload, &[Role::Participant])?;
         let mut stream = req.into_inner();
         let header = upload::read_header(&mut stream)
             .await
@@ -401,8 +397,11 @@ impl Coordinator for CoordinatorService {
         if header.nonce.len() != 16 {
             return Err(bad(format!("nonce must be 16 bytes, got {}", header.nonce.len())));
         }
-        if header.sha256.len() != 32 {
-            return Err(bad(format!("sha256 must be 32 bytes, got {}", header.sha256.len())));
+        if header.sha256.len() != CONTENT_DIGEST_LEN {
+            return Err(bad(format!(
+                "sha256 must be {CONTENT_DIGEST_LEN} bytes, got {}",
+                header.sha256.len()
+            )));
         }
         let round = header.round;
         let deadline = job.begin_upload(&who.id, round, header.base_version, &header.nonce).map_err(|e| {
@@ -421,7 +420,7 @@ impl Coordinator for CoordinatorService {
                 .map_err(|_| Status::deadline_exceeded("the round closed while waiting for an upload slot"))?
                 .map_err(|_| Status::unavailable("coordinator shutting down"))?;
             let mut delta: Vec<f32> = Vec::with_capacity(job.num_params);
-            let mut hasher = Sha256::new();
+            let mut hasher = ContentDigest::new();
             let len = job.num_params as u64 * 4;
             upload::read_body(&mut stream, deadline, len, "bytes of the model's parameters", |data| {
                 if data.len() % 4 != 0 {
@@ -444,7 +443,7 @@ impl Coordinator for CoordinatorService {
                 Ok(())
             })
             .await?;
-            if hasher.finalize().as_slice() != header.sha256.as_ref() {
+            if !hasher.matches(&header.sha256) {
                 return Err(Status::data_loss("update checksum does not match its header"));
             }
             job.finish_upload(&who.id, round, &delta, header.num_examples, header.train_loss)
@@ -468,7 +467,7 @@ impl Coordinator for CoordinatorService {
         &self,
         req: Request<Streaming<v1::SecAggChunk>>,
     ) -> Result<Response<v1::SecAggAck>, Status> {
-        let who = self.require(&req, "secagg.send", &[Role::Participant])?;
+        let who = self.require(&req, Action::SecAggSend, &[Role::Participant])?;
         let mut stream = req.into_inner();
         let header = upload::read_header(&mut stream)
             .await
@@ -558,10 +557,10 @@ impl Coordinator for CoordinatorService {
     }
 
     async fn submit_job(&self, req: Request<v1::JobSpec>) -> Result<Response<v1::JobAccepted>, Status> {
-        let who = self.require(&req, "job.submit", &[Role::Operator])?;
+        let who = self.require(&req, Action::JobSubmit, &[Role::Operator])?;
         let spec = req.into_inner();
         let refuse = |detail: String| {
-            self.shared.audit.record(&who.to_string(), "job.submit", "refused", &detail);
+            self.shared.audit.record(&who.to_string(), Action::JobSubmit, Outcome::Refused, &detail);
             Status::invalid_argument(detail)
         };
         let model =
@@ -682,8 +681,8 @@ impl Coordinator for CoordinatorService {
                     p.reservation = Some(r.0);
                     self.shared.audit.record(
                         &who.to_string(),
-                        "budget.reserve",
-                        "ok",
+                        Action::BudgetReserve,
+                        Outcome::Ok,
                         &format!("job {id}: family {} for [{}]", p.family, p.tenants.join(",")),
                     );
                 }
@@ -693,8 +692,8 @@ impl Coordinator for CoordinatorService {
                 Err(e) => {
                     self.shared.audit.record(
                         &who.to_string(),
-                        "budget.reserve",
-                        "refused",
+                        Action::BudgetReserve,
+                        Outcome::Refused,
                         &format!("job {id}: {e}"),
                     );
                     return Err(Status::resource_exhausted(format!("privacy budget: {e}")));
@@ -759,8 +758,8 @@ impl Coordinator for CoordinatorService {
         }
         self.shared.audit.record(
             &who.to_string(),
-            "job.submit",
-            "ok",
+            Action::JobSubmit,
+            Outcome::Ok,
             &format!("job {id}: {} rounds, {} params", shape.rounds, shape.num_params),
         );
         tracing::info!(job = %id, by = %who, "job accepted");
@@ -774,7 +773,7 @@ impl Coordinator for CoordinatorService {
         &self,
         req: Request<v1::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        self.require(&req, "job.watch", &[Role::Operator, Role::Participant])?;
+        self.require(&req, Action::JobWatch, &[Role::Operator, Role::Participant])?;
         let job = self.job(&req.get_ref().job_id)?;
         // Subscribe before reading history so no event falls between the two.
         let mut live = job.events.subscribe();
@@ -818,7 +817,7 @@ impl Coordinator for CoordinatorService {
     }
 
     async fn get_status(&self, req: Request<v1::StatusRequest>) -> Result<Response<v1::StatusReply>, Status> {
-        self.require(&req, "status", &[Role::Operator, Role::Participant, Role::Coordinator])?;
+        self.require(&req, Action::Status, &[Role::Operator, Role::Participant, Role::Coordinator])?;
         let connected = self.shared.connected();
         let mut participants: Vec<v1::ParticipantStatus> = lock(&self.shared.peers)
             .iter()

@@ -6,6 +6,7 @@
 //! - [`keystore`]: the [`keystore::KeyStore`] trait (signing, audit, key-encryption and identity-hash
 //!   keys, by label and version, with rotation) and its backends: a sealed software keystore and a
 //!   PKCS#11 token.
+//! - [`digest`]: the content digest transfers and files are checked with, and secrets compared by.
 //! - [`envelope`]: envelope encryption of stored objects under a keystore's key-encryption key.
 //!
 //! The secure-aggregation protocol (`hearth-secagg`) and the audit log (`hearth-audit`) are crates of
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod digest;
 pub mod envelope;
 pub mod keystore;
 pub mod pki;

@@ -34,12 +34,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
-use hearth_audit::{Event, Outcome};
+use hearth_audit::{Action, Event, Outcome};
+use hearth_crypto::digest::SecretDigest;
 use hearth_crypto::pki::Role;
 use hearth_node::audit::AuditLog;
 use hearth_transport::PeerIdentity;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::{Desk, MessageAnswer, MessageBody};
@@ -104,27 +104,20 @@ impl LocalConfig {
     }
 }
 
-/// The digest of the local listener's API key.
-#[derive(Clone)]
-pub struct ApiKey([u8; 32]);
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ApiKey([redacted])")
-    }
-}
+/// The local listener's API key, kept only as its digest.
+#[derive(Clone, Debug)]
+pub struct ApiKey(SecretDigest);
 
 impl ApiKey {
-    /// Keeps only the key's SHA-256.
+    /// Keeps only the key's digest.
     pub fn new(key: &str) -> Self {
-        Self(Sha256::digest(key.as_bytes()).into())
+        Self(SecretDigest::of(key.as_bytes()))
     }
 
     /// Whether `presented` is the key: compares digests in constant time, so timing reveals nothing
     /// about the key.
     pub fn matches(&self, presented: &str) -> bool {
-        let d: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        d.iter().zip(self.0.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        self.0.matches(presented.as_bytes())
     }
 }
 
@@ -152,7 +145,7 @@ fn allow(caller: &Caller, roles: &[Role], what: &str, audit: &Option<AuditLog>) 
     );
     if let Some(log) = audit {
         log.record_event(
-            Event::new(caller.name.clone(), "service.call", Outcome::Denied).detail(message.clone()),
+            Event::new(caller.name.clone(), Action::ServiceCall, Outcome::Denied).detail(message.clone()),
         );
     }
     Err(ApiError::Forbidden(message))

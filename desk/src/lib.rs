@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use hearth_audit::{Event, Outcome};
+use hearth_audit::{Action, Event, Outcome};
 use hearth_node::audit::AuditLog;
 use hearth_node::keys::NodeKeys;
 use serde::{Deserialize, Serialize};
@@ -386,12 +386,14 @@ impl Desk {
         let reference = format!("customer-ref:{}", hex::encode(&c.row[..8]));
         if let Some(log) = &self.audit {
             log.record_event(
-                Event::new(actor, "customer.erase", Outcome::Ok).object(reference.clone()).detail(format!(
-                    "erased {} messages, {} links, {} workflow runs",
-                    c.messages.len(),
-                    c.links.len(),
-                    runs
-                )),
+                Event::new(actor, Action::CustomerErase, Outcome::Ok).object(reference.clone()).detail(
+                    format!(
+                        "erased {} messages, {} links, {} workflow runs",
+                        c.messages.len(),
+                        c.links.len(),
+                        runs
+                    ),
+                ),
             );
         }
         Ok(serde_json::json!({
@@ -425,7 +427,7 @@ impl Desk {
         let runs = self.engine.sweep(self.policy.workflow, now).map_err(ApiError::Internal)?;
         if !erased.is_empty() || runs > 0 {
             if let Some(log) = &self.audit {
-                log.record_event(Event::new("system", "retention.purge", Outcome::Ok).detail(format!(
+                log.record_event(Event::new("system", Action::RetentionPurge, Outcome::Ok).detail(format!(
                     "{} inactive customers erased, {runs} finished workflow runs removed",
                     erased.len()
                 )));
@@ -450,7 +452,7 @@ impl Desk {
             tracing::warn!(error = %e, "rules file refused; the previous rules keep serving");
         }
         if let Some(log) = &self.audit {
-            log.record_event(Event::new(actor, "rules.reload", outcome).detail(detail));
+            log.record_event(Event::new(actor, Action::RulesReload, outcome).detail(detail));
         }
     }
 

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use hearth_audit::{Event, Outcome};
+use hearth_audit::{Action, Event, Outcome};
 use hearth_node::audit::AuditLog;
 use hearth_node::keys::NodeKeys;
 use serde::{Deserialize, Serialize};
@@ -90,7 +90,7 @@ impl Engine {
     fn audit(&self, outcome: Outcome, run: &str, detail: String) {
         if let Some(log) = &self.audit {
             log.record_event(
-                Event::new("system", "workflow.step", outcome).object(run.to_string()).detail(detail),
+                Event::new("system", Action::WorkflowStep, outcome).object(run.to_string()).detail(detail),
             );
         }
     }

@@ -28,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
-use hearth_audit::{Event, Outcome};
+use hearth_audit::{Action, Event, Outcome};
 use hearth_crypto::pki::Role;
 use hearth_node::audit::AuditLog;
 use hearth_proto::v1::inference_server::{Inference, InferenceServer};
@@ -179,7 +179,9 @@ impl Auditor {
         let r = check_caller(who.role);
         if let (Err(e), Some(log)) = (&r, &self.0) {
             let (_, _, _, message) = e.parts();
-            log.record_event(Event::new(who.to_string(), "inference.call", Outcome::Denied).detail(message));
+            log.record_event(
+                Event::new(who.to_string(), Action::InferenceCall, Outcome::Denied).detail(message),
+            );
         }
         r
     }

@@ -12,8 +12,8 @@
 //! every parameter is finite, then hands spec, parameters and calibration to the family, which validates
 //! them as it would a job's.
 
+use hearth_crypto::digest::{content_digest, CONTENT_DIGEST_LEN};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::emotion::EmotionModel;
 use crate::intent::{IntentModel, IntentSpec};
@@ -129,7 +129,7 @@ pub fn encode_file<M: FileModel>(model: &M, metadata: &serde_json::Value) -> Vec
     for p in params {
         out.extend_from_slice(&p.to_le_bytes());
     }
-    let sum = Sha256::digest(&out);
+    let sum = content_digest(&out);
     out.extend_from_slice(&sum);
     out
 }
@@ -201,7 +201,7 @@ pub fn read_model_file(bytes: &[u8], max_bytes: usize) -> Result<RawModelFile, F
         return Err(FileError::Length { len: bytes.len(), expected });
     }
     let body = &bytes[..bytes.len() - 32];
-    if Sha256::digest(body).as_slice() != &bytes[bytes.len() - 32..] {
+    if content_digest(body).as_slice() != &bytes[bytes.len() - CONTENT_DIGEST_LEN..] {
         return Err(FileError::Checksum);
     }
     let params: Vec<f32> =
@@ -351,7 +351,7 @@ mod tests {
         for p in &m.params {
             v.extend_from_slice(&p.to_le_bytes());
         }
-        let sum = Sha256::digest(&v);
+        let sum = content_digest(&v);
         v.extend_from_slice(&sum);
         let (back, meta) = decode_model_file(&v, 1 << 30).unwrap();
         assert_eq!(back, m);

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use hearth_audit::{Event, Outcome};
+use hearth_audit::{Action, Event, Outcome};
 use hearth_transport::RefusalHook;
 
 use crate::audit::AuditLog;
@@ -49,7 +49,7 @@ pub fn refusal_hook(audit: AuditLog) -> RefusalHook {
             detail.push_str(&format!(" ({suppressed} more refusals suppressed before this one)"));
         }
         audit.record_event(
-            Event::new("anonymous", "connection.refused", Outcome::Denied)
+            Event::new("anonymous", Action::ConnectionRefused, Outcome::Denied)
                 .detail(detail)
                 .object(peer.to_string()),
         );

@@ -13,11 +13,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
+use hearth_audit::{Action, Outcome};
+use hearth_crypto::digest::{content_digest, ContentDigest};
 use hearth_models::{LocalData, ModelCard, ModelSpec, TrainParams};
 use hearth_proto::v1::coordinator_client::CoordinatorClient;
 use hearth_proto::v1::{self, announcement, model_chunk, update_chunk};
 use hearth_proto::{MAX_CHUNK_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Mutex};
 use tonic::transport::Channel;
 
@@ -191,16 +192,16 @@ impl Federation {
                         match result {
                             Ok(bins) => me.audit.record(
                                 "system",
-                                "query.answer",
-                                "ok",
+                                Action::QueryAnswer,
+                                Outcome::Ok,
                                 &format!("query {id}: {bins} noisy counts sent masked"),
                             ),
                             Err(e) => {
                                 tracing::warn!(query = id, error = format!("{e:#}"), "query not answered");
                                 me.audit.record(
                                     "system",
-                                    "query.answer",
-                                    "refused",
+                                    Action::QueryAnswer,
+                                    Outcome::Refused,
                                     &format!("query {id}: {e:#}"),
                                 );
                             }
@@ -276,7 +277,7 @@ impl Federation {
             bail!("model header says {n} parameters, its spec {}", spec.num_params());
         }
         let mut params = Vec::with_capacity(n);
-        let mut hasher = Sha256::new();
+        let mut hasher = ContentDigest::new();
         while let Some(chunk) = stream.message().await? {
             let Some(model_chunk::Kind::Data(data)) = chunk.kind else {
                 bail!("unexpected header mid-stream")
@@ -290,7 +291,7 @@ impl Federation {
         if params.len() != n {
             bail!("model stream ended after {} of {n} parameters", params.len());
         }
-        if hasher.finalize().as_slice() != header.sha256.as_ref() {
+        if !hasher.matches(&header.sha256) {
             bail!("model checksum mismatch");
         }
         let d = Downloaded {
@@ -326,7 +327,7 @@ impl Federation {
             train_loss: stats.mean_loss,
             num_params: delta.len() as u64,
             nonce: rand::random::<[u8; 16]>().to_vec().into(),
-            sha256: Sha256::digest(&raw).to_vec().into(),
+            sha256: content_digest(&raw).to_vec().into(),
         };
         let chunks = (0..raw.len()).step_by(MAX_CHUNK_BYTES).map(move |s| v1::UpdateChunk {
             kind: Some(update_chunk::Kind::Data(raw.slice(s..(s + MAX_CHUNK_BYTES).min(raw.len())))),
@@ -336,8 +337,8 @@ impl Federation {
         client.upload_update(stream).await.context("uploading update")?;
         self.audit.record(
             "system",
-            "update.upload",
-            "ok",
+            Action::UpdateUpload,
+            Outcome::Ok,
             &format!(
                 "job {} round {}: {} examples, in the clear (plain round)",
                 open.job_id, open.round, stats.examples
@@ -385,8 +386,8 @@ impl Federation {
         secagg::run_client(client, who, &at, inv, relays, input, None).await?;
         self.audit.record(
             "system",
-            "update.upload",
-            "ok",
+            Action::UpdateUpload,
+            Outcome::Ok,
             &format!("job {} round {}: masked update (secure aggregation)", open.job_id, open.round),
         );
         tracing::info!(
@@ -484,8 +485,8 @@ impl Federation {
         secagg::run_client(client, who, &at, inv, relays, input, None).await?;
         self.audit.record(
             "system",
-            "update.upload",
-            "ok",
+            Action::UpdateUpload,
+            Outcome::Ok,
             &format!(
                 "job {} round {round}: masked DP update (clipped gradient sum with a discrete Gaussian noise share)",
                 at.job_id
@@ -637,8 +638,8 @@ impl Federation {
             tracing::info!(job = d.job_id, version = d.version, family, "serving new model");
             self.audit.record(
                 "system",
-                "model.install",
-                "ok",
+                Action::ModelInstall,
+                Outcome::Ok,
                 &format!("{family} model of job {} version {}", d.job_id, d.version),
             );
         }

@@ -32,7 +32,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use hearth_audit::{Event, Outcome};
+use hearth_audit::{Action, Event, Outcome};
 use hearth_crypto::SuiteId;
 use hearth_node::audit::{default_origin, AuditLog};
 use hearth_node::files::NodeLock;
@@ -129,7 +129,7 @@ pub fn open_node(
             .context("opening the participant's keystore")?;
     let origin = default_origin(config.audit.origin.as_deref(), &config.tls.cert, "participant", dir);
     let (audit, recovery) = AuditLog::open(dir, &keys, &origin).context("opening the audit log")?;
-    audit.record_event(Event::new(actor, "node.open", Outcome::Ok).detail(format!(
+    audit.record_event(Event::new(actor, Action::NodeOpen, Outcome::Ok).detail(format!(
         "participant; keys in {} ({})",
         keys.name(),
         keys.location()
@@ -137,8 +137,8 @@ pub fn open_node(
     if recovery.discarded_bytes > 0 {
         audit.record(
             "system",
-            "audit.recover",
-            "error",
+            Action::AuditRecover,
+            Outcome::Error,
             &format!("cut {} bytes of a partly written entry after a crash", recovery.discarded_bytes),
         );
     }
@@ -270,7 +270,7 @@ pub async fn start(
             .await
             .context("serving inference");
         fed_task.abort();
-        audit.record("system", "node.stop", if r.is_ok() { "ok" } else { "error" }, "participant");
+        audit.record("system", Action::NodeStop, Outcome::of(&r), "participant");
         match tokio::task::spawn_blocking(move || audit.checkpoint_now()).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "final audit checkpoint failed"),

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use hearth_audit::{
-    consistency_proof, verify_export, witness_cosign, Checkpoint, Event, ExportBundle, Hash, Outcome,
+    consistency_proof, verify_export, witness_cosign, Action, Checkpoint, Event, ExportBundle, Hash, Outcome,
     SignatureType, SignedCheckpoint, Trust,
 };
 use hearth_crypto::keystore::KeyKind;
@@ -110,7 +110,7 @@ pub fn run(a: CosignArgs) -> anyhow::Result<()> {
     let result = witness_cosign(&mut cosigned, last.as_ref(), &proof, &log, &signer, now_ms() / 1000);
     let size = newest.checkpoint().size();
     let ev = |outcome, detail: String| {
-        Event::new(actor.clone(), "witness.cosign", outcome).detail(detail).object(bundle.origin.clone())
+        Event::new(actor.clone(), Action::WitnessCosign, outcome).detail(detail).object(bundle.origin.clone())
     };
     if let Err(e) = result {
         own_log.record_event(ev(Outcome::Refused, format!("size {size}: {e}")));

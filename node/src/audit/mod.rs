@@ -37,9 +37,9 @@ use hearth_audit::entry::{
 };
 use hearth_audit::export::{checkpoint_line, entry_line_from_canonical};
 use hearth_audit::{
-    AuditLog as LogState, Checkpoint, Event, Outcome, SignatureType, SignedCheckpoint, VerifierKey,
+    Action, AuditLog as LogState, Checkpoint, Event, Outcome, SignatureType, SignedCheckpoint, VerifierKey,
 };
-use hearth_crypto::keystore::KeyEvent;
+use hearth_crypto::keystore::{KeyAction, KeyEvent};
 use hearth_crypto::SuiteId;
 
 use self::files::{read_keys, read_meta, AuditPaths, Meta, TreeState};
@@ -188,20 +188,10 @@ impl AuditLog {
         Ok((Self { inner }, recovery))
     }
 
-    /// Appends one entry in the call shape the services have always used: `actor` is a certificate
-    /// identity (`participant:bank-a`) or `system`; `outcome` is `ok`, `refused`, `denied` or `error`
-    /// (other words, such as a job phase, are kept at the front of the detail and map to `ok` or
-    /// `error`); `detail` is a short fact without customer text or secrets. For a participant actor the
-    /// tenant is its id. Never fails: a problem is logged (see [`AuditLog::record_event`]).
-    pub fn record(&self, actor: &str, action: &str, outcome: &str, detail: &str) {
-        let (outcome, detail) = match outcome {
-            "ok" => (Outcome::Ok, detail.to_string()),
-            "refused" => (Outcome::Refused, detail.to_string()),
-            "denied" => (Outcome::Denied, detail.to_string()),
-            "error" => (Outcome::Error, detail.to_string()),
-            "finished" | "committed" | "accepted" => (Outcome::Ok, join_detail(outcome, detail)),
-            other => (Outcome::Error, join_detail(other, detail)),
-        };
+    /// Appends one entry: `actor` is a certificate identity (`participant:bank-a`) or `system`; `detail`
+    /// is a short fact without customer text or secrets. For a participant actor the tenant is its id.
+    /// Never fails: a problem is logged (see [`AuditLog::record_event`]).
+    pub fn record(&self, actor: &str, action: Action, outcome: Outcome, detail: &str) {
         let mut event = Event::new(actor, action, outcome).detail(detail);
         if let Some(id) = actor.strip_prefix("participant:") {
             event = event.tenant(id);
@@ -251,7 +241,7 @@ impl AuditLog {
             }
         }
         self.record_event(
-            Event::new(actor, e.action.as_str(), Outcome::Ok).detail(detail).object(e.key.to_string()),
+            Event::new(actor, key_action(e.action), Outcome::Ok).detail(detail).object(e.key.to_string()),
         )
     }
 
@@ -267,7 +257,7 @@ impl AuditLog {
         detail: &str,
     ) -> Option<u64> {
         self.record_event(
-            Event::new(actor, "query.run", outcome).tenant(tenant).object(query_id).detail(detail),
+            Event::new(actor, Action::QueryRun, outcome).tenant(tenant).object(query_id).detail(detail),
         )
     }
 
@@ -278,12 +268,11 @@ impl AuditLog {
         &self,
         actor: &str,
         tenant: &str,
-        change: &str,
+        action: Action,
         budget_id: &str,
         outcome: Outcome,
         detail: &str,
     ) -> Option<u64> {
-        let action = format!("budget.{change}");
         self.record_event(Event::new(actor, action, outcome).tenant(tenant).object(budget_id).detail(detail))
     }
 
@@ -344,11 +333,11 @@ pub fn default_origin(configured: Option<&str>, cert: &Path, role: &str, node_di
     format!("hearth/{role}/{}", if name.is_empty() { "node" } else { &name })
 }
 
-fn join_detail(word: &str, detail: &str) -> String {
-    if detail.is_empty() {
-        word.to_string()
-    } else {
-        format!("{word}: {detail}")
+/// The audit action of a keystore event.
+fn key_action(a: KeyAction) -> Action {
+    match a {
+        KeyAction::Generated => Action::KeyGenerated,
+        KeyAction::Rotated => Action::KeyRotated,
     }
 }
 

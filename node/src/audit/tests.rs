@@ -1,6 +1,6 @@
 //! The durable log against real files: appends, checkpoints, restart, refusal of altered files, export.
 
-use hearth_audit::{verify_export, SignatureType, Trust};
+use hearth_audit::{verify_export, Action, Outcome, SignatureType, Trust};
 
 use super::export::{export, ExportOptions};
 use super::*;
@@ -39,16 +39,16 @@ fn appends_checkpoint_resume_and_export_verifies() {
         for i in 0..10 {
             log.record(
                 "participant:bank-a",
-                "update.upload",
-                "refused",
+                Action::UpdateUpload,
+                Outcome::Refused,
                 &format!("round {i}\nwith a newline"),
             );
         }
-        log.record("system", "job.end", "finished", "job-1");
+        log.record("system", Action::JobEnd, Outcome::Ok, "finished: job-1");
         let cp = log.checkpoint_now().unwrap().unwrap();
         assert_eq!(cp.checkpoint().size(), 11);
         assert!(log.checkpoint_now().unwrap().is_none(), "nothing new, nothing signed");
-        log.record("system", "node.stop", "ok", "");
+        log.record("system", Action::NodeStop, Outcome::Ok, "");
         let t = trust(&log);
         drop(log);
 
@@ -56,7 +56,7 @@ fn appends_checkpoint_resume_and_export_verifies() {
         let (log, rec) = AuditLog::open(dir.path(), &k, "ignored/for/existing").unwrap();
         assert_eq!((log.size(), log.origin()), (12, "hearth/coordinator/test"));
         assert_eq!(rec.discarded_bytes, 0);
-        log.record("system", "node.start", "ok", "");
+        log.record("system", Action::NodeStart, Outcome::Ok, "");
         log.checkpoint_now().unwrap();
 
         let bytes = exported(dir.path(), ExportOptions::default());
@@ -77,8 +77,15 @@ fn queries_and_budget_changes_carry_their_tenant() {
     let (log, _) = AuditLog::open(dir.path(), &k, "hearth/t").unwrap();
     log.record_query("operator:ops", "bank-a", "q-17", Outcome::Ok, "histogram of 12 bins, epsilon 0.1")
         .unwrap();
-    log.record_budget("system", "bank-a", "charge", "bank-a/intent", Outcome::Ok, "epsilon 0.1 of 1.0")
-        .unwrap();
+    log.record_budget(
+        "system",
+        "bank-a",
+        Action::BudgetCharge,
+        "bank-a/intent",
+        Outcome::Ok,
+        "epsilon 0.1 of 1.0",
+    )
+    .unwrap();
     log.checkpoint_now().unwrap();
     let text = String::from_utf8(exported(dir.path(), ExportOptions::default())).unwrap();
     assert!(text.contains(r#""action":"query.run","actor":"operator:ops","detail":"histogram of 12 bins, epsilon 0.1","objects":["q-17"],"outcome":"ok""#));
@@ -92,7 +99,7 @@ fn background_thread_checkpoints_within_a_second_or_two() {
     let dir = tempfile::tempdir().unwrap();
     let k = keys(dir.path(), SuiteId::International);
     let (log, _) = AuditLog::open(dir.path(), &k, "hearth/t").unwrap();
-    log.record("system", "node.start", "ok", "");
+    log.record("system", Action::NodeStart, Outcome::Ok, "");
     let deadline = Instant::now() + Duration::from_secs(5);
     while files::last_checkpoint(log.paths()).unwrap().is_none() {
         assert!(Instant::now() < deadline, "no checkpoint within 5 s");
@@ -106,7 +113,7 @@ fn altered_truncated_or_half_written_files_are_caught_at_open() {
     let k = keys(dir.path(), SuiteId::International);
     let (log, _) = AuditLog::open(dir.path(), &k, "hearth/t").unwrap();
     for i in 0..5 {
-        log.record("system", "test.event", "ok", &format!("e{i}"));
+        log.record("system", Action::NodeStart, Outcome::Ok, &format!("e{i}"));
     }
     let paths = log.paths().clone();
     drop(log);
@@ -152,9 +159,9 @@ fn export_leaves_out_the_unsigned_tail_unless_asked() {
     let dir = tempfile::tempdir().unwrap();
     let k = keys(dir.path(), SuiteId::National);
     let (log, _) = AuditLog::open(dir.path(), &k, "hearth/t").unwrap();
-    log.record("system", "a.b", "ok", "");
+    log.record("system", Action::NodeStart, Outcome::Ok, "");
     log.checkpoint_now().unwrap();
-    log.record("system", "a.c", "ok", "");
+    log.record("system", Action::NodeStop, Outcome::Ok, "");
     let t = trust(&log);
     let signed = verify_export(&exported(dir.path(), ExportOptions::default()), &t);
     assert_eq!((signed.entries, signed.verified_size), (1, 1));
@@ -179,7 +186,7 @@ fn rotating_the_audit_key_keeps_old_checkpoints_verifiable() {
     let dir = tempfile::tempdir().unwrap();
     let k = keys(dir.path(), SuiteId::International);
     let (log, _) = AuditLog::open(dir.path(), &k, "hearth/t").unwrap();
-    log.record("system", "a.b", "ok", "");
+    log.record("system", Action::NodeStart, Outcome::Ok, "");
     log.checkpoint_now().unwrap();
     drop(log);
     let e = k.rotate(AUDIT_KEY).unwrap();
@@ -218,7 +225,7 @@ mod hostile {
             let k = keys(dir.path(), SuiteId::International);
             let (log, _) = AuditLog::open(dir.path(), &k, "hearth/t").unwrap();
             for i in 0..6 {
-                log.record("system", "test.event", "ok", &format!("e{i}"));
+                log.record("system", Action::NodeStart, Outcome::Ok, &format!("e{i}"));
             }
             log.checkpoint_now().unwrap();
             let p = log.paths().clone();
