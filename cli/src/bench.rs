@@ -243,7 +243,7 @@ async fn measure(c: Config) -> anyhow::Result<Row> {
     write("operator", &ca.issue(Role::Operator, "operator", &[], &[])?)?;
 
     let cfg = hearth_coordinator::CoordinatorConfig {
-        listen: "127.0.0.1:0".into(),
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         state_dir: dir.path().join("state"),
         tls: hearth_transport::TlsPaths::in_dir(dir.path(), "coordinator"),
         // The bench compares plain averaging with secure aggregation.

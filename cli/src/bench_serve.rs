@@ -284,7 +284,7 @@ pub async fn run(a: ServeBenchArgs) -> anyhow::Result<()> {
     let rules = dir.join("bench-rules.toml");
     std::fs::write(&rules, hearth_desk::rules::DEFAULT_RULES.replace(", workflow = \"compensation\"", ""))?;
     let mut service = hearth_desk::DeskConfig { rules_file: Some(rules), ..Default::default() };
-    service.local.listen = Some("127.0.0.1:0".into());
+    service.local.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     let cfg = hearth_participant::ParticipantConfig {
         data_dir: data_dir.clone(),
         tls: hearth_transport::TlsPaths::in_dir(&pki_dir, &name),

@@ -1,17 +1,22 @@
 //! Configuration loading shared by every subcommand: defaults, then a TOML file, then environment
-//! variables, each layer overriding the one before.
+//! variables, each layer overriding the one before; then every value is parsed by its type (durations,
+//! addresses) and checked ([`CheckConfig`]) once, before anything starts.
 //!
 //! An environment variable `PREFIX__A__B=value` sets field `b` of table `a`; `value` is read as a TOML
-//! value when it parses as one (`7700`, `true`, `0.5`) and as a string otherwise.
+//! value when it parses as one (`7700`, `true`, `0.5`) and as a string otherwise, and as a string again
+//! when the field wants one (`HEARTH_PARTICIPANT__SERVICE__DEFAULT_COUNTRY_CODE=86`).
+//!
+//! Every error names where the bad value came from, the file or the variable, and its key.
 
 use std::path::Path;
 
 use anyhow::{bail, Context};
+use hearth_node::config::CheckConfig;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// Loads a `T` from defaults, `file` (if given) and the environment variables starting with `prefix__`.
-pub fn load<T: Serialize + DeserializeOwned + Default>(
+pub fn load<T: Serialize + DeserializeOwned + Default + CheckConfig>(
     file: Option<&Path>,
     prefix: &str,
 ) -> anyhow::Result<T> {
@@ -19,8 +24,29 @@ pub fn load<T: Serialize + DeserializeOwned + Default>(
     load_with_env(file, prefix, &vars)
 }
 
+/// An environment variable that set a value.
+struct EnvValue<'a> {
+    name: &'a str,
+    raw: &'a str,
+    /// The dotted key it sets (`service.default_country_code`).
+    key: String,
+    path: Vec<String>,
+    /// Whether it was given to the field as the string it is, rather than as the TOML value it parses as.
+    as_string: bool,
+}
+
+/// Where the value at `key` came from: the last layer that set it or a table holding it.
+fn source_of(key: &str, env: &[EnvValue<'_>], file: Option<&Path>) -> String {
+    let within =
+        |set: &str| key == set || key.starts_with(&format!("{set}.")) || set.starts_with(&format!("{key}."));
+    match env.iter().rev().find(|v| within(&v.key)) {
+        Some(v) => format!("environment variable {}", v.name),
+        None => file.map_or_else(|| "the defaults".to_string(), |p| p.display().to_string()),
+    }
+}
+
 /// [`load`] with the environment given explicitly (for tests).
-pub fn load_with_env<T: Serialize + DeserializeOwned + Default>(
+pub fn load_with_env<T: Serialize + DeserializeOwned + Default + CheckConfig>(
     file: Option<&Path>,
     prefix: &str,
     vars: &[(String, String)],
@@ -33,18 +59,40 @@ pub fn load_with_env<T: Serialize + DeserializeOwned + Default>(
         merge(&mut value, file_value);
     }
     let head = format!("{prefix}__");
-    for (key, raw) in vars {
-        let Some(rest) = key.strip_prefix(&head) else { continue };
+    let mut env = Vec::new();
+    for (name, raw) in vars {
+        let Some(rest) = name.strip_prefix(&head) else { continue };
         let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
         if path.iter().any(String::is_empty) {
-            bail!("environment variable {key}: empty path segment");
+            bail!("environment variable {name}: empty path segment");
         }
-        set_path(&mut value, &path, parse_scalar(raw))
-            .with_context(|| format!("environment variable {key}"))?;
+        let scalar = parse_scalar(raw);
+        let as_string = matches!(scalar, toml::Value::String(_));
+        set_path(&mut value, &path, scalar).with_context(|| format!("environment variable {name}"))?;
+        env.push(EnvValue { name, raw, key: path.join("."), path, as_string });
     }
-    let text = toml::to_string(&value).context("re-encoding configuration")?;
-    let origin = file.map_or_else(|| "defaults and environment".to_string(), |p| p.display().to_string());
-    toml::from_str(&text).with_context(|| format!("invalid configuration (from {origin})"))
+    let config: T = loop {
+        match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(config) => break config,
+            Err(e) => {
+                let key = e.path().to_string();
+                // A variable read as a number or a boolean where the field wants text: give it as text.
+                if let Some(v) = env.iter_mut().rev().find(|v| v.key == key && !v.as_string) {
+                    v.as_string = true;
+                    set_path(&mut value, &v.path, toml::Value::String(v.raw.to_string()))?;
+                    continue;
+                }
+                let inner = e.into_inner().to_string();
+                // toml ends its message with "in `key`", which the error already names.
+                let message = inner.lines().filter(|l| !l.starts_with("in `")).collect::<Vec<_>>().join(" ");
+                bail!("invalid configuration: {}: {key}: {message}", source_of(&key, &env, file));
+            }
+        }
+    };
+    if let Err(p) = config.check() {
+        bail!("invalid configuration: {}: {}: {}", source_of(&p.key, &env, file), p.key, p.problem);
+    }
+    Ok(config)
 }
 
 fn merge(base: &mut toml::Value, over: toml::Value) {
@@ -88,8 +136,10 @@ fn parse_scalar(raw: &str) -> toml::Value {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use hearth_coordinator::CoordinatorConfig;
+    use hearth_participant::ParticipantConfig;
+
+    use super::*;
 
     #[test]
     fn file_then_environment_override_defaults() {
@@ -102,7 +152,7 @@ mod tests {
             ("UNRELATED".to_string(), "x".to_string()),
         ];
         let c: CoordinatorConfig = load_with_env(Some(&file), "HEARTH_COORDINATOR", &env).unwrap();
-        assert_eq!(c.listen, "0.0.0.0:9000");
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
         assert_eq!(c.policy.max_rounds, 5);
         assert_eq!(c.policy.min_participants_floor, 3);
         assert_eq!(c.state_dir, std::path::PathBuf::from("/var/lib/hearth"));
@@ -118,7 +168,77 @@ mod tests {
         let msg = format!("{err:#}");
         assert!(msg.contains("bad.toml") && msg.contains("lisen"), "{msg}");
         let env = vec![("HEARTH_COORDINATOR__MAX_CONCURRENT_UPLOADS".to_string(), "many".to_string())];
-        assert!(load_with_env::<CoordinatorConfig>(None, "HEARTH_COORDINATOR", &env).is_err());
+        let msg = format!(
+            "{:#}",
+            load_with_env::<CoordinatorConfig>(None, "HEARTH_COORDINATOR", &env).unwrap_err()
+        );
+        assert!(
+            msg.contains("HEARTH_COORDINATOR__MAX_CONCURRENT_UPLOADS")
+                && msg.contains("max_concurrent_uploads"),
+            "{msg}"
+        );
+    }
+
+    fn participant(file_text: Option<&str>, env: &[(&str, &str)]) -> anyhow::Result<ParticipantConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("participant.toml");
+        if let Some(text) = file_text {
+            std::fs::write(&file, text).unwrap();
+        }
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        load_with_env(file_text.map(|_| file.as_path()), "HEARTH_PARTICIPANT", &env)
+    }
+
+    #[test]
+    fn a_number_in_a_variable_is_text_where_the_field_wants_text() {
+        let p = participant(None, &[("HEARTH_PARTICIPANT__SERVICE__DEFAULT_COUNTRY_CODE", "86")]).unwrap();
+        assert_eq!(p.service.default_country_code.unwrap().as_str(), "86");
+        let p = participant(None, &[("HEARTH_PARTICIPANT__COORDINATOR_NAME", "1234")]).unwrap();
+        assert_eq!(p.coordinator_name, "1234");
+        // A number stays a number where the field wants one.
+        let p = participant(None, &[("HEARTH_PARTICIPANT__SERVICE__RETENTION__MAX_MESSAGES", "7")]).unwrap();
+        assert_eq!(p.service.retention.max_messages, 7);
+    }
+
+    #[test]
+    fn bad_values_name_the_file_or_the_variable_and_the_key() {
+        let e = format!(
+            "{:#}",
+            participant(Some("[service]\nsession_window = \"half an hour\"\n"), &[]).unwrap_err()
+        );
+        assert!(e.contains("participant.toml") && e.contains("service.session_window"), "{e}");
+        let e = format!(
+            "{:#}",
+            participant(
+                Some("[service]\n"),
+                &[("HEARTH_PARTICIPANT__SERVICE__DEFAULT_COUNTRY_CODE", "0086")]
+            )
+            .unwrap_err()
+        );
+        assert!(
+            e.contains("HEARTH_PARTICIPANT__SERVICE__DEFAULT_COUNTRY_CODE")
+                && e.contains("country calling code"),
+            "{e}"
+        );
+        let e = format!("{:#}", participant(Some("listen = \"localhost:80\"\n"), &[]).unwrap_err());
+        assert!(e.contains("participant.toml") && e.contains("listen"), "{e}");
+        let e =
+            format!("{:#}", participant(Some("coordinator = \"coordinator.example\"\n"), &[]).unwrap_err());
+        assert!(e.contains("coordinator") && e.contains("host:port"), "{e}");
+        // Parsed but not acceptable: checked once, named the same way.
+        let e = format!(
+            "{:#}",
+            participant(Some("[service.local]\nlisten = \"0.0.0.0:7880\"\n"), &[]).unwrap_err()
+        );
+        assert!(
+            e.contains("participant.toml") && e.contains("service.local.listen") && e.contains("loopback"),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            participant(None, &[("HEARTH_PARTICIPANT__HOLDOUT_FRACTION", "0.9")]).unwrap_err()
+        );
+        assert!(e.contains("HEARTH_PARTICIPANT__HOLDOUT_FRACTION") && e.contains("holdout_fraction"), "{e}");
     }
 
     /// Dotted paths of every value in `v` (`keystore.backend`, `service.retention.fields.text`, ...).
@@ -135,7 +255,10 @@ mod tests {
 
     /// `deploy/NAME` loads through the real loader and sets every field a default configuration has, so
     /// the reference files stay complete and valid as the configuration types change.
-    fn check_reference<T: Serialize + DeserializeOwned + Default>(name: &str, prefix: &str) -> T {
+    fn check_reference<T: Serialize + DeserializeOwned + Default + CheckConfig>(
+        name: &str,
+        prefix: &str,
+    ) -> T {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(name);
         let loaded: T = load_with_env(Some(&file), prefix, &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         let text = std::fs::read_to_string(&file).unwrap();
@@ -151,9 +274,12 @@ mod tests {
     fn the_deploy_reference_configurations_load_and_set_every_field() {
         let c: CoordinatorConfig = check_reference("coordinator.toml", "HEARTH_COORDINATOR");
         assert!(!c.policy.allow_plain_aggregation, "the reference keeps secure aggregation mandatory");
-        let p: hearth_participant::ParticipantConfig =
-            check_reference("participant.toml", "HEARTH_PARTICIPANT");
+        let p: ParticipantConfig = check_reference("participant.toml", "HEARTH_PARTICIPANT");
         assert_eq!(p.suite, c.suite, "the two reference files name the same suite");
-        assert_eq!(p.coordinator.rsplit(':').next(), c.listen.rsplit(':').next(), "same port");
+        assert_eq!(
+            p.coordinator.as_str().rsplit(':').next(),
+            Some(c.listen.port().to_string().as_str()),
+            "same port"
+        );
     }
 }

@@ -1,10 +1,11 @@
 //! The coordinator's configuration: a TOML file, every field optional, overridable from the environment by
 //! the CLI (`HEARTH_COORDINATOR__LISTEN=...`).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use hearth_crypto::SuiteId;
-use hearth_node::config::{AuditConfig, KeystoreConfig};
+use hearth_node::config::{AuditConfig, CheckConfig, ConfigProblem, KeystoreConfig};
 use hearth_policies::RoundPolicy;
 use hearth_transport::TlsPaths;
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct CoordinatorConfig {
     /// Address to listen on for gRPC over mTLS. Port 0 picks a free port.
-    pub listen: String,
+    pub listen: SocketAddr,
     /// Directory for the store (`coordinator.redb`), the sealed keystore and the audit log (`audit/`).
     pub state_dir: PathBuf,
     /// TLS material.
@@ -36,7 +37,7 @@ pub struct CoordinatorConfig {
 impl Default for CoordinatorConfig {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:7700".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
             state_dir: PathBuf::from("hearth-data/coordinator"),
             tls: TlsPaths::in_dir(std::path::Path::new("hearth-pki"), "coordinator"),
             suite: SuiteId::International,
@@ -45,5 +46,14 @@ impl Default for CoordinatorConfig {
             keystore: KeystoreConfig::default(),
             audit: AuditConfig::default(),
         }
+    }
+}
+
+impl CheckConfig for CoordinatorConfig {
+    fn check(&self) -> Result<(), ConfigProblem> {
+        if self.max_concurrent_uploads == 0 {
+            return Err(ConfigProblem::new("max_concurrent_uploads", "must be at least 1"));
+        }
+        self.keystore.check()
     }
 }

@@ -16,6 +16,7 @@ use tonic::Status;
 use crate::aggregate::Aggregator;
 use crate::audit::{now_ms, AuditLog};
 use crate::config::CoordinatorConfig;
+use crate::error::RoundError;
 use crate::job::{lock, ClosedRound, JobRuntime, OpenRound, MAX_ROUND_ATTEMPTS, RETRY_PAUSE};
 use crate::secagg::{PhaseOutcome, SecAggRound, SecureSlot, Setup, PHASES, PHASE_TIMEOUT};
 use crate::store::{JobPhase, Store, StoreError};
@@ -366,7 +367,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, job: Arc<JobRuntime>) {
                     Outcome::Refused,
                     &format!("{}: {reason}", rec.id),
                 );
-                job.emit(job_event::Kind::Failed(v1::RoundFailed { round, reason: reason.clone() }));
+                job.emit(job_event::Kind::Failed(v1::RoundFailed { round, reason: reason.to_string() }));
                 if attempts >= MAX_ROUND_ATTEMPTS {
                     finish(&shared, &job, JobPhase::Failed).await;
                     return;
@@ -453,7 +454,7 @@ async fn plain_round(
     rec: &crate::store::JobRecord,
     round: u64,
     invited: HashSet<String>,
-) -> Result<ClosedRound, String> {
+) -> Result<ClosedRound, RoundError> {
     let deadline = Instant::now() + Duration::from_secs(u64::from(rec.round_deadline_s));
     let deadline_unix_ms = now_ms() + u64::from(rec.round_deadline_s) * 1000;
     let base_version = rec.latest_version();
@@ -493,7 +494,7 @@ async fn plain_round(
         deadline_unix_ms,
     }));
     wait_until(&job.changed, || job.round_settled(&shared.live()), || deadline).await;
-    job.close_plain().ok_or_else(|| "no round is open".to_string())
+    job.close_plain().ok_or(RoundError::NotOpen { round })
 }
 
 /// A round under secure aggregation: the invited participants whose certificates carry a protocol key
@@ -505,11 +506,12 @@ async fn secure_round(
     rec: &crate::store::JobRecord,
     round: u64,
     invited: HashSet<String>,
-) -> Result<ClosedRound, String> {
+) -> Result<ClosedRound, RoundError> {
     let deadline_unix_ms = now_ms() + u64::from(rec.round_deadline_s) * 1000;
     // A DP round sums only the noisy clipped-gradient sums: no weight, no loss.
     let dp = rec.privacy.as_ref().filter(|p| p.dimension > 0);
-    let noise = dp.map(|p| p.config(rec.rounds)).transpose().map_err(|e| format!("round {round}: {e}"))?;
+    let noise =
+        dp.map(|p| p.config(rec.rounds)).transpose().map_err(|source| RoundError::Noise { round, source })?;
     let spec = SecureRoundSpec {
         key: rec.id.clone(),
         round,
@@ -547,11 +549,12 @@ async fn secure_round(
         // The only values this coordinator ever decodes: the sum over the survivors.
         let contributors = r.contributors(sum);
         let (agg, noisy_sum) = if is_dp {
-            let noisy = r.decode_noisy(sum, num_params)?;
+            let noisy =
+                r.decode_noisy(sum, num_params).map_err(|source| RoundError::Decode { round, source })?;
             let count = contributors.len() as u32;
             (Aggregator::from_sums(Vec::new(), 0.0, 0.0, count, 0), Some(noisy))
         } else {
-            (r.aggregate(sum, num_params)?, None)
+            (r.aggregate(sum, num_params).map_err(|source| RoundError::Decode { round, source })?, None)
         };
         Ok(ClosedRound {
             round,
@@ -596,8 +599,8 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
     invited: HashSet<String>,
     open: impl Fn(v1::SecAggSetup) -> announcement::Kind,
     events: impl Fn(SecureEvent),
-    decode: impl FnOnce(&SecAggRound, &hearth_secagg::UnmaskedSum) -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
+    decode: impl FnOnce(&SecAggRound, &hearth_secagg::UnmaskedSum) -> Result<T, RoundError> + Send + 'static,
+) -> Result<T, RoundError> {
     let round = spec.round;
     let suite = shared.config.suite;
     let mut sorted: Vec<String> = invited.into_iter().collect();
@@ -636,11 +639,7 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
         }
     }
     if cohort.len() < spec.min_participants as usize {
-        return Err(format!(
-            "round {round}: only {} of the {} participants it needs can take part in secure aggregation",
-            cohort.len(),
-            spec.min_participants
-        ));
+        return Err(RoundError::CohortTooSmall { round, able: cohort.len(), needed: spec.min_participants });
     }
     let opened = Instant::now();
     let round_deadline = opened + spec.deadline;
@@ -653,7 +652,7 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
                 spec.vector_len as u64,
                 crate::secagg::MODULUS_BITS,
             )
-            .map_err(|e| format!("round {round}: {e}"))?,
+            .map_err(|source| RoundError::Noise { round, source })?,
         None => 0,
     };
     let setup = Setup {
@@ -669,8 +668,11 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
     let first_deadline = phase_deadline(opened);
     let live = shared.live();
     let subscriptions = setup.cohort.iter().map(|(id, _)| live.get(id).copied().unwrap_or(0)).collect();
-    let r =
-        SecAggRound::open(setup, subscriptions, first_deadline).map_err(|e| format!("round {round}: {e}"))?;
+    let r = SecAggRound::open(setup, subscriptions, first_deadline).map_err(|source| RoundError::SecAgg {
+        round,
+        phase: 0,
+        source,
+    })?;
     let p = r.params.config().clone();
     let members = r.members.clone();
     let slot = Arc::new(SecureSlot::default());
@@ -716,7 +718,7 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
             // The masked upload waits for local work (training, counting): it gets the rest of the round.
             let next = if phase + 1 == 2 { round_deadline } else { phase_deadline(Instant::now()) };
             let mut g = lock(&slot.round);
-            let r = g.as_mut().ok_or_else(|| "the round was closed".to_string())?;
+            let r = g.as_mut().ok_or(RoundError::Protocol { round, phase, what: "the round was closed" })?;
             if phase == 2 {
                 events(SecureEvent::Uploaded {
                     received: r.responded() as u32,
@@ -729,33 +731,41 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
                     let got = r.responded();
                     drop(g);
                     lock(&slot.round).take();
-                    return Err(format!(
-                        "round {round}: {got} masked inputs, fewer than the {} required; aborted before unmasking",
-                        spec.min_participants
-                    ));
+                    return Err(RoundError::TooFewMasked { round, got, needed: spec.min_participants });
                 }
             }
             match r.close_phase(next) {
                 Ok(PhaseOutcome::Relay(messages)) => Ok(Some(messages)),
-                Ok(PhaseOutcome::Sum(_)) => Err("the protocol ended before unmasking".to_string()),
-                Err(e) => Err(e.to_string()),
+                Ok(PhaseOutcome::Sum(_)) => {
+                    Err(RoundError::Protocol { round, phase, what: "the protocol ended before unmasking" })
+                }
+                Err(source) => Err(RoundError::SecAgg { round, phase, source }),
             }
         } else {
             // Unmasking expands every survivor's masks over the whole vector: CPU work, off the workers.
-            let r = lock(&slot.round).take().ok_or_else(|| "the round was closed".to_string())?;
-            let decode = decode.take().ok_or_else(|| "the round was already decoded".to_string())?;
+            let r = lock(&slot.round).take().ok_or(RoundError::Protocol {
+                round,
+                phase,
+                what: "the round was closed",
+            })?;
+            let decode = decode.take().ok_or(RoundError::Protocol {
+                round,
+                phase,
+                what: "the round was already decoded",
+            })?;
             let result = tokio::task::spawn_blocking(move || {
                 let mut r = r;
                 match r.close_phase(Instant::now()) {
                     Ok(PhaseOutcome::Sum(sum)) => decode(&r, &sum),
-                    Ok(PhaseOutcome::Relay(_)) => Err("unmasking produced no sum".to_string()),
-                    Err(e) => Err(e.to_string()),
+                    Ok(PhaseOutcome::Relay(_)) => {
+                        Err(RoundError::Protocol { round, phase, what: "unmasking produced no sum" })
+                    }
+                    Err(source) => Err(RoundError::SecAgg { round, phase, source }),
                 }
             })
             .await
-            .map_err(|e| e.to_string())?;
-            return result
-                .map_err(|e| format!("round {round}: secure aggregation aborted in phase {phase}: {e}"));
+            .map_err(|e| RoundError::Task { round, message: e.to_string() })?;
+            return result;
         };
         match outcome {
             Ok(Some(messages)) => {
@@ -774,11 +784,11 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
             Ok(None) => {}
             Err(e) => {
                 lock(&slot.round).take();
-                return Err(format!("round {round}: secure aggregation aborted in phase {phase}: {e}"));
+                return Err(e);
             }
         }
     }
-    Err(format!("round {round}: secure aggregation ended without a sum"))
+    Err(RoundError::Protocol { round, phase: PHASES, what: "the protocol ended without a sum" })
 }
 
 pub(crate) fn summary(r: &crate::store::RoundRecord) -> v1::RoundSummary {

@@ -16,6 +16,7 @@ use hearth_proto::v1::{self, job_event, JobEvent};
 use tokio::sync::{broadcast, Notify};
 
 use crate::aggregate::Aggregator;
+use crate::error::{DpStepError, RoundError};
 use crate::store::{JobRecord, RoundRecord};
 
 /// A global model version held in memory, ready to stream.
@@ -235,13 +236,15 @@ impl JobRuntime {
         server_lr: f32,
         momentum: f32,
         dp: Option<DpStep<'_>>,
-    ) -> Result<(RoundRecord, GlobalModel, Vec<f32>), String> {
+    ) -> Result<(RoundRecord, GlobalModel, Vec<f32>), RoundError> {
         let ClosedRound { round, invited, mut contributors, opened, agg, noisy_sum, phase_seconds } = closed;
         if agg.count() < min_participants {
-            return Err(format!(
-                "round {round} gathered {} of the {min_participants} updates it needs ({invited} invited)",
-                agg.count(),
-            ));
+            return Err(RoundError::TooFewUpdates {
+                round,
+                got: agg.count(),
+                needed: min_participants,
+                invited,
+            });
         }
         let global = self.global();
         // The velocity is updated on a copy: it replaces the job's only once the round is persisted.
@@ -249,32 +252,33 @@ impl JobRuntime {
         let params = match (dp, noisy_sum) {
             (Some(dp), Some(sum)) => {
                 // DP-SGD's server step on the noisy mean gradient: post-processing of the release.
-                let spec = match hearth_models::ModelSpec::from_json(dp.model_spec_json.as_bytes()) {
-                    Ok(hearth_models::ModelSpec::Intent(s)) => s,
-                    Ok(other) => return Err(format!("a DP round of a {} model", other.family())),
-                    Err(e) => return Err(format!("the job's model spec: {e}")),
+                let step = || -> Result<(Vec<f32>, Vec<f32>), DpStepError> {
+                    let spec = match hearth_models::ModelSpec::from_json(dp.model_spec_json.as_bytes()) {
+                        Ok(hearth_models::ModelSpec::Intent(s)) => s,
+                        Ok(other) => return Err(DpStepError::Family(other.family())),
+                        Err(e) => return Err(DpStepError::Spec(e)),
+                    };
+                    let config = dp.privacy.config(dp.rounds)?;
+                    let mut server = hearth_models::DpServer::new(
+                        &spec,
+                        &config,
+                        f64::from(server_lr),
+                        f64::from(momentum),
+                        dp.privacy.declared_records,
+                    )?;
+                    if velocity.len() == global.params.len() {
+                        server = server.with_velocity(velocity.clone())?;
+                    }
+                    let mut params = global.params.to_vec();
+                    server.step(&mut params, &sum)?;
+                    Ok((params, server.velocity().to_vec()))
                 };
-                let config = dp.privacy.config(dp.rounds).map_err(|e| e.to_string())?;
-                let mut server = hearth_models::DpServer::new(
-                    &spec,
-                    &config,
-                    f64::from(server_lr),
-                    f64::from(momentum),
-                    dp.privacy.declared_records,
-                )
-                .map_err(|e| e.to_string())?;
-                if velocity.len() == global.params.len() {
-                    server = server.with_velocity(velocity).map_err(|e| e.to_string())?;
-                }
-                let mut params = global.params.to_vec();
-                server.step(&mut params, &sum).map_err(|e| e.to_string())?;
-                velocity = server.velocity().to_vec();
+                let (params, v) = step().map_err(|source| RoundError::DpStep { round, source })?;
+                velocity = v;
                 params
             }
             (None, None) => agg.apply(&global.params, &mut velocity, server_lr, momentum),
-            _ => {
-                return Err(format!("round {round}: a DP job's round without its noisy sum, or the reverse"))
-            }
+            _ => return Err(RoundError::DpStep { round, source: DpStepError::Mismatch }),
         };
         contributors.sort();
         let record = RoundRecord {
@@ -389,7 +393,8 @@ mod tests {
         rt.begin_upload("a", 1, 0, b"n1").unwrap();
         rt.finish_upload("a", 1, &[2.0, 0.0], 1, 0.5).unwrap();
         let err = rt.commit_aggregate(rt.close_plain().unwrap(), 2, 1.0, 0.0, None).unwrap_err();
-        assert!(err.contains("gathered 1 of the 2"), "{err}");
+        assert!(matches!(err, RoundError::TooFewUpdates { got: 1, needed: 2, .. }), "{err}");
+        assert!(err.to_string().contains("gathered 1 of the 2"), "{err}");
         // The round is closed now: a late upload is refused.
         assert!(matches!(rt.begin_upload("b", 1, 0, b"n2"), Err(UploadRefusal::RoundNotOpen { .. })));
     }

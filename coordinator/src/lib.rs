@@ -1,10 +1,14 @@
-//! Hearth coordinator: orchestrates federated training rounds across participants and aggregates their
-//! updates. It never sees training data; today it sees each participant's model delta, which secure
-//! aggregation will reduce to the sum alone.
+//! Hearth coordinator: orchestrates federated training rounds and analytics queries across participants
+//! and aggregates their updates. It never sees training data, and under secure aggregation (the default)
+//! it never sees a single participant's update either: it unmasks only the sum over the survivors. Only a
+//! job the consortium's policy lets run in plain aggregation (`allow_plain_aggregation`) shows it each
+//! update.
 //!
 //! Start reading at [`start`]. Then:
 //! - [`config`]: what an operator configures.
-//! - `service`: the gRPC `Coordinator` service (identity from the client certificate, validation).
+//! - `service`: the gRPC `Coordinator` service (identity from the client certificate, validation);
+//!   `upload`: the one reader of its chunked client streams.
+//! - `error`: why a round, a query or a job's privacy section was refused.
 //! - `job`: a job's rounds as a state machine; `aggregate`: the running weighted sum.
 //! - `driver`: the task that opens, waits for and commits each round of a job.
 //! - `privacy`, `privacy_service`: the DPO's policy and the budget ledger, and the gRPC `Privacy`
@@ -25,6 +29,7 @@ pub mod store;
 mod aggregate;
 mod card;
 mod driver;
+mod error;
 mod job;
 mod privacy;
 mod privacy_service;

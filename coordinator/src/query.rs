@@ -23,6 +23,7 @@ use hearth_proto::SPEND_UNITS;
 use tonic::{Request, Response, Status};
 
 use crate::driver::{run_secure_round, SecureEvent, SecureRoundSpec, Shared};
+use crate::error::QueryError;
 
 /// Statistics a participant knows how to count: histograms of intent labels and of primary emotion labels,
 /// and the sum and count (hence mean) of purchase values.
@@ -67,60 +68,59 @@ fn mechanism(
     cohort: u32,
     dimension: u64,
     (l2, l1): (f64, f64),
-) -> Result<(DistributedDiscreteGaussian, f64), String> {
-    let mut scale = l2 * calibrate_noise_multiplier(epsilon, delta, 1.0, 1).map_err(|e| e.to_string())?;
+) -> Result<(DistributedDiscreteGaussian, f64), QueryError> {
+    let mut scale = l2 * calibrate_noise_multiplier(epsilon, delta, 1.0, 1)?;
     for _ in 0..200 {
-        let m = DistributedDiscreteGaussian::calibrate(scale, min_survivors, cohort, l2, l1, dimension)
-            .map_err(|e| e.to_string())?;
+        let m = DistributedDiscreteGaussian::calibrate(scale, min_survivors, cohort, l2, l1, dimension)?;
         let mut acc = RdpAccountant::new();
-        acc.compose(&m, 1).map_err(|e| e.to_string())?;
-        let spent = acc.epsilon(delta).map_err(|e| e.to_string())?;
+        acc.compose(&m, 1)?;
+        let spent = acc.epsilon(delta)?;
         if spent <= epsilon {
             return Ok((m, spent));
         }
         scale *= 1.02;
     }
-    Err(format!("no noise scale reaches epsilon {epsilon} at delta {delta}"))
+    Err(QueryError::NoScale { epsilon, delta })
 }
 
-fn check_request(q: &v1::QueryRequest) -> Result<(), String> {
-    hearth_crypto::pki::validate_node_id(&q.family).map_err(|e| format!("family: {e}"))?;
+fn check_request(q: &v1::QueryRequest) -> Result<(), QueryError> {
+    hearth_crypto::pki::validate_node_id(&q.family).map_err(QueryError::Family)?;
     if !STATISTICS.contains(&q.statistic.as_str()) {
-        return Err(format!("statistic {:?} is not one of {STATISTICS:?}", q.statistic));
+        return Err(QueryError::Statistic { given: q.statistic.clone(), known: &STATISTICS });
     }
     if q.statistic == "spend" {
         if !q.bins.is_empty() {
-            return Err("statistic \"spend\" has fixed bins (sum, count, mean): leave bins empty".into());
+            return Err(QueryError::SpendBins);
         }
         if !(q.value_bound.is_finite() && q.value_bound > 0.0 && q.value_bound <= 1e9) {
-            return Err(format!("value_bound {} must be in (0, 1e9] for statistic \"spend\"", q.value_bound));
+            return Err(QueryError::ValueBound(q.value_bound));
         }
         return check_privacy(q);
     }
     if q.value_bound != 0.0 {
-        return Err(format!("value_bound applies to statistic \"spend\" only, not {:?}", q.statistic));
+        return Err(QueryError::ValueBoundUnused(q.statistic.clone()));
     }
     if q.bins.is_empty() || q.bins.len() > MAX_BINS {
-        return Err(format!("{} bins; a query has 1 to {MAX_BINS}", q.bins.len()));
+        return Err(QueryError::BinCount { got: q.bins.len(), max: MAX_BINS });
     }
     let mut seen = HashSet::new();
     for b in &q.bins {
         if b.is_empty() || b.len() > 200 || !seen.insert(b.as_str()) {
-            return Err(format!("bin {b:?} is empty, over 200 bytes, or repeated"));
+            return Err(QueryError::Bin(b.chars().take(200).collect()));
         }
     }
     check_privacy(q)
 }
 
-fn check_privacy(q: &v1::QueryRequest) -> Result<(), String> {
+fn check_privacy(q: &v1::QueryRequest) -> Result<(), QueryError> {
     if !(q.epsilon.is_finite() && q.epsilon > 0.0 && q.epsilon <= 100.0) {
-        return Err(format!("epsilon {} must be in (0, 100]", q.epsilon));
+        return Err(QueryError::Epsilon(q.epsilon));
     }
     if !(q.delta > 0.0 && q.delta < 1e-2) {
-        return Err(format!("delta {} must be in (0, 0.01)", q.delta));
+        return Err(QueryError::Delta(q.delta));
     }
     if q.min_participants < 3 {
-        return Err(format!("min_participants {} is below 3", q.min_participants));
+        return Err(QueryError::MinParticipants(q.min_participants));
     }
     Ok(())
 }
@@ -134,7 +134,7 @@ impl Analytics for AnalyticsService {
             self.shared.audit.record(&who.to_string(), Action::QueryRun, Outcome::Refused, &detail);
             Status::invalid_argument(detail)
         };
-        check_request(&q).map_err(refuse)?;
+        check_request(&q).map_err(|e| refuse(e.to_string()))?;
         if q.query_id.is_empty() {
             q.query_id = format!("query-{:08x}", rand::random::<u32>());
         }
@@ -389,7 +389,7 @@ mod tests {
             (v1::QueryRequest { value_bound: 0.0, ..spend.clone() }, "value_bound 0"),
             (v1::QueryRequest { value_bound: f64::INFINITY, ..spend.clone() }, "value_bound inf"),
         ] {
-            let e = check_request(&bad).unwrap_err();
+            let e = check_request(&bad).unwrap_err().to_string();
             assert!(e.contains(what), "{e}");
         }
     }

@@ -22,6 +22,7 @@ use hearth_secagg::{
 };
 
 use crate::aggregate::Aggregator;
+use crate::error::DecodeError;
 
 /// Longest a phase other than the masked upload waits for a participant that is still connected.
 pub(crate) const PHASE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -286,14 +287,14 @@ impl SecAggRound {
 
     /// Decodes the unmasked sum into the round's aggregate: the example-weighted sum of deltas with its
     /// total weight, as plain federated averaging would have accumulated it.
-    pub(crate) fn aggregate(&self, sum: &UnmaskedSum, num_params: usize) -> Result<Aggregator, String> {
+    pub(crate) fn aggregate(&self, sum: &UnmaskedSum, num_params: usize) -> Result<Aggregator, DecodeError> {
         let values = self.quantizer.decode_sum(sum.values());
         if values.len() != num_params + 2 {
-            return Err(format!("unmasked sum has {} values, expected {}", values.len(), num_params + 2));
+            return Err(DecodeError::Length { got: values.len(), expected: num_params + 2 });
         }
         let total_weight = values[num_params];
         if !(total_weight.is_finite() && total_weight > 0.0) {
-            return Err(format!("the survivors' total weight is {total_weight}: nothing to average"));
+            return Err(DecodeError::Weight(total_weight));
         }
         let weighted_loss = values[num_params + 1];
         let count = sum.contributors().len() as u32;
@@ -305,10 +306,10 @@ impl SecAggRound {
 
     /// Decodes the unmasked sum of a DP round: the survivors' clipped-gradient sums with their noise, in
     /// the units of the gradient. Nothing else is in it (no weight, no loss).
-    pub(crate) fn decode_noisy(&self, sum: &UnmaskedSum, num_params: usize) -> Result<Vec<f64>, String> {
+    pub(crate) fn decode_noisy(&self, sum: &UnmaskedSum, num_params: usize) -> Result<Vec<f64>, DecodeError> {
         let values = self.quantizer.decode_sum(sum.values());
         if values.len() != num_params {
-            return Err(format!("unmasked sum has {} values, expected {num_params}", values.len()));
+            return Err(DecodeError::Length { got: values.len(), expected: num_params });
         }
         Ok(values)
     }

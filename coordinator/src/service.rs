@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::audit::now_ms;
 use crate::driver::{drive, summary, Peer, Shared, ANNOUNCEMENT_QUEUE};
+use crate::error::JobPrivacyError;
 use crate::job::{lock, JobRuntime};
 use crate::secagg::SecAggRefusal;
 use crate::store::{JobPhase, JobPrivacy, JobRecord, StoredTrain};
@@ -86,67 +87,44 @@ fn validate_privacy(
     spec: &v1::JobSpec,
     secure: bool,
     model: &ModelSpec,
-) -> Result<JobPrivacy, String> {
+) -> Result<JobPrivacy, JobPrivacyError> {
+    use JobPrivacyError as E;
     if !matches!(model, ModelSpec::Intent(_)) {
-        return Err(format!(
-            "differentially private training covers intent models; this job trains a {} model",
-            model.family()
-        ));
+        return Err(E::Family(model.family()));
     }
     if !secure {
-        return Err("a differentially private job needs secure aggregation: each participant adds only a \
-                    share of the noise, which protects nobody unless the coordinator sees only the sum"
-            .into());
+        return Err(E::NotSecure);
     }
-    hearth_crypto::pki::validate_node_id(&p.family).map_err(|e| format!("privacy.family: {e}"))?;
-    if !(p.clipping_norm.is_finite() && p.clipping_norm > 0.0 && p.clipping_norm <= 1e6) {
-        return Err(format!("privacy.clipping_norm {} must be in (0, 1e6]", p.clipping_norm));
-    }
-    if !(p.noise_multiplier.is_finite() && p.noise_multiplier > 0.0 && p.noise_multiplier <= 1e4) {
-        return Err(format!("privacy.noise_multiplier {} must be in (0, 1e4]", p.noise_multiplier));
-    }
-    if !(p.sampling_rate > 0.0 && p.sampling_rate <= 1.0) {
-        return Err(format!("privacy.sampling_rate {} must be in (0, 1]", p.sampling_rate));
-    }
+    hearth_crypto::pki::validate_node_id(&p.family).map_err(E::BudgetFamily)?;
+    let range =
+        |field, value: f64, ok: bool, range| if ok { Ok(()) } else { Err(E::Range { field, value, range }) };
+    let clip = p.clipping_norm;
+    range("clipping_norm", clip, clip.is_finite() && clip > 0.0 && clip <= 1e6, "(0, 1e6]")?;
+    let z = p.noise_multiplier;
+    range("noise_multiplier", z, z.is_finite() && z > 0.0 && z <= 1e4, "(0, 1e4]")?;
+    range("sampling_rate", p.sampling_rate, p.sampling_rate > 0.0 && p.sampling_rate <= 1.0, "(0, 1]")?;
     let unit = if p.privacy_unit.is_empty() { "record".to_string() } else { p.privacy_unit.clone() };
     if unit != "record" {
-        return Err(format!(
-            "privacy.privacy_unit {unit:?}: training clips each record's gradient, so it protects records \
-             (intent examples carry no customer id to clip per customer); use \"record\""
-        ));
+        return Err(E::Unit(unit));
     }
     if p.declared_records == 0 || p.declared_records > 1_000_000_000_000 {
-        return Err(format!(
-            "privacy.declared_records {} must be the institutions' total number of records (1 to 10^12): \
-             the noisy gradient sum is divided by sampling_rate x declared_records",
-            p.declared_records
-        ));
+        return Err(E::DeclaredRecords(p.declared_records));
     }
     let bias_scale = if p.bias_scale == 0.0 { 1.0 } else { p.bias_scale };
-    if !(p.delta == 0.0 || (p.delta > 0.0 && p.delta < 1e-2)) {
-        return Err(format!("privacy.delta {} must be in (0, 0.01)", p.delta));
-    }
-    if !(bias_scale > 0.0 && bias_scale <= 1.0) {
-        return Err(format!("privacy.bias_scale {} must be in (0, 1]", p.bias_scale));
-    }
+    range("delta", p.delta, p.delta == 0.0 || (p.delta > 0.0 && p.delta < 1e-2), "(0, 0.01)")?;
+    range("bias_scale", p.bias_scale, bias_scale > 0.0 && bias_scale <= 1.0, "(0, 1]")?;
     let max_cohort = match p.max_cohort {
         0 => spec.wait_for_participants.max(spec.participants_per_round).max(spec.min_participants),
         n => n,
     };
     if max_cohort < spec.min_participants || max_cohort > 10_000 {
-        return Err(format!(
-            "privacy.max_cohort {max_cohort} must be between min_participants ({}) and 10000",
-            spec.min_participants
-        ));
+        return Err(E::MaxCohort { max_cohort, min_participants: spec.min_participants });
     }
     let min_survivors = if p.min_survivors == 0 { spec.min_participants } else { p.min_survivors };
     if min_survivors == 0 || min_survivors > spec.min_participants.max(1) {
-        return Err(format!(
-            "privacy.min_survivors {min_survivors} must be between 1 and min_participants ({})",
-            spec.min_participants
-        ));
+        return Err(E::MinSurvivors { min_survivors, min_participants: spec.min_participants });
     }
-    Ok(JobPrivacy {
+    let j = JobPrivacy {
         family: p.family.clone(),
         clipping_norm: p.clipping_norm,
         noise_multiplier: p.noise_multiplier,
@@ -160,13 +138,10 @@ fn validate_privacy(
         max_cohort,
         dimension: model.num_params() as u64,
         delta: if p.delta == 0.0 { 1e-5 } else { p.delta },
-    })
-    .and_then(|j| {
-        // The rounds must have room for the noise: checked now rather than at the first round.
-        let config = j.config(spec.rounds).map_err(|e| format!("privacy: {e}"))?;
-        config.round_grid(j.round_shape(j.max_cohort)).map_err(|e| format!("privacy: {e}"))?;
-        Ok(j)
-    })
+    };
+    // The rounds must have room for the noise: checked now rather than at the first round.
+    j.config(spec.rounds)?.round_grid(j.round_shape(j.max_cohort))?;
+    Ok(j)
 }
 
 /// The gRPC status of a refused secure-aggregation message.
@@ -658,7 +633,7 @@ impl Coordinator for CoordinatorService {
                 ))
             }
             None => None,
-            Some(p) => Some(validate_privacy(p, &spec, secure_aggregation, &model).map_err(refuse)?),
+            Some(p) => Some(validate_privacy(p, &spec, secure_aggregation, &model).map_err(|e| refuse(e.to_string()))?),
         };
         if let Some(p) = privacy.as_mut().filter(|_| self.shared.privacy.enforced()) {
             let tenants = self.shared.privacy.family_tenants(&p.family);

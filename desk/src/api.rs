@@ -22,8 +22,6 @@
 //! the key keeps other local users' processes out. The key is read from an environment variable or a
 //! file, never from the TOML, and only its SHA-256 is kept in memory.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::rejection::BytesRejection;
@@ -39,70 +37,9 @@ use hearth_crypto::digest::SecretDigest;
 use hearth_crypto::pki::Role;
 use hearth_node::audit::AuditLog;
 use hearth_transport::PeerIdentity;
-use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
 
 use super::{Desk, MessageAnswer, MessageBody};
 use hearth_inference::{parse_body, ApiError, MAX_BODY_BYTES};
-
-/// Shortest API key accepted.
-pub const MIN_API_KEY_CHARS: usize = 24;
-
-/// `[service.local]`: the loopback API-key listener.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LocalConfig {
-    /// A loopback address (`127.0.0.1:7880`, `[::1]:7880`); unset: no listener.
-    pub listen: Option<String>,
-    /// The environment variable holding the API key.
-    pub api_key_env: String,
-    /// A file whose first line is the API key (wins over the variable).
-    pub api_key_file: Option<PathBuf>,
-}
-
-impl Default for LocalConfig {
-    fn default() -> Self {
-        Self { listen: None, api_key_env: "HEARTH_SERVICE_API_KEY".into(), api_key_file: None }
-    }
-}
-
-impl LocalConfig {
-    /// The address to listen on and the key's digest, or why the listener cannot start.
-    pub fn resolve(&self) -> Result<Option<(SocketAddr, ApiKey)>, String> {
-        let Some(listen) = &self.listen else { return Ok(None) };
-        let addr: SocketAddr =
-            listen.parse().map_err(|e| format!("[service.local] listen {listen:?}: {e} (give ip:port)"))?;
-        if !addr.ip().is_loopback() {
-            return Err(format!(
-                "[service.local] listen {listen:?} is not a loopback address; the plain-HTTP listener \
-                 serves only the participant's own host (use the mTLS port from elsewhere)"
-            ));
-        }
-        let key = match &self.api_key_file {
-            Some(p) => Zeroizing::new(
-                std::fs::read_to_string(p)
-                    .map_err(|e| format!("[service.local] api_key_file {}: {e}", p.display()))?
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string(),
-            ),
-            None => Zeroizing::new(std::env::var(&self.api_key_env).map_err(|_| {
-                format!(
-                    "[service.local] listen is set but no API key: set ${} or api_key_file",
-                    self.api_key_env
-                )
-            })?),
-        };
-        if key.chars().count() < MIN_API_KEY_CHARS {
-            return Err(format!(
-                "[service.local] the API key must have at least {MIN_API_KEY_CHARS} characters"
-            ));
-        }
-        Ok(Some((addr, ApiKey::new(&key))))
-    }
-}
 
 /// The local listener's API key, kept only as its digest.
 #[derive(Clone, Debug)]
@@ -299,25 +236,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn api_keys_compare_by_digest_and_the_listener_stays_on_loopback() {
+    fn api_keys_compare_by_digest_and_never_print() {
         let k = ApiKey::new("a-long-enough-api-key-0123456789");
         assert!(k.matches("a-long-enough-api-key-0123456789"));
         assert!(!k.matches("a-long-enough-api-key-012345678"));
         assert!(!format!("{k:?}").contains("long"));
-        let c = |listen: &str| LocalConfig { listen: Some(listen.into()), ..Default::default() };
-        assert!(c("0.0.0.0:7880").resolve().unwrap_err().contains("not a loopback"));
-        assert!(c("10.0.0.1:7880").resolve().unwrap_err().contains("not a loopback"));
-        let missing = LocalConfig { api_key_env: "HEARTH_TEST_UNSET_KEY_VAR".into(), ..c("127.0.0.1:0") };
-        assert!(missing.resolve().unwrap_err().contains("HEARTH_TEST_UNSET_KEY_VAR"));
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("key");
-        std::fs::write(&f, "short\n").unwrap();
-        let short = LocalConfig { api_key_file: Some(f.clone()), ..c("127.0.0.1:0") };
-        assert!(short.resolve().unwrap_err().contains("at least"));
-        std::fs::write(&f, "a-long-enough-api-key-0123456789\n").unwrap();
-        let (addr, key) = short.resolve().unwrap().unwrap();
-        assert!(addr.ip().is_loopback() && key.matches("a-long-enough-api-key-0123456789"));
-        assert_eq!(LocalConfig::default().resolve().unwrap().map(|_| ()), None);
     }
 
     #[test]

@@ -23,6 +23,8 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod config;
+pub mod error;
 pub mod identity;
 pub mod messages;
 pub mod openapi;
@@ -33,60 +35,25 @@ pub mod store;
 pub mod webhook;
 pub mod workflows;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use hearth_audit::{Action, Event, Outcome};
 use hearth_node::audit::AuditLog;
 use hearth_node::keys::NodeKeys;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use hearth_inference::ModelSlots;
 use hearth_inference::{checked_text, ApiError};
 use identity::{Kind, LinkHash};
-use policy::{Policy, RetentionConfig};
+use policy::Policy;
 use rules::{Facts, RuleSet};
 use state::{Customer, Directory, Message};
 use workflows::{Engine, Run};
 
+pub use config::{CountryCode, DeskConfig, LocalConfig};
+pub use error::{DeskError, LocalError, RulesError, StoreError};
 pub use messages::{Identifiers, MessageAnswer, MessageBody, SessionView, StartedWorkflow};
-
-/// The `[service]` section of a participant's configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DeskConfig {
-    /// The routing and workflow rules file; default `<data_dir>/rules.toml`, written from the shipped
-    /// default on first start.
-    pub rules_file: Option<PathBuf>,
-    /// How often the rules file's modification time is checked.
-    pub rules_poll: String,
-    /// A message within this long of the customer's last one continues the session, whatever the
-    /// channel.
-    pub session_window: String,
-    /// Country calling code given to phone numbers written without `+` (e.g. `"86"`); none by default.
-    pub default_country_code: Option<String>,
-    /// How often the retention job runs.
-    pub retention_sweep: String,
-    /// The data minimisation policy.
-    pub retention: RetentionConfig,
-    /// The loopback listener for local apps (plain HTTP, API key); off unless `listen` is set.
-    pub local: api::LocalConfig,
-}
-
-impl Default for DeskConfig {
-    fn default() -> Self {
-        Self {
-            rules_file: None,
-            rules_poll: "1s".into(),
-            session_window: "30m".into(),
-            default_country_code: None,
-            retention_sweep: "60s".into(),
-            retention: RetentionConfig::default(),
-            local: api::LocalConfig::default(),
-        }
-    }
-}
 
 /// Unix seconds now.
 pub fn unix_now() -> u64 {
@@ -138,23 +105,19 @@ impl Desk {
         keys: Arc<NodeKeys>,
         slots: ModelSlots,
         audit: Option<AuditLog>,
-    ) -> Result<Self, String> {
-        let policy = Policy::from_config(&config.retention)?;
-        let window_s = policy::parse_duration("[service] session_window", &config.session_window)?.as_secs();
-        policy::parse_duration("[service] rules_poll", &config.rules_poll)?;
-        policy::parse_duration("[service] retention_sweep", &config.retention_sweep)?;
-        if let Some(cc) = &config.default_country_code {
-            if cc.is_empty() || cc.len() > 3 || !cc.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(format!("[service] default_country_code {cc:?}: 1 to 3 digits, without +"));
-            }
-        }
+    ) -> Result<Self, DeskError> {
+        let policy = Policy::from_config(&config.retention);
+        let window_s = config.session_window.as_secs();
         let rules_path = config.rules_file.clone().unwrap_or_else(|| data_dir.join("rules.toml"));
         let rules = RuleSet::open(&rules_path)?;
         let (writer, loaded) = store::open::<Customer, Run>(data_dir, &keys)?;
         let mut directory = Directory::default();
         for (row, mut c) in loaded.customers {
-            c.row =
-                row.as_slice().try_into().map_err(|_| "service store: a customer row key is not 32 bytes")?;
+            c.row = row.as_slice().try_into().map_err(|_| StoreError::Record {
+                what: "customer row",
+                id: hex::encode(&row),
+                message: "the row key is not 32 bytes".into(),
+            })?;
             directory.restore(c);
         }
         let engine = Arc::new(Engine::new(Arc::clone(&keys), writer.clone(), audit.clone(), loaded.runs));
@@ -163,7 +126,7 @@ impl Desk {
             slots,
             policy,
             window_s,
-            country_code: config.default_country_code.clone(),
+            country_code: config.default_country_code.as_ref().map(|c| c.as_str().to_string()),
             rules,
             directory: Mutex::new(directory),
             writer,
@@ -190,7 +153,7 @@ impl Desk {
             .keys
             .seal(&store::customer_object(&c.row), &json)
             .map_err(|e| ApiError::Internal(format!("sealing a customer record: {e}")))?;
-        self.writer.put_customer(&c.row, sealed).map_err(ApiError::Internal)
+        self.writer.put_customer(&c.row, sealed).map_err(ApiError::from)
     }
 
     fn links(&self, ids: &Identifiers) -> Result<Vec<LinkHash>, ApiError> {
@@ -304,7 +267,7 @@ impl Desk {
                 return Err(e);
             }
             for m in &merged_away {
-                self.writer.delete_customer(&m.row).map_err(ApiError::Internal)?;
+                self.writer.delete_customer(&m.row)?;
             }
             let c = dir
                 .push_message(&a.customer, message, p.max_messages)
@@ -315,7 +278,7 @@ impl Desk {
         };
         let session = session.ok_or_else(|| ApiError::Internal("no session after attribution".into()))?;
         if !attribution.merged.is_empty() {
-            self.engine.reassign(&attribution.merged, &attribution.customer).map_err(ApiError::Internal)?;
+            self.engine.reassign(&attribution.merged, &attribution.customer)?;
         }
 
         let mut started = Vec::new();
@@ -329,10 +292,7 @@ impl Desk {
                 "priority": decision.priority,
                 "route": decision.route,
             });
-            let run_id = self
-                .engine
-                .start(w, steps.clone(), &attribution.customer, context, rt)
-                .map_err(ApiError::Internal)?;
+            let run_id = self.engine.start(w, steps.clone(), &attribution.customer, context, rt)?;
             started.push(StartedWorkflow { workflow: w.clone(), run_id });
         }
         Ok(MessageAnswer {
@@ -379,10 +339,10 @@ impl Desk {
     pub async fn erase(&self, id: &str, actor: &str) -> Result<serde_json::Value, ApiError> {
         let id = identity::checked_customer_id(id)?;
         let c = self.directory().erase(id).ok_or_else(unknown_customer)?;
-        let runs = self.engine.erase_customer(id).map_err(ApiError::Internal)?;
-        self.writer.delete_customer(&c.row).map_err(ApiError::Internal)?;
-        self.writer.compact().map_err(ApiError::Internal)?;
-        self.writer.flush().await.map_err(ApiError::Internal)?;
+        let runs = self.engine.erase_customer(id)?;
+        self.writer.delete_customer(&c.row)?;
+        self.writer.compact()?;
+        self.writer.flush().await?;
         let reference = format!("customer-ref:{}", hex::encode(&c.row[..8]));
         if let Some(log) = &self.audit {
             log.record_event(
@@ -417,14 +377,14 @@ impl Desk {
                 }
             }
             for c in &erased {
-                self.writer.delete_customer(&c.row).map_err(ApiError::Internal)?;
+                self.writer.delete_customer(&c.row)?;
             }
             erased
         };
         for c in &erased {
-            self.engine.erase_customer(&c.id).map_err(ApiError::Internal)?;
+            self.engine.erase_customer(&c.id)?;
         }
-        let runs = self.engine.sweep(self.policy.workflow, now).map_err(ApiError::Internal)?;
+        let runs = self.engine.sweep(self.policy.workflow, now)?;
         if !erased.is_empty() || runs > 0 {
             if let Some(log) = &self.audit {
                 log.record_event(Event::new("system", Action::RetentionPurge, Outcome::Ok).detail(format!(
@@ -437,16 +397,16 @@ impl Desk {
     }
 
     /// Reloads the rules file now (the admin endpoint); audited either way.
-    pub fn reload_rules(&self, actor: &str) -> Result<usize, String> {
+    pub fn reload_rules(&self, actor: &str) -> Result<usize, RulesError> {
         let r = self.rules.reload();
         self.audit_reload(actor, &r);
         r.map(|rules| rules.len())
     }
 
-    fn audit_reload(&self, actor: &str, r: &Result<Arc<rules::Rules>, String>) {
+    fn audit_reload(&self, actor: &str, r: &Result<Arc<rules::Rules>, RulesError>) {
         let (outcome, detail) = match r {
             Ok(rules) => (Outcome::Ok, format!("{} rules from {}", rules.len(), self.rules.path().display())),
-            Err(e) => (Outcome::Refused, e.clone()),
+            Err(e) => (Outcome::Refused, e.to_string()),
         };
         if let Err(e) = r {
             tracing::warn!(error = %e, "rules file refused; the previous rules keep serving");
@@ -463,7 +423,7 @@ impl Desk {
         if n > 0 {
             tracing::info!(runs = n, "resumed unfinished workflow runs");
         }
-        let poll = policy::parse_duration("", &self.config.rules_poll).unwrap_or(Duration::from_secs(1));
+        let poll = self.config.rules_poll;
         let me = Arc::clone(self);
         tokio::spawn(async move {
             loop {
@@ -477,8 +437,7 @@ impl Desk {
                 .await;
             }
         });
-        let every =
-            policy::parse_duration("", &self.config.retention_sweep).unwrap_or(Duration::from_secs(60));
+        let every = self.config.retention_sweep;
         let me = Arc::clone(self);
         tokio::spawn(async move {
             loop {

@@ -9,46 +9,119 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The fields of a message the policy may allow to be stored.
-pub const STORABLE_FIELDS: [&str; 8] =
-    ["text", "channel", "intent", "emotion", "route", "priority", "order_id", "tier"];
+/// A field of a message the policy may allow to be stored; channel identifiers are never one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorableField {
+    /// The message text.
+    Text,
+    /// The channel it came on.
+    Channel,
+    /// The intent model's label.
+    Intent,
+    /// The emotion model's labels.
+    Emotion,
+    /// Where the rules routed it.
+    Route,
+    /// Its priority.
+    Priority,
+    /// The order it named.
+    OrderId,
+    /// The customer's tier.
+    Tier,
+}
 
-/// The policy as configured (`[service.retention]`): durations as `"30d"`, `"12h"`, `"15m"`, `"90s"`.
+impl StorableField {
+    /// The field's name in messages and in `[service.retention.fields]`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorableField::Text => "text",
+            StorableField::Channel => "channel",
+            StorableField::Intent => "intent",
+            StorableField::Emotion => "emotion",
+            StorableField::Route => "route",
+            StorableField::Priority => "priority",
+            StorableField::OrderId => "order_id",
+            StorableField::Tier => "tier",
+        }
+    }
+}
+
+/// The policy as configured (`[service.retention]`): durations as `"30d"`, `"12h"`, `"15m"`, `"90s"`
+/// (humantime's syntax), parsed when the configuration is loaded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionConfig {
-    /// Field name to how long it is kept; a field not listed is never stored.
-    pub fields: BTreeMap<String, String>,
+    /// Field to how long it is kept; a field not listed is never stored.
+    #[serde(with = "periods")]
+    pub fields: BTreeMap<StorableField, Duration>,
     /// A customer (their links, sessions and remaining messages) is erased after this long without a
     /// message.
-    pub customer: String,
+    #[serde(with = "humantime_serde")]
+    pub customer: Duration,
     /// A finished workflow run's record is removed after this long.
-    pub workflow: String,
-    /// Most messages kept per customer; the oldest go first.
+    #[serde(with = "humantime_serde")]
+    pub workflow: Duration,
+    /// Most messages kept per customer (at least 1); the oldest go first.
     pub max_messages: usize,
 }
 
+const DAY: u64 = 86_400;
+
 impl Default for RetentionConfig {
     fn default() -> Self {
+        use StorableField::*;
         let fields = [
-            ("text", "30d"),
-            ("channel", "365d"),
-            ("intent", "365d"),
-            ("emotion", "365d"),
-            ("route", "365d"),
-            ("priority", "365d"),
-            ("order_id", "90d"),
+            (Text, 30),
+            (Channel, 365),
+            (Intent, 365),
+            (Emotion, 365),
+            (Route, 365),
+            (Priority, 365),
+            (OrderId, 90),
         ];
         Self {
-            fields: fields.iter().map(|(f, d)| (f.to_string(), d.to_string())).collect(),
-            customer: "365d".into(),
-            workflow: "90d".into(),
+            fields: fields.iter().map(|(f, days)| (*f, Duration::from_secs(days * DAY))).collect(),
+            customer: Duration::from_secs(365 * DAY),
+            workflow: Duration::from_secs(90 * DAY),
             max_messages: 200,
         }
     }
 }
 
-/// A checked [`RetentionConfig`].
+/// `[service.retention.fields]`: a table of field names to humantime durations.
+mod periods {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::StorableField;
+
+    pub(super) fn serialize<S: Serializer>(
+        m: &BTreeMap<StorableField, Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_map(m.iter().map(|(f, d)| (f, humantime::format_duration(*d).to_string())))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<StorableField, Duration>, D::Error> {
+        let raw = BTreeMap::<StorableField, String>::deserialize(d)?;
+        raw.into_iter()
+            .map(|(f, v)| match humantime::parse_duration(&v) {
+                Ok(d) => Ok((f, d)),
+                Err(e) => Err(serde::de::Error::custom(format!(
+                    "{}: {v:?} is not a duration like \"30d\": {e}",
+                    f.as_str()
+                ))),
+            })
+            .collect()
+    }
+}
+
+/// The policy in force.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     fields: BTreeMap<&'static str, Duration>,
@@ -60,40 +133,15 @@ pub struct Policy {
     pub max_messages: usize,
 }
 
-/// Parses `"30d"`, `"12h"`, `"15m"`, `"90s"`, naming `what` in the error.
-pub fn parse_duration(what: &str, s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = digits.parse().map_err(|_| format!("{what}: {s:?} is not a duration like \"30d\""))?;
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("{what}: {s:?} needs a unit: s, m, h or d (e.g. \"30d\")")),
-    };
-    n.checked_mul(secs).map(Duration::from_secs).ok_or_else(|| format!("{what}: {s:?} is too long"))
-}
-
 impl Policy {
-    /// Checks the configured policy: every field is storable, every duration parses.
-    pub fn from_config(c: &RetentionConfig) -> Result<Self, String> {
-        let mut fields = BTreeMap::new();
-        for (name, d) in &c.fields {
-            let Some(f) = STORABLE_FIELDS.iter().find(|f| **f == name) else {
-                return Err(format!(
-                    "[service.retention.fields]: {name:?} is not a storable field; choose from {}",
-                    STORABLE_FIELDS.join(", ")
-                ));
-            };
-            fields.insert(*f, parse_duration(&format!("[service.retention.fields] {name}"), d)?);
-        }
-        Ok(Self {
-            fields,
-            customer: parse_duration("[service.retention] customer", &c.customer)?,
-            workflow: parse_duration("[service.retention] workflow", &c.workflow)?,
+    /// The policy a configuration states.
+    pub fn from_config(c: &RetentionConfig) -> Self {
+        Self {
+            fields: c.fields.iter().map(|(f, d)| (f.as_str(), *d)).collect(),
+            customer: c.customer,
+            workflow: c.workflow,
             max_messages: c.max_messages.max(1),
-        })
+        }
     }
 
     /// Whether `field` may be stored at all.
@@ -117,23 +165,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_parse_and_errors_name_the_setting() {
-        assert_eq!(parse_duration("x", "30d").unwrap(), Duration::from_secs(30 * 86_400));
-        assert_eq!(parse_duration("x", "90s").unwrap(), Duration::from_secs(90));
-        assert!(parse_duration("ttl", "30").unwrap_err().contains("ttl"));
-        assert!(parse_duration("ttl", "d").unwrap_err().contains("not a duration"));
-        assert!(parse_duration("ttl", "99999999999999999999d").is_err());
-    }
-
-    #[test]
     fn unlisted_fields_are_never_kept_and_listed_ones_expire() {
-        let p = Policy::from_config(&RetentionConfig::default()).unwrap();
+        let p = Policy::from_config(&RetentionConfig::default());
         assert!(p.keep("text") && !p.keep("tier") && !p.keep("phone"));
         assert!(!p.expired("text", 100, 100 + 29 * 86_400));
         assert!(p.expired("text", 100, 100 + 30 * 86_400));
         assert!(p.expired("tier", 100, 100), "an unlisted field is always expired");
-        let mut c = RetentionConfig::default();
-        c.fields.insert("phone".into(), "1d".into());
-        assert!(Policy::from_config(&c).unwrap_err().contains("\"phone\" is not a storable field"));
+        let e = toml::from_str::<RetentionConfig>("[fields]\nphone = \"1d\"").unwrap_err().to_string();
+        assert!(e.contains("unknown variant `phone`") && e.contains("order_id"), "{e}");
+        let e = toml::from_str::<RetentionConfig>("[fields]\ntext = \"30\"").unwrap_err().to_string();
+        assert!(e.contains("text: \"30\" is not a duration"), "{e}");
+        let c: RetentionConfig = toml::from_str("customer = \"2y\"\n[fields]\ntext = \"12h\"").unwrap();
+        assert_eq!(c.fields[&StorableField::Text], Duration::from_secs(12 * 3600));
+        assert!(c.customer > Duration::from_secs(700 * DAY));
     }
 }

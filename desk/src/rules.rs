@@ -17,6 +17,8 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{FieldFault, RuleProblem, RulesError};
+
 /// The rules file shipped with the participant, written to the configured path on first start: an angry
 /// customer goes to the senior queue and a compensation workflow starts.
 pub const DEFAULT_RULES: &str = include_str!("../rules/default.toml");
@@ -238,54 +240,56 @@ impl When {
 impl Rules {
     /// Parses and checks a rules file; the error names the line (syntax, unknown or mistyped field) or
     /// the rule and field (a reference to a missing template or workflow, a bad URL).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let file: RulesFile = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+    pub fn parse(text: &str) -> Result<Self, RuleProblem> {
+        let file: RulesFile =
+            toml::from_str(text).map_err(|e| RuleProblem::Syntax(e.to_string().trim_end().to_string()))?;
         let mut seen = std::collections::BTreeSet::new();
         for (i, r) in file.rule.iter().enumerate() {
-            let at = format!("rule #{} ({:?})", i + 1, r.name);
+            let at = || format!("rule #{} ({:?})", i + 1, r.name);
+            let fault = |fault: FieldFault| RuleProblem::Field { at: at(), fault };
             if r.name.trim().is_empty() || !seen.insert(r.name.clone()) {
-                return Err(format!("{at}: name must be non-empty and unique"));
+                return Err(fault(FieldFault::RuleName));
             }
-            if let Some(t) = &r.then.reply {
-                if !file.templates.contains_key(t) {
-                    return Err(format!("{at}: then.reply names template {t:?}, which [templates] lacks"));
-                }
+            if let Some(t) = r.then.reply.as_ref().filter(|t| !file.templates.contains_key(*t)) {
+                return Err(fault(FieldFault::MissingTemplate(t.clone())));
             }
-            if let Some(w) = &r.then.workflow {
-                if !file.workflows.contains_key(w) {
-                    return Err(format!("{at}: then.workflow names {w:?}, which [workflows] lacks"));
-                }
+            if let Some(w) = r.then.workflow.as_ref().filter(|w| !file.workflows.contains_key(*w)) {
+                return Err(fault(FieldFault::MissingWorkflow(w.clone())));
             }
             if let Some(c) = r.when.channel.iter().flatten().find(|c| !CHANNELS.contains(&c.as_str())) {
-                return Err(format!("{at}: when.channel {c:?} is not one of {}", CHANNELS.join(", ")));
+                return Err(fault(FieldFault::UnknownChannel {
+                    given: c.clone(),
+                    known: CHANNELS.join(", "),
+                }));
             }
             if r.when.min_confidence.is_some_and(|m| !(0.0..=1.0).contains(&m)) {
-                return Err(format!("{at}: when.min_confidence must be between 0 and 1"));
+                return Err(fault(FieldFault::Confidence));
             }
         }
         let mut workflows = BTreeMap::new();
         for (name, w) in file.workflows {
             let mut steps = Vec::new();
             if w.steps.is_empty() {
-                return Err(format!("workflows.{name}: a workflow needs at least one step"));
+                return Err(RuleProblem::NoSteps(name));
             }
             for (i, s) in w.steps.into_iter().enumerate() {
                 let at = format!("workflows.{name}.steps #{} ({:?})", i + 1, s.name);
+                let fault = |fault: FieldFault| RuleProblem::Field { at: at.clone(), fault };
                 if s.name.trim().is_empty() || steps.iter().any(|p: &StepDef| p.name == s.name) {
-                    return Err(format!("{at}: name must be non-empty and unique in the workflow"));
+                    return Err(fault(FieldFault::StepName));
                 }
                 let url = match (&s.url, &s.path, &file.webhook_base) {
                     (Some(u), None, _) => u.clone(),
                     (None, Some(p), Some(b)) => format!("{}{}", b.trim_end_matches('/'), p),
-                    (None, Some(_), None) => return Err(format!("{at}: path needs webhook_base at the top")),
-                    _ => return Err(format!("{at}: give exactly one of url or path")),
+                    (None, Some(_), None) => return Err(fault(FieldFault::PathWithoutBase)),
+                    _ => return Err(fault(FieldFault::UrlOrPath)),
                 };
-                super::webhook::Target::parse(&url).map_err(|e| format!("{at}: {e}"))?;
+                crate::webhook::Target::parse(&url).map_err(|e| fault(e.into()))?;
                 if s.timeout_ms == 0 || s.timeout_ms > 120_000 {
-                    return Err(format!("{at}: timeout_ms must be 1 to 120000"));
+                    return Err(fault(FieldFault::Timeout));
                 }
                 if s.retries > 20 {
-                    return Err(format!("{at}: retries must be at most 20"));
+                    return Err(fault(FieldFault::Retries));
                 }
                 steps.push(StepDef { url: Some(url), path: None, ..s });
             }
@@ -353,19 +357,32 @@ fn mtime(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
+/// Reads and checks the rules file at `path`.
+fn read(path: &Path) -> Result<Rules, RulesError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RulesError::Io {
+        doing: "reading",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Rules::parse(&text).map_err(|problem| RulesError::Invalid { path: path.to_path_buf(), problem })
+}
+
 impl RuleSet {
     /// Loads `path`, writing [`DEFAULT_RULES`] there first if it does not exist. A bad file at start is
     /// an error: there are no older rules to keep serving.
-    pub fn open(path: &Path) -> Result<Self, String> {
+    pub fn open(path: &Path) -> Result<Self, RulesError> {
+        let io = |doing: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RulesError::Io { doing, path, source }
+        };
         if !path.exists() {
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+                std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
             }
-            std::fs::write(path, DEFAULT_RULES).map_err(|e| format!("writing {}: {e}", path.display()))?;
+            std::fs::write(path, DEFAULT_RULES).map_err(io("writing", path))?;
         }
         let seen = mtime(path);
-        let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-        let rules = Rules::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let rules = read(path)?;
         Ok(Self { path: path.to_path_buf(), current: ArcSwap::from_pointee(rules), seen: Mutex::new(seen) })
     }
 
@@ -380,19 +397,17 @@ impl RuleSet {
     }
 
     /// Re-reads the file; on an error the serving rules stay and the error names the file.
-    pub fn reload(&self) -> Result<Arc<Rules>, String> {
+    pub fn reload(&self) -> Result<Arc<Rules>, RulesError> {
         let m = mtime(&self.path);
         // A poisoned lock only means a panic elsewhere mid-assignment of an Option: the value is usable.
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = m;
-        let text = std::fs::read_to_string(&self.path)
-            .map_err(|e| format!("reading {}: {e}", self.path.display()))?;
-        let rules = Arc::new(Rules::parse(&text).map_err(|e| format!("{}: {e}", self.path.display()))?);
+        let rules = Arc::new(read(&self.path)?);
         self.current.store(Arc::clone(&rules));
         Ok(rules)
     }
 
     /// Reloads if the file changed since the last load or refusal; `None` when it did not change.
-    pub fn reload_if_changed(&self) -> Option<Result<Arc<Rules>, String>> {
+    pub fn reload_if_changed(&self) -> Option<Result<Arc<Rules>, RulesError>> {
         let m = mtime(&self.path);
         if *self.seen.lock().unwrap_or_else(|p| p.into_inner()) == m {
             return None;
@@ -404,6 +419,7 @@ impl RuleSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::UrlError;
 
     fn facts<'a>(labels: &'a [String], escalate: bool, channel: &'a str) -> Facts<'a> {
         Facts { intent: Some(("refund", 0.9, false)), emotion: Some((labels, escalate)), tier: None, channel }
@@ -460,21 +476,25 @@ mod tests {
 
     #[test]
     fn bad_files_are_refused_with_the_line_or_the_rule_and_field() {
-        let e = Rules::parse("[[rule]]\nname = \"x\"\nthen = { route = \"moon\" }\n").unwrap_err();
+        let refused = |text: &str| Rules::parse(text).unwrap_err();
+        let e = refused("[[rule]]\nname = \"x\"\nthen = { route = \"moon\" }\n").to_string();
         assert!(e.contains("line 3") && e.contains("moon"), "{e}");
-        let e = Rules::parse("[[rule]]\nname = \"x\"\nthen = { route = \"bot\" }\nwhen = { mood = 1 }\n")
-            .unwrap_err();
-        assert!(e.contains("line 4") && e.contains("mood"), "{e}");
-        let e = Rules::parse("[[rule]]\nname = \"x\"\nthen = { reply = \"nope\" }\n").unwrap_err();
-        assert!(e.contains("rule #1 (\"x\")") && e.contains("then.reply"), "{e}");
-        let e = Rules::parse("[[rule]]\nname = \"x\"\nthen = { workflow = \"w\" }\n").unwrap_err();
-        assert!(e.contains("then.workflow"), "{e}");
-        let e = Rules::parse("[workflows.w]\nsteps = [{ name = \"s\", url = \"ftp://x/\" }]\n").unwrap_err();
-        assert!(e.contains("workflows.w.steps #1") && e.contains("http"), "{e}");
         let e =
-            Rules::parse("[[rule]]\nname = \"x\"\nwhen = { channel = [\"fax\"] }\nthen = {}\n").unwrap_err();
-        assert!(e.contains("fax"), "{e}");
-        assert!(Rules::parse("this is not toml").unwrap_err().contains("line 1"));
+            refused("[[rule]]\nname = \"x\"\nthen = { route = \"bot\" }\nwhen = { mood = 1 }\n").to_string();
+        assert!(e.contains("line 4") && e.contains("mood"), "{e}");
+        let e = refused("[[rule]]\nname = \"x\"\nthen = { reply = \"nope\" }\n");
+        assert!(
+            matches!(&e, RuleProblem::Field { fault: FieldFault::MissingTemplate(t), .. } if t == "nope")
+        );
+        assert!(e.to_string().contains("rule #1 (\"x\")") && e.to_string().contains("then.reply"), "{e}");
+        let e = refused("[[rule]]\nname = \"x\"\nthen = { workflow = \"w\" }\n");
+        assert!(e.to_string().contains("then.workflow"), "{e}");
+        let e = refused("[workflows.w]\nsteps = [{ name = \"s\", url = \"ftp://x/\" }]\n");
+        assert!(matches!(&e, RuleProblem::Field { fault: FieldFault::Url(UrlError::Scheme(_)), .. }), "{e}");
+        assert!(e.to_string().contains("workflows.w.steps #1") && e.to_string().contains("http"), "{e}");
+        let e = refused("[[rule]]\nname = \"x\"\nwhen = { channel = [\"fax\"] }\nthen = {}\n");
+        assert!(e.to_string().contains("fax"), "{e}");
+        assert!(matches!(refused("this is not toml"), RuleProblem::Syntax(m) if m.contains("line 1")));
     }
 
     #[test]
@@ -485,7 +505,7 @@ mod tests {
         let before = set.current().len();
         assert!(before > 0, "the default file was written");
         std::fs::write(&path, "[[rule]]\nname = 1\n").unwrap();
-        let e = set.reload().unwrap_err();
+        let e = set.reload().unwrap_err().to_string();
         assert!(e.contains("rules.toml") && e.contains("line 2"), "{e}");
         assert_eq!(set.current().len(), before);
         assert!(set.reload_if_changed().is_none(), "a refused file is not re-read until it changes");

@@ -360,7 +360,8 @@ impl Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::RetentionConfig;
+    use crate::policy::{RetentionConfig, StorableField};
+    use std::time::Duration;
 
     fn ids() -> impl FnMut() -> (String, LinkHash) {
         let mut n = 0u8;
@@ -420,12 +421,15 @@ mod tests {
     #[test]
     fn retention_strips_fields_then_messages_then_customers() {
         let cfg = RetentionConfig {
-            fields: [("text".to_string(), "10s".to_string()), ("intent".to_string(), "100s".to_string())]
-                .into(),
-            customer: "1000s".into(),
+            fields: [
+                (StorableField::Text, Duration::from_secs(10)),
+                (StorableField::Intent, Duration::from_secs(100)),
+            ]
+            .into(),
+            customer: Duration::from_secs(1000),
             ..Default::default()
         };
-        let policy = Policy::from_config(&cfg).unwrap();
+        let policy = Policy::from_config(&cfg);
         let mut d = Directory::default();
         let mut mk = ids();
         let (a, _) = d.attribute(&[[1; 32]], "app", 0, 60, &mut mk, || "s".into());

@@ -20,6 +20,8 @@ use hearth_node::keys::NodeKeys;
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 
+use crate::error::StoreError;
+
 const CUSTOMERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("customers");
 const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("workflow_runs");
 
@@ -46,7 +48,7 @@ enum Op {
     PutRun(String, Vec<u8>),
     DeleteRun(String),
     /// Answered once everything queued before it is committed.
-    Flush(tokio::sync::oneshot::Sender<Result<(), String>>),
+    Flush(tokio::sync::oneshot::Sender<Result<(), StoreError>>),
     /// Compact the file after the group (after an erasure), so freed pages are released.
     Compact,
 }
@@ -63,10 +65,6 @@ impl std::fmt::Debug for Op {
     }
 }
 
-fn db_err(e: impl std::fmt::Display) -> String {
-    format!("service store: {e}")
-}
-
 /// What the store held at start, opened.
 #[derive(Debug, Default)]
 pub struct Loaded<C, R> {
@@ -80,38 +78,49 @@ pub struct Loaded<C, R> {
 pub fn open<C: DeserializeOwned, R: DeserializeOwned>(
     dir: &Path,
     keys: &NodeKeys,
-) -> Result<(Writer, Loaded<C, R>), String> {
+) -> Result<(Writer, Loaded<C, R>), StoreError> {
     let path = dir.join(SERVICE_FILE);
-    let db = Database::create(&path).map_err(|e| format!("opening {}: {e}", path.display()))?;
-    let tx = db.begin_write().map_err(db_err)?;
-    tx.open_table(CUSTOMERS).map_err(db_err)?;
-    tx.open_table(RUNS).map_err(db_err)?;
-    tx.commit().map_err(db_err)?;
+    let db = Database::create(&path).map_err(StoreError::db("opening service.redb"))?;
+    let tx = db.begin_write().map_err(StoreError::db("creating the tables"))?;
+    tx.open_table(CUSTOMERS).map_err(StoreError::db("creating the tables"))?;
+    tx.open_table(RUNS).map_err(StoreError::db("creating the tables"))?;
+    tx.commit().map_err(StoreError::db("creating the tables"))?;
     let mut loaded = Loaded { customers: Vec::new(), runs: Vec::new() };
     {
-        let tx = db.begin_read().map_err(db_err)?;
-        for row in tx.open_table(CUSTOMERS).map_err(db_err)?.iter().map_err(db_err)? {
-            let (k, v) = row.map_err(db_err)?;
+        let reading = "reading the records";
+        let tx = db.begin_read().map_err(StoreError::db(reading))?;
+        let table = tx.open_table(CUSTOMERS).map_err(StoreError::db(reading))?;
+        for row in table.iter().map_err(StoreError::db(reading))? {
+            let (k, v) = row.map_err(StoreError::db(reading))?;
+            let bad = |message: String| StoreError::Record {
+                what: "customer row",
+                id: hex::encode(k.value()),
+                message,
+            };
             let plain = keys
                 .open_sealed_object(&customer_object(k.value()), v.value())
-                .map_err(|e| format!("service store: customer row {}: {e}", hex::encode(k.value())))?;
-            let c =
-                serde_json::from_slice(&plain).map_err(|e| format!("service store: customer row: {e}"))?;
+                .map_err(|e| bad(e.to_string()))?;
+            let c = serde_json::from_slice(&plain).map_err(|e| bad(e.to_string()))?;
             loaded.customers.push((k.value().to_vec(), c));
         }
-        for row in tx.open_table(RUNS).map_err(db_err)?.iter().map_err(db_err)? {
-            let (k, v) = row.map_err(db_err)?;
-            let plain = keys
-                .open_sealed_object(&run_object(k.value()), v.value())
-                .map_err(|e| format!("service store: workflow run {}: {e}", k.value()))?;
-            loaded.runs.push(serde_json::from_slice(&plain).map_err(|e| format!("workflow run: {e}"))?);
+        let table = tx.open_table(RUNS).map_err(StoreError::db(reading))?;
+        for row in table.iter().map_err(StoreError::db(reading))? {
+            let (k, v) = row.map_err(StoreError::db(reading))?;
+            let bad = |message: String| StoreError::Record {
+                what: "workflow run",
+                id: k.value().to_string(),
+                message,
+            };
+            let plain =
+                keys.open_sealed_object(&run_object(k.value()), v.value()).map_err(|e| bad(e.to_string()))?;
+            loaded.runs.push(serde_json::from_slice(&plain).map_err(|e| bad(e.to_string()))?);
         }
     }
     let (tx, rx) = mpsc::sync_channel(QUEUE);
     std::thread::Builder::new()
         .name("service-store-writer".into())
         .spawn(move || write_loop(db, rx))
-        .map_err(|e| format!("starting the service store writer: {e}"))?;
+        .map_err(StoreError::db("starting the writer thread"))?;
     Ok((Writer { tx }, loaded))
 }
 
@@ -147,63 +156,65 @@ fn write_loop(mut db: Database, rx: mpsc::Receiver<Op>) {
     }
 }
 
-fn apply(db: &Database, group: &mut [Op]) -> Result<(), String> {
-    let tx = db.begin_write().map_err(db_err)?;
+fn apply(db: &Database, group: &mut [Op]) -> Result<(), StoreError> {
+    let writing = "writing a group of changes";
+    let tx = db.begin_write().map_err(StoreError::db(writing))?;
     {
-        let mut customers = tx.open_table(CUSTOMERS).map_err(db_err)?;
-        let mut runs = tx.open_table(RUNS).map_err(db_err)?;
+        let mut customers = tx.open_table(CUSTOMERS).map_err(StoreError::db(writing))?;
+        let mut runs = tx.open_table(RUNS).map_err(StoreError::db(writing))?;
         for op in group.iter() {
-            match op {
-                Op::PutCustomer(k, v) => drop(customers.insert(k.as_slice(), v.as_slice()).map_err(db_err)?),
-                Op::DeleteCustomer(k) => drop(customers.remove(k.as_slice()).map_err(db_err)?),
-                Op::PutRun(k, v) => drop(runs.insert(k.as_str(), v.as_slice()).map_err(db_err)?),
-                Op::DeleteRun(k) => drop(runs.remove(k.as_str()).map_err(db_err)?),
-                Op::Flush(_) | Op::Compact => {}
-            }
+            let done = match op {
+                Op::PutCustomer(k, v) => customers.insert(k.as_slice(), v.as_slice()).map(drop),
+                Op::DeleteCustomer(k) => customers.remove(k.as_slice()).map(drop),
+                Op::PutRun(k, v) => runs.insert(k.as_str(), v.as_slice()).map(drop),
+                Op::DeleteRun(k) => runs.remove(k.as_str()).map(drop),
+                Op::Flush(_) | Op::Compact => Ok(()),
+            };
+            done.map_err(StoreError::db(writing))?;
         }
     }
-    tx.commit().map_err(db_err)
+    tx.commit().map_err(StoreError::db("committing a group of changes"))
 }
 
 impl Writer {
-    fn send(&self, op: Op) -> Result<(), String> {
-        self.tx.send(op).map_err(|_| "service store: the writer thread stopped".to_string())
+    fn send(&self, op: Op) -> Result<(), StoreError> {
+        self.tx.send(op).map_err(|_| StoreError::WriterStopped)
     }
 
     /// Queues a customer's sealed record.
-    pub fn put_customer(&self, row: &[u8], sealed: Vec<u8>) -> Result<(), String> {
+    pub fn put_customer(&self, row: &[u8], sealed: Vec<u8>) -> Result<(), StoreError> {
         self.send(Op::PutCustomer(row.to_vec(), sealed))
     }
 
     /// Queues a customer's removal.
-    pub fn delete_customer(&self, row: &[u8]) -> Result<(), String> {
+    pub fn delete_customer(&self, row: &[u8]) -> Result<(), StoreError> {
         self.send(Op::DeleteCustomer(row.to_vec()))
     }
 
     /// Queues a workflow run's sealed state.
-    pub fn put_run(&self, id: &str, sealed: Vec<u8>) -> Result<(), String> {
+    pub fn put_run(&self, id: &str, sealed: Vec<u8>) -> Result<(), StoreError> {
         self.send(Op::PutRun(id.to_string(), sealed))
     }
 
     /// Queues a workflow run's removal.
-    pub fn delete_run(&self, id: &str) -> Result<(), String> {
+    pub fn delete_run(&self, id: &str) -> Result<(), StoreError> {
         self.send(Op::DeleteRun(id.to_string()))
     }
 
     /// Asks for a compaction after the current group.
-    pub fn compact(&self) -> Result<(), String> {
+    pub fn compact(&self) -> Result<(), StoreError> {
         self.send(Op::Compact)
     }
 
     /// Waits until everything queued so far is committed.
-    pub async fn flush(&self) -> Result<(), String> {
+    pub async fn flush(&self) -> Result<(), StoreError> {
         let (ack, done) = tokio::sync::oneshot::channel();
         let tx = self.tx.clone();
         // `send` blocks while the queue is full: not on a runtime worker.
         tokio::task::spawn_blocking(move || tx.send(Op::Flush(ack)))
             .await
-            .map_err(|e| format!("service store: {e}"))?
-            .map_err(|_| "service store: the writer thread stopped".to_string())?;
-        done.await.map_err(|_| "service store: the writer thread stopped".to_string())?
+            .map_err(|_| StoreError::WriterStopped)?
+            .map_err(|_| StoreError::WriterStopped)?;
+        done.await.map_err(|_| StoreError::WriterStopped)?
     }
 }

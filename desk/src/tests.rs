@@ -1,11 +1,14 @@
 //! The service end to end in process: linking, sessions, erasure, retention, merges, hostile input.
 
+use std::time::Duration;
+
 use hearth_node::config::KeystoreConfig;
 use hearth_node::keys::{Create, PARTICIPANT_KEYS};
 
 use super::*;
 use hearth_inference::parse_body;
 use hearth_inference::Slots;
+use policy::StorableField;
 
 fn open(dir: &Path) -> Desk {
     open_with(dir, hearth_crypto::SuiteId::International, &DeskConfig::default())
@@ -122,9 +125,12 @@ async fn hostile_messages_are_refused_with_stable_reasons() {
 async fn retention_strips_fields_and_erases_inactive_customers_under_the_national_suite() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = DeskConfig::default();
-    config.retention.fields =
-        [("text".to_string(), "5s".to_string()), ("channel".to_string(), "1d".to_string())].into();
-    config.retention.customer = "1h".into();
+    config.retention.fields = [
+        (StorableField::Text, Duration::from_secs(5)),
+        (StorableField::Channel, Duration::from_secs(86_400)),
+    ]
+    .into();
+    config.retention.customer = Duration::from_secs(3600);
     let s = open_with(dir.path(), hearth_crypto::SuiteId::National, &config);
     let rt = tokio::runtime::Handle::current();
     let a = s

@@ -11,6 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 
+use crate::error::UrlError;
+
 /// Largest answer body read from a webhook (it is not kept, only drained).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
@@ -25,12 +27,15 @@ pub struct Target {
 
 impl Target {
     /// Parses `http://host[:port]/path`.
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let uri: http::Uri = url.parse().map_err(|e| format!("url {url:?}: {e}"))?;
+    pub fn parse(url: &str) -> Result<Self, UrlError> {
+        let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| UrlError::Malformed {
+            url: url.into(),
+            message: e.to_string(),
+        })?;
         if uri.scheme_str() != Some("http") {
-            return Err(format!("url {url:?}: only http:// webhooks are supported (see README, Workflows)"));
+            return Err(UrlError::Scheme(url.into()));
         }
-        let auth = uri.authority().ok_or_else(|| format!("url {url:?}: no host"))?;
+        let auth = uri.authority().ok_or_else(|| UrlError::NoHost(url.into()))?;
         let port = auth.port_u16().unwrap_or(80);
         let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
         Ok(Self { authority: format!("{}:{port}", auth.host()), path })
@@ -104,7 +109,7 @@ mod tests {
         let t = Target::parse("http://127.0.0.1:9900/orders/check?x=1").unwrap();
         assert_eq!(t, Target { authority: "127.0.0.1:9900".into(), path: "/orders/check?x=1".into() });
         assert_eq!(Target::parse("http://crm.local/notes").unwrap().authority, "crm.local:80");
-        assert!(Target::parse("https://x/").unwrap_err().contains("only http://"));
+        assert!(matches!(Target::parse("https://x/"), Err(UrlError::Scheme(_))));
         assert!(Target::parse("not a url").is_err());
     }
 }

@@ -21,6 +21,7 @@ use super::rules::StepDef;
 use super::store::{run_object, Writer};
 use super::unix_now;
 use super::webhook::{self, Target};
+use crate::error::StoreError;
 
 /// Longest wait between retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -81,9 +82,10 @@ impl Engine {
         self.runs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn persist(&self, run: &Run) -> Result<(), String> {
-        let json = zeroize::Zeroizing::new(serde_json::to_vec(run).map_err(|e| e.to_string())?);
-        let sealed = self.keys.seal(&run_object(&run.id), &json).map_err(|e| e.to_string())?;
+    fn persist(&self, run: &Run) -> Result<(), StoreError> {
+        let json =
+            zeroize::Zeroizing::new(serde_json::to_vec(run).map_err(StoreError::seal("workflow run"))?);
+        let sealed = self.keys.seal(&run_object(&run.id), &json).map_err(StoreError::seal("workflow run"))?;
         self.writer.put_run(&run.id, sealed)
     }
 
@@ -104,7 +106,7 @@ impl Engine {
         customer: &str,
         context: serde_json::Value,
         rt: &tokio::runtime::Handle,
-    ) -> Result<String, String> {
+    ) -> Result<String, StoreError> {
         let run = Run {
             id: format!("w-{}", hex::encode(rand::random::<[u8; 16]>())),
             workflow: workflow.to_string(),
@@ -144,7 +146,7 @@ impl Engine {
 
     /// Removes the runs `doomed` picks, queueing their deletion under the lock: a driver saving a run
     /// takes the same lock, so its write cannot land after the deletion. Returns how many.
-    fn remove_where(&self, doomed: impl Fn(&Run) -> bool) -> Result<usize, String> {
+    fn remove_where(&self, doomed: impl Fn(&Run) -> bool) -> Result<usize, StoreError> {
         let mut runs = self.runs();
         let ids: Vec<String> = runs.values().filter(|r| doomed(r)).map(|r| r.id.clone()).collect();
         for id in &ids {
@@ -155,18 +157,18 @@ impl Engine {
     }
 
     /// Removes every run about `customer` (they stop before their next step); returns how many.
-    pub fn erase_customer(&self, customer: &str) -> Result<usize, String> {
+    pub fn erase_customer(&self, customer: &str) -> Result<usize, StoreError> {
         self.remove_where(|r| r.customer == customer)
     }
 
     /// Removes finished runs older than `keep`; returns how many.
-    pub fn sweep(&self, keep: Duration, now: u64) -> Result<usize, String> {
+    pub fn sweep(&self, keep: Duration, now: u64) -> Result<usize, StoreError> {
         self.remove_where(|r| r.finished.is_some_and(|f| now.saturating_sub(f) >= keep.as_secs()))
     }
 
     /// Points the runs of customers merged away (`from`) at the customer they were merged into, so an
     /// erasure of that customer still finds them. Blocking (sealing).
-    pub fn reassign(&self, from: &[String], to: &str) -> Result<(), String> {
+    pub fn reassign(&self, from: &[String], to: &str) -> Result<(), StoreError> {
         let mut runs = self.runs();
         for r in runs.values_mut().filter(|r| from.contains(&r.customer)) {
             r.customer = to.to_string();
@@ -178,7 +180,7 @@ impl Engine {
     /// Saves `run` durably if it still exists (an erasure may have removed it meanwhile); `false` when
     /// it no longer does. The record is sealed and queued under the lock (see [`Engine::remove_where`]);
     /// sealing is a few microseconds of CPU.
-    async fn save(&self, run: &Run) -> Result<bool, String> {
+    async fn save(&self, run: &Run) -> Result<bool, StoreError> {
         {
             let mut runs = self.runs();
             let Some(current) = runs.get(&run.id) else { return Ok(false) };
@@ -197,7 +199,7 @@ impl Engine {
         }
     }
 
-    async fn drive_inner(&self, id: &str) -> Result<(), String> {
+    async fn drive_inner(&self, id: &str) -> Result<(), StoreError> {
         loop {
             let Some(mut run) = self.get(id) else { return Ok(()) };
             if run.status != RunStatus::Running {

@@ -33,6 +33,32 @@ pub const PIN_ENV: &str = "HEARTH_PKCS11_PIN";
 /// File name of the sealed keystore inside a node's directory, unless `path` says otherwise.
 pub const KEYSTORE_FILE: &str = "keystore.sealed";
 
+/// A configuration value that parsed but is not acceptable, named by its dotted key
+/// (`service.local.listen`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct ConfigProblem {
+    /// The dotted key, from the top of the file.
+    pub key: String,
+    /// What is wrong with its value.
+    pub problem: String,
+}
+
+impl ConfigProblem {
+    /// A problem with `key`.
+    pub fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self { key: key.into(), problem: problem.into() }
+    }
+}
+
+/// A configuration whose values are parsed by their types when the file is loaded (durations,
+/// addresses), and checked here for what the types cannot state (ranges, combinations). The loader
+/// calls [`CheckConfig::check`] once, before any service starts, and names the file with the key.
+pub trait CheckConfig {
+    /// The first value that is not acceptable.
+    fn check(&self) -> Result<(), ConfigProblem>;
+}
+
 /// Where the node's keys live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -90,6 +116,28 @@ impl Default for KeystoreConfig {
 }
 
 impl KeystoreConfig {
+    /// What the types cannot state: the Argon2id floor, and that a token is named when one is used.
+    pub fn check(&self) -> Result<(), ConfigProblem> {
+        if let Err(e) = Argon2Params::new(self.argon2_memory_kib, self.argon2_iterations, 1) {
+            return Err(ConfigProblem::new("keystore.argon2_memory_kib", e.to_string()));
+        }
+        if self.backend == Backend::Pkcs11 {
+            if self.module.is_none() {
+                return Err(ConfigProblem::new(
+                    "keystore.module",
+                    "backend = \"pkcs11\" needs the module's path",
+                ));
+            }
+            if self.token_label.as_deref().is_none_or(str::is_empty) {
+                return Err(ConfigProblem::new(
+                    "keystore.token_label",
+                    "backend = \"pkcs11\" needs the token's label",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The sealed keystore file for a node whose directory is `node_dir`.
     pub fn sealed_path(&self, node_dir: &Path) -> PathBuf {
         self.path.clone().unwrap_or_else(|| node_dir.join(KEYSTORE_FILE))

@@ -1,11 +1,12 @@
 //! A participant's configuration: a TOML file, every field optional, overridable from the environment by
 //! the CLI (`HEARTH_PARTICIPANT__COORDINATOR=...`).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use hearth_crypto::SuiteId;
-use hearth_node::config::{AuditConfig, KeystoreConfig};
-use hearth_transport::TlsPaths;
+use hearth_node::config::{AuditConfig, CheckConfig, ConfigProblem, KeystoreConfig};
+use hearth_transport::{HostPort, TlsPaths};
 use serde::{Deserialize, Serialize};
 
 /// Configuration of `hearth participant`.
@@ -13,11 +14,11 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct ParticipantConfig {
     /// The coordinator's gRPC address, `host:port`.
-    pub coordinator: String,
+    pub coordinator: HostPort,
     /// The name the coordinator's certificate must carry (a DNS name or an IP address).
     pub coordinator_name: String,
     /// Address of the inference endpoint (HTTP JSON and gRPC on one mTLS port). Port 0 picks a free port.
-    pub listen: String,
+    pub listen: SocketAddr,
     /// Directory of this participant's embedded store (its data shard and served model, both encrypted),
     /// its sealed keystore and its audit log (`audit/`).
     pub data_dir: PathBuf,
@@ -46,9 +47,9 @@ pub struct ParticipantConfig {
 impl Default for ParticipantConfig {
     fn default() -> Self {
         Self {
-            coordinator: "127.0.0.1:7700".into(),
+            coordinator: HostPort::loopback(7700),
             coordinator_name: "localhost".into(),
-            listen: "127.0.0.1:7800".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7800)),
             data_dir: PathBuf::from("hearth-data/participant"),
             tls: TlsPaths::in_dir(std::path::Path::new("hearth-pki"), "participant"),
             suite: SuiteId::International,
@@ -58,5 +59,15 @@ impl Default for ParticipantConfig {
             audit: AuditConfig::default(),
             service: hearth_desk::DeskConfig::default(),
         }
+    }
+}
+
+impl CheckConfig for ParticipantConfig {
+    fn check(&self) -> Result<(), ConfigProblem> {
+        if !(0.0..=0.5).contains(&self.holdout_fraction) {
+            return Err(ConfigProblem::new("holdout_fraction", "must be between 0 and 0.5"));
+        }
+        self.keystore.check()?;
+        self.service.check().map_err(|(key, problem)| ConfigProblem::new(format!("service.{key}"), problem))
     }
 }

@@ -215,7 +215,7 @@ pub async fn start(
         local,
         Arc::clone(&slots),
         federation::CoordinatorLink {
-            addr: config.coordinator.clone(),
+            addr: config.coordinator.to_string(),
             name: config.coordinator_name.clone(),
             tls: client_config_for(config.tls.provider, &tls)
                 .context("building the TLS client configuration")?,

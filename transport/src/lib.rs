@@ -127,6 +127,68 @@ impl TlsPaths {
     }
 }
 
+/// Why a text is not a [`HostPort`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not host:port ({why}), e.g. \"coordinator.example:7700\"")]
+pub struct HostPortError {
+    /// The text given.
+    pub text: String,
+    /// What is wrong with it.
+    pub why: &'static str,
+}
+
+/// A peer's address as configuration files give it: `host:port`, where the host is a DNS name, an IPv4
+/// address or a bracketed IPv6 address. Checked when the file is loaded; [`connect`] takes its text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostPort(String);
+
+impl HostPort {
+    /// `text` if it is `host:port` with a non-empty host and a port number.
+    pub fn new(text: &str) -> Result<Self, HostPortError> {
+        let bad = |why| HostPortError { text: text.chars().take(200).collect(), why };
+        let (host, port) = text.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+        port.parse::<u16>().map_err(|_| bad("the port is not a number from 0 to 65535"))?;
+        let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            v6.parse::<std::net::Ipv6Addr>().is_ok()
+        } else {
+            !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        };
+        if !host_ok {
+            return Err(bad("the host is not a name or an address"));
+        }
+        Ok(Self(text.to_string()))
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn loopback(port: u16) -> Self {
+        Self(format!("127.0.0.1:{port}"))
+    }
+
+    /// The address as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for HostPort {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for HostPort {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        HostPort::new(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A node's TLS material in memory.
 #[derive(Clone)]
 pub struct TlsMaterial {
@@ -435,5 +497,28 @@ fn refuse(opts: &ServeOptions, peer: SocketAddr, reason: &str) {
     tracing::warn!(%peer, reason, "connection refused");
     if let Some(hook) = &opts.on_refused {
         hook(peer, reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_takes_names_and_addresses_and_names_what_is_wrong() {
+        for ok in ["coordinator.example:7700", "127.0.0.1:7700", "[::1]:7700", "localhost:0"] {
+            assert_eq!(HostPort::new(ok).unwrap().as_str(), ok);
+        }
+        for (bad, says) in [
+            ("coordinator.example", "no port"),
+            ("host:http", "port"),
+            ("host:70000", "port"),
+            (":7700", "host"),
+            ("[not-v6]:1", "host"),
+            ("a b:1", "host"),
+        ] {
+            let e = HostPort::new(bad).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains(bad), "{bad}: {e}");
+        }
     }
 }

@@ -102,7 +102,7 @@ pub(crate) async fn start(
     let _ = std::fs::remove_file(&ready);
     let coord_cfg = dir.join("coordinator.toml");
     let c = hearth_coordinator::CoordinatorConfig {
-        listen: "127.0.0.1:0".into(),
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         state_dir: coord_state,
         tls: hearth_transport::TlsPaths::in_dir(pki_dir, "coordinator"),
         // Plain averaging only when asked for (or when there are too few participants for secure
@@ -130,9 +130,9 @@ pub(crate) async fn start(
         let ready = dir.join(format!("{name}.addr"));
         let _ = std::fs::remove_file(&ready);
         let p = hearth_participant::ParticipantConfig {
-            coordinator: coord_addr.clone(),
+            coordinator: hearth_transport::HostPort::new(&coord_addr).map_err(anyhow::Error::msg)?,
             coordinator_name: "localhost".into(),
-            listen: "127.0.0.1:0".into(),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: dir.join("participants").join(name),
             tls: hearth_transport::TlsPaths::in_dir(pki_dir, name),
             keystore: nodes.keystore.clone(),
