@@ -24,5 +24,9 @@ fi
 
 # The tests read the datasets committed in data/ ($HEARTH_DATA_DIR names another directory).
 
+# The API fuzzing test (tests/the_fuzzed_api_answers_every_request_as_documented.rs) runs Schemathesis
+# and the OpenAPI validator, pinned, from PyPI; installed once, outside the checkout.
+scripts/install-api-tools.sh >/dev/null
+
 cargo build --release --workspace --all-targets
 cargo test --release --workspace --all-targets -- --test-threads="${HEARTH_TEST_THREADS:-2}"

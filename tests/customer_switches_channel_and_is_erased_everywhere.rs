@@ -99,7 +99,7 @@ async fn customer_switches_channel_and_is_erased_everywhere() {
 
     // 3. Hostile input: each refused with a stable reason, nothing echoed.
     let reason = |v: &Value| v["error"]["reason"].as_str().unwrap_or_default().to_string();
-    let (s, big) = https(&addr, &app, "POST", "/v1/messages", vec![b' '; 70 * 1024]).await;
+    let (s, big) = https(&addr, &app, "POST", "/v1/messages", vec![b' '; 300 * 1024]).await;
     assert_eq!(s, 413, "{}", String::from_utf8_lossy(&big));
     let (s, v) = https(&addr, &app, "POST", "/v1/messages", b"{\"text\": \"\xff\xfe\"}".to_vec()).await;
     assert_eq!((s, reason(&serde_json::from_slice(&v).unwrap())), (400, "invalid_utf8".into()));

@@ -376,7 +376,7 @@ async fn emotion_and_recommend_train_securely_and_serve() {
         ("/v1/emotion", b"{not json".to_vec(), 400, "invalid_json"),
         ("/v1/emotion", br#"{"text": 3}"#.to_vec(), 400, "invalid_request"),
         ("/v1/recommend", br#"{"customer_id": "no-such-customer"}"#.to_vec(), 404, "unknown_customer"),
-        ("/v1/recommend", br#"{"items": ["85123A", "NOT-AN-ITEM"]}"#.to_vec(), 400, "unknown_item"),
+        ("/v1/recommend", br#"{"items": ["85123A", "NOT-AN-ITEM"]}"#.to_vec(), 404, "unknown_item"),
         ("/v1/recommend", br#"{"top_k": 0}"#.to_vec(), 400, "top_k_out_of_range"),
         ("/v1/recommend", br#"{"top_k": 101}"#.to_vec(), 400, "top_k_out_of_range"),
         ("/v1/recommend", br#"{"text": ""}"#.to_vec(), 400, "empty_text"),
@@ -393,7 +393,7 @@ async fn emotion_and_recommend_train_securely_and_serve() {
         assert!(!v["error"]["message"].as_str().unwrap().is_empty(), "{v}");
     }
     for path in ["/v1/emotion", "/v1/recommend"] {
-        let huge = serde_json::to_vec(&serde_json::json!({ "text": "a".repeat(100_000) })).unwrap();
+        let huge = serde_json::to_vec(&serde_json::json!({ "text": "a".repeat(300_000) })).unwrap();
         let (status, v) = https_json(&addr, &app, "POST", path, huge).await;
         assert_eq!((status, v["error"]["reason"].as_str()), (413, Some("too_large")), "{path}: {v}");
         let (status, v) =
@@ -424,7 +424,7 @@ async fn emotion_and_recommend_train_securely_and_serve() {
         .recommend(v1::RecommendRequest { items: vec!["NOT-AN-ITEM".into()], ..Default::default() })
         .await
         .unwrap_err();
-    assert_eq!((e.code(), reason(&e).as_deref()), (tonic::Code::InvalidArgument, Some("unknown_item")));
+    assert_eq!((e.code(), reason(&e).as_deref()), (tonic::Code::NotFound, Some("unknown_item")));
     let e = inf.recommend(v1::RecommendRequest { top_k: 1000, ..Default::default() }).await.unwrap_err();
     assert_eq!(reason(&e).as_deref(), Some("top_k_out_of_range"));
 

@@ -173,7 +173,7 @@ async fn federated_training_learns_and_serves() {
         assert_eq!(v["error"]["code"], code, "{v}");
         assert!(!v["error"]["message"].as_str().unwrap().is_empty());
     }
-    let huge = serde_json::to_vec(&serde_json::json!({ "text": "a".repeat(100_000) })).unwrap();
+    let huge = serde_json::to_vec(&serde_json::json!({ "text": "a".repeat(300_000) })).unwrap();
     let (status, _) = https(&addr, &app, "POST", "/v1/intent", huge).await;
     assert_eq!(status, 413, "oversized body refused");
     // A participant certificate is not an app: refused.

@@ -29,7 +29,6 @@ use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use hearth_audit::{Action, Event, Outcome};
@@ -37,9 +36,13 @@ use hearth_crypto::digest::SecretDigest;
 use hearth_crypto::pki::Role;
 use hearth_node::audit::AuditLog;
 use hearth_transport::PeerIdentity;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{Desk, MessageAnswer, MessageBody};
-use hearth_inference::{parse_body, ApiError, MAX_BODY_BYTES};
+use super::{Desk, Erased, History, MessageAnswer, MessageBody};
+use hearth_inference::{parse_body, ApiError, ErrorBody, ErrorCode, MAX_BODY_BYTES};
 
 /// The local listener's API key, kept only as its digest.
 #[derive(Clone, Debug)]
@@ -88,6 +91,11 @@ fn allow(caller: &Caller, roles: &[Role], what: &str, audit: &Option<AuditLog>) 
     Err(ApiError::Forbidden(message))
 }
 
+/// Attribute, understand and route one customer message (callers: app and operator certificates, the
+/// local API key).
+#[utoipa::path(post, path = "/v1/messages", operation_id = "post_message", tag = "desk", request_body = MessageBody,
+    responses((status = 200, body = MessageAnswer,
+        description = "the customer, the session, the models' answers, the route and the rules that decided it")))]
 async fn post_message(
     State(s): State<Arc<Desk>>,
     Extension(caller): Extension<Caller>,
@@ -109,24 +117,54 @@ async fn post_message(
         .map(Json)
 }
 
+/// A customer's linked history across channels (callers: operator and DPO certificates).
+#[utoipa::path(get, path = "/v1/customers/{id}/history", operation_id = "customer_history", tag = "desk", params(("id" = String, Path, pattern = "^c-[0-9a-f]{32}$",
+        description = "the pseudonymous customer id (`c-` and 32 lower-case hex digits)")),
+    responses(
+        (status = 200, body = History, description = "the customer's session and stored messages"),
+        (status = 404, body = ErrorBody, description = "`unknown_customer`: never seen, erased, merged into another, or expired"),
+    ))]
 async fn history(
     State(s): State<Arc<Desk>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<History>, ApiError> {
     allow(&caller, &ADMINS, "GET /v1/customers/{id}/history", &s.audit)?;
     s.history(&id).map(Json)
 }
 
+/// Erase a customer everywhere, derived data included; audited (callers: operator and DPO certificates).
+#[utoipa::path(delete, path = "/v1/customers/{id}", operation_id = "erase_customer", tag = "desk", params(("id" = String, Path, pattern = "^c-[0-9a-f]{32}$",
+        description = "the pseudonymous customer id (`c-` and 32 lower-case hex digits)")),
+    responses(
+        (status = 200, body = Erased, description = "what was erased, and the audit log's reference"),
+        (status = 404, body = ErrorBody, description = "`unknown_customer`"),
+    ))]
 async fn erase(
     State(s): State<Arc<Desk>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Erased>, ApiError> {
     allow(&caller, &ADMINS, "DELETE /v1/customers/{id}", &s.audit)?;
     s.erase(&id, &caller.name).await.map(Json)
 }
 
+/// Answer of `POST /v1/admin/rules/reload`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Reloaded {
+    /// Always true: the new rules serve.
+    pub reloaded: bool,
+    /// How many rules serve now.
+    pub rules: usize,
+}
+
+/// Reload the rules file now (callers: operator and DPO certificates).
+#[utoipa::path(post, path = "/v1/admin/rules/reload", operation_id = "reload_rules", tag = "desk",
+    responses(
+        (status = 200, body = Reloaded, description = "the new rules serve"),
+        (status = 422, body = ErrorBody,
+            description = "`invalid_rules`: the file has an error (its line or rule named); the previous rules keep serving"),
+    ))]
 async fn reload(State(s): State<Arc<Desk>>, Extension(caller): Extension<Caller>) -> Response {
     if let Err(e) = allow(&caller, &ADMINS, "POST /v1/admin/rules/reload", &s.audit) {
         return e.into_response();
@@ -134,19 +172,23 @@ async fn reload(State(s): State<Arc<Desk>>, Extension(caller): Extension<Caller>
     let s2 = Arc::clone(&s);
     let name = caller.name.clone();
     match tokio::task::spawn_blocking(move || s2.reload_rules(&name)).await {
-        Ok(Ok(n)) => Json(serde_json::json!({ "reloaded": true, "rules": n })).into_response(),
+        Ok(Ok(n)) => Json(Reloaded { reloaded: true, rules: n }).into_response(),
         Ok(Err(message)) => {
-            let body = serde_json::json!({ "error": {
-                "code": "bad_request",
-                "reason": "invalid_rules",
-                "message": format!("{message}; the previous rules keep serving"),
-            }});
+            let message = format!("{message}; the previous rules keep serving");
+            let body = ErrorBody::new(ErrorCode::BadRequest, "invalid_rules", message);
             (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
         }
         Err(e) => ApiError::Internal(format!("reload task: {e}")).into_response(),
     }
 }
 
+/// A workflow run's state (callers: operator and DPO certificates).
+#[utoipa::path(get, path = "/v1/admin/workflows/{id}", operation_id = "workflow_run", tag = "desk", params(("id" = String, Path, pattern = "^w-[0-9a-f]{32}$",
+        description = "the run id (`w-` and 32 lower-case hex digits), from the answer that started it")),
+    responses(
+        (status = 200, body = super::workflows::Run, description = "the run: its steps, the next one, its status"),
+        (status = 404, body = ErrorBody, description = "`unknown_run`: never started, erased with its customer, or expired"),
+    ))]
 async fn workflow_run(
     State(s): State<Arc<Desk>>,
     Extension(caller): Extension<Caller>,
@@ -159,21 +201,28 @@ async fn workflow_run(
     })
 }
 
+/// This document (any authenticated caller).
+#[utoipa::path(get, path = "/v1/openapi.json", operation_id = "openapi", tag = "desk",
+    responses((status = 200, body = super::openapi::DocumentShape, description = "the OpenAPI 3.1 document of every endpoint")))]
 async fn openapi() -> Json<serde_json::Value> {
-    Json(super::openapi::document())
+    Json(super::openapi::served().clone())
+}
+
+/// The desk's routes, each declared once with its OpenAPI operation.
+pub fn api() -> OpenApiRouter<Arc<Desk>> {
+    OpenApiRouter::new()
+        .routes(routes!(post_message))
+        .routes(routes!(history))
+        .routes(routes!(erase))
+        .routes(routes!(reload))
+        .routes(routes!(workflow_run))
+        .routes(routes!(openapi))
 }
 
 /// The routes, without authentication: [`mtls`] or [`local`] adds it.
 fn routes(service: Arc<Desk>) -> Router {
-    Router::new()
-        .route("/v1/messages", post(post_message))
-        .route("/v1/customers/{id}/history", get(history))
-        .route("/v1/customers/{id}", delete(erase))
-        .route("/v1/admin/rules/reload", post(reload))
-        .route("/v1/admin/workflows/{id}", get(workflow_run))
-        .route("/v1/openapi.json", get(openapi))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(service)
+    let (router, _) = api().split_for_parts();
+    router.layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(service)
 }
 
 async fn cert_caller(mut req: Request, next: Next) -> Response {
@@ -192,10 +241,11 @@ async fn key_caller(State(key): State<ApiKey>, mut req: Request, next: Next) -> 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     if !presented.is_some_and(|p| key.matches(p.trim())) {
-        let body = serde_json::json!({ "error": {
-            "code": "unauthorized", "reason": "bad_api_key",
-            "message": "this listener needs the API key as `Authorization: Bearer <key>`",
-        }});
+        let body = ErrorBody::new(
+            ErrorCode::Unauthorized,
+            "bad_api_key",
+            "this listener needs the API key as `Authorization: Bearer <key>`",
+        );
         return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
     }
     req.extensions_mut().insert(Caller { name: "api-key:local".into(), role: Role::App });
@@ -209,7 +259,9 @@ pub fn mtls(service: Arc<Desk>) -> Router {
 
 /// The routes for the loopback listener: the caller is the API key, acting as an app.
 pub fn local(service: Arc<Desk>, key: ApiKey) -> Router {
-    routes(service).layer(axum::middleware::from_fn_with_state(key, key_caller))
+    routes(service)
+        .fallback(hearth_inference::no_route)
+        .layer(axum::middleware::from_fn_with_state(key, key_caller))
 }
 
 /// Serves [`local`] on `addr` until `shutdown` resolves.
@@ -220,16 +272,6 @@ pub async fn serve_local(
 ) -> std::io::Result<()> {
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
-
-/// Paths and methods served, for the OpenAPI completeness test.
-pub const ROUTES: [(&str, &str); 6] = [
-    ("post", "/v1/messages"),
-    ("get", "/v1/customers/{id}/history"),
-    ("delete", "/v1/customers/{id}"),
-    ("post", "/v1/admin/rules/reload"),
-    ("get", "/v1/admin/workflows/{id}"),
-    ("get", "/v1/openapi.json"),
-];
 
 #[cfg(test)]
 mod tests {

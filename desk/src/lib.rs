@@ -68,6 +68,39 @@ struct Understood {
     unavailable: std::collections::BTreeMap<String, String>,
 }
 
+/// Answer of `GET /v1/customers/{id}/history`: what is stored about a customer, across channels.
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct History {
+    /// The pseudonymous customer id.
+    pub customer_id: String,
+    /// Unix seconds of their first message.
+    pub first_seen: u64,
+    /// Unix seconds of their last message.
+    pub last_seen: u64,
+    /// How many channel identifiers are linked to them (kept only as keyed hashes).
+    pub linked_identifiers: usize,
+    /// Their current session; `null` when it has expired.
+    pub session: Option<state::Session>,
+    /// Their stored messages, oldest first, with only the fields the retention policy keeps.
+    pub messages: Vec<Message>,
+}
+
+/// Answer of `DELETE /v1/customers/{id}`: what was erased.
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Erased {
+    /// Always true: the customer is gone, on disk too.
+    pub erased: bool,
+    /// Messages erased.
+    pub messages: usize,
+    /// Linked identifiers erased.
+    pub linked_identifiers: usize,
+    /// Workflow runs about them erased.
+    pub workflow_runs: usize,
+    /// The erasure's entry in the audit log: a keyed reference, never the customer id.
+    #[schema(pattern = "^customer-ref:[0-9a-f]{16}$")]
+    pub audit_reference: String,
+}
+
 /// The customer-service core of one participant.
 #[derive(Debug)]
 pub struct Desk {
@@ -217,8 +250,12 @@ impl Desk {
             ));
         }
         let text = checked_text(&body.text)?;
-        let tier = body.tier.as_deref().map(|t| checked_label("tier", t, 32)).transpose()?;
-        let order_id = body.order_id.as_deref().map(|o| checked_label("order_id", o, 64)).transpose()?;
+        let tier = body.tier.as_deref().map(|t| checked_label("tier", t, messages::MAX_TIER)).transpose()?;
+        let order_id = body
+            .order_id
+            .as_deref()
+            .map(|o| checked_label("order_id", o, messages::MAX_ORDER_ID))
+            .transpose()?;
         let links = self.links(&body.identifiers)?;
 
         let Understood { intent, emotion, recommendations, unavailable } = self.understand(text)?;
@@ -319,24 +356,24 @@ impl Desk {
     }
 
     /// A customer's linked history across channels: sessions and the stored fields of each message.
-    pub fn history(&self, id: &str) -> Result<serde_json::Value, ApiError> {
+    pub fn history(&self, id: &str) -> Result<History, ApiError> {
         let id = identity::checked_customer_id(id)?;
         let dir = self.directory();
         let c = dir.get(id).ok_or_else(unknown_customer)?;
-        Ok(serde_json::json!({
-            "customer_id": c.id,
-            "first_seen": c.created,
-            "last_seen": c.last_seen,
-            "linked_identifiers": c.links.len(),
-            "session": c.session,
-            "messages": c.messages,
-        }))
+        Ok(History {
+            customer_id: c.id.clone(),
+            first_seen: c.created,
+            last_seen: c.last_seen,
+            linked_identifiers: c.links.len(),
+            session: c.session.clone(),
+            messages: c.messages.iter().cloned().collect(),
+        })
     }
 
     /// Erases a customer everywhere: their record (links, sessions, messages) and every workflow run
     /// about them; waits until that is on disk, compacts the file, and records the erasure in the audit
     /// log under a keyed reference (never the id itself, so the log does not keep what was erased).
-    pub async fn erase(&self, id: &str, actor: &str) -> Result<serde_json::Value, ApiError> {
+    pub async fn erase(&self, id: &str, actor: &str) -> Result<Erased, ApiError> {
         let id = identity::checked_customer_id(id)?;
         let c = self.directory().erase(id).ok_or_else(unknown_customer)?;
         let runs = self.engine.erase_customer(id)?;
@@ -356,13 +393,13 @@ impl Desk {
                 ),
             );
         }
-        Ok(serde_json::json!({
-            "erased": true,
-            "messages": c.messages.len(),
-            "linked_identifiers": c.links.len(),
-            "workflow_runs": runs,
-            "audit_reference": reference,
-        }))
+        Ok(Erased {
+            erased: true,
+            messages: c.messages.len(),
+            linked_identifiers: c.links.len(),
+            workflow_runs: runs,
+            audit_reference: reference,
+        })
     }
 
     /// One pass of the retention job: strips expired fields, erases inactive customers, removes old

@@ -1,154 +1,142 @@
 //! The OpenAPI 3.1 document of every HTTP endpoint a participant serves (`GET /v1/openapi.json`),
-//! written by hand beside the handlers; a test checks it names every route.
+//! generated from the routes and types: the desk's routes ([`crate::api::api`]) and the inference
+//! endpoints' ([`hearth_inference::api`]), each declared once with its operation; the request and answer
+//! schemas derived from the Rust types, with every limit the handlers enforce. This module adds what
+//! is common to every operation: the errors any caller may get and how callers authenticate.
 
-use serde_json::{json, Value};
+use std::sync::LazyLock;
 
-fn error_responses(extra: &[(&str, &str)]) -> Value {
-    let mut r = serde_json::Map::new();
-    for (code, what) in [
-        ("400", "bad request: invalid_json, invalid_utf8, unknown_field, invalid_request, and the endpoint's own reasons"),
-        ("403", "the caller's role may not call this endpoint (recorded in the audit log)"),
-        ("413", "body over 65536 bytes"),
-    ]
-    .iter()
-    .chain(extra)
-    {
-        r.insert(code.to_string(), json!({
-            "description": what,
-            "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
-        }));
+use hearth_inference::ErrorBody;
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::info::InfoBuilder;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::ComponentsBuilder;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::tag::TagBuilder;
+use utoipa::openapi::{OpenApi, Ref, RefOr, Response};
+use utoipa::ToSchema;
+
+/// The shape of the document itself, for the `GET /v1/openapi.json` answer.
+#[derive(Debug, serde::Serialize, serde::Deserialize, ToSchema)]
+pub struct DocumentShape {
+    /// The OpenAPI version, 3.1.
+    #[schema(pattern = r"^3\.1\.[0-9]+$")]
+    pub openapi: String,
+    /// Title, version and description.
+    #[schema(value_type = Object)]
+    pub info: serde_json::Value,
+    /// Every path and its operations.
+    #[schema(value_type = Object)]
+    pub paths: serde_json::Value,
+    /// Schemas and security schemes.
+    #[schema(value_type = Object)]
+    pub components: serde_json::Value,
+}
+
+fn error(description: &str) -> RefOr<Response> {
+    let content = ContentBuilder::new().schema(Some(Ref::from_schema_name(ErrorBody::name()))).build();
+    RefOr::T(ResponseBuilder::new().description(description).content("application/json", content).build())
+}
+
+/// The errors every operation may answer, added where the operation can meet them.
+fn add_common_errors(doc: &mut OpenApi) {
+    for item in doc.paths.paths.values_mut() {
+        let ops = [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch];
+        for op in ops.into_iter().flatten() {
+            let r = &mut op.responses.responses;
+            let mut add = |code: &str, what: &str| {
+                r.entry(code.to_string()).or_insert_with(|| error(what));
+            };
+            if op.request_body.is_some() || op.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+                add(
+                    "400",
+                    "the request cannot be answered as sent; `reason` says why: invalid_json, invalid_utf8, \
+                     unknown_field, invalid_request, or the endpoint's own (empty_text, invalid_identifier...)",
+                );
+            }
+            if op.request_body.is_some() {
+                let limit = hearth_inference::MAX_BODY_BYTES;
+                add("413", &format!("`too_large`: the body is over {limit} bytes"));
+            }
+            add("401", "`bad_api_key`: on the loopback listener, the API key is missing or wrong");
+            add(
+                "403",
+                "`forbidden`: the caller's role may not call this endpoint (recorded in the audit log)",
+            );
+        }
     }
-    Value::Object(r)
-}
-
-fn ok(schema: Value, description: &str) -> Value {
-    json!({ "description": description, "content": { "application/json": { "schema": schema } } })
-}
-
-fn with_ok(mut errors: Value, ok_response: Value) -> Value {
-    if let Some(m) = errors.as_object_mut() {
-        m.insert("200".into(), ok_response);
-    }
-    errors
-}
-
-fn text_body(props: Value, required: &[&str]) -> Value {
-    json!({ "required": true, "content": { "application/json": { "schema": {
-        "type": "object", "additionalProperties": false, "properties": props, "required": required
-    }}}})
-}
-
-fn customer_id_param() -> Value {
-    json!({ "name": "id", "in": "path", "required": true,
-            "schema": { "type": "string", "pattern": "^c-[0-9a-f]{32}$" } })
 }
 
 /// The document.
-pub fn document() -> Value {
-    let any = json!({ "type": "object" });
-    json!({
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Hearth participant",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "The endpoints a Hearth participant serves to its institution's apps. \
-                On the mTLS port the caller is its client certificate (role app, operator, dpo); on the \
-                optional loopback listener, the API key as a bearer token, acting as an app. Errors are \
-                {\"error\": {\"code\", \"reason\", \"message\"}} with a stable reason."
-        },
-        "security": [ { "mutualTLS": [] }, { "apiKey": [] } ],
-        "paths": {
-            "/v1/messages": { "post": {
-                "summary": "Attribute, understand and route one customer message (roles: app, operator; API key)",
-                "requestBody": text_body(json!({
-                    "channel": { "type": "string", "enum": ["app", "web", "wechat", "sms", "email", "phone"] },
-                    "identifiers": { "type": "object", "additionalProperties": false, "minProperties": 1,
-                        "properties": {
-                            "phone": { "type": "string" }, "email": { "type": "string" },
-                            "openid": { "type": "string", "maxLength": 128 }, "device": { "type": "string", "maxLength": 128 }
-                        } },
-                    "text": { "type": "string", "maxLength": 10000 },
-                    "tier": { "type": "string", "maxLength": 32 },
-                    "order_id": { "type": "string", "maxLength": 64 }
-                }), &["channel", "identifiers", "text"]),
-                "responses": with_ok(error_responses(&[]), ok(json!({ "$ref": "#/components/schemas/MessageAnswer" }), "the customer, session, models' answers, route and rules"))
-            }},
-            "/v1/customers/{id}/history": { "get": {
-                "summary": "A customer's linked history across channels (roles: operator, dpo)",
-                "parameters": [ customer_id_param() ],
-                "responses": with_ok(error_responses(&[("404", "unknown_customer")]), ok(any.clone(), "sessions and stored messages"))
-            }},
-            "/v1/customers/{id}": { "delete": {
-                "summary": "Erase a customer everywhere, derived data included; audited (roles: operator, dpo)",
-                "parameters": [ customer_id_param() ],
-                "responses": with_ok(error_responses(&[("404", "unknown_customer")]), ok(any.clone(), "what was erased, and the audit reference"))
-            }},
-            "/v1/admin/rules/reload": { "post": {
-                "summary": "Reload the rules file now (roles: operator, dpo)",
-                "responses": with_ok(error_responses(&[("422", "invalid_rules: the file has an error (line or rule named); the previous rules keep serving")]), ok(any.clone(), "how many rules serve"))
-            }},
-            "/v1/admin/workflows/{id}": { "get": {
-                "summary": "A workflow run's state (roles: operator, dpo)",
-                "parameters": [ { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } } ],
-                "responses": with_ok(error_responses(&[("404", "unknown_run")]), ok(any.clone(), "the run: steps, next step, status"))
-            }},
-            "/v1/openapi.json": { "get": {
-                "summary": "This document",
-                "responses": { "200": ok(any.clone(), "OpenAPI 3.1") }
-            }},
-            "/v1/intent": { "post": {
-                "summary": "Intent of a message (roles: app, operator)",
-                "requestBody": text_body(json!({ "text": { "type": "string" }, "top_k": { "type": "integer", "minimum": 0, "maximum": 20 } }), &["text"]),
-                "responses": with_ok(error_responses(&[("503", "no_model")]), ok(any.clone(), "label, confidence, out_of_scope, top_k, model"))
-            }},
-            "/v1/emotion": { "post": {
-                "summary": "Emotions of a message and whether to escalate (roles: app, operator)",
-                "requestBody": text_body(json!({ "text": { "type": "string" } }), &["text"]),
-                "responses": with_ok(error_responses(&[("503", "no_model")]), ok(any.clone(), "label, labels, scores, escalate, escalation, model"))
-            }},
-            "/v1/recommend": { "post": {
-                "summary": "Items to offer (roles: app, operator)",
-                "requestBody": text_body(json!({
-                    "customer_id": { "type": "string" }, "items": { "type": "array", "items": { "type": "string" } },
-                    "text": { "type": "string" }, "top_k": { "type": "integer", "minimum": 1, "maximum": 100 }
-                }), &[]),
-                "responses": with_ok(error_responses(&[("404", "unknown_customer"), ("503", "no_model")]), ok(any.clone(), "items, cold_start, mentioned_items, model"))
-            }},
-            "/v1/health": { "get": {
-                "summary": "Which model version each family serves",
-                "responses": { "200": ok(any, "status and models") }
-            }}
-        },
-        "components": {
-            "securitySchemes": {
-                "mutualTLS": { "type": "mutualTLS", "description": "client certificate from the consortium CA; role from its urn:hearth:<role>:<id> SAN" },
-                "apiKey": { "type": "http", "scheme": "bearer", "description": "loopback listener only ([service.local]); acts as an app" }
+pub fn document() -> OpenApi {
+    let mut doc = crate::api::api().into_openapi();
+    doc.merge(hearth_inference::openapi());
+    doc.info = InfoBuilder::new()
+        .title("Hearth participant")
+        .version(env!("CARGO_PKG_VERSION"))
+        .description(Some(
+            "The endpoints a Hearth participant serves to its institution's apps, on its mTLS port. The \
+             caller is its client certificate, from the consortium CA, with its role (app, operator, dpo) in \
+             a urn:hearth:<role>:<id> SAN; the optional loopback listener takes the API key as a bearer \
+             token instead and acts as an app. Every error is {\"error\": {\"code\", \"reason\", \
+             \"message\"}} with a stable reason. The same inference answers are served over gRPC \
+             (hearth.v1.Inference) on the same port.",
+        ))
+        .build();
+    let extra = ComponentsBuilder::new()
+        .schema_from::<ErrorBody>()
+        .security_scheme(
+            "mutualTLS",
+            SecurityScheme::MutualTls {
+                description: Some(
+                    "a client certificate from the consortium CA; the role comes from its \
+                     urn:hearth:<role>:<id> SAN"
+                        .into(),
+                ),
+                extensions: None,
             },
-            "schemas": {
-                "Error": { "type": "object", "properties": { "error": { "type": "object", "properties": {
-                    "code": { "type": "string" }, "reason": { "type": "string" }, "message": { "type": "string" } } } } },
-                "MessageAnswer": { "type": "object", "properties": {
-                    "customer_id": { "type": "string" },
-                    "new_customer": { "type": "boolean" },
-                    "merged_customers": { "type": "array", "items": { "type": "string" } },
-                    "session": { "type": "object", "properties": {
-                        "id": { "type": "string" }, "continued": { "type": "boolean" },
-                        "channels": { "type": "array", "items": { "type": "string" } }, "messages": { "type": "integer" } } },
-                    "intent": { "type": ["object", "null"] },
-                    "emotion": { "type": ["object", "null"] },
-                    "recommendations": { "type": ["object", "null"] },
-                    "unavailable": { "type": "object", "additionalProperties": { "type": "string" } },
-                    "priority": { "type": "string", "enum": ["low", "normal", "high", "urgent"] },
-                    "route": { "type": "string", "enum": ["self_service", "bot", "human", "senior"] },
-                    "replies": { "type": "array", "items": { "type": "string" } },
-                    "rules_fired": { "type": "array", "items": { "type": "string" } },
-                    "workflows": { "type": "array", "items": { "type": "object", "properties": {
-                        "workflow": { "type": "string" }, "run_id": { "type": "string" } } } },
-                    "stored": { "type": "array", "items": { "type": "string" } }
-                } }
-            }
+        )
+        .security_scheme(
+            "apiKey",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("the loopback listener only ([service.local]); acts as an app"))
+                    .build(),
+            ),
+        )
+        .build();
+    match &mut doc.components {
+        Some(c) => {
+            c.schemas.extend(extra.schemas);
+            c.security_schemes.extend(extra.security_schemes);
         }
-    })
+        None => doc.components = Some(extra),
+    }
+    doc.security = Some(vec![
+        SecurityRequirement::new("mutualTLS", Vec::<String>::new()),
+        SecurityRequirement::new("apiKey", Vec::<String>::new()),
+    ]);
+    doc.tags = Some(vec![
+        TagBuilder::new()
+            .name("desk")
+            .description(Some("customer messages, identities, history, erasure, rules and workflows"))
+            .build(),
+        TagBuilder::new()
+            .name("inference")
+            .description(Some("the served models, one endpoint per family"))
+            .build(),
+    ]);
+    add_common_errors(&mut doc);
+    doc
+}
+
+/// The document as served, built once.
+pub fn served() -> &'static serde_json::Value {
+    // Serialising plain data (strings, maps, numbers) cannot fail; the unit tests read this value.
+    static DOC: LazyLock<serde_json::Value> =
+        LazyLock::new(|| serde_json::to_value(document()).unwrap_or_default());
+    &DOC
 }
 
 #[cfg(test)]
@@ -156,18 +144,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_route_is_documented() {
-        let doc = document();
-        let mut routes: Vec<(&str, &str)> = super::super::api::ROUTES.to_vec();
-        routes.extend([
+    fn every_route_is_documented_with_its_schemas() {
+        let doc = served();
+        assert_eq!(doc["openapi"], "3.1.0");
+        for (method, path) in [
+            ("post", "/v1/messages"),
+            ("get", "/v1/customers/{id}/history"),
+            ("delete", "/v1/customers/{id}"),
+            ("post", "/v1/admin/rules/reload"),
+            ("get", "/v1/admin/workflows/{id}"),
+            ("get", "/v1/openapi.json"),
             ("post", "/v1/intent"),
             ("post", "/v1/emotion"),
             ("post", "/v1/recommend"),
             ("get", "/v1/health"),
-        ]);
-        for (method, path) in routes {
-            assert!(doc["paths"][path][method].is_object(), "{method} {path} is not in the OpenAPI document");
+        ] {
+            let op = &doc["paths"][path][method];
+            assert!(op.is_object(), "{method} {path} is not in the OpenAPI document");
+            let ok = &op["responses"]["200"]["content"]["application/json"]["schema"];
+            assert!(ok["$ref"].is_string(), "{method} {path}: its answer has no schema of its own: {ok}");
+            for code in ["401", "403"] {
+                assert!(op["responses"][code].is_object(), "{method} {path} does not document {code}");
+            }
         }
-        assert_eq!(doc["openapi"], "3.1.0");
+        let schemes = &doc["components"]["securitySchemes"];
+        assert_eq!(schemes["mutualTLS"]["type"], "mutualTLS");
+        assert_eq!(schemes["apiKey"]["scheme"], "bearer");
+    }
+
+    #[test]
+    fn the_message_schema_states_what_the_desk_enforces() {
+        let doc = served();
+        let body = &doc["components"]["schemas"]["MessageBody"];
+        assert_eq!(body["additionalProperties"], false, "{body}");
+        let text = &body["properties"]["text"];
+        assert_eq!(text["minLength"], 1);
+        assert_eq!(text["maxLength"], hearth_inference::MAX_TEXT_CHARS);
+        assert_eq!(
+            body["properties"]["channel"]["enum"].as_array().unwrap().len(),
+            crate::rules::CHANNELS.len()
+        );
+        let ids = &body["properties"]["identifiers"];
+        assert_eq!(ids["minProperties"], 1, "{ids}");
+        assert_eq!(ids["additionalProperties"], false, "{ids}");
     }
 }

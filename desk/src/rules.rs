@@ -27,7 +27,7 @@ pub const DEFAULT_RULES: &str = include_str!("../rules/default.toml");
 pub const CHANNELS: [&str; 6] = ["app", "web", "wechat", "sms", "email", "phone"];
 
 /// Where a conversation goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Route {
     /// An answer from the help centre, no agent.
@@ -41,7 +41,7 @@ pub enum Route {
 }
 
 /// How urgent it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     /// Whenever convenient.
@@ -121,7 +121,7 @@ impl Default for Defaults {
 }
 
 /// One step of a workflow: a webhook called with a JSON body and an `Idempotency-Key` header.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepDef {
     /// Its name, unique in the workflow (part of the idempotency key).

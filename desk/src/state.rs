@@ -24,7 +24,7 @@ use super::policy::Policy;
 pub const MAX_LINKS: usize = 64;
 
 /// A customer's current session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Session {
     /// `s-` and 32 hex digits, random.
     pub id: String,
@@ -39,7 +39,7 @@ pub struct Session {
 }
 
 /// One stored message: only the fields the policy lets through, each dropped when its period ends.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Message {
     /// Its number for this customer.
     pub seq: u64,

@@ -64,11 +64,11 @@ async fn channels_link_sessions_continue_and_erasure_leaves_nothing() {
         )
         .unwrap();
     assert_eq!(c.customer_id, id);
-    let h = s.history(&id).unwrap();
+    let h = json(s.history(&id).unwrap());
     let channels: Vec<&str> =
         h["messages"].as_array().unwrap().iter().map(|m| m["channel"].as_str().unwrap()).collect();
     assert_eq!(channels, ["app", "email", "web"]);
-    assert_eq!(s.erase(&id, "dpo:test").await.unwrap()["messages"], 3);
+    assert_eq!(json(s.erase(&id, "dpo:test").await.unwrap())["messages"], 3);
     assert_eq!(s.history(&id).unwrap_err().reason(), "unknown_customer");
     assert_eq!(s.erase("../../service.redb", "dpo:test").await.unwrap_err().reason(), "invalid_customer_id");
     let raw = std::fs::read(dir.path().join(store::SERVICE_FILE)).unwrap();
@@ -137,12 +137,12 @@ async fn retention_strips_fields_and_erases_inactive_customers_under_the_nationa
         .message(body(r#"{"channel": "wechat", "identifiers": {"openid": "o6_bmjrPTlm6"}, "text": "退款进度", "tier": "gold"}"#), &rt)
         .unwrap();
     assert_eq!(a.stored, ["channel", "text"]);
-    let h = s.history(&a.customer_id).unwrap();
+    let h = json(s.history(&a.customer_id).unwrap());
     assert_eq!(h["messages"][0]["text"], "退款进度");
     assert!(h["messages"][0].get("tier").is_none(), "tier is not in the policy: dropped at the door");
     let now = unix_now();
     assert_eq!(s.sweep(now + 10).unwrap(), (0, 0));
-    let h = s.history(&a.customer_id).unwrap();
+    let h = json(s.history(&a.customer_id).unwrap());
     assert!(h["messages"][0].get("text").is_none() && h["messages"][0]["channel"] == "wechat", "{h}");
     assert_eq!(s.sweep(now + 3601).unwrap(), (1, 0));
     assert_eq!(s.history(&a.customer_id).unwrap_err().reason(), "unknown_customer");
@@ -185,7 +185,7 @@ async fn a_merged_customers_workflow_runs_are_erased_with_the_customer_they_join
     assert_eq!(merged.merged_customers.len(), 1);
     assert_eq!(merged.merged_customers[0], newer.customer_id);
     assert_eq!(s.history(&newer.customer_id).unwrap_err().reason(), "unknown_customer");
-    assert_eq!(s.history(&older.customer_id).unwrap()["messages"].as_array().unwrap().len(), 3);
+    assert_eq!(json(s.history(&older.customer_id).unwrap())["messages"].as_array().unwrap().len(), 3);
     // Let the run fail (nothing listens), then erase: the run goes with the customer it now belongs to.
     for _ in 0..100 {
         if s.engine.get(&run).is_some_and(|r| r.status != workflows::RunStatus::Running) {
@@ -194,6 +194,11 @@ async fn a_merged_customers_workflow_runs_are_erased_with_the_customer_they_join
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(s.engine.get(&run).unwrap().customer, older.customer_id);
-    assert_eq!(s.erase(&older.customer_id, "dpo:test").await.unwrap()["workflow_runs"], 1);
+    assert_eq!(json(s.erase(&older.customer_id, "dpo:test").await.unwrap())["workflow_runs"], 1);
     assert!(s.engine.get(&run).is_none());
+}
+
+/// An answer as its JSON.
+fn json(v: impl Serialize) -> serde_json::Value {
+    serde_json::to_value(v).unwrap()
 }

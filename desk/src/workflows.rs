@@ -27,7 +27,7 @@ use crate::error::StoreError;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Where a run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     /// Steps remain.
@@ -39,7 +39,7 @@ pub enum RunStatus {
 }
 
 /// One workflow run, as persisted.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Run {
     /// `w-` and 32 hex digits, random.
     pub id: String,
@@ -48,6 +48,7 @@ pub struct Run {
     /// The customer it is about.
     pub customer: String,
     /// What the webhooks are told (order id, intent, emotion, channel).
+    #[schema(value_type = Object)]
     pub context: serde_json::Value,
     /// The steps, as they were when the run started.
     pub steps: Vec<StepDef>,

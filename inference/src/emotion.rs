@@ -17,17 +17,21 @@ use hearth_models::Escalation;
 use hearth_proto::v1;
 use hearth_transport::PeerIdentity;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::slots::{ModelSlots, Slots};
+use crate::text::text_schema;
 use crate::{
-    blocking, body_bytes, checked_text, checked_utf8, parse_body, ApiError, Auditor, Body, LabelScore,
-    ModelRef,
+    blocking, body_bytes, checked_text, checked_utf8, parse_body, ApiError, Auditor, Body, ErrorBody,
+    LabelScore, ModelRef,
 };
 
 /// Body of `POST /v1/emotion`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct EmotionBody {
     /// The customer's message.
+    #[schema(schema_with = text_schema)]
     pub text: String,
 }
 
@@ -36,7 +40,7 @@ impl Body for EmotionBody {
 }
 
 /// Answer of `POST /v1/emotion`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EmotionAnswer {
     /// The most salient label: the one furthest above its calibrated threshold.
     pub label: String,
@@ -68,6 +72,12 @@ pub fn answer(slots: &Slots, text: &str) -> Result<EmotionAnswer, ApiError> {
     })
 }
 
+/// Emotions of a message and whether to escalate (callers: app and operator certificates).
+#[utoipa::path(post, path = "/v1/emotion", operation_id = "emotion", tag = "inference", request_body = EmotionBody,
+    responses(
+        (status = 200, body = EmotionAnswer, description = "the emotions, and whether to hand the conversation to a person now"),
+        (status = 503, body = ErrorBody, description = "`no_model`: no emotion model has been committed yet"),
+    ))]
 pub(crate) async fn http(
     Extension(slots): Extension<ModelSlots>,
     Extension(peer): Extension<PeerIdentity>,

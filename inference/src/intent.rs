@@ -9,20 +9,27 @@ use bytes::Bytes;
 use hearth_proto::v1;
 use hearth_transport::PeerIdentity;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::slots::{ModelSlots, Slots};
-use crate::{blocking, body_bytes, checked_text, parse_body, ApiError, Auditor, Body, LabelScore, ModelRef};
+use crate::text::text_schema;
+use crate::{
+    blocking, body_bytes, checked_text, parse_body, ApiError, Auditor, Body, ErrorBody, LabelScore, ModelRef,
+};
 
 /// Most labels a caller may ask for.
 pub const MAX_TOP_K: u32 = 20;
 
 /// Body of `POST /v1/intent`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct IntentBody {
     /// The customer's message.
+    #[schema(schema_with = text_schema)]
     pub text: String,
-    /// Labels to return (default 3).
-    #[serde(default)]
+    /// Labels to return, at most 20 (0 or absent: 3).
+    #[serde(default, deserialize_with = "crate::whole_number")]
+    #[schema(minimum = 0, maximum = 20)]
     pub top_k: Option<u32>,
 }
 
@@ -31,11 +38,12 @@ impl Body for IntentBody {
 }
 
 /// Answer of `POST /v1/intent`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct IntentAnswer {
     /// Best label, or `oos` when out of scope.
     pub label: String,
     /// Probability of the best label.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub confidence: f32,
     /// Whether the query matches no known intent and should go to a person.
     pub out_of_scope: bool,
@@ -70,6 +78,12 @@ pub fn answer(slots: &Slots, text: &str, top_k: Option<u32>) -> Result<IntentAns
     })
 }
 
+/// Intent of a message (callers: app and operator certificates).
+#[utoipa::path(post, path = "/v1/intent", operation_id = "intent", tag = "inference", request_body = IntentBody,
+    responses(
+        (status = 200, body = IntentAnswer, description = "the intent, or `oos` when no known intent matches"),
+        (status = 503, body = ErrorBody, description = "`no_model`: no intent model has been committed yet"),
+    ))]
 pub(crate) async fn http(
     Extension(slots): Extension<ModelSlots>,
     Extension(peer): Extension<PeerIdentity>,
@@ -96,6 +110,13 @@ pub(crate) fn grpc(slots: &Arc<Slots>, req: v1::IntentRequest) -> Result<v1::Int
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_schema_states_the_limit_on_top_k() {
+        let doc = serde_json::to_value(crate::openapi()).unwrap();
+        let top_k = &doc["components"]["schemas"]["IntentBody"]["properties"]["top_k"];
+        assert_eq!(top_k["maximum"], MAX_TOP_K, "{top_k}");
+    }
 
     #[test]
     fn refuses_bad_queries_before_touching_the_model() {

@@ -12,12 +12,17 @@
 //! The crate root holds what the endpoints share; each family's request, answer and handlers are in
 //! `<family>.rs`; the served models are in [`Slots`], which the participant's federation client writes
 //! and everything here only reads.
+//!
+//! The routes are declared once, in [`api`], each with its OpenAPI operation (`utoipa::path` on the
+//! handler, schemas derived from the request and answer types with every limit the handler enforces):
+//! [`router`] serves them and [`openapi`] is their part of the participant's OpenAPI document.
 #![forbid(unsafe_code)]
 
 pub mod emotion;
 pub mod intent;
 pub mod recommend;
 mod slots;
+pub mod text;
 
 use std::sync::Arc;
 
@@ -25,7 +30,6 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use hearth_audit::{Action, Event, Outcome};
@@ -35,14 +39,19 @@ use hearth_proto::v1::inference_server::{Inference, InferenceServer};
 use hearth_proto::v1::{self};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use recommend::Recommender;
-pub use slots::{Calibrated, ModelSlots, Served, Slots};
+pub use slots::{Calibrated, ModelSlots, Served, ServedModels, Slots};
+pub use text::{checked_text, checked_utf8};
 
 /// Longest text accepted, in characters.
 pub const MAX_TEXT_CHARS: usize = hearth_models::data::MAX_TEXT_CHARS;
-/// Largest request body, in bytes.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest request body, in bytes: room for every request the OpenAPI document allows, even one
+/// whose every character is written as a JSON escape (a test checks the bound).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 /// The gRPC metadata entry that carries an error's stable reason.
 pub const REASON_METADATA: &str = "hearth-error-reason";
@@ -51,7 +60,7 @@ pub const REASON_METADATA: &str = "hearth-error-reason";
 const CALLERS: [Role; 2] = [Role::App, Role::Operator];
 
 /// Which model answered.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ModelRef {
     /// Job id.
     pub job_id: String,
@@ -60,12 +69,59 @@ pub struct ModelRef {
 }
 
 /// A label and its probability.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct LabelScore {
     /// The label.
     pub label: String,
     /// Its probability.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub score: f32,
+}
+
+/// The coarse class of an error; `reason` says more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request cannot be answered as sent (400, and 422 for a rules file with an error).
+    BadRequest,
+    /// The loopback listener's API key is missing or wrong (401).
+    Unauthorized,
+    /// The caller may not call this endpoint (403).
+    Forbidden,
+    /// Something the request names is not known here (404).
+    NotFound,
+    /// The request body is over the limit (413).
+    TooLarge,
+    /// No model of the family has been committed yet (503).
+    NoModel,
+    /// The participant failed to answer (500); its log has the details.
+    Internal,
+}
+
+/// What went wrong.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// The coarse class.
+    pub code: ErrorCode,
+    /// A stable, finer code to branch on (`empty_text`, `unknown_customer`, `invalid_identifier`...).
+    #[schema(pattern = "^[a-z][a-z0-9_]*$")]
+    pub reason: String,
+    /// What was wrong, for a person; never repeats customer text.
+    pub message: String,
+}
+
+/// Every error answer: `{"error": {"code", "reason", "message"}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+impl ErrorBody {
+    /// An error answer.
+    pub fn new(code: ErrorCode, reason: &str, message: impl Into<String>) -> Self {
+        Self { error: ErrorDetail { code, reason: reason.to_string(), message: message.into() } }
+    }
 }
 
 /// Why a request failed: a coarse class, a stable `reason` and a message a person can act on.
@@ -105,28 +161,30 @@ impl ApiError {
     }
 
     /// (HTTP status, coarse code, stable reason, message).
-    fn parts(&self) -> (StatusCode, &'static str, &'static str, String) {
+    fn parts(&self) -> (StatusCode, ErrorCode, &'static str, String) {
         match self {
             ApiError::BadRequest { reason, message } => {
-                (StatusCode::BAD_REQUEST, "bad_request", reason, message.clone())
+                (StatusCode::BAD_REQUEST, ErrorCode::BadRequest, reason, message.clone())
             }
-            ApiError::NotFound { reason, message } => (StatusCode::NOT_FOUND, "not_found", reason, message.clone()),
-            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", "forbidden", m.clone()),
+            ApiError::NotFound { reason, message } => {
+                (StatusCode::NOT_FOUND, ErrorCode::NotFound, reason, message.clone())
+            }
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden, "forbidden", m.clone()),
             ApiError::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
+                ErrorCode::TooLarge,
                 "too_large",
                 format!("request body is over the limit of {MAX_BODY_BYTES} bytes"),
             ),
             ApiError::NoModel(family) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "no_model",
+                ErrorCode::NoModel,
                 "no_model",
                 format!("no {family} model has been committed yet; retry after the first federated round of a {family} job"),
             ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                ErrorCode::Internal,
                 "internal",
                 "the participant could not answer; its log has the details".into(),
             ),
@@ -145,8 +203,7 @@ impl IntoResponse for ApiError {
             tracing::error!(%detail, "inference failed");
         }
         let (status, code, reason, message) = self.parts();
-        let body = serde_json::json!({ "error": { "code": code, "reason": reason, "message": message } });
-        (status, Json(body)).into_response()
+        (status, Json(ErrorBody::new(code, reason, message))).into_response()
     }
 }
 
@@ -197,31 +254,18 @@ fn check_caller(role: Role) -> Result<(), ApiError> {
     }
 }
 
-/// Trims a request's text and checks it can be read: not empty, at most [`MAX_TEXT_CHARS`]
-/// characters (counting stops one past the limit, so a huge text costs no more than a long one).
-pub fn checked_text(text: &str) -> Result<&str, ApiError> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Err(ApiError::bad("empty_text", "text is empty"));
+/// An optional count (`top_k`): JSON Schema counts `16.0` as the integer 16, so it is read as one; a
+/// fraction, a negative number or one past `u32` is refused, naming the value.
+pub(crate) fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let v = Option::<serde_json::Number>::deserialize(d)?;
+    let Some(n) = v else { return Ok(None) };
+    if let Some(u) = n.as_u64() {
+        return u32::try_from(u).map(Some).map_err(|_| serde::de::Error::custom(format!("{n} is too large")));
     }
-    if text.chars().take(MAX_TEXT_CHARS + 1).count() > MAX_TEXT_CHARS {
-        return Err(ApiError::bad(
-            "text_too_long",
-            format!("text has more than {MAX_TEXT_CHARS} characters, the limit"),
-        ));
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f) => Ok(Some(f as u32)),
+        _ => Err(serde::de::Error::custom(format!("{n} is not a whole number of at least 0"))),
     }
-    Ok(text)
-}
-
-/// [`checked_text`] for text that arrived as bytes (gRPC), naming where bad UTF-8 starts.
-pub fn checked_utf8(bytes: &[u8]) -> Result<&str, ApiError> {
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        ApiError::bad(
-            "invalid_utf8",
-            format!("text is not valid UTF-8 (bad byte at offset {})", e.valid_up_to()),
-        )
-    })?;
-    checked_text(text)
 }
 
 /// A JSON request body: its fields, so that an unknown one is named rather than ignored.
@@ -271,10 +315,47 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(format!("inference task: {e}")))?
 }
 
-async fn health(Extension(slots): Extension<ModelSlots>) -> Json<serde_json::Value> {
+/// Answer of `GET /v1/health`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`: the participant answers.
+    #[schema(pattern = "^ok$")]
+    pub status: String,
+    /// The intent model (as before there were several families); `null` before its first round.
+    pub model: Option<ModelRef>,
+    /// The model each family serves.
+    pub models: ServedModels,
+}
+
+/// Which model version each family serves.
+#[utoipa::path(get, path = "/v1/health", operation_id = "health", tag = "inference",
+    responses((status = 200, body = Health, description = "the participant answers; the model each family serves")))]
+async fn health(Extension(slots): Extension<ModelSlots>) -> Json<Health> {
     let models = slots.summary();
-    // `model` is the intent model, as before families existed.
-    Json(serde_json::json!({ "status": "ok", "model": models["intent"], "models": models }))
+    Json(Health { status: "ok".into(), model: models.intent.clone(), models })
+}
+
+/// Any path not served here: a JSON 404 like every other error, naming what was asked; a gRPC call
+/// (content type `application/grpc...`) gets gRPC's `UNIMPLEMENTED` instead.
+pub async fn no_route(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let grpc = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    let path: String = uri.path().chars().take(128).collect();
+    if grpc {
+        return tonic::Status::unimplemented(format!("no gRPC method {path}"))
+            .into_http::<axum::body::Body>();
+    }
+    ApiError::NotFound {
+        reason: "no_route",
+        message: format!("no endpoint {method} {path}; GET /v1/openapi.json lists them"),
+    }
+    .into_response()
 }
 
 /// The gRPC face of the endpoints.
@@ -317,6 +398,20 @@ impl Inference for InferenceService {
     }
 }
 
+/// The HTTP routes, each declared once with its OpenAPI operation.
+pub fn api() -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(intent::http))
+        .routes(routes!(emotion::http))
+        .routes(routes!(recommend::http))
+        .routes(routes!(health))
+}
+
+/// The OpenAPI operations and schemas of the inference endpoints (the desk's document includes them).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().into_openapi()
+}
+
 /// The router serving both faces of every family; refused callers are recorded in `auditor`.
 pub fn router(slots: ModelSlots, auditor: Auditor) -> Router {
     let grpc = tonic::service::Routes::new(InferenceServer::new(InferenceService {
@@ -324,12 +419,8 @@ pub fn router(slots: ModelSlots, auditor: Auditor) -> Router {
         auditor: auditor.clone(),
     }))
     .into_axum_router();
-    Router::new()
-        .route("/v1/intent", post(intent::http))
-        .route("/v1/emotion", post(emotion::http))
-        .route("/v1/recommend", post(recommend::http))
-        .route("/v1/health", get(health))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    let (http, _) = api().split_for_parts();
+    http.layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(Extension(slots))
         .layer(Extension(auditor))
         .merge(grpc)
@@ -362,12 +453,27 @@ mod tests {
     }
 
     #[test]
-    fn texts_are_checked() {
-        assert_eq!(checked_text("  hi ").unwrap(), "hi");
-        assert_eq!(checked_text(" \n ").unwrap_err().reason(), "empty_text");
-        assert_eq!(checked_text(&"a".repeat(MAX_TEXT_CHARS + 1)).unwrap_err().reason(), "text_too_long");
-        assert_eq!(checked_utf8(&[b'o', b'k', 0xff]).unwrap_err().reason(), "invalid_utf8");
-        assert_eq!(checked_utf8("查询余额".as_bytes()).unwrap(), "查询余额");
+    fn counts_are_whole_numbers_however_written() {
+        let k = |b: &[u8]| parse_body::<intent::IntentBody>(b).map(|b| b.top_k);
+        assert_eq!(k(br#"{"text": "hi", "top_k": 16.0}"#).unwrap(), Some(16));
+        assert_eq!(k(br#"{"text": "hi", "top_k": 1e1}"#).unwrap(), Some(10));
+        assert_eq!(k(br#"{"text": "hi", "top_k": null}"#).unwrap(), None);
+        for bad in [
+            &br#"{"text": "hi", "top_k": 2.5}"#[..],
+            br#"{"text": "hi", "top_k": -1}"#,
+            br#"{"text": "hi", "top_k": 5e9}"#,
+        ] {
+            assert_eq!(k(bad).unwrap_err().reason(), "invalid_request");
+        }
+    }
+
+    #[test]
+    fn every_request_the_document_allows_fits_in_the_body_limit() {
+        // A character escaped as a surrogate pair (`\ud83d\ude00`) takes 12 bytes; a printable ASCII
+        // one at most 2 (`\"`); the other fields of a message take far less than 4096.
+        let text = MAX_TEXT_CHARS * 12;
+        let items = recommend::MAX_REQUEST_ITEMS * (hearth_models::recommend::MAX_ITEM_BYTES * 2 + 3);
+        assert!(text + items + 4096 <= MAX_BODY_BYTES, "{text} + {items}");
     }
 
     #[test]

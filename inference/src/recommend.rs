@@ -11,7 +11,8 @@
 //! ```
 //!
 //! An unknown customer is a 404 (`unknown_customer`), not a silent cold start: a mistyped id should not
-//! look like a new customer. An unknown item is a 400 (`unknown_item`) naming it.
+//! look like a new customer. An unknown item is a 404 too (`unknown_item`), naming it. When the
+//! customer's history and the request's items together pass [`MAX_HISTORY`], the most recent ones count.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,10 +25,13 @@ use hearth_models::{ModelError, RecommendModel};
 use hearth_proto::v1;
 use hearth_transport::PeerIdentity;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::slots::{ModelSlots, Slots};
+use crate::text::{items_schema, optional_customer_schema, optional_text_schema};
 use crate::{
-    blocking, body_bytes, checked_text, checked_utf8, parse_body, ApiError, Auditor, Body, ModelRef,
+    blocking, body_bytes, checked_text, checked_utf8, parse_body, ApiError, Auditor, Body, ErrorBody,
+    ModelRef,
 };
 
 /// A recommender in service: the global model with this institution's popular items, its customers'
@@ -63,28 +67,40 @@ pub const DEFAULT_TOP_K: u32 = 10;
 pub const MAX_MENTIONS: usize = 3;
 
 /// Body of `POST /v1/recommend`; every field optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RecommendBody {
     /// The customer, as this institution knows them.
     #[serde(default)]
+    #[schema(schema_with = optional_customer_schema)]
     pub customer_id: Option<String>,
     /// Items (stock codes) bought or looked at recently; repeats count more.
     #[serde(default)]
+    #[schema(schema_with = history_items)]
     pub items: Vec<String>,
     /// The conversation: products it names join the history.
     #[serde(default)]
+    #[schema(schema_with = optional_text_schema)]
     pub text: Option<String>,
-    /// How many items to return (default 10, 1 to 100).
-    #[serde(default)]
+    /// How many items to return (absent or `null`: 10).
+    #[serde(default, deserialize_with = "crate::whole_number")]
+    #[schema(minimum = 1, maximum = 100)]
     pub top_k: Option<u32>,
 }
+
+fn history_items() -> utoipa::openapi::schema::ArrayBuilder {
+    items_schema(MAX_REQUEST_ITEMS)
+}
+
+/// Most items one request may name (the customer's stored history may hold up to [`MAX_HISTORY`]).
+pub const MAX_REQUEST_ITEMS: usize = 1000;
 
 impl Body for RecommendBody {
     const FIELDS: &'static [&'static str] = &["customer_id", "items", "text", "top_k"];
 }
 
 /// A recommended item.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ItemScore {
     /// Item id (stock code).
     pub item: String,
@@ -96,7 +112,7 @@ pub struct ItemScore {
 }
 
 /// Answer of `POST /v1/recommend`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RecommendAnswer {
     /// Best first; never an item of the history.
     pub items: Vec<ItemScore>,
@@ -127,10 +143,10 @@ pub fn answer(slots: &Slots, req: RecommendBody) -> Result<RecommendAnswer, ApiE
     if !(1..=MAX_TOP_K).contains(&k) {
         return Err(ApiError::bad("top_k_out_of_range", format!("top_k {k} must be 1 to {MAX_TOP_K}")));
     }
-    if req.items.len() > MAX_HISTORY {
+    if req.items.len() > MAX_REQUEST_ITEMS {
         return Err(ApiError::bad(
             "too_many_items",
-            format!("{} items; at most {MAX_HISTORY}", req.items.len()),
+            format!("{} items; at most {MAX_REQUEST_ITEMS}", req.items.len()),
         ));
     }
     let text = req.text.as_deref().map(checked_text).transpose()?;
@@ -151,13 +167,19 @@ pub fn answer(slots: &Slots, req: RecommendBody) -> Result<RecommendAnswer, ApiE
     r.model.lookup(&req.items).map_err(|e| match e {
         ModelError::UnknownItem(item) => {
             let item: String = item.chars().take(MAX_ITEM_BYTES).collect();
-            ApiError::bad("unknown_item", format!("item {item:?} is not in the model's catalogue"))
+            ApiError::NotFound {
+                reason: "unknown_item",
+                message: format!("item {item:?} is not in the model's catalogue"),
+            }
         }
         other => ApiError::bad("invalid_request", other.to_string()),
     })?;
     history.extend(req.items.iter().map(|i| i.trim().to_string()));
     let mentioned = text.map_or_else(Vec::new, |t| r.mentions.find(t, MAX_MENTIONS));
     history.extend(mentioned.iter().cloned());
+    // The most recent purchases count when there are more than a history may hold.
+    let over = history.len().saturating_sub(MAX_HISTORY);
+    history.drain(..over);
     let recs = r.model.recommend(&history, k).map_err(|e| ApiError::Internal(e.to_string()))?;
     let items = recs
         .items
@@ -177,6 +199,13 @@ pub fn answer(slots: &Slots, req: RecommendBody) -> Result<RecommendAnswer, ApiE
     })
 }
 
+/// Items to offer a customer (callers: app and operator certificates).
+#[utoipa::path(post, path = "/v1/recommend", operation_id = "recommend", tag = "inference", request_body = RecommendBody,
+    responses(
+        (status = 200, body = RecommendAnswer, description = "items to offer, best first"),
+        (status = 404, body = ErrorBody, description = "`unknown_customer` (no purchase history here) or `unknown_item` (not in the catalogue)"),
+        (status = 503, body = ErrorBody, description = "`no_model`: no recommender has been committed yet"),
+    ))]
 pub(crate) async fn http(
     Extension(slots): Extension<ModelSlots>,
     Extension(peer): Extension<PeerIdentity>,
@@ -219,12 +248,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_schema_states_the_limits() {
+        let doc = serde_json::to_value(crate::openapi()).unwrap();
+        let body = &doc["components"]["schemas"]["RecommendBody"]["properties"];
+        assert_eq!(body["top_k"]["maximum"], MAX_TOP_K, "{body}");
+        assert_eq!(body["items"]["maxItems"], MAX_REQUEST_ITEMS, "{body}");
+    }
+
+    #[test]
     fn refuses_bad_requests_before_touching_the_model() {
         let slots = Slots::default();
         let reason = |b: RecommendBody| answer(&slots, b).unwrap_err().reason();
         assert_eq!(reason(RecommendBody { top_k: Some(0), ..Default::default() }), "top_k_out_of_range");
         assert_eq!(reason(RecommendBody { top_k: Some(101), ..Default::default() }), "top_k_out_of_range");
-        let many = vec!["85123A".to_string(); MAX_HISTORY + 1];
+        let many = vec!["85123A".to_string(); MAX_REQUEST_ITEMS + 1];
         assert_eq!(reason(RecommendBody { items: many, ..Default::default() }), "too_many_items");
         assert_eq!(reason(RecommendBody { text: Some(" ".into()), ..Default::default() }), "empty_text");
         assert_eq!(

@@ -7,6 +7,18 @@ use arc_swap::ArcSwapOption;
 use hearth_models::{EmotionModel, IntentModel};
 
 use crate::recommend::Recommender;
+use crate::ModelRef;
+
+/// The model each family serves; `null` for a family without one yet.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ServedModels {
+    /// The intent model.
+    pub intent: Option<ModelRef>,
+    /// The emotion model.
+    pub emotion: Option<ModelRef>,
+    /// The recommender.
+    pub recommend: Option<ModelRef>,
+}
 
 /// A model in service, with where it came from.
 #[derive(Debug)]
@@ -100,18 +112,15 @@ impl Slots {
     }
 
     /// Job and version served per family (`null` for a family without a model), for `/v1/health`.
-    pub fn summary(&self) -> serde_json::Value {
-        fn one<M>(s: &ArcSwapOption<Served<M>>) -> serde_json::Value {
-            s.load().as_ref().map_or(
-                serde_json::Value::Null,
-                |m| serde_json::json!({ "job_id": m.job_id, "version": m.version }),
-            )
+    pub fn summary(&self) -> ServedModels {
+        fn one<M>(s: &ArcSwapOption<Served<M>>) -> Option<ModelRef> {
+            s.load().as_ref().map(|m| ModelRef { job_id: m.job_id.clone(), version: m.version })
         }
-        serde_json::json!({
-            "intent": one(&self.intent),
-            "emotion": one(&self.emotion),
-            "recommend": one(&self.recommend),
-        })
+        ServedModels {
+            intent: one(&self.intent),
+            emotion: one(&self.emotion),
+            recommend: one(&self.recommend),
+        }
     }
 }
 
@@ -139,7 +148,7 @@ mod tests {
         assert!(!slots.install(served("j", 2)), "same version again");
         assert!(slots.serves("j", 2) && !slots.serves("j", 3) && !slots.serves("k", 1));
         assert!(slots.install(served("k", 1)), "a newer job replaces it");
-        assert_eq!(slots.summary()["intent"]["job_id"], "k");
-        assert!(slots.summary()["emotion"].is_null());
+        assert_eq!(slots.summary().intent.unwrap().job_id, "k");
+        assert!(slots.summary().emotion.is_none());
     }
 }

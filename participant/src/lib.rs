@@ -235,7 +235,9 @@ pub async fn start(
     tracing::info!(%inference_addr, "inference endpoint listening (HTTPS + gRPC, client certificates required)");
     let opts = ServeOptions { on_refused: Some(refusal_hook(audit.clone())), ..ServeOptions::default() };
     let router = hearth_inference::router(slots, hearth_inference::Auditor(Some(audit.clone())))
-        .merge(hearth_desk::api::mtls(Arc::clone(&service)));
+        .merge(hearth_desk::api::mtls(Arc::clone(&service)))
+        // A path nobody serves: a JSON 404 for HTTP callers, UNIMPLEMENTED for gRPC ones.
+        .fallback(hearth_inference::no_route);
     service.spawn_background();
     // One shutdown signal for both listeners.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

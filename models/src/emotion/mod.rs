@@ -221,6 +221,7 @@ pub const SERVER_MOMENTUM: f32 = 0.8;
 
 /// The escalation rule: a text escalates when `label`'s probability reaches `threshold`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Escalation {
     /// The label that escalates (anger).

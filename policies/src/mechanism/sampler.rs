@@ -2,11 +2,12 @@
 //!
 //! # Why not OpenDP's
 //! OpenDP's `sample_discrete_gaussian` runs the same algorithm over arbitrary-precision rationals and
-//! costs 3.5 to 5.5 microseconds a draw, so one participant's share for the 618 647 parameters of the
+//! costs 3.4 to 5.3 microseconds a draw, so one participant's share for the 618 647 parameters of the
 //! 4096-bucket intent model takes about 3 s of one core, and 25 s for the default 32 768-bucket model,
 //! every round. This sampler runs the identical algorithms with `u64`/`u128` arithmetic and an exact
-//! uniform-integer generator: 112 to 172 ns a draw, 32 to 46 times faster (`cargo run --release -p
-//! hearth-policies --example sampler_speed`, scales 0.5 to 5e5, on the shared 2-core machine). OpenDP
+//! uniform-integer generator: 110 to 135 ns a draw, 29 to 42 times faster (`cargo run --release -p
+//! hearth-policies --example sampler_speed`, scales 0.5 to 5e5, both samplers in the same run on an idle
+//! 2-core machine; the policies README has the table). OpenDP
 //! stays the reference its distribution is tested against (`tests` below: a chi-square test against the
 //! exact probability mass function and a two-sample test against OpenDP's draws).
 //!

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Fuzzes a serving participant's HTTP API from the OpenAPI document it serves, with Schemathesis:
+# schema-valid and schema-invalid requests for every operation, each answer checked for
+# - no server error (5xx),
+# - a status the document lists for the operation, as JSON, matching that status's schema,
+# - every schema-valid request accepted (2xx, or 403/404 for a caller or a resource that is not there).
+# Apps' endpoints are called with the app certificate, the data protection officer's with the DPO's.
+#
+# Usage: scripts/fuzz-api.sh HOST:PORT PKI_DIR [SECONDS_PER_CALLER]
+#   e.g. against `hearth demo --dir /tmp/demo` (the banner names the participants' ports):
+#   scripts/fuzz-api.sh localhost:PORT /tmp/demo/pki 90
+# Without SECONDS_PER_CALLER: 30 cases per operation and phase. The tools come from
+# scripts/install-api-tools.sh. Customer and workflow run ids that exist ($HEARTH_FUZZ_CUSTOMERS,
+# $HEARTH_FUZZ_RUNS, space-separated) are used for half the path ids, so that history, erasure and
+# workflow answers are checked too, not only 404s.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 2 ] || { echo "usage: $0 HOST:PORT PKI_DIR [SECONDS_PER_CALLER]" >&2; exit 2; }
+addr=$1
+pki=$2
+bin=$(scripts/install-api-tools.sh)
+budget=(--max-examples 30)
+if [ $# -ge 3 ]; then budget=(--max-time "$3" --max-examples 100000); fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+config="$work/schemathesis.toml"
+: >"$config"
+seed() { # NAME PATH_REGEX IDS...
+  local name=$1 paths=$2
+  shift 2
+  [ $# -gt 0 ] || return 0
+  local values
+  values=$(printf '"%s", ' "$@")
+  cat >>"$config" <<TOML
+[dictionaries.$name]
+values = [${values%, }]
+
+[[operations]]
+include-path-regex = "$paths"
+parameters = { "path.id" = { dictionary = "$name", probability = 0.5 } }
+
+TOML
+}
+# shellcheck disable=SC2086
+seed customers '^/v1/customers/' ${HEARTH_FUZZ_CUSTOMERS:-}
+# shellcheck disable=SC2086
+seed runs '^/v1/admin/workflows/' ${HEARTH_FUZZ_RUNS:-}
+status=0
+for pass in "app|^/v1/(messages|intent|emotion|recommend|health|openapi\.json)$" \
+            "dpo|^/v1/(customers|admin)/"; do
+  who=${pass%%|*}
+  paths=${pass#*|}
+  echo "== as $who: $paths" >&2
+  (cd "$work" && "$bin/st" --config-file "$config" run "https://$addr/v1/openapi.json" \
+    --tls-verify "$pki/ca.pem" --request-cert "$pki/$who.pem" --request-cert-key "$pki/$who.key" \
+    --include-path-regex "$paths" \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,positive_data_acceptance \
+    --mode all --phases examples,coverage,fuzzing --generation-database none --no-color \
+    --request-timeout 30 --workers 2 "${budget[@]}") || status=1
+done
+exit $status
