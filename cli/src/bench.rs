@@ -297,8 +297,9 @@ async fn measure(c: Config) -> anyhow::Result<Row> {
             identity: Arc::new(SecAggIdentity::new(
                 SuiteId::International,
                 ca_der.clone(),
+                &hearth_crypto::pki::cert_der_from_pem(&cert.cert_pem)?,
                 hearth_crypto::pki::p256_secret_from_pem(&cert.key_pem)?,
-            )),
+            )?),
         };
         tasks.push(tokio::spawn(sim.run()));
     }
@@ -501,7 +502,13 @@ impl SimParticipant {
             })
             .await?
             .into_inner();
-        let me = reply.participant_id;
+        if reply.participant_id != self.identity.me.id {
+            anyhow::bail!(
+                "registered as {:?}, the certificate says {}",
+                reply.participant_id,
+                self.identity.me
+            );
+        }
         let mut stream = client.subscribe(v1::SubscribeRequest {}).await?.into_inner();
         let mut relays: HashMap<u64, mpsc::Sender<(u32, Bytes)>> = HashMap::new();
         let (done_tx, mut done_rx) = mpsc::channel::<anyhow::Result<(u64, bool)>>(4);
@@ -540,8 +547,7 @@ impl SimParticipant {
                             let (tx, rx) = mpsc::channel(RELAY_QUEUE);
                             relays.insert(o.round, tx);
                             let at = client_secagg::RoundRef::of(&o);
-                            let inv =
-                                client_secagg::accept(&self.identity, &me, &at, o.num_params + 2, &setup)?;
+                            let inv = client_secagg::accept(&self.identity, &at, o.num_params + 2, &setup)?;
                             let identity = Arc::clone(&self.identity);
                             let stop_after = drop_out.then_some(1);
                             tokio::spawn(async move {

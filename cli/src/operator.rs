@@ -82,7 +82,8 @@ impl Connection {
 
     /// A channel to the coordinator authenticated with certificate `name`.
     pub async fn channel_as(&self, name: &str) -> anyhow::Result<Channel> {
-        let cfg = hearth_transport::client_config(&self.tls_as(name)?)?;
+        let cfg =
+            hearth_transport::client_config_to(&self.tls_as(name)?, hearth_crypto::pki::Role::Coordinator)?;
         hearth_transport::connect(&self.coordinator, &self.coordinator_name, cfg)
             .await
             .with_context(|| format!("connecting to the coordinator at {}", self.coordinator))

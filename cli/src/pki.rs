@@ -33,10 +33,12 @@ pub struct InitArgs {
     /// Participant ids, comma-separated ([a-z0-9._-]).
     #[arg(long, value_delimiter = ',', default_value = "participant")]
     pub participants: Vec<String>,
-    /// Extra DNS names for the server certificates (localhost is always included).
+    /// Extra DNS names for the coordinator's certificate, the names participants reach it by (localhost
+    /// is always included). Participants' certificates carry only loopback names: one reached by another
+    /// name gets its certificate from `hearth pki issue --role participant --dns ...`.
     #[arg(long, value_delimiter = ',')]
     pub dns: Vec<String>,
-    /// Extra IP addresses for the server certificates (127.0.0.1 and ::1 are always included).
+    /// Extra IP addresses for the coordinator's certificate (127.0.0.1 and ::1 are always included).
     #[arg(long, value_delimiter = ',')]
     pub ip: Vec<std::net::IpAddr>,
     /// The consortium's algorithm suite. Under `national`, every participant and the coordinator also get
@@ -106,7 +108,10 @@ pub fn init(a: &InitArgs) -> anyhow::Result<Vec<PathBuf>> {
         if ["coordinator", "operator", "app", "dpo", "analyst", "ca"].contains(&p.as_str()) {
             bail!("participant id {p:?} is reserved; choose another name");
         }
-        written.extend(issue(&ca, &a.dir, Role::Participant, p, &dns, &ips, a.suite)?);
+        // Only its own (loopback) names: a participant's key must not be able to answer for the
+        // coordinator's host name (participants also check the coordinator's role).
+        let (own_dns, own_ips) = names(&[], &[]);
+        written.extend(issue(&ca, &a.dir, Role::Participant, p, &own_dns, &own_ips, a.suite)?);
     }
     written.extend(issue(&ca, &a.dir, Role::Operator, "operator", &[], &[], SuiteId::International)?);
     written.extend(issue(&ca, &a.dir, Role::App, "app", &[], &[], SuiteId::International)?);
@@ -175,4 +180,35 @@ fn write_secret(path: &Path, content: &str) -> anyhow::Result<PathBuf> {
             .with_context(|| format!("restricting {}", p.display()))?;
     }
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn participant_certificates_carry_only_their_own_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = InitArgs {
+            dir: dir.path().join("pki"),
+            consortium: "c".into(),
+            participants: vec!["bank-a".into()],
+            dns: vec!["coord.example.org".into()],
+            ip: vec![[10, 0, 0, 5].into()],
+            suite: SuiteId::International,
+        };
+        init(&a).unwrap();
+        let pem = |n: &str| std::fs::read_to_string(a.dir.join(format!("{n}.pem"))).unwrap();
+        let sans = |n: &str| {
+            let der = rustls_pemfile::certs(&mut pem(n).as_bytes()).next().unwrap().unwrap();
+            let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+            let san = cert.subject_alternative_name().unwrap().unwrap().value.clone();
+            format!("{:?}", san.general_names)
+        };
+        assert!(sans("coordinator").contains("coord.example.org"), "{}", sans("coordinator"));
+        assert!(sans("coordinator").contains("10.0.0.5") || sans("coordinator").contains("[10, 0, 0, 5]"));
+        let mine = sans("bank-a");
+        assert!(!mine.contains("coord.example.org") && !mine.contains("[10, 0, 0, 5]"), "{mine}");
+        assert!(mine.contains("localhost"), "{mine}");
+    }
 }

@@ -50,9 +50,33 @@ pub(crate) enum DecodeError {
     /// The sum has another length than the round's vector.
     #[error("unmasked sum has {got} values, expected {expected}")]
     Length { got: usize, expected: usize },
-    /// The summed weight is zero, negative or not finite: nothing to average.
-    #[error("the survivors' total weight is {0}: nothing to average")]
-    Weight(f64),
+    /// The summed weight is outside what the contributors' honest weights can sum to (zero, negative,
+    /// not finite, or poisoned by one of them).
+    #[error(
+        "the total weight of {contributors} contributors is {total}, outside [{low}, {high}] that honest \
+         weights reach: refused (one participant may have poisoned the sum)"
+    )]
+    Weight {
+        /// The decoded total weight.
+        total: f64,
+        /// How many inputs are in the sum.
+        contributors: u32,
+        /// The least honest total.
+        low: f64,
+        /// The most honest total.
+        high: f64,
+    },
+    /// A coordinate of the sum is beyond what the contributors' clipped inputs can sum to (a wrapped
+    /// or forged input).
+    #[error("coordinate {index} of the sum is {value}, beyond the {reach} honest inputs can reach: refused")]
+    OutOfReach {
+        /// The coordinate.
+        index: usize,
+        /// Its decoded value.
+        value: f64,
+        /// The honest bound.
+        reach: f64,
+    },
 }
 
 /// Why a DP round's server step failed.

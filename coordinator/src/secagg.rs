@@ -289,19 +289,38 @@ impl SecAggRound {
     /// total weight, as plain federated averaging would have accumulated it.
     pub(crate) fn aggregate(&self, sum: &UnmaskedSum, num_params: usize) -> Result<Aggregator, DecodeError> {
         let values = self.quantizer.decode_sum(sum.values());
-        if values.len() != num_params + 2 {
-            return Err(DecodeError::Length { got: values.len(), expected: num_params + 2 });
-        }
-        let total_weight = values[num_params];
-        if !(total_weight.is_finite() && total_weight > 0.0) {
-            return Err(DecodeError::Weight(total_weight));
-        }
-        let weighted_loss = values[num_params + 1];
         let count = sum.contributors().len() as u32;
+        self.check_sum(&values, count, num_params)?;
+        let total_weight = values[num_params];
+        let weighted_loss = values[num_params + 1];
         let examples = (total_weight * self.weight_cap).round().max(0.0) as u64;
         let mut deltas = values;
         deltas.truncate(num_params);
         Ok(Aggregator::from_sums(deltas, total_weight, weighted_loss, count, examples))
+    }
+
+    /// Checks a decoded sum of `count` contributors against what honest inputs can reach, so that one
+    /// participant cannot poison the average through the sum: each contributor's weight is in
+    /// `[1/cap, 1]` (it trained on at least one example) and each coordinate of its input in `[-clip,
+    /// clip]`, so the total weight lies in `[count/cap, count]` and every coordinate within
+    /// `count * clip`, up to the quantiser's error (one level per summand). A weight driven towards zero
+    /// (which would multiply the global delta by millions) or a wrapped coordinate is refused.
+    fn check_sum(&self, values: &[f64], count: u32, num_params: usize) -> Result<(), DecodeError> {
+        if values.len() != num_params + 2 {
+            return Err(DecodeError::Length { got: values.len(), expected: num_params + 2 });
+        }
+        let slack = self.quantizer.error_bound(count);
+        let n = f64::from(count);
+        let total_weight = values[num_params];
+        let (low, high) = (n / self.weight_cap - slack, n + slack);
+        if !(total_weight.is_finite() && total_weight > 0.0 && (low..=high).contains(&total_weight)) {
+            return Err(DecodeError::Weight { total: total_weight, contributors: count, low, high });
+        }
+        let reach = n * self.quantizer.spec().clip + slack;
+        if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| v.is_nan() || v.abs() > reach) {
+            return Err(DecodeError::OutOfReach { index: i, value: *v, reach });
+        }
+        Ok(())
     }
 
     /// Decodes the unmasked sum of a DP round: the survivors' clipped-gradient sums with their noise, in
@@ -378,6 +397,30 @@ mod tests {
         // One survivor is below the threshold: the round aborts and accepts nothing more.
         assert!(r.close_phase(Instant::now()).is_err());
         assert!(matches!(r.begin("p1", 0), Err(SecAggRefusal::WrongPhase { .. })));
+    }
+
+    #[test]
+    fn a_poisoned_sum_is_refused() {
+        let (r, _) = round(5);
+        let clip = r.quantizer.spec().clip;
+        // Five honest contributors: weights 0.5 each, coordinates within the clip.
+        let honest = vec![1.0, -2.0, clip * 4.0, 0.3, 2.5, 1.2];
+        assert!(r.check_sum(&honest, 5, 4).is_ok());
+        // One participant cancels the others' weight: the total is ~2e-8, which would multiply the
+        // global delta by ~5e7.
+        let mut tiny = honest.clone();
+        tiny[4] = 2e-8;
+        assert!(matches!(r.check_sum(&tiny, 5, 4), Err(DecodeError::Weight { .. })));
+        // Or claims more weight than five contributors can have.
+        let mut heavy = honest.clone();
+        heavy[4] = 6.0;
+        assert!(matches!(r.check_sum(&heavy, 5, 4), Err(DecodeError::Weight { .. })));
+        // Or wraps a coordinate past what five clipped inputs can sum to.
+        let mut wrapped = honest.clone();
+        wrapped[2] = clip * 5.5;
+        let e = r.check_sum(&wrapped, 5, 4).unwrap_err();
+        assert!(matches!(e, DecodeError::OutOfReach { index: 2, .. }), "{e}");
+        assert!(e.to_string().contains("coordinate 2"), "{e}");
     }
 
     #[test]

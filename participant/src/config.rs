@@ -34,6 +34,9 @@ pub struct ParticipantConfig {
     /// Share of the local text data (intent and emotion) kept out of training to calibrate locally: the
     /// out-of-scope threshold, the emotion labels' thresholds and the anger escalation threshold.
     pub holdout_fraction: f64,
+    /// The fewest members a secure-aggregation roster may have for this participant to take part (at
+    /// least 3): its own floor, whatever the coordinator announces.
+    pub min_secure_members: usize,
     /// Where the participant's keys live (audit, key-encryption and identity-hash keys). Default: a
     /// sealed file in `data_dir`, its passphrase in `HEARTH_KEYSTORE_PASSPHRASE`.
     pub keystore: KeystoreConfig,
@@ -55,6 +58,7 @@ impl Default for ParticipantConfig {
             suite: SuiteId::International,
             protocol_key: None,
             holdout_fraction: 0.1,
+            min_secure_members: crate::secagg::DEFAULT_MIN_MEMBERS,
             keystore: KeystoreConfig::default(),
             audit: AuditConfig::default(),
             service: hearth_desk::DeskConfig::default(),
@@ -66,6 +70,9 @@ impl CheckConfig for ParticipantConfig {
     fn check(&self) -> Result<(), ConfigProblem> {
         if !(0.0..=0.5).contains(&self.holdout_fraction) {
             return Err(ConfigProblem::new("holdout_fraction", "must be between 0 and 0.5"));
+        }
+        if self.min_secure_members < 3 {
+            return Err(ConfigProblem::new("min_secure_members", "must be at least 3"));
         }
         self.keystore.check()?;
         self.service.check().map_err(|(key, problem)| ConfigProblem::new(format!("service.{key}"), problem))

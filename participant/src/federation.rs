@@ -371,7 +371,7 @@ impl Federation {
         let setup = open.secagg.as_ref().context("round has no secure-aggregation setup")?;
         let at = secagg::RoundRef::of(&open);
         let len = open.num_params.checked_add(2).context("model too large")?;
-        let inv = secagg::accept(who, &self.id_or_cert(), &at, len, setup)?;
+        let inv = secagg::accept(who, &at, len, setup)?;
         let mut train_client = client.clone();
         let encoder = inv.clone();
         let input = async {
@@ -440,7 +440,7 @@ impl Federation {
             );
         }
         let at = secagg::RoundRef::of(&open);
-        let inv = secagg::accept(who, &self.id_or_cert(), &at, open.num_params, setup)?;
+        let inv = secagg::accept(who, &at, open.num_params, setup)?;
         let headroom = config.noise_headroom(setup.clip, inv.cohort(), open.num_params, bits)?;
         if headroom != setup.noise_headroom {
             bail!(
@@ -562,7 +562,7 @@ impl Federation {
             })
         })
         .await??;
-        crate::query::answer(client, who, &self.id_or_cert(), q, records, relays).await
+        crate::query::answer(client, who, q, records, relays).await
     }
 
     /// Downloads the round's base model and trains it on the local data; returns the delta.

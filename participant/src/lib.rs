@@ -38,7 +38,7 @@ use hearth_node::audit::{default_origin, AuditLog};
 use hearth_node::files::NodeLock;
 use hearth_node::keys::{Create, NodeKeys, PARTICIPANT_KEYS};
 use hearth_node::refusal::refusal_hook;
-use hearth_transport::{client_config_for, server_config_for, ServeOptions, TlsMaterial};
+use hearth_transport::{client_config_to_for, server_config_for, ServeOptions, TlsMaterial};
 use zeroize::Zeroizing;
 
 pub use config::ParticipantConfig;
@@ -88,7 +88,11 @@ fn secagg_identity(config: &ParticipantConfig, tls: &TlsMaterial) -> Option<seca
                     .with_context(|| format!("{}", path.display()))?
             }
         };
-        Ok(secagg::SecAggIdentity::new(config.suite, ca_der, signing))
+        let cert_der =
+            hearth_crypto::pki::cert_der_from_pem(&tls.cert_pem).context("the node's certificate")?;
+        let mut identity = secagg::SecAggIdentity::new(config.suite, ca_der, &cert_der, signing)?;
+        identity.min_members = config.min_secure_members;
+        Ok(identity)
     };
     match identity() {
         Ok(id) => Some(id),
@@ -217,7 +221,7 @@ pub async fn start(
         federation::CoordinatorLink {
             addr: config.coordinator.to_string(),
             name: config.coordinator_name.clone(),
-            tls: client_config_for(config.tls.provider, &tls)
+            tls: client_config_to_for(config.tls.provider, &tls, hearth_crypto::pki::Role::Coordinator)
                 .context("building the TLS client configuration")?,
         },
         models_dir(&config.data_dir),

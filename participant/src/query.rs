@@ -92,7 +92,6 @@ pub(crate) fn noise_share(q: &v1::QueryOpen, cohort: u32) -> anyhow::Result<Dist
 pub(crate) async fn answer(
     client: v1::coordinator_client::CoordinatorClient<tonic::transport::Channel>,
     who: &SecAggIdentity,
-    my_id: &str,
     q: &v1::QueryOpen,
     records: Records,
     relays: RelayRx,
@@ -101,7 +100,7 @@ pub(crate) async fn answer(
     let mut counts = statistic_vector(q, &records)?;
     let setup = q.secagg.as_ref().context("the query has no secure-aggregation setup")?;
     let at = RoundRef { job_id: q.query_id.clone(), round: 1, deadline_unix_ms: q.deadline_unix_ms };
-    let inv = secagg::accept(who, my_id, &at, q.bins.len() as u64, setup)?;
+    let inv = secagg::accept(who, &at, q.bins.len() as u64, setup)?;
     let noise = noise_share(q, inv.cohort())?;
     let encoder = inv.clone();
     let input = async move {

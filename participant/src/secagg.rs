@@ -1,25 +1,34 @@
 //! The participant's side of a secure-aggregation round: it runs the protocol's client phases
 //! (`hearth_secagg`) and sends its update only masked.
 //!
-//! Before taking part it checks the round it was invited to: every roster certificate must verify against
-//! the consortium CA, its own entry must carry its own identity, and each member's protocol key is taken
-//! from that member's certificate, never from the coordinator's word, so a coordinator cannot slip in a
-//! key of its own and impersonate a participant. What it masks is `[w·δ, w, w·loss]` with
-//! `w = min(n, cap) / cap` (see the coordinator's `secagg` module): its example count and loss reach the
-//! coordinator only inside the sum.
+//! Before taking part it checks the round it was invited to, trusting nothing the coordinator announces:
+//! - every roster certificate must verify against the consortium CA and carry the `participant` role (a
+//!   coordinator, operator or app certificate is no member), and each member's protocol key is taken
+//!   from that member's certificate, never from the coordinator's word;
+//! - no identity and no protocol key appears twice (a coordinator padding the roster with copies of
+//!   itself or of one colluder would otherwise hold most of a victim's shares);
+//! - the roster has at least this participant's own floor of members ([`SecAggIdentity::min_members`]);
+//! - its own entry carries its own identity, read from its own certificate, not from the coordinator;
+//! - the announced degree and threshold keep the privacy bound of [`GraphRule::default`] for the
+//!   announced cohort size: the participant computes it itself, so a coordinator announcing `k = t = 2`
+//!   in a cohort of 50 is refused.
+//!
+//! What it masks is `[w·δ, w, w·loss]` with `w = min(n, cap) / cap` (see the coordinator's `secagg`
+//! module): its example count and loss reach the coordinator only inside the sum.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use hearth_crypto::pki::VerifiedCertCache;
+use hearth_crypto::pki::{identity_from_cert_der, NodeIdentity, Role, VerifiedCertCache};
 use hearth_crypto::{SecretBytes, SuiteId};
 use hearth_proto::v1::coordinator_client::CoordinatorClient;
 use hearth_proto::v1::{self, sec_agg_chunk};
 use hearth_proto::MAX_CHUNK_BYTES;
 use hearth_secagg::{
-    os_rng, start_client, ClientIndex, Quantizer, QuantizerSpec, RoundConfig, RoundParams, SuiteSigner,
+    os_rng, start_client, ClientIndex, GraphRule, Quantizer, QuantizerSpec, RoundConfig, RoundParams,
+    SuiteSigner,
 };
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
@@ -41,12 +50,32 @@ pub struct SecAggIdentity {
     pub signing: SecretBytes,
     /// Roster certificates already verified: the cohort is mostly the same every round.
     pub verified: VerifiedCertCache,
+    /// This node, as its own certificate says.
+    pub me: NodeIdentity,
+    /// The fewest members a roster may have (default [`DEFAULT_MIN_MEMBERS`]).
+    pub min_members: usize,
 }
 
+/// The fewest members a secure-aggregation roster may have unless configured otherwise.
+pub const DEFAULT_MIN_MEMBERS: usize = 3;
+
 impl SecAggIdentity {
-    /// The identity of a node with this CA and signing key.
-    pub fn new(suite: SuiteId, ca_der: Vec<u8>, signing: SecretBytes) -> Self {
-        Self { suite, ca_der, signing, verified: VerifiedCertCache::new(4096) }
+    /// The identity of the node holding `cert_der` (its own certificate), this CA and signing key.
+    pub fn new(
+        suite: SuiteId,
+        ca_der: Vec<u8>,
+        cert_der: &[u8],
+        signing: SecretBytes,
+    ) -> anyhow::Result<Self> {
+        let me = identity_from_cert_der(cert_der).context("this node's own certificate")?;
+        Ok(Self {
+            suite,
+            ca_der,
+            signing,
+            verified: VerifiedCertCache::new(4096),
+            me,
+            min_members: DEFAULT_MIN_MEMBERS,
+        })
     }
 }
 
@@ -82,7 +111,6 @@ impl RoundRef {
 /// length is refused.
 pub fn accept(
     who: &SecAggIdentity,
-    my_id: &str,
     at: &RoundRef,
     vector_len: u64,
     setup: &v1::SecAggSetup,
@@ -93,11 +121,23 @@ pub fn accept(
     }
     let me = setup.your_index as usize;
     let mine = setup.roster.get(me).context("my index is outside the roster")?;
-    if mine.participant_id != my_id {
+    let my_id = &who.me.id;
+    if who.me.role != Role::Participant {
+        bail!("this node's certificate is {}, not a participant's", who.me);
+    }
+    if mine.participant_id != *my_id {
         bail!("the roster lists {:?} at my index, I am {my_id:?}", mine.participant_id);
     }
+    if setup.roster.len() < who.min_members {
+        bail!(
+            "the roster has {} members; this participant takes part only with at least {}",
+            setup.roster.len(),
+            who.min_members
+        );
+    }
     let now = SystemTime::now();
-    let mut roster = Vec::with_capacity(setup.roster.len());
+    let mut roster: Vec<Vec<u8>> = Vec::with_capacity(setup.roster.len());
+    let mut ids = std::collections::HashSet::with_capacity(setup.roster.len());
     for (i, m) in setup.roster.iter().enumerate() {
         let peer = who
             .verified
@@ -110,7 +150,17 @@ pub fn accept(
                 peer.identity
             );
         }
-        roster.push(peer.protocol_key(suite).with_context(|| format!("roster member {i}"))?.to_vec());
+        if peer.identity.role != Role::Participant {
+            bail!("roster member {i} is {}: only participants may be members", peer.identity);
+        }
+        if !ids.insert(peer.identity.id.clone()) {
+            bail!("roster member {i} ({}) appears more than once", peer.identity);
+        }
+        let key = peer.protocol_key(suite).with_context(|| format!("roster member {i}"))?.to_vec();
+        if let Some(j) = roster.iter().position(|k| *k == key) {
+            bail!("roster members {j} and {i} ({}) share one protocol key", peer.identity);
+        }
+        roster.push(key);
     }
     if setup.vector_len != vector_len {
         bail!("the round masks {} values, this participant expects {vector_len}", setup.vector_len);
@@ -119,6 +169,18 @@ pub fn accept(
         setup.graph_seed.as_ref().try_into().context("the graph seed is not 32 bytes")?;
     let modulus_bits = u8::try_from(setup.modulus_bits).context("modulus bits out of range")?;
     let n = u32::try_from(roster.len()).context("roster too large")?;
+    let rule = GraphRule::default();
+    let (privacy_log2, _) = rule.failure_log2(n, setup.degree.min(n - 1), setup.threshold);
+    if privacy_log2.is_nan() || privacy_log2 > -f64::from(rule.security_bits) {
+        bail!(
+            "degree {} and threshold {} for {n} members keep privacy only within 2^{privacy_log2:.1}; this \
+             participant requires 2^-{} (the degree and threshold it would choose: {})",
+            setup.degree,
+            setup.threshold,
+            rule.security_bits,
+            rule.choose(n).map_or_else(|e| e.to_string(), |c| format!("{} and {}", c.degree, c.threshold))
+        );
+    }
     let params = Arc::new(
         RoundParams::new(RoundConfig {
             suite,
@@ -324,6 +386,169 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hearth_crypto::pki::{ConsortiumCa, IssueOptions};
+
+    /// A roster of certificates from `ca`, as a coordinator would announce it to member `me`.
+    fn setup(
+        ca: &ConsortiumCa,
+        members: &[(Role, &str)],
+        me: u32,
+        degree: u32,
+        threshold: u32,
+    ) -> v1::SecAggSetup {
+        let roster = members
+            .iter()
+            .map(|(role, id)| {
+                let c = ca.issue(*role, id, &[], &[]).unwrap();
+                let der = hearth_crypto::pki::cert_der_from_pem(&c.cert_pem).unwrap();
+                v1::RosterMember { participant_id: id.to_string(), certificate_der: der.into() }
+            })
+            .collect();
+        v1::SecAggSetup {
+            suite: "international".into(),
+            roster,
+            degree,
+            threshold,
+            modulus_bits: 32,
+            graph_seed: vec![7; 32].into(),
+            your_index: me,
+            clip: 1.0,
+            weight_cap: 100.0,
+            vector_len: 10,
+            phase_deadline_unix_ms: 0,
+            noise_headroom: 0,
+        }
+    }
+
+    fn me(ca: &ConsortiumCa, id: &str) -> SecAggIdentity {
+        let c = ca.issue(Role::Participant, id, &[], &[]).unwrap();
+        let der = hearth_crypto::pki::cert_der_from_pem(&c.cert_pem).unwrap();
+        let ca_der = hearth_crypto::pki::cert_der_from_pem(&ca.cert_pem()).unwrap();
+        let key = hearth_crypto::pki::p256_secret_from_pem(&c.key_pem).unwrap();
+        SecAggIdentity::new(SuiteId::International, ca_der, &der, key).unwrap()
+    }
+
+    fn at() -> RoundRef {
+        RoundRef { job_id: "j".into(), round: 1, deadline_unix_ms: 0 }
+    }
+
+    fn refusal(who: &SecAggIdentity, s: &v1::SecAggSetup) -> String {
+        format!("{:#}", accept(who, &at(), 10, s).unwrap_err())
+    }
+
+    const P: Role = Role::Participant;
+
+    #[test]
+    fn an_honest_roster_is_accepted() {
+        let ca = ConsortiumCa::generate("c").unwrap();
+        let c = GraphRule::default().choose(5).unwrap();
+        let s =
+            setup(&ca, &[(P, "victim"), (P, "b"), (P, "c"), (P, "d"), (P, "e")], 0, c.degree, c.threshold);
+        assert!(accept(&me(&ca, "victim"), &at(), 10, &s).is_ok());
+    }
+
+    #[test]
+    fn a_sybil_roster_of_coordinator_certificates_is_refused() {
+        // [victim, coordinator x4] with k = 4, t = 3: the coordinator would hold every share of the
+        // victim's secrets. Its certificates are no participant's.
+        let ca = ConsortiumCa::generate("c").unwrap();
+        let c = Role::Coordinator;
+        let s = setup(
+            &ca,
+            &[(P, "victim"), (c, "coordinator"), (c, "coordinator"), (c, "coordinator"), (c, "coordinator")],
+            0,
+            4,
+            3,
+        );
+        let e = refusal(&me(&ca, "victim"), &s);
+        assert!(e.contains("only participants may be members"), "{e}");
+        // Any other non-participant role neither.
+        for role in [Role::Operator, Role::App, Role::Dpo, Role::Analyst] {
+            let s = setup(&ca, &[(P, "victim"), (P, "b"), (P, "c"), (role, "x"), (P, "e")], 0, 4, 3);
+            assert!(refusal(&me(&ca, "victim"), &s).contains("only participants"), "{role}");
+        }
+    }
+
+    #[test]
+    fn a_roster_repeating_a_member_is_refused() {
+        let ca = ConsortiumCa::generate("c").unwrap();
+        let s = setup(
+            &ca,
+            &[(P, "victim"), (P, "colluder"), (P, "colluder"), (P, "colluder"), (P, "e")],
+            0,
+            4,
+            3,
+        );
+        let e = refusal(&me(&ca, "victim"), &s);
+        assert!(e.contains("appears more than once"), "{e}");
+    }
+
+    #[test]
+    fn a_roster_repeating_a_protocol_key_is_refused() {
+        // Under the national suite the protocol key is the SM2 key the CA embeds: a CA (held by the
+        // operator) can embed one key in several certificates with different ids.
+        let ca = ConsortiumCa::generate("c").unwrap();
+        let (_, sybil) = SuiteId::National.suite().signing_keypair().unwrap();
+        let member = |id: &str, key: Option<Vec<u8>>| {
+            let key = key.unwrap_or_else(|| SuiteId::National.suite().signing_keypair().unwrap().1);
+            let opts = IssueOptions { sm2_verifying_key: Some(key) };
+            let c = ca.issue_with(P, id, &[], &[], &opts).unwrap();
+            let der = hearth_crypto::pki::cert_der_from_pem(&c.cert_pem).unwrap();
+            (v1::RosterMember { participant_id: id.into(), certificate_der: der.clone().into() }, der)
+        };
+        let (victim, victim_der) = member("victim", None);
+        let mut roster = vec![victim];
+        for id in ["x1", "x2", "x3", "x4"] {
+            roster.push(member(id, Some(sybil.clone())).0);
+        }
+        let mut s = setup(&ca, &[(P, "unused")], 0, 4, 3);
+        s.suite = "national".into();
+        s.roster = roster;
+        let ca_der = hearth_crypto::pki::cert_der_from_pem(&ca.cert_pem()).unwrap();
+        let (signing, _) = SuiteId::National.suite().signing_keypair().unwrap();
+        let who = SecAggIdentity::new(SuiteId::National, ca_der, &victim_der, signing).unwrap();
+        let e = refusal(&who, &s);
+        assert!(e.contains("share one protocol key"), "{e}");
+    }
+
+    #[test]
+    fn a_roster_below_the_local_floor_is_refused() {
+        let ca = ConsortiumCa::generate("c").unwrap();
+        let mut who = me(&ca, "victim");
+        who.min_members = 5;
+        let s = setup(&ca, &[(P, "victim"), (P, "b"), (P, "c"), (P, "d")], 0, 3, 2);
+        let e = refusal(&who, &s);
+        assert!(e.contains("at least 5"), "{e}");
+    }
+
+    #[test]
+    fn the_own_identity_comes_from_the_own_certificate() {
+        // The coordinator places someone else's certificate where this participant should be.
+        let ca = ConsortiumCa::generate("c").unwrap();
+        let c = GraphRule::default().choose(5).unwrap();
+        let s = setup(
+            &ca,
+            &[(P, "someone-else"), (P, "b"), (P, "c"), (P, "d"), (P, "e")],
+            0,
+            c.degree,
+            c.threshold,
+        );
+        let e = refusal(&me(&ca, "victim"), &s);
+        assert!(e.contains("I am \"victim\""), "{e}");
+    }
+
+    #[test]
+    fn weak_degree_and_threshold_for_the_cohort_are_refused() {
+        // n = 50 with k = t = 2: two colluders around a victim would unmask it.
+        let ca = ConsortiumCa::generate("c").unwrap();
+        let ids: Vec<String> = (0..50).map(|i| format!("p{i}")).collect();
+        let members: Vec<(Role, &str)> = ids.iter().map(|i| (P, i.as_str())).collect();
+        let who = me(&ca, "p0");
+        let e = refusal(&who, &setup(&ca, &members, 0, 2, 2));
+        assert!(e.contains("degree 2 and threshold 2 for 50 members"), "{e}");
+        let c = GraphRule::default().choose(50).unwrap();
+        assert!(accept(&who, &at(), 10, &setup(&ca, &members, 0, c.degree, c.threshold)).is_ok());
+    }
 
     #[test]
     fn the_masked_vector_carries_weight_and_loss_inside_the_sum() {

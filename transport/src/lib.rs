@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hearth_crypto::pki::{identity_from_cert_der, NodeIdentity};
+use hearth_crypto::pki::{identity_from_cert_der, NodeIdentity, Role};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
@@ -298,6 +298,7 @@ pub fn server_config(m: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>, Trans
 }
 
 /// Client side: TLS 1.3 only, the consortium CA as the only root, this node's certificate, ALPN h2.
+/// The server may hold any role; a node that talks to one kind of server uses [`client_config_to`].
 pub fn client_config(m: &TlsMaterial) -> Result<Arc<rustls::ClientConfig>, TransportError> {
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -307,6 +308,92 @@ pub fn client_config(m: &TlsMaterial) -> Result<Arc<rustls::ClientConfig>, Trans
         .map_err(tls_err)?;
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+/// [`client_config`] that also requires the server's certificate to carry `role` (a participant
+/// connects only to a `coordinator`): a certificate from the same CA with another role, say another
+/// participant's, fails the handshake even when it names the right host.
+pub fn client_config_to(m: &TlsMaterial, role: Role) -> Result<Arc<rustls::ClientConfig>, TransportError> {
+    let provider = provider();
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(m.roots()?),
+        Arc::clone(&provider),
+    )
+    .build()
+    .map_err(tls_err)?;
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_err)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ServerRole { inner, role }))
+        .with_client_auth_cert(m.certs()?, m.key()?)
+        .map_err(tls_err)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// The client configuration of `provider` requiring the server's `role` (see [`client_config_to`]).
+pub fn client_config_to_for(
+    provider: TlsProvider,
+    m: &TlsMaterial,
+    role: Role,
+) -> Result<Arc<rustls::ClientConfig>, TransportError> {
+    match provider {
+        TlsProvider::Rustls => client_config_to(m, role),
+    }
+}
+
+/// WebPKI's verification of the chain and the name, then the Hearth role in the certificate.
+#[derive(Debug)]
+struct ServerRole {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    role: Role,
+}
+
+impl rustls::client::danger::ServerCertVerifier for ServerRole {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let verified =
+            self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+        let identity = identity_from_cert_der(end_entity).map_err(|e| {
+            rustls::Error::General(format!("the server's certificate carries no Hearth identity: {e}"))
+        })?;
+        if identity.role != self.role {
+            return Err(rustls::Error::General(format!(
+                "the server is {identity}, not a {}: refusing to talk to it",
+                self.role
+            )));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// A gRPC channel to `addr` (`host:port`) whose certificate must name `server_name`. The channel

@@ -7,7 +7,9 @@ use std::time::Duration;
 use axum::routing::get;
 use axum::{Extension, Router};
 use hearth_crypto::pki::{ConsortiumCa, Role};
-use hearth_transport::{client_config, serve, server_config, PeerIdentity, ServeOptions, TlsMaterial};
+use hearth_transport::{
+    client_config, client_config_to, serve, server_config, PeerIdentity, ServeOptions, TlsMaterial,
+};
 use http_body_util::{BodyExt, Empty};
 use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
@@ -25,7 +27,11 @@ struct Server {
 }
 
 async fn start(ca: &ConsortiumCa) -> Server {
-    let m = material(ca, Role::Coordinator, "coordinator");
+    start_as(ca, Role::Coordinator, "coordinator").await
+}
+
+async fn start_as(ca: &ConsortiumCa, role: Role, id: &str) -> Server {
+    let m = material(ca, role, id);
     let app = Router::new()
         .route("/whoami", get(|Extension(p): Extension<PeerIdentity>| async move { p.0.to_string() }));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -169,4 +175,18 @@ async fn tls_material_errors_name_the_file() {
     let mut m = material(&ca, Role::App, "app");
     m.key_pem = zeroize::Zeroizing::new("not a key".into());
     assert!(server_config(&m).is_err());
+}
+
+#[tokio::test]
+async fn a_participant_key_cannot_pose_as_the_coordinator() {
+    let ca = ConsortiumCa::generate("c").unwrap();
+    let me = material(&ca, Role::Participant, "bank-a");
+    let to_coordinator = (*client_config_to(&me, Role::Coordinator).unwrap()).clone();
+    // The real coordinator is accepted.
+    let real = start(&ca).await;
+    assert_eq!(whoami(&real.addr, to_coordinator.clone(), true).await.unwrap(), "participant:bank-a");
+    // Another participant's certificate, from the same CA and naming the same host, is not.
+    let impostor = start_as(&ca, Role::Participant, "airline-b").await;
+    let e = whoami(&impostor.addr, to_coordinator, true).await.unwrap_err();
+    assert!(e.contains("participant:airline-b") && e.contains("not a coordinator"), "{e}");
 }
