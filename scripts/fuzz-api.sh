@@ -4,23 +4,25 @@
 # - no server error (5xx),
 # - a status the document lists for the operation, as JSON, matching that status's schema,
 # - every schema-valid request accepted (2xx, or 403/404 for a caller or a resource that is not there).
-# Apps' endpoints are called with the app certificate, the data protection officer's with the DPO's.
+# Apps' endpoints are called with the institution's app certificate, the data protection officer's with
+# its DPO's (PKI_DIR/INSTITUTION/{app,dpo}.pem, as `hearth pki init` writes them).
 #
-# Usage: scripts/fuzz-api.sh HOST:PORT PKI_DIR [SECONDS_PER_CALLER]
+# Usage: scripts/fuzz-api.sh HOST:PORT PKI_DIR INSTITUTION [SECONDS_PER_CALLER]
 #   e.g. against `hearth demo --dir /tmp/demo` (the banner names the participants' ports):
-#   scripts/fuzz-api.sh localhost:PORT /tmp/demo/pki 90
+#   scripts/fuzz-api.sh localhost:PORT /tmp/demo/pki institution-1 90
 # Without SECONDS_PER_CALLER: 30 cases per operation and phase. The tools come from
 # scripts/install-api-tools.sh. Customer and workflow run ids that exist ($HEARTH_FUZZ_CUSTOMERS,
 # $HEARTH_FUZZ_RUNS, space-separated) are used for half the path ids, so that history, erasure and
 # workflow answers are checked too, not only 404s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 2 ] || { echo "usage: $0 HOST:PORT PKI_DIR [SECONDS_PER_CALLER]" >&2; exit 2; }
+[ $# -ge 3 ] || { echo "usage: $0 HOST:PORT PKI_DIR INSTITUTION [SECONDS_PER_CALLER]" >&2; exit 2; }
 addr=$1
 pki=$2
+institution=$3
 bin=$(scripts/install-api-tools.sh)
 budget=(--max-examples 30)
-if [ $# -ge 3 ]; then budget=(--max-time "$3" --max-examples 100000); fi
+if [ $# -ge 4 ]; then budget=(--max-time "$4" --max-examples 100000); fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 config="$work/schemathesis.toml"
@@ -52,7 +54,7 @@ for pass in "app|^/v1/(messages|intent|emotion|recommend|health|openapi\.json)$"
   paths=${pass#*|}
   echo "== as $who: $paths" >&2
   (cd "$work" && "$bin/st" --config-file "$config" run "https://$addr/v1/openapi.json" \
-    --tls-verify "$pki/ca.pem" --request-cert "$pki/$who.pem" --request-cert-key "$pki/$who.key" \
+    --tls-verify "$pki/ca.pem" --request-cert "$pki/$institution/$who.pem" --request-cert-key "$pki/$institution/$who.key" \
     --include-path-regex "$paths" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,positive_data_acceptance \
     --mode all --phases examples,coverage,fuzzing --generation-database none --no-color \

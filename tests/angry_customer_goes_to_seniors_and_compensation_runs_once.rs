@@ -123,7 +123,7 @@ async fn angry_customer_goes_to_seniors_and_compensation_runs_once() {
         }
     }
     let addr = cluster.participant_addr("inst-1");
-    let (app, operator) = (cluster.tls("app"), cluster.tls("operator"));
+    let (app, operator) = (cluster.tls("inst-1/app"), cluster.tls("inst-1/dpo"));
     for _ in 0..300 {
         let (_, h) = call_json(&addr, &app, "GET", "/v1/health", Value::Null).await;
         if h["models"]["emotion"]["version"].as_u64() == Some(3) {

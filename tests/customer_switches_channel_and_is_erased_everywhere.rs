@@ -50,7 +50,9 @@ async fn customer_switches_channel_and_is_erased_everywhere() {
     cluster.start_participant("inst-1");
     let addr = cluster.participant_addr("inst-1");
     let local = std::fs::read_to_string(cluster.dir.path().join("inst-1.local")).unwrap();
-    let (app, dpo, operator) = (cluster.tls("app"), cluster.tls("dpo"), cluster.tls("operator"));
+    // The institution's own app and data protection officer (its DPO also reloads the rules).
+    let (app, dpo) = (cluster.tls("inst-1/app"), cluster.tls("inst-1/dpo"));
+    let operator = cluster.tls("inst-1/dpo");
 
     // 1. The app channel, then email with the same phone written differently.
     let (s, first) = call_json(

@@ -89,7 +89,7 @@ async fn final_params(op: &mut CoordinatorClient<Channel>, job: &str) -> Vec<f32
 
 /// Waits until `name` serves version `version` of both jobs.
 async fn wait_served(cluster: &Cluster, name: &str, version: u64) {
-    let (addr, app) = (cluster.participant_addr(name), cluster.tls("app"));
+    let (addr, app) = (cluster.participant_addr(name), cluster.tls(&format!("{name}/app")));
     let mut last = serde_json::Value::Null;
     for _ in 0..300 {
         let (status, body) = https(&addr, &app, "GET", "/v1/health", vec![]).await;
@@ -168,7 +168,7 @@ async fn emotion_and_recommend_train_securely_and_serve() {
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(said.contains("without a CustomerID"), "{said}");
     });
-    let app = cluster.tls("app");
+    let app = cluster.tls("inst-1/app");
     let addr = cluster.participant_addr("inst-1");
 
     // Nothing committed yet: a clear 503, per family.
@@ -450,13 +450,13 @@ async fn emotion_and_recommend_train_securely_and_serve() {
     let mut cluster = cluster;
     cluster.kill_participant("inst-2");
     cluster.start_participant("inst-2");
-    let addr2 = cluster.participant_addr("inst-2");
-    let (status, body) = https(&addr2, &app, "GET", "/v1/health", vec![]).await;
+    let (addr2, app2) = (cluster.participant_addr("inst-2"), cluster.tls("inst-2/app"));
+    let (status, body) = https(&addr2, &app2, "GET", "/v1/health", vec![]).await;
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(status, 200);
     assert_eq!(v["models"]["emotion"]["version"], ROUNDS, "{v}");
     assert_eq!(v["models"]["recommend"]["version"], ROUNDS, "{v}");
-    let (status, v) = https_json(&addr2, &app, "POST", "/v1/recommend", br#"{"top_k": 2}"#.to_vec()).await;
+    let (status, v) = https_json(&addr2, &app2, "POST", "/v1/recommend", br#"{"top_k": 2}"#.to_vec()).await;
     assert_eq!((status, v["cold_start"].as_bool()), (200, Some(true)), "{v}");
 }
 

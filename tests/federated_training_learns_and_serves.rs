@@ -24,7 +24,8 @@ async fn federated_training_learns_and_serves() {
     // while models are swapped in between rounds, and the versions it sees never go backwards.
     let stop = Arc::new(AtomicBool::new(false));
     let hammer = {
-        let (stop, addr, app) = (Arc::clone(&stop), cluster.participant_addr("inst-1"), cluster.tls("app"));
+        let (stop, addr, app) =
+            (Arc::clone(&stop), cluster.participant_addr("inst-1"), cluster.tls("inst-1/app"));
         tokio::spawn(async move {
             let cfg = hearth_transport::client_config(&app).unwrap();
             let ch = hearth_transport::connect(&addr, "localhost", cfg).await.unwrap();
@@ -114,7 +115,7 @@ async fn federated_training_learns_and_serves() {
 
     // The participants swap in the final model; ask one over HTTPS with the app certificate.
     let addr = cluster.participant_addr("inst-1");
-    let app = cluster.tls("app");
+    let app = cluster.tls("inst-1/app");
     let mut served = 0;
     for _ in 0..100 {
         let (status, body) = https(&addr, &app, "GET", "/v1/health", vec![]).await;

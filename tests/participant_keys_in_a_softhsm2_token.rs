@@ -85,7 +85,7 @@ async fn participant_keys_in_a_softhsm2_token() {
     let d = cluster.dir.path().to_path_buf();
     let p1 = d.join("data/inst-1");
     // Served, from the token-backed node.
-    let app = cluster.tls("app");
+    let app = cluster.tls("inst-1/app");
     let body = serde_json::to_vec(&serde_json::json!({ "text": "what is my balance" })).unwrap();
     // The participant installs the final model just after the job ends: wait for it.
     let mut status = 0;

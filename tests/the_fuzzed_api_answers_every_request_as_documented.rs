@@ -90,9 +90,12 @@ async fn the_fuzzed_api_answers_every_request_as_documented() {
     let pki = work.join("pki");
 
     // The document it serves is valid OpenAPI 3.1.
-    let app =
-        hearth_transport::TlsMaterial::load(&pki.join("ca.pem"), &pki.join("app.pem"), &pki.join("app.key"))
-            .unwrap();
+    let app = hearth_transport::TlsMaterial::load(
+        &pki.join("ca.pem"),
+        &pki.join("institution-1/app.pem"),
+        &pki.join("institution-1/app.key"),
+    )
+    .unwrap();
     let local = addr.replace("localhost", "127.0.0.1");
     let (status, doc) = call_json(&local, &app, "GET", "/v1/openapi.json", serde_json::Value::Null).await;
     assert_eq!(status, 200, "{doc}");
@@ -126,7 +129,7 @@ async fn the_fuzzed_api_answers_every_request_as_documented() {
 
     // Every operation, fuzzed, answers as documented.
     let out = Command::new(root().join("scripts/fuzz-api.sh"))
-        .args([addr.as_str(), s(&pki)])
+        .args([addr.as_str(), s(&pki), "institution-1"])
         .env("HEARTH_FUZZ_CUSTOMERS", customers.join(" "))
         .env("HEARTH_FUZZ_RUNS", runs.join(" "))
         .output()

@@ -545,13 +545,13 @@ fn serve_banner(a: &DemoArgs, pki: &Path, dir: &Path, addrs: &[(String, String)]
     let port = addr.rsplit(':').next().unwrap_or("0");
     let curl = |body: &str, path: &str| {
         format!(
-            "  curl --cacert {0}/ca.pem --cert {0}/app.pem --key {0}/app.key \\\n    -H 'content-type: application/json' -d '{body}' \\\n    https://localhost:{port}{path}",
+            "  curl --cacert {0}/ca.pem --cert {0}/{name}/app.pem --key {0}/{name}/app.key \\\n    -H 'content-type: application/json' -d '{body}' \\\n    https://localhost:{port}{path}",
             pki.display()
         )
     };
     eprintln!();
     eprintln!(
-        "The {} participants now serve the final models. Ask {name} (HTTPS with an app certificate):",
+        "The {} participants now serve the final models. Ask {name} (HTTPS with one of {name}'s app certificates;\neach institution's desk and models answer only its own apps):",
         addrs.len()
     );
     if a.runs(TaskChoice::Intent) {

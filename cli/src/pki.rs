@@ -11,12 +11,12 @@ use hearth_crypto::SuiteId;
 pub enum PkiCommand {
     /// Create a consortium CA and certificates for a coordinator, participants, an operator and an app.
     #[command(
-        after_help = "Examples:\n  hearth pki init --dir pki --participants bank-a,airline-b,retail-c\n  hearth pki init --dir pki --participants bank-a --dns coord.example.org --ip 10.0.0.5\n\nWrites DIR/ca.pem and DIR/ca.key (keep the CA key offline), DIR/coordinator.{pem,key},\nDIR/<participant>.{pem,key}, DIR/operator.{pem,key}, DIR/app.{pem,key}, DIR/dpo.{pem,key} (data\nprotection officer) and DIR/analyst.{pem,key}."
+        after_help = "Examples:\n  hearth pki init --dir pki --participants bank-a,airline-b,retail-c\n  hearth pki init --dir pki --participants bank-a --dns coord.example.org --ip 10.0.0.5\n\nWrites DIR/ca.pem and DIR/ca.key (keep the CA key offline), DIR/coordinator.{pem,key},\nDIR/<participant>.{pem,key}, and for each participant's institution DIR/<participant>/app.{pem,key} and\nDIR/<participant>/dpo.{pem,key} (its apps and its data protection officer: the only callers its desk\nand inference accept); and the consortium's DIR/operator.{pem,key}, DIR/dpo.{pem,key}, DIR/app.{pem,key}\nand DIR/analyst.{pem,key}, which act for no institution and reach no customer data."
     )]
     Init(InitArgs),
     /// Issue one more certificate from an existing CA.
     #[command(
-        after_help = "Example:\n  hearth pki issue --dir pki --role participant --id hospital-d --dns hospital-d.example.org"
+        after_help = "Examples:\n  hearth pki issue --dir pki --role participant --id hospital-d --dns hospital-d.example.org\n  hearth pki issue --dir pki --role app --id crm --institution hospital-d   # writes DIR/hospital-d/crm.{pem,key}"
     )]
     Issue(IssueArgs),
 }
@@ -68,6 +68,10 @@ pub struct IssueArgs {
     /// The consortium's algorithm suite (see `hearth pki init --help`).
     #[arg(long, default_value = "international")]
     pub suite: SuiteId,
+    /// The institution (participant id) an app, dpo or operator certificate acts for; its desk and
+    /// inference accept only such callers. The files go to DIR/<institution>/.
+    #[arg(long)]
+    pub institution: Option<String>,
 }
 
 pub fn run(cmd: PkiCommand) -> anyhow::Result<()> {
@@ -80,7 +84,10 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<()> {
         PkiCommand::Issue(a) => {
             let ca = load_ca(&a.dir)?;
             let (dns, ips) = names(&a.dns, &a.ip);
-            let written = issue(&ca, &a.dir, a.role, &a.id, &dns, &ips, a.suite)?;
+            let written = match &a.institution {
+                Some(i) => issue_for(&ca, &a.dir, a.role, &a.id, i)?,
+                None => issue(&ca, &a.dir, a.role, &a.id, &dns, &ips, a.suite)?,
+            };
             let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
             eprintln!("wrote {}", names.join(", "));
             Ok(())
@@ -112,12 +119,35 @@ pub fn init(a: &InitArgs) -> anyhow::Result<Vec<PathBuf>> {
         // coordinator's host name (participants also check the coordinator's role).
         let (own_dns, own_ips) = names(&[], &[]);
         written.extend(issue(&ca, &a.dir, Role::Participant, p, &own_dns, &own_ips, a.suite)?);
+        // The institution's own callers: its apps and its data protection officer.
+        written.extend(issue_for(&ca, &a.dir, Role::App, "app", p)?);
+        written.extend(issue_for(&ca, &a.dir, Role::Dpo, "dpo", p)?);
     }
     written.extend(issue(&ca, &a.dir, Role::Operator, "operator", &[], &[], SuiteId::International)?);
     written.extend(issue(&ca, &a.dir, Role::App, "app", &[], &[], SuiteId::International)?);
     written.extend(issue(&ca, &a.dir, Role::Dpo, "dpo", &[], &[], SuiteId::International)?);
     written.extend(issue(&ca, &a.dir, Role::Analyst, "analyst", &[], &[], SuiteId::International)?);
     Ok(written)
+}
+
+/// Issues `DIR/<institution>/<id>.{pem,key}`: a certificate acting for one institution.
+fn issue_for(
+    ca: &ConsortiumCa,
+    dir: &Path,
+    role: Role,
+    id: &str,
+    institution: &str,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let options = IssueOptions { institution: Some(institution.to_string()), ..Default::default() };
+    let cert = ca
+        .issue_with(role, id, &[], &[], &options)
+        .with_context(|| format!("issuing the {role} certificate {id:?} of institution {institution:?}"))?;
+    let dir = dir.join(institution);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(vec![
+        write_new(&dir.join(format!("{id}.pem")), &cert.cert_pem)?,
+        write_secret(&dir.join(format!("{id}.key")), &cert.key_pem)?,
+    ])
 }
 
 fn issue(
@@ -137,7 +167,10 @@ fn issue(
         }
         _ => None,
     };
-    let options = IssueOptions { sm2_verifying_key: sm2.as_ref().map(|(_, public)| public.clone()) };
+    let options = IssueOptions {
+        sm2_verifying_key: sm2.as_ref().map(|(_, public)| public.clone()),
+        ..Default::default()
+    };
     let cert = ca
         .issue_with(role, id, dns, ips, &options)
         .with_context(|| format!("issuing the {role} certificate {id:?}"))?;
@@ -210,5 +243,12 @@ mod tests {
         let mine = sans("bank-a");
         assert!(!mine.contains("coord.example.org") && !mine.contains("[10, 0, 0, 5]"), "{mine}");
         assert!(mine.contains("localhost"), "{mine}");
+        // The institution's own app and DPO, bound to it.
+        for who in ["app", "dpo"] {
+            let der =
+                rustls_pemfile::certs(&mut pem(&format!("bank-a/{who}")).as_bytes()).next().unwrap().unwrap();
+            let id = hearth_crypto::pki::identity_from_cert_der(&der).unwrap();
+            assert!(id.acts_for("bank-a"), "{id}");
+        }
     }
 }

@@ -141,15 +141,33 @@ impl FromStr for Role {
 pub struct NodeIdentity {
     /// Its role.
     pub role: Role,
-    /// Its id, unique within the role.
+    /// Its id, unique within the role (and the institution, when it has one).
     pub id: String,
+    /// The institution an app, DPO or operator acts for (a participant's id), from a second SAN URI
+    /// `urn:hearth:institution:<id>`; `None` for consortium roles (the consortium's operator and DPO)
+    /// and for the coordinator and participants themselves.
+    pub institution: Option<String>,
 }
 
 impl fmt::Display for NodeIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.role, self.id)
+        write!(f, "{}:{}", self.role, self.id)?;
+        match &self.institution {
+            Some(i) => write!(f, "@{i}"),
+            None => Ok(()),
+        }
     }
 }
+
+impl NodeIdentity {
+    /// Whether this caller acts for `institution` (never true of a consortium role).
+    pub fn acts_for(&self, institution: &str) -> bool {
+        self.institution.as_deref() == Some(institution)
+    }
+}
+
+/// The roles a certificate may bind to one institution.
+pub const INSTITUTION_ROLES: [Role; 3] = [Role::App, Role::Dpo, Role::Operator];
 
 /// Checks a node id: 1 to 64 characters of `[a-z0-9._-]`, starting with a letter or digit.
 pub fn validate_node_id(id: &str) -> Result<(), PkiError> {
@@ -170,6 +188,8 @@ pub fn validate_node_id(id: &str) -> Result<(), PkiError> {
 }
 
 const URI_PREFIX: &str = "urn:hearth:";
+/// The SAN URI binding an app, DPO or operator certificate to one institution.
+const INSTITUTION_URI_PREFIX: &str = "urn:hearth:institution:";
 
 fn gen_err(e: impl fmt::Display) -> PkiError {
     PkiError::Generate(e.to_string())
@@ -277,8 +297,18 @@ fn node_params(
     id: &str,
     dns_names: &[String],
     ip_addrs: &[IpAddr],
+    institution: Option<&str>,
 ) -> Result<CertificateParams, PkiError> {
     validate_node_id(id)?;
+    if let Some(i) = institution {
+        validate_node_id(i)?;
+        if !INSTITUTION_ROLES.contains(&role) {
+            return Err(PkiError::InvalidId {
+                id: id.to_string(),
+                reason: "only app, dpo and operator certificates act for an institution",
+            });
+        }
+    }
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, id);
@@ -286,6 +316,9 @@ fn node_params(
     params.distinguished_name = dn;
     let uri = format!("{URI_PREFIX}{role}:{id}");
     let mut sans = vec![SanType::URI(uri.try_into().map_err(gen_err)?)];
+    if let Some(i) = institution {
+        sans.push(SanType::URI(format!("{INSTITUTION_URI_PREFIX}{i}").try_into().map_err(gen_err)?));
+    }
     for d in dns_names {
         sans.push(SanType::DnsName(d.clone().try_into().map_err(gen_err)?));
     }
@@ -348,6 +381,22 @@ pub fn identity_from_cert_der(der: &[u8]) -> Result<NodeIdentity, PkiError> {
             _ => None,
         })
         .collect();
+    let (institutions, uris): (Vec<&str>, Vec<&str>) =
+        uris.into_iter().partition(|u| u.starts_with(INSTITUTION_URI_PREFIX));
+    let institution = match institutions.as_slice() {
+        [] => None,
+        [one] => {
+            let i = &one[INSTITUTION_URI_PREFIX.len()..];
+            validate_node_id(i)?;
+            Some(i.to_string())
+        }
+        more => {
+            return Err(PkiError::NoIdentity(format!(
+                "{} institution URIs, expected at most one",
+                more.len()
+            )))
+        }
+    };
     let [uri] = uris.as_slice() else {
         return Err(PkiError::NoIdentity(format!("{} urn:hearth: URIs, expected exactly one", uris.len())));
     };
@@ -356,7 +405,10 @@ pub fn identity_from_cert_der(der: &[u8]) -> Result<NodeIdentity, PkiError> {
         rest.split_once(':').ok_or_else(|| PkiError::NoIdentity(format!("malformed URI {uri:?}")))?;
     let role: Role = role.parse()?;
     validate_node_id(id)?;
-    Ok(NodeIdentity { role, id: id.to_string() })
+    if institution.is_some() && !INSTITUTION_ROLES.contains(&role) {
+        return Err(PkiError::NoIdentity(format!("a {role} certificate may not act for an institution")));
+    }
+    Ok(NodeIdentity { role, id: id.to_string(), institution })
 }
 
 #[cfg(test)]
@@ -368,6 +420,24 @@ mod tests {
     }
 
     #[test]
+    fn an_app_certificate_carries_the_institution_it_acts_for() {
+        let ca = ConsortiumCa::generate("c").unwrap();
+        let opts = IssueOptions { institution: Some("bank-a".into()), ..Default::default() };
+        let c = ca.issue_with(Role::App, "crm", &[], &[], &opts).unwrap();
+        let id = identity_from_cert_der(&der(&c.cert_pem)).unwrap();
+        assert_eq!(id.institution.as_deref(), Some("bank-a"));
+        assert!(id.acts_for("bank-a") && !id.acts_for("airline-b"));
+        assert_eq!(id.to_string(), "app:crm@bank-a");
+        // Consortium roles act for no institution; a participant or coordinator cannot be given one.
+        let op =
+            identity_from_cert_der(&der(&ca.issue(Role::Operator, "operator", &[], &[]).unwrap().cert_pem));
+        assert!(!op.unwrap().acts_for("bank-a"));
+        for role in [Role::Participant, Role::Coordinator, Role::Analyst] {
+            assert!(ca.issue_with(role, "x", &[], &[], &opts).is_err(), "{role}");
+        }
+    }
+
+    #[test]
     fn issued_certificates_carry_their_identity() {
         let ca = ConsortiumCa::generate("test").unwrap();
         for role in
@@ -375,7 +445,7 @@ mod tests {
         {
             let c = ca.issue(role, "bank-a.1", &["localhost".into()], &[[127, 0, 0, 1].into()]).unwrap();
             let id = identity_from_cert_der(&der(&c.cert_pem)).unwrap();
-            assert_eq!(id, NodeIdentity { role, id: "bank-a.1".into() });
+            assert_eq!(id, NodeIdentity { role, id: "bank-a.1".into(), institution: None });
             assert_eq!(id.to_string(), format!("{role}:bank-a.1"));
         }
     }

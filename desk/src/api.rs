@@ -1,17 +1,24 @@
 //! The HTTP face of the customer-service core, and who may call what.
 //!
-//! | endpoint | callers |
+//! | endpoint | callers (certificates acting for this desk's institution) |
 //! |---|---|
-//! | `POST /v1/messages` | app and operator certificates, the local API key |
+//! | `POST /v1/messages` | its apps and operators, the local API key |
 //! | `GET /v1/openapi.json` | any authenticated caller |
-//! | `GET /v1/customers/{id}/history` | operator and DPO certificates |
-//! | `DELETE /v1/customers/{id}` | operator and DPO certificates |
-//! | `POST /v1/admin/rules/reload` | operator and DPO certificates |
-//! | `GET /v1/admin/workflows/{run_id}` | operator and DPO certificates |
+//! | `GET /v1/customers/{id}/history` | its DPO and operators |
+//! | `DELETE /v1/customers/{id}` | its DPO and operators |
+//! | `POST /v1/admin/rules/reload` | its DPO and operators |
+//! | `GET /v1/admin/workflows/{run_id}` | its DPO and operators |
 //!
-//! History and erasure are a data subject's requests, handled by the data protection officer or the
-//! operator, not by the apps that post messages: an app's certificate or the API key gets 403 there,
-//! recorded in the audit log as `service.call` / `denied`.
+//! **Institutions are walled off.** Every certificate comes from the one consortium CA, so a role alone
+//! says nothing about whose customers a caller may touch: an app, DPO or operator certificate names the
+//! institution it acts for (`urn:hearth:institution:<participant id>`), and a desk serves only callers
+//! of its own institution. Another institution's app, and the consortium's own operator and DPO (who
+//! act for no institution), get 403 on every customer endpoint, recorded in the audit log as
+//! `service.call` / `denied`.
+//!
+//! History and erasure are a data subject's requests, handled by the institution's data protection
+//! officer (or operator), not by the apps that post messages: an app's certificate or the API key gets
+//! 403 there, audited the same way.
 //!
 //! **The local listener** (`[service.local]`, off by default) serves the same routes over plain HTTP
 //! on a loopback address only, for apps on the participant's own host (and for load generators, which
@@ -64,25 +71,46 @@ impl ApiKey {
 /// Who is calling, as established by the certificate or the API key.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// For the audit log (`app:crm`, `api-key:local`).
+    /// For the audit log (`app:crm@bank-a`, `api-key:local`).
     pub name: String,
     /// The role.
     pub role: Role,
+    /// The institution it acts for; `None` for consortium roles.
+    pub institution: Option<String>,
 }
 
-const ADMINS: [Role; 2] = [Role::Operator, Role::Dpo];
+const ADMINS: [Role; 2] = [Role::Dpo, Role::Operator];
 const POSTERS: [Role; 2] = [Role::App, Role::Operator];
 
-fn allow(caller: &Caller, roles: &[Role], what: &str, audit: &Option<AuditLog>) -> Result<(), ApiError> {
-    if roles.contains(&caller.role) {
+/// Lets `caller` through if it holds one of `roles` and acts for `institution`, this desk's own;
+/// otherwise a 403, audited.
+fn allow(
+    caller: &Caller,
+    roles: &[Role],
+    what: &str,
+    institution: &str,
+    audit: &Option<AuditLog>,
+) -> Result<(), ApiError> {
+    let mine = caller.institution.as_deref() == Some(institution);
+    if roles.contains(&caller.role) && mine {
         return Ok(());
     }
     let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-    let message = format!(
-        "{what} needs a certificate with role {}; a {} caller may not",
-        names.join(" or "),
-        caller.role
-    );
+    let message = if !roles.contains(&caller.role) {
+        format!(
+            "{what} needs a certificate with role {}; a {} caller may not",
+            names.join(" or "),
+            caller.role
+        )
+    } else if let Some(other) = &caller.institution {
+        format!("{what}: this desk serves only {institution}'s callers; {} acts for {other}", caller.name)
+    } else {
+        format!(
+            "{what}: this desk serves only {institution}'s callers; {} is a consortium certificate, which \
+             reaches no institution's customers",
+            caller.name
+        )
+    };
     if let Some(log) = audit {
         log.record_event(
             Event::new(caller.name.clone(), Action::ServiceCall, Outcome::Denied).detail(message.clone()),
@@ -101,7 +129,7 @@ async fn post_message(
     Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<MessageAnswer>, ApiError> {
-    allow(&caller, &POSTERS, "POST /v1/messages", &s.audit)?;
+    allow(&caller, &POSTERS, "POST /v1/messages", &s.institution, &s.audit)?;
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge
@@ -129,7 +157,7 @@ async fn history(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<History>, ApiError> {
-    allow(&caller, &ADMINS, "GET /v1/customers/{id}/history", &s.audit)?;
+    allow(&caller, &ADMINS, "GET /v1/customers/{id}/history", &s.institution, &s.audit)?;
     s.history(&id).map(Json)
 }
 
@@ -145,7 +173,7 @@ async fn erase(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Erased>, ApiError> {
-    allow(&caller, &ADMINS, "DELETE /v1/customers/{id}", &s.audit)?;
+    allow(&caller, &ADMINS, "DELETE /v1/customers/{id}", &s.institution, &s.audit)?;
     s.erase(&id, &caller.name).await.map(Json)
 }
 
@@ -166,7 +194,7 @@ pub struct Reloaded {
             description = "`invalid_rules`: the file has an error (its line or rule named); the previous rules keep serving"),
     ))]
 async fn reload(State(s): State<Arc<Desk>>, Extension(caller): Extension<Caller>) -> Response {
-    if let Err(e) = allow(&caller, &ADMINS, "POST /v1/admin/rules/reload", &s.audit) {
+    if let Err(e) = allow(&caller, &ADMINS, "POST /v1/admin/rules/reload", &s.institution, &s.audit) {
         return e.into_response();
     }
     let s2 = Arc::clone(&s);
@@ -194,7 +222,7 @@ async fn workflow_run(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<super::workflows::Run>, ApiError> {
-    allow(&caller, &ADMINS, "GET /v1/admin/workflows/{run_id}", &s.audit)?;
+    allow(&caller, &ADMINS, "GET /v1/admin/workflows/{run_id}", &s.institution, &s.audit)?;
     s.engine.get(&id).map(Json).ok_or(ApiError::NotFound {
         reason: "unknown_run",
         message: "no workflow run with this id (never started, erased with its customer, or expired)".into(),
@@ -230,11 +258,15 @@ async fn cert_caller(mut req: Request, next: Next) -> Response {
         return ApiError::Forbidden("no authenticated client certificate on this connection".into())
             .into_response();
     };
-    req.extensions_mut().insert(Caller { name: id.to_string(), role: id.role });
+    req.extensions_mut().insert(Caller { name: id.to_string(), role: id.role, institution: id.institution });
     next.run(req).await
 }
 
-async fn key_caller(State(key): State<ApiKey>, mut req: Request, next: Next) -> Response {
+async fn key_caller(
+    State((key, institution)): State<(ApiKey, String)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -248,7 +280,9 @@ async fn key_caller(State(key): State<ApiKey>, mut req: Request, next: Next) -> 
         );
         return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
     }
-    req.extensions_mut().insert(Caller { name: "api-key:local".into(), role: Role::App });
+    // The key is this institution's own, held on its own host.
+    let caller = Caller { name: "api-key:local".into(), role: Role::App, institution: Some(institution) };
+    req.extensions_mut().insert(caller);
     next.run(req).await
 }
 
@@ -259,9 +293,10 @@ pub fn mtls(service: Arc<Desk>) -> Router {
 
 /// The routes for the loopback listener: the caller is the API key, acting as an app.
 pub fn local(service: Arc<Desk>, key: ApiKey) -> Router {
+    let institution = service.institution.clone();
     routes(service)
         .fallback(hearth_inference::no_route)
-        .layer(axum::middleware::from_fn_with_state(key, key_caller))
+        .layer(axum::middleware::from_fn_with_state((key, institution), key_caller))
 }
 
 /// Serves [`local`] on `addr` until `shutdown` resolves.
@@ -285,13 +320,33 @@ mod tests {
         assert!(!format!("{k:?}").contains("long"));
     }
 
+    fn caller(role: Role, institution: Option<&str>) -> Caller {
+        Caller { name: format!("{role}:x"), role, institution: institution.map(str::to_string) }
+    }
+
     #[test]
     fn admin_endpoints_refuse_apps() {
-        let app = Caller { name: "app:crm".into(), role: Role::App };
-        let dpo = Caller { name: "dpo:anna".into(), role: Role::Dpo };
-        assert!(matches!(allow(&app, &ADMINS, "DELETE", &None), Err(ApiError::Forbidden(_))));
-        assert!(allow(&dpo, &ADMINS, "DELETE", &None).is_ok());
-        assert!(allow(&app, &POSTERS, "POST", &None).is_ok());
-        assert!(allow(&dpo, &POSTERS, "POST", &None).is_err());
+        let (app, dpo) = (caller(Role::App, Some("bank-a")), caller(Role::Dpo, Some("bank-a")));
+        assert!(matches!(allow(&app, &ADMINS, "DELETE", "bank-a", &None), Err(ApiError::Forbidden(_))));
+        assert!(allow(&dpo, &ADMINS, "DELETE", "bank-a", &None).is_ok());
+        assert!(allow(&app, &POSTERS, "POST", "bank-a", &None).is_ok());
+        assert!(allow(&dpo, &POSTERS, "POST", "bank-a", &None).is_err());
+    }
+
+    #[test]
+    fn other_institutions_and_consortium_roles_reach_no_customer() {
+        for (who, want) in [
+            (caller(Role::App, Some("airline-b")), "acts for airline-b"),
+            (caller(Role::Dpo, Some("airline-b")), "acts for airline-b"),
+            (caller(Role::Operator, None), "consortium certificate"),
+            (caller(Role::Dpo, None), "consortium certificate"),
+        ] {
+            for roles in [&POSTERS[..], &ADMINS[..]] {
+                match allow(&who, roles, "GET /v1/customers/{id}/history", "bank-a", &None) {
+                    Err(ApiError::Forbidden(m)) if !roles.contains(&who.role) || m.contains(want) => {}
+                    other => panic!("{who:?} on {roles:?}: {other:?}"),
+                }
+            }
+        }
     }
 }

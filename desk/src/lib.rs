@@ -117,6 +117,8 @@ pub struct Desk {
     pub engine: Arc<Engine>,
     audit: Option<AuditLog>,
     config: DeskConfig,
+    /// The institution this desk serves (its participant's id): only callers acting for it get in.
+    pub institution: String,
 }
 
 fn checked_label(what: &str, v: &str, max: usize) -> Result<String, ApiError> {
@@ -131,10 +133,12 @@ fn checked_label(what: &str, v: &str, max: usize) -> Result<String, ApiError> {
 }
 
 impl Desk {
-    /// Opens the service's store in `data_dir` and its rules. Blocking (reads and opens every record).
+    /// Opens the service's store in `data_dir` and its rules, for `institution`'s callers. Blocking (reads
+    /// and opens every record).
     pub fn open(
         config: &DeskConfig,
         data_dir: &Path,
+        institution: &str,
         keys: Arc<NodeKeys>,
         slots: ModelSlots,
         audit: Option<AuditLog>,
@@ -166,6 +170,7 @@ impl Desk {
             engine,
             audit,
             config: config.clone(),
+            institution: institution.to_string(),
         })
     }
 

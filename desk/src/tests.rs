@@ -25,7 +25,7 @@ fn open_with(dir: &Path, suite: hearth_crypto::SuiteId, config: &DeskConfig) -> 
     };
     let keys =
         Arc::new(NodeKeys::open(&cfg, suite, dir, PARTICIPANT_KEYS, Create::IfMissing, None).unwrap().0);
-    Desk::open(config, dir, keys, Arc::new(Slots::default()), None).unwrap()
+    Desk::open(config, dir, "bank-a", keys, Arc::new(Slots::default()), None).unwrap()
 }
 
 fn body(json: &str) -> MessageBody {

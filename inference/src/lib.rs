@@ -226,15 +226,21 @@ impl From<ApiError> for tonic::Status {
     }
 }
 
-/// The audit log refused callers are recorded in (none in unit tests).
-#[derive(Debug, Clone, Default)]
-pub struct Auditor(pub Option<AuditLog>);
+/// Who may call: the institution these endpoints serve, and the audit log refused callers are recorded
+/// in (none in unit tests).
+#[derive(Debug, Clone)]
+pub struct Auditor {
+    /// The institution (this participant's id): only its own apps and operators are answered.
+    pub institution: String,
+    /// Where refusals are recorded.
+    pub log: Option<AuditLog>,
+}
 
 impl Auditor {
-    /// Checks the caller's role, recording a refusal as `inference.call` / `denied`.
+    /// Checks the caller's role and institution, recording a refusal as `inference.call` / `denied`.
     pub(crate) fn check(&self, who: &hearth_crypto::pki::NodeIdentity) -> Result<(), ApiError> {
-        let r = check_caller(who.role);
-        if let (Err(e), Some(log)) = (&r, &self.0) {
+        let r = check_caller(who, &self.institution);
+        if let (Err(e), Some(log)) = (&r, &self.log) {
             let (_, _, _, message) = e.parts();
             log.record_event(
                 Event::new(who.to_string(), Action::InferenceCall, Outcome::Denied).detail(message),
@@ -244,14 +250,22 @@ impl Auditor {
     }
 }
 
-fn check_caller(role: Role) -> Result<(), ApiError> {
-    if CALLERS.contains(&role) {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(format!(
-            "a {role} certificate may not call inference; use an app certificate"
-        )))
+/// An app or operator of `institution` may call; another institution's, or a consortium role, may not:
+/// a served recommender holds the institution's purchase histories, and the models are its own.
+fn check_caller(who: &hearth_crypto::pki::NodeIdentity, institution: &str) -> Result<(), ApiError> {
+    if !CALLERS.contains(&who.role) {
+        return Err(ApiError::Forbidden(format!(
+            "a {} certificate may not call inference; use an app certificate",
+            who.role
+        )));
     }
+    if !who.acts_for(institution) {
+        return Err(ApiError::Forbidden(format!(
+            "these endpoints serve only {institution}'s apps; {who} acts for {}",
+            who.institution.as_deref().unwrap_or("no institution (a consortium certificate)")
+        )));
+    }
+    Ok(())
 }
 
 /// An optional count (`top_k`): JSON Schema counts `16.0` as the integer 16, so it is read as one; a
@@ -487,9 +501,17 @@ mod tests {
     }
 
     #[test]
-    fn only_apps_and_operators_may_call() {
-        assert!(check_caller(Role::App).is_ok());
-        assert!(check_caller(Role::Operator).is_ok());
-        assert!(matches!(check_caller(Role::Participant), Err(ApiError::Forbidden(_))));
+    fn only_the_institutions_apps_and_operators_may_call() {
+        let who = |role, institution: Option<&str>| hearth_crypto::pki::NodeIdentity {
+            role,
+            id: "x".into(),
+            institution: institution.map(str::to_string),
+        };
+        assert!(check_caller(&who(Role::App, Some("bank-a")), "bank-a").is_ok());
+        assert!(check_caller(&who(Role::Operator, Some("bank-a")), "bank-a").is_ok());
+        assert!(matches!(check_caller(&who(Role::Participant, None), "bank-a"), Err(ApiError::Forbidden(_))));
+        let other = check_caller(&who(Role::App, Some("airline-b")), "bank-a").unwrap_err();
+        assert!(matches!(&other, ApiError::Forbidden(m) if m.contains("acts for airline-b")), "{other:?}");
+        assert!(check_caller(&who(Role::Operator, None), "bank-a").is_err());
     }
 }

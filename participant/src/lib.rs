@@ -179,10 +179,20 @@ pub async fn start(
 
     let slots: ModelSlots = Arc::new(Slots::default());
     let local_listener = config.service.local.resolve().map_err(anyhow::Error::msg)?;
-    let (svc_cfg, svc_dir, svc_slots, svc_audit) =
-        (config.service.clone(), config.data_dir.clone(), Arc::clone(&slots), audit.clone());
+    // The institution this participant serves is the one its own certificate names.
+    let own = hearth_crypto::pki::cert_der_from_pem(&tls.cert_pem)
+        .and_then(|der| hearth_crypto::pki::identity_from_cert_der(&der))
+        .context("this participant's own certificate")?;
+    let institution = own.id.clone();
+    let (svc_cfg, svc_dir, svc_slots, svc_audit, svc_inst) = (
+        config.service.clone(),
+        config.data_dir.clone(),
+        Arc::clone(&slots),
+        audit.clone(),
+        institution.clone(),
+    );
     let service = tokio::task::spawn_blocking(move || {
-        hearth_desk::Desk::open(&svc_cfg, &svc_dir, keys, svc_slots, Some(svc_audit))
+        hearth_desk::Desk::open(&svc_cfg, &svc_dir, &svc_inst, keys, svc_slots, Some(svc_audit))
     })
     .await
     .context("opening the customer-service core")?
@@ -238,10 +248,11 @@ pub async fn start(
         server_config_for(config.tls.provider, &tls).context("building the TLS server configuration")?;
     tracing::info!(%inference_addr, "inference endpoint listening (HTTPS + gRPC, client certificates required)");
     let opts = ServeOptions { on_refused: Some(refusal_hook(audit.clone())), ..ServeOptions::default() };
-    let router = hearth_inference::router(slots, hearth_inference::Auditor(Some(audit.clone())))
-        .merge(hearth_desk::api::mtls(Arc::clone(&service)))
-        // A path nobody serves: a JSON 404 for HTTP callers, UNIMPLEMENTED for gRPC ones.
-        .fallback(hearth_inference::no_route);
+    let router =
+        hearth_inference::router(slots, hearth_inference::Auditor { institution, log: Some(audit.clone()) })
+            .merge(hearth_desk::api::mtls(Arc::clone(&service)))
+            // A path nobody serves: a JSON 404 for HTTP callers, UNIMPLEMENTED for gRPC ones.
+            .fallback(hearth_inference::no_route);
     service.spawn_background();
     // One shutdown signal for both listeners.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -491,7 +491,7 @@ mod tests {
         let (_, sybil) = SuiteId::National.suite().signing_keypair().unwrap();
         let member = |id: &str, key: Option<Vec<u8>>| {
             let key = key.unwrap_or_else(|| SuiteId::National.suite().signing_keypair().unwrap().1);
-            let opts = IssueOptions { sm2_verifying_key: Some(key) };
+            let opts = IssueOptions { sm2_verifying_key: Some(key), ..Default::default() };
             let c = ca.issue_with(P, id, &[], &[], &opts).unwrap();
             let der = hearth_crypto::pki::cert_der_from_pem(&c.cert_pem).unwrap();
             (v1::RosterMember { participant_id: id.into(), certificate_der: der.clone().into() }, der)

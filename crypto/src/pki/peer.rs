@@ -60,6 +60,8 @@ pub struct IssueOptions {
     /// The node's SM2 verifying key (SEC1 uncompressed, 65 bytes) to embed for national-suite protocol
     /// signatures.
     pub sm2_verifying_key: Option<Vec<u8>>,
+    /// The institution an app, DPO or operator certificate acts for (a participant's id).
+    pub institution: Option<String>,
 }
 
 /// A certificate that [`verify_node_cert`] accepted.
@@ -130,7 +132,7 @@ impl ConsortiumCa {
         ip_addrs: &[IpAddr],
         options: &IssueOptions,
     ) -> Result<IssuedCert, PkiError> {
-        let mut params = node_params(role, id, dns_names, ip_addrs)?;
+        let mut params = node_params(role, id, dns_names, ip_addrs, options.institution.as_deref())?;
         params.custom_extensions.extend(sm2_extension(options)?);
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
         let cert = params.signed_by(&key, &self.issuer()?).map_err(gen_err)?;
@@ -159,7 +161,7 @@ impl ConsortiumCa {
         check_p256(p256_public_key)?;
         let public = SubjectPublicKeyInfo::from_der(&spki(&P256_SPKI_PREFIX, p256_public_key))
             .map_err(|e| PkiError::InvalidKey { what: "P-256 public key", reason: e.to_string() })?;
-        let mut params = node_params(role, id, dns_names, ip_addrs)?;
+        let mut params = node_params(role, id, dns_names, ip_addrs, options.institution.as_deref())?;
         params.custom_extensions.extend(sm2_extension(options)?);
         Ok(params.signed_by(&public, &self.issuer()?).map_err(gen_err)?.pem())
     }

@@ -29,7 +29,10 @@ fn international_protocol_signatures_verify_against_the_certificate_key() {
         ca.issue_for_key(Role::Participant, "bank-a", &[], &[], &public, &IssueOptions::default()).unwrap();
 
     let peer = verify_node_cert(&der(&ca.cert_pem()), &der(&cert), in_2026()).unwrap();
-    assert_eq!(peer.identity, NodeIdentity { role: Role::Participant, id: "bank-a".into() });
+    assert_eq!(
+        peer.identity,
+        NodeIdentity { role: Role::Participant, id: "bank-a".into(), institution: None }
+    );
     assert_eq!(peer.tls_public_key, public);
     let sig = ks.sign(&label, b"round 4: my ephemeral key").unwrap();
     let key = peer.protocol_key(SuiteId::International).unwrap();
@@ -42,7 +45,7 @@ fn national_protocol_signatures_verify_against_the_embedded_sm2_key() {
     let ca = ConsortiumCa::generate("consortium").unwrap();
     let (ks, label) = keystore(SuiteId::National);
     let sm2 = ks.public_key(&ks.current(&label).unwrap()).unwrap();
-    let options = IssueOptions { sm2_verifying_key: Some(sm2.clone()) };
+    let options = IssueOptions { sm2_verifying_key: Some(sm2.clone()), ..Default::default() };
     let issued = ca.issue_with(Role::Participant, "bank-b", &["localhost".into()], &[], &options).unwrap();
 
     let cert_der = der(&issued.cert_pem);
@@ -113,7 +116,7 @@ fn invalid_keys_are_refused_at_issue() {
     let (_, p256) = crate::suite::International.signing_keypair().unwrap();
     let (_, sm2) = crate::suite::National.signing_keypair().unwrap();
     for bad in [vec![4u8; 65], vec![1, 2, 3], p256.clone()] {
-        let options = IssueOptions { sm2_verifying_key: Some(bad) };
+        let options = IssueOptions { sm2_verifying_key: Some(bad), ..Default::default() };
         let e = ca.issue_with(Role::Participant, "bank-a", &[], &[], &options).unwrap_err();
         assert!(matches!(e, PkiError::InvalidKey { what: "SM2 verifying key", .. }), "{e}");
     }
