@@ -99,9 +99,10 @@ async fn customer_switches_channel_and_is_erased_everywhere() {
     assert_eq!(call_json(&addr, &app, "GET", &history, Value::Null).await.0, 403);
     assert_eq!(call_json(&addr, &app, "DELETE", &format!("/v1/customers/{id}"), Value::Null).await.0, 403);
 
-    // 3. Hostile input: each refused with a stable reason, nothing echoed.
+    // 3. Hostile input: each refused with a stable reason, nothing echoed. An oversized body is read and
+    // dropped, so the client gets the 413 rather than a reset connection.
     let reason = |v: &Value| v["error"]["reason"].as_str().unwrap_or_default().to_string();
-    let (s, big) = https(&addr, &app, "POST", "/v1/messages", vec![b' '; 300 * 1024]).await;
+    let (s, big) = https(&addr, &app, "POST", "/v1/messages", vec![b' '; 2 * 1024 * 1024]).await;
     assert_eq!(s, 413, "{}", String::from_utf8_lossy(&big));
     let (s, v) = https(&addr, &app, "POST", "/v1/messages", b"{\"text\": \"\xff\xfe\"}".to_vec()).await;
     assert_eq!((s, reason(&serde_json::from_slice(&v).unwrap())), (400, "invalid_utf8".into()));

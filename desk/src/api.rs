@@ -250,7 +250,10 @@ pub fn api() -> OpenApiRouter<Arc<Desk>> {
 /// The routes, without authentication: [`mtls`] or [`local`] adds it.
 fn routes(service: Arc<Desk>) -> Router {
     let (router, _) = api().split_for_parts();
-    router.layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(service)
+    router
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(hearth_inference::refuse_oversized))
+        .with_state(service)
 }
 
 async fn cert_caller(mut req: Request, next: Next) -> Response {

@@ -349,6 +349,35 @@ async fn health(Extension(slots): Extension<ModelSlots>) -> Json<Health> {
     Json(Health { status: "ok".into(), model: models.intent.clone(), models })
 }
 
+/// Most bytes of an oversized body read (and dropped) before answering 413.
+const DRAIN_BYTES: u64 = 8 << 20;
+
+/// Answers a request whose `Content-Length` is over [`MAX_BODY_BYTES`] with 413 (`too_large`) before
+/// any handler runs. It first reads and drops the body (up to 8 MiB, for at most 10 s): a client
+/// still sending when the connection closed would see a reset instead of the answer. A longer body, or
+/// one without a length, meets the handlers' own limit, which closes the connection.
+pub async fn refuse_oversized(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let length = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match length {
+        Some(n) if n > MAX_BODY_BYTES as u64 => {
+            if n <= DRAIN_BYTES {
+                use http_body_util::BodyExt;
+                let drain = async {
+                    let mut body = req.into_body();
+                    while let Some(Ok(_)) = body.frame().await {}
+                };
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
+            }
+            ApiError::TooLarge.into_response()
+        }
+        _ => next.run(req).await,
+    }
+}
+
 /// Any path not served here: a JSON 404 like every other error, naming what was asked; a gRPC call
 /// (content type `application/grpc...`) gets gRPC's `UNIMPLEMENTED` instead.
 pub async fn no_route(
@@ -435,6 +464,7 @@ pub fn router(slots: ModelSlots, auditor: Auditor) -> Router {
     .into_axum_router();
     let (http, _) = api().split_for_parts();
     http.layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(refuse_oversized))
         .layer(Extension(slots))
         .layer(Extension(auditor))
         .merge(grpc)
