@@ -119,7 +119,7 @@ fn allow(
     Err(ApiError::Forbidden(message))
 }
 
-/// Attribute, understand and route one customer message (callers: app and operator certificates, the
+/// Attribute, understand and route one customer message (callers: this institution's app and operator certificates, the
 /// local API key).
 #[utoipa::path(post, path = "/v1/messages", operation_id = "post_message", tag = "desk", request_body = MessageBody,
     responses((status = 200, body = MessageAnswer,
@@ -145,7 +145,7 @@ async fn post_message(
         .map(Json)
 }
 
-/// A customer's linked history across channels (callers: operator and DPO certificates).
+/// A customer's linked history across channels (callers: this institution's DPO and operator certificates).
 #[utoipa::path(get, path = "/v1/customers/{id}/history", operation_id = "customer_history", tag = "desk", params(("id" = String, Path, pattern = "^c-[0-9a-f]{32}$",
         description = "the pseudonymous customer id (`c-` and 32 lower-case hex digits)")),
     responses(
@@ -161,7 +161,7 @@ async fn history(
     s.history(&id).map(Json)
 }
 
-/// Erase a customer everywhere, derived data included; audited (callers: operator and DPO certificates).
+/// Erase a customer everywhere, derived data included; audited (callers: this institution's DPO and operator certificates).
 #[utoipa::path(delete, path = "/v1/customers/{id}", operation_id = "erase_customer", tag = "desk", params(("id" = String, Path, pattern = "^c-[0-9a-f]{32}$",
         description = "the pseudonymous customer id (`c-` and 32 lower-case hex digits)")),
     responses(
@@ -186,7 +186,7 @@ pub struct Reloaded {
     pub rules: usize,
 }
 
-/// Reload the rules file now (callers: operator and DPO certificates).
+/// Reload the rules file now (callers: this institution's DPO and operator certificates).
 #[utoipa::path(post, path = "/v1/admin/rules/reload", operation_id = "reload_rules", tag = "desk",
     responses(
         (status = 200, body = Reloaded, description = "the new rules serve"),
@@ -210,7 +210,7 @@ async fn reload(State(s): State<Arc<Desk>>, Extension(caller): Extension<Caller>
     }
 }
 
-/// A workflow run's state (callers: operator and DPO certificates).
+/// A workflow run's state (callers: this institution's DPO and operator certificates).
 #[utoipa::path(get, path = "/v1/admin/workflows/{id}", operation_id = "workflow_run", tag = "desk", params(("id" = String, Path, pattern = "^w-[0-9a-f]{32}$",
         description = "the run id (`w-` and 32 lower-case hex digits), from the answer that started it")),
     responses(

@@ -77,8 +77,9 @@ pub fn document() -> OpenApi {
         .description(Some(
             "The endpoints a Hearth participant serves to its institution's apps, on its mTLS port. The \
              caller is its client certificate, from the consortium CA, with its role (app, operator, dpo) in \
-             a urn:hearth:<role>:<id> SAN; the optional loopback listener takes the API key as a bearer \
-             token instead and acts as an app. Every error is {\"error\": {\"code\", \"reason\", \
+             a urn:hearth:<role>:<id> SAN and the institution it acts for in a urn:hearth:institution:<id> \
+             SAN: only this institution's callers are answered. The optional loopback listener takes the \
+             API key as a bearer token instead and acts as this institution's app. Every error is {\"error\": {\"code\", \"reason\", \
              \"message\"}} with a stable reason. The same inference answers are served over gRPC \
              (hearth.v1.Inference) on the same port.",
         ))

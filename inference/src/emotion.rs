@@ -72,7 +72,7 @@ pub fn answer(slots: &Slots, text: &str) -> Result<EmotionAnswer, ApiError> {
     })
 }
 
-/// Emotions of a message and whether to escalate (callers: app and operator certificates).
+/// Emotions of a message and whether to escalate (callers: this institution's app and operator certificates).
 #[utoipa::path(post, path = "/v1/emotion", operation_id = "emotion", tag = "inference", request_body = EmotionBody,
     responses(
         (status = 200, body = EmotionAnswer, description = "the emotions, and whether to hand the conversation to a person now"),

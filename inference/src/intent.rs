@@ -78,7 +78,7 @@ pub fn answer(slots: &Slots, text: &str, top_k: Option<u32>) -> Result<IntentAns
     })
 }
 
-/// Intent of a message (callers: app and operator certificates).
+/// Intent of a message (callers: this institution's app and operator certificates).
 #[utoipa::path(post, path = "/v1/intent", operation_id = "intent", tag = "inference", request_body = IntentBody,
     responses(
         (status = 200, body = IntentAnswer, description = "the intent, or `oos` when no known intent matches"),

@@ -199,7 +199,7 @@ pub fn answer(slots: &Slots, req: RecommendBody) -> Result<RecommendAnswer, ApiE
     })
 }
 
-/// Items to offer a customer (callers: app and operator certificates).
+/// Items to offer a customer (callers: this institution's app and operator certificates).
 #[utoipa::path(post, path = "/v1/recommend", operation_id = "recommend", tag = "inference", request_body = RecommendBody,
     responses(
         (status = 200, body = RecommendAnswer, description = "items to offer, best first"),
