@@ -1,7 +1,8 @@
 //! A federated histogram over five real participants: each counts its own examples' labels, adds its share
 //! of discrete Gaussian noise and sends its counts masked; the coordinator releases the noisy sum. The
 //! errors against the true counts have the standard deviation the mechanism states, and each release is
-//! charged to the family's budget until it runs out.
+//! charged to the family's budget until it runs out: each institution's own (its DPO's policy, charged by
+//! its participant) as well as the coordinator's.
 
 mod common;
 
@@ -25,6 +26,13 @@ async fn analytics_query_releases_noisy_counts_at_the_stated_scale() {
     }
     let mut bins: Vec<String> = truth.keys().cloned().collect();
     bins.sort();
+    // Each institution's DPO lets its data answer label-stats queries (the starter policy lists none).
+    for i in 1..=5 {
+        cluster.sign_institution_policy(
+            &format!("inst-{i}"),
+            &institution_policy(&format!("inst-{i}"), "label-stats", 100.0),
+        );
+    }
     let mut op = cluster.client("operator").await;
     for _ in 0..100 {
         if op.get_status(v1::StatusRequest {}).await.unwrap().into_inner().participants.len() == 5 {
@@ -74,6 +82,31 @@ async fn analytics_query_releases_noisy_counts_at_the_stated_scale() {
     assert!(stated > 1.0, "there is noise: {stated}");
     assert!((0.7..1.35).contains(&(sd / stated)), "error sd {sd:.2} vs stated {stated:.2}");
     assert!(mean.abs() < 3.0 * stated / n.sqrt(), "unbiased: mean error {mean:.2}");
+
+    // Each participant charged its own ledger: inst-5's DPO now allows less than it has spent, so inst-5
+    // refuses the next query whatever the coordinator (which has no policy yet) says; the others answer.
+    cluster.sign_institution_policy("inst-5", &institution_policy("inst-5", "label-stats", 1.0));
+    let r = analyst.run_query(query(0.5)).await.unwrap().into_inner();
+    assert_eq!(r.participants, 4, "inst-5 refused on its own ledger");
+    let inst5 = std::fs::read_to_string(cluster.dir.path().join("data/inst-5/audit/entries.jsonl")).unwrap();
+    let refusal = inst5
+        .lines()
+        .find(|l| l.contains("query.answer") && l.contains("refused"))
+        .unwrap_or_else(|| panic!("inst-5 audits its refusal:\n{inst5}"));
+    assert!(
+        refusal.contains("the institution's label-stats budget") && refusal.contains("remains"),
+        "{refusal}"
+    );
+    // It told the coordinator, which stopped waiting for it and recorded why.
+    let coordinator =
+        std::fs::read_to_string(cluster.dir.path().join("coordinator/audit/entries.jsonl")).unwrap();
+    assert!(
+        coordinator
+            .lines()
+            .any(|l| l.contains("round.decline") && l.contains("inst-5") && l.contains("budget")),
+        "{coordinator}"
+    );
+    cluster.sign_institution_policy("inst-5", &institution_policy("inst-5", "label-stats", 100.0));
 
     // Under a policy, releases are charged to each institution's budget for the family until it runs out.
     let mut policy = String::new();
@@ -132,6 +165,12 @@ async fn emotion_histograms_and_spend_sums_are_released_with_their_noise() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for i in 1..=N {
+        let name = format!("inst-{i}");
+        let policy =
+            institution_policy(&name, "cs-stats", 100.0) + &institution_policy(&name, "rare-stats", 100.0);
+        cluster.sign_institution_policy(&name, &policy);
     }
     let cfg = hearth_transport::client_config(&cluster.tls("analyst")).unwrap();
     let mut analyst = AnalyticsClient::new(
@@ -240,4 +279,12 @@ async fn emotion_histograms_and_spend_sums_are_released_with_their_noise() {
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
     assert!(e.message().contains("fewer than the policy's minimum of 100000"), "{e}");
+}
+
+/// An institution's own policy letting `family` use its data with a budget of `epsilon`.
+fn institution_policy(institution: &str, family: &str, epsilon: f64) -> String {
+    format!(
+        "[tenants.{institution}.families.{family}]\nepsilon = {epsilon}\ndelta = 1e-4\nprivacy_unit = \"record\"\n\
+         min_participants = 3\n\n"
+    )
 }

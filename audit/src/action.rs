@@ -108,6 +108,13 @@ actions! {
     DataDelete => "data.delete",
     /// A witness cosigned (or refused to cosign) another log's checkpoint.
     WitnessCosign => "witness.cosign",
+    /// A participant joined (or refused) a round or query the coordinator announced, after checking it
+    /// against its own floors, its institution's signed privacy policy and what it contributed before.
+    RoundJoin => "round.join",
+    /// A participant declined a round or query it was invited to; the coordinator records its reason.
+    RoundDecline => "round.decline",
+    /// A participant charged a release of its data to its institution's own ledger (or refused to).
+    LocalCharge => "budget.local_charge",
 }
 
 impl fmt::Display for Action {

@@ -547,7 +547,8 @@ impl SimParticipant {
                             let (tx, rx) = mpsc::channel(RELAY_QUEUE);
                             relays.insert(o.round, tx);
                             let at = client_secagg::RoundRef::of(&o);
-                            let inv = client_secagg::accept(&self.identity, &at, o.num_params + 2, &setup)?;
+                            let inv =
+                                client_secagg::accept(&self.identity, &at, o.num_params + 2, &setup, 0)?;
                             let identity = Arc::clone(&self.identity);
                             let stop_after = drop_out.then_some(1);
                             tokio::spawn(async move {
@@ -562,7 +563,14 @@ impl SimParticipant {
                                     .await?
                                 };
                                 let r = client_secagg::run_client(
-                                    client, &identity, &at, inv, rx, input, stop_after,
+                                    client,
+                                    &identity,
+                                    &at,
+                                    inv,
+                                    rx,
+                                    input,
+                                    || Ok(()),
+                                    stop_after,
                                 )
                                 .await;
                                 let _ = done.send(r.map(|b| (b, drop_out))).await;

@@ -37,6 +37,21 @@ pub enum BudgetCommand {
         #[arg(long)]
         policy: PathBuf,
     },
+    /// An institution's DPO: sign the institution's own privacy policy for its participant.
+    #[command(
+        after_help = "Example:\n  hearth budget sign --policy pki/bank-a/privacy-policy.toml --dpo pki/bank-a/dpo\n\nThe policy (the format of policies/privacy-policy.example.toml) names one tenant: the\ninstitution. It is signed with DPO.key, and written with DPO.pem as JSON (by default beside the\npolicy, as privacy-policy.json: where the participant looks unless its privacy_policy setting says\notherwise). The participant verifies the signature and that the signer is a DPO of its own\ninstitution, and reads the file at every use: a new policy applies from the next round or query.\nFamilies not listed may not use the institution's data; without a policy, the participant answers\nno differentially private round and no query."
+    )]
+    Sign {
+        /// The institution's policy (TOML).
+        #[arg(long)]
+        policy: PathBuf,
+        /// The DPO's certificate and key, without extension: DPO.pem and DPO.key.
+        #[arg(long)]
+        dpo: PathBuf,
+        /// Where to write the signed policy (default: privacy-policy.json beside the policy).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// The policy in force, with its version and who signed it.
     #[command(after_help = "Example:\n  hearth budget policy --tls-dir pki")]
     Policy {
@@ -59,6 +74,28 @@ pub async fn install_policy(conn: &Connection, policy_toml: String) -> anyhow::R
         .await
         .context("installing the policy")?
         .into_inner())
+}
+
+/// Signs the institution policy at `policy` with the DPO certificate and key at `dpo` (`.pem`, `.key`)
+/// and writes it to `out`.
+pub fn sign_institution_policy(
+    policy: &std::path::Path,
+    dpo: &std::path::Path,
+    out: &std::path::Path,
+) -> anyhow::Result<hearth_participant::privacy::SignedPolicy> {
+    let text = std::fs::read_to_string(policy).with_context(|| format!("reading {}", policy.display()))?;
+    let (cert, key) = (dpo.with_extension("pem"), dpo.with_extension("key"));
+    let cert_pem = std::fs::read_to_string(&cert).with_context(|| format!("reading {}", cert.display()))?;
+    let key_pem = zeroize::Zeroizing::new(
+        std::fs::read_to_string(&key).with_context(|| format!("reading {}", key.display()))?,
+    );
+    let signed = hearth_participant::privacy::SignedPolicy::sign(text, &cert_pem, &key_pem)
+        .with_context(|| format!("signing {}", policy.display()))?;
+    let json = serde_json::to_vec_pretty(&signed)?;
+    let tmp = out.with_extension("json.tmp");
+    std::fs::write(&tmp, json).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
+    Ok(signed)
 }
 
 pub async fn run(cmd: BudgetCommand) -> anyhow::Result<()> {
@@ -86,6 +123,18 @@ pub async fn run(cmd: BudgetCommand) -> anyhow::Result<()> {
                 info.version,
                 hex::encode(&info.sha256),
                 info.set_by
+            );
+            Ok(())
+        }
+        BudgetCommand::Sign { policy, dpo, out } => {
+            let out =
+                out.unwrap_or_else(|| policy.with_file_name(hearth_participant::privacy::SIGNED_POLICY_FILE));
+            let signed = sign_institution_policy(&policy, &dpo, &out)?;
+            let cert = hearth_crypto::pki::cert_der_from_pem(&signed.signer_certificate_pem)
+                .and_then(|der| hearth_crypto::pki::identity_from_cert_der(&der))?;
+            eprintln!(
+                "{} signed by {cert}; the participant reads it at its next round or query",
+                out.display()
             );
             Ok(())
         }

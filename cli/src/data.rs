@@ -54,6 +54,18 @@ new data when it starts.")]
     /// sealed (after a rotation, the rows still under an older version).
     #[command(after_help = "Examples:\n  hearth data stats --data-dir hearth-data/bank-a")]
     Stats(NodeSel),
+    /// The institution's own privacy policy and what its participant has released from its data: per
+    /// family, epsilon spent, reserved and remaining, and each job and query charged.
+    #[command(
+        after_help = "Examples:\n  hearth data privacy --config bank-a.toml\n  hearth data privacy --data-dir hearth-data/bank-a --json\n\nThe policy is the one the institution's DPO signed (its privacy_policy setting; `hearth budget\nsign` writes it); the ledger is the participant's own, charged before each masked input leaves,\nwhatever the coordinator's ledger says. Each charge and refusal is also in the participant's audit\nlog (budget.local_charge, round.join)."
+    )]
+    Privacy {
+        #[command(flatten)]
+        node: NodeSel,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Which participant: `--data-dir`, and/or its configuration file.
@@ -143,6 +155,37 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
             );
             node.audit.checkpoint_now()?;
             eprintln!("deleted {deleted} examples ({what}) from {}; {left} left", cfg.data_dir.display());
+            Ok(())
+        }
+        DataCommand::Privacy { node: sel, json } => {
+            let cfg = sel.config()?;
+            let tls = hearth_transport::TlsMaterial::load(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key)
+                .context("the participant's TLS material (its certificate names the institution)")?;
+            let me = hearth_crypto::pki::cert_der_from_pem(&tls.cert_pem)
+                .and_then(|der| hearth_crypto::pki::identity_from_cert_der(&der))
+                .context("the participant's certificate")?;
+            let ca_der = hearth_crypto::pki::cert_der_from_pem(&tls.ca_pem).context("the CA certificate")?;
+            let node = hearth_participant::open_node(&cfg, &cli_actor("data privacy"), None)?;
+            let path = cfg.privacy_policy_path();
+            let local = hearth_participant::privacy::LocalPrivacy::open(
+                me.id.clone(),
+                path.clone(),
+                ca_der,
+                std::sync::Arc::new(node.store),
+            )?;
+            match local.report()? {
+                None => bail!(
+                    "{} has no signed privacy policy ({}): it answers no differentially private round and no \
+                     query; its DPO signs one with `hearth budget sign`",
+                    me.id,
+                    path.display()
+                ),
+                Some(report) if json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Some(report) => {
+                    println!("{} (policy {}):", me.id, path.display());
+                    print!("{report}");
+                }
+            }
             Ok(())
         }
         DataCommand::Stats(sel) => {

@@ -205,6 +205,8 @@ impl PrivacySection {
             bias_scale,
             max_cohort,
             delta: self.delta.unwrap_or(0.0),
+            // The coordinator announces the job's rounds to the participants.
+            rounds: job.rounds,
         })
     }
 }

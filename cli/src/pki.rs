@@ -122,12 +122,37 @@ pub fn init(a: &InitArgs) -> anyhow::Result<Vec<PathBuf>> {
         // The institution's own callers: its apps and its data protection officer.
         written.extend(issue_for(&ca, &a.dir, Role::App, "app", p)?);
         written.extend(issue_for(&ca, &a.dir, Role::Dpo, "dpo", p)?);
+        // A starter privacy policy of the institution, signed by its DPO, for its DPO to review.
+        let source = write_new(&a.dir.join(p).join("privacy-policy.toml"), &starter_policy(p))?;
+        let signed = a.dir.join(p).join(hearth_participant::privacy::SIGNED_POLICY_FILE);
+        crate::budget::sign_institution_policy(&source, &a.dir.join(p).join("dpo"), &signed)?;
+        written.extend([source, signed]);
     }
     written.extend(issue(&ca, &a.dir, Role::Operator, "operator", &[], &[], SuiteId::International)?);
     written.extend(issue(&ca, &a.dir, Role::App, "app", &[], &[], SuiteId::International)?);
     written.extend(issue(&ca, &a.dir, Role::Dpo, "dpo", &[], &[], SuiteId::International)?);
     written.extend(issue(&ca, &a.dir, Role::Analyst, "analyst", &[], &[], SuiteId::International)?);
     Ok(written)
+}
+
+/// The starter privacy policy `hearth pki init` writes for `institution`: the three model families at a
+/// budget of epsilon 10 a month each, a noise floor and three participants at least. No query family: a
+/// DPO adds the ones the institution agrees to.
+fn starter_policy(institution: &str) -> String {
+    let mut s = format!(
+        "# The privacy policy of institution {institution}: a starter written by `hearth pki init`. Its data\n\
+         # protection officer decides it: edit it, then sign it again with\n\
+         #   hearth budget sign --policy privacy-policy.toml --dpo dpo\n\
+         # (in this directory). Its participant reads privacy-policy.json at every use. Families not listed\n\
+         # here (model families and query families alike) may not use this institution's data.\n"
+    );
+    for family in ["intent", "emotion", "recommend"] {
+        s.push_str(&format!(
+            "\n[tenants.{institution}.families.{family}]\nepsilon = 10.0\ndelta = 1e-5\nprivacy_unit = \"record\"\n\
+             period_days = 30\nmin_participants = 3\nmin_noise_multiplier = 0.5\n"
+        ));
+    }
+    s
 }
 
 /// Issues `DIR/<institution>/<id>.{pem,key}`: a certificate acting for one institution.

@@ -379,7 +379,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, job: Arc<JobRuntime>) {
 }
 
 /// A DP job's privacy section, as participants receive it.
-fn privacy_spec(p: &crate::store::JobPrivacy) -> v1::PrivacySpec {
+fn privacy_spec(p: &crate::store::JobPrivacy, rounds: u64) -> v1::PrivacySpec {
     v1::PrivacySpec {
         family: p.family.clone(),
         clipping_norm: p.clipping_norm,
@@ -391,6 +391,7 @@ fn privacy_spec(p: &crate::store::JobPrivacy) -> v1::PrivacySpec {
         bias_scale: p.bias_scale,
         max_cohort: p.max_cohort,
         delta: p.delta,
+        rounds,
     }
 }
 
@@ -480,7 +481,7 @@ async fn plain_round(
         model_spec_json: rec.model_spec_json.clone().into_bytes().into(),
         num_params: job.num_params as u64,
         secagg: None,
-        privacy: rec.privacy.as_ref().map(privacy_spec),
+        privacy: rec.privacy.as_ref().map(|p| privacy_spec(p, rec.rounds)),
     });
     let mut sorted: Vec<&String> = invited.iter().collect();
     sorted.sort();
@@ -516,6 +517,7 @@ async fn secure_round(
         key: rec.id.clone(),
         round,
         min_participants: rec.min_participants,
+        min_survivors: rec.min_participants.max(dp.map_or(0, |p| p.min_survivors)),
         deadline: Duration::from_secs(u64::from(rec.round_deadline_s)),
         vector_len: if dp.is_some() { job.num_params } else { job.num_params + 2 },
         clip: dp.map_or(rec.secagg_clip, |p| p.quantizer_clip()),
@@ -533,7 +535,7 @@ async fn secure_round(
             model_spec_json: rec.model_spec_json.clone().into_bytes().into(),
             num_params: job.num_params as u64,
             secagg: Some(setup),
-            privacy: rec.privacy.as_ref().map(privacy_spec),
+            privacy: rec.privacy.as_ref().map(|p| privacy_spec(p, rec.rounds)),
         })
     };
     let events = |e: SecureEvent| match e {
@@ -576,6 +578,8 @@ pub(crate) struct SecureRoundSpec {
     pub(crate) key: String,
     pub(crate) round: u64,
     pub(crate) min_participants: u32,
+    /// No member signs a survivor set smaller than this (a DP round's calibration survivors).
+    pub(crate) min_survivors: u32,
     pub(crate) deadline: Duration,
     pub(crate) vector_len: usize,
     pub(crate) clip: f64,
@@ -638,8 +642,9 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
             }
         }
     }
-    if cohort.len() < spec.min_participants as usize {
-        return Err(RoundError::CohortTooSmall { round, able: cohort.len(), needed: spec.min_participants });
+    let needed = spec.min_participants.max(spec.min_survivors);
+    if cohort.len() < needed as usize {
+        return Err(RoundError::CohortTooSmall { round, able: cohort.len(), needed });
     }
     let opened = Instant::now();
     let round_deadline = opened + spec.deadline;
@@ -664,6 +669,7 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
         clip: spec.clip,
         weight_cap: spec.weight_cap,
         noise_headroom,
+        min_survivors: spec.min_survivors,
     };
     let first_deadline = phase_deadline(opened);
     let live = shared.live();
@@ -702,6 +708,8 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
             vector_len: u64::from(p.vector_len),
             phase_deadline_unix_ms,
             noise_headroom,
+            instance: p.instance,
+            min_survivors: p.min_survivors,
         };
         shared.announce_to(id, open(setup));
     }

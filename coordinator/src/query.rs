@@ -212,6 +212,7 @@ async fn run(
         key: q.query_id.clone(),
         round: 1,
         min_participants: q.min_participants,
+        min_survivors: q.min_participants.max(m.spec().min_survivors),
         deadline: Duration::from_secs(u64::from(deadline_s)),
         vector_len: bins.len(),
         // Counts are integers: the quantiser's scale does not apply (the participants encode them directly).
@@ -230,6 +231,7 @@ async fn run(
             local_noise_scale,
             min_survivors: q.min_participants,
             value_bound: q.value_bound,
+            family: q.family.clone(),
         })
     };
     let result = run_secure_round(

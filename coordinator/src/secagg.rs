@@ -95,6 +95,8 @@ pub(crate) struct SecAggRound {
     /// Who may still send in this phase: those who completed the previous one.
     expected: BTreeSet<u32>,
     responded: BTreeSet<u32>,
+    /// Members that declined the round (their own checks refused it): gone, like a drop-out.
+    declined: BTreeSet<u32>,
     /// Reading a message right now.
     in_flight: BTreeSet<u32>,
     pub(crate) deadline: Instant,
@@ -125,6 +127,8 @@ pub(crate) struct Setup {
     pub(crate) weight_cap: f64,
     /// Levels kept free for the sum of the participants' noise shares (DP rounds; 0 otherwise).
     pub(crate) noise_headroom: u64,
+    /// No member signs a survivor set smaller than this.
+    pub(crate) min_survivors: u32,
 }
 
 impl SecAggRound {
@@ -141,6 +145,10 @@ impl SecAggRound {
         let choice = GraphRule::default().choose(n)?;
         let mut graph_seed = [0u8; 32];
         hearth_crypto::suite::fill_random(&mut graph_seed)?;
+        // Every attempt of a round is a new instance: a participant joins each one once, and no message of
+        // an earlier attempt verifies in this one.
+        let mut instance = [0u8; 8];
+        hearth_crypto::suite::fill_random(&mut instance)?;
         let vector_len = u32::try_from(setup.vector_len).map_err(|_| SecAggError::InvalidParameter {
             name: "vector_len",
             reason: format!("{} values is more than a round can carry", setup.vector_len),
@@ -155,6 +163,8 @@ impl SecAggRound {
             vector_len,
             modulus_bits: MODULUS_BITS,
             graph_seed,
+            instance: u64::from_le_bytes(instance),
+            min_survivors: setup.min_survivors,
         })?);
         let quantizer = Quantizer::new(QuantizerSpec {
             clip: setup.clip,
@@ -176,11 +186,21 @@ impl SecAggRound {
             phase: 0,
             expected: (0..n).collect(),
             responded: BTreeSet::new(),
+            declined: BTreeSet::new(),
             in_flight: BTreeSet::new(),
             deadline,
             opened: Instant::now(),
             phase_seconds: Vec::new(),
         })
+    }
+
+    /// Records that member `who` declined the round: no phase waits for it any more, and it may send
+    /// nothing more in it. Returns its index.
+    pub(crate) fn decline(&mut self, who: &str) -> Result<u32, SecAggRefusal> {
+        let u = *self.index.get(who).ok_or_else(|| SecAggRefusal::NotMember(who.to_string()))?;
+        self.declined.insert(u);
+        self.expected.remove(&u);
+        Ok(u)
     }
 
     /// Reserves `who`'s message slot for `phase`, before a byte of the message is read.
@@ -239,6 +259,7 @@ impl SecAggRound {
             && self.expected.iter().all(|&u| {
                 let i = u as usize;
                 self.responded.contains(&u)
+                    || self.declined.contains(&u)
                     || self.members.get(i).and_then(|id| live.get(id)) != self.subscriptions.get(i)
             })
     }
@@ -362,6 +383,7 @@ mod tests {
             clip: DEFAULT_CLIP,
             weight_cap: DEFAULT_WEIGHT_CAP,
             noise_headroom: 0,
+            min_survivors: 0,
         };
         (SecAggRound::open(setup, (0..n as u64).collect(), Instant::now() + PHASE_TIMEOUT).unwrap(), keys)
     }
@@ -436,6 +458,7 @@ mod tests {
             clip: DEFAULT_CLIP,
             weight_cap: DEFAULT_WEIGHT_CAP,
             noise_headroom: 0,
+            min_survivors: 0,
         };
         let err = SecAggRound::open(setup, vec![0; 3], Instant::now()).unwrap_err();
         assert!(err.to_string().contains("3 clients"), "{err}");

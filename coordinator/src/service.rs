@@ -438,6 +438,41 @@ impl Coordinator for CoordinatorService {
         }
     }
 
+    async fn decline_round(
+        &self,
+        req: Request<v1::DeclineRequest>,
+    ) -> Result<Response<v1::DeclineReply>, Status> {
+        let who = self.require(&req, Action::RoundDecline, &[Role::Participant])?;
+        let msg = req.into_inner();
+        // A reason is the participant's own text: bounded, and recorded only as text.
+        let reason: String = msg.reason.chars().take(2_000).collect();
+        let slot = lock(&self.shared.secure).get(&msg.job_id).cloned();
+        let declined = slot.as_ref().and_then(|slot| {
+            let u = lock(&slot.round).as_mut().filter(|r| r.round == msg.round).map(|r| r.decline(&who.id));
+            slot.changed.notify_one();
+            u
+        });
+        match declined {
+            Some(Ok(_)) => {
+                tracing::warn!(participant = %who, job = msg.job_id, round = msg.round, %reason, "participant declined the round");
+                self.shared.audit.record(
+                    &who.to_string(),
+                    Action::RoundDecline,
+                    Outcome::Ok,
+                    &format!("{} round {}: {reason}", msg.job_id, msg.round),
+                );
+                Ok(Response::new(v1::DeclineReply {}))
+            }
+            Some(Err(e)) => {
+                Err(self.refuse_secagg(&who, &e.to_string(), Status::permission_denied(e.to_string())))
+            }
+            None => {
+                let detail = format!("no secure round {} of {:?} is in progress", msg.round, msg.job_id);
+                Err(self.refuse_secagg(&who, &detail, Status::failed_precondition(detail.clone())))
+            }
+        }
+    }
+
     async fn sec_agg_send(
         &self,
         req: Request<Streaming<v1::SecAggChunk>>,

@@ -37,6 +37,12 @@ pub struct ParticipantConfig {
     /// The fewest members a secure-aggregation roster may have for this participant to take part (at
     /// least 3): its own floor, whatever the coordinator announces.
     pub min_secure_members: usize,
+    /// The institution's privacy policy, signed by its own data protection officer (`hearth budget
+    /// sign`). Default: `privacy-policy.json` in the directory named after the TLS certificate
+    /// (`pki/bank-a.pem` → `pki/bank-a/privacy-policy.json`, where `hearth pki init` writes a starter).
+    /// Read at every use. Without it the participant answers no differentially private round and no
+    /// query.
+    pub privacy_policy: Option<PathBuf>,
     /// Where the participant's keys live (audit, key-encryption and identity-hash keys). Default: a
     /// sealed file in `data_dir`, its passphrase in `HEARTH_KEYSTORE_PASSPHRASE`.
     pub keystore: KeystoreConfig,
@@ -59,10 +65,20 @@ impl Default for ParticipantConfig {
             protocol_key: None,
             holdout_fraction: 0.1,
             min_secure_members: crate::secagg::DEFAULT_MIN_MEMBERS,
+            privacy_policy: None,
             keystore: KeystoreConfig::default(),
             audit: AuditConfig::default(),
             service: hearth_desk::DeskConfig::default(),
         }
+    }
+}
+
+impl ParticipantConfig {
+    /// Where the institution's signed privacy policy is read from.
+    pub fn privacy_policy_path(&self) -> PathBuf {
+        self.privacy_policy
+            .clone()
+            .unwrap_or_else(|| self.tls.cert.with_extension("").join(crate::privacy::SIGNED_POLICY_FILE))
     }
 }
 

@@ -25,6 +25,7 @@ use tonic::transport::Channel;
 use hearth_inference::ModelSlots;
 
 use crate::families::{fxhash, Global, Local};
+use crate::privacy::{self, LocalPrivacy};
 use crate::secagg::{self, RelayRx, SecAggIdentity, RELAY_QUEUE};
 use crate::store::Store;
 
@@ -73,6 +74,8 @@ pub(crate) struct Federation {
     secagg: Option<SecAggIdentity>,
     /// Where relayed secure-aggregation messages go, per (job, round) in progress.
     relays: std::sync::Mutex<HashMap<(String, u64), RelayTx>>,
+    /// The institution's signed policy and its own ledger of releases.
+    pub(crate) privacy: Arc<LocalPrivacy>,
 }
 
 /// How to reach the coordinator.
@@ -95,6 +98,7 @@ impl Federation {
         link: CoordinatorLink,
         models_dir: PathBuf,
         secagg: Option<SecAggIdentity>,
+        privacy: Arc<LocalPrivacy>,
         audit: hearth_node::audit::AuditLog,
     ) -> Self {
         Self {
@@ -110,6 +114,7 @@ impl Federation {
             worker: Mutex::new(Worker::default()),
             secagg,
             relays: std::sync::Mutex::new(HashMap::new()),
+            privacy,
         }
     }
 
@@ -169,14 +174,17 @@ impl Federation {
                         rx
                     });
                     tokio::spawn(async move {
-                        let (job, round) = (open.job_id.clone(), open.round);
+                        let (job, round, secure) = (open.job_id.clone(), open.round, relays.is_some());
                         let result = match relays {
-                            Some(rx) => Arc::clone(&me).secure_round(client, open, rx).await,
-                            None => Arc::clone(&me).round(client, open).await,
+                            Some(rx) => Arc::clone(&me).secure_round(client.clone(), open, rx).await,
+                            None => Arc::clone(&me).round(client.clone(), open).await,
                         };
                         lock(&me.relays).remove(&(job.clone(), round));
                         if let Err(e) = result {
                             tracing::warn!(job, round, error = format!("{e:#}"), "round work failed");
+                            if secure {
+                                decline(client, &job, round, &e).await;
+                            }
                         }
                     });
                 }
@@ -187,7 +195,7 @@ impl Federation {
                     let client = client.clone();
                     tokio::spawn(async move {
                         let id = q.query_id.clone();
-                        let result = me.answer_query(client, &q, rx).await;
+                        let result = me.answer_query(client.clone(), &q, rx).await;
                         lock(&me.relays).remove(&(id.clone(), 1));
                         match result {
                             Ok(bins) => me.audit.record(
@@ -198,6 +206,7 @@ impl Federation {
                             ),
                             Err(e) => {
                                 tracing::warn!(query = id, error = format!("{e:#}"), "query not answered");
+                                decline(client, &id, 1, &e).await;
                                 me.audit.record(
                                     "system",
                                     Action::QueryAnswer,
@@ -244,6 +253,17 @@ impl Federation {
                 }
                 Some(announcement::Kind::JobFinished(f)) => {
                     tracing::info!(job = f.job_id, version = f.final_version, "job finished");
+                    // What a DP job reserved but never released returns to the institution's budget.
+                    let privacy = Arc::clone(&self.privacy);
+                    let job = f.job_id.clone();
+                    let settled = tokio::task::spawn_blocking(move || privacy.finish_job(&job)).await;
+                    if let Ok(Err(e)) = settled {
+                        tracing::warn!(
+                            job = f.job_id,
+                            error = format!("{e:#}"),
+                            "settling the job's local charge failed"
+                        );
+                    }
                 }
                 Some(announcement::Kind::Heartbeat(_)) | None => {}
             }
@@ -370,8 +390,21 @@ impl Federation {
         )?;
         let setup = open.secagg.as_ref().context("round has no secure-aggregation setup")?;
         let at = secagg::RoundRef::of(&open);
-        let len = open.num_params.checked_add(2).context("model too large")?;
-        let inv = secagg::accept(who, &at, len, setup)?;
+        let family = ModelSpec::from_json(&open.model_spec_json)
+            .map(|s| s.family().to_string())
+            .context("the round's model spec")?;
+        let inv = self.admitted(&at, || {
+            let len = open.num_params.checked_add(2).context("model too large")?;
+            let floor = self.privacy.admit_round(
+                &at.job_id,
+                at.round,
+                setup.instance,
+                &family,
+                privacy::Kind::Secure,
+                None,
+            )?;
+            secagg::accept(who, &at, len, setup, floor)
+        })?;
         let mut train_client = client.clone();
         let encoder = inv.clone();
         let input = async {
@@ -383,7 +416,9 @@ impl Federation {
             })
             .await?
         };
-        secagg::run_client(client, who, &at, inv, relays, input, None).await?;
+        let release = self.release(move |p| p.release_round(&at.job_id, at.round, &family, None), false);
+        secagg::run_client(client, who, &secagg::RoundRef::of(&open), inv, relays, input, release, None)
+            .await?;
         self.audit.record(
             "system",
             Action::UpdateUpload,
@@ -416,41 +451,72 @@ impl Federation {
         )?;
         let setup =
             open.secagg.as_ref().context("a differentially private round must be securely aggregated")?;
-        let config = DpConfig::new(DpParams {
-            clip_norm: privacy.clipping_norm,
-            sampling_rate: privacy.sampling_rate,
-            noise_multiplier: privacy.noise_multiplier,
-            rounds: open.round.max(1),
-            min_survivors: privacy.min_survivors,
-            bias_scale: if privacy.bias_scale == 0.0 { 1.0 } else { privacy.bias_scale },
-        })
-        .context("the round's privacy parameters")?;
-        if privacy.privacy_unit != "record" {
-            bail!("privacy unit {:?}: this participant clips per record only", privacy.privacy_unit);
-        }
-        let bits = u8::try_from(setup.modulus_bits).context("modulus bits")?;
-        let expected_clip =
-            RoundShape::for_job(privacy.clipping_norm, privacy.declared_records, 1, open.num_params, bits)
-                .quantizer_clip;
-        if (setup.clip - expected_clip).abs() > 1e-9 * expected_clip {
-            bail!(
-                "round {} announces a quantiser clip of {}, not clipping_norm x declared_records = {expected_clip}",
-                open.round,
-                setup.clip
-            );
-        }
         let at = secagg::RoundRef::of(&open);
-        let inv = secagg::accept(who, &at, open.num_params, setup)?;
-        let headroom = config.noise_headroom(setup.clip, inv.cohort(), open.num_params, bits)?;
-        if headroom != setup.noise_headroom {
-            bail!(
-                "round {} announces a noise headroom of {} levels; its parameters give {headroom}",
-                open.round,
-                setup.noise_headroom
-            );
-        }
-        let grid = Grid { scale: inv.quantizer().scale(), dimension: open.num_params, cohort: inv.cohort() };
-        let mechanism = config.share_mechanism(&grid).context("the noise share")?;
+        // Every check before any work, each refusal audited (`round.join`) and told to the coordinator.
+        let (inv, config, mechanism, charge) = self.admitted(&at, || {
+            let config = DpConfig::new(DpParams {
+                clip_norm: privacy.clipping_norm,
+                sampling_rate: privacy.sampling_rate,
+                noise_multiplier: privacy.noise_multiplier,
+                rounds: open.round.max(1),
+                min_survivors: privacy.min_survivors,
+                bias_scale: if privacy.bias_scale == 0.0 { 1.0 } else { privacy.bias_scale },
+            })
+            .context("the round's privacy parameters")?;
+            if privacy.privacy_unit != "record" {
+                bail!("privacy unit {:?}: this participant clips per record only", privacy.privacy_unit);
+            }
+            let bits = u8::try_from(setup.modulus_bits).context("modulus bits")?;
+            let expected_clip = RoundShape::for_job(
+                privacy.clipping_norm,
+                privacy.declared_records,
+                1,
+                open.num_params,
+                bits,
+            )
+            .quantizer_clip;
+            if (setup.clip - expected_clip).abs() > 1e-9 * expected_clip {
+                bail!(
+                    "round {} announces a quantiser clip of {}, not clipping_norm x declared_records = \
+                     {expected_clip}",
+                    open.round,
+                    setup.clip
+                );
+            }
+            // What the job costs this institution, computed here from the announced public parameters.
+            let charge = privacy::training_charge(&privacy, open.num_params, bits, setup.min_survivors)
+                .context("the job's privacy charge")?;
+            let policy_floor = self.privacy.admit_round(
+                &at.job_id,
+                at.round,
+                setup.instance,
+                &privacy.family,
+                privacy::Kind::Private,
+                Some(&charge),
+            )?;
+            // The noise shares are calibrated for `min_survivors`: a smaller surviving sum is too little noise.
+            let inv =
+                secagg::accept(who, &at, open.num_params, setup, policy_floor.max(privacy.min_survivors))?;
+            if privacy.max_cohort > 0 && inv.cohort() > privacy.max_cohort {
+                bail!(
+                    "the round has {} members; the job's noise and charge were computed for at most {}",
+                    inv.cohort(),
+                    privacy.max_cohort
+                );
+            }
+            let headroom = config.noise_headroom(setup.clip, inv.cohort(), open.num_params, bits)?;
+            if headroom != setup.noise_headroom {
+                bail!(
+                    "round {} announces a noise headroom of {} levels; its parameters give {headroom}",
+                    open.round,
+                    setup.noise_headroom
+                );
+            }
+            let grid =
+                Grid { scale: inv.quantizer().scale(), dimension: open.num_params, cohort: inv.cohort() };
+            let mechanism = config.share_mechanism(&grid).context("the noise share")?;
+            Ok((inv, config, mechanism, charge))
+        })?;
         let mut fetch_client = client.clone();
         let encoder = inv.clone();
         let me = Arc::clone(&self);
@@ -482,7 +548,9 @@ impl Federation {
             })
             .await?
         };
-        secagg::run_client(client, who, &at, inv, relays, input, None).await?;
+        let (job, family) = (at.job_id.clone(), privacy.family.clone());
+        let release = self.release(move |p| p.release_round(&job, round, &family, Some(charge)), true);
+        secagg::run_client(client, who, &at, inv, relays, input, release, None).await?;
         self.audit.record(
             "system",
             Action::UpdateUpload,
@@ -562,7 +630,46 @@ impl Federation {
             })
         })
         .await??;
-        crate::query::answer(client, who, q, records, relays).await
+        crate::query::answer(self, client, who, q, records, relays).await
+    }
+
+    /// Audits whether this participant joins round `at` (`round.join`, refused with the reason) after the
+    /// checks in `admit`.
+    fn admitted<T>(
+        &self,
+        at: &secagg::RoundRef,
+        admit: impl FnOnce() -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let result = admit();
+        let (outcome, detail) = match &result {
+            Ok(_) => (Outcome::Ok, format!("job {} round {}", at.job_id, at.round)),
+            Err(e) => (Outcome::Refused, format!("job {} round {}: {e:#}", at.job_id, at.round)),
+        };
+        self.audit.record("system", Action::RoundJoin, outcome, &detail);
+        result
+    }
+
+    /// The hook that runs just before a masked input leaves: `record` charges or records the release in
+    /// the institution's own ledger; a refusal is audited and stops the send. `audit_ok`: also audit the
+    /// charge when it succeeds.
+    pub(crate) fn release(
+        &self,
+        record: impl FnOnce(&LocalPrivacy) -> anyhow::Result<String>,
+        audit_ok: bool,
+    ) -> impl FnOnce() -> anyhow::Result<()> {
+        let (privacy, audit) = (Arc::clone(&self.privacy), self.audit.clone());
+        move || match record(&privacy) {
+            Ok(detail) => {
+                if audit_ok {
+                    audit.record("system", Action::LocalCharge, Outcome::Ok, &detail);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                audit.record("system", Action::LocalCharge, Outcome::Refused, &format!("{e:#}"));
+                Err(e)
+            }
+        }
     }
 
     /// Downloads the round's base model and trains it on the local data; returns the delta.
@@ -648,6 +755,17 @@ impl Federation {
 
     fn id_or_cert(&self) -> String {
         self.id.get().cloned().unwrap_or_default()
+    }
+}
+
+/// Tells the coordinator this participant is out of round `round` of `job` and why, so that it stops
+/// waiting for it (best effort: a coordinator that does not answer in time waits for its deadline).
+async fn decline(mut client: CoordinatorClient<Channel>, job: &str, round: u64, why: &anyhow::Error) {
+    let request = v1::DeclineRequest { job_id: job.into(), round, reason: format!("{why:#}") };
+    match tokio::time::timeout(Duration::from_secs(5), client.decline_round(request)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::debug!(job, round, error = %e, "the coordinator did not take the decline"),
+        Err(_) => tracing::debug!(job, round, "declining the round timed out"),
     }
 }
 

@@ -15,6 +15,8 @@
 //! - [`families`]: each family's local data and its calibration of a committed model.
 //! - [`secagg`]: a secure-aggregation round, client side (also used by `hearth bench secagg`).
 //! - `query`: answering a federated analytics query (noisy counts of its own records, sent masked).
+//! - [`privacy`]: the institution's own signed privacy policy and ledger, checked and charged here
+//!   whatever the coordinator announces.
 //!
 //! It never sees a customer identifier: the desk holds customers, this crate holds training data.
 #![forbid(unsafe_code)]
@@ -24,6 +26,7 @@ pub mod families;
 pub mod store;
 
 mod federation;
+pub mod privacy;
 mod query;
 pub mod secagg;
 
@@ -224,6 +227,26 @@ pub async fn start(
     .await
     .context("restoring the served models")?;
 
+    let ca_der = hearth_crypto::pki::cert_der_from_pem(&tls.ca_pem).context("the CA certificate")?;
+    let policy_path = config.privacy_policy_path();
+    let (store2, inst2) = (Arc::clone(&store), institution.clone());
+    let local_privacy =
+        tokio::task::spawn_blocking(move || privacy::LocalPrivacy::open(inst2, policy_path, ca_der, store2))
+            .await
+            .context("opening the institution's privacy ledger")??;
+    match local_privacy.policy() {
+        Ok(Some(_)) => {
+            tracing::info!(path = %config.privacy_policy_path().display(), "the institution's signed privacy policy verifies")
+        }
+        Ok(None) => tracing::warn!(
+            path = %config.privacy_policy_path().display(),
+            "no signed privacy policy for this institution: no differentially private round or query will be answered"
+        ),
+        Err(e) => tracing::warn!(
+            error = format!("{e:#}"),
+            "the institution's privacy policy does not verify: nothing private will be answered"
+        ),
+    }
     let federation = Arc::new(federation::Federation::new(
         Arc::clone(&store),
         local,
@@ -236,6 +259,7 @@ pub async fn start(
         },
         models_dir(&config.data_dir),
         secagg_identity(&config, &tls),
+        Arc::new(local_privacy),
         audit.clone(),
     ));
     let fed_task = tokio::spawn(federation.run());

@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use hearth_policies::mechanism::{DistributedDiscreteGaussian, DistributedDiscreteGaussianSpec};
 use hearth_proto::{v1, SPEND_UNITS};
 
+use crate::federation::Federation;
 use crate::secagg::{self, RelayRx, RoundRef, SecAggIdentity};
 
 /// What this institution's records contribute to a query, read from its store.
@@ -90,6 +91,7 @@ pub(crate) fn noise_share(q: &v1::QueryOpen, cohort: u32) -> anyhow::Result<Dist
 
 /// Runs this participant's part of query `q` over its `records`. Returns the bins counted.
 pub(crate) async fn answer(
+    fed: &Federation,
     client: v1::coordinator_client::CoordinatorClient<tonic::transport::Channel>,
     who: &SecAggIdentity,
     q: &v1::QueryOpen,
@@ -100,8 +102,14 @@ pub(crate) async fn answer(
     let mut counts = statistic_vector(q, &records)?;
     let setup = q.secagg.as_ref().context("the query has no secure-aggregation setup")?;
     let at = RoundRef { job_id: q.query_id.clone(), round: 1, deadline_unix_ms: q.deadline_unix_ms };
-    let inv = secagg::accept(who, &at, q.bins.len() as u64, setup)?;
+    // The institution's policy must let the family use its data, the query must be new, and the survivors
+    // must be at least the policy's floor and the count the noise is calibrated for.
+    let floor = fed.privacy.admit_query(&q.query_id, &q.family)?;
+    let inv = secagg::accept(who, &at, q.bins.len() as u64, setup, floor.max(q.min_survivors))?;
     let noise = noise_share(q, inv.cohort())?;
+    fed.privacy.check_query(&q.query_id, &q.family, &noise, inv.cohort())?;
+    let (id, family, mechanism, cohort) = (q.query_id.clone(), q.family.clone(), noise.clone(), inv.cohort());
+    let release = fed.release(move |p| p.release_query(&id, &family, &mechanism, cohort), true);
     let encoder = inv.clone();
     let input = async move {
         tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u32>> {
@@ -110,7 +118,7 @@ pub(crate) async fn answer(
         })
         .await?
     };
-    secagg::run_client(client, who, &at, inv, relays, input, None).await?;
+    secagg::run_client(client, who, &at, inv, relays, input, release, None).await?;
     Ok(q.bins.len())
 }
 

@@ -108,12 +108,15 @@ impl RoundRef {
 
 /// Checks a round's secure-aggregation setup and builds its parameters. `vector_len` is what this
 /// participant expects to mask (a model's parameters plus 2, a query's bins); a setup announcing another
-/// length is refused.
+/// length is refused. `min_survivors` is the fewest survivors this round needs for this participant (its
+/// DP noise's calibration, its institution's policy); with its own roster floor, the announced survivor
+/// floor must reach it, and no survivor set below the announced floor is ever signed.
 pub fn accept(
     who: &SecAggIdentity,
     at: &RoundRef,
     vector_len: u64,
     setup: &v1::SecAggSetup,
+    min_survivors: u32,
 ) -> anyhow::Result<Invitation> {
     let suite: SuiteId = setup.suite.parse().context("secure-aggregation setup")?;
     if suite != who.suite {
@@ -181,6 +184,14 @@ pub fn accept(
             rule.choose(n).map_or_else(|e| e.to_string(), |c| format!("{} and {}", c.degree, c.threshold))
         );
     }
+    let floor = min_survivors.max(u32::try_from(who.min_members).unwrap_or(u32::MAX));
+    if setup.min_survivors < floor {
+        bail!(
+            "the round would unmask a sum over as few as {} survivors; this participant requires at least \
+             {floor}",
+            setup.min_survivors.max(setup.threshold)
+        );
+    }
     let params = Arc::new(
         RoundParams::new(RoundConfig {
             suite,
@@ -192,6 +203,8 @@ pub fn accept(
             vector_len: u32::try_from(setup.vector_len).context("vector too long")?,
             modulus_bits,
             graph_seed,
+            instance: setup.instance,
+            min_survivors: setup.min_survivors,
         })
         .context("secure-aggregation parameters")?,
     );
@@ -260,9 +273,11 @@ impl Invitation {
 /// Runs the client phases. `input` resolves to the encoded vector to mask (see
 /// [`Invitation::encode_update`] and [`Invitation::encode_counts`]) once local work (training,
 /// counting) is done; the key exchange runs meanwhile, and the input is masked as soon as it is ready
-/// and the neighbours' keys are known, without waiting for the phase-2 relay. `stop_after` ends the participant's part after
-/// that phase, as a drop-out would (benchmarks use it; a participant passes `None`). Returns the bytes of
-/// messages sent.
+/// and the neighbours' keys are known, without waiting for the phase-2 relay. `release` runs just before
+/// the masked input leaves (a participant records and charges it there); if it fails, nothing is sent.
+/// `stop_after` ends the participant's part after that phase, as a drop-out would (benchmarks use it; a
+/// participant passes `None`). Returns the bytes of messages sent.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_client(
     mut client: CoordinatorClient<Channel>,
     who: &SecAggIdentity,
@@ -270,6 +285,7 @@ pub async fn run_client(
     inv: Invitation,
     mut relays: RelayRx,
     input: impl std::future::Future<Output = anyhow::Result<Vec<u32>>>,
+    release: impl FnOnce() -> anyhow::Result<()>,
     stop_after: Option<u32>,
 ) -> anyhow::Result<u64> {
     let stops = |phase: u32| stop_after.is_some_and(|p| p <= phase);
@@ -306,6 +322,7 @@ pub async fn run_client(
         let _cpu = cpu_slot().await?;
         tokio::task::spawn_blocking(move || state.handle_premasked(&msg, premasked)).await??
     };
+    release()?;
     sent += send(&mut client, open, 2, out).await?;
     if stops(2) {
         return Ok(sent);
@@ -417,6 +434,8 @@ mod tests {
             vector_len: 10,
             phase_deadline_unix_ms: 0,
             noise_headroom: 0,
+            instance: 1,
+            min_survivors: 3,
         }
     }
 
@@ -433,7 +452,7 @@ mod tests {
     }
 
     fn refusal(who: &SecAggIdentity, s: &v1::SecAggSetup) -> String {
-        format!("{:#}", accept(who, &at(), 10, s).unwrap_err())
+        format!("{:#}", accept(who, &at(), 10, s, 0).unwrap_err())
     }
 
     const P: Role = Role::Participant;
@@ -444,7 +463,7 @@ mod tests {
         let c = GraphRule::default().choose(5).unwrap();
         let s =
             setup(&ca, &[(P, "victim"), (P, "b"), (P, "c"), (P, "d"), (P, "e")], 0, c.degree, c.threshold);
-        assert!(accept(&me(&ca, "victim"), &at(), 10, &s).is_ok());
+        assert!(accept(&me(&ca, "victim"), &at(), 10, &s, 0).is_ok());
     }
 
     #[test]
@@ -547,7 +566,40 @@ mod tests {
         let e = refusal(&who, &setup(&ca, &members, 0, 2, 2));
         assert!(e.contains("degree 2 and threshold 2 for 50 members"), "{e}");
         let c = GraphRule::default().choose(50).unwrap();
-        assert!(accept(&who, &at(), 10, &setup(&ca, &members, 0, c.degree, c.threshold)).is_ok());
+        assert!(accept(&who, &at(), 10, &setup(&ca, &members, 0, c.degree, c.threshold), 0).is_ok());
+    }
+
+    #[test]
+    fn a_survivor_floor_below_the_participants_is_refused() {
+        // A DP round calibrated for 5 survivors, announced with a floor of 3: the sum over 3 survivors would
+        // carry too little noise. The floor is in every message's context, so it cannot differ per member.
+        let ca = ConsortiumCa::generate("c").unwrap();
+        let c = GraphRule::default().choose(6).unwrap();
+        let members = [(P, "victim"), (P, "b"), (P, "c"), (P, "d"), (P, "e"), (P, "f")];
+        let mut s = setup(&ca, &members, 0, c.degree, c.threshold);
+        let who = me(&ca, "victim");
+        let e = format!("{:#}", accept(&who, &at(), 10, &s, 5).unwrap_err());
+        assert!(e.contains("as few as 3 survivors; this participant requires at least 5"), "{e}");
+        s.min_survivors = 5;
+        let inv = accept(&who, &at(), 10, &s, 5).unwrap();
+        assert_eq!(inv.params.survivor_floor(), 5);
+        // Its own roster floor counts too, whatever the round needs.
+        let mut strict = me(&ca, "victim");
+        strict.min_members = 6;
+        let e = format!("{:#}", accept(&strict, &at(), 10, &s, 0).unwrap_err());
+        assert!(e.contains("requires at least 6"), "{e}");
+    }
+
+    #[test]
+    fn each_instance_of_a_round_has_its_own_context() {
+        let ca = ConsortiumCa::generate("c").unwrap();
+        let c = GraphRule::default().choose(5).unwrap();
+        let s =
+            setup(&ca, &[(P, "victim"), (P, "b"), (P, "c"), (P, "d"), (P, "e")], 0, c.degree, c.threshold);
+        let who = me(&ca, "victim");
+        let first = accept(&who, &at(), 10, &s, 0).unwrap();
+        let retry = accept(&who, &at(), 10, &v1::SecAggSetup { instance: 2, ..s }, 0).unwrap();
+        assert_ne!(first.params.context(), retry.params.context());
     }
 
     #[test]

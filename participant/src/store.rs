@@ -26,6 +26,8 @@ const EXAMPLES: TableDefinition<u64, &[u8]> = TableDefinition::new("examples");
 const EMOTION_EXAMPLES: TableDefinition<u64, &[u8]> = TableDefinition::new("emotion_examples");
 const TRANSACTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("transactions");
 const MODEL: TableDefinition<&str, &[u8]> = TableDefinition::new("model");
+/// This institution's own privacy ledger and what it contributed to which round (`privacy`).
+const PRIVACY: TableDefinition<&str, &[u8]> = TableDefinition::new("privacy");
 /// The tables of rows, each with the prefix of its rows' object names.
 const ROW_TABLES: [(TableDefinition<u64, &[u8]>, &str); 3] = [
     (EXAMPLES, "hearth/participant/example"),
@@ -110,6 +112,7 @@ impl Store {
             tx.open_table(table).map_err(db_err)?;
         }
         tx.open_table(MODEL).map_err(db_err)?;
+        tx.open_table(PRIVACY).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         Ok(Self { db, keys })
     }
@@ -187,8 +190,10 @@ impl Store {
                 count(row.map_err(db_err)?.1.value())?;
             }
         }
-        for row in tx.open_table(MODEL).map_err(db_err)?.iter().map_err(db_err)? {
-            count(row.map_err(db_err)?.1.value())?;
+        for table in [MODEL, PRIVACY] {
+            for row in tx.open_table(table).map_err(db_err)?.iter().map_err(db_err)? {
+                count(row.map_err(db_err)?.1.value())?;
+            }
         }
         Ok(out)
     }
@@ -223,6 +228,28 @@ impl Store {
         let plain = self
             .keys
             .open_sealed_object(&model_object(family), v.value())
+            .map_err(|e| StoreError::Sealed(e.to_string()))?;
+        Ok(Some(plain.to_vec()))
+    }
+
+    /// Stores the privacy state `key` (sealed), replacing the previous one.
+    pub fn save_privacy(&self, key: &str, json: &[u8]) -> Result<(), StoreError> {
+        let object = format!("hearth/participant/privacy/{key}");
+        let sealed = self.keys.seal(&object, json).map_err(|e| StoreError::Sealed(e.to_string()))?;
+        let tx = self.db.begin_write().map_err(db_err)?;
+        tx.open_table(PRIVACY).map_err(db_err)?.insert(key, sealed.as_slice()).map_err(db_err)?;
+        tx.commit().map_err(db_err)
+    }
+
+    /// The privacy state `key`, if one was stored.
+    pub fn load_privacy(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let t = tx.open_table(PRIVACY).map_err(db_err)?;
+        let Some(v) = t.get(key).map_err(db_err)? else { return Ok(None) };
+        let object = format!("hearth/participant/privacy/{key}");
+        let plain = self
+            .keys
+            .open_sealed_object(&object, v.value())
             .map_err(|e| StoreError::Sealed(e.to_string()))?;
         Ok(Some(plain.to_vec()))
     }

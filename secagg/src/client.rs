@@ -501,7 +501,7 @@ impl std::fmt::Debug for ClientAwaitSurvivors {
 
 impl ClientAwaitSurvivors {
     /// Checks the survivor set (this client is in it; every surviving neighbour shared with it; at least
-    /// t survivors) and returns the signed [`ConsistencySignature`] over it.
+    /// [`RoundParams::survivor_floor`] survivors) and returns the signed [`ConsistencySignature`] over it.
     pub fn handle(self, msg: &[u8]) -> Result<(ClientAwaitUnmask, Vec<u8>), SecAggError> {
         let core = self.core;
         let params = Arc::clone(&core.params);
@@ -521,12 +521,14 @@ impl ClientAwaitSurvivors {
                 reason: format!("neighbour {v} survived but never sent its shares"),
             });
         }
-        let t = params.threshold();
-        if set.survivors.len() < t {
+        // Never help unmask a sum over fewer inputs than the round's floor: with fewer survivors, a
+        // distributed noise calibrated for the floor is too small, and a small sum says more of each input.
+        let floor = params.survivor_floor();
+        if set.survivors.len() < floor {
             return Err(SecAggError::TooFewSurvivors {
                 phase: Phase::ConsistencyCheck,
                 got: set.survivors.len(),
-                need: t,
+                need: floor,
             });
         }
         let signature =

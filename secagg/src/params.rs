@@ -4,9 +4,10 @@
 //! the context hash) and derive the decoding [`Limits`]. It knows nothing of keys or messages.
 //!
 //! The context hash covers the suite, job id, round number, roster (every verifying key, in order), n,
-//! t, k, vector length, modulus bits and graph seed. It opens every wire message, is signed in every
-//! signature and is the associated data (with the two clients' indices) of every encrypted share, so a
-//! message of one round, job or parameter set is refused by every other.
+//! t, k, vector length, modulus bits, graph seed, instance and survivor floor. It opens every wire
+//! message, is signed in every signature and is the associated data (with the two clients' indices) of
+//! every encrypted share, so a message of one round, attempt, job or parameter set is refused by every
+//! other.
 
 use std::fmt;
 
@@ -57,6 +58,12 @@ pub struct RoundConfig {
     pub modulus_bits: u8,
     /// Public random seed of the neighbour graph, drawn by the coordinator after the cohort is fixed.
     pub graph_seed: [u8; 32],
+    /// A fresh number per attempt of a round: a retried round is another instance, and no message of one
+    /// instance verifies in another.
+    pub instance: u64,
+    /// No client signs a survivor set smaller than this (nor than the threshold t): the sum a client
+    /// helps unmask covers at least this many inputs. At most n.
+    pub min_survivors: u32,
 }
 
 /// A validated round: every message of the protocol is checked against it.
@@ -115,6 +122,12 @@ impl RoundParams {
                 format!("{}; must be 1..={MAX_VECTOR_LEN}", config.vector_len),
             ));
         }
+        if config.min_survivors > n {
+            return Err(invalid(
+                "min_survivors",
+                format!("{} for {n} clients; must be at most n", config.min_survivors),
+            ));
+        }
         if !(2..=32).contains(&config.modulus_bits) {
             return Err(invalid("modulus_bits", format!("{}; must be 2..=32", config.modulus_bits)));
         }
@@ -149,6 +162,11 @@ impl RoundParams {
     /// Shamir threshold t.
     pub fn threshold(&self) -> usize {
         self.config.threshold as usize
+    }
+
+    /// The fewest survivors a client signs a survivor set for: the larger of t and `min_survivors`.
+    pub fn survivor_floor(&self) -> usize {
+        self.threshold().max(self.config.min_survivors as usize)
     }
 
     /// Vector length d.
@@ -197,6 +215,8 @@ fn context_hash(c: &RoundConfig) -> [u8; DIGEST_LEN] {
         c.vector_len.to_le_bytes().to_vec(),
         vec![c.modulus_bits],
         c.graph_seed.to_vec(),
+        c.instance.to_le_bytes().to_vec(),
+        c.min_survivors.to_le_bytes().to_vec(),
     ];
     for key in &c.roster {
         parts.push((key.len() as u32).to_le_bytes().to_vec());
@@ -246,6 +266,8 @@ mod tests {
             vector_len: 10,
             modulus_bits: 32,
             graph_seed: [9; 32],
+            instance: 11,
+            min_survivors: 5,
         }
     }
 
@@ -261,6 +283,8 @@ mod tests {
             RoundConfig { vector_len: 11, ..config(8) },
             RoundConfig { modulus_bits: 31, ..config(8) },
             RoundConfig { graph_seed: [8; 32], ..config(8) },
+            RoundConfig { instance: 12, ..config(8) },
+            RoundConfig { min_survivors: 6, ..config(8) },
             config(9),
             RoundConfig {
                 roster: {
@@ -287,6 +311,7 @@ mod tests {
             RoundConfig { vector_len: 0, ..config(8) },
             RoundConfig { modulus_bits: 33, ..config(8) },
             RoundConfig { job_id: vec![0; 257], ..config(8) },
+            RoundConfig { min_survivors: 9, ..config(8) },
             RoundConfig {
                 roster: {
                     let mut r = config(8).roster;

@@ -95,8 +95,10 @@ fn verify(params: &RoundParams, signer: u32, signed: &[u8], signature: &[u8]) ->
     params.suite().suite().verify(key, signed, signature).map_err(|_| SecAggError::BadSignature { signer })
 }
 
+/// At least the survivor floor (t, or the round's `min_survivors` if larger) is still in the round: with
+/// fewer, no client would sign the survivor set.
 fn enough(phase: Phase, got: usize, params: &RoundParams) -> Result<(), SecAggError> {
-    let need = params.threshold();
+    let need = params.survivor_floor();
     if got < need {
         Err(SecAggError::TooFewSurvivors { phase, got, need })
     } else {

@@ -179,6 +179,8 @@ pub fn simulate_round(sim: &Simulation) -> Result<SimulationReport, SecAggError>
         vector_len: sim.vector_len,
         modulus_bits: sim.modulus_bits,
         graph_seed,
+        instance: 0,
+        min_survivors: 0,
     })?);
     let n = sim.n as usize;
     let mut rng = ChaCha20Rng::seed_from_u64(sim.seed);

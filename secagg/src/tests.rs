@@ -27,6 +27,21 @@ pub(super) fn round(
     bits: u8,
     round_no: u64,
 ) -> Round {
+    round_with_floor(suite, n, degree, threshold, d, bits, round_no, 0)
+}
+
+/// [`round`] whose clients sign no survivor set smaller than `min_survivors`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn round_with_floor(
+    suite: SuiteId,
+    n: u32,
+    degree: u32,
+    threshold: u32,
+    d: u32,
+    bits: u8,
+    round_no: u64,
+    min_survivors: u32,
+) -> Round {
     let s = suite.suite();
     let (signing, roster): (Vec<_>, Vec<_>) = (0..n).map(|_| s.signing_keypair().unwrap()).unzip();
     let params = RoundParams::new(RoundConfig {
@@ -39,6 +54,8 @@ pub(super) fn round(
         vector_len: d,
         modulus_bits: bits,
         graph_seed: [round_no as u8; 32],
+        instance: round_no,
+        min_survivors,
     })
     .unwrap();
     Round { params: Arc::new(params), signing }

@@ -7,7 +7,7 @@ use chacha20::ChaCha20Rng;
 use proptest::prelude::*;
 use rand_core::SeedableRng;
 
-use super::tests::{round, Round};
+use super::tests::{round, round_with_floor, Round};
 use super::*;
 use hearth_crypto::suite::SuiteId;
 
@@ -370,6 +370,23 @@ fn a_client_refuses_shares_meant_for_someone_else_and_forged_survivor_sets() {
     let (client4, _) = client4.handle(&relayed[4].bytes, &[0; 4]).unwrap();
     let without_me = SurvivorSet { recipient: 4, survivors: vec![0, 1, 2, 3] }.encode(ctx);
     assert!(matches!(client4.handle(&without_me).unwrap_err(), E::InconsistentSurvivors { .. }));
+}
+
+#[test]
+fn a_client_signs_no_survivor_set_below_the_rounds_floor() {
+    // t = 3, but the round's noise is calibrated for 4 survivors: a coordinator dropping two honest
+    // clients to unmask a sum of three (less noise than promised) gets no signature.
+    let r = round_with_floor(SuiteId::International, 5, 4, 3, 4, 16, 9, 4);
+    assert_eq!(r.params.survivor_floor(), 4);
+    let ctx = r.params.context();
+    let (s1, relayed) = clients_awaiting_shares(&r);
+    let client0 = s1.into_iter().next().unwrap();
+    let (client0, _) = client0.handle(&relayed[0].bytes, &[0; 4]).unwrap();
+    let three = SurvivorSet { recipient: 0, survivors: vec![0, 1, 2] }.encode(ctx);
+    assert_eq!(
+        client0.handle(&three).unwrap_err(),
+        E::TooFewSurvivors { phase: Phase::ConsistencyCheck, got: 3, need: 4 }
+    );
 }
 
 #[test]

@@ -232,6 +232,15 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Institution `name`'s own DPO signs `policy_toml` (one tenant: `name`) with `hearth budget sign`;
+    /// its participant reads it at its next round or query.
+    pub fn sign_institution_policy(&self, name: &str, policy_toml: &str) {
+        let dir = self.pki().join(name);
+        let source = dir.join("privacy-policy.toml");
+        std::fs::write(&source, policy_toml).unwrap();
+        hearth_ok(&["budget", "sign", "--policy", s(&source), "--dpo", s(&dir.join("dpo"))]);
+    }
+
     /// A participant's data directory.
     pub fn data_dir(&self, name: &str) -> PathBuf {
         self.dir.path().join("data").join(name)

@@ -310,6 +310,27 @@ pub(crate) async fn run_private(ctx: &mut Ctx, p: PrivateInputs) -> anyhow::Resu
     }
     let info = crate::budget::install_policy(&ctx.conn, policy).await?;
     eprintln!("intent (DP): privacy policy version {} installed (signed by the DPO)", info.version);
+    // Each institution's own DPO signs a budget for its participant, which charges its own ledger: a
+    // quarter more than the job's, room for a retried round (a fresh release, charged again).
+    let (local, local_delta) = (epsilon * 1.25, delta * 2.0);
+    for i in 1..=n {
+        let institution = format!("institution-{i}");
+        let dir = ctx.conn.tls_dir.join(&institution);
+        let source = dir.join("privacy-policy.toml");
+        std::fs::write(
+            &source,
+            format!(
+                "# Installed by `hearth demo --dp`: {institution}'s own policy, signed by its DPO.\n\
+                 [tenants.{institution}.families.intent]\nepsilon = {local}\ndelta = {local_delta}\n\
+                 delta_per_charge = {delta}\nprivacy_unit = \"record\"\nclipping_norm = {clip}\n\
+                 min_participants = {min_survivors}\n"
+            ),
+        )
+        .with_context(|| format!("writing {}", source.display()))?;
+        let signed = dir.join(hearth_participant::privacy::SIGNED_POLICY_FILE);
+        crate::budget::sign_institution_policy(&source, &dir.join("dpo"), &signed)?;
+    }
+    eprintln!("intent (DP): each institution's DPO signed its own policy for its participant");
 
     let spec =
         IntentSpec::new(p.labels.clone(), FeatureConfig { dim: DP.feature_dim, ..FeatureConfig::default() })?;
@@ -341,6 +362,7 @@ pub(crate) async fn run_private(ctx: &mut Ctx, p: PrivateInputs) -> anyhow::Resu
         bias_scale: DP.bias_scale,
         max_cohort: n,
         delta: DP.target.delta,
+        rounds,
     });
     eprintln!(
         "intent (DP): {rounds} rounds of DP-SGD on {num_params} parameters, clip {clip}, noise multiplier \

@@ -108,6 +108,27 @@ impl Charge {
         }
     }
 
+    /// The noise of one release in multiples of its sensitivity: a Gaussian's noise multiplier
+    /// (distributed noise: of the sum over the fewest survivors it is calibrated for), a Laplace's scale
+    /// over its L1 sensitivity.
+    pub fn noise_multiplier(&self) -> f64 {
+        let distributed = |m: &DistributedDiscreteGaussian| {
+            let s = m.spec();
+            s.local_scale * f64::from(s.min_survivors).sqrt() / s.l2_sensitivity
+        };
+        match self {
+            Charge::Training(plan) => match &plan.noise {
+                TrainingNoise::Gaussian(m) => m.noise_multiplier,
+                TrainingNoise::DistributedDiscrete { mechanism, .. } => distributed(mechanism),
+            },
+            Charge::Query(plan) => match &plan.noise {
+                QueryNoise::Laplace(m) => 1.0 / m.epsilon(),
+                QueryNoise::Gaussian(m) => m.scale() / m.l2_sensitivity(),
+                QueryNoise::DistributedGaussian(m) => distributed(m),
+            },
+        }
+    }
+
     /// Cost if every release happens.
     pub fn worst_case(&self, delta: f64) -> Result<Cost, BudgetError> {
         self.cost_after(self.steps(), delta)
@@ -144,6 +165,14 @@ impl Charge {
                 "privacy_unit {unit:?} is weaker than the policy's {:?}",
                 policy.privacy_unit
             )));
+        }
+        if let Some(floor) = policy.min_noise_multiplier {
+            let noise = self.noise_multiplier();
+            if noise.is_nan() || noise < floor {
+                return Err(violation(format!(
+                    "noise multiplier {noise:.4} is below the policy's floor of {floor}"
+                )));
+            }
         }
         let minimum = u64::from(policy.min_participants);
         match self {

@@ -11,6 +11,7 @@
 //! privacy_unit = "record"     # record | customer
 //! period_days = 30            # optional; absent: the budget never resets
 //! min_participants = 3
+//! min_noise_multiplier = 0.8  # optional: the least noise one release may carry
 //! ```
 
 use std::collections::BTreeMap;
@@ -53,6 +54,12 @@ pub struct FamilyPolicy {
     pub clipping_norm: Option<f64>,
     /// Fewest participants a round or query may aggregate.
     pub min_participants: u32,
+    /// Least noise a release may carry, in multiples of its sensitivity: for Gaussian noise its noise
+    /// multiplier (standard deviation over L2 sensitivity; for distributed noise, of the sum over the
+    /// fewest survivors), for Laplace noise its scale over the L1 sensitivity. A noise floor on top of
+    /// the budget, so that no single release is nearly noiseless however much budget is left.
+    #[serde(default)]
+    pub min_noise_multiplier: Option<f64>,
     /// Fewest records a statistic may cover.
     #[serde(default)]
     pub min_records: Option<u64>,
@@ -154,6 +161,11 @@ impl PrivacyPolicy {
                 if let Some(c) = f.clipping_norm {
                     if !(c > 0.0 && c.is_finite()) {
                         return Err(invalid(&path, "clipping_norm", c, "a finite number > 0"));
+                    }
+                }
+                if let Some(m) = f.min_noise_multiplier {
+                    if !(m > 0.0 && m.is_finite()) {
+                        return Err(invalid(&path, "min_noise_multiplier", m, "a finite number > 0"));
                     }
                 }
                 if f.min_participants == 0 {

@@ -419,3 +419,24 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_release_below_the_noise_floor_is_refused_whatever_the_budget() {
+    let floored = POLICY.replacen(
+        "clipping_norm = 1.0\nmin_participants = 3",
+        "clipping_norm = 1.0\nmin_participants = 3\nmin_noise_multiplier = 0.8",
+        1,
+    );
+    let p = PrivacyPolicy::from_toml(&floored).unwrap();
+    let mut ledger = Ledger::new();
+    // One round at noise multiplier 0.5 would fit the budget of 8, but carries less noise than the floor.
+    let err = ledger.reserve(&p, &[t("bank-a")], &f("intent"), "weak", training(0.5, 1), NOW).unwrap_err();
+    assert!(err.to_string().contains("noise multiplier 0.5000 is below the policy's floor of 0.8"), "{err}");
+    assert!(ledger.reservations().is_empty());
+    ledger.reserve(&p, &[t("bank-a")], &f("intent"), "strong", training(4.0, 1), NOW).unwrap();
+    let bad = PrivacyPolicy::from_toml(
+        &floored.replace("min_noise_multiplier = 0.8", "min_noise_multiplier = 0.0"),
+    )
+    .unwrap_err();
+    assert!(bad.to_string().contains("min_noise_multiplier = 0"), "{bad}");
+}
