@@ -1,7 +1,7 @@
 //! A coordinator that deviates from the protocol, against a real participant process. This file's gRPC
 //! server stands in for the coordinator (on the coordinator's certificate, so the participant connects to
 //! it) and announces rounds that break each rule a participant checks for itself: a Sybil roster of its
-//! own certificates, a degree and threshold too weak for the cohort, a survivor floor below what a DP
+//! own certificates, a member the CA minted but the institutions never listed, a degree and threshold too weak for the cohort, a survivor floor below what a DP
 //! round's noise is calibrated for, noise below the institution's own floor, a job past the institution's
 //! own budget, and a replayed round instance; and one honest round as the control. For every deviation the
 //! participant declines with its reason (the coordinator learns why), records the refusal in its own audit
@@ -264,6 +264,15 @@ async fn a_malicious_coordinator_is_refused_by_real_participants() {
         .map(|m| v1::RosterMember { participant_id: (*m).into(), certificate_der: der(&pki, m).into() })
         .collect();
     deviations.push(("sybil", open("sybil", sybil_setup, None), "only participants may be members"));
+    // A participant certificate the operator minted with the CA key: real, but on no member list the
+    // institutions signed (`hearth pki init` wrote and every participant signed pki/members.json).
+    hearth_ok(&["pki", "issue", "--dir", s(&pki), "--role", "participant", "--id", "minted"]);
+    let minted = ["inst-1", "inst-2", "inst-3", "inst-4", "minted"];
+    deviations.push((
+        "unlisted",
+        open("unlisted", setup(&minted, fair.degree, fair.threshold, num_params + 2), None),
+        "(participant:minted) with this certificate is not on the member list",
+    ));
     // Weak parameters: eight members, degree and threshold 2: two colluders around the victim unmask it.
     let eight: Vec<&str> = names.iter().map(String::as_str).collect();
     deviations.push((

@@ -14,6 +14,7 @@ mod config;
 mod data;
 mod demo;
 mod keys;
+mod members;
 mod model;
 mod node;
 mod operator;
@@ -71,6 +72,11 @@ enum Command {
     Query {
         #[command(subcommand)]
         command: query::QueryCommand,
+    },
+    /// The consortium's member list, signed by the institutions: who may be in a secure-aggregation round.
+    Members {
+        #[command(subcommand)]
+        command: members::MembersCommand,
     },
     /// Privacy budgets: the DPO's policy, what each institution has spent and has left.
     Budget {
@@ -170,6 +176,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pki { command } => pki::run(command),
         Command::Job { command } => operator::run(command).await,
         Command::Budget { command } => budget::run(command).await,
+        Command::Members { command } => members::run(command),
         Command::Query { command } => query::run(command).await,
         Command::Data { command } => data::run(command),
         Command::Model { command } => model::run(command),

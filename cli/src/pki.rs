@@ -11,7 +11,7 @@ use hearth_crypto::SuiteId;
 pub enum PkiCommand {
     /// Create a consortium CA and certificates for a coordinator, participants, an operator and an app.
     #[command(
-        after_help = "Examples:\n  hearth pki init --dir pki --participants bank-a,airline-b,retail-c\n  hearth pki init --dir pki --participants bank-a --dns coord.example.org --ip 10.0.0.5\n\nWrites DIR/ca.pem and DIR/ca.key (keep the CA key offline), DIR/coordinator.{pem,key},\nDIR/<participant>.{pem,key}, and for each participant's institution DIR/<participant>/app.{pem,key} and\nDIR/<participant>/dpo.{pem,key} (its apps and its data protection officer: the only callers its desk\nand inference accept); and the consortium's DIR/operator.{pem,key}, DIR/dpo.{pem,key}, DIR/app.{pem,key}\nand DIR/analyst.{pem,key}, which act for no institution and reach no customer data."
+        after_help = "Examples:\n  hearth pki init --dir pki --participants bank-a,airline-b,retail-c\n  hearth pki init --dir pki --participants bank-a --dns coord.example.org --ip 10.0.0.5\n\nWrites DIR/ca.pem and DIR/ca.key (keep the CA key offline), DIR/coordinator.{pem,key},\nDIR/<participant>.{pem,key}, and for each participant's institution DIR/<participant>/app.{pem,key} and\nDIR/<participant>/dpo.{pem,key} (its apps and its data protection officer: the only callers its desk\nand inference accept); and the consortium's DIR/operator.{pem,key}, DIR/dpo.{pem,key}, DIR/app.{pem,key}\nand DIR/analyst.{pem,key}, which act for no institution and reach no customer data.\n\nAlso DIR/<participant>/privacy-policy.{toml,json}: a starter privacy policy of the institution, signed\nby its DPO (review it, then `hearth budget sign`); and DIR/members.{toml,json}: the member list,\nsigned by every participant, that participants accept roster members from (`hearth members`)."
     )]
     Init(InitArgs),
     /// Issue one more certificate from an existing CA.
@@ -126,6 +126,19 @@ pub fn init(a: &InitArgs) -> anyhow::Result<Vec<PathBuf>> {
         let source = write_new(&a.dir.join(p).join("privacy-policy.toml"), &starter_policy(p))?;
         let signed = a.dir.join(p).join(hearth_participant::privacy::SIGNED_POLICY_FILE);
         crate::budget::sign_institution_policy(&source, &a.dir.join(p).join("dpo"), &signed)?;
+        written.extend([source, signed]);
+    }
+    // The member list, signed by every participant: rosters may hold only these certificates.
+    if !a.participants.is_empty() {
+        let certificates: Vec<PathBuf> =
+            a.participants.iter().map(|p| a.dir.join(format!("{p}.pem"))).collect();
+        let threshold = (a.participants.len() / 2 + 1) as u32;
+        let list = crate::members::list_of(1, threshold, &certificates)?;
+        let source = write_new(&a.dir.join("members.toml"), &list.to_toml()?)?;
+        let signed = a.dir.join(hearth_participant::membership::MEMBERS_FILE);
+        for p in &a.participants {
+            crate::members::sign(&source, &a.dir.join(p), &signed)?;
+        }
         written.extend([source, signed]);
     }
     written.extend(issue(&ca, &a.dir, Role::Operator, "operator", &[], &[], SuiteId::International)?);

@@ -43,6 +43,12 @@ pub struct ParticipantConfig {
     /// Read at every use. Without it the participant answers no differentially private round and no
     /// query.
     pub privacy_policy: Option<PathBuf>,
+    /// The consortium's member list, signed by the institutions (`hearth members sign`): every member of a
+    /// secure-aggregation roster must be on it with its certificate. Default: `members.json` beside the
+    /// CA certificate (where `hearth pki init` writes it). The first list accepted is pinned; a new
+    /// version needs the signatures of the pinned list's threshold of members. Without the file (and
+    /// nothing pinned) any participant certificate from the CA may be a member.
+    pub members: Option<PathBuf>,
     /// Where the participant's keys live (audit, key-encryption and identity-hash keys). Default: a
     /// sealed file in `data_dir`, its passphrase in `HEARTH_KEYSTORE_PASSPHRASE`.
     pub keystore: KeystoreConfig,
@@ -66,6 +72,7 @@ impl Default for ParticipantConfig {
             holdout_fraction: 0.1,
             min_secure_members: crate::secagg::DEFAULT_MIN_MEMBERS,
             privacy_policy: None,
+            members: None,
             keystore: KeystoreConfig::default(),
             audit: AuditConfig::default(),
             service: hearth_desk::DeskConfig::default(),
@@ -74,6 +81,11 @@ impl Default for ParticipantConfig {
 }
 
 impl ParticipantConfig {
+    /// Where the signed member list is read from.
+    pub fn members_path(&self) -> PathBuf {
+        self.members.clone().unwrap_or_else(|| self.tls.ca.with_file_name(crate::membership::MEMBERS_FILE))
+    }
+
     /// Where the institution's signed privacy policy is read from.
     pub fn privacy_policy_path(&self) -> PathBuf {
         self.privacy_policy

@@ -26,6 +26,7 @@ pub mod families;
 pub mod store;
 
 mod federation;
+pub mod membership;
 pub mod privacy;
 mod query;
 pub mod secagg;
@@ -247,6 +248,34 @@ pub async fn start(
             "the institution's privacy policy does not verify: nothing private will be answered"
         ),
     }
+    let mut secagg_identity = secagg_identity(&config, &tls);
+    if let Some(identity) = secagg_identity.as_mut() {
+        let path = config.members_path();
+        let cert_der =
+            hearth_crypto::pki::cert_der_from_pem(&tls.cert_pem).context("the node's certificate")?;
+        let ca = hearth_crypto::pki::cert_der_from_pem(&tls.ca_pem).context("the CA certificate")?;
+        let m = membership::Membership::open(
+            path.clone(),
+            ca,
+            (institution.clone(), cert_der),
+            Arc::clone(&store),
+        )?;
+        match m.current() {
+            Ok(list) => {
+                tracing::info!(path = %path.display(), version = list.version, members = list.members.len(), "member list in force");
+                identity.members = Some(Arc::new(m));
+            }
+            Err(e) if !path.exists() => tracing::warn!(
+                error = format!("{e:#}"),
+                "no member list the institutions signed: any participant certificate the CA issued may be a roster member"
+            ),
+            Err(e) => {
+                // A list is there but does not verify: refuse secure rounds rather than run without it.
+                tracing::error!(error = format!("{e:#}"), "the member list does not verify; secure rounds will be refused");
+                identity.members = Some(Arc::new(m));
+            }
+        }
+    }
     let federation = Arc::new(federation::Federation::new(
         Arc::clone(&store),
         local,
@@ -258,7 +287,7 @@ pub async fn start(
                 .context("building the TLS client configuration")?,
         },
         models_dir(&config.data_dir),
-        secagg_identity(&config, &tls),
+        secagg_identity,
         Arc::new(local_privacy),
         audit.clone(),
     ));

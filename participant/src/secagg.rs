@@ -54,6 +54,9 @@ pub struct SecAggIdentity {
     pub me: NodeIdentity,
     /// The fewest members a roster may have (default [`DEFAULT_MIN_MEMBERS`]).
     pub min_members: usize,
+    /// The member list the institutions signed: every roster member must be on it (`None`: no list is
+    /// configured, and any participant certificate from the CA may be a member).
+    pub members: Option<Arc<crate::membership::Membership>>,
 }
 
 /// The fewest members a secure-aggregation roster may have unless configured otherwise.
@@ -75,6 +78,7 @@ impl SecAggIdentity {
             verified: VerifiedCertCache::new(4096),
             me,
             min_members: DEFAULT_MIN_MEMBERS,
+            members: None,
         })
     }
 }
@@ -138,6 +142,12 @@ pub fn accept(
             who.min_members
         );
     }
+    let members = who
+        .members
+        .as_ref()
+        .map(|m| m.current())
+        .transpose()
+        .context("the member list the institutions signed")?;
     let now = SystemTime::now();
     let mut roster: Vec<Vec<u8>> = Vec::with_capacity(setup.roster.len());
     let mut ids = std::collections::HashSet::with_capacity(setup.roster.len());
@@ -155,6 +165,16 @@ pub fn accept(
         }
         if peer.identity.role != Role::Participant {
             bail!("roster member {i} is {}: only participants may be members", peer.identity);
+        }
+        if let Some(list) = &members {
+            if !list.admits(&peer.identity.id, &m.certificate_der) {
+                bail!(
+                    "roster member {i} ({}) with this certificate is not on the member list the institutions \
+                     signed (version {})",
+                    peer.identity,
+                    list.version
+                );
+            }
         }
         if !ids.insert(peer.identity.id.clone()) {
             bail!("roster member {i} ({}) appears more than once", peer.identity);
