@@ -332,6 +332,12 @@ impl Store {
     }
 }
 
+/// A participant's keys in a fast sealed keystore under `dir`, for tests.
+#[cfg(test)]
+pub(crate) fn test_keys(dir: &Path) -> Arc<NodeKeys> {
+    tests::keys(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use hearth_node::config::KeystoreConfig;
@@ -339,7 +345,7 @@ mod tests {
 
     use super::*;
 
-    fn keys(dir: &Path) -> Arc<NodeKeys> {
+    pub(super) fn keys(dir: &Path) -> Arc<NodeKeys> {
         let pass = dir.join("pass");
         std::fs::write(&pass, "store test").unwrap();
         let cfg = KeystoreConfig {

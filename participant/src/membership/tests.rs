@@ -1,8 +1,6 @@
 //! The member list: who may be in a roster, and how the list changes.
 
 use hearth_crypto::pki::{ConsortiumCa, IssuedCert};
-use hearth_node::config::KeystoreConfig;
-use hearth_node::keys::{Create, NodeKeys, PARTICIPANT_KEYS};
 
 use super::*;
 
@@ -21,25 +19,7 @@ impl Fixture {
     /// A CA and participants a, b, c.
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let pass = dir.path().join("pass");
-        std::fs::write(&pass, "membership test").unwrap();
-        let cfg = KeystoreConfig {
-            passphrase_file: Some(pass),
-            argon2_memory_kib: 19 * 1024,
-            argon2_iterations: 2,
-            ..Default::default()
-        };
-        let keys = NodeKeys::open(
-            &cfg,
-            SuiteId::International,
-            dir.path(),
-            PARTICIPANT_KEYS,
-            Create::IfMissing,
-            None,
-        )
-        .unwrap()
-        .0;
-        let store = Arc::new(Store::open(dir.path(), Arc::new(keys)).unwrap());
+        let store = Arc::new(Store::open(dir.path(), crate::store::test_keys(dir.path())).unwrap());
         let ca = ConsortiumCa::generate("c").unwrap();
         let certs = ["a", "b", "c"]
             .iter()

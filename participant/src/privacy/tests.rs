@@ -1,8 +1,6 @@
 //! The institution's own policy and ledger: each refusal a malicious or mistaken coordinator meets.
 
 use hearth_crypto::pki::{ConsortiumCa, IssueOptions};
-use hearth_node::config::KeystoreConfig;
-use hearth_node::keys::{Create, NodeKeys, PARTICIPANT_KEYS};
 
 use super::*;
 
@@ -18,25 +16,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let pass = dir.path().join("pass");
-        std::fs::write(&pass, "privacy test").unwrap();
-        let cfg = KeystoreConfig {
-            passphrase_file: Some(pass),
-            argon2_memory_kib: 19 * 1024,
-            argon2_iterations: 2,
-            ..Default::default()
-        };
-        let keys = NodeKeys::open(
-            &cfg,
-            SuiteId::International,
-            dir.path(),
-            PARTICIPANT_KEYS,
-            Create::IfMissing,
-            None,
-        )
-        .unwrap()
-        .0;
-        let store = Arc::new(Store::open(dir.path(), Arc::new(keys)).unwrap());
+        let store = Arc::new(Store::open(dir.path(), crate::store::test_keys(dir.path())).unwrap());
         let path = dir.path().join(SIGNED_POLICY_FILE);
         Self { _dir: dir, ca: ConsortiumCa::generate("c").unwrap(), path, store }
     }
