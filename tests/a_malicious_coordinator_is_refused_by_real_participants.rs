@@ -6,7 +6,8 @@
 //! own budget, and a replayed round instance; and one honest round as the control. For every deviation the
 //! participant declines with its reason (the coordinator learns why), records the refusal in its own audit
 //! log, and sends no protocol message at all: no key advertisement, so no share of anything. The honest
-//! round it joins.
+//! round it joins; when the stand-in then relays graph-seed commitments with the participant's own
+//! altered (to choose the neighbour graph), it reveals nothing, leaves the round and audits why.
 
 mod common;
 
@@ -31,6 +32,8 @@ struct Seen {
     registered: bool,
     /// (job, round, phase) of every protocol message received.
     sent: Vec<(String, u64, u32)>,
+    /// The payload of each of those messages, in the same order.
+    payloads: Vec<Vec<u8>>,
     /// (job, the participant's reason) of every decline.
     declined: Vec<(String, String)>,
 }
@@ -98,8 +101,15 @@ impl Coordinator for Deviant {
         else {
             return Err(Status::invalid_argument("no header"));
         };
-        while stream.message().await?.is_some() {}
-        self.seen.lock().unwrap().sent.push((h.job_id.clone(), h.round, h.phase));
+        let mut payload = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            if let Some(sec_agg_chunk::Kind::Data(bytes)) = chunk.kind {
+                payload.extend_from_slice(&bytes);
+            }
+        }
+        let mut seen = self.seen.lock().unwrap();
+        seen.sent.push((h.job_id.clone(), h.round, h.phase));
+        seen.payloads.push(payload);
         Ok(Response::new(v1::SecAggAck { job_id: h.job_id, round: h.round, phase: h.phase }))
     }
 
@@ -203,7 +213,6 @@ async fn a_malicious_coordinator_is_refused_by_real_participants() {
         degree,
         threshold,
         modulus_bits: 32,
-        graph_seed: vec![7; 32].into(),
         your_index: 0,
         clip: 1.0,
         weight_cap: 100.0,
@@ -319,6 +328,39 @@ async fn a_malicious_coordinator_is_refused_by_real_participants() {
             seen.lock().unwrap().declined.iter().filter(|(j, _)| j == job).map(|(_, r)| r.clone()).collect();
         assert!(got.iter().any(|r| r.contains(reason)), "{job}: declined with {got:?}, expected {reason:?}");
     }
+
+    // The honest round goes on with a list of graph-seed commitments in which the participant's own is
+    // altered (a coordinator trying to fix the neighbour graph after seeing the contributions): the
+    // participant reveals nothing, leaves the round, declines it with the reason and audits it.
+    let advertisement = {
+        let s = seen.lock().unwrap();
+        let i = s.sent.iter().position(|(j, _, p)| j == "honest" && *p == 0).unwrap();
+        s.payloads[i].clone()
+    };
+    // The context (bytes 2..34 of every message's header) binds the list to this round instance.
+    let context: [u8; 32] = advertisement[2..34].try_into().unwrap();
+    let ground = hearth_secagg::SeedCommitments {
+        recipient: 0,
+        commitments: (0..5u32).map(|c| (c, [c as u8 + 1; 32])).collect(),
+    };
+    tx.send(v1::Announcement {
+        kind: Some(announcement::Kind::Secagg(v1::SecAggRelay {
+            job_id: "honest".into(),
+            round: 1,
+            phase: 1,
+            payload: ground.encode(&context).into(),
+        })),
+    })
+    .await
+    .unwrap();
+    wait("the altered commitments are refused", &|s: &Seen| {
+        s.declined.iter().any(|(j, r)| j == "honest" && r.contains("own commitment is missing or altered"))
+    });
+    assert!(
+        !seen.lock().unwrap().sent.iter().any(|(j, _, p)| j == "honest" && *p > 0),
+        "no seed reveal (or anything after it) left the participant"
+    );
+
     // A replay of the honest round's instance is refused too.
     tx.send(open("honest", setup(&five, fair.degree, fair.threshold, num_params + 2), None)).await.unwrap();
     wait("the replay is declined", &|s: &Seen| {
@@ -346,6 +388,13 @@ async fn a_malicious_coordinator_is_refused_by_real_participants() {
             .lines()
             .any(|l| l.contains("round.join") && l.contains("\"ok\"") && l.contains("job honest round 1")),
         "{audit}"
+    );
+    assert!(
+        audit.lines().any(|l| l.contains("round.abandon")
+            && l.contains("refused")
+            && l.contains("job honest round 1")
+            && l.contains("own commitment is missing or altered")),
+        "the altered commitments are audited:\n{audit}"
     );
     let _ = participant.kill();
     let _ = participant.wait();

@@ -98,10 +98,10 @@ async fn secure_aggregation_learns_what_plain_averaging_learns() {
         assert!((p.train_loss - s.train_loss).abs() < 1e-3, "loss {} vs {}", p.train_loss, s.train_loss);
         // Where the secure round's time went: the five phases closed in order, before the commit.
         assert!(p.phase_seconds.is_empty(), "a plain round has no phases: {:?}", p.phase_seconds);
-        assert_eq!(s.phase_seconds.len(), 5, "{:?}", s.phase_seconds);
+        assert_eq!(s.phase_seconds.len(), 6, "{:?}", s.phase_seconds);
         assert!(s.phase_seconds.windows(2).all(|w| w[0] <= w[1]), "{:?}", s.phase_seconds);
         assert!(
-            s.phase_seconds[0] > 0.0 && s.phase_seconds[4] <= s.seconds,
+            s.phase_seconds[0] > 0.0 && s.phase_seconds[5] <= s.seconds,
             "{:?} {}",
             s.phase_seconds,
             s.seconds

@@ -12,7 +12,7 @@
 //! aggregation (or the whole secure-aggregation protocol) and the commit. Bytes sent are the encoded sizes
 //! of the messages a participant sent, per round, averaged over participants. With a drop-out rate, that
 //! share of the participants (a different one each round) vanishes mid-round: in plain rounds right
-//! after the round opens, in secure rounds after sharing their keys (phase 1), the point that costs the
+//! after the round opens, in secure rounds after sharing their keys (phase 2), the point that costs the
 //! coordinator most, as it must rebuild their mask keys to remove their pairwise masks.
 
 use std::collections::HashMap;
@@ -118,8 +118,9 @@ pub struct Row {
     pub rounds: u64,
     pub median_round_s: f64,
     /// Secure rounds: where a round's time goes, as the coordinator saw it. The median over timed rounds
-    /// of each phase's duration (0 keys advertised, 1 shares exchanged, 2 masked inputs in, 3
-    /// consistency signatures in, 4 sum unmasked), then of the commit after phase 4. Empty for plain rounds.
+    /// of each phase's duration (0 keys advertised, 1 graph seed revealed, 2 shares exchanged, 3 masked
+    /// inputs in, 4 consistency signatures in, 5 sum unmasked), then of the commit after phase 5. Empty
+    /// for plain rounds.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub median_phase_s: Vec<f64>,
     pub coordinator_peak_rss_mib: f64,
@@ -409,8 +410,18 @@ async fn measure(c: Config) -> anyhow::Result<Row> {
 fn print_phase_table(rows: &[Row]) {
     println!("\nwhere a secure round's time goes (median seconds, as the coordinator saw it)");
     println!(
-        "{:>4} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>14}",
-        "n", "d", "dropout", "keys", "shares", "masked", "consist", "unmask", "commit", "secagg/plain"
+        "{:>4} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>14}",
+        "n",
+        "d",
+        "dropout",
+        "keys",
+        "seed",
+        "shares",
+        "masked",
+        "consist",
+        "unmask",
+        "commit",
+        "secagg/plain"
     );
     for r in rows.iter().filter(|r| !r.median_phase_s.is_empty()) {
         let plain = rows
@@ -550,7 +561,7 @@ impl SimParticipant {
                             let inv =
                                 client_secagg::accept(&self.identity, &at, o.num_params + 2, &setup, 0)?;
                             let identity = Arc::clone(&self.identity);
-                            let stop_after = drop_out.then_some(1);
+                            let stop_after = drop_out.then_some(2);
                             tokio::spawn(async move {
                                 let mut download_client = client.clone();
                                 let encoder = inv.clone();

@@ -18,7 +18,7 @@ use crate::audit::{now_ms, AuditLog};
 use crate::config::CoordinatorConfig;
 use crate::error::RoundError;
 use crate::job::{lock, ClosedRound, JobRuntime, OpenRound, MAX_ROUND_ATTEMPTS, RETRY_PAUSE};
-use crate::secagg::{PhaseOutcome, SecAggRound, SecureSlot, Setup, PHASES, PHASE_TIMEOUT};
+use crate::secagg::{PhaseOutcome, SecAggRound, SecureSlot, Setup, MASKED_PHASE, PHASES, PHASE_TIMEOUT};
 use crate::store::{JobPhase, Store, StoreError};
 
 /// The sending half of a participant's announcement stream.
@@ -701,7 +701,6 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
             degree: p.degree,
             threshold: p.threshold,
             modulus_bits: u32::from(p.modulus_bits),
-            graph_seed: p.graph_seed.to_vec().into(),
             your_index: i as u32,
             clip: spec.clip,
             weight_cap: spec.weight_cap,
@@ -724,10 +723,11 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
         tracing::debug!(key = %spec.key, round, phase, at_s = opened.elapsed().as_secs_f64(), "secure-aggregation phase closing");
         let outcome = if phase + 1 < PHASES {
             // The masked upload waits for local work (training, counting): it gets the rest of the round.
-            let next = if phase + 1 == 2 { round_deadline } else { phase_deadline(Instant::now()) };
+            let next =
+                if phase + 1 == MASKED_PHASE { round_deadline } else { phase_deadline(Instant::now()) };
             let mut g = lock(&slot.round);
             let r = g.as_mut().ok_or(RoundError::Protocol { round, phase, what: "the round was closed" })?;
-            if phase == 2 {
+            if phase == MASKED_PHASE {
                 events(SecureEvent::Uploaded {
                     received: r.responded() as u32,
                     invited: members.len() as u32,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use hearth_crypto::SuiteId;
 use hearth_secagg::{
     ClientIndex, GraphRule, Quantizer, QuantizerSpec, RoundConfig, RoundParams, SecAggError, ServerAdvertise,
-    ServerConsistency, ServerMaskedInput, ServerShareKeys, ServerUnmasking, UnmaskedSum,
+    ServerConsistency, ServerMaskedInput, ServerReveal, ServerShareKeys, ServerUnmasking, UnmaskedSum,
 };
 
 use crate::aggregate::Aggregator;
@@ -33,13 +33,17 @@ pub(crate) const MODULUS_BITS: u8 = 32;
 pub(crate) const DEFAULT_CLIP: f64 = 8.0;
 /// Default example count at which a participant's weight saturates.
 pub(crate) const DEFAULT_WEIGHT_CAP: f64 = 100_000.0;
-/// Phases: 0 AdvertiseKeys, 1 ShareKeys, 2 MaskedInput, 3 ConsistencySignature, 4 UnmaskShares.
-pub(crate) const PHASES: u32 = 5;
+/// Phases: 0 AdvertiseKeys, 1 SeedReveal, 2 ShareKeys, 3 MaskedInput, 4 ConsistencySignature,
+/// 5 UnmaskShares.
+pub(crate) const PHASES: u32 = 6;
+/// The phase whose messages are the model-sized masked inputs.
+pub(crate) const MASKED_PHASE: u32 = 3;
 
 /// The protocol's server state, one variant per phase.
 #[derive(Debug)]
 enum ServerState {
     Advertise(ServerAdvertise),
+    Reveal(ServerReveal),
     ShareKeys(ServerShareKeys),
     Masked(ServerMaskedInput),
     Consistency(ServerConsistency),
@@ -132,7 +136,8 @@ pub(crate) struct Setup {
 }
 
 impl SecAggRound {
-    /// Chooses the graph and threshold for the cohort, draws the graph seed, and opens phase 0.
+    /// Chooses the degree and threshold for the cohort and opens phase 0 (the members draw the graph seed
+    /// together in phases 0 and 1).
     pub(crate) fn open(
         setup: Setup,
         subscriptions: Vec<u64>,
@@ -143,8 +148,6 @@ impl SecAggRound {
             reason: "more than 2^32 participants".into(),
         })?;
         let choice = GraphRule::default().choose(n)?;
-        let mut graph_seed = [0u8; 32];
-        hearth_crypto::suite::fill_random(&mut graph_seed)?;
         // Every attempt of a round is a new instance: a participant joins each one once, and no message of
         // an earlier attempt verifies in this one.
         let mut instance = [0u8; 8];
@@ -162,7 +165,6 @@ impl SecAggRound {
             threshold: choice.threshold,
             vector_len,
             modulus_bits: MODULUS_BITS,
-            graph_seed,
             instance: u64::from_le_bytes(instance),
             min_survivors: setup.min_survivors,
         })?);
@@ -233,6 +235,7 @@ impl SecAggRound {
         let from = ClientIndex(u);
         let result = match &mut self.state {
             ServerState::Advertise(s) => s.receive(from, msg),
+            ServerState::Reveal(s) => s.receive(from, msg),
             ServerState::ShareKeys(s) => s.receive(from, msg),
             ServerState::Masked(s) => s.receive(from, msg),
             ServerState::Consistency(s) => s.receive(from, msg),
@@ -269,13 +272,14 @@ impl SecAggRound {
         self.responded.len()
     }
 
-    /// Closes the current phase. Phases 0 to 3 return the messages that open the next one; phase 4 returns
+    /// Closes the current phase. Phases 0 to 4 return the messages that open the next one; phase 5 returns
     /// the unmasked sum. An error aborts the round (fewer than t remain, or shares do not add up); the
     /// state is then `Done` and nothing was reconstructed.
     pub(crate) fn close_phase(&mut self, next_deadline: Instant) -> Result<PhaseOutcome, SecAggError> {
         let state = std::mem::replace(&mut self.state, ServerState::Done);
         let (next, out) = match state {
-            ServerState::Advertise(s) => s.close().map(|(n, o)| (ServerState::ShareKeys(n), o))?,
+            ServerState::Advertise(s) => s.close().map(|(n, o)| (ServerState::Reveal(n), o))?,
+            ServerState::Reveal(s) => s.close().map(|(n, o)| (ServerState::ShareKeys(n), o))?,
             ServerState::ShareKeys(s) => s.close().map(|(n, o)| (ServerState::Masked(n), o))?,
             ServerState::Masked(s) => s.close().map(|(n, o)| (ServerState::Consistency(n), o))?,
             ServerState::Consistency(s) => s.close().map(|(n, o)| (ServerState::Unmasking(n), o))?,

@@ -22,7 +22,7 @@ use crate::audit::now_ms;
 use crate::driver::{drive, summary, Peer, Shared, ANNOUNCEMENT_QUEUE};
 use crate::error::JobPrivacyError;
 use crate::job::{lock, JobRuntime};
-use crate::secagg::SecAggRefusal;
+use crate::secagg::{SecAggRefusal, MASKED_PHASE};
 use crate::store::{JobPhase, JobPrivacy, JobRecord, StoredTrain};
 use crate::upload;
 
@@ -499,7 +499,7 @@ impl Coordinator for CoordinatorService {
             let limits = r.params.limits();
             // A masked input is the vector plus a small framing; every other client message is far below
             // a mebibyte (the protocol's decoder bounds each field again).
-            let max = if phase == 2 {
+            let max = if phase == MASKED_PHASE {
                 limits.vector_len as u64 * limits.word_bytes() as u64 + 4096
             } else {
                 1 << 20
@@ -521,7 +521,7 @@ impl Coordinator for CoordinatorService {
         let deadline = tokio::time::Instant::from_std(deadline);
         let read = async {
             // A masked upload is model-sized: bound how many are buffered at once.
-            let _slot = if phase == 2 {
+            let _slot = if phase == MASKED_PHASE {
                 Some(
                     tokio::time::timeout_at(deadline, self.shared.upload_slots.acquire())
                         .await

@@ -463,7 +463,7 @@ mod tests {
                 train_loss: 1.5,
                 seconds: 0.1,
                 contributors: vec!["a".into(), "b".into()],
-                phase_seconds: vec![0.01, 0.02, 0.05, 0.06, 0.08],
+                phase_seconds: vec![0.01, 0.015, 0.02, 0.05, 0.06, 0.08],
             });
             store.save(&rec, Some((&[1.5, -2.0], &[0.5, 0.25]))).unwrap();
         }

@@ -168,21 +168,43 @@ impl Federation {
                     let client = client.clone();
                     // Register the relay queue before the next announcement is read, so no relayed
                     // message of this round can arrive before it.
+                    // A new instance of the round (a retry) takes the queue over: the relays name no
+                    // instance, and the coordinator gave up the old one.
                     let relays = open.secagg.is_some().then(|| {
                         let (tx, rx) = mpsc::channel(RELAY_QUEUE);
+                        let mine = tx.downgrade();
                         lock(&self.relays).insert((open.job_id.clone(), open.round), tx);
-                        rx
+                        (mine, rx)
                     });
                     tokio::spawn(async move {
                         let (job, round, secure) = (open.job_id.clone(), open.round, relays.is_some());
-                        let result = match relays {
-                            Some(rx) => Arc::clone(&me).secure_round(client.clone(), open, rx).await,
-                            None => Arc::clone(&me).round(client.clone(), open).await,
+                        let (result, mine) = match relays {
+                            Some((tx, rx)) => {
+                                (Arc::clone(&me).secure_round(client.clone(), open, rx).await, Some(tx))
+                            }
+                            None => (Arc::clone(&me).round(client.clone(), open).await, None),
                         };
-                        lock(&me.relays).remove(&(job.clone(), round));
+                        // Only this instance's queue (still there only while the map holds it): a later
+                        // instance's stays.
+                        if let Some(mine) = mine.and_then(|w| w.upgrade()) {
+                            let mut relays = lock(&me.relays);
+                            if relays.get(&(job.clone(), round)).is_some_and(|q| q.same_channel(&mine)) {
+                                relays.remove(&(job.clone(), round));
+                            }
+                        }
                         if let Err(e) = result {
                             tracing::warn!(job, round, error = format!("{e:#}"), "round work failed");
                             if secure {
+                                // A relayed message that fails the protocol's checks is the coordinator's
+                                // (or a peer's) deviation: on record, with what it was.
+                                if e.chain().any(|c| c.is::<hearth_secagg::SecAggError>()) {
+                                    me.audit.record(
+                                        "system",
+                                        Action::RoundAbandon,
+                                        Outcome::Refused,
+                                        &format!("job {job} round {round}: {e:#}"),
+                                    );
+                                }
                                 decline(client, &job, round, &e).await;
                             }
                         }

@@ -48,6 +48,12 @@ pub const MAX_SIGNED_POLICY_BYTES: u64 = 1 << 20;
 /// The file name of an institution's signed policy, in its directory of the PKI (`pki/<participant>/`).
 pub const SIGNED_POLICY_FILE: &str = "privacy-policy.json";
 
+/// The most instances (attempts) of one round this participant joins. The coordinator tries a round at
+/// most three times and may start over once after a restart; a coordinator that aborts instances to draw
+/// the neighbour graph again (each instance's graph seed is fresh and random, see `hearth_secagg::graph`)
+/// gets no more than this many draws.
+pub const MAX_INSTANCES_PER_ROUND: usize = 6;
+
 /// A privacy policy with its DPO's signature: what `hearth budget sign` writes and a participant reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -236,7 +242,7 @@ impl LocalPrivacy {
 
     /// Admits this participant to instance `instance` of round `round` of `job` (family `family`):
     /// the family must be one the policy lets use the data (a policy is required for a private round),
-    /// the instance must be new, and a non-private round must not have had a masked input from here
+    /// the instance must be new (and at most [`MAX_INSTANCES_PER_ROUND`] of the round), and a non-private round must not have had a masked input from here
     /// already. Returns the fewest survivors the institution's policy accepts (0: no policy). Records the
     /// instance before returning. For a private round, `charge` (the whole job) is tried against the ledger
     /// first, so a job the budget or the policy's rules refuse is refused before any work.
@@ -270,6 +276,14 @@ impl LocalPrivacy {
         let log = state.rounds.get(&key).cloned().unwrap_or_default();
         if log.instances.contains(&instance) {
             bail!("round {round} of job {job}: instance {instance:#x} was joined before; a replayed round is refused");
+        }
+        if log.instances.len() >= MAX_INSTANCES_PER_ROUND {
+            bail!(
+                "round {round} of job {job}: this participant joined {} instances of it already, the most it \
+                 joins ({MAX_INSTANCES_PER_ROUND}); a coordinator restarting a round over and over could choose \
+                 among its neighbour graphs",
+                log.instances.len()
+            );
         }
         if kind == Kind::Secure && log.masked_sent {
             bail!(

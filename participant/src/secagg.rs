@@ -188,8 +188,6 @@ pub fn accept(
     if setup.vector_len != vector_len {
         bail!("the round masks {} values, this participant expects {vector_len}", setup.vector_len);
     }
-    let graph_seed: [u8; 32] =
-        setup.graph_seed.as_ref().try_into().context("the graph seed is not 32 bytes")?;
     let modulus_bits = u8::try_from(setup.modulus_bits).context("modulus bits out of range")?;
     let n = u32::try_from(roster.len()).context("roster too large")?;
     let rule = GraphRule::default();
@@ -222,7 +220,6 @@ pub fn accept(
             threshold: setup.threshold,
             vector_len: u32::try_from(setup.vector_len).context("vector too long")?,
             modulus_bits,
-            graph_seed,
             instance: setup.instance,
             min_survivors: setup.min_survivors,
         })
@@ -293,7 +290,7 @@ impl Invitation {
 /// Runs the client phases. `input` resolves to the encoded vector to mask (see
 /// [`Invitation::encode_update`] and [`Invitation::encode_counts`]) once local work (training,
 /// counting) is done; the key exchange runs meanwhile, and the input is masked as soon as it is ready
-/// and the neighbours' keys are known, without waiting for the phase-2 relay. `release` runs just before
+/// and the neighbours' keys are known, without waiting for the relay of the neighbours' shares. `release` runs just before
 /// the masked input leaves (a participant records and charges it there); if it fails, nothing is sent.
 /// `stop_after` ends the participant's part after that phase, as a drop-out would (benchmarks use it; a
 /// participant passes `None`). Returns the bytes of messages sent.
@@ -320,44 +317,52 @@ pub async fn run_client(
         return Ok(sent);
     }
 
+    // The graph seed: this participant's contribution is revealed only once every commitment is fixed.
     let msg = next_relay(&mut relays, 1, deadline).await?;
-    let (state, out) = state.handle(&msg, &mut rng)?;
+    let (state, out) = state.handle(&msg)?;
     sent += send(&mut client, open, 1, out).await?;
     if stops(1) {
         return Ok(sent);
     }
 
+    let msg = next_relay(&mut relays, 2, deadline).await?;
+    let (state, out) = state.handle(&msg, &mut rng)?;
+    sent += send(&mut client, open, 2, out).await?;
+    if stops(2) {
+        return Ok(sent);
+    }
+
     // Expanding one mask per neighbour over the whole vector is most of a round's CPU work: it starts as
     // soon as the input is ready, while the other clients are still sharing keys, instead of waiting for
-    // the phase-2 relay.
+    // the relay of the neighbours' shares.
     let plan = state.mask_plan()?;
     let premask = async {
         let encoded = input.await.context("preparing the input")?;
         let _cpu = cpu_slot().await?;
         anyhow::Ok(tokio::task::spawn_blocking(move || plan.apply(encoded, 1)).await??)
     };
-    let (premasked, msg) = tokio::try_join!(premask, next_relay(&mut relays, 2, deadline))?;
+    let (premasked, msg) = tokio::try_join!(premask, next_relay(&mut relays, 3, deadline))?;
     // Signing hashes the whole masked vector: CPU work too.
     let (state, out) = {
         let _cpu = cpu_slot().await?;
         tokio::task::spawn_blocking(move || state.handle_premasked(&msg, premasked)).await??
     };
     release()?;
-    sent += send(&mut client, open, 2, out).await?;
-    if stops(2) {
-        return Ok(sent);
-    }
-
-    let msg = next_relay(&mut relays, 3, deadline).await?;
-    let (state, out) = state.handle(&msg)?;
     sent += send(&mut client, open, 3, out).await?;
     if stops(3) {
         return Ok(sent);
     }
 
     let msg = next_relay(&mut relays, 4, deadline).await?;
-    let out = state.handle(&msg)?;
+    let (state, out) = state.handle(&msg)?;
     sent += send(&mut client, open, 4, out).await?;
+    if stops(4) {
+        return Ok(sent);
+    }
+
+    let msg = next_relay(&mut relays, 5, deadline).await?;
+    let out = state.handle(&msg)?;
+    sent += send(&mut client, open, 5, out).await?;
     Ok(sent)
 }
 
@@ -447,7 +452,6 @@ mod tests {
             degree,
             threshold,
             modulus_bits: 32,
-            graph_seed: vec![7; 32].into(),
             your_index: me,
             clip: 1.0,
             weight_cap: 100.0,

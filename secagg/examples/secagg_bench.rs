@@ -84,7 +84,7 @@ fn main() {
     quantize(1 << 20, if quick { 3 } else { 20 });
 
     println!("\nsimulated rounds (parties run one after another; client = median client; 32-bit ring)\n");
-    println!("| suite | n | d | drop-outs | k | t | client s (phases 0-4) | server s (phases 0-4) | sent/client MB | correct | wall s |");
+    println!("| suite | n | d | drop-outs | k | t | client s (phases 0-5) | server s (phases 0-5) | sent/client MB | correct | wall s |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut cases = vec![];
     for n in [10u32, 50] {
@@ -114,7 +114,7 @@ fn main() {
         };
         match simulate_round(&sim) {
             Ok(r) => {
-                let fmt = |a: [f64; 5]| a.map(|s| format!("{s:.3}")).join(" / ");
+                let fmt = |a: [f64; 6]| a.map(|s| format!("{s:.3}")).join(" / ");
                 println!(
                     "| {suite} | {n} | {d} | {drop} | {} | {} | {:.3} ({}) | {:.3} ({}) | {:.2} | {} | {:.1} |",
                     r.degree,

@@ -4,8 +4,9 @@
 //! Responsibility: a participant's part of the protocol (Bonawitz et al. 2017, figure 4, restricted to
 //! the SecAgg+ neighbourhood). It verifies every other client's signature itself, so a server cannot
 //! impersonate one client to another, and it reveals, per neighbour, a share of either the self-mask
-//! seed or the mask key, never both, according to the survivor set it signed. It never touches the
-//! network: bytes in, bytes out.
+//! seed or the mask key, never both, according to the survivor set it signed. It computes the neighbour
+//! graph itself from the contributions every client committed to before any was revealed, its own among
+//! them ([`super::graph`]). It never touches the network: bytes in, bytes out.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -16,11 +17,12 @@ use zeroize::Zeroizing;
 
 use hearth_crypto::suite::{fill_random, CryptoError, CryptoSuite, SecretBytes, SuiteId, NONCE_LEN};
 
+use super::graph::{graph_seed, seed_commitment, NeighbourGraph};
 use super::mask::{apply_masks, channel_key, pairwise_seed, pairwise_sign, self_mask_seed, Sign};
 use super::messages::{
     AdvertiseKeys, ConsistencySignature, EncryptedShare, EncryptedShares, KeysBroadcast, MaskedInput,
-    RevealedShare, SecretKind, ShareKeys, Signature, SurvivorSet, UnmaskRequest, UnmaskShares,
-    SHARE_PLAINTEXT_LEN,
+    RevealedShare, SecretKind, SeedCommitments, SeedReveal, ShareKeys, Signature, SurvivorSet, UnmaskRequest,
+    UnmaskShares, SHARE_PLAINTEXT_LEN,
 };
 use super::shamir::{self, Share, SHARE_LEN};
 use super::{ClientIndex, Phase, RoundParams, SecAggError};
@@ -123,14 +125,15 @@ fn share_aad(context: &[u8; 32], from: u32, to: u32) -> Vec<u8> {
     aad
 }
 
-/// Starts a client's round: makes the two key pairs and the self-mask seed, and returns the state
-/// waiting for the neighbours' keys with the signed [`AdvertiseKeys`] to send.
+/// Starts a client's round: makes the two key pairs, the self-mask seed and the graph-seed
+/// contribution, and returns the state waiting for the commitments with the signed [`AdvertiseKeys`]
+/// (carrying this client's commitment) to send.
 pub fn start_client<R: CryptoRng + ?Sized>(
     params: Arc<RoundParams>,
     me: ClientIndex,
     signer: Box<dyn MessageSigner>,
     rng: &mut R,
-) -> Result<(ClientAwaitKeys, Vec<u8>), SecAggError> {
+) -> Result<(ClientAwaitCommitments, Vec<u8>), SecAggError> {
     if me.0 >= params.n() {
         return Err(SecAggError::UnknownClient { index: me.0, n: params.n() });
     }
@@ -140,19 +143,81 @@ pub fn start_client<R: CryptoRng + ?Sized>(
     let (mask_secret, mask_public) = suite.agreement_keypair()?;
     let mut b = Zeroizing::new([0u8; 32]);
     rng.fill_bytes(b.as_mut());
-    let mut msg = AdvertiseKeys { sender: core.me, channel_public, mask_public, signature: [0; 64] };
+    let mut contribution = [0u8; 32];
+    rng.fill_bytes(&mut contribution);
+    let seed_commitment = seed_commitment(core.params.suite(), core.params.context(), core.me, &contribution);
+    let mut msg =
+        AdvertiseKeys { sender: core.me, channel_public, mask_public, seed_commitment, signature: [0; 64] };
     msg.signature = core.sign(&msg.signed_bytes(core.params.context()))?;
     let out = msg.encode(core.params.context());
-    Ok((ClientAwaitKeys { core, channel_secret, mask_secret, self_seed: SecretBytes::new(*b) }, out))
+    let secrets = Secrets { channel_secret, mask_secret, self_seed: SecretBytes::new(*b) };
+    Ok((ClientAwaitCommitments { core, secrets, contribution, seed_commitment }, out))
 }
 
-/// After phase 0: waiting for the neighbours' advertised keys ([`KeysBroadcast`]).
-#[derive(Debug)]
-pub struct ClientAwaitKeys {
-    core: Core,
+/// The client's secrets until it shares them.
+struct Secrets {
     channel_secret: SecretBytes,
     mask_secret: SecretBytes,
     self_seed: SecretBytes,
+}
+
+/// After phase 0: waiting for the list of graph-seed commitments ([`SeedCommitments`]).
+pub struct ClientAwaitCommitments {
+    core: Core,
+    secrets: Secrets,
+    contribution: [u8; 32],
+    seed_commitment: [u8; 32],
+}
+
+impl std::fmt::Debug for ClientAwaitCommitments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClientAwaitCommitments({:?})", self.core)
+    }
+}
+
+impl ClientAwaitCommitments {
+    /// Checks the list of commitments (this client's own is in it, unaltered; at least the survivor
+    /// floor of clients committed) and returns the signed [`SeedReveal`] opening this client's
+    /// commitment. Every contribution that will enter the seed is fixed from here on.
+    pub fn handle(self, msg: &[u8]) -> Result<(ClientAwaitKeys, Vec<u8>), SecAggError> {
+        let core = self.core;
+        let params = Arc::clone(&core.params);
+        let ctx = params.context();
+        let list = SeedCommitments::decode(msg, params.limits())?;
+        core.check_recipient(list.recipient)?;
+        let commitments: BTreeMap<u32, [u8; 32]> = list.commitments.into_iter().collect();
+        if commitments.get(&core.me) != Some(&self.seed_commitment) {
+            return Err(SecAggError::SeedExchange {
+                reason: format!("client {}'s own commitment is missing or altered", core.me),
+            });
+        }
+        let floor = params.survivor_floor();
+        if commitments.len() < floor {
+            return Err(SecAggError::TooFewSurvivors {
+                phase: Phase::SeedReveal,
+                got: commitments.len(),
+                need: floor,
+            });
+        }
+        let mut out = SeedReveal { sender: core.me, contribution: self.contribution, signature: [0; 64] };
+        out.signature = core.sign(&out.signed_bytes(ctx))?;
+        let bytes = out.encode(ctx);
+        Ok((ClientAwaitKeys { core, secrets: self.secrets, commitments }, bytes))
+    }
+}
+
+/// After phase 1: waiting for every revealed contribution and the neighbours' advertised keys
+/// ([`KeysBroadcast`]).
+pub struct ClientAwaitKeys {
+    core: Core,
+    secrets: Secrets,
+    commitments: BTreeMap<u32, [u8; 32]>,
+}
+
+impl std::fmt::Debug for ClientAwaitKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClientAwaitKeys({:?}, {} commitments)", self.core, self.commitments.len())
+    }
 }
 
 /// A neighbour's keys and the share channel to it.
@@ -162,26 +227,46 @@ struct Peer {
 }
 
 impl ClientAwaitKeys {
-    /// Checks the neighbours' signed keys, Shamir-shares the self-mask seed and the mask key among them
-    /// (t of the live neighbours rebuild either), encrypts one share pair to each, and returns the signed
-    /// [`ShareKeys`].
+    /// Checks every revealed contribution against its commitment (each committed one must be there),
+    /// computes the graph seed and the graph itself, checks the neighbours' signed keys, Shamir-shares
+    /// the self-mask seed and the mask key among them (t of the live neighbours rebuild either),
+    /// encrypts one share pair to each, and returns the signed [`ShareKeys`].
     pub fn handle<R: CryptoRng + ?Sized>(
         self,
         msg: &[u8],
         rng: &mut R,
     ) -> Result<(ClientAwaitShares, Vec<u8>), SecAggError> {
         let core = self.core;
+        let Secrets { channel_secret, mask_secret, self_seed } = self.secrets;
         let params = Arc::clone(&core.params);
         let ctx = params.context();
         let broadcast = KeysBroadcast::decode(msg, params.limits())?;
         core.check_recipient(broadcast.recipient)?;
+        let revealed: Vec<u32> = broadcast.reveals.iter().map(|(v, _)| *v).collect();
+        if !revealed.iter().eq(self.commitments.keys()) {
+            return Err(SecAggError::SeedExchange {
+                reason: format!(
+                    "reveals from {revealed:?}, commitments from {:?}",
+                    self.commitments.keys().collect::<Vec<_>>()
+                ),
+            });
+        }
+        for (v, contribution) in &broadcast.reveals {
+            if Some(&seed_commitment(params.suite(), ctx, *v, contribution)) != self.commitments.get(v) {
+                return Err(SecAggError::SeedMismatch { client: *v });
+            }
+        }
+        let graph = Arc::new(params.graph_for(&graph_seed(params.suite(), ctx, &broadcast.reveals)));
         let mut seen_keys = BTreeSet::new();
         let mut peers = BTreeMap::new();
         for ad in &broadcast.advertisements {
-            if !params.graph().are_neighbours(core.me, ad.sender) {
+            if !graph.are_neighbours(core.me, ad.sender) {
                 return Err(SecAggError::NotANeighbour { a: core.me, b: ad.sender });
             }
             core.verify(ad.sender, &ad.signed_bytes(ctx), &ad.signature)?;
+            if self.commitments.get(&ad.sender) != Some(&ad.seed_commitment) {
+                return Err(SecAggError::SeedMismatch { client: ad.sender });
+            }
             // Bonawitz et al. require all advertised keys to differ: a reused key would let one
             // agreement serve two purposes.
             if !seen_keys.insert(ad.channel_public.clone()) || !seen_keys.insert(ad.mask_public.clone()) {
@@ -190,15 +275,9 @@ impl ClientAwaitKeys {
                     reason: "public key reused".into(),
                 });
             }
-            let channel_key = channel_key(
-                params.suite(),
-                ctx,
-                &self.channel_secret,
-                &ad.channel_public,
-                core.me,
-                ad.sender,
-            )
-            .map_err(|e| SecAggError::InvalidPeerKey { client: ad.sender, reason: e.to_string() })?;
+            let channel_key =
+                channel_key(params.suite(), ctx, &channel_secret, &ad.channel_public, core.me, ad.sender)
+                    .map_err(|e| SecAggError::InvalidPeerKey { client: ad.sender, reason: e.to_string() })?;
             peers.insert(ad.sender, Peer { mask_public: ad.mask_public.clone(), channel_key });
         }
         let t = params.threshold();
@@ -206,9 +285,12 @@ impl ClientAwaitKeys {
             return Err(SecAggError::TooFewNeighbours { phase: Phase::ShareKeys, got: peers.len(), need: t });
         }
         let xs: Vec<u32> = peers.keys().map(|v| v + 1).collect();
-        let b_shares = shamir::split(&self.self_seed, t, &xs, rng)
-            .map_err(|_| SecAggError::TooFewNeighbours { phase: Phase::ShareKeys, got: xs.len(), need: t })?;
-        let s_shares = shamir::split(&self.mask_secret, t, &xs, rng)
+        let b_shares = shamir::split(&self_seed, t, &xs, rng).map_err(|_| SecAggError::TooFewNeighbours {
+            phase: Phase::ShareKeys,
+            got: xs.len(),
+            need: t,
+        })?;
+        let s_shares = shamir::split(&mask_secret, t, &xs, rng)
             .map_err(|_| SecAggError::TooFewNeighbours { phase: Phase::ShareKeys, got: xs.len(), need: t })?;
         let suite = core.suite();
         let mut shares = Vec::with_capacity(peers.len());
@@ -229,16 +311,14 @@ impl ClientAwaitKeys {
         let mut out = ShareKeys { sender: core.me, shares, signature: [0; 64] };
         out.signature = core.sign(&out.signed_bytes(ctx))?;
         let bytes = out.encode(ctx);
-        Ok((
-            ClientAwaitShares { core, mask_secret: self.mask_secret, self_seed: self.self_seed, peers },
-            bytes,
-        ))
+        Ok((ClientAwaitShares { core, graph, mask_secret, self_seed, peers }, bytes))
     }
 }
 
 /// After phase 1: waiting for the shares neighbours encrypted to this client ([`EncryptedShares`]).
 pub struct ClientAwaitShares {
     core: Core,
+    graph: Arc<NeighbourGraph>,
     mask_secret: SecretBytes,
     self_seed: SecretBytes,
     peers: BTreeMap<u32, Peer>,
@@ -385,7 +465,7 @@ impl ClientAwaitShares {
         out.signature = core.sign(&signed)?;
         let mut bytes = signed;
         bytes.extend_from_slice(&out.signature);
-        Ok((ClientAwaitSurvivors { core, held }, bytes))
+        Ok((ClientAwaitSurvivors { core, graph: self.graph, held }, bytes))
     }
 }
 
@@ -490,6 +570,7 @@ fn parse_share_plaintext(plain: &[u8], from: u32, me: u32) -> Result<Held, SecAg
 /// After phase 2: waiting for the survivor set ([`SurvivorSet`]).
 pub struct ClientAwaitSurvivors {
     core: Core,
+    graph: Arc<NeighbourGraph>,
     held: BTreeMap<u32, Held>,
 }
 
@@ -515,7 +596,7 @@ impl ClientAwaitSurvivors {
         if let Some(v) = set
             .survivors
             .iter()
-            .find(|&&v| params.graph().are_neighbours(core.me, v) && !self.held.contains_key(&v))
+            .find(|&&v| self.graph.are_neighbours(core.me, v) && !self.held.contains_key(&v))
         {
             return Err(SecAggError::InconsistentSurvivors {
                 reason: format!("neighbour {v} survived but never sent its shares"),
@@ -534,13 +615,14 @@ impl ClientAwaitSurvivors {
         let signature =
             core.sign(&ConsistencySignature::signed_bytes(core.me, &set.survivors, params.context()))?;
         let out = ConsistencySignature { sender: core.me, signature }.encode(params.context());
-        Ok((ClientAwaitUnmask { core, held: self.held, survivors: set.survivors }, out))
+        Ok((ClientAwaitUnmask { core, graph: self.graph, held: self.held, survivors: set.survivors }, out))
     }
 }
 
 /// After phase 3: waiting for the neighbours' consistency signatures ([`UnmaskRequest`]).
 pub struct ClientAwaitUnmask {
     core: Core,
+    graph: Arc<NeighbourGraph>,
     held: BTreeMap<u32, Held>,
     survivors: Vec<u32>,
 }
@@ -563,7 +645,7 @@ impl ClientAwaitUnmask {
         let request = UnmaskRequest::decode(msg, params.limits())?;
         core.check_recipient(request.recipient)?;
         for (signer, signature) in &request.signatures {
-            if !params.graph().are_neighbours(core.me, *signer) {
+            if !self.graph.are_neighbours(core.me, *signer) {
                 return Err(SecAggError::NotANeighbour { a: core.me, b: *signer });
             }
             if self.survivors.binary_search(signer).is_err() {

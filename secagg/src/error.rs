@@ -8,8 +8,12 @@ use hearth_crypto::suite::CryptoError;
 /// A step of the protocol, numbered as in Bonawitz et al. 2017, figure 4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Phase {
-    /// Round 0: clients advertise their two key-agreement public keys.
+    /// Round 0: clients advertise their two key-agreement public keys and commit to a contribution to
+    /// the graph seed.
     AdvertiseKeys,
+    /// Round 1 (added here to SecAgg+): clients reveal their graph-seed contributions once every
+    /// commitment is fixed.
+    SeedReveal,
     /// Round 1: clients send Shamir shares of their secrets, encrypted to each neighbour.
     ShareKeys,
     /// Round 2: clients upload their masked input vectors.
@@ -24,10 +28,11 @@ impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Phase::AdvertiseKeys => "advertise-keys (0)",
-            Phase::ShareKeys => "share-keys (1)",
-            Phase::MaskedInputCollection => "masked-input collection (2)",
-            Phase::ConsistencyCheck => "consistency check (3)",
-            Phase::Unmasking => "unmasking (4)",
+            Phase::SeedReveal => "seed reveal (1)",
+            Phase::ShareKeys => "share-keys (2)",
+            Phase::MaskedInputCollection => "masked-input collection (3)",
+            Phase::ConsistencyCheck => "consistency check (4)",
+            Phase::Unmasking => "unmasking (5)",
         })
     }
 }
@@ -38,22 +43,26 @@ impl fmt::Display for Phase {
 pub enum MessageKind {
     /// Client to server, phase 0: [`super::AdvertiseKeys`].
     AdvertiseKeys = 1,
-    /// Server to client, end of phase 0: [`super::KeysBroadcast`].
+    /// Server to client, end of phase 1: [`super::KeysBroadcast`].
     KeysBroadcast = 2,
-    /// Client to server, phase 1: [`super::ShareKeys`].
+    /// Client to server, phase 2: [`super::ShareKeys`].
     ShareKeys = 3,
-    /// Server to client, end of phase 1: [`super::EncryptedShares`].
+    /// Server to client, end of phase 2: [`super::EncryptedShares`].
     EncryptedShares = 4,
-    /// Client to server, phase 2: [`super::MaskedInput`].
+    /// Client to server, phase 3: [`super::MaskedInput`].
     MaskedInput = 5,
-    /// Server to client, end of phase 2: [`super::SurvivorSet`].
+    /// Server to client, end of phase 3: [`super::SurvivorSet`].
     SurvivorSet = 6,
-    /// Client to server, phase 3: [`super::ConsistencySignature`].
+    /// Client to server, phase 4: [`super::ConsistencySignature`].
     ConsistencySignature = 7,
-    /// Server to client, end of phase 3: [`super::UnmaskRequest`].
+    /// Server to client, end of phase 4: [`super::UnmaskRequest`].
     UnmaskRequest = 8,
-    /// Client to server, phase 4: [`super::UnmaskShares`].
+    /// Client to server, phase 5: [`super::UnmaskShares`].
     UnmaskShares = 9,
+    /// Server to client, end of phase 0: [`super::SeedCommitments`].
+    SeedCommitments = 10,
+    /// Client to server, phase 1: [`super::SeedReveal`].
+    SeedReveal = 11,
 }
 
 impl MessageKind {
@@ -69,6 +78,8 @@ impl MessageKind {
             7 => Self::ConsistencySignature,
             8 => Self::UnmaskRequest,
             9 => Self::UnmaskShares,
+            10 => Self::SeedCommitments,
+            11 => Self::SeedReveal,
             _ => return None,
         })
     }
@@ -85,6 +96,8 @@ impl MessageKind {
             Self::ConsistencySignature => "consistency-signature",
             Self::UnmaskRequest => "unmask-request",
             Self::UnmaskShares => "unmask-shares",
+            Self::SeedCommitments => "seed-commitments",
+            Self::SeedReveal => "seed-reveal",
         }
     }
 }
@@ -295,6 +308,28 @@ pub enum SecAggError {
     InconsistentSurvivors {
         /// What is inconsistent.
         reason: String,
+    },
+    /// A revealed graph-seed contribution does not open the commitment its client signed in phase 0,
+    /// or a relayed advertisement carries another commitment than the one listed: the server or that
+    /// client equivocated.
+    #[error("client {client}'s graph-seed contribution does not match its commitment")]
+    SeedMismatch {
+        /// The client.
+        client: u32,
+    },
+    /// The commitments or reveals relayed to this client are not the ones it expects: its own is
+    /// missing or altered, or a committed contribution was not revealed.
+    #[error("graph-seed exchange refused: {reason}")]
+    SeedExchange {
+        /// What was wrong.
+        reason: String,
+    },
+    /// Clients committed to a graph-seed contribution and did not reveal it: the round aborts before any
+    /// share is sent (a withheld reveal must not let anyone choose among seeds).
+    #[error("round aborted in the seed reveal: clients {missing:?} committed and did not reveal")]
+    SeedWithheld {
+        /// The clients that did not reveal.
+        missing: Vec<u32>,
     },
     /// Fewer clients than the threshold remain: the round aborts and reveals nothing.
     #[error("round aborted in {phase}: {got} clients remain, at least {need} are required")]

@@ -2,9 +2,18 @@
 //!
 //! Responsibility: who is whose neighbour in a round. The graph is a Harary graph H(n, k) (a ring where
 //! each client is joined to the k/2 nearest on each side) laid over a uniformly random permutation of
-//! the roster, as in Bell et al. 2020 (section 3, "SecAgg+ with a Harary graph"). The permutation comes
-//! from a public seed in the round parameters, so every party computes the same graph. When `k = n - 1`
-//! the graph is complete and the protocol is the original SecAgg of Bonawitz et al. 2017.
+//! the roster, as in Bell et al. 2020 (section 3, "SecAgg+ with a Harary graph"). When `k = n - 1` the
+//! graph is complete and the protocol is the original SecAgg of Bonawitz et al. 2017.
+//!
+//! The permutation comes from a seed no one chooses: every client commits to 32 random bytes in its
+//! signed phase-0 advertisement ([`seed_commitment`]), the server relays the list of commitments, and
+//! only then does each client reveal its bytes; the seed is the hash of all revealed contributions
+//! ([`graph_seed`]). Each client checks every reveal against its commitment and computes the seed
+//! itself, and its own contribution is in it, so when the server and any colluders fix what goes into
+//! the seeds a client sees, that client's contribution is still unknown to them: they cannot grind
+//! seeds to place colluders around it. A committed contribution that is not revealed aborts the round
+//! (the server may not drop a revealer after seeing the reveals); each participant joins a bounded
+//! number of instances of a round, which bounds the choice that aborting gives.
 //!
 //! [`GraphRule::choose`] turns a stated adversary (a colluding fraction γ of clients, fixed before the
 //! graph seed is drawn, plus the server) and a drop-out fraction δ into the smallest even degree `k` and
@@ -30,6 +39,30 @@
 use hearth_crypto::suite::{SecretBytes, SuiteId};
 
 use super::SecAggError;
+
+/// The commitment of client `client` to its graph-seed contribution in the round of `context`.
+pub fn seed_commitment(suite: SuiteId, context: &[u8; 32], client: u32, contribution: &[u8; 32]) -> [u8; 32] {
+    suite.suite().hash(&[
+        b"hearth-secagg/v1 graph seed commitment",
+        context,
+        &client.to_le_bytes(),
+        contribution,
+    ])
+}
+
+/// The graph seed of the round of `context`: the hash of every revealed contribution, by increasing
+/// client (`reveals` must be in that order, as the wire format guarantees).
+pub fn graph_seed(suite: SuiteId, context: &[u8; 32], reveals: &[(u32, [u8; 32])]) -> [u8; 32] {
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(2 + 2 * reveals.len());
+    let indices: Vec<[u8; 4]> = reveals.iter().map(|(v, _)| v.to_le_bytes()).collect();
+    parts.push(b"hearth-secagg/v1 graph seed");
+    parts.push(context);
+    for ((_, r), i) in reveals.iter().zip(&indices) {
+        parts.push(i);
+        parts.push(r);
+    }
+    suite.suite().hash(&parts)
+}
 
 /// The neighbour lists of one round: sorted, symmetric, without self-loops.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,11 +11,17 @@
 //!
 //! | phase | client sends | server relays |
 //! |---|---|---|
-//! | 0 AdvertiseKeys | two key-agreement public keys, signed | each client's neighbours' keys |
-//! | 1 ShareKeys | t-of-k Shamir shares of its self-mask seed b_u and mask key s_u, encrypted per neighbour | the ciphertexts addressed to each client |
-//! | 2 MaskedInputCollection | `x_u + PRG(b_u) + sum_v ±PRG(s_uv)` over neighbours v that shared, signed | the survivor set U3 |
-//! | 3 ConsistencyCheck | a signature over U3 | the neighbours' signatures |
-//! | 4 Unmasking | per neighbour: the share of b_v if v is in U3, else of s_v | (server rebuilds, unmasks the sum) |
+//! | 0 AdvertiseKeys | two key-agreement public keys and a commitment to 32 random bytes, signed | every client's commitment |
+//! | 1 SeedReveal | the committed bytes, signed | every client's bytes (each client hashes them into the graph seed itself) and its neighbours' keys |
+//!
+//! Phase 1 is Hearth's addition to SecAgg+: there the graph seed is public randomness the server
+//! draws, which a malicious server could grind; here it is committed and revealed by the clients
+//! ([`graph`] says why no one can choose it). A client that committed and does not reveal aborts the
+//! round before any share is sent.
+//! | 2 ShareKeys | t-of-k Shamir shares of its self-mask seed b_u and mask key s_u, encrypted per neighbour | the ciphertexts addressed to each client |
+//! | 3 MaskedInputCollection | `x_u + PRG(b_u) + sum_v ±PRG(s_uv)` over neighbours v that shared, signed | the survivor set U3 |
+//! | 4 ConsistencyCheck | a signature over U3 | the neighbours' signatures |
+//! | 5 Unmasking | per neighbour: the share of b_v if v is in U3, else of s_v | (server rebuilds, unmasks the sum) |
 //!
 //! Keys: pairwise mask seeds and share-channel keys are HKDF of the suite's key agreement, salted with
 //! the round's context hash; masks are the suite's keystream added as u32 words ([`mask`]); shares are
@@ -24,7 +30,7 @@
 //! # What it guarantees, and under which assumptions
 //!
 //! * **Privacy** (Bonawitz et al. theorem 6.2, Bell et al. theorem 3.6): against an honest-but-curious
-//!   server colluding with a set C of clients fixed before the graph seed is drawn, the view of the
+//!   server colluding with a set C of clients fixed before the graph seed is known, the view of the
 //!   server and C reveals nothing about honest clients' inputs beyond the sum of the honest survivors'
 //!   inputs, provided no client has `2t - k` or more colluding neighbours and the graph minus colluders
 //!   and drop-outs stays connected. [`GraphRule::choose`] picks k and t so that this fails with
@@ -70,16 +76,16 @@
 //!   AVX-512 backend (enabled in `.cargo/config.toml`; AVX2 gives 2.3 GB/s). The national suite's SM4-CTR
 //!   runs at about 0.1 GB/s (software SM4), 40 times slower.
 //! * **Per client** (`cargo run --release -p hearth-secagg --example secagg_bench`), n = 50, d = 1M:
-//!   34 ms, of which 30 ms in phase 2: about 23 ms expanding masks, the rest hashing the 4 MB masked
+//!   34 ms, of which 30 ms in phase 3: about 23 ms expanding masks, the rest hashing the 4 MB masked
 //!   vector for its signature (SHA-256), copying it into the message, and 22 key agreements. Quantising
-//!   the update first takes about 3 ms. Phases 0, 1, 3, 4 take 4 ms together (key agreements, Shamir
+//!   the update first takes about 3 ms. The other phases take 4 ms together (key agreements, Shamir
 //!   sharing, share encryption, 44 signature checks).
 //! * **Server**, same round: 0.19 s, of which 0.13 s checking and folding 50 masked uploads (mostly the
 //!   SHA-256 of each signature check) and 0.05 s removing 50 self masks (on one core; the coordinator
 //!   uses all).
 //! * **Whole rounds** (`hearth bench secagg`, which prints the median time of each phase as the
 //!   coordinator saw it): at n = 50, d = 1M a secure round takes about 1.6 s against 0.6 s for plain
-//!   averaging (2.6x), and 1.3 s of it is phase 2. The bench runs all 50 simulated participants in one
+//!   averaging (2.6x), and 1.3 s of it is the masked-input phase. The bench runs all 50 simulated participants in one
 //!   process on the same 2 cores as the coordinator, and both kinds of round keep the cores busy (about
 //!   1.85 CPUs used), so the ratio is the ratio of total CPU work: the 50 clients' masking (1.2 CPU-s
 //!   per round) on top of everything plain averaging does. In a deployment each participant masks on its
@@ -112,20 +118,21 @@ mod tests;
 mod tests_hostile;
 
 pub use client::{
-    os_rng, start_client, ClientAwaitKeys, ClientAwaitShares, ClientAwaitSurvivors, ClientAwaitUnmask,
-    MaskPlan, MessageSigner, PremaskedInput, SuiteSigner,
+    os_rng, start_client, ClientAwaitCommitments, ClientAwaitKeys, ClientAwaitShares, ClientAwaitSurvivors,
+    ClientAwaitUnmask, MaskPlan, MessageSigner, PremaskedInput, SuiteSigner,
 };
 pub use error::{MessageKind, Phase, SecAggError};
 pub use graph::{GraphChoice, GraphRule, NeighbourGraph};
 pub use messages::{
     peek_kind, AdvertiseKeys, ConsistencySignature, EncryptedShare, EncryptedShares, KeysBroadcast,
-    MaskedInput, Message, RevealedShare, SecretKind, ShareKeys, SurvivorSet, UnmaskRequest, UnmaskShares,
+    MaskedInput, Message, RevealedShare, SecretKind, SeedCommitments, SeedReveal, ShareKeys, SurvivorSet,
+    UnmaskRequest, UnmaskShares,
 };
 pub use params::{ClientIndex, Limits, RoundConfig, RoundParams};
 pub use quantize::{Quantizer, QuantizerSpec};
 pub use server::{
-    Outgoing, ServerAdvertise, ServerConsistency, ServerMaskedInput, ServerShareKeys, ServerUnmasking,
-    UnmaskedSum,
+    Outgoing, ServerAdvertise, ServerConsistency, ServerMaskedInput, ServerReveal, ServerShareKeys,
+    ServerUnmasking, UnmaskedSum,
 };
 pub use simulate::{simulate_round, Dropouts, Simulation, SimulationReport};
 pub use wire::VERSION;

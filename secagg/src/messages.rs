@@ -37,15 +37,43 @@ pub struct AdvertiseKeys {
     pub channel_public: Vec<u8>,
     /// Public key for pairwise masks (s_u^PK).
     pub mask_public: Vec<u8>,
+    /// Commitment to the sender's contribution to the neighbour graph's seed (see
+    /// [`super::graph::seed_commitment`]), opened in [`SeedReveal`] once every commitment is fixed.
+    pub seed_commitment: [u8; 32],
     /// The sender's signature over the rest.
     pub signature: Signature,
 }
 
-/// Phase 0 result, server to client: the signed advertisements of the recipient's neighbours.
+/// Phase 0 result, server to client: the graph-seed commitment of every client that advertised keys.
+/// A client reveals its own contribution only after it has the list, so no contribution in it can
+/// depend on the recipient's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedCommitments {
+    /// The client this is for.
+    pub recipient: u32,
+    /// `(client, commitment)` by increasing client.
+    pub commitments: Vec<(u32, [u8; 32])>,
+}
+
+/// Phase 1, client to server: the sender's graph-seed contribution, opening its commitment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedReveal {
+    /// The sending client.
+    pub sender: u32,
+    /// The 32 random bytes committed to in the sender's [`AdvertiseKeys`].
+    pub contribution: [u8; 32],
+    /// The sender's signature over the rest.
+    pub signature: Signature,
+}
+
+/// Phase 1 result, server to client: every committed contribution (from which the recipient computes
+/// the graph seed itself) and the signed advertisements of the recipient's neighbours in that graph.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeysBroadcast {
     /// The client this is for.
     pub recipient: u32,
+    /// `(client, contribution)` for every client of [`SeedCommitments`], by increasing client.
+    pub reveals: Vec<(u32, [u8; 32])>,
     /// The neighbours' advertisements, by increasing sender.
     pub advertisements: Vec<AdvertiseKeys>,
 }
@@ -160,6 +188,10 @@ pub struct UnmaskShares {
 pub enum Message {
     /// See [`AdvertiseKeys`].
     AdvertiseKeys(AdvertiseKeys),
+    /// See [`SeedCommitments`].
+    SeedCommitments(SeedCommitments),
+    /// See [`SeedReveal`].
+    SeedReveal(SeedReveal),
     /// See [`KeysBroadcast`].
     KeysBroadcast(KeysBroadcast),
     /// See [`ShareKeys`].
@@ -194,6 +226,8 @@ impl Message {
     pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Self, SecAggError> {
         Ok(match peek_kind(bytes)? {
             MessageKind::AdvertiseKeys => Self::AdvertiseKeys(AdvertiseKeys::decode(bytes, limits)?),
+            MessageKind::SeedCommitments => Self::SeedCommitments(SeedCommitments::decode(bytes, limits)?),
+            MessageKind::SeedReveal => Self::SeedReveal(SeedReveal::decode(bytes, limits)?),
             MessageKind::KeysBroadcast => Self::KeysBroadcast(KeysBroadcast::decode(bytes, limits)?),
             MessageKind::ShareKeys => Self::ShareKeys(ShareKeys::decode(bytes, limits)?),
             MessageKind::EncryptedShares => Self::EncryptedShares(EncryptedShares::decode(bytes, limits)?),
@@ -209,7 +243,81 @@ impl Message {
 }
 
 fn advertise_len(limits: &Limits) -> usize {
-    HEADER_LEN + 4 + 2 * (2 + limits.agreement_key_len) + SIGNATURE_LEN
+    HEADER_LEN + 4 + 2 * (2 + limits.agreement_key_len) + 32 + SIGNATURE_LEN
+}
+
+/// Writes a list of `(client, 32 bytes)` pairs.
+fn encode_pairs(out: &mut Vec<u8>, pairs: &[(u32, [u8; 32])]) {
+    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    for (v, bytes) in pairs {
+        out.extend_from_slice(&v.to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
+}
+
+/// Reads a list of at most n `(client, 32 bytes)` pairs in strictly increasing client order.
+fn decode_pairs(
+    r: &mut Reader<'_>,
+    what: &'static str,
+    limits: &Limits,
+) -> Result<Vec<(u32, [u8; 32])>, SecAggError> {
+    let count = r.count(what, limits.n as usize, 36)?;
+    let mut order = Ascending::new(what);
+    let mut pairs = Vec::with_capacity(count);
+    for _ in 0..count {
+        let v = r.client(what, limits)?;
+        order.check(v)?;
+        pairs.push((v, r.array(what)?));
+    }
+    Ok(pairs)
+}
+
+impl SeedCommitments {
+    /// The encoding.
+    pub fn encode(&self, context: &[u8; 32]) -> Vec<u8> {
+        let mut out = header(MessageKind::SeedCommitments, context, 48 + 36 * self.commitments.len());
+        out.extend_from_slice(&self.recipient.to_le_bytes());
+        encode_pairs(&mut out, &self.commitments);
+        out
+    }
+
+    /// Decodes: at most n commitments, by increasing client.
+    pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Self, SecAggError> {
+        let max = HEADER_LEN + 8 + limits.n as usize * 36;
+        let mut r = Reader::open(bytes, MessageKind::SeedCommitments, limits, max)?;
+        let recipient = r.client("recipient", limits)?;
+        let commitments = decode_pairs(&mut r, "seed commitments", limits)?;
+        r.finish()?;
+        Ok(Self { recipient, commitments })
+    }
+}
+
+impl SeedReveal {
+    /// The encoding without the signature: what the sender signs.
+    pub fn signed_bytes(&self, context: &[u8; 32]) -> Vec<u8> {
+        let mut out = header(MessageKind::SeedReveal, context, 128);
+        out.extend_from_slice(&self.sender.to_le_bytes());
+        out.extend_from_slice(&self.contribution);
+        out
+    }
+
+    /// The full encoding.
+    pub fn encode(&self, context: &[u8; 32]) -> Vec<u8> {
+        let mut out = self.signed_bytes(context);
+        out.extend_from_slice(&self.signature);
+        out
+    }
+
+    /// Decodes.
+    pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Self, SecAggError> {
+        let mut r =
+            Reader::open(bytes, MessageKind::SeedReveal, limits, HEADER_LEN + 4 + 32 + SIGNATURE_LEN)?;
+        let sender = r.client("sender", limits)?;
+        let contribution = r.array("seed contribution")?;
+        let signature = r.signature()?;
+        r.finish()?;
+        Ok(Self { sender, contribution, signature })
+    }
 }
 
 fn max_list(limits: &Limits) -> usize {
@@ -225,6 +333,7 @@ impl AdvertiseKeys {
             out.extend_from_slice(&(key.len() as u16).to_le_bytes());
             out.extend_from_slice(key);
         }
+        out.extend_from_slice(&self.seed_commitment);
         out
     }
 
@@ -241,17 +350,23 @@ impl AdvertiseKeys {
         let sender = r.client("sender", limits)?;
         let channel_public = r.exact_field("channel public key", limits.agreement_key_len)?.to_vec();
         let mask_public = r.exact_field("mask public key", limits.agreement_key_len)?.to_vec();
+        let seed_commitment = r.array("seed commitment")?;
         let signature = r.signature()?;
         r.finish()?;
-        Ok(Self { sender, channel_public, mask_public, signature })
+        Ok(Self { sender, channel_public, mask_public, seed_commitment, signature })
     }
 }
 
 impl KeysBroadcast {
     /// The encoding.
     pub fn encode(&self, context: &[u8; 32]) -> Vec<u8> {
-        let mut out = header(MessageKind::KeysBroadcast, context, 64 + self.advertisements.len() * 200);
+        let mut out = header(
+            MessageKind::KeysBroadcast,
+            context,
+            64 + self.reveals.len() * 36 + self.advertisements.len() * 240,
+        );
         out.extend_from_slice(&self.recipient.to_le_bytes());
+        encode_pairs(&mut out, &self.reveals);
         out.extend_from_slice(&(self.advertisements.len() as u32).to_le_bytes());
         for a in &self.advertisements {
             let enc = a.encode(context);
@@ -264,9 +379,10 @@ impl KeysBroadcast {
     /// Decodes, including every embedded advertisement.
     pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Self, SecAggError> {
         let entry = 4 + advertise_len(limits);
-        let max = HEADER_LEN + 8 + max_list(limits) * entry;
+        let max = HEADER_LEN + 12 + limits.n as usize * 36 + max_list(limits) * entry;
         let mut r = Reader::open(bytes, MessageKind::KeysBroadcast, limits, max)?;
         let recipient = r.client("recipient", limits)?;
+        let reveals = decode_pairs(&mut r, "seed reveals", limits)?;
         let count = r.count("advertisements", max_list(limits), entry)?;
         let mut order = Ascending::new("advertisements");
         let mut advertisements = Vec::with_capacity(count);
@@ -284,7 +400,7 @@ impl KeysBroadcast {
             advertisements.push(a);
         }
         r.finish()?;
-        Ok(Self { recipient, advertisements })
+        Ok(Self { recipient, reveals, advertisements })
     }
 }
 

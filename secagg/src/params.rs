@@ -1,10 +1,11 @@
 //! Round parameters: what every message of a round is bound to, validated once.
 //!
-//! Responsibility: turn a raw [`RoundConfig`] into [`RoundParams`] (checked ranges, the neighbour graph,
-//! the context hash) and derive the decoding [`Limits`]. It knows nothing of keys or messages.
+//! Responsibility: turn a raw [`RoundConfig`] into [`RoundParams`] (checked ranges, the context hash)
+//! and derive the decoding [`Limits`]. It knows nothing of keys or messages. The neighbour graph is not
+//! a parameter: its seed is drawn jointly by the clients during the round ([`super::graph`]).
 //!
 //! The context hash covers the suite, job id, round number, roster (every verifying key, in order), n,
-//! t, k, vector length, modulus bits, graph seed, instance and survivor floor. It opens every wire
+//! t, k, vector length, modulus bits, instance and survivor floor. It opens every wire
 //! message, is signed in every signature and is the associated data (with the two clients' indices) of
 //! every encrypted share, so a message of one round, attempt, job or parameter set is refused by every
 //! other.
@@ -56,8 +57,6 @@ pub struct RoundConfig {
     pub vector_len: u32,
     /// The sum is computed modulo 2^bits, 2..=32 (see [`super::Quantizer`]).
     pub modulus_bits: u8,
-    /// Public random seed of the neighbour graph, drawn by the coordinator after the cohort is fixed.
-    pub graph_seed: [u8; 32],
     /// A fresh number per attempt of a round: a retried round is another instance, and no message of one
     /// instance verifies in another.
     pub instance: u64,
@@ -71,7 +70,6 @@ pub struct RoundConfig {
 pub struct RoundParams {
     config: RoundConfig,
     context: [u8; DIGEST_LEN],
-    graph: NeighbourGraph,
     limits: Limits,
 }
 
@@ -132,16 +130,15 @@ impl RoundParams {
             return Err(invalid("modulus_bits", format!("{}; must be 2..=32", config.modulus_bits)));
         }
         let context = context_hash(&config);
-        let graph = NeighbourGraph::new(config.suite, n, k, &config.graph_seed);
         let limits = Limits {
             context,
             n,
-            degree: graph.degree(),
+            degree: k,
             vector_len: config.vector_len,
             modulus_bits: config.modulus_bits,
             agreement_key_len: agreement_key_len(config.suite),
         };
-        Ok(Self { config, context, graph, limits })
+        Ok(Self { config, context, limits })
     }
 
     /// The configuration this was validated from.
@@ -184,9 +181,9 @@ impl RoundParams {
         &self.context
     }
 
-    /// The neighbour graph.
-    pub fn graph(&self) -> &NeighbourGraph {
-        &self.graph
+    /// The neighbour graph of this round for a graph seed (see [`super::graph::graph_seed`]).
+    pub fn graph_for(&self, seed: &[u8; 32]) -> NeighbourGraph {
+        NeighbourGraph::new(self.config.suite, self.limits.n, self.config.degree, seed)
     }
 
     /// The bounds every decoder of this round enforces.
@@ -214,7 +211,6 @@ fn context_hash(c: &RoundConfig) -> [u8; DIGEST_LEN] {
         c.degree.to_le_bytes().to_vec(),
         c.vector_len.to_le_bytes().to_vec(),
         vec![c.modulus_bits],
-        c.graph_seed.to_vec(),
         c.instance.to_le_bytes().to_vec(),
         c.min_survivors.to_le_bytes().to_vec(),
     ];
@@ -265,7 +261,6 @@ mod tests {
             threshold: 3,
             vector_len: 10,
             modulus_bits: 32,
-            graph_seed: [9; 32],
             instance: 11,
             min_survivors: 5,
         }
@@ -282,7 +277,6 @@ mod tests {
             RoundConfig { threshold: 4, ..config(8) },
             RoundConfig { vector_len: 11, ..config(8) },
             RoundConfig { modulus_bits: 31, ..config(8) },
-            RoundConfig { graph_seed: [8; 32], ..config(8) },
             RoundConfig { instance: 12, ..config(8) },
             RoundConfig { min_survivors: 6, ..config(8) },
             config(9),
@@ -328,6 +322,6 @@ mod tests {
             );
         }
         let complete = RoundParams::new(RoundConfig { degree: 7, threshold: 4, ..config(8) }).unwrap();
-        assert_eq!(complete.graph().neighbours(0).len(), 7);
+        assert_eq!(complete.graph_for(&[3; 32]).neighbours(0).len(), 7);
     }
 }

@@ -18,10 +18,11 @@ use std::sync::Arc;
 
 use hearth_crypto::suite::SecretBytes;
 
+use super::graph::{graph_seed, seed_commitment, NeighbourGraph};
 use super::mask::{agreement_public, apply_masks, fold, pairwise_seed, pairwise_sign, self_mask_seed, Sign};
 use super::messages::{
     AdvertiseKeys, ConsistencySignature, EncryptedShare, EncryptedShares, KeysBroadcast, MaskedInputView,
-    SecretKind, ShareKeys, Signature, SurvivorSet, UnmaskRequest, UnmaskShares,
+    SecretKind, SeedCommitments, SeedReveal, ShareKeys, Signature, SurvivorSet, UnmaskRequest, UnmaskShares,
 };
 use super::shamir::{self, ShamirError, Share};
 use super::wire::signed_part;
@@ -133,28 +134,78 @@ impl ServerAdvertise {
         self.keys.len()
     }
 
-    /// Ends phase 0: each client that advertised gets its neighbours' keys. Aborts below t clients.
-    pub fn close(self) -> Result<(ServerShareKeys, Vec<Outgoing>), SecAggError> {
+    /// Ends phase 0: each client that advertised gets every advertiser's graph-seed commitment. Aborts
+    /// below the survivor floor.
+    pub fn close(self) -> Result<(ServerReveal, Vec<Outgoing>), SecAggError> {
         enough(Phase::AdvertiseKeys, self.keys.len(), &self.params)?;
         let ctx = self.params.context();
+        let commitments: Vec<(u32, [u8; 32])> =
+            self.keys.iter().map(|(u, ad)| (*u, ad.seed_commitment)).collect();
+        let out = self
+            .keys
+            .keys()
+            .map(|&u| Outgoing {
+                to: ClientIndex(u),
+                bytes: SeedCommitments { recipient: u, commitments: commitments.clone() }.encode(ctx),
+            })
+            .collect();
+        Ok((ServerReveal { params: self.params, keys: self.keys, reveals: BTreeMap::new() }, out))
+    }
+}
+
+/// Phase 1: collecting [`SeedReveal`]s, each opening its sender's phase-0 commitment.
+#[derive(Debug)]
+pub struct ServerReveal {
+    params: Arc<RoundParams>,
+    keys: BTreeMap<u32, AdvertiseKeys>,
+    reveals: BTreeMap<u32, [u8; 32]>,
+}
+
+impl ServerReveal {
+    /// Records client `from`'s graph-seed contribution, which must open its commitment.
+    pub fn receive(&mut self, from: ClientIndex, msg: &[u8]) -> Result<(), SecAggError> {
+        let m = SeedReveal::decode(msg, self.params.limits())?;
+        admit(MessageKind::SeedReveal, m.sender, from, |u| self.keys.contains_key(&u), &self.reveals)?;
+        let ctx = self.params.context();
+        verify(&self.params, m.sender, &m.signed_bytes(ctx), &m.signature)?;
+        let committed = self.keys.get(&m.sender).map(|ad| ad.seed_commitment);
+        if committed != Some(seed_commitment(self.params.suite(), ctx, m.sender, &m.contribution)) {
+            return Err(SecAggError::SeedMismatch { client: m.sender });
+        }
+        self.reveals.insert(m.sender, m.contribution);
+        Ok(())
+    }
+
+    /// Clients heard from so far.
+    pub fn received(&self) -> usize {
+        self.reveals.len()
+    }
+
+    /// Ends phase 1: every client that committed must have revealed (otherwise the round aborts: no one
+    /// may choose among seeds by withholding). Computes the graph seed and the graph, and sends each
+    /// client every contribution and its neighbours' signed keys.
+    pub fn close(self) -> Result<(ServerShareKeys, Vec<Outgoing>), SecAggError> {
+        let missing: Vec<u32> = self.keys.keys().copied().filter(|u| !self.reveals.contains_key(u)).collect();
+        if !missing.is_empty() {
+            return Err(SecAggError::SeedWithheld { missing });
+        }
+        let ctx = self.params.context();
+        let reveals: Vec<(u32, [u8; 32])> = self.reveals.into_iter().collect();
+        let graph = Arc::new(self.params.graph_for(&graph_seed(self.params.suite(), ctx, &reveals)));
         let out = self
             .keys
             .keys()
             .map(|&u| {
-                let advertisements = self
-                    .params
-                    .graph()
-                    .neighbours(u)
-                    .iter()
-                    .filter_map(|v| self.keys.get(v).cloned())
-                    .collect();
+                let advertisements =
+                    graph.neighbours(u).iter().filter_map(|v| self.keys.get(v).cloned()).collect();
                 Outgoing {
                     to: ClientIndex(u),
-                    bytes: KeysBroadcast { recipient: u, advertisements }.encode(ctx),
+                    bytes: KeysBroadcast { recipient: u, reveals: reveals.clone(), advertisements }
+                        .encode(ctx),
                 }
             })
             .collect();
-        Ok((ServerShareKeys { params: self.params, keys: self.keys, shares: BTreeMap::new() }, out))
+        Ok((ServerShareKeys { params: self.params, graph, keys: self.keys, shares: BTreeMap::new() }, out))
     }
 }
 
@@ -162,24 +213,24 @@ impl ServerAdvertise {
 #[derive(Debug)]
 pub struct ServerShareKeys {
     params: Arc<RoundParams>,
+    graph: Arc<NeighbourGraph>,
     keys: BTreeMap<u32, AdvertiseKeys>,
     shares: BTreeMap<u32, Vec<EncryptedShare>>,
 }
 
 impl ServerShareKeys {
+    /// The round's neighbour graph, from the revealed graph seed.
+    pub fn graph(&self) -> &NeighbourGraph {
+        &self.graph
+    }
+
     /// Records client `from`'s encrypted shares: exactly one for each neighbour that advertised keys.
     pub fn receive(&mut self, from: ClientIndex, msg: &[u8]) -> Result<(), SecAggError> {
         let m = ShareKeys::decode(msg, self.params.limits())?;
         admit(MessageKind::ShareKeys, m.sender, from, |u| self.keys.contains_key(&u), &self.shares)?;
         verify(&self.params, m.sender, &m.signed_bytes(self.params.context()), &m.signature)?;
-        let expected: Vec<u32> = self
-            .params
-            .graph()
-            .neighbours(m.sender)
-            .iter()
-            .copied()
-            .filter(|v| self.keys.contains_key(v))
-            .collect();
+        let expected: Vec<u32> =
+            self.graph.neighbours(m.sender).iter().copied().filter(|v| self.keys.contains_key(v)).collect();
         let got: Vec<u32> = m.shares.iter().map(|s| s.peer).collect();
         if got != expected {
             return Err(SecAggError::WrongShareRecipients {
@@ -206,8 +257,7 @@ impl ServerShareKeys {
             .keys()
             .map(|&u| {
                 let shares = self
-                    .params
-                    .graph()
+                    .graph
                     .neighbours(u)
                     .iter()
                     .filter_map(|v| {
@@ -225,7 +275,16 @@ impl ServerShareKeys {
             .filter_map(|u| self.keys.get(u).map(|k| (*u, k.mask_public.clone())))
             .collect();
         let sum = vec![0u32; self.params.vector_len()];
-        Ok((ServerMaskedInput { params: self.params, mask_keys, sum, uploaded: BTreeMap::new() }, out))
+        Ok((
+            ServerMaskedInput {
+                params: self.params,
+                graph: self.graph,
+                mask_keys,
+                sum,
+                uploaded: BTreeMap::new(),
+            },
+            out,
+        ))
     }
 }
 
@@ -233,6 +292,7 @@ impl ServerShareKeys {
 #[derive(Debug)]
 pub struct ServerMaskedInput {
     params: Arc<RoundParams>,
+    graph: Arc<NeighbourGraph>,
     /// U2 with each client's advertised mask public key.
     mask_keys: BTreeMap<u32, Vec<u8>>,
     sum: Vec<u32>,
@@ -280,6 +340,7 @@ impl ServerMaskedInput {
             .collect();
         let next = ServerConsistency {
             params: self.params,
+            graph: self.graph,
             mask_keys: self.mask_keys,
             sum: self.sum,
             survivors,
@@ -293,6 +354,7 @@ impl ServerMaskedInput {
 #[derive(Debug)]
 pub struct ServerConsistency {
     params: Arc<RoundParams>,
+    graph: Arc<NeighbourGraph>,
     mask_keys: BTreeMap<u32, Vec<u8>>,
     sum: Vec<u32>,
     survivors: Vec<u32>,
@@ -330,8 +392,7 @@ impl ServerConsistency {
             .keys()
             .map(|&u| {
                 let signatures = self
-                    .params
-                    .graph()
+                    .graph
                     .neighbours(u)
                     .iter()
                     .filter_map(|v| self.signatures.get(v).map(|s| (*v, *s)))
@@ -342,6 +403,7 @@ impl ServerConsistency {
         let signers = self.signatures.keys().copied().collect();
         let next = ServerUnmasking {
             params: self.params,
+            graph: self.graph,
             mask_keys: self.mask_keys,
             sum: self.sum,
             survivors: self.survivors,
@@ -357,6 +419,7 @@ impl ServerConsistency {
 #[derive(Debug)]
 pub struct ServerUnmasking {
     params: Arc<RoundParams>,
+    graph: Arc<NeighbourGraph>,
     mask_keys: BTreeMap<u32, Vec<u8>>,
     sum: Vec<u32>,
     survivors: Vec<u32>,
@@ -378,8 +441,7 @@ impl ServerUnmasking {
         admit(MessageKind::UnmaskShares, m.sender, from, |u| self.signers.contains(&u), &self.responded)?;
         verify(&self.params, m.sender, &m.signed_bytes(self.params.context()), &m.signature)?;
         let expected: Vec<u32> = self
-            .params
-            .graph()
+            .graph
             .neighbours(m.sender)
             .iter()
             .copied()
@@ -426,7 +488,7 @@ impl ServerUnmasking {
     pub fn close_with_threads(self, threads: usize) -> Result<UnmaskedSum, SecAggError> {
         enough(Phase::Unmasking, self.responded.len(), &self.params)?;
         let t = self.params.threshold();
-        let graph = self.params.graph();
+        let graph = &self.graph;
         // Needed: the self-mask seed of every survivor; the mask key of every client that shared but did
         // not upload, if some survivor applied a pairwise mask with it.
         let dropped: Vec<u32> = self

@@ -18,14 +18,18 @@ use hearth_crypto::suite::SuiteId;
 
 use super::client::{start_client, ClientAwaitShares, PremaskedInput, SuiteSigner};
 use super::server::{Outgoing, ServerAdvertise, UnmaskedSum};
-use super::{ClientIndex, GraphRule, RoundConfig, RoundParams, SecAggError};
+use super::{ClientIndex, GraphRule, NeighbourGraph, RoundConfig, RoundParams, SecAggError};
+
+/// The protocol's phases: advertise, reveal, share, mask, consistency, unmask.
+pub const PHASES: usize = 6;
 
 /// Which clients stop, and where. A client listed in several sets stops at the earliest.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Dropouts {
     /// Never send anything.
     pub before_advertise: BTreeSet<u32>,
-    /// Advertise keys, then vanish before sharing.
+    /// Advertise keys and reveal the graph-seed contribution, then vanish before sharing. (A client
+    /// that vanishes between committing and revealing aborts the round, by design.)
     pub after_advertise: BTreeSet<u32>,
     /// Share keys, then vanish before uploading a masked input.
     pub after_share_keys: BTreeSet<u32>,
@@ -59,9 +63,12 @@ impl Dropouts {
         d
     }
 
+    /// Whether client `u` stops before phase `step` (0..=5).
     fn stops_before(&self, u: u32, step: usize) -> bool {
+        let none = BTreeSet::new();
         let sets = [
             &self.before_advertise,
+            &none,
             &self.after_advertise,
             &self.after_share_keys,
             &self.after_masked_input,
@@ -80,14 +87,16 @@ pub struct SimulationReport {
     pub correct: bool,
     /// Degree and threshold used.
     pub degree: u32,
+    /// The neighbour graph the clients drew (the same for the same seed and clients).
+    pub graph: NeighbourGraph,
     /// Shamir threshold used.
     pub threshold: u32,
-    /// Seconds each client spent, per phase 0..=4, averaged over the clients that ran the phase.
-    pub client_phase_seconds: [f64; 5],
+    /// Seconds each client spent, per phase 0..=5, averaged over the clients that ran the phase.
+    pub client_phase_seconds: [f64; PHASES],
     /// Median over clients of a client's total seconds.
     pub client_median_seconds: f64,
     /// Seconds the server spent per phase (receiving all messages and closing).
-    pub server_phase_seconds: [f64; 5],
+    pub server_phase_seconds: [f64; PHASES],
     /// Mean bytes a client sent.
     pub bytes_sent_per_client: f64,
     /// Mean bytes a client received.
@@ -123,7 +132,7 @@ pub struct Simulation {
 struct Stats {
     sent: Vec<u64>,
     received: Vec<u64>,
-    seconds: Vec<[f64; 5]>,
+    seconds: Vec<[f64; PHASES]>,
 }
 
 impl Stats {
@@ -140,13 +149,6 @@ fn input_of(seed: u64, u: u32, d: usize, bits: u8) -> Vec<u32> {
     let mut rng = ChaCha20Rng::seed_from_u64(seed ^ (u64::from(u) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mask = if bits == 32 { u32::MAX } else { (1u32 << bits) - 1 };
     (0..d).map(|_| rng.next_u32() & mask).collect()
-}
-
-/// The graph seed a simulation with `seed` uses.
-pub(crate) fn simulation_graph_seed(seed: u64) -> [u8; 32] {
-    let mut graph_seed = [0u8; 32];
-    graph_seed[..8].copy_from_slice(&seed.to_le_bytes());
-    graph_seed
 }
 
 /// Runs one round with fresh signing keys for every client and random inputs; an error if the round
@@ -168,7 +170,6 @@ pub fn simulate_round(sim: &Simulation) -> Result<SimulationReport, SecAggError>
             (c.degree, c.threshold)
         }
     };
-    let graph_seed = simulation_graph_seed(sim.seed);
     let params = Arc::new(RoundParams::new(RoundConfig {
         suite: sim.suite,
         job_id: b"simulation".to_vec(),
@@ -178,14 +179,13 @@ pub fn simulate_round(sim: &Simulation) -> Result<SimulationReport, SecAggError>
         threshold,
         vector_len: sim.vector_len,
         modulus_bits: sim.modulus_bits,
-        graph_seed,
         instance: 0,
         min_survivors: 0,
     })?);
     let n = sim.n as usize;
     let mut rng = ChaCha20Rng::seed_from_u64(sim.seed);
-    let mut stats = Stats { sent: vec![0; n], received: vec![0; n], seconds: vec![[0.0; 5]; n] };
-    let mut server_seconds = [0.0; 5];
+    let mut stats = Stats { sent: vec![0; n], received: vec![0; n], seconds: vec![[0.0; PHASES]; n] };
+    let mut server_seconds = [0.0; PHASES];
     let drop = &sim.dropouts;
 
     // Phase 0.
@@ -215,25 +215,46 @@ pub fn simulate_round(sim: &Simulation) -> Result<SimulationReport, SecAggError>
     server_seconds[0] += t.elapsed().as_secs_f64();
     stats.deliver(&out);
 
-    // Phase 1 (and, masking ahead, the masking that overlaps the wait for phase 2).
-    let d = sim.vector_len as usize;
-    let mut sharing: Vec<(u32, ClientAwaitShares, Option<PremaskedInput>)> = Vec::new();
+    // Phase 1: the graph-seed reveal.
+    let mut revealed = Vec::new();
     for (o, (u, state)) in out.iter().zip(waiting) {
         if drop.stops_before(u, 1) {
             continue;
         }
         let t = Instant::now();
-        let (state, msg) = state.handle(&o.bytes, &mut rng)?;
+        let (state, msg) = state.handle(&o.bytes)?;
         stats.seconds[u as usize][1] += t.elapsed().as_secs_f64();
         stats.sent[u as usize] += msg.len() as u64;
         let t = Instant::now();
         server.receive(ClientIndex(u), &msg)?;
         server_seconds[1] += t.elapsed().as_secs_f64();
+        revealed.push((u, state));
+    }
+    let t = Instant::now();
+    let (mut server, out) = server.close()?;
+    server_seconds[1] += t.elapsed().as_secs_f64();
+    stats.deliver(&out);
+    let graph = server.graph().clone();
+
+    // Phase 2 (and, masking ahead, the masking that overlaps the wait for phase 3).
+    let d = sim.vector_len as usize;
+    let mut sharing: Vec<(u32, ClientAwaitShares, Option<PremaskedInput>)> = Vec::new();
+    for (o, (u, state)) in out.iter().zip(revealed) {
+        if drop.stops_before(u, 2) {
+            continue;
+        }
+        let t = Instant::now();
+        let (state, msg) = state.handle(&o.bytes, &mut rng)?;
+        stats.seconds[u as usize][2] += t.elapsed().as_secs_f64();
+        stats.sent[u as usize] += msg.len() as u64;
+        let t = Instant::now();
+        server.receive(ClientIndex(u), &msg)?;
+        server_seconds[2] += t.elapsed().as_secs_f64();
         let premasked = if sim.mask_ahead {
             let input = input_of(sim.seed, u, d, sim.modulus_bits);
             let t = Instant::now();
             let premasked = state.mask_plan()?.apply(input, sim.threads)?;
-            stats.seconds[u as usize][2] += t.elapsed().as_secs_f64();
+            stats.seconds[u as usize][3] += t.elapsed().as_secs_f64();
             Some(premasked)
         } else {
             None
@@ -242,15 +263,15 @@ pub fn simulate_round(sim: &Simulation) -> Result<SimulationReport, SecAggError>
     }
     let t = Instant::now();
     let (mut server, out) = server.close()?;
-    server_seconds[1] += t.elapsed().as_secs_f64();
+    server_seconds[2] += t.elapsed().as_secs_f64();
     stats.deliver(&out);
 
-    // Phase 2.
+    // Phase 3.
     let ring = if sim.modulus_bits == 32 { u32::MAX } else { (1u32 << sim.modulus_bits) - 1 };
     let mut expected = vec![0u32; d];
     let mut uploaded = Vec::new();
     for (o, (u, state, premasked)) in out.iter().zip(sharing) {
-        if drop.stops_before(u, 2) {
+        if drop.stops_before(u, 3) {
             continue;
         }
         let input = input_of(sim.seed, u, d, sim.modulus_bits);
@@ -259,33 +280,13 @@ pub fn simulate_round(sim: &Simulation) -> Result<SimulationReport, SecAggError>
             Some(premasked) => state.handle_premasked(&o.bytes, premasked)?,
             None => state.handle_with_threads(&o.bytes, &input, sim.threads)?,
         };
-        stats.seconds[u as usize][2] += t.elapsed().as_secs_f64();
-        stats.sent[u as usize] += msg.len() as u64;
-        let t = Instant::now();
-        server.receive(ClientIndex(u), &msg)?;
-        server_seconds[2] += t.elapsed().as_secs_f64();
-        expected.iter_mut().zip(&input).for_each(|(e, x)| *e = e.wrapping_add(*x) & ring);
-        uploaded.push((u, state));
-    }
-    let t = Instant::now();
-    let (mut server, out) = server.close()?;
-    server_seconds[2] += t.elapsed().as_secs_f64();
-    stats.deliver(&out);
-
-    // Phase 3.
-    let mut signed = Vec::new();
-    for (o, (u, state)) in out.iter().zip(uploaded) {
-        if drop.stops_before(u, 3) {
-            continue;
-        }
-        let t = Instant::now();
-        let (state, msg) = state.handle(&o.bytes)?;
         stats.seconds[u as usize][3] += t.elapsed().as_secs_f64();
         stats.sent[u as usize] += msg.len() as u64;
         let t = Instant::now();
         server.receive(ClientIndex(u), &msg)?;
         server_seconds[3] += t.elapsed().as_secs_f64();
-        signed.push((u, state));
+        expected.iter_mut().zip(&input).for_each(|(e, x)| *e = e.wrapping_add(*x) & ring);
+        uploaded.push((u, state));
     }
     let t = Instant::now();
     let (mut server, out) = server.close()?;
@@ -293,23 +294,43 @@ pub fn simulate_round(sim: &Simulation) -> Result<SimulationReport, SecAggError>
     stats.deliver(&out);
 
     // Phase 4.
-    for (o, (u, state)) in out.iter().zip(signed) {
+    let mut signed = Vec::new();
+    for (o, (u, state)) in out.iter().zip(uploaded) {
         if drop.stops_before(u, 4) {
             continue;
         }
         let t = Instant::now();
-        let msg = state.handle(&o.bytes)?;
+        let (state, msg) = state.handle(&o.bytes)?;
         stats.seconds[u as usize][4] += t.elapsed().as_secs_f64();
         stats.sent[u as usize] += msg.len() as u64;
         let t = Instant::now();
         server.receive(ClientIndex(u), &msg)?;
         server_seconds[4] += t.elapsed().as_secs_f64();
+        signed.push((u, state));
+    }
+    let t = Instant::now();
+    let (mut server, out) = server.close()?;
+    server_seconds[4] += t.elapsed().as_secs_f64();
+    stats.deliver(&out);
+
+    // Phase 5.
+    for (o, (u, state)) in out.iter().zip(signed) {
+        if drop.stops_before(u, 5) {
+            continue;
+        }
+        let t = Instant::now();
+        let msg = state.handle(&o.bytes)?;
+        stats.seconds[u as usize][5] += t.elapsed().as_secs_f64();
+        stats.sent[u as usize] += msg.len() as u64;
+        let t = Instant::now();
+        server.receive(ClientIndex(u), &msg)?;
+        server_seconds[5] += t.elapsed().as_secs_f64();
     }
     let t = Instant::now();
     let sum = server.close_with_threads(sim.threads)?;
-    server_seconds[4] += t.elapsed().as_secs_f64();
+    server_seconds[5] += t.elapsed().as_secs_f64();
 
-    let mut client_phase_seconds = [0.0; 5];
+    let mut client_phase_seconds = [0.0; PHASES];
     for (phase, slot) in client_phase_seconds.iter_mut().enumerate() {
         let ran: Vec<f64> = stats.seconds.iter().map(|s| s[phase]).filter(|&s| s > 0.0).collect();
         *slot = if ran.is_empty() { 0.0 } else { ran.iter().sum::<f64>() / ran.len() as f64 };
@@ -320,7 +341,8 @@ pub fn simulate_round(sim: &Simulation) -> Result<SimulationReport, SecAggError>
     Ok(SimulationReport {
         correct: sum.values() == expected.as_slice(),
         sum,
-        degree: params.graph().degree(),
+        degree,
+        graph,
         threshold,
         client_phase_seconds,
         client_median_seconds: totals.get(totals.len() / 2).copied().unwrap_or(0.0),

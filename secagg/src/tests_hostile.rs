@@ -7,7 +7,7 @@ use chacha20::ChaCha20Rng;
 use proptest::prelude::*;
 use rand_core::SeedableRng;
 
-use super::tests::{round, round_with_floor, Round};
+use super::tests::{reveal, round, round_with_floor, Round};
 use super::*;
 use hearth_crypto::suite::SuiteId;
 
@@ -24,6 +24,8 @@ fn sign(r: &Round, u: u32, bytes: &[u8]) -> [u8; 64] {
 /// An honest transcript of a full round in which every client takes part.
 struct Transcript {
     adverts: Vec<Vec<u8>>,
+    commitments: Vec<Outgoing>,
+    reveals: Vec<Vec<u8>>,
     key_broadcasts: Vec<Outgoing>,
     share_keys: Vec<Vec<u8>>,
     relayed_shares: Vec<Outgoing>,
@@ -46,9 +48,17 @@ fn transcript(r: &Round) -> Transcript {
         s0.push(s);
         adverts.push(m);
     }
+    let (mut server, commitments) = server.close().unwrap();
+    let (mut s0r, mut reveals) = (Vec::new(), Vec::new());
+    for (s, o) in s0.into_iter().zip(&commitments) {
+        let (s, m) = s.handle(&o.bytes).unwrap();
+        server.receive(o.to, &m).unwrap();
+        s0r.push(s);
+        reveals.push(m);
+    }
     let (mut server, key_broadcasts) = server.close().unwrap();
     let (mut s1, mut share_keys) = (Vec::new(), Vec::new());
-    for (s, o) in s0.into_iter().zip(&key_broadcasts) {
+    for (s, o) in s0r.into_iter().zip(&key_broadcasts) {
         let (s, m) = s.handle(&o.bytes, &mut rng).unwrap();
         server.receive(o.to, &m).unwrap();
         s1.push(s);
@@ -80,6 +90,8 @@ fn transcript(r: &Round) -> Transcript {
     assert_eq!(server.close().unwrap().values(), vec![n; d].as_slice());
     Transcript {
         adverts,
+        commitments,
+        reveals,
         key_broadcasts,
         share_keys,
         relayed_shares,
@@ -110,7 +122,7 @@ fn the_server_refuses_malformed_and_forged_advertisements() {
     assert!(matches!(s.receive(c(0), &m[..1]), Err(E::Truncated { what: "type byte", .. })));
     assert!(matches!(s.receive(c(0), &[]), Err(E::Truncated { what: "version byte", .. })));
     assert!(matches!(s.receive(c(0), &with(&|b| b.push(0))), Err(E::TooLong { what: "advertise-keys", .. })));
-    assert_eq!(s.receive(c(0), &with(&|b| b[0] = 2)), Err(E::UnsupportedVersion { got: 2, supported: 1 }));
+    assert_eq!(s.receive(c(0), &with(&|b| b[0] = 3)), Err(E::UnsupportedVersion { got: 3, supported: 2 }));
     assert_eq!(s.receive(c(0), &with(&|b| b[1] = 42)), Err(E::UnknownMessageType(42)));
     assert_eq!(
         s.receive(c(0), &t.consistency[0]),
@@ -156,7 +168,14 @@ fn the_server_refuses_out_of_order_replayed_and_misaddressed_messages() {
         Err(E::UnexpectedMessage { expected: MessageKind::AdvertiseKeys, got: MessageKind::ShareKeys })
     );
     let (mut s, _) = s.close().unwrap();
-    // Replay of phase 0 in phase 1.
+    // Client 5 never committed, so it may not reveal; the others reveal.
+    assert_eq!(
+        s.receive(c(5), &t.reveals[5]),
+        Err(E::NotInRound { kind: MessageKind::SeedReveal, sender: 5 })
+    );
+    (0..5).for_each(|u| s.receive(c(u), &t.reveals[u as usize]).unwrap());
+    let (mut s, _) = s.close().unwrap();
+    // Replay of phase 0 in phase 2.
     assert_eq!(
         s.receive(c(0), &t.adverts[0]),
         Err(E::UnexpectedMessage { expected: MessageKind::ShareKeys, got: MessageKind::AdvertiseKeys })
@@ -168,7 +187,7 @@ fn the_server_refuses_out_of_order_replayed_and_misaddressed_messages() {
     );
     // The honest share-keys of client 0 addressed client 5 too, which is now gone: refused.
     let sk = ShareKeys::decode(&t.share_keys[0], r.params.limits()).unwrap();
-    if r.params.graph().are_neighbours(0, 5) {
+    if s.graph().are_neighbours(0, 5) {
         assert!(matches!(s.receive(c(0), &t.share_keys[0]), Err(E::WrongShareRecipients { sender: 0, .. })));
     }
     // A client that leaves out a neighbour is refused as well.
@@ -186,6 +205,8 @@ fn the_server_checks_masked_inputs_before_summing() {
     let t = transcript(&r);
     let mut s = ServerAdvertise::new(Arc::clone(&r.params));
     (0..5).for_each(|u| s.receive(c(u), &t.adverts[u as usize]).unwrap());
+    let (mut s, _) = s.close().unwrap();
+    (0..5).for_each(|u| s.receive(c(u), &t.reveals[u as usize]).unwrap());
     let (mut s, _) = s.close().unwrap();
     (0..4).for_each(|u| s.receive(c(u), &t.share_keys[u as usize]).unwrap());
     let (mut s, _) = s.close().unwrap();
@@ -235,6 +256,8 @@ fn the_server_never_accepts_a_share_it_must_not_hold() {
     let mut s = ServerAdvertise::new(Arc::clone(&r.params));
     (0..5).for_each(|u| s.receive(c(u), &t.adverts[u as usize]).unwrap());
     let (mut s, _) = s.close().unwrap();
+    (0..5).for_each(|u| s.receive(c(u), &t.reveals[u as usize]).unwrap());
+    let (mut s, _) = s.close().unwrap();
     (0..5).for_each(|u| s.receive(c(u), &t.share_keys[u as usize]).unwrap());
     let (mut s, _) = s.close().unwrap();
     (0..5).for_each(|u| s.receive(c(u), &t.masked[u as usize]).unwrap());
@@ -261,9 +284,12 @@ fn the_server_never_accepts_a_share_it_must_not_hold() {
     assert_eq!(s.close().unwrap_err(), E::TooFewSurvivors { phase: Phase::Unmasking, got: 2, need: 3 });
 }
 
-/// Client 0 of a fresh honest run, stopped before handling the keys broadcast.
-fn client_awaiting_keys(r: &Round) -> ClientAwaitKeys {
-    start_client(Arc::clone(&r.params), c(0), r.signer(0), &mut rng()).unwrap().0
+/// Client 0 of a fresh run of `t`'s round, stopped before handling the keys broadcast. It draws the same
+/// graph-seed contribution as the transcript's client 0 (same generator, same draws), so the transcript's
+/// commitments and reveals fit it.
+fn client_awaiting_keys(r: &Round, t: &Transcript) -> ClientAwaitKeys {
+    let (s, _) = start_client(Arc::clone(&r.params), c(0), r.signer(0), &mut rng()).unwrap();
+    s.handle(&t.commitments[0].bytes).unwrap().0
 }
 
 #[test]
@@ -282,42 +308,114 @@ fn a_client_refuses_keys_the_server_could_have_forged() {
     ad.signature =
         r.params.suite().suite().sign(&server_key, &ad.signed_bytes(ctx)).unwrap().try_into().unwrap();
     assert_eq!(
-        client_awaiting_keys(&r).handle(&swapped.encode(ctx), &mut rng()).unwrap_err(),
+        client_awaiting_keys(&r, &t).handle(&swapped.encode(ctx), &mut rng()).unwrap_err(),
         E::BadSignature { signer: v }
     );
     let misrouted = KeysBroadcast { recipient: 1, ..honest.clone() }.encode(ctx);
     assert_eq!(
-        client_awaiting_keys(&r).handle(&misrouted, &mut rng()).unwrap_err(),
+        client_awaiting_keys(&r, &t).handle(&misrouted, &mut rng()).unwrap_err(),
         E::WrongRecipient { addressed: 1, me: 0 }
     );
-    let stranger = (0..8).find(|&w| w != 0 && !r.params.graph().are_neighbours(0, w)).unwrap();
+    let graph = r.params.graph_for(&graph::graph_seed(r.params.suite(), ctx, &honest.reveals));
+    let stranger = (0..8).find(|&w| w != 0 && !graph.are_neighbours(0, w)).unwrap();
     let mut with_stranger = honest.clone();
     with_stranger.advertisements.pop();
     with_stranger.advertisements.push(AdvertiseKeys::decode(&t.adverts[stranger as usize], limits).unwrap());
     with_stranger.advertisements.sort_by_key(|a| a.sender);
     assert_eq!(
-        client_awaiting_keys(&r).handle(&with_stranger.encode(ctx), &mut rng()).unwrap_err(),
+        client_awaiting_keys(&r, &t).handle(&with_stranger.encode(ctx), &mut rng()).unwrap_err(),
         E::NotANeighbour { a: 0, b: stranger }
     );
     let mut dup = honest.clone();
     dup.advertisements[1] = dup.advertisements[0].clone();
     assert_eq!(
-        client_awaiting_keys(&r).handle(&dup.encode(ctx), &mut rng()).unwrap_err(),
+        client_awaiting_keys(&r, &t).handle(&dup.encode(ctx), &mut rng()).unwrap_err(),
         E::DuplicateEntry { what: "advertisements", index: v }
     );
     let mut unsorted = honest;
     unsorted.advertisements.reverse();
     assert_eq!(
-        client_awaiting_keys(&r).handle(&unsorted.encode(ctx), &mut rng()).unwrap_err(),
+        client_awaiting_keys(&r, &t).handle(&unsorted.encode(ctx), &mut rng()).unwrap_err(),
         E::NotCanonical { what: "advertisements" }
     );
     // One entry too many is refused by length before anything else.
     let mut five = KeysBroadcast::decode(&t.key_broadcasts[0].bytes, limits).unwrap();
     five.advertisements.push(AdvertiseKeys::decode(&t.adverts[stranger as usize], limits).unwrap());
     assert!(matches!(
-        client_awaiting_keys(&r).handle(&five.encode(ctx), &mut rng()).unwrap_err(),
+        client_awaiting_keys(&r, &t).handle(&five.encode(ctx), &mut rng()).unwrap_err(),
         E::TooLong { what: "keys-broadcast", .. }
     ));
+}
+
+#[test]
+fn the_graph_seed_is_no_ones_choice() {
+    let r = round(SuiteId::International, 8, 4, 3, 4, 16, 12);
+    let t = transcript(&r);
+    let ctx = r.params.context();
+    let limits = r.params.limits();
+    // The server refuses a reveal that does not open its sender's commitment, and aborts the round when a
+    // client that committed withholds its reveal: a last revealer that dislikes the seed cannot get
+    // another one from the same instance.
+    let mut s = ServerAdvertise::new(Arc::clone(&r.params));
+    (0..8).for_each(|u| s.receive(c(u), &t.adverts[u as usize]).unwrap());
+    let (mut s, _) = s.close().unwrap();
+    let mut other = SeedReveal::decode(&t.reveals[1], limits).unwrap();
+    other.contribution[0] ^= 1;
+    other.signature = sign(&r, 1, &other.signed_bytes(ctx));
+    assert_eq!(s.receive(c(1), &other.encode(ctx)), Err(E::SeedMismatch { client: 1 }));
+    (0..7).for_each(|u| s.receive(c(u), &t.reveals[u as usize]).unwrap());
+    assert_eq!(s.close().unwrap_err(), E::SeedWithheld { missing: vec![7] });
+
+    // A client reveals only once its own commitment is listed, unaltered.
+    let fresh = || start_client(Arc::clone(&r.params), c(0), r.signer(0), &mut rng()).unwrap().0;
+    let commitments = SeedCommitments::decode(&t.commitments[0].bytes, limits).unwrap();
+    let mut altered = commitments.clone();
+    altered.commitments[0].1[0] ^= 1;
+    let mut without = commitments.clone();
+    without.commitments.remove(0);
+    for list in [altered, without] {
+        assert!(matches!(fresh().handle(&list.encode(ctx)).unwrap_err(), E::SeedExchange { .. }));
+    }
+    // It then refuses a contribution the server swapped, a committed one left out, and an advertisement
+    // carrying another commitment than the one listed (re-signed by its client: equivocation).
+    let honest = KeysBroadcast::decode(&t.key_broadcasts[0].bytes, limits).unwrap();
+    let mut swapped = honest.clone();
+    swapped.reveals[3].1[0] ^= 1;
+    assert_eq!(
+        client_awaiting_keys(&r, &t).handle(&swapped.encode(ctx), &mut rng()).unwrap_err(),
+        E::SeedMismatch { client: 3 }
+    );
+    let mut missing = honest.clone();
+    missing.reveals.remove(5);
+    assert!(matches!(
+        client_awaiting_keys(&r, &t).handle(&missing.encode(ctx), &mut rng()).unwrap_err(),
+        E::SeedExchange { .. }
+    ));
+    let mut equivocal = honest.clone();
+    let ad = &mut equivocal.advertisements[0];
+    ad.seed_commitment[0] ^= 1;
+    ad.signature = sign(&r, ad.sender, &ad.signed_bytes(ctx));
+    let v = ad.sender;
+    assert_eq!(
+        client_awaiting_keys(&r, &t).handle(&equivocal.encode(ctx), &mut rng()).unwrap_err(),
+        E::SeedMismatch { client: v }
+    );
+    assert!(client_awaiting_keys(&r, &t).handle(&honest.encode(ctx), &mut rng()).is_ok());
+    // With every other contribution fixed (by the server and colluders, before client 0 reveals), client
+    // 0's own fresh contribution still moves its neighbourhood over the whole range: there is nothing
+    // left to grind.
+    let mut draw = ChaCha20Rng::seed_from_u64(7);
+    let neighbourhoods: std::collections::BTreeSet<Vec<u32>> = (0..64)
+        .map(|_| {
+            let mut reveals = honest.reveals.clone();
+            draw.fill_bytes(&mut reveals[0].1);
+            let graph = r.params.graph_for(&graph::graph_seed(r.params.suite(), ctx, &reveals));
+            graph.neighbours(0).to_vec()
+        })
+        .collect();
+    // 35 neighbourhoods (4 of the 7 others) are possible; 64 uniform draws miss more than 20 of them with
+    // probability below 1e-9.
+    assert!(neighbourhoods.len() >= 15, "{} distinct neighbourhoods", neighbourhoods.len());
 }
 
 /// A fresh honest run of `r` (all clients) up to the relayed shares: the client states and the relays.
@@ -330,7 +428,8 @@ fn clients_awaiting_shares(r: &Round) -> (Vec<ClientAwaitShares>, Vec<Outgoing>)
         server.receive(c(u), &m).unwrap();
         s0.push(s);
     }
-    let (mut server, out) = server.close().unwrap();
+    let (server, out) = server.close().unwrap();
+    let (mut server, out, s0) = reveal(server, s0, &out);
     let mut s1 = Vec::new();
     for (s, o) in s0.into_iter().zip(&out) {
         let (s, m) = s.handle(&o.bytes, &mut rng).unwrap();
@@ -432,7 +531,8 @@ fn a_client_checks_consistency_signatures_before_revealing() {
             server.receive(c(u), &m).unwrap();
             st.push(s);
         }
-        let (mut server, out) = server.close().unwrap();
+        let (server, out) = server.close().unwrap();
+        let (mut server, out, st) = reveal(server, st, &out);
         let mut st1 = Vec::new();
         for (s, o) in st.into_iter().zip(&out) {
             let (s, m) = s.handle(&o.bytes, &mut rng).unwrap();
@@ -474,8 +574,8 @@ proptest! {
     #[test]
     fn random_bytes_never_panic_a_decoder(
         raw in proptest::collection::vec(any::<u8>(), 0..600),
-        kind in 1u8..=9,
-        which in 0usize..9,
+        kind in 1u8..=11,
+        which in 0usize..11,
         pos in any::<usize>(),
         byte in any::<u8>(),
         cut in any::<bool>(),
@@ -497,6 +597,8 @@ thread_local! {
         let t = transcript(r);
         vec![
             t.adverts[0].clone(),
+            t.commitments[0].bytes.clone(),
+            t.reveals[0].clone(),
             t.key_broadcasts[0].bytes.clone(),
             t.share_keys[0].clone(),
             t.relayed_shares[0].bytes.clone(),
@@ -517,6 +619,8 @@ fn every_message_round_trips_through_the_generic_decoder() {
     let ctx = r.params.context();
     let all = [
         &t.adverts[1],
+        &t.commitments[1].bytes,
+        &t.reveals[1],
         &t.key_broadcasts[1].bytes,
         &t.share_keys[1],
         &t.relayed_shares[1].bytes,
@@ -529,6 +633,8 @@ fn every_message_round_trips_through_the_generic_decoder() {
     for bytes in all {
         let reencoded = match Message::decode(bytes, l).unwrap() {
             Message::AdvertiseKeys(m) => m.encode(ctx),
+            Message::SeedCommitments(m) => m.encode(ctx),
+            Message::SeedReveal(m) => m.encode(ctx),
             Message::KeysBroadcast(m) => m.encode(ctx),
             Message::ShareKeys(m) => m.encode(ctx),
             Message::EncryptedShares(m) => m.encode(ctx),

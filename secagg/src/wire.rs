@@ -7,8 +7,9 @@ use hearth_crypto::suite::{DIGEST_LEN, SIGNATURE_LEN};
 
 use super::{Limits, MessageKind, SecAggError};
 
-/// The wire version this build speaks.
-pub const VERSION: u8 = 1;
+/// The wire version this build speaks (2: the graph seed is committed in phase 0 and revealed in
+/// phase 1).
+pub const VERSION: u8 = 2;
 /// Version, type, context hash.
 pub const HEADER_LEN: usize = 2 + DIGEST_LEN;
 

@@ -166,6 +166,20 @@ fn a_replayed_instance_and_a_repeated_secure_round_are_refused() {
 }
 
 #[test]
+fn a_round_is_joined_in_a_bounded_number_of_instances() {
+    let f = Fixture::new();
+    let local = f.local();
+    // A coordinator aborting every instance before any masked input left, to draw the graph again.
+    for instance in 0..MAX_INSTANCES_PER_ROUND as u64 {
+        local.admit_round("j", 3, 200 + instance, "intent", Kind::Secure, None).unwrap();
+    }
+    let e = err(f.local().admit_round("j", 3, 300, "intent", Kind::Secure, None));
+    assert!(e.contains("joined 6 instances of it already"), "{e}");
+    // Other rounds are not affected.
+    local.admit_round("j", 4, 301, "intent", Kind::Secure, None).unwrap();
+}
+
+#[test]
 fn every_release_is_charged_and_work_past_the_budget_is_refused() {
     let f = Fixture::new();
     let job = charge(2.0, 10);
