@@ -115,6 +115,9 @@ actions! {
     RoundDecline => "round.decline",
     /// A participant charged a release of its data to its institution's own ledger (or refused to).
     LocalCharge => "budget.local_charge",
+    /// The consortium CA issued a certificate (the CA's issuance log; object: the certificate's SHA-256,
+    /// detail: its role, id and institution).
+    CertIssue => "cert.issue",
     /// A participant left a secure round it had joined because a protocol message the coordinator relayed
     /// failed its checks (an altered seed commitment, a forged signature, a survivor set below the floor);
     /// nothing more of its input left.

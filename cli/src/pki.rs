@@ -1,22 +1,39 @@
-//! `hearth pki`: a consortium CA and node certificates, written as PEM files.
+//! `hearth pki`: a consortium CA and node certificates, written as PEM files, and the CA's issuance
+//! log: every certificate the CA issues is an entry of a signed, append-only audit log beside it
+//! (`DIR/ca-log/`), which the institutions witness and auditors verify like any node's log.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use hearth_crypto::pki::{ConsortiumCa, IssueOptions, Role};
+use hearth_audit::{Action, Event, Outcome};
+use hearth_crypto::digest::content_digest;
+use hearth_crypto::keystore::KeyKind;
+use hearth_crypto::pki::{ConsortiumCa, IssueOptions, IssuedCert, Role};
 use hearth_crypto::SuiteId;
+use hearth_node::audit::files::{read_meta, AuditPaths};
+use hearth_node::audit::AuditLog;
+use hearth_node::config::KeystoreConfig;
+use hearth_node::files::NodeLock;
+use hearth_node::keys::{Create, NodeKeys, AUDIT_KEY};
+
+/// The CA's issuance log, a node directory inside the PKI directory.
+pub const CA_LOG_DIR: &str = "ca-log";
+/// The issuance log's verifier key (vkey), for witnesses and auditors.
+pub const CA_LOG_VKEY: &str = "ca-log.vkey";
+/// The origin of the issuance log's checkpoints.
+const CA_LOG_ORIGIN: &str = "hearth/ca/issuance";
 
 /// `hearth pki ...`
 #[derive(Debug, clap::Subcommand)]
 pub enum PkiCommand {
     /// Create a consortium CA and certificates for a coordinator, participants, an operator and an app.
     #[command(
-        after_help = "Examples:\n  hearth pki init --dir pki --participants bank-a,airline-b,retail-c\n  hearth pki init --dir pki --participants bank-a --dns coord.example.org --ip 10.0.0.5\n\nWrites DIR/ca.pem and DIR/ca.key (keep the CA key offline), DIR/coordinator.{pem,key},\nDIR/<participant>.{pem,key}, and for each participant's institution DIR/<participant>/app.{pem,key} and\nDIR/<participant>/dpo.{pem,key} (its apps and its data protection officer: the only callers its desk\nand inference accept); and the consortium's DIR/operator.{pem,key}, DIR/dpo.{pem,key}, DIR/app.{pem,key}\nand DIR/analyst.{pem,key}, which act for no institution and reach no customer data.\n\nAlso DIR/<participant>/privacy-policy.{toml,json}: a starter privacy policy of the institution, signed\nby its DPO (review it, then `hearth budget sign`); and DIR/members.{toml,json}: the member list,\nsigned by every participant, that participants accept roster members from (`hearth members`)."
+        after_help = "Examples:\n  hearth pki init --dir pki --participants bank-a,airline-b,retail-c\n  hearth pki init --dir pki --participants bank-a --dns coord.example.org --ip 10.0.0.5\n\nWrites DIR/ca.pem and DIR/ca.key (keep the CA key offline), DIR/coordinator.{pem,key},\nDIR/<participant>.{pem,key}, and for each participant's institution DIR/<participant>/app.{pem,key} and\nDIR/<participant>/dpo.{pem,key} (its apps and its data protection officer: the only callers its desk\nand inference accept); and the consortium's DIR/operator.{pem,key}, DIR/dpo.{pem,key}, DIR/app.{pem,key}\nand DIR/analyst.{pem,key}, which act for no institution and reach no customer data.\n\nAlso DIR/<participant>/privacy-policy.{toml,json}: a starter privacy policy of the institution, signed\nby its DPO (review it, then `hearth budget sign`); and DIR/members.{toml,json}: the member list,\nsigned by every participant, that participants accept roster members from (`hearth members`).\n\nEvery certificate issued (here and by `hearth pki issue`) is first recorded in the CA's issuance log,\nDIR/ca-log: an audit log like a node's (action cert.issue, the certificate's SHA-256 as the object), its\ncheckpoints signed by a key in DIR/ca-log/keystore.sealed (passphrase in DIR/ca-log/passphrase; keep\nboth offline with the CA key). Its vkey is DIR/ca-log.vkey. Institutions witness it and auditors check\nit:\n  hearth audit export --state-dir pki/ca-log -o ca-log.jsonl\n  hearth audit cosign ca-log.jsonl --log-key @pki/ca-log.vkey --state-dir WITNESS_DIR -o ca-head.txt\n  hearth audit verify ca-log.jsonl --trusted-key @pki/ca-log.vkey --checkpoint ca-head.txt --witness-key VKEY"
     )]
     Init(InitArgs),
     /// Issue one more certificate from an existing CA.
     #[command(
-        after_help = "Examples:\n  hearth pki issue --dir pki --role participant --id hospital-d --dns hospital-d.example.org\n  hearth pki issue --dir pki --role app --id crm --institution hospital-d   # writes DIR/hospital-d/crm.{pem,key}"
+        after_help = "Examples:\n  hearth pki issue --dir pki --role participant --id hospital-d --dns hospital-d.example.org\n  hearth pki issue --dir pki --role app --id crm --institution hospital-d   # writes DIR/hospital-d/crm.{pem,key}\n\nEvery certificate issued is first recorded in the CA's issuance log, DIR/ca-log (its SHA-256, role, id\nand institution; see `hearth pki init --help`)."
     )]
     Issue(IssueArgs),
 }
@@ -83,11 +100,13 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<()> {
         }
         PkiCommand::Issue(a) => {
             let ca = load_ca(&a.dir)?;
+            let log = IssuanceLog::open(&a.dir, a.suite)?;
             let (dns, ips) = names(&a.dns, &a.ip);
-            let written = match &a.institution {
-                Some(i) => issue_for(&ca, &a.dir, a.role, &a.id, i)?,
-                None => issue(&ca, &a.dir, a.role, &a.id, &dns, &ips, a.suite)?,
+            let mut written = match &a.institution {
+                Some(i) => issue_for(&ca, &log, &a.dir, a.role, &a.id, i)?,
+                None => issue(&ca, &log, &a.dir, a.role, &a.id, &dns, &ips, a.suite)?,
             };
+            written.extend(log.close(&a.dir)?);
             let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
             eprintln!("wrote {}", names.join(", "));
             Ok(())
@@ -106,11 +125,16 @@ fn names(dns: &[String], ip: &[std::net::IpAddr]) -> (Vec<String>, Vec<std::net:
 /// Creates the CA and every certificate of `a`; returns the files written.
 pub fn init(a: &InitArgs) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
+    if a.dir.join("ca.pem").exists() {
+        bail!("{} already holds a CA (ca.pem); give another --dir", a.dir.display());
+    }
     let ca = ConsortiumCa::generate(&a.consortium)?;
+    let log = IssuanceLog::open(&a.dir, a.suite)?;
+    log.record_ca(&ca, &a.consortium)?;
     let mut written = vec![write_new(&a.dir.join("ca.pem"), &ca.cert_pem())?];
     written.push(write_secret(&a.dir.join("ca.key"), &ca.key_pem())?);
     let (dns, ips) = names(&a.dns, &a.ip);
-    written.extend(issue(&ca, &a.dir, Role::Coordinator, "coordinator", &dns, &ips, a.suite)?);
+    written.extend(issue(&ca, &log, &a.dir, Role::Coordinator, "coordinator", &dns, &ips, a.suite)?);
     for p in &a.participants {
         if ["coordinator", "operator", "app", "dpo", "analyst", "ca"].contains(&p.as_str()) {
             bail!("participant id {p:?} is reserved; choose another name");
@@ -118,10 +142,10 @@ pub fn init(a: &InitArgs) -> anyhow::Result<Vec<PathBuf>> {
         // Only its own (loopback) names: a participant's key must not be able to answer for the
         // coordinator's host name (participants also check the coordinator's role).
         let (own_dns, own_ips) = names(&[], &[]);
-        written.extend(issue(&ca, &a.dir, Role::Participant, p, &own_dns, &own_ips, a.suite)?);
+        written.extend(issue(&ca, &log, &a.dir, Role::Participant, p, &own_dns, &own_ips, a.suite)?);
         // The institution's own callers: its apps and its data protection officer.
-        written.extend(issue_for(&ca, &a.dir, Role::App, "app", p)?);
-        written.extend(issue_for(&ca, &a.dir, Role::Dpo, "dpo", p)?);
+        written.extend(issue_for(&ca, &log, &a.dir, Role::App, "app", p)?);
+        written.extend(issue_for(&ca, &log, &a.dir, Role::Dpo, "dpo", p)?);
         // A starter privacy policy of the institution, signed by its DPO, for its DPO to review.
         let source = write_new(&a.dir.join(p).join("privacy-policy.toml"), &starter_policy(p))?;
         let signed = a.dir.join(p).join(hearth_participant::privacy::SIGNED_POLICY_FILE);
@@ -141,10 +165,12 @@ pub fn init(a: &InitArgs) -> anyhow::Result<Vec<PathBuf>> {
         }
         written.extend([source, signed]);
     }
-    written.extend(issue(&ca, &a.dir, Role::Operator, "operator", &[], &[], SuiteId::International)?);
-    written.extend(issue(&ca, &a.dir, Role::App, "app", &[], &[], SuiteId::International)?);
-    written.extend(issue(&ca, &a.dir, Role::Dpo, "dpo", &[], &[], SuiteId::International)?);
-    written.extend(issue(&ca, &a.dir, Role::Analyst, "analyst", &[], &[], SuiteId::International)?);
+    for (role, id) in
+        [(Role::Operator, "operator"), (Role::App, "app"), (Role::Dpo, "dpo"), (Role::Analyst, "analyst")]
+    {
+        written.extend(issue(&ca, &log, &a.dir, role, id, &[], &[], SuiteId::International)?);
+    }
+    written.extend(log.close(&a.dir)?);
     Ok(written)
 }
 
@@ -171,6 +197,7 @@ fn starter_policy(institution: &str) -> String {
 /// Issues `DIR/<institution>/<id>.{pem,key}`: a certificate acting for one institution.
 fn issue_for(
     ca: &ConsortiumCa,
+    log: &IssuanceLog,
     dir: &Path,
     role: Role,
     id: &str,
@@ -180,6 +207,7 @@ fn issue_for(
     let cert = ca
         .issue_with(role, id, &[], &[], &options)
         .with_context(|| format!("issuing the {role} certificate {id:?} of institution {institution:?}"))?;
+    log.record(&cert, role, id, Some(institution))?;
     let dir = dir.join(institution);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(vec![
@@ -188,8 +216,10 @@ fn issue_for(
     ])
 }
 
+#[allow(clippy::too_many_arguments)]
 fn issue(
     ca: &ConsortiumCa,
+    log: &IssuanceLog,
     dir: &Path,
     role: Role,
     id: &str,
@@ -212,6 +242,7 @@ fn issue(
     let cert = ca
         .issue_with(role, id, dns, ips, &options)
         .with_context(|| format!("issuing the {role} certificate {id:?}"))?;
+    log.record(&cert, role, id, None)?;
     let mut written = vec![
         write_new(&dir.join(format!("{id}.pem")), &cert.cert_pem)?,
         write_secret(&dir.join(format!("{id}.key")), &cert.key_pem)?,
@@ -221,6 +252,95 @@ fn issue(
         written.push(write_secret(&dir.join(format!("{id}.sm2.key")), &hex)?);
     }
     Ok(written)
+}
+
+/// The CA's issuance log, open for appending (and locked) while certificates are issued.
+struct IssuanceLog {
+    log: AuditLog,
+    _lock: NodeLock,
+}
+
+impl IssuanceLog {
+    /// Opens `PKI_DIR/ca-log`, creating it (keystore, passphrase file, log) when missing. An existing
+    /// log keeps its suite; a new one takes `suite`.
+    fn open(pki_dir: &Path, suite: SuiteId) -> anyhow::Result<Self> {
+        let dir = pki_dir.join(CA_LOG_DIR);
+        let lock = NodeLock::acquire(&dir).context("locking the CA's issuance log")?;
+        let paths = AuditPaths::new(&dir);
+        let suite = if paths.meta.exists() { read_meta(&paths)?.suite } else { suite };
+        let passphrase = dir.join("passphrase");
+        if !passphrase.exists() {
+            write_secret(&passphrase, &format!("{}\n", hex::encode(rand::random::<[u8; 32]>())))?;
+        }
+        let cfg = KeystoreConfig { passphrase_file: Some(passphrase), ..KeystoreConfig::default() };
+        let (keys, events) =
+            NodeKeys::open(&cfg, suite, &dir, &[(AUDIT_KEY, KeyKind::Audit)], Create::IfMissing, None)
+                .with_context(|| format!("opening the issuance log's keystore in {}", dir.display()))?;
+        let (log, _) = AuditLog::open(&dir, &keys, CA_LOG_ORIGIN)
+            .with_context(|| format!("opening the CA's issuance log in {}", dir.display()))?;
+        for e in &events {
+            log.record_key_event("ca", e);
+        }
+        Ok(Self { log, _lock: lock })
+    }
+
+    /// Records the CA's own certificate.
+    fn record_ca(&self, ca: &ConsortiumCa, consortium: &str) -> anyhow::Result<()> {
+        let der = hearth_crypto::pki::cert_der_from_pem(&ca.cert_pem())?;
+        self.append(
+            Event::new("ca", Action::CertIssue, Outcome::Ok)
+                .object(hex::encode(content_digest(&der)))
+                .detail(format!("the consortium CA {consortium:?} (self-signed)")),
+        )
+    }
+
+    /// Records `cert` before its files are written: a certificate the log does not hold is never handed
+    /// out by this command.
+    fn record(
+        &self,
+        cert: &IssuedCert,
+        role: Role,
+        id: &str,
+        institution: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let der = hearth_crypto::pki::cert_der_from_pem(&cert.cert_pem)?;
+        let mut event =
+            Event::new("ca", Action::CertIssue, Outcome::Ok).object(hex::encode(content_digest(&der)));
+        event = match (role, institution) {
+            (_, Some(i)) => {
+                event.tenant(i).detail(format!("{role} certificate {id:?} acting for institution {i:?}"))
+            }
+            (Role::Participant, None) => event.tenant(id).detail(format!("{role} certificate {id:?}")),
+            _ => event.detail(format!("{role} certificate {id:?}")),
+        };
+        self.append(event)
+    }
+
+    fn append(&self, event: Event) -> anyhow::Result<()> {
+        match self.log.record_event(event) {
+            Some(_) => Ok(()),
+            None => bail!(
+                "could not append to the CA's issuance log in {}; no certificate is written unrecorded",
+                self.log.paths().dir.display()
+            ),
+        }
+    }
+
+    /// Signs a checkpoint over everything recorded and writes the log's vkey beside the CA (once).
+    /// Returns the vkey file when it was written now.
+    fn close(self, pki_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+        self.log.checkpoint_now().context("signing the issuance log's checkpoint")?;
+        let vkey = self.log.verifier_key()?.encode();
+        let path = pki_dir.join(CA_LOG_VKEY);
+        match std::fs::read_to_string(&path) {
+            Ok(old) if old.lines().any(|l| l.trim() == vkey) => Ok(None),
+            Ok(_) => bail!(
+                "{} does not hold the issuance log's current key {vkey}; was the log replaced?",
+                path.display()
+            ),
+            Err(_) => Ok(Some(write_new(&path, &format!("{vkey}\n"))?)),
+        }
+    }
 }
 
 fn load_ca(dir: &Path) -> anyhow::Result<ConsortiumCa> {
