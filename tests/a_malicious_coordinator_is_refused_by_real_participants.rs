@@ -332,9 +332,18 @@ async fn a_malicious_coordinator_is_refused_by_real_participants() {
     // The honest round goes on with a list of graph-seed commitments in which the participant's own is
     // altered (a coordinator trying to fix the neighbour graph after seeing the contributions): the
     // participant reveals nothing, leaves the round, declines it with the reason and audits it.
+    // It does so in a retry (a new instance of the round), which takes the round's relay queue over: the
+    // first instance ends there and must not take the retry's queue with it.
+    let mut retry = setup(&five, fair.degree, fair.threshold, num_params + 2);
+    retry.instance = 2;
+    tx.send(open("honest", retry, None)).await.unwrap();
+    wait("the retry is joined", &|s: &Seen| {
+        s.sent.iter().filter(|(j, _, p)| j == "honest" && *p == 0).count() == 2
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await; // the first instance has ended
     let advertisement = {
         let s = seen.lock().unwrap();
-        let i = s.sent.iter().position(|(j, _, p)| j == "honest" && *p == 0).unwrap();
+        let i = s.sent.iter().rposition(|(j, _, p)| j == "honest" && *p == 0).unwrap();
         s.payloads[i].clone()
     };
     // The context (bytes 2..34 of every message's header) binds the list to this round instance.

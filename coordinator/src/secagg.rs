@@ -367,7 +367,34 @@ impl SecAggRound {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hearth_secagg::{start_client, SuiteSigner};
+    use hearth_secagg::{
+        start_client, ClientPolicy, ClientRound, MemberVerifier, RoundTerms, SuiteSigner, VerifiedMember,
+        VerifiedRoster,
+    };
+
+    /// The test's members are its own keys.
+    struct OwnKeys;
+
+    impl MemberVerifier for OwnKeys {
+        type Announced = Vec<u8>;
+
+        fn verify_member(&self, i: usize, key: &Vec<u8>) -> Result<VerifiedMember, String> {
+            Ok(VerifiedMember::new(format!("p{i}"), key.clone()))
+        }
+    }
+
+    /// Client `me`'s view of the round, checked as a participant checks it.
+    fn client_round(r: &SecAggRound, me: u32) -> ClientRound {
+        let config = r.params.config();
+        let policy = ClientPolicy {
+            own_id: format!("p{me}"),
+            min_members: 3,
+            min_survivors: 0,
+            rule: GraphRule::default(),
+        };
+        let roster = VerifiedRoster::verify(&config.roster, me, &OwnKeys, &policy).unwrap();
+        ClientRound::new(RoundTerms::from(config), roster, &policy).unwrap()
+    }
 
     fn round(n: usize) -> (SecAggRound, Vec<hearth_crypto::SecretBytes>) {
         let suite = SuiteId::International.suite();
@@ -402,13 +429,13 @@ mod tests {
         // p0 sends a message signed with p1's key: a forgery, refused, and p0 is out of the round.
         let mut rng = hearth_secagg::os_rng().unwrap();
         let signer = Box::new(SuiteSigner::new(SuiteId::International, keys[1].clone()));
-        let (_, forged) = start_client(Arc::clone(&r.params), ClientIndex(0), signer, &mut rng).unwrap();
+        let (_, forged) = start_client(&client_round(&r, 0), signer, &mut rng).unwrap();
         assert!(matches!(r.receive(u, 0, &forged), Err(SecAggRefusal::Protocol(_))));
         assert!(matches!(r.begin("p0", 0), Err(SecAggRefusal::NotExpected(_))));
         // p1 sends its own message once; a second one is a duplicate.
         let u1 = r.begin("p1", 0).unwrap();
         let signer = Box::new(SuiteSigner::new(SuiteId::International, keys[1].clone()));
-        let (_, good) = start_client(Arc::clone(&r.params), ClientIndex(1), signer, &mut rng).unwrap();
+        let (_, good) = start_client(&client_round(&r, 1), signer, &mut rng).unwrap();
         r.receive(u1, 0, &good).unwrap();
         assert!(matches!(r.begin("p1", 0), Err(SecAggRefusal::Duplicate(_))));
         assert_eq!(r.responded(), 1);

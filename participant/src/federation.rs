@@ -196,8 +196,14 @@ impl Federation {
                             tracing::warn!(job, round, error = format!("{e:#}"), "round work failed");
                             if secure {
                                 // A relayed message that fails the protocol's checks is the coordinator's
-                                // (or a peer's) deviation: on record, with what it was.
-                                if e.chain().any(|c| c.is::<hearth_secagg::SecAggError>()) {
+                                // (or a peer's) deviation: on record, with what it was. (A round refused
+                                // before joining is already on record as round.join.)
+                                let deviation = e.chain().any(|c| {
+                                    c.downcast_ref::<hearth_secagg::SecAggError>().is_some_and(|e| {
+                                        !matches!(e, hearth_secagg::SecAggError::RoundRefused { .. })
+                                    })
+                                });
+                                if deviation {
                                     me.audit.record(
                                         "system",
                                         Action::RoundAbandon,

@@ -1,17 +1,21 @@
 //! The participant's side of a secure-aggregation round: it runs the protocol's client phases
 //! (`hearth_secagg`) and sends its update only masked.
 //!
-//! Before taking part it checks the round it was invited to, trusting nothing the coordinator announces:
-//! - every roster certificate must verify against the consortium CA and carry the `participant` role (a
-//!   coordinator, operator or app certificate is no member), and each member's protocol key is taken
-//!   from that member's certificate, never from the coordinator's word;
+//! Before taking part it checks the round it was invited to, trusting nothing the coordinator announces.
+//! The library takes the round only as a `hearth_secagg::ClientRound` built from a `VerifiedRoster`
+//! (`hearth_secagg::verified`), so none of these checks can be skipped:
+//! - every roster certificate must verify against the consortium CA, carry the `participant` role (a
+//!   coordinator, operator or app certificate is no member) and be on the member list the institutions
+//!   signed, and each member's protocol key is taken from that member's certificate, never from the
+//!   coordinator's word (this module's `CertificateVerifier`);
 //! - no identity and no protocol key appears twice (a coordinator padding the roster with copies of
 //!   itself or of one colluder would otherwise hold most of a victim's shares);
 //! - the roster has at least this participant's own floor of members ([`SecAggIdentity::min_members`]);
 //! - its own entry carries its own identity, read from its own certificate, not from the coordinator;
 //! - the announced degree and threshold keep the privacy bound of [`GraphRule::default`] for the
 //!   announced cohort size: the participant computes it itself, so a coordinator announcing `k = t = 2`
-//!   in a cohort of 50 is refused.
+//!   in a cohort of 50 is refused;
+//! - the survivor floor (or the threshold, if larger) reaches this participant's own.
 //!
 //! What it masks is `[w·δ, w, w·loss]` with `w = min(n, cap) / cap` (see the coordinator's `secagg`
 //! module): its example count and loss reach the coordinator only inside the sum.
@@ -27,8 +31,8 @@ use hearth_proto::v1::coordinator_client::CoordinatorClient;
 use hearth_proto::v1::{self, sec_agg_chunk};
 use hearth_proto::MAX_CHUNK_BYTES;
 use hearth_secagg::{
-    os_rng, start_client, ClientIndex, GraphRule, Quantizer, QuantizerSpec, RoundConfig, RoundParams,
-    SuiteSigner,
+    os_rng, start_client, ClientPolicy, ClientRound, GraphRule, MemberVerifier, Quantizer, QuantizerSpec,
+    RoundTerms, SuiteSigner, VerifiedMember, VerifiedRoster,
 };
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
@@ -86,8 +90,7 @@ impl SecAggIdentity {
 /// A validated invitation: the protocol parameters and this participant's index.
 #[derive(Debug, Clone)]
 pub struct Invitation {
-    params: Arc<RoundParams>,
-    me: ClientIndex,
+    round: ClientRound,
     quantizer: Quantizer,
     weight_cap: f64,
 }
@@ -126,21 +129,8 @@ pub fn accept(
     if suite != who.suite {
         bail!("the round uses the {suite} suite, this participant is configured for {}", who.suite);
     }
-    let me = setup.your_index as usize;
-    let mine = setup.roster.get(me).context("my index is outside the roster")?;
-    let my_id = &who.me.id;
     if who.me.role != Role::Participant {
         bail!("this node's certificate is {}, not a participant's", who.me);
-    }
-    if mine.participant_id != *my_id {
-        bail!("the roster lists {:?} at my index, I am {my_id:?}", mine.participant_id);
-    }
-    if setup.roster.len() < who.min_members {
-        bail!(
-            "the roster has {} members; this participant takes part only with at least {}",
-            setup.roster.len(),
-            who.min_members
-        );
     }
     let members = who
         .members
@@ -148,83 +138,31 @@ pub fn accept(
         .map(|m| m.current())
         .transpose()
         .context("the member list the institutions signed")?;
-    let now = SystemTime::now();
-    let mut roster: Vec<Vec<u8>> = Vec::with_capacity(setup.roster.len());
-    let mut ids = std::collections::HashSet::with_capacity(setup.roster.len());
-    for (i, m) in setup.roster.iter().enumerate() {
-        let peer = who
-            .verified
-            .verify(&who.ca_der, &m.certificate_der, now)
-            .with_context(|| format!("roster member {i} ({:?}): certificate", m.participant_id))?;
-        if peer.identity.id != m.participant_id {
-            bail!(
-                "roster member {i} claims to be {:?}, its certificate says {}",
-                m.participant_id,
-                peer.identity
-            );
-        }
-        if peer.identity.role != Role::Participant {
-            bail!("roster member {i} is {}: only participants may be members", peer.identity);
-        }
-        if let Some(list) = &members {
-            if !list.admits(&peer.identity.id, &m.certificate_der) {
-                bail!(
-                    "roster member {i} ({}) with this certificate is not on the member list the institutions \
-                     signed (version {})",
-                    peer.identity,
-                    list.version
-                );
-            }
-        }
-        if !ids.insert(peer.identity.id.clone()) {
-            bail!("roster member {i} ({}) appears more than once", peer.identity);
-        }
-        let key = peer.protocol_key(suite).with_context(|| format!("roster member {i}"))?.to_vec();
-        if let Some(j) = roster.iter().position(|k| *k == key) {
-            bail!("roster members {j} and {i} ({}) share one protocol key", peer.identity);
-        }
-        roster.push(key);
-    }
+    let policy = ClientPolicy {
+        own_id: who.me.id.clone(),
+        min_members: who.min_members,
+        min_survivors,
+        rule: GraphRule::default(),
+    };
+    let verifier = CertificateVerifier { who, suite, members: members.as_ref(), now: SystemTime::now() };
+    let roster = VerifiedRoster::verify(&setup.roster, setup.your_index, &verifier, &policy)?;
     if setup.vector_len != vector_len {
         bail!("the round masks {} values, this participant expects {vector_len}", setup.vector_len);
     }
+    let n = u32::try_from(setup.roster.len()).context("roster too large")?;
     let modulus_bits = u8::try_from(setup.modulus_bits).context("modulus bits out of range")?;
-    let n = u32::try_from(roster.len()).context("roster too large")?;
-    let rule = GraphRule::default();
-    let (privacy_log2, _) = rule.failure_log2(n, setup.degree.min(n - 1), setup.threshold);
-    if privacy_log2.is_nan() || privacy_log2 > -f64::from(rule.security_bits) {
-        bail!(
-            "degree {} and threshold {} for {n} members keep privacy only within 2^{privacy_log2:.1}; this \
-             participant requires 2^-{} (the degree and threshold it would choose: {})",
-            setup.degree,
-            setup.threshold,
-            rule.security_bits,
-            rule.choose(n).map_or_else(|e| e.to_string(), |c| format!("{} and {}", c.degree, c.threshold))
-        );
-    }
-    let floor = min_survivors.max(u32::try_from(who.min_members).unwrap_or(u32::MAX));
-    if setup.min_survivors < floor {
-        bail!(
-            "the round would unmask a sum over as few as {} survivors; this participant requires at least \
-             {floor}",
-            setup.min_survivors.max(setup.threshold)
-        );
-    }
-    let params = Arc::new(
-        RoundParams::new(RoundConfig {
-            suite,
-            job_id: at.job_id.clone().into_bytes(),
-            round: at.round,
-            roster,
-            degree: setup.degree,
-            threshold: setup.threshold,
-            vector_len: u32::try_from(setup.vector_len).context("vector too long")?,
-            modulus_bits,
-            instance: setup.instance,
-            min_survivors: setup.min_survivors,
-        })
-        .context("secure-aggregation parameters")?,
-    );
+    let terms = RoundTerms {
+        suite,
+        job_id: at.job_id.clone().into_bytes(),
+        round: at.round,
+        degree: setup.degree,
+        threshold: setup.threshold,
+        vector_len: u32::try_from(setup.vector_len).context("vector too long")?,
+        modulus_bits,
+        instance: setup.instance,
+        min_survivors: setup.min_survivors,
+    };
+    let round = ClientRound::new(terms, roster, &policy)?;
     if !(setup.weight_cap.is_finite() && setup.weight_cap >= 1.0) {
         bail!("weight cap {} must be at least 1", setup.weight_cap);
     }
@@ -235,7 +173,50 @@ pub fn accept(
         modulus_bits,
     })
     .context("quantiser")?;
-    Ok(Invitation { params, me: ClientIndex(setup.your_index), quantizer, weight_cap: setup.weight_cap })
+    Ok(Invitation { round, quantizer, weight_cap: setup.weight_cap })
+}
+
+/// Establishes each announced roster member from its certificate, never from the coordinator's word: it
+/// must verify against the consortium CA, name the member the coordinator says it is, carry the
+/// participant role and, when the institutions signed a member list, be on it; the member's protocol key
+/// is the one its certificate carries.
+struct CertificateVerifier<'a> {
+    who: &'a SecAggIdentity,
+    suite: SuiteId,
+    members: Option<&'a crate::membership::MemberList>,
+    now: SystemTime,
+}
+
+impl MemberVerifier for CertificateVerifier<'_> {
+    type Announced = v1::RosterMember;
+
+    fn verify_member(&self, i: usize, m: &v1::RosterMember) -> Result<VerifiedMember, String> {
+        let peer = self
+            .who
+            .verified
+            .verify(&self.who.ca_der, &m.certificate_der, self.now)
+            .map_err(|e| format!("roster member {i} ({:?}): certificate: {e}", m.participant_id))?;
+        if peer.identity.id != m.participant_id {
+            return Err(format!(
+                "roster member {i} claims to be {:?}, its certificate says {}",
+                m.participant_id, peer.identity
+            ));
+        }
+        if peer.identity.role != Role::Participant {
+            return Err(format!("roster member {i} is {}: only participants may be members", peer.identity));
+        }
+        if let Some(list) = self.members {
+            if !list.admits(&peer.identity.id, &m.certificate_der) {
+                return Err(format!(
+                    "roster member {i} ({}) with this certificate is not on the member list the institutions \
+                     signed (version {})",
+                    peer.identity, list.version
+                ));
+            }
+        }
+        let key = peer.protocol_key(self.suite).map_err(|e| format!("roster member {i}: {e}"))?;
+        Ok(VerifiedMember::new(peer.identity.id.clone(), key.to_vec()))
+    }
 }
 
 /// The vector a participant masks: its delta and loss weighted by `w = min(n, cap) / cap`, then `w`.
@@ -283,7 +264,7 @@ impl Invitation {
 
     /// The cohort's size.
     pub fn cohort(&self) -> u32 {
-        self.params.n()
+        self.round.params().n()
     }
 }
 
@@ -311,7 +292,7 @@ pub async fn run_client(
         + Duration::from_millis(open.deadline_unix_ms.saturating_sub(now_ms()).max(1));
     let signer = Box::new(SuiteSigner::new(who.suite, who.signing.clone()));
     let mut rng = os_rng().context("seeding the protocol's generator")?;
-    let (state, msg) = start_client(Arc::clone(&inv.params), inv.me, signer, &mut rng)?;
+    let (state, msg) = start_client(&inv.round, signer, &mut rng)?;
     sent += send(&mut client, open, 0, msg).await?;
     if stops(0) {
         return Ok(sent);
@@ -606,7 +587,7 @@ mod tests {
         assert!(e.contains("as few as 3 survivors; this participant requires at least 5"), "{e}");
         s.min_survivors = 5;
         let inv = accept(&who, &at(), 10, &s, 5).unwrap();
-        assert_eq!(inv.params.survivor_floor(), 5);
+        assert_eq!(inv.round.params().survivor_floor(), 5);
         // Its own roster floor counts too, whatever the round needs.
         let mut strict = me(&ca, "victim");
         strict.min_members = 6;
@@ -623,7 +604,7 @@ mod tests {
         let who = me(&ca, "victim");
         let first = accept(&who, &at(), 10, &s, 0).unwrap();
         let retry = accept(&who, &at(), 10, &v1::SecAggSetup { instance: 2, ..s }, 0).unwrap();
-        assert_ne!(first.params.context(), retry.params.context());
+        assert_ne!(first.round.params().context(), retry.round.params().context());
     }
 
     #[test]

@@ -25,7 +25,8 @@ use super::messages::{
     UnmaskShares, SHARE_PLAINTEXT_LEN,
 };
 use super::shamir::{self, Share, SHARE_LEN};
-use super::{ClientIndex, Phase, RoundParams, SecAggError};
+use super::verified::ClientRound;
+use super::{Phase, RoundParams, SecAggError};
 
 /// Signs protocol messages with the node's signing key. A keystore (or an HSM) implements this so the
 /// key never has to leave it; [`SuiteSigner`] holds the key in memory.
@@ -127,13 +128,14 @@ fn share_aad(context: &[u8; 32], from: u32, to: u32) -> Vec<u8> {
 
 /// Starts a client's round: makes the two key pairs, the self-mask seed and the graph-seed
 /// contribution, and returns the state waiting for the commitments with the signed [`AdvertiseKeys`]
-/// (carrying this client's commitment) to send.
+/// (carrying this client's commitment) to send. It takes only a [`ClientRound`]: a round whose roster and
+/// terms the client checked ([`crate::verified`]).
 pub fn start_client<R: CryptoRng + ?Sized>(
-    params: Arc<RoundParams>,
-    me: ClientIndex,
+    round: &ClientRound,
     signer: Box<dyn MessageSigner>,
     rng: &mut R,
 ) -> Result<(ClientAwaitCommitments, Vec<u8>), SecAggError> {
+    let (params, me) = (Arc::clone(round.params()), round.me());
     if me.0 >= params.n() {
         return Err(SecAggError::UnknownClient { index: me.0, n: params.n() });
     }

@@ -121,6 +121,14 @@ pub enum SecAggError {
         /// Why it was refused.
         reason: String,
     },
+    /// A client refuses the round the server announced before taking part: a roster member its verifier
+    /// refused, a repeated member or key, a roster below its floor, a foreign own entry, a degree and
+    /// threshold below its privacy bound, a survivor floor below its own (see [`crate::verified`]).
+    #[error("{reason}")]
+    RoundRefused {
+        /// Why, naming the member or parameter.
+        reason: String,
+    },
     /// A message ends before a field it announces: a truncated transfer or a malformed peer.
     #[error("message truncated: {what} needs {needed} bytes, {available} left")]
     Truncated {

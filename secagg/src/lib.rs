@@ -38,6 +38,11 @@
 //!   condition is simply `|C| < 2t - k`. Every client message is signed with the client's node key and
 //!   verified by the receiving clients, so the server cannot impersonate one client to another; the
 //!   consistency signatures bind every survivor to one survivor set.
+//! * **Checked before joining**: a client starts only a [`ClientRound`] ([`start_client`] takes nothing
+//!   else), built only from a [`VerifiedRoster`] (every member through the caller's [`MemberVerifier`],
+//!   no repeated identity or key, at least the client's floor of members, its own entry its own) and
+//!   terms whose degree and threshold keep the client's [`GraphRule`] bound and whose survivor floor
+//!   reaches its own ([`verified`]); so no caller starts a round from what the server merely announced.
 //! * **Drop-outs**: any client may vanish at any phase. The round completes while every needed secret
 //!   still has t live holders; with the rule's k and t this fails with probability at most 2^-η for the
 //!   stated drop-out fraction. Otherwise the round aborts with [`SecAggError::TooFewSurvivors`] or
@@ -110,6 +115,7 @@ pub mod quantize;
 pub mod server;
 pub mod shamir;
 pub mod simulate;
+pub mod verified;
 mod wire;
 
 #[cfg(test)]
@@ -135,4 +141,5 @@ pub use server::{
     ServerUnmasking, UnmaskedSum,
 };
 pub use simulate::{simulate_round, Dropouts, Simulation, SimulationReport};
+pub use verified::{ClientPolicy, ClientRound, MemberVerifier, RoundTerms, VerifiedMember, VerifiedRoster};
 pub use wire::VERSION;

@@ -18,6 +18,7 @@ use hearth_crypto::suite::SuiteId;
 
 use super::client::{start_client, ClientAwaitShares, PremaskedInput, SuiteSigner};
 use super::server::{Outgoing, ServerAdvertise, UnmaskedSum};
+use super::verified::ClientRound;
 use super::{ClientIndex, GraphRule, NeighbourGraph, RoundConfig, RoundParams, SecAggError};
 
 /// The protocol's phases: advertise, reveal, share, mask, consistency, unmask.
@@ -198,8 +199,7 @@ pub fn simulate_round(sim: &Simulation) -> Result<SimulationReport, SecAggError>
         }
         let t = Instant::now();
         let (state, msg) = start_client(
-            Arc::clone(&params),
-            ClientIndex(u),
+            &ClientRound::from_params(Arc::clone(&params), ClientIndex(u)),
             Box::new(SuiteSigner::new(sim.suite, sk)),
             &mut rng,
         )?;

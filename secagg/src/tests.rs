@@ -159,7 +159,9 @@ fn fewer_than_t_survivors_abort_without_a_sum() {
     // client, which refuses to share with fewer than t neighbours.
     let r = round(SuiteId::International, 8, 2, 2, 8, 32, 1);
     let mut rng = ChaCha20Rng::seed_from_u64(1);
-    let (state, ad) = start_client(Arc::clone(&r.params), ClientIndex(0), r.signer(0), &mut rng).unwrap();
+    let (state, ad) =
+        start_client(&ClientRound::from_params(Arc::clone(&r.params), ClientIndex(0)), r.signer(0), &mut rng)
+            .unwrap();
     let ctx = *r.params.context();
     let own = AdvertiseKeys::decode(&ad, r.params.limits()).unwrap().seed_commitment;
     let others = |v: u32| (v, graph::seed_commitment(SuiteId::International, &ctx, v, &[v as u8; 32]));
@@ -244,7 +246,12 @@ pub(super) fn upload_of_client_0(r: &Round, input: &[u32]) -> Vec<u8> {
     let mut server = ServerAdvertise::new(Arc::clone(&r.params));
     let mut states = Vec::new();
     for u in 0..n {
-        let (s, m) = start_client(Arc::clone(&r.params), ClientIndex(u), r.signer(u), &mut rng).unwrap();
+        let (s, m) = start_client(
+            &ClientRound::from_params(Arc::clone(&r.params), ClientIndex(u)),
+            r.signer(u),
+            &mut rng,
+        )
+        .unwrap();
         server.receive(ClientIndex(u), &m).unwrap();
         states.push(s);
     }
@@ -312,7 +319,12 @@ fn quantised_floats_survive_the_protocol() {
     let mut server = ServerAdvertise::new(Arc::clone(&r.params));
     let mut s0 = Vec::new();
     for u in 0..6 {
-        let (s, m) = start_client(Arc::clone(&r.params), ClientIndex(u), r.signer(u), &mut rng).unwrap();
+        let (s, m) = start_client(
+            &ClientRound::from_params(Arc::clone(&r.params), ClientIndex(u)),
+            r.signer(u),
+            &mut rng,
+        )
+        .unwrap();
         server.receive(ClientIndex(u), &m).unwrap();
         s0.push(s);
     }

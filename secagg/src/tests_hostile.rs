@@ -43,7 +43,12 @@ fn transcript(r: &Round) -> Transcript {
     let mut server = ServerAdvertise::new(Arc::clone(&r.params));
     let (mut s0, mut adverts) = (Vec::new(), Vec::new());
     for u in 0..n {
-        let (s, m) = start_client(Arc::clone(&r.params), ClientIndex(u), r.signer(u), &mut rng).unwrap();
+        let (s, m) = start_client(
+            &ClientRound::from_params(Arc::clone(&r.params), ClientIndex(u)),
+            r.signer(u),
+            &mut rng,
+        )
+        .unwrap();
         server.receive(ClientIndex(u), &m).unwrap();
         s0.push(s);
         adverts.push(m);
@@ -288,7 +293,9 @@ fn the_server_never_accepts_a_share_it_must_not_hold() {
 /// graph-seed contribution as the transcript's client 0 (same generator, same draws), so the transcript's
 /// commitments and reveals fit it.
 fn client_awaiting_keys(r: &Round, t: &Transcript) -> ClientAwaitKeys {
-    let (s, _) = start_client(Arc::clone(&r.params), c(0), r.signer(0), &mut rng()).unwrap();
+    let (s, _) =
+        start_client(&ClientRound::from_params(Arc::clone(&r.params), c(0)), r.signer(0), &mut rng())
+            .unwrap();
     s.handle(&t.commitments[0].bytes).unwrap().0
 }
 
@@ -367,7 +374,11 @@ fn the_graph_seed_is_no_ones_choice() {
     assert_eq!(s.close().unwrap_err(), E::SeedWithheld { missing: vec![7] });
 
     // A client reveals only once its own commitment is listed, unaltered.
-    let fresh = || start_client(Arc::clone(&r.params), c(0), r.signer(0), &mut rng()).unwrap().0;
+    let fresh = || {
+        start_client(&ClientRound::from_params(Arc::clone(&r.params), c(0)), r.signer(0), &mut rng())
+            .unwrap()
+            .0
+    };
     let commitments = SeedCommitments::decode(&t.commitments[0].bytes, limits).unwrap();
     let mut altered = commitments.clone();
     altered.commitments[0].1[0] ^= 1;
@@ -424,7 +435,9 @@ fn clients_awaiting_shares(r: &Round) -> (Vec<ClientAwaitShares>, Vec<Outgoing>)
     let mut server = ServerAdvertise::new(Arc::clone(&r.params));
     let mut s0 = Vec::new();
     for u in 0..r.params.n() {
-        let (s, m) = start_client(Arc::clone(&r.params), c(u), r.signer(u), &mut rng).unwrap();
+        let (s, m) =
+            start_client(&ClientRound::from_params(Arc::clone(&r.params), c(u)), r.signer(u), &mut rng)
+                .unwrap();
         server.receive(c(u), &m).unwrap();
         s0.push(s);
     }
@@ -527,7 +540,9 @@ fn a_client_checks_consistency_signatures_before_revealing() {
         let mut server = ServerAdvertise::new(Arc::clone(&r.params));
         let mut st = Vec::new();
         for u in 0..5 {
-            let (s, m) = start_client(Arc::clone(&r.params), c(u), r.signer(u), &mut rng).unwrap();
+            let (s, m) =
+                start_client(&ClientRound::from_params(Arc::clone(&r.params), c(u)), r.signer(u), &mut rng)
+                    .unwrap();
             server.receive(c(u), &m).unwrap();
             st.push(s);
         }
