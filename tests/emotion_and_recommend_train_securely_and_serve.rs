@@ -261,8 +261,8 @@ async fn emotion_and_recommend_train_securely_and_serve() {
     assert!(versions.windows(2).all(|w| w[0] <= w[1]), "served versions went backwards");
     let mut distinct = versions.clone();
     distinct.dedup();
-    assert!(distinct.len() >= 2, "the app saw at least one swap; versions seen: {distinct:?}");
-    assert!(distinct.last().is_some_and(|v| *v <= ROUNDS));
+    // A job's model is served once the job has finished, never a round's model on the way.
+    assert_eq!(distinct, [ROUNDS], "the app saw only the finished job's model");
 
     // Emotion over HTTP: every label scored, the escalation rule this participant calibrated.
     let angry = r#"{"text": "I am absolutely furious, this is the worst service I have ever had"}"#;

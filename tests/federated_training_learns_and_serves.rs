@@ -21,7 +21,7 @@ async fn federated_training_learns_and_serves() {
     labels.dedup();
     let spec = IntentSpec::new(labels.clone(), Default::default()).unwrap();
     // An app calls inference over gRPC the whole time: once a model is served, every request must succeed
-    // while models are swapped in between rounds, and the versions it sees never go backwards.
+    // while a finished job's model is swapped in, and the versions it sees never go backwards.
     let stop = Arc::new(AtomicBool::new(false));
     let hammer = {
         let (stop, addr, app) =
@@ -128,13 +128,59 @@ async fn federated_training_learns_and_serves() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(served, rounds, "participant serves the final model");
+    // A second job, one round longer, replaces it under the app's load: a swap of a served model.
+    let rounds = rounds + 1;
+    let second = op
+        .submit_job(v1::JobSpec {
+            job_id: "it-intent-2".into(),
+            model_spec_json: spec.to_json().into(),
+            rounds,
+            train: Some(v1::TrainParams {
+                local_epochs: 1,
+                learning_rate: 1.0,
+                batch_size: 8,
+                l2: 0.0,
+                seed: 2,
+            }),
+            min_participants: 3,
+            round_deadline_s: 60,
+            wait_for_participants: 3,
+            server_momentum: hearth_models::DEFAULT_SERVER_MOMENTUM,
+            plain_aggregation: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    let mut events = op.watch_job(v1::WatchJobRequest { job_id: second }).await.unwrap().into_inner();
+    while let Some(ev) = events.message().await.unwrap() {
+        match ev.kind {
+            Some(job_event::Kind::Failed(f)) => panic!("round {} failed: {}", f.round, f.reason),
+            Some(job_event::Kind::Finished(f)) => {
+                assert!(!f.failed, "{f:?}");
+                break;
+            }
+            _ => {}
+        }
+    }
+    for _ in 0..100 {
+        let (_, body) = https(&addr, &app, "GET", "/v1/health", vec![]).await;
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        served = v["model"]["version"].as_u64().unwrap_or(0);
+        if served == rounds && v["model"]["job_id"] == "it-intent-2" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(served, rounds, "participant serves the second job's model");
     stop.store(true, Ordering::Relaxed);
     let (versions, failures) = hammer.await.unwrap();
     assert!(failures.is_empty(), "requests failed during model swaps: {failures:?}");
     assert!(versions.windows(2).all(|w| w[0] <= w[1]), "served versions went backwards");
     let mut distinct = versions.clone();
     distinct.dedup();
-    assert!(distinct.len() >= 2, "the app saw at least one swap; versions seen: {distinct:?}");
+    assert_eq!(distinct, [rounds - 1, rounds], "the app saw each finished job's model, and the swap");
     let probe = test.iter().find(|e| e.label != "oos").unwrap();
     let (status, body) = https(
         &addr,

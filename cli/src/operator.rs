@@ -544,14 +544,23 @@ async fn watch(client: &mut CoordinatorClient<Channel>, id: &str) -> anyhow::Res
                 s.round, s.participants, s.examples, s.train_loss, s.seconds
             ),
             Some(job_event::Kind::Failed(f)) => eprintln!("round {} failed: {}", f.round, f.reason),
+            Some(job_event::Kind::Finished(f)) if f.failed => bail!(
+                "job {} failed at version {}: {}; the participants keep serving the model they served before",
+                f.job_id,
+                f.final_version,
+                f.reason
+            ),
             Some(job_event::Kind::Finished(f)) => {
-                eprintln!("job {} ended at version {}", f.job_id, f.final_version);
+                eprintln!(
+                    "job {} finished at version {}; the participants serve it",
+                    f.job_id, f.final_version
+                );
                 return Ok(());
             }
             _ => {}
         }
     }
-    Ok(())
+    bail!("the coordinator closed job {id}'s events before the job ended; `hearth job watch {id}` follows it again")
 }
 
 #[cfg(test)]

@@ -126,6 +126,7 @@ mod tests {
             secagg_weight_cap: 100_000.0,
             escalation_target_recall: Some(0.7),
             data_description: "GoEmotions Ekman train".into(),
+            failure: String::new(),
             privacy: None,
         };
         let card = model_card(&rec, "emotion", 2);

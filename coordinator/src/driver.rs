@@ -259,7 +259,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, job: Arc<JobRuntime>) {
         }
         let round = rec.latest_version() + 1;
         if round > rec.rounds {
-            finish(&shared, &job, JobPhase::Finished).await;
+            finish(&shared, &job, JobPhase::Finished, String::new()).await;
             return;
         }
         // Wait for enough participants.
@@ -369,7 +369,8 @@ pub(crate) async fn drive(shared: Arc<Shared>, job: Arc<JobRuntime>) {
                 );
                 job.emit(job_event::Kind::Failed(v1::RoundFailed { round, reason: reason.to_string() }));
                 if attempts >= MAX_ROUND_ATTEMPTS {
-                    finish(&shared, &job, JobPhase::Failed).await;
+                    let why = format!("round {round} failed {attempts} times; the last time: {reason}");
+                    finish(&shared, &job, JobPhase::Failed, why).await;
                     return;
                 }
                 tokio::time::sleep(RETRY_PAUSE).await;
@@ -811,10 +812,12 @@ pub(crate) fn summary(r: &crate::store::RoundRecord) -> v1::RoundSummary {
     }
 }
 
-async fn finish(shared: &Arc<Shared>, job: &Arc<JobRuntime>, phase: JobPhase) {
+/// Ends the job: `failure` says why when `phase` is `Failed`.
+async fn finish(shared: &Arc<Shared>, job: &Arc<JobRuntime>, phase: JobPhase, failure: String) {
     let rec = {
         let mut rec = lock(&job.record);
         rec.phase = phase;
+        rec.failure = failure;
         rec.clone()
     };
     let shared2 = Arc::clone(shared);
@@ -846,9 +849,19 @@ async fn finish(shared: &Arc<Shared>, job: &Arc<JobRuntime>, phase: JobPhase) {
         );
     }
     tracing::info!(job = %rec.id, phase = phase.as_str(), "job ended");
-    let finished = v1::JobFinished { job_id: rec.id.clone(), final_version: rec.latest_version() };
+    let finished = finished_event(&rec);
     job.emit(job_event::Kind::Finished(finished.clone()));
     shared.announce_all(&announcement::Kind::JobFinished(finished));
+}
+
+/// The `JobFinished` of an ended job.
+pub(crate) fn finished_event(rec: &crate::store::JobRecord) -> v1::JobFinished {
+    v1::JobFinished {
+        job_id: rec.id.clone(),
+        final_version: rec.latest_version(),
+        failed: rec.phase == JobPhase::Failed,
+        reason: rec.failure.clone(),
+    }
 }
 
 #[cfg(test)]

@@ -357,6 +357,7 @@ mod tests {
             privacy: None,
             escalation_target_recall: None,
             data_description: String::new(),
+            failure: String::new(),
         };
         let rt = JobRuntime::new(record, 2, vec![0.0, 0.0], vec![]);
         *lock(&rt.open) = Some(OpenRound {

@@ -737,6 +737,7 @@ impl Coordinator for CoordinatorService {
             privacy: privacy.clone(),
             escalation_target_recall,
             data_description: spec.data_description.clone(),
+            failure: String::new(),
         };
         let params = vec![0.0f32; model.num_params()];
         let release = || {
@@ -798,7 +799,7 @@ impl Coordinator for CoordinatorService {
             }
             let mut last = rec.latest_version();
             if rec.phase != JobPhase::Running {
-                let fin = v1::JobFinished { job_id: rec.id.clone(), final_version: last };
+                let fin = crate::driver::finished_event(&rec);
                 let _ = tx.send(Ok(v1::JobEvent { kind: Some(job_event::Kind::Finished(fin)) })).await;
                 return;
             }

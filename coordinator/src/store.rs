@@ -172,6 +172,9 @@ pub struct JobRecord {
     /// What the job trains on, in the operator's words (for the model card).
     #[serde(default)]
     pub data_description: String,
+    /// Why the job failed (the last round's failure); empty unless it failed.
+    #[serde(default)]
+    pub failure: String,
     /// Differential privacy, for a DP job.
     #[serde(default)]
     pub privacy: Option<JobPrivacy>,
@@ -427,6 +430,7 @@ mod tests {
             secagg_weight_cap: 100_000.0,
             escalation_target_recall: None,
             data_description: String::new(),
+            failure: String::new(),
             privacy: None,
         }
     }

@@ -335,7 +335,7 @@ pub struct Health {
     /// Always `ok`: the participant answers.
     #[schema(pattern = "^ok$")]
     pub status: String,
-    /// The intent model (as before there were several families); `null` before its first round.
+    /// The intent model (as before there were several families); `null` until a job of it has finished.
     pub model: Option<ModelRef>,
     /// The model each family serves.
     pub models: ServedModels,

@@ -266,37 +266,49 @@ impl Federation {
                     }
                 }
                 Some(announcement::Kind::RoundCommitted(c)) => {
-                    let me = Arc::clone(&self);
-                    let client = client.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = me.refresh(client, &c.job_id, c.version).await {
-                            tracing::warn!(
-                                job = c.job_id,
-                                version = c.version,
-                                error = format!("{e:#}"),
-                                "model refresh failed"
-                            );
-                        }
-                    });
+                    // A job's model goes into service when the job has finished, not round by round: a
+                    // job that fails later never replaces the model served.
+                    tracing::debug!(job = c.job_id, version = c.version, "round committed");
+                }
+                Some(announcement::Kind::JobFinished(f)) if f.failed => {
+                    tracing::warn!(job = f.job_id, reason = f.reason, "job failed; its model is not served");
+                    self.audit.record(
+                        "system",
+                        Action::ModelInstall,
+                        Outcome::Refused,
+                        &format!(
+                            "job {} failed ({}): its partial model (version {}) is not served; the model in service \
+                             stays",
+                            f.job_id, f.reason, f.final_version
+                        ),
+                    );
+                    self.settle_job(&f.job_id).await;
                 }
                 Some(announcement::Kind::JobFinished(f)) => {
                     tracing::info!(job = f.job_id, version = f.final_version, "job finished");
-                    // What a DP job reserved but never released returns to the institution's budget.
-                    let privacy = Arc::clone(&self.privacy);
-                    let job = f.job_id.clone();
-                    let settled = tokio::task::spawn_blocking(move || privacy.finish_job(&job)).await;
-                    if let Ok(Err(e)) = settled {
-                        tracing::warn!(
-                            job = f.job_id,
-                            error = format!("{e:#}"),
-                            "settling the job's local charge failed"
-                        );
-                    }
+                    let me = Arc::clone(&self);
+                    let (client, job, version) = (client.clone(), f.job_id.clone(), f.final_version);
+                    tokio::spawn(async move {
+                        if let Err(e) = me.refresh(client, &job, version).await {
+                            tracing::warn!(job, version, error = format!("{e:#}"), "model refresh failed");
+                        }
+                    });
+                    self.settle_job(&f.job_id).await;
                 }
                 Some(announcement::Kind::Heartbeat(_)) | None => {}
             }
         }
         Ok(())
+    }
+
+    /// What a DP job reserved but never released returns to the institution's budget.
+    async fn settle_job(&self, job: &str) {
+        let privacy = Arc::clone(&self.privacy);
+        let id = job.to_string();
+        let settled = tokio::task::spawn_blocking(move || privacy.finish_job(&id)).await;
+        if let Ok(Err(e)) = settled {
+            tracing::warn!(job, error = format!("{e:#}"), "settling the job's local charge failed");
+        }
     }
 
     /// Downloads `version` of `job` (0: latest), reusing the last download when it matches.
