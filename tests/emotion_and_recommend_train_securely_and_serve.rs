@@ -464,6 +464,17 @@ async fn emotion_and_recommend_train_securely_and_serve() {
 fn data_import_reports_bad_rows_by_line_for_each_family() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    // CLINC150 as shipped (one JSON document): its train split, 15,000 in scope and 100 out of scope.
+    let out = hearth_ok(&["data", "import", "--data-dir", s(&data), s(&clinc150_path())]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("imported 15100 intent examples"), "{said}");
+    // Another JSON document is named as such, once.
+    let doc = dir.path().join("export.json");
+    std::fs::write(&doc, "{\n  \"rows\": [\n    {\"text\": \"hi\", \"label\": \"x\"}\n  ]\n}\n").unwrap();
+    let out = hearth().args(["data", "import", "--data-dir", s(&data), s(&doc)]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("one JSON document") && err.contains("not JSON Lines"), "{err}");
     let emotion = dir.path().join("emotion.csv");
     std::fs::write(&emotion, "text,labels\nok,anger\n,joy\nno labels,\nfine,joy;surprise\n").unwrap();
     let out = hearth()

@@ -119,7 +119,8 @@ pub struct ImportArgs {
     /// Import the good rows even if some are bad (the bad ones are still listed).
     #[arg(long)]
     pub skip_bad: bool,
-    /// The file to import.
+    /// The file to import. Intent: CSV with text and label columns, JSON Lines with text and label
+    /// fields, or CLINC150's data_full.json as shipped (its train split, out-of-scope examples as `oos`).
     pub file: PathBuf,
 }
 

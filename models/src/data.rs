@@ -153,8 +153,48 @@ pub fn parse_labelled(content: &str, format: InputFormat) -> Result<ImportReport
     let content = content.strip_prefix('\u{feff}').unwrap_or(content);
     match format {
         InputFormat::Csv => parse_csv(content),
-        InputFormat::JsonLines => Ok(parse_jsonl(content)),
+        InputFormat::JsonLines => match whole_document(content) {
+            Some(document) => document,
+            None => Ok(parse_jsonl(content)),
+        },
     }
+}
+
+/// Content given as JSON Lines that is one JSON document instead: CLINC150's `data_full.json` as shipped
+/// (its train split is imported: the in-scope examples and the out-of-scope ones as `oos`), or any other
+/// document, refused with what was expected. `None`: JSON Lines (or not JSON at all; the line parser
+/// reports each bad line).
+fn whole_document(content: &str) -> Option<Result<ImportReport, ModelError>> {
+    if !content.trim_start().starts_with('{') {
+        return None;
+    }
+    // A JSON Lines file of several rows fails here at its second object, after parsing one line.
+    let serde_json::Value::Object(doc) = serde_json::from_str::<serde_json::Value>(content).ok()? else {
+        return None;
+    };
+    if ["train", "val", "test", "oos_train"].iter().all(|k| doc.contains_key(*k)) {
+        return Some(parse_clinc150(content).map(|d| {
+            let mut r = ImportReport::default();
+            for (i, e) in d.train.into_iter().enumerate() {
+                match check_row(&e.text, &e.label) {
+                    Ok(e) => r.examples.push(e),
+                    Err(reason) => r
+                        .errors
+                        .push(RowError { line: i + 1, reason: format!("train example {}: {reason}", i + 1) }),
+                }
+            }
+            r
+        }));
+    }
+    if content.trim().lines().count() > 1 {
+        let keys: Vec<&str> = doc.keys().map(String::as_str).take(8).collect();
+        return Some(Err(ModelError::InvalidData(format!(
+            "this is one JSON document (an object with keys {keys:?}), not JSON Lines: give one object per line \
+             with string fields \"text\" and \"label\", a CSV file with text and label columns, or CLINC150's \
+             data_full.json as shipped"
+        ))));
+    }
+    None
 }
 
 fn parse_jsonl(content: &str) -> ImportReport {
@@ -358,6 +398,32 @@ mod tests {
         assert_eq!(detect_format("a.jsonl", ""), InputFormat::JsonLines);
         assert_eq!(detect_format("data", "  {\"text\":"), InputFormat::JsonLines);
         assert_eq!(detect_format("data", "text,label"), InputFormat::Csv);
+    }
+
+    #[test]
+    fn clinc150_as_shipped_imports_its_train_split_and_other_documents_are_named() {
+        // Pretty-printed over many lines, as the file is shipped.
+        let shipped =
+            "{\n \"oos_val\": [[\"v\", \"oos\"]],\n \"train\": [[\"a\", \"x\"], [\"b\", \"y\"]],\n \
+                       \"val\": [],\n \"test\": [[\"t\", \"x\"]],\n \"oos_train\": [[\"c\", \"oos\"]],\n \
+                       \"oos_test\": []\n}\n";
+        let r = parse_labelled(shipped, InputFormat::JsonLines).unwrap();
+        assert_eq!(r.examples, vec![ex("a", "x"), ex("b", "y"), ex("c", "oos")]);
+        assert!(r.errors.is_empty());
+        // Another JSON document: one clear error instead of one per line.
+        let e = parse_labelled("{\n \"rows\": [{\"text\": \"a\"}]\n}\n", InputFormat::JsonLines).unwrap_err();
+        let e = e.to_string();
+        assert!(
+            e.contains("one JSON document") && e.contains("\"rows\"") && e.contains("not JSON Lines"),
+            "{e}"
+        );
+        // JSON Lines, one row or several, are still JSON Lines.
+        let one = parse_labelled("{\"text\": \"hi\", \"label\": \"x\"}\n", InputFormat::JsonLines).unwrap();
+        assert_eq!(one.examples, vec![ex("hi", "x")]);
+        let bad = parse_labelled("{\"utterance\": \"hi\"}\n", InputFormat::JsonLines).unwrap();
+        assert_eq!(bad.errors.len(), 1, "a one-line file keeps its line error");
+        let two = "{\"text\": \"a\", \"label\": \"x\"}\n{\"text\": \"b\", \"label\": \"y\"}\n";
+        assert_eq!(parse_labelled(two, InputFormat::JsonLines).unwrap().examples.len(), 2);
     }
 
     #[test]
