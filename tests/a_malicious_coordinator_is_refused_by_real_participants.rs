@@ -407,4 +407,7 @@ async fn a_malicious_coordinator_is_refused_by_real_participants() {
     );
     let _ = participant.kill();
     let _ = participant.wait();
+    // Its log, written to a file, is plain text: no terminal colour codes.
+    let log = std::fs::read_to_string(d.join("inst-1.log")).unwrap();
+    assert!(log.contains("WARN") && !log.contains('\u{1b}'), "colour codes in a log file:\n{log}");
 }
