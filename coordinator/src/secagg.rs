@@ -368,8 +368,8 @@ impl SecAggRound {
 mod tests {
     use super::*;
     use hearth_secagg::{
-        start_client, ClientPolicy, ClientRound, MemberVerifier, RoundTerms, SuiteSigner, VerifiedMember,
-        VerifiedRoster,
+        start_client, ClientPolicy, ClientRound, MemberRefusal, MemberVerifier, RoundTerms, SuiteSigner,
+        VerifiedMember, VerifiedRoster,
     };
 
     /// The test's members are its own keys.
@@ -378,7 +378,7 @@ mod tests {
     impl MemberVerifier for OwnKeys {
         type Announced = Vec<u8>;
 
-        fn verify_member(&self, i: usize, key: &Vec<u8>) -> Result<VerifiedMember, String> {
+        fn verify_member(&self, i: usize, key: &Vec<u8>) -> Result<VerifiedMember, MemberRefusal> {
             Ok(VerifiedMember::new(format!("p{i}"), key.clone()))
         }
     }

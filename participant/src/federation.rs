@@ -200,7 +200,7 @@ impl Federation {
                                 // before joining is already on record as round.join.)
                                 let deviation = e.chain().any(|c| {
                                     c.downcast_ref::<hearth_secagg::SecAggError>().is_some_and(|e| {
-                                        !matches!(e, hearth_secagg::SecAggError::RoundRefused { .. })
+                                        !matches!(e, hearth_secagg::SecAggError::RoundRefused(_))
                                     })
                                 });
                                 if deviation {

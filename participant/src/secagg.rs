@@ -31,8 +31,8 @@ use hearth_proto::v1::coordinator_client::CoordinatorClient;
 use hearth_proto::v1::{self, sec_agg_chunk};
 use hearth_proto::MAX_CHUNK_BYTES;
 use hearth_secagg::{
-    os_rng, start_client, ClientPolicy, ClientRound, GraphRule, MemberVerifier, Quantizer, QuantizerSpec,
-    RoundTerms, SuiteSigner, VerifiedMember, VerifiedRoster,
+    os_rng, start_client, ClientPolicy, ClientRound, GraphRule, MemberRefusal, MemberVerifier, Quantizer,
+    QuantizerSpec, RoundTerms, SuiteSigner, VerifiedMember, VerifiedRoster,
 };
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
@@ -190,31 +190,26 @@ struct CertificateVerifier<'a> {
 impl MemberVerifier for CertificateVerifier<'_> {
     type Announced = v1::RosterMember;
 
-    fn verify_member(&self, i: usize, m: &v1::RosterMember) -> Result<VerifiedMember, String> {
-        let peer = self
-            .who
-            .verified
-            .verify(&self.who.ca_der, &m.certificate_der, self.now)
-            .map_err(|e| format!("roster member {i} ({:?}): certificate: {e}", m.participant_id))?;
-        if peer.identity.id != m.participant_id {
-            return Err(format!(
-                "roster member {i} claims to be {:?}, its certificate says {}",
-                m.participant_id, peer.identity
-            ));
+    fn verify_member(&self, index: usize, m: &v1::RosterMember) -> Result<VerifiedMember, MemberRefusal> {
+        let claimed = &m.participant_id;
+        let peer = self.who.verified.verify(&self.who.ca_der, &m.certificate_der, self.now).map_err(|e| {
+            MemberRefusal::Credential { index, claimed: claimed.clone(), reason: e.to_string() }
+        })?;
+        let who = peer.identity.to_string();
+        if peer.identity.id != *claimed {
+            return Err(MemberRefusal::Misnamed { index, claimed: claimed.clone(), actual: who });
         }
         if peer.identity.role != Role::Participant {
-            return Err(format!("roster member {i} is {}: only participants may be members", peer.identity));
+            return Err(MemberRefusal::NotAParticipant { index, who });
         }
         if let Some(list) = self.members {
             if !list.admits(&peer.identity.id, &m.certificate_der) {
-                return Err(format!(
-                    "roster member {i} ({}) with this certificate is not on the member list the institutions \
-                     signed (version {})",
-                    peer.identity, list.version
-                ));
+                return Err(MemberRefusal::NotListed { index, who, list_version: list.version });
             }
         }
-        let key = peer.protocol_key(self.suite).map_err(|e| format!("roster member {i}: {e}"))?;
+        let key = peer
+            .protocol_key(self.suite)
+            .map_err(|e| MemberRefusal::NoProtocolKey { index, reason: e.to_string() })?;
         Ok(VerifiedMember::new(peer.identity.id.clone(), key.to_vec()))
     }
 }

@@ -111,7 +111,7 @@ impl fmt::Display for MessageKind {
 /// Errors of secure aggregation. A service audits the variants that name a peer (`sender`, `signer`,
 /// `from`) as that peer's misbehaviour; the `TooFew*`/`NotEnoughShares` variants abort the round.
 #[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SecAggError {
     /// A round or quantiser parameter is out of range: the coordinator's configuration is wrong.
     #[error("invalid secure-aggregation parameter {name}: {reason}")]
@@ -121,14 +121,9 @@ pub enum SecAggError {
         /// Why it was refused.
         reason: String,
     },
-    /// A client refuses the round the server announced before taking part: a roster member its verifier
-    /// refused, a repeated member or key, a roster below its floor, a foreign own entry, a degree and
-    /// threshold below its privacy bound, a survivor floor below its own (see [`crate::verified`]).
-    #[error("{reason}")]
-    RoundRefused {
-        /// Why, naming the member or parameter.
-        reason: String,
-    },
+    /// A client refuses the round the server announced before taking part (see [`crate::verified`]).
+    #[error(transparent)]
+    RoundRefused(#[from] crate::verified::RoundRefusal),
     /// A message ends before a field it announces: a truncated transfer or a malformed peer.
     #[error("message truncated: {what} needs {needed} bytes, {available} left")]
     Truncated {

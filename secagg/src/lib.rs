@@ -141,5 +141,8 @@ pub use server::{
     ServerUnmasking, UnmaskedSum,
 };
 pub use simulate::{simulate_round, Dropouts, Simulation, SimulationReport};
-pub use verified::{ClientPolicy, ClientRound, MemberVerifier, RoundTerms, VerifiedMember, VerifiedRoster};
+pub use verified::{
+    ClientPolicy, ClientRound, MemberRefusal, MemberVerifier, RoundRefusal, RoundTerms, VerifiedMember,
+    VerifiedRoster,
+};
 pub use wire::VERSION;

@@ -20,7 +20,7 @@
 //! accepts everything gets a roster of whatever was announced. What the types guarantee is that no round
 //! starts without a verifier having been asked about every member and without the checks above.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -67,9 +67,148 @@ pub trait MemberVerifier {
     /// A member as the server announced it (Hearth: a participant id and a certificate).
     type Announced;
 
-    /// Verifies member `index` of the announced roster; on refusal, says why in words that name the
-    /// member (they reach the operator and the audit log).
-    fn verify_member(&self, index: usize, announced: &Self::Announced) -> Result<VerifiedMember, String>;
+    /// Verifies member `index` of the announced roster, or says which check it fails.
+    fn verify_member(
+        &self,
+        index: usize,
+        announced: &Self::Announced,
+    ) -> Result<VerifiedMember, MemberRefusal>;
+}
+
+/// Why a [`MemberVerifier`] refused an announced member. Each names the member by its roster index.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MemberRefusal {
+    /// Its credential does not verify against the caller's trust anchor (an unknown issuer, an expired or
+    /// malformed certificate).
+    #[error("roster member {index} ({claimed:?}): certificate: {reason}")]
+    Credential {
+        /// Roster index.
+        index: usize,
+        /// Who the server says it is.
+        claimed: String,
+        /// What the credential check said.
+        reason: String,
+    },
+    /// Its credential names someone other than the server says.
+    #[error("roster member {index} claims to be {claimed:?}, its certificate says {actual}")]
+    Misnamed {
+        /// Roster index.
+        index: usize,
+        /// Who the server says it is.
+        claimed: String,
+        /// Who its credential says it is.
+        actual: String,
+    },
+    /// Its credential is for a role that takes no part in rounds (a coordinator, an operator, an app).
+    #[error("roster member {index} is {who}: only participants may be members")]
+    NotAParticipant {
+        /// Roster index.
+        index: usize,
+        /// Its identity, role included.
+        who: String,
+    },
+    /// It is not on the member list the caller trusts, or not with this credential.
+    #[error(
+        "roster member {index} ({who}) with this certificate is not on the member list the institutions signed \
+         (version {list_version})"
+    )]
+    NotListed {
+        /// Roster index.
+        index: usize,
+        /// Its identity.
+        who: String,
+        /// The member list's version.
+        list_version: u64,
+    },
+    /// Its credential carries no protocol key of the round's suite.
+    #[error("roster member {index}: {reason}")]
+    NoProtocolKey {
+        /// Roster index.
+        index: usize,
+        /// What is missing.
+        reason: String,
+    },
+}
+
+/// Why a client refuses the round a server announced, before taking part in it.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RoundRefusal {
+    /// The verifier refused a member.
+    #[error(transparent)]
+    Member(#[from] MemberRefusal),
+    /// The client's index is not in the roster.
+    #[error("my index {index} is outside the roster of {n}")]
+    OwnIndexOutside {
+        /// The announced index.
+        index: u32,
+        /// Roster size.
+        n: usize,
+    },
+    /// Fewer members than the client's floor (and at least 3).
+    #[error("the roster has {n} members; this participant takes part only with at least {floor}")]
+    TooFewMembers {
+        /// Roster size.
+        n: usize,
+        /// The client's floor.
+        floor: usize,
+    },
+    /// One identity twice.
+    #[error("roster member {index} ({id}) appears more than once")]
+    RepeatedMember {
+        /// The second occurrence.
+        index: usize,
+        /// The identity.
+        id: String,
+    },
+    /// One protocol key for two members.
+    #[error("roster members {first} and {second} ({id}) share one protocol key")]
+    SharedKey {
+        /// The first member with the key.
+        first: usize,
+        /// The second.
+        second: usize,
+        /// The second's identity.
+        id: String,
+    },
+    /// The entry at the client's index is someone else.
+    #[error("the roster lists {listed:?} at my index, I am {own:?}")]
+    ForeignOwnEntry {
+        /// Who the roster lists there.
+        listed: String,
+        /// The client.
+        own: String,
+    },
+    /// The degree and threshold keep privacy only within a larger failure probability than the client's
+    /// rule allows for this roster size.
+    #[error(
+        "degree {degree} and threshold {threshold} for {n} members keep privacy only within 2^{privacy_log2:.1}; \
+         this participant requires 2^-{security_bits} (the degree and threshold it would choose: {})",
+        .would_choose.map_or_else(|| "none".to_string(), |(k, t)| format!("{k} and {t}"))
+    )]
+    WeakGraph {
+        /// Announced degree.
+        degree: u32,
+        /// Announced threshold.
+        threshold: u32,
+        /// Roster size.
+        n: u32,
+        /// log2 of the privacy failure probability they give (NaN: no bound).
+        privacy_log2: f64,
+        /// The client's σ.
+        security_bits: u32,
+        /// The degree and threshold the client's rule chooses, if any.
+        would_choose: Option<(u32, u32)>,
+    },
+    /// The client would sign survivor sets smaller than its own floor.
+    #[error("the round would unmask a sum over as few as {fewest} survivors; this participant requires at least {floor}")]
+    SurvivorFloor {
+        /// The fewest survivors the announced terms let a client sign for.
+        fewest: u32,
+        /// The client's floor.
+        floor: u32,
+    },
 }
 
 /// A client's own floors: what it requires of any round, whatever the server announces.
@@ -95,10 +234,6 @@ pub struct VerifiedRoster {
     me: ClientIndex,
 }
 
-fn refused(reason: String) -> SecAggError {
-    SecAggError::RoundRefused { reason }
-}
-
 impl VerifiedRoster {
     /// Verifies the `announced` roster, in which this client is at `own_index`.
     pub fn verify<V: MemberVerifier>(
@@ -109,32 +244,33 @@ impl VerifiedRoster {
     ) -> Result<Self, SecAggError> {
         let n = announced.len();
         if own_index as usize >= n {
-            return Err(refused(format!("my index {own_index} is outside the roster of {n}")));
+            return Err(RoundRefusal::OwnIndexOutside { index: own_index, n }.into());
         }
         let floor = policy.min_members.max(3);
         if n < floor {
-            return Err(refused(format!(
-                "the roster has {n} members; this participant takes part only with at least {floor}"
-            )));
+            return Err(RoundRefusal::TooFewMembers { n, floor }.into());
         }
         let mut members: Vec<VerifiedMember> = Vec::with_capacity(n);
         let mut ids = HashSet::with_capacity(n);
+        let mut keys: HashMap<Vec<u8>, usize> = HashMap::with_capacity(n);
         for (i, a) in announced.iter().enumerate() {
-            let m = verifier.verify_member(i, a).map_err(refused)?;
+            let m = verifier.verify_member(i, a).map_err(RoundRefusal::from)?;
             if !ids.insert(m.id.clone()) {
-                return Err(refused(format!("roster member {i} ({}) appears more than once", m.id)));
+                return Err(RoundRefusal::RepeatedMember { index: i, id: m.id }.into());
             }
-            if let Some(j) = members.iter().position(|k| k.verifying_key == m.verifying_key) {
-                return Err(refused(format!("roster members {j} and {i} ({}) share one protocol key", m.id)));
+            if let Some(&first) = keys.get(&m.verifying_key) {
+                return Err(RoundRefusal::SharedKey { first, second: i, id: m.id }.into());
             }
+            keys.insert(m.verifying_key.clone(), i);
             members.push(m);
         }
         let mine = &members[own_index as usize];
         if mine.id != policy.own_id {
-            return Err(refused(format!(
-                "the roster lists {:?} at my index, I am {:?}",
-                mine.id, policy.own_id
-            )));
+            return Err(RoundRefusal::ForeignOwnEntry {
+                listed: mine.id.clone(),
+                own: policy.own_id.clone(),
+            }
+            .into());
         }
         Ok(Self { members, me: ClientIndex(own_index) })
     }
@@ -209,23 +345,21 @@ impl ClientRound {
         let rule = &policy.rule;
         let (privacy_log2, _) = rule.failure_log2(n, terms.degree.min(n - 1), terms.threshold);
         if privacy_log2.is_nan() || privacy_log2 > -f64::from(rule.security_bits) {
-            return Err(refused(format!(
-                "degree {} and threshold {} for {n} members keep privacy only within 2^{privacy_log2:.1}; this \
-                 participant requires 2^-{} (the degree and threshold it would choose: {})",
-                terms.degree,
-                terms.threshold,
-                rule.security_bits,
-                rule.choose(n).map_or_else(|e| e.to_string(), |c| format!("{} and {}", c.degree, c.threshold))
-            )));
+            return Err(RoundRefusal::WeakGraph {
+                degree: terms.degree,
+                threshold: terms.threshold,
+                n,
+                privacy_log2,
+                security_bits: rule.security_bits,
+                would_choose: rule.choose(n).ok().map(|c| (c.degree, c.threshold)),
+            }
+            .into());
         }
         let floor = policy.min_survivors.max(u32::try_from(policy.min_members).unwrap_or(u32::MAX));
         // No client signs a survivor set below the larger of t and the announced floor.
         let fewest = terms.min_survivors.max(terms.threshold);
         if fewest < floor {
-            return Err(refused(format!(
-                "the round would unmask a sum over as few as {fewest} survivors; this participant requires at \
-                 least {floor}"
-            )));
+            return Err(RoundRefusal::SurvivorFloor { fewest, floor }.into());
         }
         let me = roster.me;
         let params = RoundParams::new(RoundConfig {
@@ -270,9 +404,13 @@ mod tests {
     impl MemberVerifier for Names {
         type Announced = (String, Vec<u8>);
 
-        fn verify_member(&self, i: usize, (id, key): &(String, Vec<u8>)) -> Result<VerifiedMember, String> {
+        fn verify_member(
+            &self,
+            i: usize,
+            (id, key): &(String, Vec<u8>),
+        ) -> Result<VerifiedMember, MemberRefusal> {
             if id.starts_with("coordinator") {
-                return Err(format!("roster member {i} is {id}: only participants may be members"));
+                return Err(MemberRefusal::NotAParticipant { index: i, who: id.clone() });
             }
             Ok(VerifiedMember::new(id.clone(), key.clone()))
         }
