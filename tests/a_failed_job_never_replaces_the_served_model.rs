@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use hearth_models::{dirichlet_split, IntentSpec};
+use hearth_models::dirichlet_split;
 use hearth_proto::v1::{self, job_event};
 
 fn audit(cluster: &Cluster, name: &str) -> String {
@@ -33,9 +33,7 @@ async fn a_failed_job_never_replaces_the_served_model() {
     let (train, _) = clinc_slice(10);
     let split = dirichlet_split(&train, 4, 1.0, 3).unwrap();
     let mut cluster = Cluster::start(&split.shards);
-    let mut labels: Vec<String> = train.iter().map(|e| e.label.clone()).collect();
-    labels.sort();
-    labels.dedup();
+    let labels = labels_of(&train);
 
     // A good job: four participants, secure aggregation, two rounds.
     cluster.run_job("good", labels.clone(), 2, 4).await;
@@ -45,29 +43,9 @@ async fn a_failed_job_never_replaces_the_served_model() {
 
     // A doomed job: secure, at least three participants, four rounds. After its first commit one of the
     // four is killed; three are too few for secure aggregation, so its rounds fail until the job does.
-    let spec = IntentSpec::new(labels, Default::default()).unwrap();
     let mut op = cluster.client("operator").await;
-    let job = op
-        .submit_job(v1::JobSpec {
-            job_id: "doomed".into(),
-            model_spec_json: spec.to_json().into(),
-            rounds: 4,
-            train: Some(v1::TrainParams {
-                local_epochs: 1,
-                learning_rate: 0.5,
-                batch_size: 8,
-                l2: 0.0,
-                seed: 1,
-            }),
-            min_participants: 3,
-            round_deadline_s: 60,
-            wait_for_participants: 4,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .job_id;
+    let doomed = v1::JobSpec { min_participants: 3, ..intent_job("doomed", labels, 4, 4) };
+    let job = op.submit_job(doomed).await.unwrap().into_inner().job_id;
     let mut events = op.watch_job(v1::WatchJobRequest { job_id: job.clone() }).await.unwrap().into_inner();
     let mut committed = 0;
     let finished = loop {

@@ -10,6 +10,23 @@ use common::*;
 use hearth_models::{dirichlet_split, evaluate, IntentModel, IntentSpec};
 use hearth_proto::v1::{self, job_event};
 
+/// Waits (up to 10 s) until the participant at `addr` serves `version` of intent job `job`; returns the
+/// version it serves of that job then (0: none).
+async fn serving(addr: &str, app: &hearth_transport::TlsMaterial, job: &str, version: u64) -> u64 {
+    let mut served = 0;
+    for _ in 0..100 {
+        let (status, body) = https(addr, app, "GET", "/v1/health", vec![]).await;
+        assert_eq!(status, 200);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        served = if v["model"]["job_id"] == job { v["model"]["version"].as_u64().unwrap_or(0) } else { 0 };
+        if served == version {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    served
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn federated_training_learns_and_serves() {
     let (train, test) = clinc_slice(10);
@@ -116,64 +133,15 @@ async fn federated_training_learns_and_serves() {
     // The participants swap in the final model; ask one over HTTPS with the app certificate.
     let addr = cluster.participant_addr("inst-1");
     let app = cluster.tls("inst-1/app");
-    let mut served = 0;
-    for _ in 0..100 {
-        let (status, body) = https(&addr, &app, "GET", "/v1/health", vec![]).await;
-        assert_eq!(status, 200);
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        served = v["model"]["version"].as_u64().unwrap_or(0);
-        if served == rounds {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(served, rounds, "participant serves the final model");
+    assert_eq!(serving(&addr, &app, &job, rounds).await, rounds, "participant serves the final model");
     // A second job, one round longer, replaces it under the app's load: a swap of a served model.
     let rounds = rounds + 1;
-    let second = op
-        .submit_job(v1::JobSpec {
-            job_id: "it-intent-2".into(),
-            model_spec_json: spec.to_json().into(),
-            rounds,
-            train: Some(v1::TrainParams {
-                local_epochs: 1,
-                learning_rate: 1.0,
-                batch_size: 8,
-                l2: 0.0,
-                seed: 2,
-            }),
-            min_participants: 3,
-            round_deadline_s: 60,
-            wait_for_participants: 3,
-            server_momentum: hearth_models::DEFAULT_SERVER_MOMENTUM,
-            plain_aggregation: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .job_id;
-    let mut events = op.watch_job(v1::WatchJobRequest { job_id: second }).await.unwrap().into_inner();
-    while let Some(ev) = events.message().await.unwrap() {
-        match ev.kind {
-            Some(job_event::Kind::Failed(f)) => panic!("round {} failed: {}", f.round, f.reason),
-            Some(job_event::Kind::Finished(f)) => {
-                assert!(!f.failed, "{f:?}");
-                break;
-            }
-            _ => {}
-        }
-    }
-    for _ in 0..100 {
-        let (_, body) = https(&addr, &app, "GET", "/v1/health", vec![]).await;
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        served = v["model"]["version"].as_u64().unwrap_or(0);
-        if served == rounds && v["model"]["job_id"] == "it-intent-2" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(served, rounds, "participant serves the second job's model");
+    cluster.run_job("it-intent-2", labels.clone(), rounds, 3).await;
+    assert_eq!(
+        serving(&addr, &app, "it-intent-2", rounds).await,
+        rounds,
+        "participant serves the second job's model"
+    );
     stop.store(true, Ordering::Relaxed);
     let (versions, failures) = hammer.await.unwrap();
     assert!(failures.is_empty(), "requests failed during model swaps: {failures:?}");

@@ -254,6 +254,13 @@ fn issue(
     Ok(written)
 }
 
+/// A `cert.issue` entry for the certificate in `pem`: its SHA-256 (as the member list names certificates)
+/// is the object.
+fn issued(pem: &str) -> anyhow::Result<Event> {
+    let der = hearth_crypto::pki::cert_der_from_pem(pem)?;
+    Ok(Event::new("ca", Action::CertIssue, Outcome::Ok).object(hex::encode(content_digest(&der))))
+}
+
 /// The CA's issuance log, open for appending (and locked) while certificates are issued.
 struct IssuanceLog {
     log: AuditLog,
@@ -286,12 +293,7 @@ impl IssuanceLog {
 
     /// Records the CA's own certificate.
     fn record_ca(&self, ca: &ConsortiumCa, consortium: &str) -> anyhow::Result<()> {
-        let der = hearth_crypto::pki::cert_der_from_pem(&ca.cert_pem())?;
-        self.append(
-            Event::new("ca", Action::CertIssue, Outcome::Ok)
-                .object(hex::encode(content_digest(&der)))
-                .detail(format!("the consortium CA {consortium:?} (self-signed)")),
-        )
+        self.append(issued(&ca.cert_pem())?.detail(format!("the consortium CA {consortium:?} (self-signed)")))
     }
 
     /// Records `cert` before its files are written: a certificate the log does not hold is never handed
@@ -303,10 +305,8 @@ impl IssuanceLog {
         id: &str,
         institution: Option<&str>,
     ) -> anyhow::Result<()> {
-        let der = hearth_crypto::pki::cert_der_from_pem(&cert.cert_pem)?;
-        let mut event =
-            Event::new("ca", Action::CertIssue, Outcome::Ok).object(hex::encode(content_digest(&der)));
-        event = match (role, institution) {
+        let event = issued(&cert.cert_pem)?;
+        let event = match (role, institution) {
             (_, Some(i)) => {
                 event.tenant(i).detail(format!("{role} certificate {id:?} acting for institution {i:?}"))
             }

@@ -37,17 +37,22 @@ struct ClincFile {
 pub fn parse_clinc150(json: &str) -> Result<Clinc150, ModelError> {
     let f: ClincFile =
         serde_json::from_str(json).map_err(|e| ModelError::InvalidData(format!("CLINC150: {e}")))?;
+    Ok(merge_clinc150(f))
+}
+
+/// The splits of a CLINC150 file, out-of-scope examples merged in as `oos`.
+fn merge_clinc150(f: ClincFile) -> Clinc150 {
     let merge = |a: Vec<(String, String)>, b: Vec<(String, String)>| -> Vec<Example> {
         a.into_iter()
             .chain(b.into_iter().map(|(t, _)| (t, OOS_LABEL.to_string())))
             .map(|(text, label)| Example { text, label })
             .collect()
     };
-    Ok(Clinc150 {
+    Clinc150 {
         train: merge(f.train, f.oos_train),
         val: merge(f.val, f.oos_val),
         test: merge(f.test, f.oos_test),
-    })
+    }
 }
 
 /// A file format for labelled examples.
@@ -173,7 +178,10 @@ fn whole_document(content: &str) -> Option<Result<ImportReport, ModelError>> {
         return None;
     };
     if ["train", "val", "test", "oos_train"].iter().all(|k| doc.contains_key(*k)) {
-        return Some(parse_clinc150(content).map(|d| {
+        // Read once: the document already parsed is the CLINC150 file.
+        let file = serde_json::from_value::<ClincFile>(serde_json::Value::Object(doc))
+            .map_err(|e| ModelError::InvalidData(format!("CLINC150: {e}")));
+        return Some(file.map(merge_clinc150).map(|d| {
             let mut r = ImportReport::default();
             for (i, e) in d.train.into_iter().enumerate() {
                 match check_row(&e.text, &e.label) {

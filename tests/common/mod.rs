@@ -323,32 +323,8 @@ impl Cluster {
     /// Submits a job over every participant (`n` of them) and follows it to its end.
     pub async fn run_job(&self, job_id: &str, labels: Vec<String>, rounds: u64, n: u32) {
         use hearth_proto::v1::{self, job_event};
-        let spec = hearth_models::IntentSpec::new(labels, Default::default()).unwrap();
         let mut op = self.client("operator").await;
-        let job = op
-            .submit_job(v1::JobSpec {
-                job_id: job_id.into(),
-                model_spec_json: spec.to_json().into(),
-                rounds,
-                train: Some(v1::TrainParams {
-                    local_epochs: 1,
-                    learning_rate: 0.5,
-                    batch_size: 8,
-                    l2: 0.0,
-                    seed: 1,
-                }),
-                participants_per_round: 0,
-                min_participants: n,
-                round_deadline_s: 60,
-                wait_for_participants: n,
-                // Secure aggregation needs at least 4 participants.
-                plain_aggregation: n < 4,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .job_id;
+        let job = op.submit_job(intent_job(job_id, labels, rounds, n)).await.unwrap().into_inner().job_id;
         let mut events = op.watch_job(v1::WatchJobRequest { job_id: job }).await.unwrap().into_inner();
         while let Some(ev) = tokio::time::timeout(Duration::from_secs(120), events.message())
             .await
@@ -445,6 +421,34 @@ pub fn hearth_run(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The distinct labels of `examples`, sorted.
+pub fn labels_of(examples: &[Example]) -> Vec<String> {
+    let mut labels: Vec<String> = examples.iter().map(|e| e.label.clone()).collect();
+    labels.sort();
+    labels.dedup();
+    labels
+}
+
+/// The intent job [`Cluster::run_job`] submits: `rounds` rounds of one local epoch, waiting for and
+/// requiring `n` participants, securely aggregated from 4 participants on (the fewest it needs).
+pub fn intent_job(job_id: &str, labels: Vec<String>, rounds: u64, n: u32) -> hearth_proto::v1::JobSpec {
+    use hearth_proto::v1;
+    let spec = hearth_models::IntentSpec::new(labels, Default::default()).unwrap();
+    v1::JobSpec {
+        job_id: job_id.into(),
+        model_spec_json: spec.to_json().into(),
+        rounds,
+        train: Some(v1::TrainParams { local_epochs: 1, learning_rate: 0.5, batch_size: 8, l2: 0.0, seed: 1 }),
+        participants_per_round: 0,
+        min_participants: n,
+        round_deadline_s: 60,
+        wait_for_participants: n,
+        // Secure aggregation needs at least 4 participants.
+        plain_aggregation: n < 4,
+        ..Default::default()
+    }
 }
 
 /// The 0-based index of participant `inst-<i>`.
