@@ -1,5 +1,5 @@
 //! A job's model goes into service only when the job has finished. A job that commits rounds and then
-//! fails (here: a participant is killed, and three are too few for secure aggregation) replaces nothing:
+//! fails (here: a participant is killed, and the job needs all four) replaces nothing:
 //! every participant keeps serving the last finished job's model and audits the refusal, and `hearth job
 //! watch` exits 1 with the reason.
 
@@ -41,10 +41,10 @@ async fn a_failed_job_never_replaces_the_served_model() {
         installed(&cluster, p, "job good version 2");
     }
 
-    // A doomed job: secure, at least three participants, four rounds. After its first commit one of the
-    // four is killed; three are too few for secure aggregation, so its rounds fail until the job does.
+    // A doomed job: secure, all four participants, four rounds of at most 5 s. After its first commit one
+    // of the four is killed: its rounds fail (each waits 5 s for the fourth) until the job does.
     let mut op = cluster.client("operator").await;
-    let doomed = v1::JobSpec { min_participants: 3, ..intent_job("doomed", labels, 4, 4) };
+    let doomed = v1::JobSpec { round_deadline_s: 5, ..intent_job("doomed", labels, 4, 4) };
     let job = op.submit_job(doomed).await.unwrap().into_inner().job_id;
     let mut events = op.watch_job(v1::WatchJobRequest { job_id: job.clone() }).await.unwrap().into_inner();
     let mut committed = 0;
@@ -68,6 +68,7 @@ async fn a_failed_job_never_replaces_the_served_model() {
     assert!(finished.failed, "{finished:?}");
     assert!(finished.final_version >= 1, "the job committed before failing: {finished:?}");
     assert!(finished.reason.contains("failed 3 times"), "{finished:?}");
+    assert!(finished.reason.contains("missing: inst-4"), "the reason names who was missing: {finished:?}");
 
     // No participant serves any of it: each keeps the good job's model and says why.
     std::thread::sleep(Duration::from_secs(1));

@@ -107,7 +107,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 120)]
     pub round_deadline_s: u32,
     /// Plain federated averaging instead of secure aggregation (the coordinator then sees every update).
-    /// Secure aggregation needs at least 4 participants; with fewer the demo runs plain and says so.
+    /// Secure aggregation needs at least 3 participants; with fewer the demo runs plain and says so.
     #[arg(long)]
     pub plain: bool,
     /// The consortium's algorithm suite: `international` (ECDSA P-256, AES-256-GCM, SHA-256, X25519,
@@ -386,7 +386,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     let passphrase = zeroize::Zeroizing::new(hex::encode(rand::random::<[u8; 24]>()));
     hearth_node::files::write_atomic(&dir.join("demo-keystore-passphrase"), passphrase.as_bytes(), true)?;
     let nodes = fleet::Nodes {
-        allow_plain: a.plain || n < 4,
+        allow_plain: a.plain || n < 3,
         suite: a.suite,
         keystore: hearth_node::config::KeystoreConfig {
             argon2_memory_kib: 19 * 1024,
@@ -426,10 +426,10 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         coordinator_name: "localhost".into(),
         tls_dir: pki_dir.clone(),
     };
-    let secure_aggregation = !a.plain && n >= 4;
+    let secure_aggregation = !a.plain && n >= 3;
     if !a.plain && !secure_aggregation {
         eprintln!(
-            "note: {n} participants are too few for secure aggregation (it needs 4); running plain averaging"
+            "note: {n} participants are too few for secure aggregation (it needs 3); running plain averaging"
         );
     }
     eprintln!(

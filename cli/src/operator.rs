@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 pub enum JobCommand {
     /// Submit a training job described by a TOML file, then follow it until it ends.
     #[command(
-        after_help = "Example:\n  hearth job submit --spec intent-job.toml --coordinator 127.0.0.1:7700 --tls-dir hearth-pki\n\nA job file (intent):\n  rounds = 10\n  min_participants = 3\n  round_deadline_s = 120\n  secure_aggregation = true     # the default; needs cohorts of at least 4\n  [model]\n  labels_file = \"train.csv\"    # or: labels = [\"balance\", \"transfer\", \"oos\"]\n  [train]\n  local_epochs = 1\n  learning_rate = 0.5\n\nAn emotion job (training defaults are the family's tuned ones):\n  min_participants = 4\n  escalation_target_recall = 0.7   # the anger recall the policy asks for\n  data_description = \"support chats of the consortium, 2024\"\n  [model]\n  family = \"emotion\"\n  labels = [\"anger\", \"disgust\", \"fear\", \"joy\", \"neutral\", \"sadness\", \"surprise\"]\n\nA recommend job:\n  min_participants = 4\n  [model]\n  family = \"recommend\"\n  items_file = \"catalogue.txt\"   # one stock code per line, or a transactions CSV"
+        after_help = "Example:\n  hearth job submit --spec deploy/job.toml --coordinator 127.0.0.1:7700 --tls-dir hearth-pki\n\nThe job file reference is deploy/job.toml: every field, its default and range. Complete jobs for\neach family: deploy/job-emotion.toml, deploy/job-recommend.toml, and the differentially private\ndeploy/job-intent-dp.toml (its defaults are the measured DP preset).\n\nA minimal intent job:\n  min_participants = 3          # secure aggregation needs 3; with 3 none may drop out\n  [model]\n  labels_file = \"train.csv\"    # or: labels = [\"balance\", \"transfer\", \"oos\"]\n\nThe coordinator refuses a job that could not run, naming the field. A round that cannot gather its\nparticipants fails at round_deadline_s naming the missing ones; after three failed attempts the job\nfails, exits 1 here, and every participant keeps serving the model it served before."
     )]
     Submit {
         /// The job file.
@@ -132,8 +132,10 @@ pub struct JobFile {
 #[serde(deny_unknown_fields)]
 pub struct PrivacySection {
     pub family: String,
-    pub clipping_norm: f64,
-    pub sampling_rate: f64,
+    /// Per-record gradient clip (default: the measured preset's, `hearth_models::INTENT_DP_PRESET`).
+    pub clipping_norm: Option<f64>,
+    /// Poisson sampling rate of records per round (default: the preset's).
+    pub sampling_rate: Option<f64>,
     pub noise_multiplier: Option<f64>,
     pub target_epsilon: Option<f64>,
     pub delta: Option<f64>,
@@ -172,39 +174,40 @@ impl PrivacySection {
     pub fn to_proto(&self, job: JobFrame) -> anyhow::Result<v1::PrivacySpec> {
         let min_survivors = if self.min_survivors == 0 { job.min_participants } else { self.min_survivors };
         let max_cohort = if self.max_cohort == 0 { job.default_cohort() } else { self.max_cohort };
-        let bias_scale = self.bias_scale.unwrap_or(1.0);
+        let preset = hearth_models::INTENT_DP_PRESET;
+        let bias_scale = self.bias_scale.unwrap_or(preset.bias_scale);
+        let clipping_norm = self.clipping_norm.unwrap_or(preset.clip_norm);
+        let sampling_rate = self.sampling_rate.unwrap_or(preset.sampling_rate);
+        let delta = self.delta.unwrap_or(preset.target.delta);
         let noise_multiplier = match (self.noise_multiplier, self.target_epsilon) {
             (Some(n), None) => n,
-            (None, Some(eps)) => {
-                let delta = self.delta.context("[privacy] target_epsilon needs delta too")?;
-                calibrate(
-                    hearth_models::DpParams {
-                        clip_norm: self.clipping_norm,
-                        sampling_rate: self.sampling_rate,
-                        noise_multiplier: 1.0,
-                        rounds: job.rounds,
-                        min_survivors,
-                        bias_scale,
-                    },
-                    hearth_models::PrivacyTarget { epsilon: eps, delta },
-                    self.declared_records,
-                    max_cohort,
-                    job.num_params,
-                )?
-            }
+            (None, Some(eps)) => calibrate(
+                hearth_models::DpParams {
+                    clip_norm: clipping_norm,
+                    sampling_rate,
+                    noise_multiplier: 1.0,
+                    rounds: job.rounds,
+                    min_survivors,
+                    bias_scale,
+                },
+                hearth_models::PrivacyTarget { epsilon: eps, delta },
+                self.declared_records,
+                max_cohort,
+                job.num_params,
+            )?,
             _ => bail!("[privacy] needs exactly one of noise_multiplier or target_epsilon"),
         };
         Ok(v1::PrivacySpec {
             family: self.family.clone(),
-            clipping_norm: self.clipping_norm,
+            clipping_norm,
             noise_multiplier,
-            sampling_rate: self.sampling_rate,
+            sampling_rate,
             privacy_unit: self.privacy_unit.clone().unwrap_or_else(|| "record".into()),
             min_survivors,
             declared_records: self.declared_records,
             bias_scale,
             max_cohort,
-            delta: self.delta.unwrap_or(0.0),
+            delta,
             // The coordinator announces the job's rounds to the participants.
             rounds: job.rounds,
         })
@@ -271,8 +274,9 @@ fn is_txt(path: &Path) -> bool {
 }
 
 impl ModelSection {
-    /// The model spec this section describes; relative paths are resolved against `base`.
-    pub fn spec(&self, base: &Path) -> anyhow::Result<ModelSpec> {
+    /// The model spec this section describes; relative paths are resolved against `base`. A private job's
+    /// features default to the measured DP preset's (fewer buckets: less noise per useful coordinate).
+    pub fn spec(&self, base: &Path, private: bool) -> anyhow::Result<ModelSpec> {
         let family = self.family.as_deref().unwrap_or("intent");
         let mut labels = self.labels.clone();
         if let Some(lf) = &self.labels_file {
@@ -288,7 +292,14 @@ impl ModelSection {
         }
         labels.sort();
         labels.dedup();
-        let features = self.features.clone().unwrap_or_default();
+        let features = self.features.clone().unwrap_or_else(|| {
+            let d = FeatureConfig::default();
+            if private {
+                FeatureConfig { dim: hearth_models::INTENT_DP_PRESET.feature_dim, ..d }
+            } else {
+                d
+            }
+        });
         match family {
             "intent" | "emotion" => {
                 if labels.is_empty() {
@@ -371,11 +382,20 @@ impl JobPlan {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let f: JobFile =
             toml::from_str(&text).with_context(|| format!("parsing job file {}", path.display()))?;
+        let private = f.privacy.is_some();
         let spec = f
             .model
-            .spec(path.parent().unwrap_or(Path::new(".")))
+            .spec(path.parent().unwrap_or(Path::new(".")), private)
             .with_context(|| format!("{}: [model]", path.display()))?;
-        let defaults = spec.defaults();
+        let mut defaults = spec.defaults();
+        if private {
+            // A private job steps on the noisy mean gradient: the measured preset's rounds and server
+            // optimiser, not federated averaging's.
+            let preset = hearth_models::INTENT_DP_PRESET;
+            defaults.rounds = preset.rounds;
+            defaults.server_learning_rate = preset.server_learning_rate as f32;
+            defaults.server_momentum = preset.server_momentum as f32;
+        }
         let d = defaults.train.clone();
         let t = f.train;
         let num_params = spec.num_params() as u64;
@@ -616,5 +636,121 @@ mod tests {
         assert!(format!("{e:#}").contains("needs `items` or `items_file`"), "{e:#}");
         let e = plan(dir.path(), "min_participants = 4\n[model]\nfamily = \"emotion\"\n").unwrap_err();
         assert!(format!("{e:#}").contains("needs `labels` or `labels_file`"), "{e:#}");
+    }
+}
+
+#[cfg(test)]
+mod reference {
+    use std::path::Path;
+
+    use serde::de::{self, Visitor};
+
+    use super::*;
+
+    /// Reads the field names a `Deserialize` struct asks for: serde's derive passes them to
+    /// `deserialize_struct`, where this deserializer records them and stops.
+    struct Fields(Option<&'static [&'static str]>);
+
+    impl<'de> de::Deserializer<'de> for &mut Fields {
+        type Error = de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = Some(fields);
+            Err(de::Error::custom("fields read"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+            unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+
+    fn fields<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
+        let mut f = Fields(None);
+        let _ = T::deserialize(&mut f);
+        f.0.expect("a struct")
+    }
+
+    /// Whether `text` names `key` of `table` (`""` for the top level): set in the table, or as a commented
+    /// `# key = ...` line within the table's section of the file.
+    fn names(text: &str, table: &str, key: &str) -> bool {
+        let mut current = String::new();
+        for line in text.lines() {
+            let l = line.trim_start_matches('#').trim();
+            if let Some(t) = l.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+                current = t.to_string();
+            } else if current == table && l.split('=').next().is_some_and(|k| k.trim() == key) {
+                return true;
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn the_deploy_job_files_load_and_the_reference_names_every_field() {
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let text = std::fs::read_to_string(deploy.join("job.toml")).unwrap();
+        let tables: [(&str, &[&str]); 5] = [
+            ("", fields::<JobFile>()),
+            ("model", fields::<ModelSection>()),
+            ("model.features", fields::<FeatureConfig>()),
+            ("train", fields::<TrainSection>()),
+            ("privacy", fields::<PrivacySection>()),
+        ];
+        let mut missing = Vec::new();
+        for (table, keys) in tables {
+            for key in keys.iter().filter(|k| !["model", "train", "privacy", "features"].contains(k)) {
+                if !names(&text, table, key) {
+                    missing.push(format!("{table}.{key}"));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "deploy/job.toml does not name {missing:?}");
+
+        // Each reference job loads through the loader `hearth job submit` uses, as documented.
+        let intent = JobPlan::from_file(&deploy.join("job.toml")).unwrap();
+        let ModelSpec::Intent(spec) = &intent.spec else { panic!("{:?}", intent.spec) };
+        assert_eq!(spec.labels.len(), 151, "CLINC150's 150 intents and oos");
+        assert!(intent.secure_aggregation && intent.privacy.is_none() && intent.min_participants == 3);
+
+        let dp = JobPlan::from_file(&deploy.join("job-intent-dp.toml")).unwrap();
+        let preset = hearth_models::INTENT_DP_PRESET;
+        let p = dp.privacy.as_ref().expect("a private job");
+        assert_eq!(
+            (dp.rounds, dp.server_learning_rate, p.clipping_norm, p.sampling_rate, p.bias_scale, p.delta),
+            (
+                preset.rounds,
+                preset.server_learning_rate as f32,
+                preset.clip_norm,
+                preset.sampling_rate,
+                preset.bias_scale,
+                preset.target.delta
+            ),
+            "a private job's defaults are the measured preset"
+        );
+        let ModelSpec::Intent(spec) = &dp.spec else { panic!("{:?}", dp.spec) };
+        assert_eq!(spec.features.dim, preset.feature_dim);
+        assert!(p.noise_multiplier > 0.1 && p.noise_multiplier < 100.0, "{}", p.noise_multiplier);
+
+        let emotion = JobPlan::from_file(&deploy.join("job-emotion.toml")).unwrap();
+        let ModelSpec::Emotion(spec) = &emotion.spec else { panic!("{:?}", emotion.spec) };
+        assert_eq!(spec.labels.len(), 7);
+        let recommend = JobPlan::from_file(&deploy.join("job-recommend.toml")).unwrap();
+        let ModelSpec::Recommend(spec) = &recommend.spec else { panic!("{:?}", recommend.spec) };
+        assert!(spec.items.len() > 1000, "{} items", spec.items.len());
+    }
+
+    #[test]
+    fn the_field_reader_finds_a_field_that_is_not_named() {
+        let text = "rounds = 3\n[model]\n# labels = []\n";
+        assert!(names(text, "", "rounds") && names(text, "model", "labels"));
+        assert!(!names(text, "", "labels") && !names(text, "model", "rounds"));
+        assert!(fields::<TrainSection>().contains(&"batch_size"));
     }
 }

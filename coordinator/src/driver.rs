@@ -16,7 +16,7 @@ use tonic::Status;
 use crate::aggregate::Aggregator;
 use crate::audit::{now_ms, AuditLog};
 use crate::config::CoordinatorConfig;
-use crate::error::RoundError;
+use crate::error::{Missing, RoundError};
 use crate::job::{lock, ClosedRound, JobRuntime, OpenRound, MAX_ROUND_ATTEMPTS, RETRY_PAUSE};
 use crate::secagg::{PhaseOutcome, SecAggRound, SecureSlot, Setup, MASKED_PHASE, PHASES, PHASE_TIMEOUT};
 use crate::store::{JobPhase, Store, StoreError};
@@ -64,6 +64,8 @@ pub struct Shared {
     pub(crate) secure: Mutex<HashMap<String, Arc<SecureSlot>>>,
     pub(crate) next_subscription: AtomicU64,
     pub(crate) next_sequence: AtomicU64,
+    /// Held while a job submission is checked, reserved and persisted: one at a time.
+    pub(crate) submissions: tokio::sync::Mutex<()>,
     /// Bounds how many model-sized upload buffers exist at once.
     pub(crate) upload_slots: Semaphore,
 }
@@ -112,6 +114,7 @@ impl Shared {
             secure: Mutex::new(HashMap::new()),
             next_subscription: AtomicU64::new(1),
             next_sequence: AtomicU64::new(1),
+            submissions: tokio::sync::Mutex::new(()),
             upload_slots: Semaphore::new(config.max_concurrent_uploads.max(1)),
         }))
     }
@@ -187,6 +190,11 @@ impl Shared {
             .filter(|(_, p)| p.tx.as_ref().is_some_and(|tx| !tx.is_closed()) && p.holds(family))
             .map(|(id, _)| id.clone())
             .collect()
+    }
+
+    /// Ids of participants that registered at some time (connected or not) and hold data of `family`.
+    pub(crate) fn known_holding(&self, family: &str) -> HashSet<String> {
+        lock(&self.peers).iter().filter(|(_, p)| p.holds(family)).map(|(id, _)| id.clone()).collect()
     }
 
     /// Sends `a` to one participant; a participant whose queue is full is dropped (it reconnects).
@@ -272,25 +280,22 @@ pub(crate) async fn drive(shared: Arc<Shared>, job: Arc<JobRuntime>) {
         let eligible = |id: &String| {
             rec.privacy.as_ref().filter(|p| p.reservation.is_some()).is_none_or(|p| p.tenants.contains(id))
         };
-        let connected = loop {
-            let connected: Vec<String> =
-                shared.connected_holding(&job.family).into_iter().filter(|id| eligible(id)).collect();
-            if connected.len() >= needed as usize {
-                break connected;
+        let closed = match wait_for_cohort(&shared, &job, &rec, round, needed, &eligible).await {
+            Ok(connected) => {
+                // A DP job's rounds never exceed the cohort its quantiser and charge were computed for.
+                let per_round = match &rec.privacy {
+                    Some(p) if p.max_cohort > 0 && rec.participants_per_round == 0 => p.max_cohort,
+                    Some(p) if p.max_cohort > 0 => rec.participants_per_round.min(p.max_cohort),
+                    _ => rec.participants_per_round,
+                };
+                let invited = select(connected, per_round, rec.train.seed, round);
+                if rec.secure_aggregation {
+                    secure_round(&shared, &job, &rec, round, invited).await
+                } else {
+                    plain_round(&shared, &job, &rec, round, invited).await
+                }
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        // A DP job's rounds never exceed the cohort its quantiser and charge were computed for.
-        let per_round = match &rec.privacy {
-            Some(p) if p.max_cohort > 0 && rec.participants_per_round == 0 => p.max_cohort,
-            Some(p) if p.max_cohort > 0 => rec.participants_per_round.min(p.max_cohort),
-            _ => rec.participants_per_round,
-        };
-        let invited = select(connected, per_round, rec.train.seed, round);
-        let closed = if rec.secure_aggregation {
-            secure_round(&shared, &job, &rec, round, invited).await
-        } else {
-            plain_round(&shared, &job, &rec, round, invited).await
+            Err(e) => Err(e),
         };
         let dp = rec.privacy.as_ref().filter(|p| p.dimension > 0).map(|privacy| crate::job::DpStep {
             privacy,
@@ -373,9 +378,51 @@ pub(crate) async fn drive(shared: Arc<Shared>, job: Arc<JobRuntime>) {
                     finish(&shared, &job, JobPhase::Failed, why).await;
                     return;
                 }
-                tokio::time::sleep(RETRY_PAUSE).await;
+                // Backoff: 2 s after the first failure, 4 s after the second.
+                tokio::time::sleep(RETRY_PAUSE * 2u32.pow(attempts - 1)).await;
             }
         }
+    }
+}
+
+/// Waits until at least `needed` eligible participants holding the job's family are connected, for at most
+/// the round's deadline; then fails naming the ones it waited for in vain (those that registered once, and
+/// for a DP job every institution whose budget it reserved).
+async fn wait_for_cohort(
+    shared: &Arc<Shared>,
+    job: &Arc<JobRuntime>,
+    rec: &crate::store::JobRecord,
+    round: u64,
+    needed: u32,
+    eligible: &impl Fn(&String) -> bool,
+) -> Result<Vec<String>, RoundError> {
+    let waited = Instant::now();
+    let deadline = waited + Duration::from_secs(u64::from(rec.round_deadline_s));
+    loop {
+        let connected: Vec<String> =
+            shared.connected_holding(&job.family).into_iter().filter(|id| eligible(id)).collect();
+        if connected.len() >= needed as usize {
+            return Ok(connected);
+        }
+        if lock(&job.record).phase != JobPhase::Running {
+            return Err(RoundError::Stopped { round });
+        }
+        if Instant::now() >= deadline {
+            let mut expected: HashSet<String> =
+                shared.known_holding(&job.family).into_iter().filter(|id| eligible(id)).collect();
+            if let Some(p) = rec.privacy.as_ref().filter(|p| p.reservation.is_some()) {
+                expected.extend(p.tenants.iter().cloned());
+            }
+            return Err(RoundError::CohortUnreachable {
+                round,
+                family: job.family.clone(),
+                connected: connected.len(),
+                needed,
+                waited_s: rec.round_deadline_s,
+                missing: Missing::of(expected.into_iter().filter(|id| !connected.contains(id))),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -561,7 +608,7 @@ async fn secure_round(
         };
         Ok(ClosedRound {
             round,
-            invited: r.members.len(),
+            invited: r.members.clone(),
             contributors,
             opened: r.opened,
             agg,
@@ -738,9 +785,15 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
                 // too small a crowd to hide in).
                 if r.responded() < spec.min_participants as usize {
                     let got = r.responded();
+                    let missing = Missing::of(r.silent());
                     drop(g);
                     lock(&slot.round).take();
-                    return Err(RoundError::TooFewMasked { round, got, needed: spec.min_participants });
+                    return Err(RoundError::TooFewMasked {
+                        round,
+                        got,
+                        needed: spec.min_participants,
+                        missing,
+                    });
                 }
             }
             match r.close_phase(next) {

@@ -17,9 +17,25 @@ pub(crate) enum RoundError {
     CohortTooSmall { round: u64, able: usize, needed: u32 },
     /// Fewer masked inputs than the round needs: the sum is never unmasked.
     #[error(
-        "round {round}: {got} masked inputs, fewer than the {needed} required; aborted before unmasking"
+        "round {round}: {got} masked inputs, fewer than the {needed} required; aborted before unmasking{missing}"
     )]
-    TooFewMasked { round: u64, got: usize, needed: u32 },
+    TooFewMasked { round: u64, got: usize, needed: u32, missing: Missing },
+    /// Too few participants holding the job's data connected within the round's deadline.
+    #[error(
+        "round {round} waited {waited_s} s for {needed} connected participants holding {family} data and \
+         found {connected}{missing}"
+    )]
+    CohortUnreachable {
+        round: u64,
+        family: String,
+        connected: usize,
+        needed: u32,
+        waited_s: u32,
+        missing: Missing,
+    },
+    /// The job stopped (cancelled) while the round waited.
+    #[error("round {round}: the job stopped")]
+    Stopped { round: u64 },
     /// The protocol refused to go on (not enough shares, a phase without survivors, bad parameters).
     #[error("round {round}: secure aggregation aborted in phase {phase}: {source}")]
     SecAgg { round: u64, phase: u32, source: SecAggError },
@@ -36,11 +52,35 @@ pub(crate) enum RoundError {
     #[error("round {round}: {source}")]
     Decode { round: u64, source: DecodeError },
     /// Fewer updates than `min_participants` arrived.
-    #[error("round {round} gathered {got} of the {needed} updates it needs ({invited} invited)")]
-    TooFewUpdates { round: u64, got: u32, needed: u32, invited: usize },
+    #[error("round {round} gathered {got} of the {needed} updates it needs ({invited} invited){missing}")]
+    TooFewUpdates { round: u64, got: u32, needed: u32, invited: usize, missing: Missing },
     /// The DP server step failed (a spec or a sum that does not fit the job).
     #[error("round {round}: the DP server step: {source}")]
     DpStep { round: u64, source: DpStepError },
+}
+
+/// The participants a round waited for in vain, sorted; displayed as `; missing: a, b` (nothing when
+/// empty), so every failure that comes from an absent participant names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Missing(pub(crate) Vec<String>);
+
+impl Missing {
+    pub(crate) fn of(ids: impl IntoIterator<Item = String>) -> Self {
+        let mut v: Vec<String> = ids.into_iter().collect();
+        v.sort();
+        v.dedup();
+        Self(v)
+    }
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            write!(f, "; missing: {}", self.0.join(", "))
+        }
+    }
 }
 
 /// Why an unmasked sum was not decoded.

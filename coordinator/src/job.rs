@@ -16,7 +16,7 @@ use hearth_proto::v1::{self, job_event, JobEvent};
 use tokio::sync::{broadcast, Notify};
 
 use crate::aggregate::Aggregator;
-use crate::error::{DpStepError, RoundError};
+use crate::error::{DpStepError, Missing, RoundError};
 use crate::store::{JobRecord, RoundRecord};
 
 /// A global model version held in memory, ready to stream.
@@ -69,7 +69,8 @@ pub(crate) struct DpStep<'a> {
 #[derive(Debug)]
 pub(crate) struct ClosedRound {
     pub(crate) round: u64,
-    pub(crate) invited: usize,
+    /// Who was asked for an update.
+    pub(crate) invited: Vec<String>,
     /// Participants whose updates are in `agg`.
     pub(crate) contributors: Vec<String>,
     pub(crate) opened: Instant,
@@ -218,7 +219,7 @@ impl JobRuntime {
         let r = lock(&self.open).take()?;
         Some(ClosedRound {
             round: r.round,
-            invited: r.invited.len(),
+            invited: r.invited.into_iter().collect(),
             contributors: r.received.into_iter().collect(),
             opened: r.opened,
             agg: r.agg,
@@ -239,11 +240,13 @@ impl JobRuntime {
     ) -> Result<(RoundRecord, GlobalModel, Vec<f32>), RoundError> {
         let ClosedRound { round, invited, mut contributors, opened, agg, noisy_sum, phase_seconds } = closed;
         if agg.count() < min_participants {
+            let missing = Missing::of(invited.iter().filter(|p| !contributors.contains(p)).cloned());
             return Err(RoundError::TooFewUpdates {
                 round,
                 got: agg.count(),
                 needed: min_participants,
-                invited,
+                invited: invited.len(),
+                missing,
             });
         }
         let global = self.global();
@@ -324,8 +327,8 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The wait between a failed round and its retry.
-pub(crate) const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// The wait after a round's first failure; it doubles after each further one.
+pub(crate) const RETRY_PAUSE: Duration = Duration::from_secs(2);
 
 /// How many times a round is retried before its job fails.
 pub(crate) const MAX_ROUND_ATTEMPTS: u32 = 3;

@@ -36,6 +36,7 @@ mod privacy_service;
 mod query;
 mod secagg;
 mod service;
+mod submission;
 mod upload;
 
 use std::future::Future;
@@ -140,8 +141,14 @@ async fn open_node(config: &CoordinatorConfig) -> anyhow::Result<Node> {
                 .context("opening the coordinator's keystore")?;
         let origin = default_origin(config.audit.origin.as_deref(), &config.tls.cert, "coordinator", dir);
         let (audit, recovery) = AuditLog::open(dir, &keys, &origin).context("opening the audit log")?;
+        // The round policy's one switch that weakens what the coordinator may see is in the log from start.
+        let aggregation = if config.policy.allow_plain_aggregation {
+            "plain aggregation allowed: jobs may opt out of secure aggregation"
+        } else {
+            "secure aggregation required"
+        };
         audit.record_event(Event::new("system", Action::NodeStart, Outcome::Ok).detail(format!(
-            "coordinator; keys in {} ({})",
+            "coordinator; keys in {} ({}); {aggregation}",
             keys.name(),
             keys.location()
         )));

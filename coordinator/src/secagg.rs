@@ -272,6 +272,15 @@ impl SecAggRound {
         self.responded.len()
     }
 
+    /// The members that have not answered the current phase.
+    pub(crate) fn silent(&self) -> impl Iterator<Item = String> + '_ {
+        self.members
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.responded.contains(&(*i as u32)))
+            .map(|(_, id)| id.clone())
+    }
+
     /// Closes the current phase. Phases 0 to 4 return the messages that open the next one; phase 5 returns
     /// the unmasked sum. An error aborts the round (fewer than t remain, or shares do not add up); the
     /// state is then `Done` and nothing was reconstructed.
@@ -477,21 +486,23 @@ mod tests {
     }
 
     #[test]
-    fn cohorts_below_four_cannot_run_secure_aggregation() {
+    fn a_cohort_of_three_runs_the_complete_graph_and_two_cannot_run() {
         let suite = SuiteId::International.suite();
-        let cohort = (0..3).map(|i| (format!("p{i}"), suite.signing_keypair().unwrap().1)).collect();
-        let setup = Setup {
+        let setup = |n: usize| Setup {
             suite: SuiteId::International,
             job_id: "job".into(),
             round: 1,
-            cohort,
+            cohort: (0..n).map(|i| (format!("p{i}"), suite.signing_keypair().unwrap().1)).collect(),
             vector_len: 4,
             clip: DEFAULT_CLIP,
             weight_cap: DEFAULT_WEIGHT_CAP,
             noise_headroom: 0,
             min_survivors: 0,
         };
-        let err = SecAggRound::open(setup, vec![0; 3], Instant::now()).unwrap_err();
-        assert!(err.to_string().contains("3 clients"), "{err}");
+        let three = SecAggRound::open(setup(3), vec![0; 3], Instant::now()).unwrap();
+        let c = three.params.config();
+        assert_eq!((c.degree, c.threshold), (2, 2), "every member holds a share of every other's secrets");
+        let err = SecAggRound::open(setup(2), vec![0; 2], Instant::now()).unwrap_err();
+        assert!(err.to_string().contains("2 clients"), "{err}");
     }
 }

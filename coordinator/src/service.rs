@@ -10,7 +10,6 @@ use hearth_audit::{Action, Outcome};
 use hearth_crypto::digest::{ContentDigest, CONTENT_DIGEST_LEN};
 use hearth_crypto::pki::{NodeIdentity, Role};
 use hearth_models::ModelSpec;
-use hearth_policies::JobShape;
 use hearth_proto::v1::coordinator_server::Coordinator;
 use hearth_proto::v1::{self, announcement, job_event, model_chunk};
 use hearth_proto::{protocol_major, MAX_CHUNK_BYTES, PROTOCOL_MAJOR, PROTOCOL_VERSION};
@@ -20,17 +19,14 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::audit::now_ms;
 use crate::driver::{drive, summary, Peer, Shared, ANNOUNCEMENT_QUEUE};
-use crate::error::JobPrivacyError;
 use crate::job::{lock, JobRuntime};
 use crate::secagg::{SecAggRefusal, MASKED_PHASE};
-use crate::store::{JobPhase, JobPrivacy, JobRecord, StoredTrain};
+use crate::store::{JobPhase, JobPrivacy, JobRecord};
+use crate::submission::ValidatedJob;
 use crate::upload;
 
 /// Most model families a participant may declare.
 const MAX_FAMILIES: usize = 16;
-
-/// Longest `data_description` a job may carry.
-const MAX_DATA_DESCRIPTION_BYTES: usize = 1000;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -74,74 +70,97 @@ impl CoordinatorService {
     }
 
     /// Refuses an upload: logs, audits, releases the slot if one was taken.
+    /// With a privacy policy in force, reserves the job's worst case in the budget of every institution the
+    /// policy lists for its family (they are the only ones its rounds invite); audited either way.
+    async fn reserve_budget(
+        &self,
+        who: &NodeIdentity,
+        id: &str,
+        p: &mut JobPrivacy,
+        rounds: u64,
+        min_participants: u32,
+    ) -> Result<(), Status> {
+        if !self.shared.privacy.enforced() {
+            return Ok(());
+        }
+        let tenants = self.shared.privacy.family_tenants(&p.family);
+        if tenants.is_empty() {
+            let detail = format!("the privacy policy gives no institution a budget in family {:?}", p.family);
+            self.shared.audit.record(&who.to_string(), Action::JobSubmit, Outcome::Refused, &detail);
+            return Err(Status::invalid_argument(detail));
+        }
+        p.tenants = tenants;
+        let (shared, job_privacy, job_id) = (Arc::clone(&self.shared), p.clone(), id.to_string());
+        let reserved = tokio::task::spawn_blocking(move || {
+            shared.privacy.reserve_training(&job_id, &job_privacy, rounds, min_participants)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        match reserved {
+            Ok(r) => {
+                p.reservation = Some(r.0);
+                self.shared.audit.record(
+                    &who.to_string(),
+                    Action::BudgetReserve,
+                    Outcome::Ok,
+                    &format!("job {id}: family {} for [{}]", p.family, p.tenants.join(",")),
+                );
+                Ok(())
+            }
+            Err(crate::privacy::PrivacyError::Store(e)) => {
+                Err(Status::internal(format!("could not persist the budget reservation: {e}")))
+            }
+            Err(e) => {
+                self.shared.audit.record(
+                    &who.to_string(),
+                    Action::BudgetReserve,
+                    Outcome::Refused,
+                    &format!("job {id}: {e}"),
+                );
+                Err(Status::resource_exhausted(format!("privacy budget: {e}")))
+            }
+        }
+    }
+
+    /// Registers and persists a new job with a zero model; on failure gives back its budget reservation.
+    async fn persist_job(&self, record: &JobRecord, num_params: usize) -> Result<Arc<JobRuntime>, Status> {
+        let id = record.id.clone();
+        let release = || {
+            if let Some(r) = record.privacy.as_ref().and_then(|p| p.reservation) {
+                if let Err(e) = self.shared.privacy.release(r) {
+                    tracing::error!(job = %id, error = %e, "could not release the budget reservation");
+                }
+            }
+        };
+        let params = vec![0.0f32; num_params];
+        let job = {
+            let mut jobs = lock(&self.shared.jobs);
+            if jobs.contains_key(&id) {
+                drop(jobs);
+                release();
+                return Err(Status::already_exists(format!("job {id} exists")));
+            }
+            let job = Arc::new(JobRuntime::new(record.clone(), num_params, params.clone(), vec![]));
+            jobs.insert(id.clone(), Arc::clone(&job));
+            job
+        };
+        let (shared, to_save) = (Arc::clone(&self.shared), record.clone());
+        let saved = tokio::task::spawn_blocking(move || shared.store.save(&to_save, Some((&params, &[]))))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if let Err(e) = saved {
+            lock(&self.shared.jobs).remove(&id);
+            release();
+            return Err(Status::internal(format!("could not persist job: {e}")));
+        }
+        Ok(job)
+    }
+
     fn refuse_upload(&self, who: &NodeIdentity, detail: &str, status: Status) -> Status {
         tracing::warn!(participant = %who, %detail, "update refused");
         self.shared.audit.record(&who.to_string(), Action::UpdateUpload, Outcome::Refused, detail);
         status
     }
-}
-
-/// Checks a job's privacy section; the tenants and reservation are filled in by the caller.
-fn validate_privacy(
-    p: &v1::PrivacySpec,
-    spec: &v1::JobSpec,
-    secure: bool,
-    model: &ModelSpec,
-) -> Result<JobPrivacy, JobPrivacyError> {
-    use JobPrivacyError as E;
-    if !matches!(model, ModelSpec::Intent(_)) {
-        return Err(E::Family(model.family()));
-    }
-    if !secure {
-        return Err(E::NotSecure);
-    }
-    hearth_crypto::pki::validate_node_id(&p.family).map_err(E::BudgetFamily)?;
-    let range =
-        |field, value: f64, ok: bool, range| if ok { Ok(()) } else { Err(E::Range { field, value, range }) };
-    let clip = p.clipping_norm;
-    range("clipping_norm", clip, clip.is_finite() && clip > 0.0 && clip <= 1e6, "(0, 1e6]")?;
-    let z = p.noise_multiplier;
-    range("noise_multiplier", z, z.is_finite() && z > 0.0 && z <= 1e4, "(0, 1e4]")?;
-    range("sampling_rate", p.sampling_rate, p.sampling_rate > 0.0 && p.sampling_rate <= 1.0, "(0, 1]")?;
-    let unit = if p.privacy_unit.is_empty() { "record".to_string() } else { p.privacy_unit.clone() };
-    if unit != "record" {
-        return Err(E::Unit(unit));
-    }
-    if p.declared_records == 0 || p.declared_records > 1_000_000_000_000 {
-        return Err(E::DeclaredRecords(p.declared_records));
-    }
-    let bias_scale = if p.bias_scale == 0.0 { 1.0 } else { p.bias_scale };
-    range("delta", p.delta, p.delta == 0.0 || (p.delta > 0.0 && p.delta < 1e-2), "(0, 0.01)")?;
-    range("bias_scale", p.bias_scale, bias_scale > 0.0 && bias_scale <= 1.0, "(0, 1]")?;
-    let max_cohort = match p.max_cohort {
-        0 => spec.wait_for_participants.max(spec.participants_per_round).max(spec.min_participants),
-        n => n,
-    };
-    if max_cohort < spec.min_participants || max_cohort > 10_000 {
-        return Err(E::MaxCohort { max_cohort, min_participants: spec.min_participants });
-    }
-    let min_survivors = if p.min_survivors == 0 { spec.min_participants } else { p.min_survivors };
-    if min_survivors == 0 || min_survivors > spec.min_participants.max(1) {
-        return Err(E::MinSurvivors { min_survivors, min_participants: spec.min_participants });
-    }
-    let j = JobPrivacy {
-        family: p.family.clone(),
-        clipping_norm: p.clipping_norm,
-        noise_multiplier: p.noise_multiplier,
-        sampling_rate: p.sampling_rate,
-        privacy_unit: unit,
-        min_survivors,
-        reservation: None,
-        tenants: Vec::new(),
-        declared_records: p.declared_records,
-        bias_scale,
-        max_cohort,
-        dimension: model.num_params() as u64,
-        delta: if p.delta == 0.0 { 1e-5 } else { p.delta },
-    };
-    // The rounds must have room for the noise: checked now rather than at the first round.
-    j.config(spec.rounds)?.round_grid(j.round_shape(j.max_cohort))?;
-    Ok(j)
 }
 
 /// The gRPC status of a refused secure-aggregation message.
@@ -569,212 +588,51 @@ impl Coordinator for CoordinatorService {
     async fn submit_job(&self, req: Request<v1::JobSpec>) -> Result<Response<v1::JobAccepted>, Status> {
         let who = self.require(&req, Action::JobSubmit, &[Role::Operator])?;
         let spec = req.into_inner();
-        let refuse = |detail: String| {
-            self.shared.audit.record(&who.to_string(), Action::JobSubmit, Outcome::Refused, &detail);
-            Status::invalid_argument(detail)
-        };
-        let model =
-            ModelSpec::from_json(&spec.model_spec_json).map_err(|e| refuse(format!("model spec: {e}")))?;
-        let server_learning_rate =
-            if spec.server_learning_rate == 0.0 { 1.0 } else { spec.server_learning_rate };
-        // Federated averaging applies the mean update (a step of local training): at most 10 times it. A DP
-        // job steps on the noisy mean gradient of single records, which takes a larger rate.
-        let max_lr = if spec.privacy.is_some() { 10_000.0 } else { 10.0 };
-        if !(server_learning_rate > 0.0 && server_learning_rate <= max_lr) {
-            return Err(refuse(format!(
-                "server_learning_rate {} must be in (0, {max_lr}]",
-                spec.server_learning_rate
-            )));
-        }
-        if !(0.0..=0.99).contains(&spec.server_momentum) {
-            return Err(refuse(format!("server_momentum {} must be in [0, 0.99]", spec.server_momentum)));
-        }
-        let secagg_clip =
-            if spec.secagg_clip == 0.0 { crate::secagg::DEFAULT_CLIP } else { spec.secagg_clip };
-        if !(secagg_clip.is_finite() && secagg_clip > 0.0 && secagg_clip <= 1e6) {
-            return Err(refuse(format!("secagg_clip {} must be in (0, 1e6]", spec.secagg_clip)));
-        }
-        let secagg_weight_cap = if spec.secagg_weight_cap == 0.0 {
-            crate::secagg::DEFAULT_WEIGHT_CAP
-        } else {
-            spec.secagg_weight_cap
-        };
-        if !(1.0..=1e12).contains(&secagg_weight_cap) {
-            return Err(refuse(format!("secagg_weight_cap {} must be in [1, 1e12]", spec.secagg_weight_cap)));
-        }
-        let secure_aggregation = !spec.plain_aggregation;
-        if secure_aggregation && spec.min_participants < 3 {
-            return Err(refuse(format!(
-                "min_participants {} is below 3: a securely aggregated sum of two updates would show each of \
-                 the two the other's update (set plain_aggregation to opt out of secure aggregation)",
-                spec.min_participants
-            )));
-        }
-        let escalation_target_recall = match (&model, spec.escalation_target_recall) {
-            (ModelSpec::Emotion(_), t) if t > 0.0 && t <= 1.0 => Some(t),
-            (ModelSpec::Emotion(_), t) => {
-                return Err(refuse(format!(
-                    "escalation_target_recall {t} must be in (0, 1] for an emotion job: the recall of anger \
-                     that each participant's escalation threshold must reach, as the policy states it (e.g. 0.7)"
-                )))
-            }
-            (_, 0.0) => None,
-            (other, t) => {
-                return Err(refuse(format!(
-                    "escalation_target_recall {t} applies to emotion jobs only; this is a {} job",
-                    other.family()
-                )))
-            }
-        };
-        if spec.data_description.len() > MAX_DATA_DESCRIPTION_BYTES
-            || spec.data_description.chars().any(char::is_control)
-        {
-            return Err(refuse(format!(
-                "data_description must be at most {MAX_DATA_DESCRIPTION_BYTES} bytes without control characters"
-            )));
-        }
-        let train = spec.train.ok_or_else(|| refuse("train parameters are missing".into()))?;
-        let shape = JobShape {
-            rounds: spec.rounds,
-            min_participants: spec.min_participants,
-            round_deadline_s: spec.round_deadline_s,
-            num_params: model.num_params() as u64,
-            local_epochs: train.local_epochs,
-            learning_rate: train.learning_rate,
-            batch_size: train.batch_size,
-            l2: train.l2,
-            plain_aggregation: spec.plain_aggregation,
-        };
-        self.shared.config.policy.check(&shape).map_err(|e| refuse(format!("policy: {e}")))?;
-        let sequence = self.shared.next_sequence.fetch_add(1, Ordering::SeqCst);
+        let job = ValidatedJob::check(&spec, &self.shared.config.policy, self.shared.privacy.enforced())
+            .map_err(|e| {
+                self.shared.audit.record(
+                    &who.to_string(),
+                    Action::JobSubmit,
+                    Outcome::Refused,
+                    &e.to_string(),
+                );
+                Status::invalid_argument(e.to_string())
+            })?;
+        // One submission at a time: a refused one leaves the job sequence where it was.
+        let _turn = self.shared.submissions.lock().await;
+        let sequence = self.shared.next_sequence.load(Ordering::SeqCst);
         let id = if spec.job_id.is_empty() {
             format!("job-{sequence}-{:04x}", rand::random::<u16>())
         } else {
             validate_job_id(&spec.job_id)?;
             spec.job_id.clone()
         };
-        let model_spec_json = String::from_utf8(model.to_json()).map_err(|e| refuse(e.to_string()))?;
         if lock(&self.shared.jobs).contains_key(&id) {
             return Err(Status::already_exists(format!("job {id} exists")));
         }
-        // Differential privacy: with a policy in force, every job must be private and its worst case must
-        // fit every participating institution's budget, reserved here before the job is accepted.
-        let mut privacy = match spec.privacy.as_ref() {
-            None if self.shared.privacy.enforced() => {
-                return Err(refuse(
-                    "the consortium's privacy policy is in force: training jobs must be differentially private \
-                     (give the job a [privacy] section: family, clipping_norm, noise_multiplier, sampling_rate)"
-                        .into(),
-                ))
-            }
-            None => None,
-            Some(p) => Some(validate_privacy(p, &spec, secure_aggregation, &model).map_err(|e| refuse(e.to_string()))?),
-        };
-        if let Some(p) = privacy.as_mut().filter(|_| self.shared.privacy.enforced()) {
-            let tenants = self.shared.privacy.family_tenants(&p.family);
-            if tenants.is_empty() {
-                return Err(refuse(format!(
-                    "the privacy policy gives no institution a budget in family {:?}",
-                    p.family
-                )));
-            }
-            p.tenants = tenants;
-            let (shared, job_privacy, job_id) = (Arc::clone(&self.shared), p.clone(), id.clone());
-            let (rounds, min) = (spec.rounds, spec.min_participants);
-            let reserved = tokio::task::spawn_blocking(move || {
-                shared.privacy.reserve_training(&job_id, &job_privacy, rounds, min)
-            })
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-            match reserved {
-                Ok(r) => {
-                    p.reservation = Some(r.0);
-                    self.shared.audit.record(
-                        &who.to_string(),
-                        Action::BudgetReserve,
-                        Outcome::Ok,
-                        &format!("job {id}: family {} for [{}]", p.family, p.tenants.join(",")),
-                    );
-                }
-                Err(crate::privacy::PrivacyError::Store(e)) => {
-                    return Err(Status::internal(format!("could not persist the budget reservation: {e}")))
-                }
-                Err(e) => {
-                    self.shared.audit.record(
-                        &who.to_string(),
-                        Action::BudgetReserve,
-                        Outcome::Refused,
-                        &format!("job {id}: {e}"),
-                    );
-                    return Err(Status::resource_exhausted(format!("privacy budget: {e}")));
-                }
-            }
+        let (rounds, num_params) = (job.shape.rounds, job.shape.num_params as usize);
+        let mut record = job.into_record(id.clone(), sequence, who.to_string());
+        if let Some(p) = record.privacy.as_mut() {
+            self.reserve_budget(&who, &id, p, rounds, record.min_participants).await?;
         }
-        let record = JobRecord {
-            id: id.clone(),
-            model_spec_json,
-            rounds: spec.rounds,
-            train: StoredTrain {
-                local_epochs: train.local_epochs,
-                learning_rate: train.learning_rate,
-                batch_size: train.batch_size,
-                l2: train.l2,
-                seed: train.seed,
-            },
-            participants_per_round: spec.participants_per_round,
-            min_participants: spec.min_participants,
-            round_deadline_s: spec.round_deadline_s,
-            wait_for_participants: spec.wait_for_participants,
-            submitted_by: who.to_string(),
-            phase: JobPhase::Running,
-            committed: vec![],
-            sequence,
-            server_learning_rate,
-            server_momentum: spec.server_momentum,
-            secure_aggregation,
-            secagg_clip,
-            secagg_weight_cap,
-            privacy: privacy.clone(),
-            escalation_target_recall,
-            data_description: spec.data_description.clone(),
-            failure: String::new(),
-        };
-        let params = vec![0.0f32; model.num_params()];
-        let release = || {
-            if let Some(r) = privacy.as_ref().and_then(|p| p.reservation) {
-                if let Err(e) = self.shared.privacy.release(r) {
-                    tracing::error!(job = %id, error = %e, "could not release the budget reservation");
-                }
-            }
-        };
-        let job = {
-            let mut jobs = lock(&self.shared.jobs);
-            if jobs.contains_key(&id) {
-                drop(jobs);
-                release();
-                return Err(Status::already_exists(format!("job {id} exists")));
-            }
-            let job = Arc::new(JobRuntime::new(record.clone(), params.len(), params.clone(), vec![]));
-            jobs.insert(id.clone(), Arc::clone(&job));
-            job
-        };
-        let shared = Arc::clone(&self.shared);
-        let saved = tokio::task::spawn_blocking(move || shared.store.save(&record, Some((&params, &[]))))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        if let Err(e) = saved {
-            lock(&self.shared.jobs).remove(&id);
-            release();
-            return Err(Status::internal(format!("could not persist job: {e}")));
-        }
+        let record_secure = record.secure_aggregation;
+        let runtime = self.persist_job(&record, num_params).await?;
+        self.shared.next_sequence.store(sequence + 1, Ordering::SeqCst);
         self.shared.audit.record(
             &who.to_string(),
             Action::JobSubmit,
             Outcome::Ok,
-            &format!("job {id}: {} rounds, {} params", shape.rounds, shape.num_params),
+            &format!(
+                "job {id}: {rounds} rounds, {num_params} params, {}",
+                if record_secure {
+                    "secure aggregation"
+                } else {
+                    "plain aggregation (the coordinator sees each update)"
+                }
+            ),
         );
         tracing::info!(job = %id, by = %who, "job accepted");
-        tokio::spawn(drive(Arc::clone(&self.shared), job));
+        tokio::spawn(drive(Arc::clone(&self.shared), runtime));
         Ok(Response::new(v1::JobAccepted { job_id: id }))
     }
 

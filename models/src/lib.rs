@@ -55,7 +55,10 @@ pub use dp::{
     IntentDpPreset, PrivacyTarget, RoundShape, INTENT_DP_PRESET,
 };
 pub use emotion::{EmotionExample, EmotionModel, EmotionPrediction, EmotionSpec, Escalation};
-pub use eval::{choose_oos_threshold, evaluate, Confusion, Metrics};
+pub use eval::{
+    choose_oos_threshold, evaluate, evaluation_bins, evaluation_counts, metrics_from_counts, Confusion,
+    Metrics, EVALUATION_TOTALS,
+};
 pub use features::{featurize, FeatureConfig, SparseVec};
 pub use file::{
     decode_any_model_file, decode_file, decode_model_file, encode_file, encode_model_file, read_model_file,

@@ -17,8 +17,9 @@
 //!
 //! [`GraphRule::choose`] turns a stated adversary (a colluding fraction γ of clients, fixed before the
 //! graph seed is drawn, plus the server) and a drop-out fraction δ into the smallest even degree `k` and
-//! a threshold `t` such that, with `c = floor(γ n)` colluders and `m = floor(δ n)` drop-outs, by union
-//! bounds over the n clients:
+//! a threshold `t` such that, with `c = floor(γ n)` colluders and `m = floor(δ n)` drop-outs (at least
+//! `min_dropouts`, at most `floor((n - 2) / 2)`: none in a cohort of three), by union bounds over the n
+//! clients:
 //!
 //! * **privacy**: `P[some client has at least 2t - k colluding neighbours] + P[the graph minus colluders
 //!   and drop-outs is disconnected] <= 2^-σ`. With fewer than `2t - k` colluding holders, even a server
@@ -235,8 +236,7 @@ impl GraphRule {
     fn bounds(&self, lf: &[f64], n: usize, k: usize, t: usize) -> (f64, f64) {
         use std::f64::consts::LN_2;
         let colluders = ((self.colluding_fraction * n as f64).floor() as usize).min(n - 1);
-        let dropped =
-            ((self.dropout_fraction * n as f64).floor() as usize).max(self.min_dropouts as usize).min(n - 1);
+        let dropped = self.dropouts(n);
         let union = (n as f64).log2();
         let neighbourhood =
             hypergeometric_tail_log2(lf, n - 1, colluders, k, (2 * t).saturating_sub(k).max(1));
@@ -253,6 +253,21 @@ impl GraphRule {
         let privacy = union + log_sum_exp(&[neighbourhood * LN_2, disconnect * LN_2]) / LN_2;
         let correctness = union + hypergeometric_tail_log2(lf, n - 1, dropped, k, k - t + 1);
         (privacy, correctness)
+    }
+
+    /// How many drop-outs the rule plans for among `n` clients: `floor(δ n)`, at least `min_dropouts`, but
+    /// never more than even the complete graph survives while keeping `2t > k`: with `k = n - 1` and
+    /// `d` drop-outs the threshold must satisfy `k / 2 < t <= k - d`, so `d <= (n - 2) / 2` (rounded
+    /// down). A cohort of three or two therefore tolerates none: every member must finish its round.
+    fn dropouts(&self, n: usize) -> usize {
+        ((self.dropout_fraction * n as f64).floor() as usize)
+            .max(self.min_dropouts as usize)
+            .min(n.saturating_sub(2) / 2)
+    }
+
+    /// How many drop-outs a round of `n` clients tolerates under this rule (see [`Self::choose`]).
+    pub fn tolerated_dropouts(&self, n: u32) -> u32 {
+        self.dropouts(n as usize) as u32
     }
 
     /// The smallest valid degree with a threshold meeting both bounds for `n` clients (see the module
@@ -371,6 +386,23 @@ mod tests {
         let ok = GraphRule { colluding_fraction: 0.6, ..GraphRule::default() }.choose(20).unwrap();
         assert_eq!((ok.degree, ok.threshold), (18, 16));
         assert!(GraphRule::default().choose(2).is_err());
+    }
+
+    #[test]
+    fn small_cohorts_trade_drop_out_tolerance_for_privacy() {
+        let rule = GraphRule::default();
+        // Three clients: the complete graph with threshold 2, every member must finish.
+        let three = rule.choose(3).unwrap();
+        assert_eq!((three.degree, three.threshold, rule.tolerated_dropouts(3)), (2, 2, 0));
+        assert_eq!(three.security_log2, f64::NEG_INFINITY);
+        // Four and five: one drop-out, as the rule's floor asks.
+        for n in [4u32, 5] {
+            let c = rule.choose(n).unwrap();
+            assert_eq!((c.degree, c.threshold, rule.tolerated_dropouts(n)), (n - 1, 2 + n - 4, 1), "n {n}");
+            assert!(2 * c.threshold > c.degree);
+        }
+        assert_eq!(rule.tolerated_dropouts(10), 1);
+        assert_eq!(rule.tolerated_dropouts(50), 5);
         assert!(GraphRule { dropout_fraction: 1.5, ..GraphRule::default() }.choose(20).is_err());
     }
 }

@@ -432,7 +432,7 @@ pub fn labels_of(examples: &[Example]) -> Vec<String> {
 }
 
 /// The intent job [`Cluster::run_job`] submits: `rounds` rounds of one local epoch, waiting for and
-/// requiring `n` participants, securely aggregated from 4 participants on (the fewest it needs).
+/// requiring `n` participants, securely aggregated from 3 participants on (the fewest it needs).
 pub fn intent_job(job_id: &str, labels: Vec<String>, rounds: u64, n: u32) -> hearth_proto::v1::JobSpec {
     use hearth_proto::v1;
     let spec = hearth_models::IntentSpec::new(labels, Default::default()).unwrap();
@@ -445,8 +445,8 @@ pub fn intent_job(job_id: &str, labels: Vec<String>, rounds: u64, n: u32) -> hea
         min_participants: n,
         round_deadline_s: 60,
         wait_for_participants: n,
-        // Secure aggregation needs at least 4 participants.
-        plain_aggregation: n < 4,
+        // Secure aggregation needs at least 3 participants.
+        plain_aggregation: n < 3,
         ..Default::default()
     }
 }
