@@ -52,6 +52,9 @@ actions! {
     ModelDownload => "model.download",
     /// A model update was uploaded (plain rounds), or a participant sent its update.
     UpdateUpload => "update.upload",
+    /// A round's model was evaluated by federated evaluation (coordinator: the sums; participant: its
+    /// counts sent masked, or refused).
+    ModelEvaluate => "model.evaluate",
     /// A secure-aggregation message was sent to the coordinator.
     SecAggSend => "secagg.send",
     /// A secure-aggregation message was refused by the coordinator.

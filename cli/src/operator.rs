@@ -554,15 +554,53 @@ pub async fn run(cmd: JobCommand) -> anyhow::Result<()> {
     }
 }
 
+/// The header of the per-round table `job submit` and `job watch` print.
+pub fn progress_header() -> String {
+    format!(
+        "{:>5} {:>12} {:>9} {:>10} {:>8} {:>9} {:>8} {:>10} {:>9}",
+        "round",
+        "participants",
+        "examples",
+        "train_loss",
+        "seconds",
+        "accuracy",
+        "macro_f1",
+        "oos_recall",
+        "held_out"
+    )
+}
+
+/// One committed round as a row of that table. The last four columns are the federated evaluation of the
+/// round's model on the participants' held-out data (secure sums; `-` when it did not run). A DP round
+/// releases no example count or loss: `-` there too.
+pub fn progress_row(s: &v1::RoundSummary) -> String {
+    let dash = || "-".to_string();
+    let (examples, loss) = if s.examples == 0 {
+        (dash(), dash())
+    } else {
+        (s.examples.to_string(), format!("{:.4}", s.train_loss))
+    };
+    let (acc, f1, oos, held) = match &s.evaluation {
+        Some(e) => (
+            format!("{:.4}", e.accuracy),
+            format!("{:.4}", e.macro_f1),
+            if e.oos_examples == 0 { dash() } else { format!("{:.4}", e.oos_recall) },
+            e.examples.to_string(),
+        ),
+        None => (dash(), dash(), dash(), dash()),
+    };
+    format!(
+        "{:>5} {:>12} {:>9} {:>10} {:>8.2} {acc:>9} {f1:>8} {oos:>10} {held:>9}",
+        s.round, s.participants, examples, loss, s.seconds
+    )
+}
+
 async fn watch(client: &mut CoordinatorClient<Channel>, id: &str) -> anyhow::Result<()> {
     let mut events = client.watch_job(v1::WatchJobRequest { job_id: id.into() }).await?.into_inner();
-    println!("{:>5} {:>12} {:>9} {:>10} {:>8}", "round", "participants", "examples", "train_loss", "seconds");
+    println!("{}", progress_header());
     while let Some(ev) = events.message().await? {
         match ev.kind {
-            Some(job_event::Kind::Committed(s)) => println!(
-                "{:>5} {:>12} {:>9} {:>10.4} {:>8.2}",
-                s.round, s.participants, s.examples, s.train_loss, s.seconds
-            ),
+            Some(job_event::Kind::Committed(s)) => println!("{}", progress_row(&s)),
             Some(job_event::Kind::Failed(f)) => eprintln!("round {} failed: {}", f.round, f.reason),
             Some(job_event::Kind::Finished(f)) if f.failed => bail!(
                 "job {} failed at version {}: {}; the participants keep serving the model they served before",

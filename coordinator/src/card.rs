@@ -62,8 +62,24 @@ pub(crate) fn model_card(rec: &JobRecord, family: &str, version: u64) -> ModelCa
             server_momentum: rec.server_momentum,
         },
         privacy: Some(privacy_card(rec, rounds.len() as u64)),
-        evaluation: Default::default(),
+        evaluation: rounds.last().and_then(|r| r.evaluation.as_ref()).map(federated_metrics).unwrap_or_default(),
     }
+}
+
+/// The federated evaluation of the card's version, as card metrics (`federated_` ones are measured on
+/// every contributing institution's held-out data, from secure sums).
+fn federated_metrics(e: &crate::store::RoundEvaluation) -> std::collections::BTreeMap<String, f64> {
+    [
+        ("federated_accuracy", e.accuracy),
+        ("federated_macro_f1", e.macro_f1),
+        ("federated_in_scope_accuracy", e.in_scope_accuracy),
+        ("federated_oos_recall", e.oos_recall),
+        ("federated_examples", e.examples as f64),
+        ("federated_institutions", f64::from(e.institutions)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// What protected the data: secure aggregation, and for a DP job the epsilon its committed rounds spent
@@ -101,8 +117,9 @@ mod tests {
             seconds: 1.0,
             contributors: who.iter().map(|s| s.to_string()).collect(),
             phase_seconds: Vec::new(),
+            evaluation: None,
         };
-        let rec = JobRecord {
+        let mut rec = JobRecord {
             id: "emo".into(),
             model_spec_json: "{}".into(),
             rounds: 3,
@@ -141,5 +158,19 @@ mod tests {
         let text = card.to_string();
         assert!(text.contains("GoEmotions Ekman train") && text.contains("securely aggregated"), "{text}");
         assert_eq!(model_card(&rec, "emotion", 3).data.institutions, 5);
+        assert!(card.evaluation.is_empty(), "no federated evaluation ran");
+        rec.committed[1].evaluation = Some(crate::store::RoundEvaluation {
+            examples: 300,
+            institutions: 3,
+            accuracy: 0.8,
+            macro_f1: 0.75,
+            in_scope_accuracy: 0.85,
+            oos_recall: 0.4,
+            oos_examples: 30,
+        });
+        let card = model_card(&rec, "emotion", 2);
+        assert_eq!(card.evaluation.get("federated_accuracy"), Some(&0.8));
+        assert_eq!(card.evaluation.get("federated_examples"), Some(&300.0));
+        assert!(model_card(&rec, "emotion", 3).evaluation.is_empty(), "version 3 was not evaluated");
     }
 }

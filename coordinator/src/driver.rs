@@ -355,6 +355,28 @@ pub(crate) async fn drive(shared: Arc<Shared>, job: Arc<JobRuntime>) {
                     ),
                 );
                 tracing::info!(job = %rec.id, round, participants = round_rec.participants, loss = round_rec.train_loss, secs = round_rec.seconds, "round committed");
+                let mut round_rec = round_rec;
+                let evaluation =
+                    crate::evaluation::evaluate_and_audit(&shared, &rec, round, &round_rec.contributors)
+                        .await;
+                if let Some(e) = evaluation {
+                    round_rec.evaluation = Some(e.clone());
+                    let to_save = {
+                        let mut r = lock(&job.record);
+                        if let Some(last) = r.committed.iter_mut().find(|c| c.round == round) {
+                            last.evaluation = Some(e);
+                        }
+                        r.clone()
+                    };
+                    let shared2 = Arc::clone(&shared);
+                    match tokio::task::spawn_blocking(move || shared2.store.save(&to_save, None)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::error!(job = %rec.id, round, error = %e, "could not persist the evaluation")
+                        }
+                        Err(e) => tracing::error!(error = %e, "persist task failed"),
+                    }
+                }
                 job.emit(job_event::Kind::Committed(summary(&round_rec)));
                 shared.announce_all(&announcement::Kind::RoundCommitted(v1::RoundCommitted {
                     job_id: rec.id.clone(),
@@ -862,6 +884,7 @@ pub(crate) fn summary(r: &crate::store::RoundRecord) -> v1::RoundSummary {
         train_loss: r.train_loss,
         seconds: r.seconds,
         phase_seconds: r.phase_seconds.clone(),
+        evaluation: r.evaluation.as_ref().map(crate::evaluation::to_proto),
     }
 }
 

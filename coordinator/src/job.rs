@@ -294,6 +294,7 @@ impl JobRuntime {
             seconds: opened.elapsed().as_secs_f64(),
             contributors,
             phase_seconds,
+            evaluation: None,
         };
         Ok((record, GlobalModel::new(round, params), velocity))
     }

@@ -30,6 +30,7 @@ mod aggregate;
 mod card;
 mod driver;
 mod error;
+mod evaluation;
 mod job;
 mod privacy;
 mod privacy_service;

@@ -121,6 +121,25 @@ pub struct RoundRecord {
     /// rounds and for rounds stored before this was recorded).
     #[serde(default)]
     pub phase_seconds: Vec<f64>,
+    /// The federated evaluation of this round's model, when it ran.
+    #[serde(default)]
+    pub evaluation: Option<RoundEvaluation>,
+}
+
+/// A round's model evaluated on the contributing institutions' held-out data, from the securely aggregated
+/// sums of their counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundEvaluation {
+    /// Held-out examples counted, over all institutions.
+    pub examples: u64,
+    /// Institutions whose counts are in the sums.
+    pub institutions: u32,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub in_scope_accuracy: f64,
+    pub oos_recall: f64,
+    /// Out-of-scope examples among `examples`.
+    pub oos_examples: u64,
 }
 
 /// Everything the coordinator keeps about a job except the model parameters.
@@ -468,6 +487,15 @@ mod tests {
                 seconds: 0.1,
                 contributors: vec!["a".into(), "b".into()],
                 phase_seconds: vec![0.01, 0.015, 0.02, 0.05, 0.06, 0.08],
+                evaluation: Some(RoundEvaluation {
+                    examples: 40,
+                    institutions: 3,
+                    accuracy: 0.5,
+                    macro_f1: 0.25,
+                    in_scope_accuracy: 0.6,
+                    oos_recall: 0.1,
+                    oos_examples: 10,
+                }),
             });
             store.save(&rec, Some((&[1.5, -2.0], &[0.5, 0.25]))).unwrap();
         }

@@ -49,6 +49,11 @@ pub(crate) fn split_holdout<T>(all: Vec<T>, fraction: f64, text: impl Fn(&T) -> 
     Split { train, holdout }
 }
 
+/// The secure-round id of the federated evaluation of `job`'s versions (job ids carry no '/').
+pub(crate) fn eval_key(job: &str) -> String {
+    format!("{job}/eval")
+}
+
 /// FNV-1a: a hash stable across runs and platforms.
 pub(crate) fn fxhash(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
@@ -145,6 +150,21 @@ impl Local {
             );
         }
         Ok(data)
+    }
+
+    /// This institution's federated-evaluation counts of a global model (the raw model, no local
+    /// calibration) on its held-out data, and how many examples they cover. Intent models only. Blocking.
+    pub(crate) fn evaluation_counts(
+        &self,
+        spec: &ModelSpec,
+        params: Vec<f32>,
+    ) -> anyhow::Result<(Vec<i64>, u64)> {
+        let ModelSpec::Intent(s) = spec else {
+            bail!("a {} model has no federated evaluation", spec.family());
+        };
+        let model = hearth_models::IntentModel::from_params(s.clone(), params)?;
+        let data = self.intent()?;
+        Ok((hearth_models::evaluation_counts(&model, &data.holdout), data.holdout.len() as u64))
     }
 
     /// Calibrates a committed global model on this institution's data; returns it ready to serve and its

@@ -76,6 +76,9 @@ pub(crate) struct Federation {
     relays: std::sync::Mutex<HashMap<(String, u64), RelayTx>>,
     /// The institution's signed policy and its own ledger of releases.
     pub(crate) privacy: Arc<LocalPrivacy>,
+    /// Jobs announced with a privacy section since this process started (the ledger knows those that
+    /// released before).
+    dp_jobs: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// How to reach the coordinator.
@@ -115,6 +118,7 @@ impl Federation {
             secagg,
             relays: std::sync::Mutex::new(HashMap::new()),
             privacy,
+            dp_jobs: std::sync::Mutex::new(Default::default()),
         }
     }
 
@@ -164,6 +168,9 @@ impl Federation {
         while let Some(a) = stream.message().await.context("reading announcements")? {
             match a.kind {
                 Some(announcement::Kind::RoundOpen(open)) => {
+                    if open.privacy.is_some() {
+                        lock(&self.dp_jobs).insert(open.job_id.clone());
+                    }
                     let me = Arc::clone(&self);
                     let client = client.clone();
                     // Register the relay queue before the next announcement is read, so no relayed
@@ -240,6 +247,41 @@ impl Federation {
                                     Action::QueryAnswer,
                                     Outcome::Refused,
                                     &format!("query {id}: {e:#}"),
+                                );
+                            }
+                        }
+                    });
+                }
+                Some(announcement::Kind::Eval(e)) => {
+                    let key = (crate::families::eval_key(&e.job_id), e.version);
+                    let (tx, rx) = mpsc::channel(RELAY_QUEUE);
+                    lock(&self.relays).insert(key.clone(), tx);
+                    let me = Arc::clone(&self);
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        let result = me.answer_eval(client.clone(), &e, rx).await;
+                        lock(&me.relays).remove(&key);
+                        let what = format!("job {} version {}", e.job_id, e.version);
+                        match result {
+                            Ok(n) => me.audit.record(
+                                "system",
+                                Action::ModelEvaluate,
+                                Outcome::Ok,
+                                &format!("{what}: counts over {n} held-out examples sent masked"),
+                            ),
+                            Err(err) => {
+                                tracing::warn!(
+                                    job = e.job_id,
+                                    version = e.version,
+                                    error = format!("{err:#}"),
+                                    "evaluation not answered"
+                                );
+                                decline(client, &key.0, key.1, &err).await;
+                                me.audit.record(
+                                    "system",
+                                    Action::ModelEvaluate,
+                                    Outcome::Refused,
+                                    &format!("{what}: {err:#}"),
                                 );
                             }
                         }
@@ -673,6 +715,72 @@ impl Federation {
         crate::query::answer(self, client, who, q, records, relays).await
     }
 
+    /// Evaluates the announced version of a job's model on this institution's held-out data and sends the
+    /// counts masked (federated evaluation), under the same admission as a non-private secure round (the
+    /// institution's policy, if any, must list the intent family; one masked input per version). Refused
+    /// for a job this participant trained under DP. Returns the examples counted.
+    async fn answer_eval(
+        &self,
+        mut client: CoordinatorClient<Channel>,
+        e: &v1::EvalOpen,
+        relays: RelayRx,
+    ) -> anyhow::Result<u64> {
+        let who = self.secagg.as_ref().context("this participant has no protocol signing key")?;
+        let setup = e.secagg.as_ref().context("the evaluation has no secure-aggregation setup")?;
+        // Exact counts are no DP release: a job this participant trained under DP is never evaluated so.
+        if lock(&self.dp_jobs).contains(&e.job_id) || self.privacy.released_for(&e.job_id) {
+            bail!(
+                "job {} is differentially private: an evaluation of its model would release exact counts of \
+                 this institution's held-out data",
+                e.job_id
+            );
+        }
+        let at = secagg::RoundRef {
+            job_id: crate::families::eval_key(&e.job_id),
+            round: e.version,
+            deadline_unix_ms: e.deadline_unix_ms,
+        };
+        let inv = self.admitted(&at, || {
+            let floor = self.privacy.admit_round(
+                &at.job_id,
+                at.round,
+                setup.instance,
+                "intent",
+                privacy::Kind::Secure,
+                None,
+            )?;
+            secagg::accept(who, &at, e.bins.len() as u64, setup, floor)
+        })?;
+        let model = {
+            let mut worker = self.worker.lock().await;
+            self.download(&mut worker, &mut client, &e.job_id, e.version).await?
+        };
+        let local = Arc::clone(&self.local);
+        let (counts, examples) =
+            tokio::task::spawn_blocking(move || local.evaluation_counts(&model.spec, model.params.to_vec()))
+                .await??;
+        let expected = hearth_models::evaluation_bins(
+            match model_labels(&e.bins) {
+                Some(l) => l,
+                None => bail!("the evaluation announces a malformed layout"),
+            }
+            .as_slice(),
+        );
+        if expected != e.bins || counts.len() != e.bins.len() {
+            bail!(
+                "the evaluation announces {} counts, the model's labels give {}",
+                e.bins.len(),
+                counts.len()
+            );
+        }
+        let encoder = inv.clone();
+        let input = async move { encoder.encode_counts(&counts) };
+        let (job, round) = (at.job_id.clone(), at.round);
+        let release = self.release(move |p| p.release_round(&job, round, "intent", None), false);
+        secagg::run_client(client, who, &at, inv, relays, input, release, None).await?;
+        Ok(examples)
+    }
+
     /// Audits whether this participant joins round `at` (`round.join`, refused with the reason) after the
     /// checks in `admit`.
     fn admitted<T>(
@@ -807,6 +915,12 @@ async fn decline(mut client: CoordinatorClient<Channel>, job: &str, round: u64, 
         Ok(Err(e)) => tracing::debug!(job, round, error = %e, "the coordinator did not take the decline"),
         Err(_) => tracing::debug!(job, round, "declining the round timed out"),
     }
+}
+
+/// The labels an evaluation layout names (`tp:LABEL`, `fp:LABEL`, `fn:LABEL` after the totals).
+fn model_labels(bins: &[String]) -> Option<Vec<String>> {
+    let rows = bins.get(hearth_models::EVALUATION_TOTALS.len()..)?;
+    rows.chunks(3).map(|r| r.first()?.strip_prefix("tp:").map(str::to_string)).collect()
 }
 
 /// Writes `file` as `dir/<family>.hearthm`, atomically (write then rename), so that `hearth model show`

@@ -362,6 +362,11 @@ impl LocalPrivacy {
         Ok(detail)
     }
 
+    /// Whether this institution's ledger holds a DP release of `job` (the job is differentially private).
+    pub(crate) fn released_for(&self, job: &str) -> bool {
+        self.lock().releases.contains_key(job)
+    }
+
     /// Admits query `query_id` of `family`: a policy listing the family is required, and a query is
     /// answered once. Returns the fewest survivors the policy accepts.
     pub(crate) fn admit_query(&self, query_id: &str, family: &str) -> anyhow::Result<u32> {

@@ -15,8 +15,9 @@ pub mod v1 {
     tonic::include_proto!("hearth.v1");
 }
 
-/// The protocol version this build speaks, `major.minor`. Peers must share the major version.
-pub const PROTOCOL_VERSION: &str = "1.1";
+/// The protocol version this build speaks, `major.minor`. Peers must share the major version. 1.2 adds
+/// federated evaluation (`EvalOpen`, `RoundSummary.evaluation`).
+pub const PROTOCOL_VERSION: &str = "1.2";
 
 /// The protocol's major version: a peer whose major differs is refused at registration.
 pub const PROTOCOL_MAJOR: u32 = 1;

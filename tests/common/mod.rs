@@ -460,11 +460,11 @@ pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-fn log(path: &Path) -> Stdio {
+pub fn log(path: &Path) -> Stdio {
     Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap())
 }
 
-fn wait_file(path: &Path) -> String {
+pub fn wait_file(path: &Path) -> String {
     let start = Instant::now();
     loop {
         if let Ok(s) = std::fs::read_to_string(path) {
@@ -528,4 +528,25 @@ pub async fn https(addr: &str, tls: &TlsMaterial, method: &str, path: &str, body
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
     (status, body)
+}
+
+/// The latest model of `job` as the coordinator serves it: its spec (JSON) and parameters.
+pub async fn download_model(op: &mut CoordinatorClient<Channel>, job: &str) -> (Vec<u8>, Vec<f32>) {
+    use hearth_proto::v1;
+    let mut stream = op
+        .download_model(v1::ModelRequest { job_id: job.into(), version: 0, latest_job: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut spec, mut params) = (Vec::new(), Vec::new());
+    while let Some(c) = stream.message().await.unwrap() {
+        match c.kind {
+            Some(v1::model_chunk::Kind::Header(h)) => spec = h.model_spec_json.to_vec(),
+            Some(v1::model_chunk::Kind::Data(d)) => {
+                params.extend(d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            }
+            None => {}
+        }
+    }
+    (spec, params)
 }
