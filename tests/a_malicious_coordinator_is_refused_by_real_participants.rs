@@ -129,6 +129,18 @@ impl Coordinator for Deviant {
     async fn get_status(&self, _: Request<v1::StatusRequest>) -> Result<Response<v1::StatusReply>, Status> {
         Err(Status::unimplemented("test coordinator"))
     }
+
+    async fn cancel_job(&self, _: Request<v1::JobRef>) -> Result<Response<v1::JobStatus>, Status> {
+        Err(Status::unimplemented("test coordinator"))
+    }
+
+    async fn resume_job(&self, _: Request<v1::JobRef>) -> Result<Response<v1::JobStatus>, Status> {
+        Err(Status::unimplemented("test coordinator"))
+    }
+
+    async fn get_job(&self, _: Request<v1::JobRef>) -> Result<Response<v1::JobDetail>, Status> {
+        Err(Status::unimplemented("test coordinator"))
+    }
 }
 
 fn der(pki: &std::path::Path, name: &str) -> Vec<u8> {

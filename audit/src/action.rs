@@ -63,8 +63,10 @@ actions! {
     SecAggCohort => "secagg.cohort",
     /// A training job was submitted.
     JobSubmit => "job.submit",
-    /// A running job was resumed after a restart.
+    /// A running job was resumed after a restart, or an ended one by an operator.
     JobResume => "job.resume",
+    /// An operator cancelled a running job.
+    JobCancel => "job.cancel",
     /// A job's events were watched.
     JobWatch => "job.watch",
     /// A job ended (finished or failed).

@@ -80,7 +80,7 @@ pub struct NodeSel {
 }
 
 impl NodeSel {
-    fn config(&self) -> anyhow::Result<ParticipantConfig> {
+    pub(crate) fn config(&self) -> anyhow::Result<ParticipantConfig> {
         let mut c: ParticipantConfig = crate::config::load(self.config.as_deref(), "HEARTH_PARTICIPANT")?;
         match (&self.data_dir, &self.config) {
             (Some(d), _) => c.data_dir = d.clone(),

@@ -228,6 +228,7 @@ impl Ctx {
             privacy: None,
             escalation_target_recall: None,
             data_description: String::new(),
+            promotion_tolerance_points: 0.0,
         }
     }
 

@@ -25,11 +25,113 @@ A participant keeps a copy of every model it serves in DATA_DIR/models/<family>.
         #[arg(long)]
         json: bool,
     },
+    /// Pin the model a participant serves of a family: no finished job replaces it until it is unpinned
+    /// (its refusals are audited as model.install, refused). Takes effect at once, also while the
+    /// participant runs.
+    #[command(after_help = "Example:
+  hearth model pin --config /etc/hearth/participant.toml --family intent --reason \"quarter-end freeze\"")]
+    Pin {
+        #[command(flatten)]
+        node: crate::data::NodeSel,
+        /// intent, emotion or recommend.
+        #[arg(long)]
+        family: String,
+        /// Why, for the audit log and whoever lifts it.
+        #[arg(long, default_value = "pinned by an administrator")]
+        reason: String,
+    },
+    /// Let finished jobs replace the served model of a family again (through the promotion gate).
+    #[command(
+        after_help = "Example:\n  hearth model unpin --config /etc/hearth/participant.toml --family intent"
+    )]
+    Unpin {
+        #[command(flatten)]
+        node: crate::data::NodeSel,
+        #[arg(long)]
+        family: String,
+    },
+    /// Serve again the model a participant served before the current one of a family, and pin it. The
+    /// running participant carries it out within a second (a stopped one when it starts); this command
+    /// waits up to 10 s and prints the outcome.
+    #[command(
+        after_help = "Example:\n  hearth model rollback --config /etc/hearth/participant.toml --family intent"
+    )]
+    Rollback {
+        #[command(flatten)]
+        node: crate::data::NodeSel,
+        #[arg(long)]
+        family: String,
+    },
 }
 
 pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
+    use hearth_participant::serving;
     match cmd {
         ModelCommand::Show { file, json } => show(&file, json),
+        ModelCommand::Pin { node, family, reason } => {
+            serving::check_family(&family)?;
+            let dir = hearth_participant::models_dir(&node.config()?.data_dir);
+            let served = served(&dir, &family);
+            let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+            serving::pin(&dir, &family, &format!("{reason} (at {at}, serving {served})"))?;
+            eprintln!("{family}: pinned; serving {served} until `hearth model unpin`");
+            Ok(())
+        }
+        ModelCommand::Unpin { node, family } => {
+            serving::check_family(&family)?;
+            let dir = hearth_participant::models_dir(&node.config()?.data_dir);
+            if serving::unpin(&dir, &family)? {
+                eprintln!(
+                    "{family}: unpinned; the next finished job's model replaces it if it passes the gate"
+                );
+            } else {
+                eprintln!("{family} was not pinned");
+            }
+            Ok(())
+        }
+        ModelCommand::Rollback { node, family } => {
+            serving::check_family(&family)?;
+            let dir = hearth_participant::models_dir(&node.config()?.data_dir);
+            let request = serving::rollback_path(&dir, &family);
+            let result = serving::rollback_result_path(&dir, &family);
+            let _ = std::fs::remove_file(&result);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::write(&request, "operator:hearth model rollback")
+                .with_context(|| format!("writing {}", request.display()))?;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                if let Ok(text) = std::fs::read_to_string(&result) {
+                    let _ = std::fs::remove_file(&result);
+                    return match text.strip_prefix("ok: ") {
+                        Some(detail) => {
+                            eprintln!("{family}: {detail}");
+                            Ok(())
+                        }
+                        None => anyhow::bail!("{family}: rollback {text}"),
+                    };
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            anyhow::bail!(
+                "the participant did not carry out the rollback within 10 s: is it running? The request stays in {} \
+                 and is carried out when it starts",
+                request.display()
+            )
+        }
+    }
+}
+
+/// `job J version V` of the model file a participant serves of `family`, or `nothing`.
+fn served(models_dir: &std::path::Path, family: &str) -> String {
+    let file = hearth_participant::serving::current_path(models_dir, family);
+    let Ok(bytes) = std::fs::read(&file) else { return "nothing".into() };
+    match read_model_file(&bytes, MAX_MODEL_FILE_BYTES) {
+        Ok(raw) => format!(
+            "job {} version {}",
+            raw.metadata.get("job_id").and_then(|v| v.as_str()).unwrap_or("-"),
+            raw.metadata.get("version").and_then(|v| v.as_u64()).unwrap_or(0)
+        ),
+        Err(_) => "an unreadable model file".into(),
     }
 }
 

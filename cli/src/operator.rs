@@ -48,6 +48,44 @@ pub enum JobCommand {
         #[command(flatten)]
         conn: Connection,
     },
+    /// List the coordinator's jobs: family, state, rounds, the latest federated accuracy, why a job failed.
+    #[command(
+        after_help = "Example:\n  hearth job list --coordinator coord.example.org:7700 --coordinator-name coord.example.org --tls-dir pki"
+    )]
+    List {
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Stop a running job: its open round is abandoned and it ends failed ("cancelled by ..."), so the
+    /// participants keep serving the model they served before. Waits until the job has ended.
+    #[command(after_help = "Example:\n  hearth job cancel job-3-9c1e --tls-dir pki")]
+    Cancel {
+        /// The job id.
+        job_id: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Run a failed or cancelled job on from its last committed round, then follow it (a differentially
+    /// private job cannot resume: submit it again).
+    #[command(after_help = "Example:\n  hearth job resume job-3-9c1e --tls-dir pki")]
+    Resume {
+        /// The job id.
+        job_id: String,
+        #[command(flatten)]
+        conn: Connection,
+        /// Return once the job runs again instead of following it.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// A job's history: who submitted it, every committed round with its federated evaluation, every failed
+    /// attempt and why, and how it ended.
+    #[command(after_help = "Example:\n  hearth job logs job-3-9c1e --tls-dir pki")]
+    Logs {
+        /// The job id.
+        job_id: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
 }
 
 /// How the operator reaches the coordinator.
@@ -118,6 +156,9 @@ pub struct JobFile {
     /// What the job trains on, for the model card.
     #[serde(default)]
     pub data_description: String,
+    /// Promotion gate: points of held-out accuracy (emotion: macro-F1) a finished job's model may lose
+    /// against the model a participant serves and still replace it (default 1; negative: no gate).
+    pub promotion_tolerance_points: Option<f64>,
     pub model: ModelSection,
     #[serde(default)]
     pub train: TrainSection,
@@ -374,6 +415,8 @@ pub struct JobPlan {
     pub escalation_target_recall: Option<f32>,
     /// What the job trains on, for the model card.
     pub data_description: String,
+    /// Promotion gate in points (0: the coordinator's default, 1).
+    pub promotion_tolerance_points: f64,
 }
 
 impl JobPlan {
@@ -434,6 +477,7 @@ impl JobPlan {
                 .with_context(|| format!("{}: [privacy]", path.display()))?,
             escalation_target_recall: f.escalation_target_recall,
             data_description: f.data_description,
+            promotion_tolerance_points: f.promotion_tolerance_points.unwrap_or(0.0),
         })
     }
 
@@ -456,6 +500,7 @@ impl JobPlan {
             privacy: self.privacy.clone(),
             escalation_target_recall: self.escalation_target_recall.unwrap_or(0.0),
             data_description: self.data_description.clone(),
+            promotion_tolerance_points: self.promotion_tolerance_points,
         }
     }
 }
@@ -551,7 +596,109 @@ pub async fn run(cmd: JobCommand) -> anyhow::Result<()> {
             let mut client = conn.connect().await?;
             watch(&mut client, &job_id).await
         }
+        JobCommand::List { conn } => {
+            let mut client = conn.connect().await?;
+            let s = client.get_status(v1::StatusRequest {}).await.context("reading the jobs")?.into_inner();
+            println!(
+                "{:<24} {:<10} {:<9} {:>9} {:>8} {:>9}  failure",
+                "job", "family", "state", "committed", "version", "accuracy"
+            );
+            for j in &s.jobs {
+                let accuracy = if j.accuracy < 0.0 { "-".to_string() } else { format!("{:.4}", j.accuracy) };
+                println!(
+                    "{:<24} {:<10} {:<9} {:>9} {:>8} {:>9}  {}",
+                    j.job_id,
+                    j.family,
+                    j.state,
+                    format!("{}/{}", j.committed_rounds, j.rounds),
+                    j.latest_version,
+                    accuracy,
+                    j.failure
+                );
+            }
+            Ok(())
+        }
+        JobCommand::Cancel { job_id, conn } => {
+            let mut client = conn.connect().await?;
+            client
+                .cancel_job(v1::JobRef { job_id: job_id.clone() })
+                .await
+                .with_context(|| format!("cancelling job {job_id}"))?;
+            eprintln!("job {job_id}: cancel requested; waiting for it to end");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            loop {
+                let d = client.get_job(v1::JobRef { job_id: job_id.clone() }).await?.into_inner();
+                let status = d.status.unwrap_or_default();
+                if status.state != "running" {
+                    eprintln!(
+                        "job {job_id} ended {} at version {} ({}); the participants keep serving the model they \
+                         served before",
+                        status.state, status.latest_version, status.failure
+                    );
+                    return Ok(());
+                }
+                if std::time::Instant::now() > deadline {
+                    bail!("job {job_id} did not end within 120 s of its cancellation; `hearth job list` shows it");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+        JobCommand::Resume { job_id, conn, detach } => {
+            let mut client = conn.connect().await?;
+            let s = client
+                .resume_job(v1::JobRef { job_id: job_id.clone() })
+                .await
+                .with_context(|| format!("resuming job {job_id}"))?
+                .into_inner();
+            eprintln!("job {job_id} runs again from round {}", s.latest_version + 1);
+            if detach {
+                return Ok(());
+            }
+            watch(&mut client, &job_id).await
+        }
+        JobCommand::Logs { job_id, conn } => {
+            let mut client = conn.connect().await?;
+            let d = client
+                .get_job(v1::JobRef { job_id: job_id.clone() })
+                .await
+                .with_context(|| format!("reading job {job_id}"))?
+                .into_inner();
+            print!("{}", job_history(&d));
+            Ok(())
+        }
     }
+}
+
+/// `hearth job logs`: a job's history as text.
+pub fn job_history(d: &v1::JobDetail) -> String {
+    use std::fmt::Write;
+    let s = d.status.clone().unwrap_or_default();
+    let mut out = String::new();
+    let aggregation = if d.secure_aggregation { "secure aggregation" } else { "plain aggregation" };
+    let dp = if d.differentially_private { ", differentially private" } else { "" };
+    let _ = writeln!(
+        out,
+        "job {} ({} model), submitted by {}; {aggregation}{dp}",
+        s.job_id, s.family, d.submitted_by
+    );
+    let _ = writeln!(out, "{}", progress_header());
+    for r in &d.rounds {
+        let _ = writeln!(out, "{}", progress_row(r));
+    }
+    for f in &d.failures {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(f.unix_ms);
+        let _ =
+            writeln!(out, "{} round {} failed: {}", humantime::format_rfc3339_seconds(at), f.round, f.reason);
+    }
+    match s.state.as_str() {
+        "failed" => {
+            let _ = writeln!(out, "failed at version {}: {}", s.latest_version, s.failure);
+        }
+        state => {
+            let _ = writeln!(out, "{state} at version {} of {} rounds", s.latest_version, s.rounds);
+        }
+    }
+    out
 }
 
 /// The header of the per-round table `job submit` and `job watch` print.
@@ -610,7 +757,7 @@ async fn watch(client: &mut CoordinatorClient<Channel>, id: &str) -> anyhow::Res
             ),
             Some(job_event::Kind::Finished(f)) => {
                 eprintln!(
-                    "job {} finished at version {}; the participants serve it",
+                    "job {} finished at version {}; each participant serves it unless its promotion gate or a pin holds it back",
                     f.job_id, f.final_version
                 );
                 return Ok(());

@@ -144,6 +144,8 @@ mod tests {
             escalation_target_recall: Some(0.7),
             data_description: "GoEmotions Ekman train".into(),
             failure: String::new(),
+            failures: Vec::new(),
+            promotion_tolerance_points: 1.0,
             privacy: None,
         };
         let card = model_card(&rec, "emotion", 2);

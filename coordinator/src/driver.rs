@@ -265,6 +265,10 @@ pub(crate) async fn drive(shared: Arc<Shared>, job: Arc<JobRuntime>) {
         if rec.phase != JobPhase::Running {
             return;
         }
+        if let Some(who) = job.cancelled_by() {
+            finish(&shared, &job, JobPhase::Failed, format!("cancelled by {who}")).await;
+            return;
+        }
         let round = rec.latest_version() + 1;
         if round > rec.rounds {
             finish(&shared, &job, JobPhase::Finished, String::new()).await;
@@ -302,6 +306,10 @@ pub(crate) async fn drive(shared: Arc<Shared>, job: Arc<JobRuntime>) {
             model_spec_json: &rec.model_spec_json,
             rounds: rec.rounds,
         });
+        if job.cancelled_by().is_some() {
+            // Nothing of a round that ran on after the job was cancelled is committed.
+            continue;
+        }
         let committed = closed.and_then(|c| {
             job.commit_aggregate(c, rec.min_participants, rec.server_learning_rate, rec.server_momentum, dp)
         });
@@ -395,6 +403,21 @@ pub(crate) async fn drive(shared: Arc<Shared>, job: Arc<JobRuntime>) {
                     &format!("{}: {reason}", rec.id),
                 );
                 job.emit(job_event::Kind::Failed(v1::RoundFailed { round, reason: reason.to_string() }));
+                let to_save = {
+                    let mut r = lock(&job.record);
+                    r.failures.push(crate::store::AttemptRecord {
+                        round,
+                        unix_ms: now_ms(),
+                        reason: reason.to_string(),
+                    });
+                    r.clone()
+                };
+                let shared2 = Arc::clone(&shared);
+                if let Ok(Err(e)) =
+                    tokio::task::spawn_blocking(move || shared2.store.save(&to_save, None)).await
+                {
+                    tracing::error!(job = %rec.id, round, error = %e, "could not persist the failed attempt");
+                }
                 if attempts >= MAX_ROUND_ATTEMPTS {
                     let why = format!("round {round} failed {attempts} times; the last time: {reason}");
                     finish(&shared, &job, JobPhase::Failed, why).await;
@@ -426,7 +449,7 @@ async fn wait_for_cohort(
         if connected.len() >= needed as usize {
             return Ok(connected);
         }
-        if lock(&job.record).phase != JobPhase::Running {
+        if job.cancelled_by().is_some() || lock(&job.record).phase != JobPhase::Running {
             return Err(RoundError::Stopped { round });
         }
         if Instant::now() >= deadline {
@@ -748,6 +771,7 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
         round,
         phase: 0,
         source,
+        missing: Missing::default(),
     })?;
     let p = r.params.config().clone();
     let members = r.members.clone();
@@ -818,12 +842,14 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
                     });
                 }
             }
+            // Who did not answer this phase: named if the protocol aborts for lack of them.
+            let silent = Missing::of(r.silent());
             match r.close_phase(next) {
                 Ok(PhaseOutcome::Relay(messages)) => Ok(Some(messages)),
                 Ok(PhaseOutcome::Sum(_)) => {
                     Err(RoundError::Protocol { round, phase, what: "the protocol ended before unmasking" })
                 }
-                Err(source) => Err(RoundError::SecAgg { round, phase, source }),
+                Err(source) => Err(RoundError::SecAgg { round, phase, source, missing: silent }),
             }
         } else {
             // Unmasking expands every survivor's masks over the whole vector: CPU work, off the workers.
@@ -839,12 +865,13 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
             })?;
             let result = tokio::task::spawn_blocking(move || {
                 let mut r = r;
+                let silent = Missing::of(r.silent());
                 match r.close_phase(Instant::now()) {
                     Ok(PhaseOutcome::Sum(sum)) => decode(&r, &sum),
                     Ok(PhaseOutcome::Relay(_)) => {
                         Err(RoundError::Protocol { round, phase, what: "unmasking produced no sum" })
                     }
-                    Err(source) => Err(RoundError::SecAgg { round, phase, source }),
+                    Err(source) => Err(RoundError::SecAgg { round, phase, source, missing: silent }),
                 }
             })
             .await
@@ -937,6 +964,7 @@ pub(crate) fn finished_event(rec: &crate::store::JobRecord) -> v1::JobFinished {
         final_version: rec.latest_version(),
         failed: rec.phase == JobPhase::Failed,
         reason: rec.failure.clone(),
+        promotion_tolerance_points: rec.promotion_tolerance_points,
     }
 }
 

@@ -37,8 +37,8 @@ pub(crate) enum RoundError {
     #[error("round {round}: the job stopped")]
     Stopped { round: u64 },
     /// The protocol refused to go on (not enough shares, a phase without survivors, bad parameters).
-    #[error("round {round}: secure aggregation aborted in phase {phase}: {source}")]
-    SecAgg { round: u64, phase: u32, source: SecAggError },
+    #[error("round {round}: secure aggregation aborted in phase {phase}: {source}{missing}")]
+    SecAgg { round: u64, phase: u32, source: SecAggError, missing: Missing },
     /// The protocol's state was not what the phase expected (closed, already decoded, no sum).
     #[error("round {round}: secure aggregation aborted in phase {phase}: {what}")]
     Protocol { round: u64, phase: u32, what: &'static str },

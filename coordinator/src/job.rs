@@ -110,6 +110,8 @@ pub(crate) struct JobRuntime {
     /// Woken when an upload lands or a participant disconnects, so the driver re-checks its round.
     pub(crate) changed: Notify,
     pub(crate) events: broadcast::Sender<JobEvent>,
+    /// Who asked to cancel the job, once someone has: the driver ends it at its next step.
+    pub(crate) cancel: Mutex<Option<String>>,
 }
 
 impl JobRuntime {
@@ -127,6 +129,7 @@ impl JobRuntime {
             open: Mutex::new(None),
             changed: Notify::new(),
             events,
+            cancel: Mutex::new(None),
         }
     }
 
@@ -167,6 +170,27 @@ impl JobRuntime {
         }
         r.uploading.insert(participant.to_string());
         Ok(r.deadline)
+    }
+
+    /// Asks the job to stop: the open round (plain or secure, whose slot is `secure`) is abandoned now and
+    /// the driver ends the job, failed with `cancelled by WHO`. False when the job is not running.
+    pub(crate) fn request_cancel(&self, who: &str, secure: Option<&crate::secagg::SecureSlot>) -> bool {
+        if lock(&self.record).phase != crate::store::JobPhase::Running {
+            return false;
+        }
+        lock(&self.cancel).get_or_insert_with(|| who.to_string());
+        lock(&self.open).take();
+        if let Some(slot) = secure {
+            lock(&slot.round).take();
+            slot.changed.notify_one();
+        }
+        self.changed.notify_one();
+        true
+    }
+
+    /// Who cancelled the job, if someone did.
+    pub(crate) fn cancelled_by(&self) -> Option<String> {
+        lock(&self.cancel).clone()
     }
 
     /// Releases a reserved slot after a failed upload.
@@ -317,6 +341,14 @@ impl JobRuntime {
             rounds: rec.rounds,
             committed_rounds: rec.committed.len() as u64,
             latest_version: rec.latest_version(),
+            family: self.family.clone(),
+            failure: rec.failure.clone(),
+            accuracy: rec
+                .committed
+                .iter()
+                .rev()
+                .find_map(|r| r.evaluation.as_ref())
+                .map_or(-1.0, |e| e.accuracy),
         };
         (rec.sequence, status)
     }
@@ -362,6 +394,8 @@ mod tests {
             escalation_target_recall: None,
             data_description: String::new(),
             failure: String::new(),
+            failures: Vec::new(),
+            promotion_tolerance_points: 1.0,
         };
         let rt = JobRuntime::new(record, 2, vec![0.0, 0.0], vec![]);
         *lock(&rt.open) = Some(OpenRound {

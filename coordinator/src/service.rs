@@ -685,6 +685,87 @@ impl Coordinator for CoordinatorService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
+    async fn cancel_job(&self, req: Request<v1::JobRef>) -> Result<Response<v1::JobStatus>, Status> {
+        let who = self.require(&req, Action::JobCancel, &[Role::Operator])?;
+        let id = req.into_inner().job_id;
+        let job = self.job(&id)?;
+        let slot = lock(&self.shared.secure).get(&id).cloned();
+        if !job.request_cancel(&who.to_string(), slot.as_deref()) {
+            let state = lock(&job.record).phase.as_str();
+            let detail = format!("job {id} is {state}, not running: nothing to cancel");
+            self.shared.audit.record(&who.to_string(), Action::JobCancel, Outcome::Refused, &detail);
+            return Err(Status::failed_precondition(detail));
+        }
+        self.shared.audit.record(&who.to_string(), Action::JobCancel, Outcome::Ok, &format!("job {id}"));
+        tracing::info!(job = %id, by = %who, "job cancelled");
+        Ok(Response::new(job.status().1))
+    }
+
+    async fn resume_job(&self, req: Request<v1::JobRef>) -> Result<Response<v1::JobStatus>, Status> {
+        let who = self.require(&req, Action::JobResume, &[Role::Operator])?;
+        let id = req.into_inner().job_id;
+        let job = self.job(&id)?;
+        let refuse = |detail: String| {
+            self.shared.audit.record(&who.to_string(), Action::JobResume, Outcome::Refused, &detail);
+            Status::failed_precondition(detail)
+        };
+        let to_save = {
+            let mut rec = lock(&job.record);
+            if rec.phase != JobPhase::Failed {
+                return Err(refuse(format!(
+                    "job {id} is {}: only a failed or cancelled job resumes",
+                    rec.phase.as_str()
+                )));
+            }
+            if rec.privacy.is_some() {
+                return Err(refuse(format!(
+                    "job {id} is differentially private: its budget reservation was given back when it ended, \
+                     so it cannot run on; submit it again as a new job"
+                )));
+            }
+            rec.phase = JobPhase::Running;
+            rec.failure.clear();
+            rec.clone()
+        };
+        *lock(&job.cancel) = None;
+        let shared = Arc::clone(&self.shared);
+        let saved = tokio::task::spawn_blocking(move || shared.store.save(&to_save, None))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if let Err(e) = saved {
+            lock(&job.record).phase = JobPhase::Failed;
+            return Err(Status::internal(format!("could not persist the resumed job: {e}")));
+        }
+        let from = lock(&job.record).latest_version() + 1;
+        self.shared.audit.record(
+            &who.to_string(),
+            Action::JobResume,
+            Outcome::Ok,
+            &format!("job {id}: from round {from}, by an operator"),
+        );
+        tracing::info!(job = %id, by = %who, from, "job resumed");
+        tokio::spawn(drive(Arc::clone(&self.shared), Arc::clone(&job)));
+        Ok(Response::new(job.status().1))
+    }
+
+    async fn get_job(&self, req: Request<v1::JobRef>) -> Result<Response<v1::JobDetail>, Status> {
+        self.require(&req, Action::Status, &[Role::Operator])?;
+        let job = self.job(&req.get_ref().job_id)?;
+        let rec = lock(&job.record).clone();
+        Ok(Response::new(v1::JobDetail {
+            status: Some(job.status().1),
+            submitted_by: rec.submitted_by.clone(),
+            rounds: rec.committed.iter().map(summary).collect(),
+            failures: rec
+                .failures
+                .iter()
+                .map(|f| v1::RoundAttempt { round: f.round, unix_ms: f.unix_ms, reason: f.reason.clone() })
+                .collect(),
+            secure_aggregation: rec.secure_aggregation,
+            differentially_private: rec.privacy.is_some(),
+        }))
+    }
+
     async fn get_status(&self, req: Request<v1::StatusRequest>) -> Result<Response<v1::StatusReply>, Status> {
         self.require(&req, Action::Status, &[Role::Operator, Role::Participant, Role::Coordinator])?;
         let connected = self.shared.connected();

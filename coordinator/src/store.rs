@@ -142,6 +142,18 @@ pub struct RoundEvaluation {
     pub oos_examples: u64,
 }
 
+/// A failed attempt at a round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub round: u64,
+    pub unix_ms: u64,
+    pub reason: String,
+}
+
+fn one_point() -> f64 {
+    1.0
+}
+
 /// Everything the coordinator keeps about a job except the model parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -194,6 +206,12 @@ pub struct JobRecord {
     /// Why the job failed (the last round's failure); empty unless it failed.
     #[serde(default)]
     pub failure: String,
+    /// Every failed attempt at a round, oldest first.
+    #[serde(default)]
+    pub failures: Vec<AttemptRecord>,
+    /// Promotion gate for the participants, in points of their local held-out metric (negative: off).
+    #[serde(default = "one_point")]
+    pub promotion_tolerance_points: f64,
     /// Differential privacy, for a DP job.
     #[serde(default)]
     pub privacy: Option<JobPrivacy>,
@@ -450,6 +468,8 @@ mod tests {
             escalation_target_recall: None,
             data_description: String::new(),
             failure: String::new(),
+            failures: Vec::new(),
+            promotion_tolerance_points: 1.0,
             privacy: None,
         }
     }

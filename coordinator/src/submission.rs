@@ -86,6 +86,9 @@ pub(crate) struct ValidatedJob {
     pub(crate) privacy: Option<JobPrivacy>,
     pub(crate) escalation_target_recall: Option<f32>,
     pub(crate) data_description: String,
+    /// Points of the participants' held-out metric a new model may lose and still be served (negative:
+    /// no gate).
+    pub(crate) promotion_tolerance_points: f64,
 }
 
 fn range(field: &'static str, value: f64, ok: bool, range: impl Into<String>) -> Result<(), SubmitRefusal> {
@@ -203,7 +206,19 @@ impl ValidatedJob {
                 Some(j)
             }
         };
+        let promotion_tolerance_points = match spec.promotion_tolerance_points {
+            0.0 => 1.0,
+            t if t.is_finite() && t <= 100.0 => t,
+            t => {
+                return Err(SubmitRefusal::Range {
+                    field: "promotion_tolerance_points",
+                    value: t,
+                    range: "at most 100 (negative: no promotion gate)".into(),
+                })
+            }
+        };
         Ok(Self {
+            promotion_tolerance_points,
             model_spec_json: String::from_utf8_lossy(&model.to_json()).into_owned(),
             shape,
             train: StoredTrain {
@@ -250,6 +265,8 @@ impl ValidatedJob {
             escalation_target_recall: self.escalation_target_recall,
             data_description: self.data_description,
             failure: String::new(),
+            failures: Vec::new(),
+            promotion_tolerance_points: self.promotion_tolerance_points,
         }
     }
 }

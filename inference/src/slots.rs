@@ -65,6 +65,15 @@ pub enum Calibrated {
 }
 
 impl Calibrated {
+    /// The job and version the model comes from.
+    pub fn served_as(&self) -> (String, u64) {
+        match self {
+            Calibrated::Intent(s) => (s.job_id.clone(), s.version),
+            Calibrated::Emotion(s) => (s.job_id.clone(), s.version),
+            Calibrated::Recommend(s) => (s.job_id.clone(), s.version),
+        }
+    }
+
     /// The family's name, as model files and jobs spell it.
     pub fn family(&self) -> &'static str {
         match self {
@@ -100,6 +109,15 @@ impl Slots {
             Calibrated::Intent(s) => swap_in(&self.intent, s),
             Calibrated::Emotion(s) => swap_in(&self.emotion, s),
             Calibrated::Recommend(s) => swap_in(&self.recommend, *s),
+        }
+    }
+
+    /// Puts `c` in service whatever its family's slot serves now (a rollback to an older model).
+    pub fn replace(&self, c: Calibrated) {
+        match c {
+            Calibrated::Intent(s) => self.intent.store(Some(Arc::new(s))),
+            Calibrated::Emotion(s) => self.emotion.store(Some(Arc::new(s))),
+            Calibrated::Recommend(s) => self.recommend.store(Some(Arc::new(*s))),
         }
     }
 

@@ -24,7 +24,7 @@ use hearth_models::{
     decode_any_model_file, encode_file, AnyModel, EmotionExample, Example, LocalData, ModelCard, ModelSpec,
 };
 
-use hearth_inference::{Calibrated, Served};
+use hearth_inference::{Calibrated, Served, Slots};
 
 use crate::store::Store;
 
@@ -81,6 +81,13 @@ pub(crate) struct Global {
     pub(crate) card: Option<ModelCard>,
     /// Emotion jobs: the recall the escalation threshold must reach.
     pub(crate) escalation_target_recall: Option<f32>,
+}
+
+/// What the promotion gate decided, and on what figures.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Promotion {
+    Promote(String),
+    Refuse(String),
 }
 
 /// The institution's data for each family, read from the store on first use and kept for the process's
@@ -205,6 +212,64 @@ impl Local {
         };
         calibrated()
             .with_context(|| format!("calibrating the {family} model of job {job_id} version {version}"))
+    }
+
+    /// The promotion gate: whether `new` may replace the model `slots` serves of its family. It compares
+    /// the metric of each (intent: accuracy with the model's out-of-scope threshold; emotion: macro-F1 with
+    /// its per-label thresholds) on this institution's held-out data, and refuses a model more than
+    /// `tolerance_points` points worse. A family without a metric (recommend), no held-out data, nothing
+    /// served yet, or a negative tolerance: promoted. Blocking.
+    pub(crate) fn promotion(
+        &self,
+        new: &Calibrated,
+        slots: &Slots,
+        tolerance_points: f64,
+    ) -> anyhow::Result<Promotion> {
+        if tolerance_points < 0.0 {
+            return Ok(Promotion::Promote("the job turned the promotion gate off".into()));
+        }
+        let (name, candidate, served) = match new {
+            Calibrated::Intent(m) => {
+                let holdout = &self.intent()?.holdout;
+                let Some(cur) = slots.intent.load_full().filter(|_| !holdout.is_empty()) else {
+                    return Ok(Promotion::Promote("nothing to compare with".into()));
+                };
+                let acc = |m: &hearth_models::IntentModel| hearth_models::evaluate(m, holdout).accuracy;
+                ("accuracy", acc(&m.model), (acc(&cur.model), cur.job_id.clone(), cur.version))
+            }
+            Calibrated::Emotion(m) => {
+                let holdout = &self.emotion()?.holdout;
+                let Some(cur) = slots.emotion.load_full().filter(|_| !holdout.is_empty()) else {
+                    return Ok(Promotion::Promote("nothing to compare with".into()));
+                };
+                let f1 = |m: &hearth_models::EmotionModel| {
+                    hearth_models::emotion::evaluate_emotion(m, holdout).map(|e| e.macro_f1)
+                };
+                ("macro-F1", f1(&m.model)?, (f1(&cur.model)?, cur.job_id.clone(), cur.version))
+            }
+            Calibrated::Recommend(_) => {
+                return Ok(Promotion::Promote("recommend models have no promotion metric yet".into()))
+            }
+        };
+        let (was, job, version) = served;
+        let detail = format!(
+            "{name} {candidate:.4} on {} held-out local examples against {was:.4} of the served job {job} version \
+             {version} (gate: at most {tolerance_points} points worse)",
+            self.holdout_len(new.family())?
+        );
+        Ok(if candidate >= was - tolerance_points / 100.0 {
+            Promotion::Promote(detail)
+        } else {
+            Promotion::Refuse(detail)
+        })
+    }
+
+    fn holdout_len(&self, family: &str) -> anyhow::Result<usize> {
+        Ok(match family {
+            "intent" => self.intent()?.holdout.len(),
+            "emotion" => self.emotion()?.holdout.len(),
+            _ => 0,
+        })
     }
 
     /// Rebuilds a served model from a model file this participant stored before a restart. Blocking.

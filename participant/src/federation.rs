@@ -24,7 +24,7 @@ use tonic::transport::Channel;
 
 use hearth_inference::ModelSlots;
 
-use crate::families::{fxhash, Global, Local};
+use crate::families::{fxhash, Global, Local, Promotion};
 use crate::privacy::{self, LocalPrivacy};
 use crate::secagg::{self, RelayRx, SecAggIdentity, RELAY_QUEUE};
 use crate::store::Store;
@@ -330,8 +330,11 @@ impl Federation {
                     tracing::info!(job = f.job_id, version = f.final_version, "job finished");
                     let me = Arc::clone(&self);
                     let (client, job, version) = (client.clone(), f.job_id.clone(), f.final_version);
+                    // An older coordinator sends no tolerance: the default point.
+                    let tolerance =
+                        if f.promotion_tolerance_points == 0.0 { 1.0 } else { f.promotion_tolerance_points };
                     tokio::spawn(async move {
-                        if let Err(e) = me.refresh(client, &job, version).await {
+                        if let Err(e) = me.refresh(client, &job, version, tolerance).await {
                             tracing::warn!(job, version, error = format!("{e:#}"), "model refresh failed");
                         }
                     });
@@ -850,11 +853,14 @@ impl Federation {
 
     /// Downloads a committed model, calibrates it on local data (its family says what that means),
     /// stores its model file and swaps it into the inference endpoint.
+    /// Puts the finished `job`'s final model in service, unless the family is pinned or the model fails the
+    /// promotion gate (`tolerance_points`); either refusal is audited with its figures.
     async fn refresh(
         self: Arc<Self>,
         mut client: CoordinatorClient<Channel>,
         job: &str,
         version: u64,
+        tolerance_points: f64,
     ) -> anyhow::Result<()> {
         if version == 0 || self.slots.serves(job, version) {
             return Ok(());
@@ -880,14 +886,44 @@ impl Federation {
             escalation_target_recall: (target > 0.0).then_some(target),
         };
         let (local, store, dir) = (Arc::clone(&self.local), Arc::clone(&self.store), self.models_dir.clone());
-        let calibrated = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let slots = Arc::clone(&self.slots);
+        let what = format!("job {} version {}", d.job_id, d.version);
+        let decided = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let (calibrated, file) = local.calibrate(global)?;
             let family = calibrated.family();
+            if let Some(pin) = crate::serving::pinned(&dir, family)? {
+                return Ok(Err(format!(
+                    "the {family} model is pinned ({pin}); `hearth model unpin` lifts it"
+                )));
+            }
+            let detail = match local.promotion(&calibrated, &slots, tolerance_points)? {
+                Promotion::Refuse(detail) => return Ok(Err(format!("not promoted: {detail}"))),
+                Promotion::Promote(detail) => detail,
+            };
+            // The model served until now stays at hand for `hearth model rollback`.
+            let current = crate::serving::current_path(&dir, family);
+            if current.exists() {
+                std::fs::rename(&current, crate::serving::previous_path(&dir, family))
+                    .context("keeping the served model as the previous one")?;
+            }
             store.save_model_of(family, &file).context("storing the served model")?;
             write_model_file(&dir, family, &file)?;
-            Ok(calibrated)
+            Ok(Ok((calibrated, detail)))
         })
         .await??;
+        let (calibrated, detail) = match decided {
+            Ok(x) => x,
+            Err(why) => {
+                tracing::warn!(job, version, why, "finished job's model not served");
+                self.audit.record(
+                    "system",
+                    Action::ModelInstall,
+                    Outcome::Refused,
+                    &format!("{what}: {why}; the model in service stays"),
+                );
+                return Ok(());
+            }
+        };
         let family = calibrated.family();
         if self.slots.install(calibrated) {
             tracing::info!(job = d.job_id, version = d.version, family, "serving new model");
@@ -895,10 +931,62 @@ impl Federation {
                 "system",
                 Action::ModelInstall,
                 Outcome::Ok,
-                &format!("{family} model of job {} version {}", d.job_id, d.version),
+                &format!("{family} model of {what} ({detail})"),
             );
         }
         Ok(())
+    }
+
+    /// Carries out pending rollback requests (`hearth model rollback`): the previous model of the family
+    /// goes back into service and into the store, the two files swap, and the outcome is written for the
+    /// command and audited. Blocking.
+    pub(crate) fn roll_back_requested(&self) {
+        for family in crate::serving::FAMILIES {
+            let request = crate::serving::rollback_path(&self.models_dir, family);
+            let Ok(by) = std::fs::read_to_string(&request) else { continue };
+            let result = self.roll_back(family);
+            let text = match &result {
+                Ok(detail) => format!("ok: {detail}"),
+                Err(e) => format!("refused: {e:#}"),
+            };
+            let outcome = if result.is_ok() { Outcome::Ok } else { Outcome::Refused };
+            self.audit.record(
+                by.trim(),
+                Action::ModelInstall,
+                outcome,
+                &format!("rollback of {family}: {text}"),
+            );
+            let done = crate::serving::rollback_result_path(&self.models_dir, family);
+            if let Err(e) = crate::serving::write_atomic(&done, text.as_bytes()) {
+                tracing::warn!(family, error = format!("{e:#}"), "could not write the rollback's result");
+            }
+            let _ = std::fs::remove_file(&request);
+        }
+    }
+
+    fn roll_back(&self, family: &str) -> anyhow::Result<String> {
+        let dir = &self.models_dir;
+        let previous = crate::serving::previous_path(dir, family);
+        let bytes = std::fs::read(&previous).map_err(|_| {
+            anyhow::anyhow!(
+                "no previous {family} model is kept here (a model is kept once a newer one replaced it)"
+            )
+        })?;
+        let restored = self.local.restore(&bytes).context("reading the previous model")?;
+        let (job, version) = restored.served_as();
+        self.store.save_model_of(family, &bytes).context("storing the restored model")?;
+        let current = crate::serving::current_path(dir, family);
+        let swap = dir.join(format!("{family}.swap"));
+        if current.exists() {
+            std::fs::rename(&current, &swap)?;
+        }
+        std::fs::rename(&previous, &current)?;
+        if swap.exists() {
+            std::fs::rename(&swap, &previous)?;
+        }
+        self.slots.replace(restored);
+        crate::serving::pin(dir, family, &format!("rolled back to job {job} version {version}"))?;
+        Ok(format!("serving job {job} version {version} again, pinned"))
     }
 
     fn id_or_cert(&self) -> String {

@@ -30,6 +30,7 @@ pub mod membership;
 pub mod privacy;
 mod query;
 pub mod secagg;
+pub mod serving;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -291,7 +292,16 @@ pub async fn start(
         Arc::new(local_privacy),
         audit.clone(),
     ));
-    let fed_task = tokio::spawn(federation.run());
+    let fed_task = tokio::spawn(Arc::clone(&federation).run());
+    // Rollback requests from `hearth model rollback`, picked up within a second (and any left from
+    // before a restart, now).
+    tokio::spawn(async move {
+        loop {
+            let fed = Arc::clone(&federation);
+            let _ = tokio::task::spawn_blocking(move || fed.roll_back_requested()).await;
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    });
 
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
