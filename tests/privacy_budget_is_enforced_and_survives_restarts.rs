@@ -1,7 +1,9 @@
 //! The DPO's privacy policy over the real coordinator: set with a signature checked against the DPO's
 //! certificate; while it is in force a job that is not differentially private is refused, DP jobs reserve
 //! their worst case against every institution's budget, parallel submissions cannot overspend, and what is
-//! reserved survives a restart of the coordinator. Every decision is in the audit log.
+//! reserved survives a restart of the coordinator. A job is accounted at the policy's delta or refused;
+//! the same policy set twice is one version; a retired policy requires nothing, and a policy may cover
+//! only some model families. Every decision is in the audit log.
 
 mod common;
 
@@ -69,6 +71,8 @@ fn dp_job(id: &str, spec: &IntentSpec, noise_multiplier: f64) -> v1::JobSpec {
             privacy_unit: "record".into(),
             min_survivors: 3,
             declared_records: DECLARED_RECORDS,
+            // The policy's delta_per_charge (delta / 10): the delta the charge and the card state epsilon at.
+            delta: 1e-6,
             ..Default::default()
         }),
         ..Default::default()
@@ -135,6 +139,21 @@ async fn privacy_budget_is_enforced_and_survives_restarts() {
     let mut args = vec!["budget", "set", "--policy", s(&policy_file)];
     args.extend(cli_conn(&cluster, &pki));
     hearth_ok(&args);
+    // The same text again changes nothing: no second version.
+    let again = hearth_ok(&args);
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(said.contains("policy version 1 unchanged"), "{said}");
+
+    // A job accounted at another delta than the policy's would be charged another epsilon than its card
+    // states: refused, naming the delta to use.
+    let mut other_delta = dp_job("delta-job", &spec, 1.0);
+    other_delta.privacy.as_mut().unwrap().delta = 1e-5;
+    let err = op.submit_job(other_delta).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("delta_per_charge 1e-6") && err.message().contains("privacy.delta = 1e-6"),
+        "{err}"
+    );
 
     // A job that is not differentially private is refused while the policy is in force.
     let err =
@@ -187,8 +206,40 @@ async fn privacy_budget_is_enforced_and_survives_restarts() {
     let err = op.submit_job(dp_job("dp-after-restart", &spec, sigma)).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
 
+    // Retired, the policy requires nothing: a job without DP is accepted; the ledger stays.
+    let mut args = vec!["budget", "retire"];
+    args.extend(cli_conn(&cluster, &pki));
+    let out = hearth_ok(&args);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("policy version 1 retired"));
+    op.submit_job(v1::JobSpec { privacy: None, ..dp_job("plain-after-retire", &spec, 1.0) }).await.unwrap();
+    // A policy that covers intent only lets an emotion job train without DP, and still requires it of
+    // intent jobs.
+    let scoped = format!("private_model_families = [\"intent\"]\n{POLICY}");
+    std::fs::write(&policy_file, scoped).unwrap();
+    let mut args = vec!["budget", "set", "--policy", s(&policy_file)];
+    args.extend(cli_conn(&cluster, &pki));
+    let out = hearth_ok(&args);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("policy version 2 now in force"));
+    assert_eq!(show(&cluster)["families"], report2["families"], "retiring and setting again keep the ledger");
+    let emotion = hearth_models::EmotionSpec::new(
+        ["anger", "joy", "neutral"].map(String::from).to_vec(),
+        Default::default(),
+    )
+    .unwrap();
+    let emotion_job = v1::JobSpec {
+        model_spec_json: emotion.to_json().into(),
+        escalation_target_recall: 0.7,
+        privacy: None,
+        ..dp_job("emotion-plain", &spec, 1.0)
+    };
+    op.submit_job(emotion_job).await.unwrap();
+    let err =
+        op.submit_job(v1::JobSpec { privacy: None, ..dp_job("intent-plain", &spec, 1.0) }).await.unwrap_err();
+    assert!(err.message().contains("requires intent jobs to be differentially private"), "{err}");
+
     let audit = std::fs::read_to_string(cluster.dir.path().join("coordinator/audit/entries.jsonl")).unwrap();
     assert!(audit.contains("budget.policy_set"), "{audit}");
+    assert!(audit.contains("set again unchanged") && audit.contains("retired"), "{audit}");
     assert!(
         audit.matches("budget.reserve").count() >= 13,
         "every reservation and refusal is audited: {audit}"

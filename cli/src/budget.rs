@@ -7,6 +7,8 @@ use hearth_crypto::SuiteId;
 use hearth_proto::v1::privacy_client::PrivacyClient;
 use hearth_proto::v1::{self};
 
+use hearth_policies::budget::retirement_statement;
+
 use crate::operator::Connection;
 
 /// `hearth budget ...`
@@ -28,7 +30,7 @@ pub enum BudgetCommand {
     },
     /// DPO: install a privacy policy (TOML), signed with the DPO certificate's key.
     #[command(
-        after_help = "Example:\n  hearth budget set --policy privacy-policy.toml --tls-dir pki\n\nThe policy format is in policies/privacy-policy.example.toml. The file is signed with DIR/dpo.key;\nthe coordinator verifies the signature against the DPO certificate, keeps it with the policy and\naudits the change. While a policy is in force, every training job must be differentially private\nand fit the budgets of every institution it trains on."
+        after_help = "Example:\n  hearth budget set --policy privacy-policy.toml --tls-dir pki\n\nThe policy format is in policies/privacy-policy.example.toml. The file is signed with DIR/dpo.key;\nthe coordinator verifies the signature against the DPO certificate, keeps it with the policy and\naudits the change; setting the text in force again changes nothing. While a policy is in force,\nevery training job of the model families its private_model_families names (default: all) must be\ndifferentially private and fit the budgets of every institution it trains on, at the delta the\npolicy accounts its budget family at (delta_per_charge). `hearth budget retire` ends it."
     )]
     Set {
         #[command(flatten)]
@@ -51,6 +53,13 @@ pub enum BudgetCommand {
         /// Where to write the signed policy (default: privacy-policy.json beside the policy).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// DPO: retire the policy in force (signed with the DPO certificate's key, like a policy). Jobs need not
+    /// be differentially private any more; the ledger stays; the next `set` takes the next version.
+    #[command(after_help = "Example:\n  hearth budget retire --tls-dir pki")]
+    Retire {
+        #[command(flatten)]
+        conn: Connection,
     },
     /// The policy in force, with its version and who signed it.
     #[command(after_help = "Example:\n  hearth budget policy --tls-dir pki")]
@@ -118,11 +127,44 @@ pub async fn run(cmd: BudgetCommand) -> anyhow::Result<()> {
             hearth_policies::budget::PrivacyPolicy::from_toml(&text)
                 .with_context(|| format!("{} is not a valid privacy policy", policy.display()))?;
             let info = install_policy(&conn, text).await?;
+            let what = if info.unchanged { "unchanged: this text is already" } else { "now" };
             eprintln!(
-                "policy version {} in force (sha256 {}), signed by {}",
+                "policy version {} {what} in force (sha256 {}), signed by {}",
                 info.version,
                 hex::encode(&info.sha256),
                 info.set_by
+            );
+            Ok(())
+        }
+        BudgetCommand::Retire { conn } => {
+            let mut client = PrivacyClient::new(conn.channel_as("dpo").await?);
+            let current =
+                client.get_policy(v1::GetPolicyRequest {}).await.context("reading the policy")?.into_inner();
+            if current.version == 0 || current.retired || current.policy_toml.is_empty() {
+                bail!("no privacy policy is in force: nothing to retire");
+            }
+            let sha256: [u8; 32] = current
+                .sha256
+                .as_ref()
+                .try_into()
+                .context("the coordinator sent a malformed policy digest")?;
+            let statement = retirement_statement(current.version, &sha256);
+            let tls = conn.tls_as("dpo")?;
+            let secret =
+                hearth_crypto::pki::p256_secret_from_pem(&tls.key_pem).context("the DPO's private key")?;
+            let signature = SuiteId::International.suite().sign(&secret, statement.as_bytes())?;
+            let info = client
+                .retire_policy(v1::RetirePolicyRequest {
+                    version: current.version,
+                    signature: signature.into(),
+                })
+                .await
+                .context("retiring the policy")?
+                .into_inner();
+            eprintln!(
+                "policy version {} retired: training jobs need not be differentially private; the ledger stays \
+                 (`hearth budget show`)",
+                info.version
             );
             Ok(())
         }

@@ -32,10 +32,16 @@ pub(crate) struct StoredPolicy {
     pub(crate) set_unix_ms: u64,
     pub(crate) signature: Vec<u8>,
     pub(crate) signer_certificate_der: Vec<u8>,
+    /// Set when a DPO retired the policy: (who, when). A retired policy is kept for its version number
+    /// and the record; it is not in force.
+    #[serde(default)]
+    pub(crate) retired: Option<(String, u64)>,
 }
 
 struct State {
     policy: Option<(PrivacyPolicy, StoredPolicy)>,
+    /// The last version set, in force or retired: the next one is numbered after it.
+    last_version: u64,
     ledger: Ledger,
 }
 
@@ -74,20 +80,25 @@ impl Privacy {
     pub(crate) fn open(store: Arc<Store>) -> Result<Self, PrivacyError> {
         let corrupt =
             |what: &str, e: String| StoreError::Db(format!("stored privacy {what} is unreadable: {e}"));
-        let policy = match store.load_privacy(POLICY_KEY)? {
+        let (policy, last_version) = match store.load_privacy(POLICY_KEY)? {
             Some(json) => {
                 let stored: StoredPolicy =
                     serde_json::from_slice(&json).map_err(|e| corrupt("policy", e.to_string()))?;
-                let parsed = PrivacyPolicy::from_toml(&stored.toml)?;
-                Some((parsed, stored))
+                let version = stored.version;
+                if stored.retired.is_some() {
+                    (None, version)
+                } else {
+                    let parsed = PrivacyPolicy::from_toml(&stored.toml)?;
+                    (Some((parsed, stored)), version)
+                }
             }
-            None => None,
+            None => (None, 0),
         };
         let ledger = match store.load_privacy(LEDGER_KEY)? {
             Some(json) => serde_json::from_slice(&json).map_err(|e| corrupt("ledger", e.to_string()))?,
             None => Ledger::new(),
         };
-        Ok(Self { state: Mutex::new(State { policy, ledger }), store })
+        Ok(Self { state: Mutex::new(State { policy, last_version, ledger }), store })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -140,14 +151,15 @@ impl Privacy {
         self.lock().policy.as_ref().map(|(_, s)| s.clone())
     }
 
-    /// Installs a new policy (already authenticated by the caller); returns it with its version.
+    /// Installs a new policy (already authenticated by the caller); returns it with its version, and
+    /// whether it is new (the text in force again changes nothing and makes no version).
     pub(crate) fn set_policy(
         &self,
         toml: String,
         set_by: String,
         signature: Vec<u8>,
         signer_certificate_der: Vec<u8>,
-    ) -> Result<StoredPolicy, PrivacyError> {
+    ) -> Result<(StoredPolicy, bool), PrivacyError> {
         if toml.len() > MAX_POLICY_BYTES {
             return Err(PrivacyError::Invalid(format!(
                 "policy of {} bytes is over the limit of {MAX_POLICY_BYTES}",
@@ -156,20 +168,77 @@ impl Privacy {
         }
         let parsed = PrivacyPolicy::from_toml(&toml)?;
         let mut state = self.lock();
-        let version = state.policy.as_ref().map_or(0, |(_, s)| s.version) + 1;
+        let sha256 = content_digest(toml.as_bytes());
+        if let Some((_, current)) = state.policy.as_ref().filter(|(_, c)| c.sha256 == sha256) {
+            // The same text again: the policy in force stays, under its version.
+            return Ok((current.clone(), false));
+        }
+        let version = state.last_version + 1;
         let stored = StoredPolicy {
-            sha256: content_digest(toml.as_bytes()),
+            sha256,
             toml,
             version,
             set_by,
             set_unix_ms: crate::audit::now_ms(),
             signature,
             signer_certificate_der,
+            retired: None,
         };
         let json = serde_json::to_vec(&stored).map_err(|e| PrivacyError::Invalid(e.to_string()))?;
         self.store.save_privacy(POLICY_KEY, &json)?;
         state.policy = Some((parsed, stored.clone()));
-        Ok(stored)
+        state.last_version = version;
+        Ok((stored, true))
+    }
+
+    /// Retires the policy in force, which must be `version` (already authenticated by the caller): jobs need
+    /// not be private any more; the ledger and the policy's record stay. Returns the retired policy.
+    pub(crate) fn retire_policy(&self, version: u64, by: String) -> Result<StoredPolicy, PrivacyError> {
+        let mut state = self.lock();
+        let Some((_, current)) = state.policy.as_ref() else {
+            return Err(PrivacyError::Invalid("no privacy policy is in force".into()));
+        };
+        if current.version != version {
+            return Err(PrivacyError::Invalid(format!(
+                "the policy in force is version {}, not {version}",
+                current.version
+            )));
+        }
+        let mut retired = current.clone();
+        retired.retired = Some((by, crate::audit::now_ms()));
+        let json = serde_json::to_vec(&retired).map_err(|e| PrivacyError::Invalid(e.to_string()))?;
+        self.store.save_privacy(POLICY_KEY, &json)?;
+        state.policy = None;
+        Ok(retired)
+    }
+
+    /// Whether a training job of model family `family` must be differentially private: a policy is in
+    /// force and its `private_model_families` (default: all) names the family.
+    pub(crate) fn requires_private(&self, family: &str) -> bool {
+        self.lock().policy.as_ref().is_some_and(|(p, _)| p.requires_private(family))
+    }
+
+    /// The delta the policy accounts charges of budget family `family` at, at every one of `tenants`;
+    /// an error when they differ (a job can be accounted at one delta only).
+    pub(crate) fn charge_delta(&self, family: &str, tenants: &[String]) -> Result<Option<f64>, PrivacyError> {
+        let state = self.lock();
+        let Some((policy, _)) = state.policy.as_ref() else { return Ok(None) };
+        let fam = FamilyId(family.to_string());
+        let mut deltas: Vec<(String, f64)> = Vec::new();
+        for t in tenants {
+            if let Ok(f) = policy.family(&TenantId(t.clone()), &fam) {
+                deltas.push((t.clone(), f.charge_delta()));
+            }
+        }
+        match deltas.first() {
+            None => Ok(None),
+            Some((_, d)) if deltas.iter().all(|(_, x)| (x - d).abs() <= 1e-15) => Ok(Some(*d)),
+            Some(_) => Err(PrivacyError::Invalid(format!(
+                "the policy accounts family {family:?} at different deltas per institution ({}): a job is \
+                 accounted at one; the DPO sets the same delta_per_charge for all",
+                deltas.iter().map(|(t, d)| format!("{t} {d:e}")).collect::<Vec<_>>().join(", ")
+            ))),
+        }
     }
 
     /// Reserves the worst case of a DP training job against the family budget of every tenant, all or
@@ -195,7 +264,7 @@ impl Privacy {
         charge: Charge,
     ) -> Result<ReservationId, PrivacyError> {
         let mut state = self.lock();
-        let State { policy, ledger } = &mut *state;
+        let State { policy, ledger, .. } = &mut *state;
         let (policy, _) =
             policy.as_ref().ok_or_else(|| PrivacyError::Invalid("no privacy policy is in force".into()))?;
         let mut next = ledger.clone();

@@ -40,6 +40,8 @@ fn info(p: Option<StoredPolicy>) -> v1::PolicyInfo {
             set_unix_ms: p.set_unix_ms,
             signature: p.signature.into(),
             signer_certificate_der: p.signer_certificate_der.into(),
+            unchanged: false,
+            retired: p.retired.is_some(),
         },
     }
 }
@@ -86,18 +88,80 @@ impl PrivacyApi for PrivacyService {
             PrivacyError::Store(e) => Status::internal(format!("could not persist the policy: {e}")),
             other => refuse(format!("policy refused: {other}")),
         })?;
+        let (stored, new) = stored;
+        let what = if new { "set" } else { "set again unchanged: no new version" };
         self.shared.audit.record(
             &who.to_string(),
             Action::BudgetPolicySet,
             Outcome::Ok,
             &format!(
-                "version {} sha256 {} (signed by the DPO certificate)",
+                "version {} sha256 {} {what} (signed by the DPO certificate)",
                 stored.version,
                 hex::encode(stored.sha256)
             ),
         );
-        tracing::info!(version = stored.version, by = %who, "privacy policy set");
-        Ok(Response::new(info(Some(stored))))
+        tracing::info!(version = stored.version, by = %who, new, "privacy policy set");
+        let mut answer = info(Some(stored));
+        answer.unchanged = !new;
+        Ok(Response::new(answer))
+    }
+
+    async fn retire_policy(
+        &self,
+        req: Request<v1::RetirePolicyRequest>,
+    ) -> Result<Response<v1::PolicyInfo>, Status> {
+        let who = self.require(&req, Action::BudgetPolicySet, &[Role::Dpo])?;
+        let cert = hearth_transport::peer_certificate(&req)?;
+        let msg = req.into_inner();
+        let refuse = |detail: String| {
+            self.shared.audit.record(&who.to_string(), Action::BudgetPolicySet, Outcome::Refused, &detail);
+            Status::failed_precondition(detail)
+        };
+        let Some(current) = self.shared.privacy.policy() else {
+            return Err(refuse("retiring: no privacy policy is in force".into()));
+        };
+        if current.version != msg.version {
+            return Err(refuse(format!(
+                "retiring version {}: the policy in force is version {}",
+                msg.version, current.version
+            )));
+        }
+        let peer = self
+            .shared
+            .verified
+            .verify(&self.shared.ca_der, &cert, std::time::SystemTime::now())
+            .map_err(|e| refuse(format!("DPO certificate: {e}")))?;
+        let statement = hearth_policies::budget::retirement_statement(current.version, &current.sha256);
+        SuiteId::International
+            .suite()
+            .verify(&peer.tls_public_key, statement.as_bytes(), &msg.signature)
+            .map_err(|_| {
+                refuse(format!(
+                    "the signature does not verify with the DPO certificate's key over {statement:?}"
+                ))
+            })?;
+        let privacy = Arc::clone(&self.shared);
+        let by = who.to_string();
+        let retired = tokio::task::spawn_blocking(move || privacy.privacy.retire_policy(msg.version, by))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| match e {
+                PrivacyError::Store(e) => Status::internal(format!("could not persist the retirement: {e}")),
+                other => refuse(format!("retiring: {other}")),
+            })?;
+        self.shared.audit.record(
+            &who.to_string(),
+            Action::BudgetPolicySet,
+            Outcome::Ok,
+            &format!(
+                "version {} sha256 {} retired (signed by the DPO certificate): jobs need not be private; the \
+                 ledger stays",
+                retired.version,
+                hex::encode(retired.sha256)
+            ),
+        );
+        tracing::info!(version = retired.version, by = %who, "privacy policy retired");
+        Ok(Response::new(info(Some(retired))))
     }
 
     async fn get_policy(

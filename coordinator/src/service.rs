@@ -89,6 +89,25 @@ impl CoordinatorService {
             self.shared.audit.record(&who.to_string(), Action::JobSubmit, Outcome::Refused, &detail);
             return Err(Status::invalid_argument(detail));
         }
+        // One delta convention: the job is charged at the delta its model card states epsilon at.
+        let refuse = |detail: String| {
+            self.shared.audit.record(&who.to_string(), Action::JobSubmit, Outcome::Refused, &detail);
+            Status::invalid_argument(detail)
+        };
+        match self.shared.privacy.charge_delta(&p.family, &tenants) {
+            Ok(Some(d)) if (d - p.delta).abs() > 1e-9 * d => {
+                return Err(refuse(format!(
+                    "privacy.delta {} differs from the delta the privacy policy accounts family {:?} at \
+                     (delta_per_charge {d}): set privacy.delta = {d}, so that the job is charged the epsilon \
+                     its model card states",
+                    short(p.delta),
+                    p.family,
+                    d = short(d)
+                )))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(refuse(e.to_string())),
+        }
         p.tenants = tenants;
         let (shared, job_privacy, job_id) = (Arc::clone(&self.shared), p.clone(), id.to_string());
         let reserved = tokio::task::spawn_blocking(move || {
@@ -172,6 +191,15 @@ fn secagg_status(e: &SecAggRefusal) -> Status {
             Status::failed_precondition(e.to_string())
         }
         SecAggRefusal::Protocol(_) => Status::invalid_argument(e.to_string()),
+    }
+}
+
+/// A small number as people write it: `1e-6`, not `1.0000000000000002e-6`.
+fn short(x: f64) -> String {
+    let s = format!("{x:.6e}");
+    match s.split_once('e') {
+        Some((m, e)) => format!("{}e{e}", m.trim_end_matches('0').trim_end_matches('.')),
+        None => s,
     }
 }
 
@@ -588,16 +616,12 @@ impl Coordinator for CoordinatorService {
     async fn submit_job(&self, req: Request<v1::JobSpec>) -> Result<Response<v1::JobAccepted>, Status> {
         let who = self.require(&req, Action::JobSubmit, &[Role::Operator])?;
         let spec = req.into_inner();
-        let job = ValidatedJob::check(&spec, &self.shared.config.policy, self.shared.privacy.enforced())
-            .map_err(|e| {
-                self.shared.audit.record(
-                    &who.to_string(),
-                    Action::JobSubmit,
-                    Outcome::Refused,
-                    &e.to_string(),
-                );
-                Status::invalid_argument(e.to_string())
-            })?;
+        let privacy = Arc::clone(&self.shared);
+        let required = move |family: &str| privacy.privacy.requires_private(family);
+        let job = ValidatedJob::check(&spec, &self.shared.config.policy, &required).map_err(|e| {
+            self.shared.audit.record(&who.to_string(), Action::JobSubmit, Outcome::Refused, &e.to_string());
+            Status::invalid_argument(e.to_string())
+        })?;
         // One submission at a time: a refused one leaves the job sequence where it was.
         let _turn = self.shared.submissions.lock().await;
         let sequence = self.shared.next_sequence.load(Ordering::SeqCst);

@@ -53,11 +53,12 @@ pub(crate) enum SubmitRefusal {
     #[error("policy: {0}")]
     Policy(hearth_policies::PolicyError),
     #[error(
-        "the consortium's privacy policy is in force: training jobs must be differentially private (give the \
-         job a [privacy] section: family, clipping_norm, sampling_rate, target_epsilon or noise_multiplier, \
-         declared_records; deploy/job-intent-dp.toml is a complete example)"
+        "the consortium's privacy policy is in force and requires {0} jobs to be differentially private (give \
+         the job a [privacy] section: family, target_epsilon or noise_multiplier, declared_records; \
+         deploy/job-intent-dp.toml is a complete example). The policy's private_model_families says which \
+         model families it covers"
     )]
-    PrivacyRequired,
+    PrivacyRequired(&'static str),
     #[error("{0}")]
     Privacy(JobPrivacyError),
     #[error(
@@ -104,12 +105,12 @@ fn range(field: &'static str, value: f64, ok: bool, range: impl Into<String>) ->
 const DP_MIN_REACH: f64 = 10.0;
 
 impl ValidatedJob {
-    /// Checks `spec` against the coordinator's round policy; `privacy_enforced` says whether the
-    /// consortium's privacy policy is in force (then every job must be private).
+    /// Checks `spec` against the coordinator's round policy; `privacy_required` says whether the
+    /// consortium's privacy policy requires jobs of a model family to be differentially private.
     pub(crate) fn check(
         spec: &v1::JobSpec,
         policy: &RoundPolicy,
-        privacy_enforced: bool,
+        privacy_required: &dyn Fn(&str) -> bool,
     ) -> Result<Self, SubmitRefusal> {
         let model = ModelSpec::from_json(&spec.model_spec_json).map_err(SubmitRefusal::Model)?;
         let private = spec.privacy.is_some();
@@ -192,7 +193,9 @@ impl ValidatedJob {
         };
         policy.check(&shape).map_err(SubmitRefusal::Policy)?;
         let privacy = match spec.privacy.as_ref() {
-            None if privacy_enforced => return Err(SubmitRefusal::PrivacyRequired),
+            None if privacy_required(model.family()) => {
+                return Err(SubmitRefusal::PrivacyRequired(model.family()))
+            }
             None => None,
             Some(p) => {
                 let j =

@@ -28,7 +28,9 @@ mod policy;
 
 pub use charge::{Charge, QueryNoise, QueryPlan, TrainingNoise, TrainingPlan};
 pub use ledger::{ChargeLine, ChargeState, FamilyReport, Ledger, Report, Reservation, ReservationId};
-pub use policy::{FamilyPolicy, PolicyFile, PrivacyPolicy, PrivacyUnit, TenantPolicy};
+pub use policy::{
+    retirement_statement, FamilyPolicy, PolicyFile, PrivacyPolicy, PrivacyUnit, TenantPolicy, MODEL_FAMILIES,
+};
 
 use std::fmt;
 

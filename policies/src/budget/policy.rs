@@ -109,10 +109,26 @@ impl TenantPolicy {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyFile {
+    /// The model families (`intent`, `emotion`, `recommend`) whose training jobs must be differentially
+    /// private while the policy is in force; absent: every family. A family left out trains under secure
+    /// aggregation only, as without a policy (differential privacy covers intent models today, so a
+    /// consortium that trains emotion or recommend models under a policy lists `["intent"]`).
+    #[serde(default)]
+    pub private_model_families: Option<Vec<String>>,
     /// Policies per tenant.
     #[serde(default)]
     pub tenants: BTreeMap<TenantId, TenantPolicy>,
 }
+
+/// The statement a DPO signs to retire policy `version` whose text has SHA-256 `sha256`: both the
+/// command that signs and the coordinator that checks build it here.
+pub fn retirement_statement(version: u64, sha256: &[u8; 32]) -> String {
+    let hex: String = sha256.iter().map(|b| format!("{b:02x}")).collect();
+    format!("hearth: retire privacy policy version {version} sha256 {hex}")
+}
+
+/// The model families a policy's `private_model_families` may name.
+pub const MODEL_FAMILIES: [&str; 3] = ["intent", "emotion", "recommend"];
 
 /// A validated policy: every budget positive and finite, every delta in (0, 1), every rule in range.
 /// Obtained only through [`PrivacyPolicy::from_toml`] or [`PrivacyPolicy::validate`].
@@ -129,6 +145,11 @@ impl PrivacyPolicy {
 
     /// Validates a policy, naming the first bad field and its value.
     pub fn validate(file: PolicyFile) -> Result<Self, BudgetError> {
+        for f in file.private_model_families.iter().flatten() {
+            if !MODEL_FAMILIES.contains(&f.as_str()) {
+                return Err(invalid("policy", "private_model_families", f, "intent, emotion or recommend"));
+            }
+        }
         for (tenant, t) in &file.tenants {
             let path = format!("tenants.{tenant}");
             match (t.epsilon, t.delta) {
@@ -179,6 +200,11 @@ impl PrivacyPolicy {
             }
         }
         Ok(Self(file))
+    }
+
+    /// Whether a training job of model family `family` must be differentially private under this policy.
+    pub fn requires_private(&self, family: &str) -> bool {
+        self.0.private_model_families.as_ref().is_none_or(|f| f.iter().any(|x| x == family))
     }
 
     /// The policy as written.

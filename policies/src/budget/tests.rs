@@ -83,6 +83,12 @@ fn the_example_policy_is_valid() {
         (8.0, PrivacyUnit::Record, Some(30))
     );
     assert_eq!(p.tenant(&t("bank-a")).unwrap().cap(), Some(Cost { epsilon: 20.0, delta: 1e-5 }));
+    assert!(p.requires_private("intent") && !p.requires_private("emotion"), "scoped to intent");
+    assert!(policy().requires_private("recommend"), "without a scope, every family");
+    let e = PrivacyPolicy::from_toml("private_model_families = [\"vision\"]").unwrap_err();
+    assert!(e.to_string().contains("private_model_families") && e.to_string().contains("vision"), "{e}");
+    let statement = retirement_statement(3, &[0xab; 32]);
+    assert!(statement.starts_with("hearth: retire privacy policy version 3 sha256 abab"), "{statement}");
 }
 
 #[test]
