@@ -243,10 +243,26 @@ async fn audit_log_verifies_and_tampering_is_caught() {
     .unwrap();
     assert!(table.contains("participant:inst-1") && !table.contains("participant:inst-2"), "{table}");
     let (html, json) = (d.join("report.html"), d.join("report.json"));
+    // The template alone is refused: its placeholders are the operator's to state.
+    let (code, _, err) = hearth_run(&["audit", "report", s(&export), "--json", s(&json)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("not complete") && err.contains("controller.name") && err.contains("legal_basis"),
+        "{err}"
+    );
+    // A record for the coordinator: the training activity, every placeholder stated.
+    let template =
+        String::from_utf8(hearth_ok(&["audit", "report", "--print-ropa-template"]).stdout).unwrap();
+    let (training, _) = template.split_once("\n[[activities]]\nname = \"Answering").unwrap();
+    let ropa = d.join("ropa.toml");
+    std::fs::write(&ropa, training.replace("\"CHANGE ME", "\"stated by the operator; was: CHANGE ME"))
+        .unwrap();
     hearth_ok(&[
         "audit",
         "report",
         s(&export),
+        "--ropa",
+        s(&ropa),
         "--trusted-key",
         &key,
         "--html",
@@ -258,6 +274,13 @@ async fn audit_log_verifies_and_tampering_is_caught() {
     assert_eq!(r["audit_log"]["verified"], true);
     assert_eq!(r["operations"]["total"].as_u64(), Some(n as u64));
     assert!(r["record_of_processing"]["activities"][0]["security_measures"].as_array().unwrap().len() >= 3);
+    // The job above ran two participants, plainly averaged: the report says so, from the log.
+    assert_eq!(
+        (r["facts"]["plain_rounds"].as_u64(), r["facts"]["secure_rounds"].as_u64()),
+        (Some(3), Some(0))
+    );
+    let recipients = r["record_of_processing"]["activities"][0]["recipients"].to_string();
+    assert!(recipients.contains("in the clear in 3 rounds"), "{recipients}");
     assert!(!r["key_operations"].as_array().unwrap().is_empty());
     assert!(std::fs::read_to_string(&html).unwrap().contains("Record of processing activities"));
 

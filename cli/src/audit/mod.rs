@@ -11,6 +11,7 @@
 //! Each subcommand lives in its own file; this one holds the argument types and dispatch.
 
 mod cosign;
+mod facts;
 mod query;
 mod report;
 mod time;

@@ -13,6 +13,7 @@ use hearth_audit::query::{summarize, Filter, Summary};
 use hearth_audit::{Entry, Outcome};
 use serde::{Deserialize, Serialize};
 
+use super::facts::{LogFacts, FROM_CONFIG, FROM_LOG, PLACEHOLDER};
 use super::{entries, time, Source};
 
 /// The default record of processing activities, documented field by field.
@@ -21,7 +22,7 @@ pub const ROPA_TEMPLATE: &str = include_str!("ropa.default.toml");
 /// Arguments of `hearth audit report`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  hearth audit report --print-ropa-template > ropa.toml      # then edit it\n  hearth audit report export.jsonl --ropa ropa.toml --trusted-key @coordinator.vkeys \\\n      --from 2026-10-01 --until 2026-11-01 --html report.html --json report.json\n  hearth audit report --state-dir /var/lib/hearth/bank-a --html report.html\n\nWithout --ropa the documented defaults are used (fields marked CHANGE ME are yours to fill in).\nWith --trusted-key the log is verified first and the report refuses a log that does not verify."
+    after_help = "Examples:\n  hearth audit report --print-ropa-template > ropa.toml      # then edit it\n  hearth audit report export.jsonl --ropa ropa.toml --trusted-key @coordinator.vkeys \\\n      --from 2026-10-01 --until 2026-11-01 --html report.html --json report.json\n  hearth audit report --state-dir /var/lib/hearth/bank-a --ropa ropa.toml --config /etc/hearth/participant.toml --html report.html\n\nThe record of processing starts from the documented template: fields marked CHANGE ME are yours to\nstate, and the report refuses to run while one is left. What the coordinator received and the\nprivacy spent are taken from the log, the desk's retention from the participant's configuration\n(--config). With --trusted-key the log is verified first and the report refuses a log that does\nnot verify."
 )]
 pub struct ReportArgs {
     #[command(flatten)]
@@ -41,6 +42,10 @@ pub struct ReportArgs {
     /// Write the JSON report here (`-` for standard output).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// The participant's configuration: the desk's retention policy is stated from it (the template's
+    /// `FROM THE CONFIGURATION` values).
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Print the default record-of-processing TOML and exit.
     #[arg(long, exclusive = true)]
     pub print_ropa_template: bool,
@@ -80,6 +85,67 @@ pub struct Ropa {
 }
 
 impl Ropa {
+    /// Every string value with its place in the record (`activities[1].retention`), for filling in.
+    fn values_mut(&mut self) -> Vec<(String, &mut String)> {
+        let c = &mut self.controller;
+        let mut out: Vec<(String, &mut String)> = vec![
+            ("controller.name".into(), &mut c.name),
+            ("controller.contact".into(), &mut c.contact),
+            ("controller.representative".into(), &mut c.representative),
+            ("controller.dpo".into(), &mut c.dpo),
+        ];
+        for (i, a) in self.activities.iter_mut().enumerate() {
+            let at = |f: &str| format!("activities[{i}].{f}");
+            out.push((at("name"), &mut a.name));
+            out.push((at("legal_basis"), &mut a.legal_basis));
+            out.push((at("transfers"), &mut a.transfers));
+            out.push((at("retention"), &mut a.retention));
+            for (field, list) in [
+                ("purposes", &mut a.purposes),
+                ("data_subjects", &mut a.data_subjects),
+                ("data_categories", &mut a.data_categories),
+                ("recipients", &mut a.recipients),
+                ("security_measures", &mut a.security_measures),
+            ] {
+                for (j, v) in list.iter_mut().enumerate() {
+                    out.push((format!("activities[{i}].{field}[{j}]"), v));
+                }
+            }
+        }
+        out
+    }
+
+    /// Replaces the `FROM THE LOG` and `FROM THE CONFIGURATION` values with the facts, and refuses a
+    /// record that still holds a `CHANGE ME` (or a configuration fact without `--config`), naming each.
+    fn fill(&mut self, log: &LogFacts, retention: Option<&str>) -> anyhow::Result<()> {
+        let mut open = Vec::new();
+        for (path, v) in self.values_mut() {
+            if v.starts_with(FROM_LOG) {
+                *v = if v.contains("secure aggregation and differential privacy") {
+                    log.protections()
+                } else {
+                    log.coordinator_received()
+                };
+            } else if v.starts_with(FROM_CONFIG) {
+                match retention {
+                    Some(r) => *v = r.to_string(),
+                    None => open
+                        .push(format!("{path} (from the participant's configuration: pass --config FILE)")),
+                }
+            } else if v.starts_with(PLACEHOLDER) {
+                open.push(path);
+            }
+        }
+        if !open.is_empty() {
+            anyhow::bail!(
+                "the record of processing is not complete; state these (in a copy of `hearth audit report \
+                 --print-ropa-template`, passed with --ropa): {}",
+                open.join(", ")
+            );
+        }
+        Ok(())
+    }
+
     /// The operator's file over the template: a section the file omits keeps the template's.
     fn load(path: Option<&std::path::Path>) -> anyhow::Result<Self> {
         let template: Ropa = toml::from_str(ROPA_TEMPLATE).context("the built-in template")?;
@@ -143,6 +209,8 @@ struct ComplianceReport {
     generated_at: String,
     period: (Option<String>, Option<String>),
     record_of_processing: Ropa,
+    /// What the log shows: rounds and updates by aggregation, privacy spent per release.
+    facts: LogFacts,
     audit_log: LogStatus,
     operations: Summary,
     key_operations: Vec<Listed>,
@@ -161,7 +229,15 @@ pub fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {
     if a.html.is_none() && a.json.is_none() {
         anyhow::bail!("say where to write the report: --html FILE and/or --json FILE");
     }
-    let ropa = Ropa::load(a.ropa.as_deref())?;
+    let mut ropa = Ropa::load(a.ropa.as_deref())?;
+    let retention = match &a.config {
+        Some(path) => {
+            let c: hearth_participant::ParticipantConfig =
+                crate::config::load(Some(path), "HEARTH_PARTICIPANT")?;
+            Some(super::facts::retention(&c.service.retention))
+        }
+        None => None,
+    };
     let loaded = a.source.load()?;
     let filter = Filter {
         from_ms: a.from.as_deref().map(time::parse).transpose()?,
@@ -169,6 +245,8 @@ pub fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let selected: Vec<&Entry> = entries(&loaded).filter(|e| filter.matches(e)).collect();
+    let facts = LogFacts::of(selected.iter().copied());
+    ropa.fill(&facts, retention.as_deref())?;
     let list = |pred: &dyn Fn(&Entry) -> bool| -> Vec<Listed> {
         selected.iter().filter(|e| pred(e)).map(|e| Listed::from(*e)).collect()
     };
@@ -192,6 +270,7 @@ pub fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {
         generated_at: time::format(hearth_node::audit::now_ms()),
         period: (a.from.clone(), a.until.clone()),
         record_of_processing: ropa,
+        facts,
         audit_log: LogStatus {
             origin: b.origin.clone(),
             suite: b.suite.to_string(),
@@ -330,6 +409,29 @@ fn html(r: &ComplianceReport) -> String {
             ul(&a.security_measures)
         );
     }
+    let f = &r.facts;
+    let _ = write!(
+        s,
+        "<h3>What the log shows</h3><table><tr><th>Rounds committed from a secure sum (coordinator)</th><td>{}</td></tr>\
+         <tr><th>Rounds plainly averaged (coordinator)</th><td>{}</td></tr><tr><th>Updates sent masked (participant)</th><td>{}</td></tr>\
+         <tr><th>Updates sent in the clear (participant)</th><td>{}</td></tr></table>",
+        f.secure_rounds, f.plain_rounds, f.masked_updates, f.clear_updates
+    );
+    if f.privacy_spent.is_empty() {
+        s.push_str("<p>No differentially private release was charged in this period.</p>");
+    } else {
+        s.push_str("<table><tr><th>family</th><th>release</th><th>epsilon</th></tr>");
+        for x in &f.privacy_spent {
+            let _ = write!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td>{:.4}</td></tr>",
+                esc(&x.family),
+                esc(&x.release),
+                x.epsilon
+            );
+        }
+        s.push_str("</table>");
+    }
     let l = &r.audit_log;
     let verified = match (l.verified, l.verified_size) {
         (true, Some(n)) => {
@@ -394,5 +496,28 @@ mod tests {
         std::fs::write(&f, "[controller]\nnmae = \"typo\"\n").unwrap();
         assert!(format!("{:#}", Ropa::load(Some(&f)).unwrap_err()).contains("nmae"));
         assert_eq!(esc("<b>&\"'"), "&lt;b&gt;&amp;&quot;&#39;");
+    }
+
+    #[test]
+    fn the_template_is_refused_until_its_placeholders_are_stated() {
+        let mut ropa = Ropa::load(None).unwrap();
+        let e = ropa.fill(&LogFacts::default(), None).unwrap_err().to_string();
+        for field in
+            ["controller.name", "controller.dpo", "activities[0].legal_basis", "activities[1].retention"]
+        {
+            assert!(e.contains(field), "{field}: {e}");
+        }
+        let mut ropa = Ropa::load(None).unwrap();
+        for (_, v) in ropa.values_mut() {
+            if v.starts_with(PLACEHOLDER) {
+                *v = "stated".into();
+            }
+        }
+        let facts = LogFacts { plain_rounds: 3, ..Default::default() };
+        ropa.fill(&facts, Some("text 30 days")).unwrap();
+        let training = &ropa.activities[0];
+        assert!(training.recipients.iter().any(|r| r.contains("in the clear in 3 rounds")), "{training:?}");
+        assert!(training.security_measures.iter().any(|m| m.contains("no differentially private release")));
+        assert_eq!(ropa.activities[1].retention, "text 30 days");
     }
 }
