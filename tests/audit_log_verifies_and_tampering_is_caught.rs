@@ -136,6 +136,14 @@ async fn audit_log_verifies_and_tampering_is_caught() {
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     assert!(bare(None).contains("export HEARTH_KEYSTORE_PASSPHRASE"), "{}", bare(None));
+    // The public verifier keys need no passphrase.
+    let out = std::process::Command::new(HEARTH)
+        .args(["keys", "vkeys", "--state-dir", s(&coord)])
+        .env_remove("HEARTH_KEYSTORE_PASSPHRASE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().next(), Some(key.as_str()));
     assert!(bare(Some("not the passphrase")).contains("wrong passphrase"));
 
     let export = d.join("export.jsonl");
@@ -143,7 +151,16 @@ async fn audit_log_verifies_and_tampering_is_caught() {
     let (code, first, problem, out) = verify(&export, &key, &["--checkpoint", s(&head_before)]);
     assert_eq!((code, first), (0, None), "{problem}\n{out}");
     let human = hearth_ok(&["audit", "verify", s(&export), "--trusted-key", &key]).stdout;
-    assert!(String::from_utf8_lossy(&human).starts_with("OK: audit log hearth/coordinator/coordinator"));
+    let human = String::from_utf8_lossy(&human);
+    assert!(human.starts_with("OK: audit log hearth/coordinator/coordinator"), "{human}");
+    // A summary by default (checkpoints counted), every checkpoint with --detail.
+    assert!(
+        human.lines().count() <= 4 && human.contains("checkpoints: ") && human.contains("newest: "),
+        "{human}"
+    );
+    let detail = hearth_ok(&["audit", "verify", s(&export), "--trusted-key", &key, "--detail"]).stdout;
+    let detail = String::from_utf8_lossy(&detail);
+    assert!(detail.contains("cosigned by") && !detail.contains("checkpoints: "), "{detail}");
 
     let lines = Lines::read(&export);
     let text = lines.entries.join("\n");

@@ -298,6 +298,50 @@ impl Report {
     }
 }
 
+impl Report {
+    /// The verdict in a few lines: entries, checkpoints counted by status with the newest one and its
+    /// witnesses, the first bad entry and the first problems. `Display` lists every checkpoint.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let origin = self.origin.as_deref().unwrap_or("?");
+        let verdict = if self.is_ok() { "OK" } else { "FAILED" };
+        let _ = writeln!(
+            out,
+            "{verdict}: audit log {origin}, {} entries, {} verified",
+            self.entries, self.verified_size
+        );
+        let mut by_status: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+        for c in &self.checkpoints {
+            *by_status.entry(format!("{:?}", c.status)).or_default() += 1;
+        }
+        let counts: Vec<String> = by_status.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        let _ = writeln!(out, "  {} checkpoints: {}", self.checkpoints.len(), counts.join(", "));
+        if let Some(newest) = self.checkpoints.iter().filter(|c| c.size.is_some()).max_by_key(|c| c.size) {
+            let witnesses: Vec<&str> = newest.cosignatures.iter().map(|w| w.witness.as_str()).collect();
+            let _ = writeln!(
+                out,
+                "  newest: {} size {}: {:?}; cosigned by [{}]",
+                newest.source,
+                newest.size.unwrap_or(0),
+                newest.status,
+                witnesses.join(", ")
+            );
+        }
+        if let Some(seq) = self.first_bad_entry() {
+            let _ = writeln!(out, "first bad entry: {seq}");
+        }
+        for p in self.problems.iter().take(5) {
+            let _ = writeln!(out, "  {p}");
+        }
+        let more = self.problems.len().saturating_sub(5) as u64 + self.problems_omitted;
+        if more > 0 {
+            let _ = writeln!(out, "  … and {more} more problems (--detail lists them)");
+        }
+        out
+    }
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let origin = self.origin.as_deref().unwrap_or("?");

@@ -22,6 +22,13 @@ pub enum KeysCommand {
         after_help = "Examples:\n  HEARTH_KEYSTORE_PASSPHRASE=... hearth keys list --state-dir /var/lib/hearth/coordinator\n  hearth keys list --config bank-a.toml --json\n\nThe passphrase (or PKCS#11 PIN) is read as the service reads it: [keystore] passphrase_file, or the\nenvironment variable named by passphrase_env (HEARTH_KEYSTORE_PASSPHRASE by default)."
     )]
     List(ListArgs),
+    /// Print the audit log's verifier keys (vkeys, every version, oldest first), read from the log's
+    /// public keys.txt: no passphrase or PIN needed, so an auditor or a witness can be given them from
+    /// the node's directory while the node runs.
+    #[command(
+        after_help = "Examples:\n  hearth keys vkeys --state-dir /var/lib/hearth/coordinator > coordinator.vkeys\n  hearth keys vkeys --config bank-a.toml"
+    )]
+    Vkeys(VkeysArgs),
     /// Make a new version of a key current. Data sealed under older versions stays readable; new data
     /// uses the new version. Recorded in the node's audit log (key.rotated). Stop the node first.
     #[command(
@@ -38,6 +45,13 @@ pub struct ListArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `hearth keys vkeys`.
+#[derive(Debug, clap::Args)]
+pub struct VkeysArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
 }
 
 /// Arguments of `hearth keys rotate`.
@@ -71,6 +85,21 @@ struct Listing {
 pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd {
         KeysCommand::List(a) => list(&a.node.resolve()?, a.json),
+        KeysCommand::Vkeys(a) => {
+            let t = a.node.resolve()?;
+            let paths = AuditPaths::new(&t.dir);
+            let keys = hearth_node::audit::files::read_keys(&paths)?;
+            if keys.is_empty() {
+                anyhow::bail!(
+                    "{} holds no audit log keys yet (the node writes them when it first starts)",
+                    t.dir.display()
+                );
+            }
+            for k in keys {
+                println!("{}", k.encode());
+            }
+            Ok(())
+        }
         KeysCommand::Rotate(a) => rotate(&a.node.resolve()?, &a.label),
     }
 }

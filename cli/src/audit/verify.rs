@@ -37,6 +37,9 @@ pub struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// List every checkpoint and every problem (by default: a summary, checkpoints counted by status).
+    #[arg(long)]
+    pub detail: bool,
 }
 
 #[derive(Serialize)]
@@ -100,7 +103,7 @@ pub fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         for (i, f) in a.checkpoints.iter().enumerate() {
             println!("supplied checkpoint #{i}: {}", f.display());
         }
-        let text = report.to_string();
+        let text = if a.detail { report.to_string() } else { report.summary() };
         if unsigned_fails {
             print!("{}", text.replacen("OK:", "FAILED:", 1));
             println!("first bad entry: {}\n  {unsigned_problem}", report.verified_size);
