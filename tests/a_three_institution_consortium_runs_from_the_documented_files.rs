@@ -12,7 +12,7 @@
 //!    every institution keeps serving what it served; `hearth job resume` runs it on once the
 //!    institution is back, and `hearth job cancel` stops another;
 //! 4. `deploy/job-intent-dp.toml` as documented (the measured DP preset, epsilon 8) learns a model within
-//!    5 points of the non-private one on CLINC150's test split.
+//!    5 points of the non-private one on CLINC150's test split (in-scope accuracy and macro-F1).
 
 mod common;
 
@@ -456,23 +456,29 @@ async fn a_three_institution_consortium_runs_from_the_documented_files() {
         assert!(decision.contains("refused") && decision.contains("cancelled by"), "{decision}");
     }
 
-    // 4. The documented private job: within 5 points of the non-private one on the test split.
+    // 4. The documented private job: within 5 points of the non-private one on the test split (each model's
+    //    out-of-scope threshold chosen on the validation split).
     let dp = c.job_file("job-intent-dp.toml", &["job_id = \"intent-dp\""]);
     let (code, out, err) = c.submit(&dp);
     assert_eq!(code, 0, "{out}\n{err}");
     let private = test_metrics(c.model("intent-dp").await, &clinc);
     println!(
-        "intent-dp on the test split: accuracy {:.4}, macro-F1 {:.4} (non-private {:.4}; {:?} in all)",
+        "intent-dp on the test split: accuracy {:.4}, in-scope {:.4}, macro-F1 {:.4} (non-private {:.4}, {:.4}, \
+         {:.4}; {:?} in all)",
         private.accuracy,
+        private.in_scope_accuracy,
         private.macro_f1,
         plain.accuracy,
+        plain.in_scope_accuracy,
+        plain.macro_f1,
         started.elapsed()
     );
+    // In-scope accuracy (the figure the DP jobs that learned nothing were judged by) and macro-F1. Overall
+    // accuracy moves with the out-of-scope threshold each noise draw gets, by a few points from run to run.
     assert!(
-        private.accuracy >= plain.accuracy - 0.05,
-        "DP {} vs non-private {}",
-        private.accuracy,
-        plain.accuracy
+        private.in_scope_accuracy >= plain.in_scope_accuracy - 0.05
+            && private.macro_f1 >= plain.macro_f1 - 0.05,
+        "DP {private:?} vs non-private {plain:?}"
     );
     // bank-a is pinned since its rollback: it keeps its model and says so; unpinned, later jobs may
     // replace it again.
