@@ -51,8 +51,8 @@ fn job(id: &str, spec: &ModelSpec) -> v1::JobSpec {
     }
 }
 
-/// Follows a job to its end; returns the committed rounds' participants.
-async fn follow(op: &mut CoordinatorClient<Channel>, job: &str, cluster: &Cluster) -> Vec<u32> {
+/// Follows a job to its end; returns the committed rounds.
+async fn follow(op: &mut CoordinatorClient<Channel>, job: &str, cluster: &Cluster) -> Vec<v1::RoundSummary> {
     let mut events = op.watch_job(v1::WatchJobRequest { job_id: job.into() }).await.unwrap().into_inner();
     let mut committed = Vec::new();
     while let Some(ev) = tokio::time::timeout(Duration::from_secs(240), events.message())
@@ -61,7 +61,7 @@ async fn follow(op: &mut CoordinatorClient<Channel>, job: &str, cluster: &Cluste
         .unwrap()
     {
         match ev.kind {
-            Some(job_event::Kind::Committed(s)) => committed.push(s.participants),
+            Some(job_event::Kind::Committed(s)) => committed.push(s),
             Some(job_event::Kind::Failed(f)) => {
                 panic!("{job}: round {} failed: {}\n{}", f.round, f.reason, cluster.log("coordinator"))
             }
@@ -221,8 +221,21 @@ async fn emotion_and_recommend_train_securely_and_serve() {
     let mut op2 = cluster.client("operator").await;
     let (emotion_rounds, recommend_rounds) =
         tokio::join!(follow(&mut op, "emotion", &cluster), follow(&mut op2, "recommend", &cluster));
-    assert_eq!(emotion_rounds, vec![PARTICIPANTS as u32; ROUNDS as usize], "every participant in every sum");
-    assert_eq!(recommend_rounds, vec![PARTICIPANTS as u32; ROUNDS as usize]);
+    let participants = |r: &[v1::RoundSummary]| r.iter().map(|s| s.participants).collect::<Vec<_>>();
+    assert_eq!(
+        participants(&emotion_rounds),
+        vec![PARTICIPANTS as u32; ROUNDS as usize],
+        "every participant in every sum"
+    );
+    assert_eq!(participants(&recommend_rounds), vec![PARTICIPANTS as u32; ROUNDS as usize]);
+    // Every emotion round's model was evaluated on the institutions' held-out data, from secure sums;
+    // recommend models have no federated evaluation yet.
+    for s in &emotion_rounds {
+        let e = s.evaluation.as_ref().unwrap_or_else(|| panic!("round {} has no evaluation", s.round));
+        assert!(e.examples > 0 && e.institutions == PARTICIPANTS as u32, "{e:?}");
+        assert!(e.macro_f1 > 0.0 && e.macro_f1 <= 1.0 && e.oos_examples == 0, "{e:?}");
+    }
+    assert!(recommend_rounds.iter().all(|s| s.evaluation.is_none()));
     let audit = std::fs::read_to_string(cluster.dir.path().join("coordinator/audit/entries.jsonl")).unwrap();
     let secure =
         audit.lines().filter(|l| l.contains("round.commit") && l.contains("securely aggregated")).count();

@@ -1,13 +1,14 @@
-//! Federated evaluation: after each committed round of an intent job, the institutions that contributed
-//! evaluate the new global model on their own held-out data and send their counts (examples, correct,
-//! per-label true and false positives and false negatives: `hearth_models::evaluation_bins`) masked
-//! through secure aggregation. The coordinator unmasks only the sums, from which accuracy, macro-F1 and
+//! Federated evaluation: after each committed round of an intent or emotion job, the institutions that
+//! contributed evaluate the new global model on their own held-out data and send their counts (examples,
+//! correct (emotion: exact matches), per-label true and false positives and false negatives:
+//! `hearth_models::evaluation_bins`) masked through secure aggregation. The coordinator unmasks only the sums, from which accuracy, macro-F1 and
 //! out-of-scope recall over everyone's held-out data follow exactly; they go into the round's record, the
 //! job's events and the model card.
 //!
 //! It runs only where it reveals nothing the job does not: jobs without differential privacy (exact
-//! counts are not a DP release; participants under a privacy policy refuse them too), and cohorts of at
-//! least three and at least the job's `min_participants`. A failed evaluation is logged and audited; the
+//! counts are not a DP release; a participant refuses them for a job it trained under DP), and cohorts
+//! of at least three and at least the job's `min_participants`; a participant's own policy must list the
+//! family, as for the job's rounds. A failed evaluation is logged and audited; the
 //! round stays committed.
 
 use std::sync::Arc;
@@ -51,7 +52,12 @@ pub(crate) async fn evaluate(
 ) -> Result<RoundEvaluation, Skipped> {
     let spec =
         ModelSpec::from_json(rec.model_spec_json.as_bytes()).map_err(|_| Skipped::Family("unknown"))?;
-    let ModelSpec::Intent(intent) = spec else { return Err(Skipped::Family(spec.family())) };
+    let labels = match &spec {
+        ModelSpec::Intent(s) => s.labels.clone(),
+        ModelSpec::Emotion(s) => s.labels.clone(),
+        other => return Err(Skipped::Family(other.family())),
+    };
+    let family = spec.family().to_string();
     if rec.privacy.is_some() {
         return Err(Skipped::Private);
     }
@@ -61,7 +67,7 @@ pub(crate) async fn evaluate(
     if invited.len() < needed as usize {
         return Err(Skipped::TooFew { connected: invited.len(), needed });
     }
-    let bins = hearth_models::evaluation_bins(&intent.labels);
+    let bins = hearth_models::evaluation_bins(&labels);
     let deadline_s = u64::from(rec.round_deadline_s);
     let deadline_unix_ms = now_ms() + deadline_s * 1000;
     let round_spec = SecureRoundSpec {
@@ -84,6 +90,7 @@ pub(crate) async fn evaluate(
             deadline_unix_ms,
             secagg: Some(setup),
             bins: bins.clone(),
+            family: family.clone(),
         })
     };
     let (counts, institutions) = run_secure_round(
@@ -100,8 +107,7 @@ pub(crate) async fn evaluate(
     )
     .await
     .map_err(Skipped::Round)?;
-    let labels = intent.labels.len();
-    let m = hearth_models::metrics_from_counts(labels, &counts).ok_or(Skipped::Layout(labels))?;
+    let m = hearth_models::metrics_from_counts(labels.len(), &counts).ok_or(Skipped::Layout(labels.len()))?;
     Ok(RoundEvaluation {
         examples: m.examples as u64,
         institutions,

@@ -160,18 +160,27 @@ impl Local {
     }
 
     /// This institution's federated-evaluation counts of a global model (the raw model, no local
-    /// calibration) on its held-out data, and how many examples they cover. Intent models only. Blocking.
+    /// calibration) on its held-out data, and how many examples they cover. Intent and emotion models.
+    /// Blocking.
     pub(crate) fn evaluation_counts(
         &self,
         spec: &ModelSpec,
         params: Vec<f32>,
     ) -> anyhow::Result<(Vec<i64>, u64)> {
-        let ModelSpec::Intent(s) = spec else {
-            bail!("a {} model has no federated evaluation", spec.family());
-        };
-        let model = hearth_models::IntentModel::from_params(s.clone(), params)?;
-        let data = self.intent()?;
-        Ok((hearth_models::evaluation_counts(&model, &data.holdout), data.holdout.len() as u64))
+        match spec {
+            ModelSpec::Intent(s) => {
+                let model = hearth_models::IntentModel::from_params(s.clone(), params)?;
+                let data = self.intent()?;
+                Ok((hearth_models::evaluation_counts(&model, &data.holdout), data.holdout.len() as u64))
+            }
+            ModelSpec::Emotion(s) => {
+                let model = hearth_models::EmotionModel::from_params(s.clone(), params)?;
+                let data = self.emotion()?;
+                let counts = hearth_models::emotion::emotion_evaluation_counts(&model, &data.holdout)?;
+                Ok((counts, data.holdout.len() as u64))
+            }
+            other => bail!("a {} model has no federated evaluation", other.family()),
+        }
     }
 
     /// Calibrates a committed global model on this institution's data; returns it ready to serve and its

@@ -748,7 +748,7 @@ impl Federation {
                 &at.job_id,
                 at.round,
                 setup.instance,
-                "intent",
+                &e.family,
                 privacy::Kind::Secure,
                 None,
             )?;
@@ -758,6 +758,15 @@ impl Federation {
             let mut worker = self.worker.lock().await;
             self.download(&mut worker, &mut client, &e.job_id, e.version).await?
         };
+        if model.spec.family() != e.family {
+            bail!(
+                "the evaluation announces a {} model; version {} of job {} is a {} model",
+                e.family,
+                e.version,
+                e.job_id,
+                model.spec.family()
+            );
+        }
         let local = Arc::clone(&self.local);
         let (counts, examples) =
             tokio::task::spawn_blocking(move || local.evaluation_counts(&model.spec, model.params.to_vec()))
@@ -779,7 +788,8 @@ impl Federation {
         let encoder = inv.clone();
         let input = async move { encoder.encode_counts(&counts) };
         let (job, round) = (at.job_id.clone(), at.round);
-        let release = self.release(move |p| p.release_round(&job, round, "intent", None), false);
+        let family = e.family.clone();
+        let release = self.release(move |p| p.release_round(&job, round, &family, None), false);
         secagg::run_client(client, who, &at, inv, relays, input, release, None).await?;
         Ok(examples)
     }

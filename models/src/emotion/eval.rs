@@ -125,6 +125,38 @@ pub fn evaluate_emotion(
     Ok(EmotionMetrics { macro_f1, per_class, escalation, examples: examples.len() })
 }
 
+/// What one institution contributes to a federated evaluation of `model` (with its thresholds) on its
+/// `examples`, in the layout of [`crate::evaluation_bins`]: examples and exact matches as the totals
+/// (every example counts as in scope; none as out of scope), then true positives, false positives and
+/// false negatives per label. [`crate::metrics_from_counts`] of the sum gives exact-match accuracy and the
+/// macro-F1 over the labels that occur in the gold sets.
+pub fn emotion_evaluation_counts(
+    model: &EmotionModel,
+    examples: &[EmotionExample],
+) -> Result<Vec<i64>, ModelError> {
+    let labels = model.spec.labels.len();
+    let base = crate::eval::EVALUATION_TOTALS.len();
+    let mut c = vec![0i64; base + 3 * labels];
+    let (probs, gold) = scored(model, examples)?;
+    for (p, g) in probs.iter().zip(&gold) {
+        let d = model.decide(p);
+        let exact = d.0 == g.0;
+        c[0] += 1;
+        c[1] += i64::from(exact);
+        c[2] += 1;
+        c[3] += i64::from(exact);
+        for i in 0..labels {
+            match (d.contains(i), g.contains(i)) {
+                (true, true) => c[base + 3 * i] += 1,
+                (true, false) => c[base + 3 * i + 1] += 1,
+                (false, true) => c[base + 3 * i + 2] += 1,
+                (false, false) => {}
+            }
+        }
+    }
+    Ok(c)
+}
+
 /// Sets each label's threshold to the one that maximises its F1 on `dev`: every distinct score on `dev`
 /// is a candidate, and the threshold is placed halfway between the best cut's lowest accepted score and
 /// the next score below it (a cut fitted exactly to `dev`'s scores would sit on one text). A label absent
@@ -247,5 +279,48 @@ mod tests {
         assert_eq!((s.precision, s.recall, s.f1, s.support), (0.0, 0.0, 0.0, 0));
         let s = class_score("x", 2, 1, 1);
         assert!((s.f1 - 4.0 / 6.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn summed_evaluation_counts_give_the_macro_f1_of_the_union() {
+        use crate::{EmotionSpec, FeatureConfig};
+        let labels = vec!["anger".to_string(), "joy".to_string(), "neutral".to_string()];
+        let spec =
+            EmotionSpec::new(labels.clone(), FeatureConfig { dim: 1024, ..Default::default() }).unwrap();
+        let mut params = vec![0.0f32; spec.num_params()];
+        // Anger's logit rises with "furious", joy's with "great".
+        let c = labels.len();
+        // Bias -1: a label is chosen only with evidence (or as the most salient when none is).
+        let bias_at = spec.features.dim as usize * c;
+        params[bias_at..bias_at + c].iter_mut().for_each(|b| *b = -1.0);
+        for (word, label) in [("furious", 0usize), ("great", 1)] {
+            for i in crate::features::featurize(&spec.features, word).indices {
+                params[i as usize * c + label] += 3.0;
+            }
+        }
+        let model = EmotionModel::from_params(spec, params).unwrap();
+        let e = |t: &str, l: &[&str]| EmotionExample {
+            text: t.into(),
+            labels: l.iter().map(|s| s.to_string()).collect(),
+        };
+        let a = [e("furious", &["anger"]), e("great", &["joy"]), e("ok", &["neutral"])];
+        let b = [e("furious and great", &["anger", "joy"]), e("fine", &["neutral"])];
+        let mut sum = vec![0f64; crate::evaluation_bins(&labels).len()];
+        for part in [&a[..], &b[..]] {
+            for (s, c) in sum.iter_mut().zip(emotion_evaluation_counts(&model, part).unwrap()) {
+                *s += c as f64;
+            }
+        }
+        let union: Vec<EmotionExample> = a.iter().chain(&b).cloned().collect();
+        let direct = evaluate_emotion(&model, &union).unwrap();
+        let federated = crate::metrics_from_counts(labels.len(), &sum).unwrap();
+        assert_eq!(federated.examples, 5);
+        assert!(
+            (federated.macro_f1 - direct.macro_f1).abs() < 1e-12,
+            "{} vs {}",
+            federated.macro_f1,
+            direct.macro_f1
+        );
+        assert_eq!(sum[4], 0.0, "no out-of-scope examples in an emotion evaluation");
     }
 }

@@ -16,7 +16,10 @@ pub mod data;
 pub mod eval;
 
 pub use data::{parse_emotion_labelled, parse_emotion_labels, parse_goemotions};
-pub use eval::{calibrate_escalation, calibrate_thresholds, evaluate_emotion, ClassScore, EmotionMetrics};
+pub use eval::{
+    calibrate_escalation, calibrate_thresholds, emotion_evaluation_counts, evaluate_emotion, ClassScore,
+    EmotionMetrics,
+};
 
 use serde::{Deserialize, Serialize};
 
