@@ -218,7 +218,8 @@ impl Ctx {
             train,
             rounds: self.rounds.unwrap_or(d.rounds),
             participants_per_round: 0,
-            min_participants: (n * 3).div_ceil(5).max(1),
+            // Three fifths of the institutions; secure aggregation needs at least three.
+            min_participants: (n * 3).div_ceil(5).max(if self.secure_aggregation { 3 } else { 1 }),
             round_deadline_s: self.round_deadline_s,
             wait_for_participants: n,
             server_learning_rate: d.server_learning_rate,
