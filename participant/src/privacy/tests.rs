@@ -194,6 +194,8 @@ fn every_release_is_charged_and_work_past_the_budget_is_refused() {
     }
     let spent = spent_epsilon(&local.lock().ledger, ReservationId(0));
     assert!((spent - cost).abs() < 1e-9, "ten releases cost the job's reservation: {spent} vs {cost}");
+    // The ledger knows the job is private: its models are never evaluated with exact counts.
+    assert!(local.released_for("a") && !local.released_for("b"));
     // A retried round is a fresh release: charged again, beyond the job's rounds, by basic composition.
     local.admit_round("a", 10, 99, "intent", Kind::Private, Some(&job)).unwrap();
     let detail = local.release_round("a", 10, "intent", Some(job.clone())).unwrap();
