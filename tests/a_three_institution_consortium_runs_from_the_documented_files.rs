@@ -117,39 +117,33 @@ impl Consortium {
         path
     }
 
-    fn submit_args(&self, job: &Path) -> Vec<String> {
+    /// The flags that reach the coordinator as the consortium's operator.
+    fn connection(&self) -> Vec<String> {
+        let pki = self.pki();
         [
-            "job",
-            "submit",
-            "--spec",
-            s(job),
             "--coordinator",
             &self.coordinator_addr,
             "--coordinator-name",
             COORDINATOR_NAME,
             "--tls-dir",
-            s(&self.pki()),
+            s(&pki),
         ]
         .iter()
         .map(|a| a.to_string())
         .collect()
     }
 
+    fn submit_args(&self, job: &Path) -> Vec<String> {
+        let mut args: Vec<String> =
+            ["job", "submit", "--spec", s(job)].iter().map(|a| a.to_string()).collect();
+        args.extend(self.connection());
+        args
+    }
+
     /// `hearth ARGS` with the operator's connection flags added: (exit code, stdout, stderr).
     fn operator(&self, args: &[&str]) -> (i32, String, String) {
         let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        all.extend(
-            [
-                "--coordinator",
-                &self.coordinator_addr,
-                "--coordinator-name",
-                COORDINATOR_NAME,
-                "--tls-dir",
-                s(&self.pki()),
-            ]
-            .iter()
-            .map(|a| a.to_string()),
-        );
+        all.extend(self.connection());
         let out = hearth().args(&all).output().unwrap();
         (
             out.status.code().unwrap_or(-1),

@@ -27,6 +27,35 @@ impl PrivacyService {
     fn require<T>(&self, req: &Request<T>, action: Action, roles: &[Role]) -> Result<NodeIdentity, Status> {
         self.shared.require(req, action, roles)
     }
+
+    /// Checks that `signature` over `message` (described by `what`) verifies with the key of the DPO
+    /// certificate `cert`, which must verify under the CA; the error says which failed.
+    fn dpo_signed(
+        &self,
+        cert: &[u8],
+        what: &str,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), DpoSignature> {
+        let peer = self
+            .shared
+            .verified
+            .verify(&self.shared.ca_der, cert, std::time::SystemTime::now())
+            .map_err(|e| DpoSignature::Certificate(e.to_string()))?;
+        SuiteId::International
+            .suite()
+            .verify(&peer.tls_public_key, message, signature)
+            .map_err(|_| DpoSignature::Mismatch(what.to_string()))
+    }
+}
+
+/// Why a DPO's signed request was refused.
+#[derive(Debug, thiserror::Error)]
+enum DpoSignature {
+    #[error("DPO certificate: {0}")]
+    Certificate(String),
+    #[error("the signature over {0} does not verify with the DPO certificate's key")]
+    Mismatch(String),
 }
 
 fn info(p: Option<StoredPolicy>) -> v1::PolicyInfo {
@@ -66,17 +95,8 @@ impl PrivacyApi for PrivacyService {
             )));
         }
         // The DPO signs the policy text with their certificate's key: the change is theirs, whoever relays it.
-        let peer = self
-            .shared
-            .verified
-            .verify(&self.shared.ca_der, &cert, std::time::SystemTime::now())
-            .map_err(|e| refuse(format!("DPO certificate: {e}")))?;
-        SuiteId::International
-            .suite()
-            .verify(&peer.tls_public_key, msg.policy_toml.as_bytes(), &msg.signature)
-            .map_err(|_| {
-                refuse("the policy's signature does not verify with the DPO certificate's key".into())
-            })?;
+        self.dpo_signed(&cert, "the policy", msg.policy_toml.as_bytes(), &msg.signature)
+            .map_err(|e| refuse(e.to_string()))?;
         let privacy = Arc::clone(&self.shared);
         let (toml, signature, by) = (msg.policy_toml, msg.signature.to_vec(), who.to_string());
         let stored = tokio::task::spawn_blocking(move || {
@@ -126,20 +146,9 @@ impl PrivacyApi for PrivacyService {
                 msg.version, current.version
             )));
         }
-        let peer = self
-            .shared
-            .verified
-            .verify(&self.shared.ca_der, &cert, std::time::SystemTime::now())
-            .map_err(|e| refuse(format!("DPO certificate: {e}")))?;
         let statement = hearth_policies::budget::retirement_statement(current.version, &current.sha256);
-        SuiteId::International
-            .suite()
-            .verify(&peer.tls_public_key, statement.as_bytes(), &msg.signature)
-            .map_err(|_| {
-                refuse(format!(
-                    "the signature does not verify with the DPO certificate's key over {statement:?}"
-                ))
-            })?;
+        self.dpo_signed(&cert, &format!("{statement:?}"), statement.as_bytes(), &msg.signature)
+            .map_err(|e| refuse(e.to_string()))?;
         let privacy = Arc::clone(&self.shared);
         let by = who.to_string();
         let retired = tokio::task::spawn_blocking(move || privacy.privacy.retire_policy(msg.version, by))
