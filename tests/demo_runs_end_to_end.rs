@@ -176,6 +176,9 @@ fn demo_dp_trains_privately_and_reports_the_epsilon_the_ledger_charged() {
     }
     let epsilon = p["epsilon"].as_f64().unwrap();
     assert!(epsilon > 0.0 && epsilon <= 8.0, "the ledger charged epsilon {epsilon}");
+    let card =
+        p["card_epsilon"].as_f64().unwrap_or_else(|| panic!("the final model's card states no epsilon: {p}"));
+    assert!((card - epsilon).abs() < 1e-3, "charged epsilon {epsilon}, card epsilon {card}");
     assert_eq!(p["delta"], 1e-5);
     assert_eq!(p["rows"].as_array().unwrap().len(), 3, "{p}");
     assert!(p["rows"].as_array().unwrap().iter().all(|r| r["participants"] == 4), "{p}");

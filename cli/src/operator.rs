@@ -547,6 +547,26 @@ pub async fn download_params(
     Ok((h.version, h.model_spec_json, params))
 }
 
+/// The model card of `version` (0: the latest) of `job`, from the download's header alone.
+pub async fn model_card(
+    client: &mut CoordinatorClient<Channel>,
+    job: &str,
+    version: u64,
+) -> anyhow::Result<Option<hearth_models::ModelCard>> {
+    let mut stream = client
+        .download_model(v1::ModelRequest { job_id: job.into(), version, latest_job: false })
+        .await
+        .with_context(|| format!("reading the card of {job}"))?
+        .into_inner();
+    let Some(model_chunk::Kind::Header(h)) = stream.message().await?.and_then(|c| c.kind) else {
+        bail!("model stream did not start with a header");
+    };
+    if h.model_card_json.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(serde_json::from_slice(&h.model_card_json).with_context(|| format!("the card of {job}"))?))
+}
+
 /// Downloads a committed model of any family as its spec and parameters.
 pub async fn download_spec(
     client: &mut CoordinatorClient<Channel>,

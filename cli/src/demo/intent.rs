@@ -71,6 +71,9 @@ pub struct Private {
     pub oos_recall: f64,
     /// Record-level epsilon the job actually spent, as the coordinator's budget ledger charged it.
     pub epsilon: f64,
+    /// The epsilon the final model's card states (the same accounting: the job is charged at the delta
+    /// its card states).
+    pub card_epsilon: Option<f64>,
     pub delta: f64,
     /// The target the noise was calibrated for.
     pub target_epsilon: f64,
@@ -389,7 +392,11 @@ pub(crate) async fn run_private(ctx: &mut Ctx, p: PrivateInputs) -> anyhow::Resu
     if !epsilon.is_finite() {
         anyhow::bail!("the budget ledger shows no charge for the DP job");
     }
+    let mut client = ctx.conn.connect().await?;
+    let card_epsilon =
+        crate::operator::model_card(&mut client, "demo-intent-dp", 0).await?.and_then(|c| c.privacy?.epsilon);
     Ok(Private {
+        card_epsilon,
         accuracy: m.accuracy,
         macro_f1: m.macro_f1,
         in_scope_accuracy: m.in_scope_accuracy,
