@@ -322,9 +322,14 @@ impl Cluster {
 
     /// Submits a job over every participant (`n` of them) and follows it to its end.
     pub async fn run_job(&self, job_id: &str, labels: Vec<String>, rounds: u64, n: u32) {
+        self.run(intent_job(job_id, labels, rounds, n)).await
+    }
+
+    /// Submits `spec` and follows it to its end.
+    pub async fn run(&self, spec: hearth_proto::v1::JobSpec) {
         use hearth_proto::v1::{self, job_event};
         let mut op = self.client("operator").await;
-        let job = op.submit_job(intent_job(job_id, labels, rounds, n)).await.unwrap().into_inner().job_id;
+        let job = op.submit_job(spec).await.unwrap().into_inner().job_id;
         let mut events = op.watch_job(v1::WatchJobRequest { job_id: job }).await.unwrap().into_inner();
         while let Some(ev) = tokio::time::timeout(Duration::from_secs(120), events.message())
             .await
