@@ -136,6 +136,15 @@ async fn audit_log_verifies_and_tampering_is_caught() {
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     assert!(bare(None).contains("export HEARTH_KEYSTORE_PASSPHRASE"), "{}", bare(None));
+    // Without a trusted key a verification proves nothing: refused unless trust on first use is asked.
+    let export0 = d.join("export-tofu.jsonl");
+    hearth_ok(&["audit", "export", "--state-dir", s(&coord), "-o", s(&export0)]);
+    let (code, _, err) = hearth_run(&["audit", "verify", s(&export0)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no --trusted-key") && err.contains("hearth keys vkeys"), "{err}");
+    let (code, out, err) = hearth_run(&["audit", "verify", s(&export0), "--trust-on-first-use"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("proves only that the export is internally consistent"), "{err}");
     // The public verifier keys need no passphrase.
     let out = std::process::Command::new(HEARTH)
         .args(["keys", "vkeys", "--state-dir", s(&coord)])

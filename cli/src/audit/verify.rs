@@ -15,7 +15,7 @@ use super::read_vkeys;
 /// Arguments of `hearth audit verify`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  hearth audit verify coordinator-audit.jsonl --trusted-key 'hearth/coordinator/coordinator+1a2b3c4d+/2hlYX...'\n  hearth audit verify export.jsonl --trusted-key @coordinator.vkeys --checkpoint head-from-bank-a.txt \\\n      --checkpoint head-from-witness.txt --witness-key @witnesses.vkeys\n  hearth audit verify export.jsonl --json | jq .first_bad_entry\n\nChecks every entry (its hash, sequence number and time), every checkpoint's signature, that the\nentries reproduce every checkpoint's root, and that all checkpoints (the export's and those given\nwith --checkpoint) describe one history: a log that showed different histories to different readers\nis reported as a fork. Exits 0 when everything verifies, 1 otherwise, naming the first bad entry.\nWithout --trusted-key the export's own keys are trusted, which only proves internal consistency."
+    after_help = "Examples:\n  hearth audit verify coordinator-audit.jsonl --trusted-key 'hearth/coordinator/coordinator+1a2b3c4d+/2hlYX...'\n  hearth audit verify export.jsonl --trusted-key @coordinator.vkeys --checkpoint head-from-bank-a.txt \\\n      --checkpoint head-from-witness.txt --witness-key @witnesses.vkeys\n  hearth audit verify export.jsonl --trusted-key @coordinator.vkeys --json | jq .first_bad_entry\n\nChecks every entry (its hash, sequence number and time), every checkpoint's signature, that the\nentries reproduce every checkpoint's root, and that all checkpoints (the export's and those given\nwith --checkpoint) describe one history: a log that showed different histories to different readers\nis reported as a fork. Exits 0 when everything verifies, 1 otherwise, naming the first bad entry.\nWithout --trusted-key it refuses (exit 1) unless --trust-on-first-use asks it to trust the export's\nown keys, which only proves internal consistency. `hearth keys vkeys` prints a node's keys."
 )]
 pub struct VerifyArgs {
     /// The export file (from `hearth audit export`).
@@ -34,6 +34,10 @@ pub struct VerifyArgs {
     /// signed vouches for them, so they cannot be told from forged ones).
     #[arg(long)]
     pub allow_unsigned: bool,
+    /// Without --trusted-key, trust the keys the export itself names. That proves only that the export is
+    /// internally consistent (a forger who re-signs a whole log passes), so it must be asked for.
+    #[arg(long)]
+    pub trust_on_first_use: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -56,6 +60,15 @@ pub fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(&a.export).with_context(|| format!("reading {}", a.export.display()))?;
     let mut log_keys = read_vkeys(&a.trusted_keys, "trusted key")?;
     let from_export = log_keys.is_empty();
+    if from_export && !a.trust_on_first_use {
+        eprintln!(
+            "error: no --trusted-key given. A log re-signed by a forger verifies against the keys it names \
+             itself, so the export's own keys prove nothing. Pass the log's verifier keys (`hearth keys vkeys \
+             --state-dir DIR` on the node, or from its operator), or --trust-on-first-use to check only that \
+             the export is internally consistent."
+        );
+        return Ok(ExitCode::from(1));
+    }
     if from_export {
         // Trust on first use: the header's own keys. Say so loudly.
         let first = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
