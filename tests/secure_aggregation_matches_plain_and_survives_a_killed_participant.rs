@@ -59,18 +59,7 @@ async fn final_params(
     op: &mut v1::coordinator_client::CoordinatorClient<tonic::transport::Channel>,
     job: &str,
 ) -> Vec<f32> {
-    let mut stream = op
-        .download_model(v1::ModelRequest { job_id: job.into(), version: 0, latest_job: false })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut params = Vec::new();
-    while let Some(c) = stream.message().await.unwrap() {
-        if let Some(v1::model_chunk::Kind::Data(d)) = c.kind {
-            params.extend(d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
-        }
-    }
-    params
+    download_model(op, job).await.1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

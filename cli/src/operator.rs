@@ -522,14 +522,7 @@ pub async fn download_params(
     job: &str,
     version: u64,
 ) -> anyhow::Result<(u64, bytes::Bytes, Vec<f32>)> {
-    let mut stream = client
-        .download_model(v1::ModelRequest { job_id: job.into(), version, latest_job: false })
-        .await
-        .with_context(|| format!("downloading version {version} of {job}"))?
-        .into_inner();
-    let Some(model_chunk::Kind::Header(h)) = stream.message().await?.and_then(|c| c.kind) else {
-        bail!("model stream did not start with a header");
-    };
+    let (h, mut stream) = model_stream(client, job, version).await?;
     let n = usize::try_from(h.num_params)?;
     let mut params = Vec::with_capacity(n);
     let mut hasher = ContentDigest::new();
@@ -547,20 +540,30 @@ pub async fn download_params(
     Ok((h.version, h.model_spec_json, params))
 }
 
+/// Opens the download of `version` (0: the latest) of `job`: its header, and the stream of its chunks.
+async fn model_stream(
+    client: &mut CoordinatorClient<Channel>,
+    job: &str,
+    version: u64,
+) -> anyhow::Result<(v1::ModelHeader, tonic::Streaming<v1::ModelChunk>)> {
+    let mut stream = client
+        .download_model(v1::ModelRequest { job_id: job.into(), version, latest_job: false })
+        .await
+        .with_context(|| format!("downloading version {version} of {job}"))?
+        .into_inner();
+    let Some(model_chunk::Kind::Header(h)) = stream.message().await?.and_then(|c| c.kind) else {
+        bail!("model stream did not start with a header");
+    };
+    Ok((h, stream))
+}
+
 /// The model card of `version` (0: the latest) of `job`, from the download's header alone.
 pub async fn model_card(
     client: &mut CoordinatorClient<Channel>,
     job: &str,
     version: u64,
 ) -> anyhow::Result<Option<hearth_models::ModelCard>> {
-    let mut stream = client
-        .download_model(v1::ModelRequest { job_id: job.into(), version, latest_job: false })
-        .await
-        .with_context(|| format!("reading the card of {job}"))?
-        .into_inner();
-    let Some(model_chunk::Kind::Header(h)) = stream.message().await?.and_then(|c| c.kind) else {
-        bail!("model stream did not start with a header");
-    };
+    let (h, _) = model_stream(client, job, version).await?;
     if h.model_card_json.is_empty() {
         return Ok(None);
     }

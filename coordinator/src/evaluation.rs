@@ -23,11 +23,6 @@ use crate::driver::{run_secure_round, SecureEvent, SecureRoundSpec, Shared};
 use crate::error::RoundError;
 use crate::store::{JobRecord, RoundEvaluation};
 
-/// The secure-round key of the evaluation of a job's versions (job ids carry no '/').
-pub(crate) fn key(job: &str) -> String {
-    format!("{job}/eval")
-}
-
 /// Why a round's model was not evaluated.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Skipped {
@@ -71,7 +66,7 @@ pub(crate) async fn evaluate(
     let deadline_s = u64::from(rec.round_deadline_s);
     let deadline_unix_ms = now_ms() + deadline_s * 1000;
     let round_spec = SecureRoundSpec {
-        key: key(&rec.id),
+        key: hearth_proto::eval_key(&rec.id),
         round: version,
         min_participants: needed,
         min_survivors: needed,

@@ -49,11 +49,6 @@ pub(crate) fn split_holdout<T>(all: Vec<T>, fraction: f64, text: impl Fn(&T) -> 
     Split { train, holdout }
 }
 
-/// The secure-round id of the federated evaluation of `job`'s versions (job ids carry no '/').
-pub(crate) fn eval_key(job: &str) -> String {
-    format!("{job}/eval")
-}
-
 /// FNV-1a: a hash stable across runs and platforms.
 pub(crate) fn fxhash(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))

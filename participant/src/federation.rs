@@ -253,7 +253,7 @@ impl Federation {
                     });
                 }
                 Some(announcement::Kind::Eval(e)) => {
-                    let key = (crate::families::eval_key(&e.job_id), e.version);
+                    let key = (hearth_proto::eval_key(&e.job_id), e.version);
                     let (tx, rx) = mpsc::channel(RELAY_QUEUE);
                     lock(&self.relays).insert(key.clone(), tx);
                     let me = Arc::clone(&self);
@@ -739,7 +739,7 @@ impl Federation {
             );
         }
         let at = secagg::RoundRef {
-            job_id: crate::families::eval_key(&e.job_id),
+            job_id: hearth_proto::eval_key(&e.job_id),
             round: e.version,
             deadline_unix_ms: e.deadline_unix_ms,
         };
@@ -767,24 +767,23 @@ impl Federation {
                 model.spec.family()
             );
         }
+        // The layout must be the one the downloaded model's labels give.
+        let labels = match model.spec.as_ref() {
+            ModelSpec::Intent(s) => &s.labels,
+            ModelSpec::Emotion(s) => &s.labels,
+            other => bail!("a {} model has no federated evaluation", other.family()),
+        };
+        if hearth_models::evaluation_bins(labels) != e.bins {
+            bail!(
+                "the evaluation announces {} counts that are not the layout of the model's {} labels",
+                e.bins.len(),
+                labels.len()
+            );
+        }
         let local = Arc::clone(&self.local);
         let (counts, examples) =
             tokio::task::spawn_blocking(move || local.evaluation_counts(&model.spec, model.params.to_vec()))
                 .await??;
-        let expected = hearth_models::evaluation_bins(
-            match model_labels(&e.bins) {
-                Some(l) => l,
-                None => bail!("the evaluation announces a malformed layout"),
-            }
-            .as_slice(),
-        );
-        if expected != e.bins || counts.len() != e.bins.len() {
-            bail!(
-                "the evaluation announces {} counts, the model's labels give {}",
-                e.bins.len(),
-                counts.len()
-            );
-        }
         let encoder = inv.clone();
         let input = async move { encoder.encode_counts(&counts) };
         let (job, round) = (at.job_id.clone(), at.round);
@@ -1013,12 +1012,6 @@ async fn decline(mut client: CoordinatorClient<Channel>, job: &str, round: u64, 
         Ok(Err(e)) => tracing::debug!(job, round, error = %e, "the coordinator did not take the decline"),
         Err(_) => tracing::debug!(job, round, "declining the round timed out"),
     }
-}
-
-/// The labels an evaluation layout names (`tp:LABEL`, `fp:LABEL`, `fn:LABEL` after the totals).
-fn model_labels(bins: &[String]) -> Option<Vec<String>> {
-    let rows = bins.get(hearth_models::EVALUATION_TOTALS.len()..)?;
-    rows.chunks(3).map(|r| r.first()?.strip_prefix("tp:").map(str::to_string)).collect()
 }
 
 /// Writes `file` as `dir/<family>.hearthm`, atomically (write then rename), so that `hearth model show`

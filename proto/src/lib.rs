@@ -19,6 +19,12 @@ pub mod v1 {
 /// federated evaluation (`EvalOpen`, `RoundSummary.evaluation`).
 pub const PROTOCOL_VERSION: &str = "1.2";
 
+/// The secure-round id of the federated evaluation of `job`'s versions (`EvalOpen`): coordinator and
+/// participants name its relays and declines by it. Job ids carry no '/', so it never names a job.
+pub fn eval_key(job: &str) -> String {
+    format!("{job}/eval")
+}
+
 /// The protocol's major version: a peer whose major differs is refused at registration.
 pub const PROTOCOL_MAJOR: u32 = 1;
 
