@@ -3,7 +3,8 @@
 //! section, the PIN from the environment. It imports data, trains in a real federated job next to a
 //! participant on the sealed-file keystore, serves the model; its audit log verifies under the token's
 //! audit key; its store holds no training sentence. A KEK rotation inside the token leaves the stored
-//! model readable after a restart while new rows use the new version. Under the national suite, the SM
+//! model readable while new rows use the new version; `hearth keys rewrap` moves everything to the new
+//! version, after which the old one is destroyed in the token and the participant serves on. Under the national suite, the SM
 //! keys are sealed by the token's AES key into a file, as documented.
 
 mod common;
@@ -133,6 +134,22 @@ async fn participant_keys_in_a_softhsm2_token() {
         stats.contains("sealed under kek@v1") && stats.contains("5 values sealed under kek@v2"),
         "{stats}"
     );
+    // v1 cannot be retired while values are sealed under it; after a rewrap none is, and it goes.
+    let participant = ["--service", "participant", "--state-dir", s(&p1)];
+    let refused = hearth()
+        .args(["keys", "retire", "--version", "1"])
+        .args(participant)
+        .envs(env.clone())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("still sealed under kek@v1"), "{err}");
+    cluster.hearth_as("inst-1", &[&["keys", "rewrap", "--batch", "7"][..], &participant[..]].concat());
+    let stats = cluster.hearth_as("inst-1", &["data", "stats", "--data-dir", s(&p1)]);
+    assert!(!stats.contains("kek@v1") && stats.contains("sealed under kek@v2"), "{stats}");
+    cluster.hearth_as("inst-1", &[&["keys", "retire", "--version", "1"][..], &participant[..]].concat());
+    let listed = keys_json(&cluster, "inst-1", &p1);
+    assert!(listed["kek_wraps"]["kek@v2"].as_u64().unwrap() > 5, "{listed}");
     cluster.start_participant("inst-1");
     let (status, answer) = https(&cluster.participant_addr("inst-1"), &app, "POST", "/v1/intent", body).await;
     assert_eq!(
@@ -146,6 +163,7 @@ async fn participant_keys_in_a_softhsm2_token() {
     hearth_ok(&["audit", "verify", s(&export), "--trusted-key", &vkey]);
     let log = std::fs::read_to_string(&export).unwrap();
     assert!(log.contains("\"action\":\"key.rotated\"") && log.contains("kek@v2"), "rotation audited");
+    assert!(log.contains("\"action\":\"key.rewrap\"") && log.contains("\"action\":\"key.retired\""), "{log}");
 
     // National suite on a token: SM keys sealed by the token's AES key into keystore.sealed.
     let nat = tempfile::tempdir().unwrap();

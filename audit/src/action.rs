@@ -40,6 +40,10 @@ actions! {
     KeyGenerated => "key.generated",
     /// A key was rotated (a new current version).
     KeyRotated => "key.rotated",
+    /// An old version of a key-encryption key was destroyed, after nothing was sealed under it any more.
+    KeyRetired => "key.retired",
+    /// Stored objects were moved from older key-encryption key versions to the current one.
+    KeyRewrap => "key.rewrap",
     /// A partly written entry was cut from the log after a crash.
     AuditRecover => "audit.recover",
     /// A TLS connection was refused (no or bad client certificate).

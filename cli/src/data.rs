@@ -51,7 +51,8 @@ new data when it starts.")]
     )]
     Delete(DeleteArgs),
     /// How many rows of each family the store holds, and how many stored values each key-encryption key version
-    /// sealed (after a rotation, the rows still under an older version).
+    /// sealed, over the data, models, privacy ledger and customer-service records (after a rotation, the
+    /// values still under an older version until `hearth keys rewrap`).
     #[command(after_help = "Examples:\n  hearth data stats --data-dir hearth-data/bank-a")]
     Stats(NodeSel),
     /// The institution's own privacy policy and what its participant has released from its data: per
@@ -197,7 +198,11 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
             println!("  {:>8} intent examples", s.count()?);
             println!("  {:>8} emotion examples", s.emotion_count()?);
             println!("  {:>8} transactions", s.transaction_count()?);
-            for (kek, n) in node.store.kek_versions()? {
+            let mut versions = node.store.kek_versions()?;
+            for (kek, n) in hearth_desk::store::kek_versions(&cfg.data_dir)? {
+                *versions.entry(kek).or_insert(0) += n;
+            }
+            for (kek, n) in versions {
                 println!("  {n:>8} values sealed under {kek}");
             }
             Ok(())

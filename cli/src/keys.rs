@@ -2,13 +2,18 @@
 //! PIN comes from the environment or a file, as for the service); rotation takes the node's lock, so
 //! it runs while the node is stopped, and is recorded in the node's audit log and signed at once.
 
-use anyhow::Context;
-use hearth_audit::{SignatureType, VerifierKey};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use hearth_audit::{Action, Event, Outcome, SignatureType, VerifierKey};
 use hearth_crypto::keystore::{KeyId, KeyKind, KeyVersion};
 use hearth_node::audit::files::{read_meta, AuditPaths};
 use hearth_node::audit::AuditLog;
 use hearth_node::files::NodeLock;
-use hearth_node::keys::{Create, NodeKeys, AUDIT_KEY, WITNESS_KEY};
+use hearth_node::keys::{Create, NodeKeys, AUDIT_KEY, KEK, WITNESS_KEY};
+use hearth_node::rewrap::TableRewrap;
 use serde::Serialize;
 
 use crate::node::{cli_actor, NodeArgs, Target};
@@ -35,6 +40,38 @@ pub enum KeysCommand {
         after_help = "Examples:\n  hearth keys rotate --state-dir /var/lib/hearth/bank-a --label kek\n  hearth keys rotate --config coordinator.toml --label audit\n\nRotating `audit` starts signing checkpoints with the new version; give auditors the new vkey\n(printed here and by `hearth keys list`). Old checkpoints still verify under the old vkey."
     )]
     Rotate(RotateArgs),
+    /// Move every stored object to the current key-encryption key version, so older versions can be
+    /// retired. Resumable: an interrupted run keeps what it moved, and the next one finds the rest.
+    /// Recorded in the node's audit log (key.rewrap). Stop the node first.
+    #[command(
+        after_help = "Examples:\n  hearth keys rotate --config bank-a.toml --label kek\n  hearth keys rewrap --config bank-a.toml\n  hearth data stats --config bank-a.toml        # every value under the new version\n  hearth keys retire --config bank-a.toml --version 1\n\nEach object is opened and sealed again with a fresh data key wrapped by the current version, --batch\nobjects per transaction, with progress after each. Covers every store in the node's directory: the\nparticipant's data, models and privacy ledger, its customer-service records, or the coordinator's\njobs, models and privacy ledger."
+    )]
+    Rewrap(RewrapArgs),
+    /// Destroy an old version of the key-encryption key once nothing is sealed under it (after `hearth keys
+    /// rewrap`). Refused while any stored object still names it, and for the current version. Recorded in
+    /// the node's audit log (key.retired). Stop the node first.
+    #[command(after_help = "Examples:\n  hearth keys retire --config bank-a.toml --version 1")]
+    Retire(RetireArgs),
+}
+
+/// Arguments of `hearth keys rewrap`.
+#[derive(Debug, clap::Args)]
+pub struct RewrapArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Objects moved per transaction (and between progress lines).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch: u32,
+}
+
+/// Arguments of `hearth keys retire`.
+#[derive(Debug, clap::Args)]
+pub struct RetireArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// The version of the key-encryption key to destroy.
+    #[arg(long)]
+    pub version: u32,
 }
 
 /// Arguments of `hearth keys list`.
@@ -80,6 +117,9 @@ struct Listing {
     location: String,
     audit_origin: Option<String>,
     keys: Vec<KeyRow>,
+    /// Data keys wrapped per key-encryption key version (`kek@v1` -> count), and the limit per version.
+    kek_wraps: BTreeMap<String, u64>,
+    kek_wrap_limit: u64,
 }
 
 pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
@@ -101,7 +141,144 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             Ok(())
         }
         KeysCommand::Rotate(a) => rotate(&a.node.resolve()?, &a.label),
+        KeysCommand::Rewrap(a) => rewrap(&a.node.resolve()?, a.batch as usize),
+        KeysCommand::Retire(a) => retire(&a.node.resolve()?, a.version),
     }
+}
+
+/// The stores found in a node's directory, open with its keys.
+struct Stores {
+    dir: PathBuf,
+    participant: Option<hearth_participant::Store>,
+    desk: bool,
+    coordinator: Option<hearth_coordinator::store::Store>,
+}
+
+impl Stores {
+    fn open(dir: &Path, keys: Arc<NodeKeys>) -> anyhow::Result<Self> {
+        let participant = dir
+            .join(hearth_participant::store::STORE_FILE)
+            .exists()
+            .then(|| hearth_participant::Store::open(dir, Arc::clone(&keys)))
+            .transpose()
+            .context("opening the participant store")?;
+        let coordinator_file = dir.join(hearth_coordinator::store::STORE_FILE);
+        let coordinator = coordinator_file
+            .exists()
+            .then(|| hearth_coordinator::store::Store::open(&coordinator_file, Arc::clone(&keys)))
+            .transpose()
+            .context("opening the coordinator store")?;
+        let desk = dir.join(hearth_desk::store::SERVICE_FILE).exists();
+        if participant.is_none() && coordinator.is_none() && !desk {
+            bail!(
+                "{} holds no Hearth store (participant.redb, service.redb or coordinator.redb)",
+                dir.display()
+            );
+        }
+        Ok(Self { dir: dir.to_path_buf(), participant, desk, coordinator })
+    }
+
+    /// Values per KEK version over every store.
+    fn kek_versions(&self) -> anyhow::Result<BTreeMap<String, u64>> {
+        let mut out = BTreeMap::new();
+        let mut add = |m: BTreeMap<String, u64>| {
+            for (k, n) in m {
+                *out.entry(k).or_insert(0) += n;
+            }
+        };
+        if let Some(s) = &self.participant {
+            add(s.kek_versions()?);
+        }
+        if self.desk {
+            add(hearth_desk::store::kek_versions(&self.dir)?);
+        }
+        if let Some(s) = &self.coordinator {
+            add(s.kek_versions()?);
+        }
+        Ok(out)
+    }
+}
+
+/// Opens the node (lock, keys, audit log) for a command that changes it.
+fn open_for_change(t: &Target) -> anyhow::Result<(NodeLock, Arc<NodeKeys>, AuditLog)> {
+    let lock = NodeLock::acquire(&t.dir)?;
+    let keys = Arc::new(open(t)?);
+    let paths = AuditPaths::new(&t.dir);
+    let origin = if paths.meta.exists() { read_meta(&paths)?.origin } else { "hearth/node".into() };
+    let (log, _) = AuditLog::open(&t.dir, &keys, &origin).context("opening the node's audit log")?;
+    Ok((lock, keys, log))
+}
+
+fn rewrap(t: &Target, batch: usize) -> anyhow::Result<()> {
+    let (_lock, keys, log) = open_for_change(t)?;
+    let current = keys.current_kek()?;
+    let stores = Stores::open(&t.dir, Arc::clone(&keys))?;
+    let mut progress = |p: &TableRewrap| {
+        if p.pending > 0 {
+            eprintln!("  {:<20} {:>9} of {:>9} moved to {current}", p.table, p.moved, p.pending);
+        }
+    };
+    let mut done = Vec::new();
+    // Record what was moved even when a later table fails: the moved objects stay moved.
+    let result = (|| -> anyhow::Result<()> {
+        if let Some(s) = &stores.participant {
+            done.extend(s.rewrap(batch, &mut progress)?);
+        }
+        if stores.desk {
+            done.extend(hearth_desk::store::rewrap(&t.dir, &keys, batch, &mut progress)?);
+        }
+        if let Some(s) = &stores.coordinator {
+            done.extend(s.rewrap(batch, &mut progress)?);
+        }
+        Ok(())
+    })();
+    let moved: u64 = done.iter().map(|d| d.moved).sum();
+    let tables: Vec<String> =
+        done.iter().filter(|d| d.moved > 0).map(|d| format!("{} {}", d.table, d.moved)).collect();
+    let outcome = if result.is_ok() { Outcome::Ok } else { Outcome::Error };
+    let mut detail = format!("moved {moved} stored objects to {current}");
+    if !tables.is_empty() {
+        detail.push_str(&format!(" ({})", tables.join(", ")));
+    }
+    if let Err(e) = &result {
+        detail.push_str(&format!("; stopped: {e:#}"));
+    }
+    log.record_event(
+        Event::new(cli_actor("keys rewrap"), Action::KeyRewrap, outcome)
+            .object(current.to_string())
+            .detail(detail),
+    );
+    log.checkpoint_now().context("signing the audit checkpoint")?;
+    result?;
+    let versions = stores.kek_versions()?;
+    eprintln!("moved {moved} stored objects to {current}");
+    for (kek, n) in &versions {
+        println!("{n:>9} values sealed under {kek}");
+    }
+    let old: Vec<u32> =
+        keys.versions(KEK)?.into_iter().map(|v| v.get()).filter(|v| *v != current.version.get()).collect();
+    for v in old {
+        eprintln!(
+            "nothing is sealed under {KEK}@v{v} any more: destroy it with hearth keys retire --version {v}"
+        );
+    }
+    Ok(())
+}
+
+fn retire(t: &Target, version: u32) -> anyhow::Result<()> {
+    let version = KeyVersion::new(version).context("key versions start at 1")?;
+    let (_lock, keys, log) = open_for_change(t)?;
+    let stores = Stores::open(&t.dir, Arc::clone(&keys))?;
+    let name = format!("{KEK}@v{version}");
+    if let Some(n) = stores.kek_versions()?.get(&name).filter(|n| **n > 0) {
+        bail!("{n} stored values are still sealed under {name}; run hearth keys rewrap first (nothing was destroyed)");
+    }
+    let event = keys.retire(KEK, version)?;
+    log.record_key_event(&cli_actor("keys retire"), &event)
+        .context("the retirement could not be recorded in the audit log")?;
+    log.checkpoint_now().context("signing the audit checkpoint")?;
+    eprintln!("{event}");
+    Ok(())
 }
 
 fn open(t: &Target) -> anyhow::Result<NodeKeys> {
@@ -142,7 +319,10 @@ fn list(t: &Target, json: bool) -> anyhow::Result<()> {
             vkeys,
         });
     }
+    let (usage, kek_wrap_limit) = keys.kek_usage();
     let listing = Listing {
+        kek_wraps: usage.into_iter().map(|(v, n)| (format!("{KEK}@v{v}"), n)).collect(),
+        kek_wrap_limit,
         keystore: keys.name().to_string(),
         suite: keys.suite().to_string(),
         location: keys.location().to_string(),
@@ -158,6 +338,10 @@ fn list(t: &Target, json: bool) -> anyhow::Result<()> {
     for r in &listing.keys {
         println!("{:<16} {:<14} {:>7}", r.label, r.kind, r.version);
     }
+    for (kek, n) in &listing.kek_wraps {
+        let share = *n as f64 / listing.kek_wrap_limit as f64 * 100.0;
+        println!("{kek} wrapped {n} data keys ({share:.4}% of its limit of {})", listing.kek_wrap_limit);
+    }
     for r in listing.keys.iter().filter(|r| !r.vkeys.is_empty()) {
         println!("\nverifier keys of {} (oldest first; give them to auditors and witnesses):", r.label);
         for v in &r.vkeys {
@@ -171,6 +355,9 @@ fn rotate(t: &Target, label: &str) -> anyhow::Result<()> {
     let _lock = NodeLock::acquire(&t.dir)?;
     let keys = open(t)?;
     let event = keys.rotate(label)?;
+    if label == KEK {
+        eprintln!("objects sealed before now stay under the older version: hearth keys rewrap moves them");
+    }
     // Open the log after the rotation: its signer then uses the new version (an audit-key rotation is
     // signed by the new key, and keys.txt gains its vkey).
     let paths = AuditPaths::new(&t.dir);

@@ -94,7 +94,7 @@ impl Shared {
         keys: Arc<hearth_node::keys::NodeKeys>,
         audit: AuditLog,
     ) -> Result<Arc<Self>, StoreError> {
-        let store = Arc::new(Store::open(&config.state_dir.join("coordinator.redb"), keys)?);
+        let store = Arc::new(Store::open(&config.state_dir.join(crate::store::STORE_FILE), keys)?);
         let privacy = crate::privacy::Privacy::open(Arc::clone(&store))
             .map_err(|e| StoreError::Db(format!("opening the privacy ledger: {e}")))?;
         let ca_pem = std::fs::read_to_string(&config.tls.ca).map_err(|e| {

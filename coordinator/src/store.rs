@@ -1,9 +1,12 @@
 //! The coordinator's embedded store (redb): job records and each job's latest committed global model.
 //!
-//! Models and optimizer state are envelope-encrypted under the node's key-encryption key
-//! ([`NodeKeys::seal`]), each bound to its job id, so the database file holds no model in the clear and
-//! one job's model cannot be swapped for another's. Job records (ids, round counts, contributors'
-//! certificate ids) are protocol metadata and stay readable.
+//! Everything is envelope-encrypted under the node's key-encryption key ([`NodeKeys::seal`]), each value
+//! bound to its key: models and optimizer state (so the file holds no model in the clear and one job's
+//! model cannot be swapped for another's), job records and the privacy state (the policy in force and the
+//! budget ledger). Sealing is also their integrity check: a ledger edited on disk to give spent budget
+//! back, or one job's record copied over another's, fails to open and the coordinator refuses to start.
+//! What sealing cannot see is the whole file put back to an older copy; the audit log, signed and
+//! witnessed, holds every charge to check it against.
 //!
 //! A round commits in one write transaction that stores the new model and the job record naming it, so a
 //! crash leaves either the old round or the new one, never a mix. On start the coordinator reloads every
@@ -13,13 +16,17 @@ use std::path::Path;
 use std::sync::Arc;
 
 use hearth_node::keys::NodeKeys;
+use hearth_node::rewrap::{count_by_kek, rewrap_table, TableRewrap};
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+
+/// The store's file name inside the coordinator's state directory.
+pub const STORE_FILE: &str = "coordinator.redb";
 
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const MODELS: TableDefinition<&str, &[u8]> = TableDefinition::new("models");
 const VELOCITY: TableDefinition<&str, &[u8]> = TableDefinition::new("velocity");
-/// The privacy policy in force and the budget ledger, as JSON (protocol metadata, not personal data).
+/// The privacy policy in force and the budget ledger, as sealed JSON.
 const PRIVACY: TableDefinition<&str, &[u8]> = TableDefinition::new("privacy");
 
 fn f32_blob(v: &[f32]) -> Vec<u8> {
@@ -49,6 +56,14 @@ pub enum StoreError {
         reason: String,
     },
     /// A stored record could not be decoded: the file was written by another version or damaged.
+    #[error("coordinator store: privacy state {key:?}: {reason}")]
+    Privacy {
+        /// The privacy state's key (`policy`, `ledger`).
+        key: String,
+        /// Why it could not be sealed or opened.
+        reason: String,
+    },
+    /// A job record is unreadable: it does not open (edited, or moved from another job) or does not parse.
     #[error("coordinator store: corrupt record for job {job}: {reason}")]
     Corrupt {
         /// The job whose record is bad.
@@ -334,6 +349,14 @@ fn velocity_object(job: &str) -> String {
     format!("hearth/coordinator/velocity/{job}")
 }
 
+fn job_object(job: &str) -> String {
+    format!("hearth/coordinator/job/{job}")
+}
+
+fn privacy_object(key: &str) -> String {
+    format!("hearth/coordinator/privacy/{key}")
+}
+
 impl Store {
     /// Opens or creates `path`; models are sealed and opened with `keys`.
     pub fn open(path: &Path, keys: Arc<NodeKeys>) -> Result<Self, StoreError> {
@@ -351,6 +374,10 @@ impl Store {
     /// optimizer's velocity, atomically.
     pub fn save(&self, record: &JobRecord, params: Option<(&[f32], &[f32])>) -> Result<(), StoreError> {
         let json = serde_json::to_vec(record).map_err(db_err)?;
+        let sealed_record = self
+            .keys
+            .seal(&job_object(&record.id), &json)
+            .map_err(|e| StoreError::Sealed { job: record.id.clone(), reason: e.to_string() })?;
         let sealed = match params {
             Some((params, velocity)) => {
                 let mut blob = Vec::with_capacity(8 + params.len() * 4);
@@ -371,7 +398,7 @@ impl Store {
         let tx = self.db.begin_write().map_err(db_err)?;
         {
             let mut jobs = tx.open_table(JOBS).map_err(db_err)?;
-            jobs.insert(record.id.as_str(), json.as_slice()).map_err(db_err)?;
+            jobs.insert(record.id.as_str(), sealed_record.as_slice()).map_err(db_err)?;
             if let Some((model, velocity)) = &sealed {
                 let mut models = tx.open_table(MODELS).map_err(db_err)?;
                 models.insert(record.id.as_str(), model.as_slice()).map_err(db_err)?;
@@ -384,19 +411,62 @@ impl Store {
 
     /// Writes the privacy state (policy in force and ledger) under `key`, durably, in one transaction.
     pub fn save_privacy(&self, key: &str, json: &[u8]) -> Result<(), StoreError> {
+        let sealed = self
+            .keys
+            .seal(&privacy_object(key), json)
+            .map_err(|e| StoreError::Privacy { key: key.to_string(), reason: e.to_string() })?;
         let tx = self.db.begin_write().map_err(db_err)?;
         {
             let mut t = tx.open_table(PRIVACY).map_err(db_err)?;
-            t.insert(key, json).map_err(db_err)?;
+            t.insert(key, sealed.as_slice()).map_err(db_err)?;
         }
         tx.commit().map_err(db_err)
     }
 
-    /// The privacy state saved under `key`, if any.
+    /// The privacy state saved under `key`, if any. A value that does not open (edited, moved from
+    /// another key, or written unsealed) is an error, never an empty ledger.
     pub fn load_privacy(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let tx = self.db.begin_read().map_err(db_err)?;
         let t = tx.open_table(PRIVACY).map_err(db_err)?;
-        Ok(t.get(key).map_err(db_err)?.map(|v| v.value().to_vec()))
+        let Some(v) = t.get(key).map_err(db_err)? else { return Ok(None) };
+        let plain = self
+            .keys
+            .open_sealed_object(&privacy_object(key), v.value())
+            .map_err(|e| StoreError::Privacy { key: key.to_string(), reason: e.to_string() })?;
+        Ok(Some(plain.to_vec()))
+    }
+
+    /// How many values each key-encryption key version sealed, over every table.
+    pub fn kek_versions(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        let mut out = std::collections::BTreeMap::new();
+        for table in [JOBS, MODELS, VELOCITY, PRIVACY] {
+            for (kek, n) in count_by_kek(&self.db, table).map_err(db_err)? {
+                *out.entry(kek).or_insert(0) += n;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Seals every value still under an older key-encryption key version again under the current one,
+    /// `batch` per transaction (see [`hearth_node::rewrap`]). Run while the coordinator is stopped.
+    pub fn rewrap(
+        &self,
+        batch: usize,
+        progress: &mut dyn FnMut(&TableRewrap),
+    ) -> Result<Vec<TableRewrap>, StoreError> {
+        let tables: [(TableDefinition<&str, &[u8]>, fn(&str) -> String); 4] = [
+            (JOBS, job_object),
+            (MODELS, model_object),
+            (VELOCITY, velocity_object),
+            (PRIVACY, privacy_object),
+        ];
+        let mut done = Vec::new();
+        for (table, object) in tables {
+            done.push(
+                rewrap_table(&self.db, &self.keys, table, &|k| object(k), batch, progress).map_err(db_err)?,
+            );
+        }
+        Ok(done)
     }
 
     /// Every stored job with its latest model parameters.
@@ -410,8 +480,11 @@ impl Store {
             let (key, value) = row.map_err(db_err)?;
             let id = key.value().to_string();
             let corrupt = |reason: String| StoreError::Corrupt { job: id.clone(), reason };
-            let record: JobRecord =
-                serde_json::from_slice(value.value()).map_err(|e| corrupt(e.to_string()))?;
+            let json = self
+                .keys
+                .open_sealed_object(&job_object(&id), value.value())
+                .map_err(|e| corrupt(format!("the record does not open: {e}")))?;
+            let record: JobRecord = serde_json::from_slice(&json).map_err(|e| corrupt(e.to_string()))?;
             let sealed = models
                 .get(id.as_str())
                 .map_err(db_err)?
@@ -531,5 +604,40 @@ mod tests {
         assert_eq!(all[0].0.latest_version(), 1);
         assert_eq!(all[0].1, vec![1.5, -2.0]);
         assert_eq!(all[0].2, vec![0.5, 0.25]);
+        // Job records and the ledger are sealed too, and a rewrap moves all of it to v2.
+        store.save_privacy("ledger", br#"{"spent":1.5}"#).unwrap();
+        assert!(!raw.windows(10).any(|w| w == b"operator:o"), "the job record is not in the clear");
+        let moved: u64 = store.rewrap(2, &mut |_| {}).unwrap().iter().map(|t| t.moved).sum();
+        assert_eq!(moved, 3, "record, model, velocity (the ledger was written under v2)");
+        assert_eq!(
+            store.kek_versions().unwrap(),
+            std::collections::BTreeMap::from([("kek@v2".to_string(), 4)])
+        );
+        assert_eq!(store.load_all().unwrap()[0].1, vec![1.5, -2.0]);
+        assert_eq!(store.load_privacy("ledger").unwrap().as_deref(), Some(&br#"{"spent":1.5}"#[..]));
+    }
+
+    #[test]
+    fn a_ledger_or_job_record_edited_on_disk_does_not_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.redb");
+        let keys = keys(dir.path());
+        let store = Store::open(&path, Arc::clone(&keys)).unwrap();
+        store.save_privacy("ledger", br#"{"spent":9.5}"#).unwrap();
+        store.save(&record("job-a"), Some((&[0.0], &[]))).unwrap();
+        store.save(&record("job-b"), Some((&[0.0], &[]))).unwrap();
+        // Replace the ledger with an unsealed one resetting the spend, and copy job-b's record over job-a's.
+        let tx = store.db.begin_write().unwrap();
+        {
+            tx.open_table(PRIVACY).unwrap().insert("ledger", &br#"{"spent":0.0}"#[..]).unwrap();
+            let mut jobs = tx.open_table(JOBS).unwrap();
+            let b = jobs.get("job-b").unwrap().unwrap().value().to_vec();
+            jobs.insert("job-a", b.as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+        let e = store.load_privacy("ledger").unwrap_err();
+        assert!(matches!(e, StoreError::Privacy { .. }), "{e}");
+        let e = store.load_all().unwrap_err();
+        assert!(e.to_string().contains("job-a") && e.to_string().contains("does not open"), "{e}");
     }
 }

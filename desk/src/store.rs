@@ -13,10 +13,12 @@
 //! (answered only once it is on disk) and a workflow run's state before each webhook call. The
 //! queue is bounded, so a disk slower than the request rate slows requests instead of growing memory.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::mpsc;
 
 use hearth_node::keys::NodeKeys;
+use hearth_node::rewrap::{count_by_kek, rewrap_table, TableRewrap};
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 
@@ -35,6 +37,45 @@ const GROUP: usize = 4_096;
 /// The object name a customer's record is sealed under.
 pub fn customer_object(row: &[u8]) -> String {
     format!("hearth/participant/service/customer/{}", hex::encode(row))
+}
+
+/// How many records of `dir/service.redb` each key-encryption key version sealed (none when the file does
+/// not exist yet). Run while the participant is stopped.
+pub fn kek_versions(dir: &Path) -> Result<BTreeMap<String, u64>, StoreError> {
+    let Some(db) = open_existing(dir)? else { return Ok(BTreeMap::new()) };
+    let doing = "counting records per key-encryption key version";
+    let mut out = count_by_kek(&db, CUSTOMERS).map_err(StoreError::db(doing))?;
+    for (kek, n) in count_by_kek(&db, RUNS).map_err(StoreError::db(doing))? {
+        *out.entry(kek).or_insert(0) += n;
+    }
+    Ok(out)
+}
+
+/// Seals every record of `dir/service.redb` still under an older key-encryption key version again under
+/// the current one, `batch` per transaction (see [`hearth_node::rewrap`]). Run while the participant is
+/// stopped.
+pub fn rewrap(
+    dir: &Path,
+    keys: &NodeKeys,
+    batch: usize,
+    progress: &mut dyn FnMut(&TableRewrap),
+) -> Result<Vec<TableRewrap>, StoreError> {
+    let Some(db) = open_existing(dir)? else { return Ok(Vec::new()) };
+    let doing = "moving records to the current key-encryption key version";
+    Ok(vec![
+        rewrap_table(&db, keys, CUSTOMERS, &|row| customer_object(row), batch, progress)
+            .map_err(StoreError::db(doing))?,
+        rewrap_table(&db, keys, RUNS, &|id| run_object(id), batch, progress)
+            .map_err(StoreError::db(doing))?,
+    ])
+}
+
+fn open_existing(dir: &Path) -> Result<Option<Database>, StoreError> {
+    let path = dir.join(SERVICE_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    Database::open(&path).map(Some).map_err(StoreError::db("opening service.redb"))
 }
 
 /// The object name a workflow run is sealed under.

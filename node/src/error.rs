@@ -49,6 +49,17 @@ pub enum NodeError {
         /// The envelope error.
         source: EnvelopeError,
     },
+    /// The current key-encryption key version has wrapped as many data keys as it safely can.
+    #[error(
+        "key-encryption key version {version} has wrapped {wraps} data keys, its limit: rotate it \
+         (hearth keys rotate --label kek) and move old objects with hearth keys rewrap"
+    )]
+    KekWornOut {
+        /// The version.
+        version: u32,
+        /// Wraps counted under it.
+        wraps: u64,
+    },
     /// The audit log's files are inconsistent, or appending failed.
     #[error("audit log {path}: {reason}")]
     Audit {

@@ -12,14 +12,16 @@
 //! Opening runs Argon2id (sealed backend) or token calls (PKCS#11): call it from `spawn_blocking` in
 //! async code. Every generated or rotated key comes back as a [`KeyEvent`] for the caller to audit.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use hearth_audit::{AuditError, SignatureType, TreeHeadSigner, VerifierKey};
 use hearth_crypto::envelope;
 use hearth_crypto::keystore::{
-    KeyEvent, KeyId, KeyKind, KeyLabel, KeyLocation, KeyStore, Pkcs11Config, Pkcs11KeyStore, SealedKeyStore,
+    KeyEvent, KeyId, KeyKind, KeyLabel, KeyLocation, KeyStore, KeyVersion, Pkcs11Config, Pkcs11KeyStore,
+    SealedKeyStore,
 };
 use hearth_crypto::suite::DIGEST_LEN;
 use hearth_crypto::SuiteId;
@@ -49,6 +51,74 @@ fn label(l: &str) -> Result<KeyLabel, NodeError> {
     KeyLabel::new(l).map_err(NodeError::keystore(format!("key label {l:?}")))
 }
 
+/// Most data keys one version of the key-encryption key wraps before [`NodeKeys::seal`] refuses and asks
+/// for a rotation. Wraps use random 96-bit nonces (AES-GCM, SM4-GCM), whose collision chance must stay
+/// negligible: the usual bound is 2^32 encryptions per key; stopping at 2^30 keeps the chance of any
+/// repeated nonce below 2^-37.
+pub const KEK_WRAP_LIMIT: u64 = 1 << 30;
+/// From this many wraps under one version on, each seal logs a warning to rotate.
+const KEK_WRAP_WARN: u64 = KEK_WRAP_LIMIT / 4 * 3;
+/// Wraps counted ahead in the usage file, so that it is written once per this many seals. A crash loses
+/// at most this many counts, always upwards: the count on disk is never below the wraps made.
+const KEK_USAGE_BLOCK: u64 = 4096;
+/// The file, in the node directory, that counts wraps per key-encryption key version.
+pub const KEK_USAGE_FILE: &str = "kek-usage.json";
+
+/// How many data keys each key-encryption key version has wrapped, counted ahead in blocks.
+#[derive(Debug)]
+struct KekUsage {
+    path: PathBuf,
+    /// Per version: (wraps made, wraps recorded as made in the file).
+    counts: Mutex<BTreeMap<u32, (u64, u64)>>,
+    limit: u64,
+}
+
+impl KekUsage {
+    fn load(node_dir: &Path) -> Result<Self, NodeError> {
+        let path = node_dir.join(KEK_USAGE_FILE);
+        let recorded: BTreeMap<u32, u64> = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| NodeError::Config(format!("{}: not a usage count file: {e}", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(NodeError::Io { path, source: e }),
+        };
+        // What the file recorded may all have been used: start from there.
+        let counts = recorded.into_iter().map(|(v, n)| (v, (n, n))).collect();
+        Ok(Self { path, counts: Mutex::new(counts), limit: KEK_WRAP_LIMIT })
+    }
+
+    /// Counts one wrap under `version`; refuses past the limit.
+    fn take(&self, version: KeyVersion) -> Result<(), NodeError> {
+        // The lock guards a map update and, once per block, a small file write.
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = counts.entry(version.get()).or_insert((0, 0));
+        if entry.0 >= self.limit {
+            return Err(NodeError::KekWornOut { version: version.get(), wraps: entry.0 });
+        }
+        entry.0 += 1;
+        if entry.0 >= KEK_WRAP_WARN && entry.0 % KEK_USAGE_BLOCK == 0 {
+            tracing::warn!(
+                kek_version = version.get(),
+                wraps = entry.0,
+                limit = self.limit,
+                "the key-encryption key is near its wrap limit: run hearth keys rotate --label kek"
+            );
+        }
+        if entry.0 > entry.1 {
+            entry.1 = entry.0 + KEK_USAGE_BLOCK;
+            let recorded: BTreeMap<u32, u64> = counts.iter().map(|(v, (_, r))| (*v, *r)).collect();
+            let json = serde_json::to_vec(&recorded).unwrap_or_default();
+            write_atomic(&self.path, &json, false)?;
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> BTreeMap<u32, u64> {
+        let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.iter().map(|(v, (n, _))| (*v, *n)).collect()
+    }
+}
+
 /// Whether [`NodeKeys::open`] may create a keystore that does not exist yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Create {
@@ -65,6 +135,8 @@ pub struct NodeKeys {
     state_path: Option<PathBuf>,
     /// What to call the keystore in messages.
     name: String,
+    /// Wraps per key-encryption key version.
+    usage: KekUsage,
 }
 
 impl fmt::Debug for NodeKeys {
@@ -160,7 +232,8 @@ impl NodeKeys {
             }
             Err(e) => return Err(NodeError::Io { path, source: e }),
         };
-        Ok((Self { keystore: Arc::new(store), state_path: Some(path), name }, dirty))
+        let usage = KekUsage::load(node_dir)?;
+        Ok((Self { keystore: Arc::new(store), state_path: Some(path), name, usage }, dirty))
     }
 
     fn open_pkcs11(
@@ -181,7 +254,8 @@ impl NodeKeys {
         match suite {
             SuiteId::International => {
                 let store = Pkcs11KeyStore::open(&p11, suite, None).map_err(NodeError::keystore(&name))?;
-                Ok((Self { keystore: Arc::new(store), state_path: None, name }, false))
+                let usage = KekUsage::load(node_dir)?;
+                Ok((Self { keystore: Arc::new(store), state_path: None, name, usage }, false))
             }
             SuiteId::National => {
                 let path = cfg.sealed_path(node_dir);
@@ -201,7 +275,8 @@ impl NodeKeys {
                 };
                 let store = Pkcs11KeyStore::open(&p11, suite, state.as_deref())
                     .map_err(NodeError::keystore(&name))?;
-                Ok((Self { keystore: Arc::new(store), state_path: Some(path), name }, dirty))
+                let usage = KekUsage::load(node_dir)?;
+                Ok((Self { keystore: Arc::new(store), state_path: Some(path), name, usage }, dirty))
             }
         }
     }
@@ -225,6 +300,37 @@ impl NodeKeys {
             .map_err(NodeError::keystore(format!("{}: rotating key {l}", self.name)))?;
         self.persist()?;
         Ok(event)
+    }
+
+    /// Destroys an old version of the key-encryption key `label_text` and persists the keystore. The
+    /// caller must first check that no stored object is sealed under it (`hearth keys retire` does), and
+    /// audit the returned event.
+    pub fn retire(&self, label_text: &str, version: KeyVersion) -> Result<KeyEvent, NodeError> {
+        let key = KeyId { label: label(label_text)?, version };
+        let event = self
+            .keystore
+            .retire(&key)
+            .map_err(NodeError::keystore(format!("{}: retiring {key}", self.name)))?;
+        self.persist()?;
+        Ok(event)
+    }
+
+    /// The versions of `label_text` that exist, oldest first.
+    pub fn versions(&self, label_text: &str) -> Result<Vec<KeyVersion>, NodeError> {
+        let l = label(label_text)?;
+        self.keystore.versions(&l).map_err(NodeError::keystore(format!("{}: key {l}", self.name)))
+    }
+
+    /// The current version of the key-encryption key: what [`NodeKeys::seal`] uses.
+    pub fn current_kek(&self) -> Result<KeyId, NodeError> {
+        let l = label(KEK)?;
+        self.keystore.current(&l).map_err(NodeError::keystore(format!("{}: key {l}", self.name)))
+    }
+
+    /// How many data keys each key-encryption key version wrapped (counted ahead by up to 4096 since the
+    /// node last started), and the limit past which sealing stops until the key is rotated.
+    pub fn kek_usage(&self) -> (BTreeMap<u32, u64>, u64) {
+        (self.usage.snapshot(), self.usage.limit)
     }
 
     /// Generates a key that does not exist yet (e.g. the witness key on first cosigning) and persists.
@@ -268,8 +374,11 @@ impl NodeKeys {
 
     /// Envelope-encrypts `plaintext` under the current KEK, binding `object` (the object's id) as
     /// associated data: one object's ciphertext cannot be passed off as another's.
+    /// Each seal wraps a fresh data key: counted per KEK version, and refused past [`KEK_WRAP_LIMIT`].
     pub fn seal(&self, object: &str, plaintext: &[u8]) -> Result<Vec<u8>, NodeError> {
         let kek = label(KEK)?;
+        let current = self.current_kek()?;
+        self.usage.take(current.version)?;
         envelope::seal(self.keystore.as_ref(), &kek, object.as_bytes(), plaintext)
             .map_err(|source| NodeError::Envelope { object: object.to_string(), source })
     }
@@ -409,6 +518,43 @@ mod tests {
             let e = NodeKeys::open(&cfg, other, &node, PARTICIPANT_KEYS, Create::Never, None).unwrap_err();
             assert!(e.to_string().contains("suite"), "{e}");
         }
+    }
+
+    #[test]
+    fn kek_wraps_are_counted_ahead_and_refused_past_the_limit_until_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = fast(dir.path());
+        let (mut keys, _) = NodeKeys::open(
+            &cfg,
+            SuiteId::International,
+            dir.path(),
+            PARTICIPANT_KEYS,
+            Create::IfMissing,
+            None,
+        )
+        .unwrap();
+        keys.usage.limit = 3;
+        for i in 0..3 {
+            keys.seal(&format!("o{i}"), b"x").unwrap();
+        }
+        let e = keys.seal("o3", b"x").unwrap_err();
+        assert!(matches!(e, NodeError::KekWornOut { version: 1, wraps: 3 }), "{e}");
+        assert!(e.to_string().contains("hearth keys rotate --label kek"), "{e}");
+        keys.rotate(KEK).unwrap();
+        keys.seal("o3", b"x").unwrap();
+        assert_eq!(keys.kek_usage().0, BTreeMap::from([(1, 3), (2, 1)]));
+        // Reopened, the counts start from what the file reserved: never below the wraps made.
+        drop(keys);
+        let (keys, _) =
+            NodeKeys::open(&cfg, SuiteId::International, dir.path(), PARTICIPANT_KEYS, Create::Never, None)
+                .unwrap();
+        let (after, _) = keys.kek_usage();
+        assert!(after[&1] >= 3 && after[&2] >= 1, "{after:?}");
+        // Retiring: never the current version, never a signing key; an old KEK version goes.
+        assert!(keys.retire(KEK, KeyVersion::new(2).unwrap()).is_err(), "current");
+        assert!(keys.retire(AUDIT_KEY, KeyVersion::new(1).unwrap()).is_err(), "signing keys stay");
+        keys.retire(KEK, KeyVersion::new(1).unwrap()).unwrap();
+        assert_eq!(keys.versions(KEK).unwrap(), vec![KeyVersion::new(2).unwrap()]);
     }
 
     #[test]

@@ -46,9 +46,20 @@ struct Downloaded {
 #[derive(Debug, Default)]
 struct Worker {
     last: Option<Downloaded>,
+    /// Per job: the model spec its rounds announced (the job's declared model). A download of that job
+    /// must carry exactly this spec, so the coordinator cannot make this participant allocate for a model
+    /// larger than the one the job declared.
+    declared: HashMap<String, Bytes>,
     /// Per family: the encoded training data and the spec it was encoded for, reused every round.
     encoded: HashMap<&'static str, (Bytes, Arc<LocalData>)>,
 }
+
+/// Most parameters a downloaded model may have when this participant has not seen the job's rounds
+/// declare its spec (a job that finished while it was down): 64 Mi parameters, 256 MiB.
+const MAX_UNDECLARED_PARAMS: usize = 1 << 26;
+/// Most jobs whose declared spec is remembered; past it the oldest are forgotten (and bounded by
+/// [`MAX_UNDECLARED_PARAMS`] again).
+const MAX_DECLARED_JOBS: usize = 256;
 
 /// The sending half of a round's relay queue: (phase, payload).
 type RelayTx = mpsc::Sender<(u32, Bytes)>;
@@ -357,6 +368,10 @@ impl Federation {
     }
 
     /// Downloads `version` of `job` (0: latest), reusing the last download when it matches.
+    ///
+    /// The size is bounded before anything is allocated: by the spec the job's rounds declared when this
+    /// participant has seen one (the header must carry exactly that spec), else by
+    /// [`MAX_UNDECLARED_PARAMS`]; and the parameters grow only as data arrives.
     async fn download(
         &self,
         worker: &mut Worker,
@@ -377,11 +392,22 @@ impl Federation {
             _ => bail!("model stream did not start with a header"),
         };
         let n = usize::try_from(header.num_params).context("model too large")?;
+        match worker.declared.get(job) {
+            Some(declared) if declared[..] != header.model_spec_json[..] => bail!(
+                "the coordinator sent job {job}'s model with another spec than its rounds declared; refused"
+            ),
+            None if n > MAX_UNDECLARED_PARAMS => bail!(
+                "the coordinator sent a model of {n} parameters for job {job}, whose rounds this participant has \
+                 not seen; more than the {MAX_UNDECLARED_PARAMS} it accepts without a declared spec"
+            ),
+            _ => {}
+        }
         let spec = ModelSpec::from_json(&header.model_spec_json).context("model spec from coordinator")?;
         if spec.num_params() != n {
             bail!("model header says {n} parameters, its spec {}", spec.num_params());
         }
-        let mut params = Vec::with_capacity(n);
+        // Grows with what arrives (a stream cut short never cost the full size).
+        let mut params = Vec::with_capacity(n.min(1 << 20));
         let mut hasher = ContentDigest::new();
         while let Some(chunk) = stream.message().await? {
             let Some(model_chunk::Kind::Data(data)) = chunk.kind else {
@@ -659,6 +685,10 @@ impl Federation {
         if now_ms() > open.deadline_unix_ms {
             bail!("round {} closed before work could start", open.round);
         }
+        if worker.declared.len() >= MAX_DECLARED_JOBS && !worker.declared.contains_key(&open.job_id) {
+            worker.declared.clear();
+        }
+        worker.declared.insert(open.job_id.clone(), Bytes::copy_from_slice(&open.model_spec_json));
         let base = self.download(&mut worker, client, &open.job_id, open.base_version).await?;
         let family = base.spec.family();
         let encoded = match worker.encoded.get(family).filter(|(s, _)| *s == base.spec_json) {

@@ -14,10 +14,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use hearth_crypto::envelope::kek_of;
 use hearth_models::recommend::data::Transaction;
 use hearth_models::{EmotionExample, Example};
 use hearth_node::keys::NodeKeys;
+use hearth_node::rewrap::{count_by_kek, rewrap_table, TableRewrap};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -49,6 +49,11 @@ fn model_key(family: &str) -> String {
 /// The object name a family's model is sealed under.
 fn model_object(family: &str) -> String {
     format!("hearth/participant/model/{}", model_key(family))
+}
+
+/// The object name privacy state `key` is sealed under.
+fn privacy_object(key: &str) -> String {
+    format!("hearth/participant/privacy/{key}")
 }
 
 /// The object name row `key` of `table` is sealed under.
@@ -88,6 +93,9 @@ pub enum StoreError {
     /// A value could not be sealed or opened (the KEK it names is missing, or it was altered).
     #[error("participant store: {0}")]
     Sealed(String),
+    /// Moving objects to the current key-encryption key version failed (what was done stays done).
+    #[error("participant store: {0}")]
+    Rewrap(#[from] hearth_node::rewrap::RewrapError),
 }
 
 fn db_err(e: impl std::fmt::Display) -> StoreError {
@@ -178,24 +186,36 @@ impl Store {
     /// How many stored values (rows of every table and the models) each KEK version sealed: after a
     /// rotation, the rows still under an older version.
     pub fn kek_versions(&self) -> Result<BTreeMap<String, u64>, StoreError> {
-        let tx = self.db.begin_read().map_err(db_err)?;
         let mut out = BTreeMap::new();
-        let mut count = |sealed: &[u8]| -> Result<(), StoreError> {
-            let kek = kek_of(sealed).map_err(|e| StoreError::Sealed(e.to_string()))?;
-            *out.entry(kek.to_string()).or_insert(0) += 1;
-            Ok(())
+        let mut add = |counts: BTreeMap<String, u64>| {
+            for (kek, n) in counts {
+                *out.entry(kek).or_insert(0) += n;
+            }
         };
         for (table, _) in ROW_TABLES {
-            for row in tx.open_table(table).map_err(db_err)?.iter().map_err(db_err)? {
-                count(row.map_err(db_err)?.1.value())?;
-            }
+            add(count_by_kek(&self.db, table)?);
         }
         for table in [MODEL, PRIVACY] {
-            for row in tx.open_table(table).map_err(db_err)?.iter().map_err(db_err)? {
-                count(row.map_err(db_err)?.1.value())?;
-            }
+            add(count_by_kek(&self.db, table)?);
         }
         Ok(out)
+    }
+
+    /// Seals every value still under an older key-encryption key version again under the current one,
+    /// `batch` per transaction, reporting after each; resumable (see [`hearth_node::rewrap`]).
+    pub fn rewrap(
+        &self,
+        batch: usize,
+        progress: &mut dyn FnMut(&TableRewrap),
+    ) -> Result<Vec<TableRewrap>, StoreError> {
+        let mut done = Vec::new();
+        for (table, _) in ROW_TABLES {
+            done.push(rewrap_table(&self.db, &self.keys, table, &|k| row_object(table, k), batch, progress)?);
+        }
+        let model = |k: &str| format!("hearth/participant/model/{k}");
+        done.push(rewrap_table(&self.db, &self.keys, MODEL, &model, batch, progress)?);
+        done.push(rewrap_table(&self.db, &self.keys, PRIVACY, &privacy_object, batch, progress)?);
+        Ok(done)
     }
 
     /// Stores the served intent model file, replacing the previous one.
@@ -234,7 +254,7 @@ impl Store {
 
     /// Stores the privacy state `key` (sealed), replacing the previous one.
     pub fn save_privacy(&self, key: &str, json: &[u8]) -> Result<(), StoreError> {
-        let object = format!("hearth/participant/privacy/{key}");
+        let object = privacy_object(key);
         let sealed = self.keys.seal(&object, json).map_err(|e| StoreError::Sealed(e.to_string()))?;
         let tx = self.db.begin_write().map_err(db_err)?;
         tx.open_table(PRIVACY).map_err(db_err)?.insert(key, sealed.as_slice()).map_err(db_err)?;
@@ -246,7 +266,7 @@ impl Store {
         let tx = self.db.begin_read().map_err(db_err)?;
         let t = tx.open_table(PRIVACY).map_err(db_err)?;
         let Some(v) = t.get(key).map_err(db_err)? else { return Ok(None) };
-        let object = format!("hearth/participant/privacy/{key}");
+        let object = privacy_object(key);
         let plain = self
             .keys
             .open_sealed_object(&object, v.value())
@@ -387,6 +407,14 @@ mod tests {
             ["hi there, my card was stolen", "hello", "你好"]
         );
         assert_eq!(store.load_model().unwrap().as_deref(), Some(&b"model-bytes"[..]));
+        // A rewrap moves the old rows and the model to v2; everything still opens as itself.
+        store.save_privacy("ledger", b"{}").unwrap();
+        let done = store.rewrap(1, &mut |_| {}).unwrap();
+        assert_eq!(done.iter().map(|t| t.moved).sum::<u64>(), 3, "{done:?}");
+        assert_eq!(store.kek_versions().unwrap(), BTreeMap::from([("kek@v2".to_string(), 5)]));
+        assert_eq!(store.examples().unwrap().len(), 3);
+        assert_eq!(store.load_model().unwrap().as_deref(), Some(&b"model-bytes"[..]));
+        assert_eq!(store.load_privacy("ledger").unwrap().as_deref(), Some(&b"{}"[..]));
         assert_eq!(store.delete(Some(&|e: &Example| e.text == "hello")).unwrap(), 1);
         assert_eq!(store.count().unwrap(), 2);
         assert_eq!(store.delete(None).unwrap(), 2);

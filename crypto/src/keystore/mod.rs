@@ -66,6 +66,15 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     /// verifying, unwrapping and identity hashing. Same duties for the caller as [`KeyStore::generate`].
     fn rotate(&self, label: &KeyLabel) -> Result<KeyEvent, KeyStoreError>;
 
+    /// Destroys one old version of a key-encryption key. Refused for the current version and for other
+    /// kinds (old signatures must stay checkable and old identity hashes matchable). The caller checks
+    /// first that nothing is sealed under it any more (`hearth keys rewrap`), audits the returned event and
+    /// writes [`KeyStore::sealed_state`] out.
+    fn retire(&self, key: &KeyId) -> Result<KeyEvent, KeyStoreError>;
+
+    /// The versions of a key that exist, oldest first (retired ones are gone).
+    fn versions(&self, label: &KeyLabel) -> Result<Vec<KeyVersion>, KeyStoreError>;
+
     /// Every key: its label, kind and current version, sorted by label.
     fn list(&self) -> Result<Vec<(KeyId, KeyKind)>, KeyStoreError>;
 

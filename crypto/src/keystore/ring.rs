@@ -94,6 +94,29 @@ fn restore_secret(suite: SuiteId, kind: KeyKind, bytes: Zeroizing<Vec<u8>>) -> R
     Ok(Secret { bytes, public })
 }
 
+/// Whether version `key` of a key of `kind` whose current version is `current` may be destroyed: only
+/// old versions of key-encryption keys.
+pub(crate) fn check_retirable(
+    key: &KeyId,
+    kind: KeyKind,
+    current: Option<KeyVersion>,
+) -> Result<(), KeyStoreError> {
+    if kind != KeyKind::KeyEncryption {
+        return Err(KeyStoreError::InvalidParams(format!(
+            "only key-encryption key versions can be retired; {} is a {kind} key, whose old versions must stay \
+             usable to check signatures or match identity hashes",
+            key.label
+        )));
+    }
+    if current == Some(key.version) {
+        return Err(KeyStoreError::InvalidParams(format!(
+            "{key} is the current version; rotate first (hearth keys rotate --label {}), rewrap, then retire",
+            key.label
+        )));
+    }
+    Ok(())
+}
+
 fn wrong_kind(label: &KeyLabel, kind: KeyKind, operation: &'static str) -> KeyStoreError {
     KeyStoreError::WrongKind { label: label.to_string(), kind: kind.as_str(), operation }
 }
@@ -174,6 +197,20 @@ impl Ring {
             kind: e.kind,
             public_key,
         })
+    }
+
+    pub(crate) fn retire(&mut self, key: &KeyId) -> Result<Change, KeyStoreError> {
+        let e = self
+            .keys
+            .get_mut(&key.label)
+            .ok_or_else(|| KeyStoreError::UnknownKey { label: key.label.to_string() })?;
+        check_retirable(key, e.kind, e.current())?;
+        e.versions.remove(&key.version).ok_or_else(|| key.unknown_version())?;
+        Ok(Change { key: key.clone(), previous: None, kind: e.kind, public_key: None })
+    }
+
+    pub(crate) fn versions(&self, label: &KeyLabel) -> Result<Vec<KeyVersion>, KeyStoreError> {
+        Ok(self.entry(label)?.versions.keys().copied().collect())
     }
 
     pub(crate) fn list(&self) -> Vec<(KeyId, KeyKind)> {

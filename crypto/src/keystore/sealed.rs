@@ -29,7 +29,7 @@ use super::pkcs11::TokenSealer;
 use super::ring::{Change, Ring};
 use super::{
     CodecError, DataKey, KeyAction, KeyEvent, KeyId, KeyKind, KeyLabel, KeyLocation, KeySignature, KeyStore,
-    KeyStoreError, Reader, WrappedKey, Writer,
+    KeyStoreError, KeyVersion, Reader, WrappedKey, Writer,
 };
 use crate::suite::{fill_random, CryptoError, SuiteId, DIGEST_LEN, NONCE_LEN};
 
@@ -413,6 +413,15 @@ impl KeyStore for SealedKeyStore {
     fn rotate(&self, label: &KeyLabel) -> Result<KeyEvent, KeyStoreError> {
         let c = self.write().rotate(label)?;
         Ok(self.event(KeyAction::Rotated, c))
+    }
+
+    fn retire(&self, key: &KeyId) -> Result<KeyEvent, KeyStoreError> {
+        let c = self.write().retire(key)?;
+        Ok(self.event(KeyAction::Retired, c))
+    }
+
+    fn versions(&self, label: &KeyLabel) -> Result<Vec<KeyVersion>, KeyStoreError> {
+        self.read().versions(label)
     }
 
     fn list(&self) -> Result<Vec<(KeyId, KeyKind)>, KeyStoreError> {

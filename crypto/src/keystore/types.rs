@@ -209,6 +209,8 @@ pub enum KeyAction {
     Generated,
     /// A new version was generated and became current; older versions stay usable for reading.
     Rotated,
+    /// An old version of a key-encryption key was destroyed: nothing sealed under it opens any more.
+    Retired,
 }
 
 impl KeyAction {
@@ -217,6 +219,7 @@ impl KeyAction {
         match self {
             KeyAction::Generated => "key.generated",
             KeyAction::Rotated => "key.rotated",
+            KeyAction::Retired => "key.retired",
         }
     }
 }
@@ -225,9 +228,9 @@ impl KeyAction {
 /// [`rotate`](super::KeyStore::rotate). Public values only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyEvent {
-    /// Generated or rotated.
+    /// Generated, rotated or retired.
     pub action: KeyAction,
-    /// The new current version.
+    /// The new current version (the destroyed version, for a retirement).
     pub key: KeyId,
     /// The version it replaces as current (rotation only).
     pub previous: Option<KeyVersion>,

@@ -338,6 +338,7 @@ fn key_action(a: KeyAction) -> Action {
     match a {
         KeyAction::Generated => Action::KeyGenerated,
         KeyAction::Rotated => Action::KeyRotated,
+        KeyAction::Retired => Action::KeyRetired,
     }
 }
 

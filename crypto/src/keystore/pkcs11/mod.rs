@@ -326,6 +326,23 @@ impl KeyStore for Pkcs11KeyStore {
         }
     }
 
+    fn retire(&self, key: &KeyId) -> Result<KeyEvent, KeyStoreError> {
+        match &self.inner {
+            Inner::Token(t) => {
+                let kind = lock(t).retire(key)?;
+                Ok(self.token_event(KeyAction::Retired, key.clone(), None, kind, None))
+            }
+            Inner::Sealed(s) => s.retire(key),
+        }
+    }
+
+    fn versions(&self, label: &KeyLabel) -> Result<Vec<KeyVersion>, KeyStoreError> {
+        match &self.inner {
+            Inner::Token(t) => lock(t).versions(label),
+            Inner::Sealed(s) => s.versions(label),
+        }
+    }
+
     fn list(&self) -> Result<Vec<(KeyId, KeyKind)>, KeyStoreError> {
         match &self.inner {
             Inner::Token(t) => Ok(lock(t).list()),

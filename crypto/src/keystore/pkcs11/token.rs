@@ -359,6 +359,24 @@ impl Token {
         Ok(public)
     }
 
+    /// Destroys an old version's token object (see [`crate::keystore::KeyStore::retire`]); returns the
+    /// key's kind.
+    pub(super) fn retire(&mut self, key: &KeyId) -> Result<KeyKind, KeyStoreError> {
+        let e = self.entry(&key.label)?;
+        let kind = e.kind;
+        crate::keystore::ring::check_retirable(key, kind, e.versions.keys().next_back().copied())?;
+        let objects = e.versions.get(&key.version).ok_or_else(|| key.unknown_version())?;
+        self.session.destroy_object(objects.secret).map_err(p11("destroying a retired key version"))?;
+        if let Some(e) = self.keys.get_mut(&key.label) {
+            e.versions.remove(&key.version);
+        }
+        Ok(kind)
+    }
+
+    pub(super) fn versions(&self, label: &KeyLabel) -> Result<Vec<KeyVersion>, KeyStoreError> {
+        Ok(self.entry(label)?.versions.keys().copied().collect())
+    }
+
     pub(super) fn list(&self) -> Vec<(KeyId, KeyKind)> {
         self.keys
             .iter()
