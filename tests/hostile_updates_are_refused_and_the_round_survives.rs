@@ -276,11 +276,11 @@ async fn hostile_updates_are_refused_and_the_round_survives() {
     // A peer whose certificate comes from another CA never gets a response.
     let other = ConsortiumCa::generate("another consortium").unwrap();
     let cert = other.issue(Role::Operator, "operator", &[], &[]).unwrap();
-    let tls = hearth_transport::TlsMaterial {
-        ca_pem: std::fs::read_to_string(cluster.pki().join("ca.pem")).unwrap(),
-        cert_pem: cert.cert_pem,
-        key_pem: cert.key_pem,
-    };
+    let tls = hearth_transport::TlsMaterial::from_pem(
+        std::fs::read_to_string(cluster.pki().join("ca.pem")).unwrap(),
+        cert.cert_pem,
+        cert.key_pem,
+    );
     let cfg = hearth_transport::client_config(&tls).unwrap();
     let outcome = tokio::time::timeout(Duration::from_secs(20), async {
         let ch = hearth_transport::connect(&cluster.coordinator_addr, "localhost", cfg).await?;

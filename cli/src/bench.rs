@@ -290,16 +290,15 @@ async fn measure(c: Config) -> anyhow::Result<Row> {
             n,
             drops,
             addr: addr.clone(),
-            tls: TlsMaterial {
-                ca_pem: ca_pem.clone(),
-                cert_pem: cert.cert_pem.clone(),
-                key_pem: cert.key_pem.clone(),
-            },
+            tls: TlsMaterial::from_pem(ca_pem.clone(), cert.cert_pem.clone(), cert.key_pem.clone()),
             identity: Arc::new(SecAggIdentity::new(
                 SuiteId::International,
                 ca_der.clone(),
                 &hearth_crypto::pki::cert_der_from_pem(&cert.cert_pem)?,
-                hearth_crypto::pki::p256_secret_from_pem(&cert.key_pem)?,
+                Arc::new(hearth_secagg::SuiteSigner::new(
+                    SuiteId::International,
+                    hearth_crypto::pki::p256_secret_from_pem(&cert.key_pem)?,
+                )),
             )?),
         };
         tasks.push(tokio::spawn(sim.run()));

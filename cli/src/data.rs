@@ -161,12 +161,14 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
         }
         DataCommand::Privacy { node: sel, json } => {
             let cfg = sel.config()?;
-            let tls = hearth_transport::TlsMaterial::load(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key)
-                .context("the participant's TLS material (its certificate names the institution)")?;
-            let me = hearth_crypto::pki::cert_der_from_pem(&tls.cert_pem)
+            // The certificate names the institution; no private key is needed.
+            let read =
+                |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+            let me = hearth_crypto::pki::cert_der_from_pem(&read(&cfg.tls.cert)?)
                 .and_then(|der| hearth_crypto::pki::identity_from_cert_der(&der))
                 .context("the participant's certificate")?;
-            let ca_der = hearth_crypto::pki::cert_der_from_pem(&tls.ca_pem).context("the CA certificate")?;
+            let ca_der =
+                hearth_crypto::pki::cert_der_from_pem(&read(&cfg.tls.ca)?).context("the CA certificate")?;
             let node = hearth_participant::open_node(&cfg, &cli_actor("data privacy"), None)?;
             let path = cfg.privacy_policy_path();
             let local = hearth_participant::privacy::LocalPrivacy::open(

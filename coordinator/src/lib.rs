@@ -52,7 +52,7 @@ use hearth_node::keys::{Create, NodeKeys, COORDINATOR_KEYS};
 use hearth_node::refusal::refusal_hook;
 use hearth_proto::v1::coordinator_server::CoordinatorServer;
 use hearth_proto::MAX_MESSAGE_BYTES;
-use hearth_transport::{server_config_for, ServeOptions, TlsMaterial};
+use hearth_transport::{server_config_for, ServeOptions};
 
 use crate::audit::AuditLog;
 
@@ -76,11 +76,11 @@ pub async fn start(
 ) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
-    let tls = TlsMaterial::load(&config.tls.ca, &config.tls.cert, &config.tls.key)
-        .context("loading the coordinator's TLS material")?;
+    let node = open_node(&config).await?;
+    // With a PKCS#11 token the TLS key is the token's (a key file is refused).
+    let tls = node.keys.tls_material(&config.tls).context("loading the coordinator's TLS material")?;
     let tls =
         server_config_for(config.tls.provider, &tls).context("building the TLS server configuration")?;
-    let node = open_node(&config).await?;
     let audit = node.audit.clone();
     let shared = Shared::open(&config, node.keys, node.audit).context("opening the coordinator store")?;
     shared.resume_jobs();

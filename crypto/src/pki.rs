@@ -12,8 +12,8 @@
 mod peer;
 
 pub use peer::{
-    cert_der_from_pem, verify_node_cert, IssueOptions, VerifiedCertCache, VerifiedPeer,
-    SM2_KEY_EXTENSION_OID, SM2_KEY_EXTENSION_OID_STR,
+    cert_der_from_pem, public_key_of_cert_der, verify_node_cert, IssueOptions, VerifiedCertCache,
+    VerifiedPeer, SM2_KEY_EXTENSION_OID, SM2_KEY_EXTENSION_OID_STR,
 };
 
 use std::fmt;

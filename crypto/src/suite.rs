@@ -108,6 +108,9 @@ pub enum CryptoError {
     /// The operating system's random number generator failed.
     #[error("operating system randomness unavailable: {0}")]
     Rng(String),
+    /// A signature was to be made by a keystore (a PKCS#11 token), and it failed.
+    #[error("the keystore could not sign: {0}")]
+    Signer(String),
 }
 
 /// A 32-byte secret: a key-agreement or signing scalar, a seed, a derived key. Wiped on drop; its `Debug`

@@ -27,6 +27,8 @@ use hearth_crypto::suite::DIGEST_LEN;
 use hearth_crypto::SuiteId;
 use zeroize::Zeroizing;
 
+use hearth_transport::{KeystoreTlsKey, TlsMaterial, TlsPaths};
+
 use crate::config::{Backend, KeystoreConfig};
 use crate::files::write_atomic;
 use crate::NodeError;
@@ -39,6 +41,10 @@ pub const KEK: &str = "kek";
 pub const IDENTITY_HASH_KEY: &str = "identity-hash";
 /// Label of the key a node cosigns other logs' checkpoints with, when it acts as a witness.
 pub const WITNESS_KEY: &str = "witness";
+/// Label of the node's TLS key (ECDSA P-256) when it lives in a PKCS#11 token: it signs the TLS
+/// handshakes and, under the international suite, the node's protocol messages. `hearth pki request`
+/// generates it there.
+pub const TLS_KEY: &str = "tls";
 
 /// The keys a coordinator makes on first start.
 pub const COORDINATOR_KEYS: &[(&str, KeyKind)] =
@@ -137,6 +143,8 @@ pub struct NodeKeys {
     name: String,
     /// Wraps per key-encryption key version.
     usage: KekUsage,
+    /// Whether the node's own private keys (TLS, protocol) must live in the keystore: a PKCS#11 token.
+    token: bool,
 }
 
 impl fmt::Debug for NodeKeys {
@@ -233,7 +241,7 @@ impl NodeKeys {
             Err(e) => return Err(NodeError::Io { path, source: e }),
         };
         let usage = KekUsage::load(node_dir)?;
-        Ok((Self { keystore: Arc::new(store), state_path: Some(path), name, usage }, dirty))
+        Ok((Self { keystore: Arc::new(store), state_path: Some(path), name, usage, token: false }, dirty))
     }
 
     fn open_pkcs11(
@@ -255,7 +263,7 @@ impl NodeKeys {
             SuiteId::International => {
                 let store = Pkcs11KeyStore::open(&p11, suite, None).map_err(NodeError::keystore(&name))?;
                 let usage = KekUsage::load(node_dir)?;
-                Ok((Self { keystore: Arc::new(store), state_path: None, name, usage }, false))
+                Ok((Self { keystore: Arc::new(store), state_path: None, name, usage, token: true }, false))
             }
             SuiteId::National => {
                 let path = cfg.sealed_path(node_dir);
@@ -276,7 +284,10 @@ impl NodeKeys {
                 let store = Pkcs11KeyStore::open(&p11, suite, state.as_deref())
                     .map_err(NodeError::keystore(&name))?;
                 let usage = KekUsage::load(node_dir)?;
-                Ok((Self { keystore: Arc::new(store), state_path: Some(path), name, usage }, dirty))
+                Ok((
+                    Self { keystore: Arc::new(store), state_path: Some(path), name, usage, token: true },
+                    dirty,
+                ))
             }
         }
     }
@@ -319,6 +330,53 @@ impl NodeKeys {
     pub fn versions(&self, label_text: &str) -> Result<Vec<KeyVersion>, NodeError> {
         let l = label(label_text)?;
         self.keystore.versions(&l).map_err(NodeError::keystore(format!("{}: key {l}", self.name)))
+    }
+
+    /// Whether this node's keystore is a PKCS#11 token, where its TLS key must live (no key file).
+    pub fn in_token(&self) -> bool {
+        self.token
+    }
+
+    /// The node's TLS material. With the sealed keystore: the three PEM files of `paths`. With a PKCS#11
+    /// token (international suite): the CA and certificate files, and the token's [`TLS_KEY`] signing
+    /// every handshake; a key file at `paths.key` is refused, and so is a certificate that does not
+    /// certify the token's key.
+    pub fn tls_material(&self, paths: &TlsPaths) -> Result<TlsMaterial, NodeError> {
+        let tls_err = |e: hearth_transport::TransportError| NodeError::Config(e.to_string());
+        if !self.token || self.suite() != SuiteId::International {
+            return TlsMaterial::from_paths(paths).map_err(tls_err);
+        }
+        if paths.key.exists() {
+            return Err(NodeError::Config(format!(
+                "{} is a private key file, but this node's keys live in {}: the TLS key must be the token's \
+                 ({TLS_KEY:?}, made there by hearth pki request). Delete the file (and any copy of it)",
+                paths.key.display(),
+                self.name
+            )));
+        }
+        let label = label(TLS_KEY)?;
+        let key = self.keystore.current(&label).map_err(|_| {
+            NodeError::Config(format!(
+                "{} holds no TLS key {TLS_KEY:?}: make it there and have it certified with \
+                 hearth pki request --config <this node's configuration> (then hearth pki sign at the CA)",
+                self.name
+            ))
+        })?;
+        let public = self.keystore.public_key(&key).map_err(NodeError::keystore(&self.name))?;
+        let cert_pem = std::fs::read_to_string(&paths.cert).map_err(NodeError::io(&paths.cert))?;
+        let certified = hearth_crypto::pki::cert_der_from_pem(&cert_pem)
+            .and_then(|der| hearth_crypto::pki::public_key_of_cert_der(&der))
+            .map_err(|e| NodeError::Config(format!("{}: {e}", paths.cert.display())))?;
+        if certified != public {
+            return Err(NodeError::Config(format!(
+                "{} does not certify {}'s TLS key {key}: it was issued for another key (install the \
+                 certificate the CA signed for this token's request)",
+                paths.cert.display(),
+                self.name
+            )));
+        }
+        let signer = Arc::new(KeystoreTlsKey::new(Arc::clone(&self.keystore), label));
+        TlsMaterial::load_with_signer(&paths.ca, &paths.cert, signer).map_err(tls_err)
     }
 
     /// The current version of the key-encryption key: what [`NodeKeys::seal`] uses.

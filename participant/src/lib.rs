@@ -73,12 +73,24 @@ pub struct Running {
 /// signing key (under the international suite, the P-256 key of its TLS certificate; under the national
 /// suite, the SM2 key in `protocol_key`, whose public half the CA embedded in its certificate). Without
 /// them the participant still trains in plain rounds and refuses secure ones, saying why.
-fn secagg_identity(config: &ParticipantConfig, tls: &TlsMaterial) -> Option<secagg::SecAggIdentity> {
+fn secagg_identity(
+    config: &ParticipantConfig,
+    tls: &TlsMaterial,
+    keys: &NodeKeys,
+) -> Option<secagg::SecAggIdentity> {
     let identity = || -> anyhow::Result<secagg::SecAggIdentity> {
         let ca_der = hearth_crypto::pki::cert_der_from_pem(&tls.ca_pem).context("the CA certificate")?;
-        let signing = match config.suite {
-            SuiteId::International => hearth_crypto::pki::p256_secret_from_pem(&tls.key_pem)
-                .context("the node's TLS private key")?,
+        let signing: Arc<dyn hearth_secagg::MessageSigner> = match config.suite {
+            // With a token, the TLS key never leaves it: protocol messages are signed there too.
+            SuiteId::International if keys.in_token() => Arc::new(secagg::KeystoreSigner::new(
+                Arc::clone(keys.keystore()),
+                hearth_crypto::keystore::KeyLabel::new(hearth_node::keys::TLS_KEY)?,
+            )),
+            SuiteId::International => Arc::new(hearth_secagg::SuiteSigner::new(
+                config.suite,
+                hearth_crypto::pki::p256_secret_from_pem(&tls.key_pem)
+                    .context("the node's TLS private key")?,
+            )),
             SuiteId::National => {
                 // `hearth pki init --suite national` writes it beside the TLS key: NAME.sm2.key.
                 let default = config.tls.key.with_extension("sm2.key");
@@ -89,8 +101,9 @@ fn secagg_identity(config: &ParticipantConfig, tls: &TlsMaterial) -> Option<seca
                 let bytes = Zeroizing::new(
                     hex::decode(hex.trim()).with_context(|| format!("{}: not hex", path.display()))?,
                 );
-                hearth_crypto::SecretBytes::from_slice("SM2 protocol key", &bytes)
-                    .with_context(|| format!("{}", path.display()))?
+                let secret = hearth_crypto::SecretBytes::from_slice("SM2 protocol key", &bytes)
+                    .with_context(|| format!("{}", path.display()))?;
+                Arc::new(hearth_secagg::SuiteSigner::new(config.suite, secret))
             }
         };
         let cert_der =
@@ -166,13 +179,14 @@ pub async fn start(
     config: ParticipantConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Running> {
-    let tls = TlsMaterial::load(&config.tls.ca, &config.tls.cert, &config.tls.key)
-        .context("loading the participant's TLS material")?;
     let cfg = config.clone();
     let Node { lock, keys, audit, store } =
         tokio::task::spawn_blocking(move || open_node(&cfg, "system", None))
             .await
             .context("opening the participant's keys, audit log and store")??;
+    // With a PKCS#11 token the TLS key is the token's (a key file is refused).
+    let tls = keys.tls_material(&config.tls).context("loading the participant's TLS material")?;
+    let node_keys = Arc::clone(&keys);
     let store = Arc::new(store);
     tracing::info!(
         intent_examples = store.count()?,
@@ -249,7 +263,7 @@ pub async fn start(
             "the institution's privacy policy does not verify: nothing private will be answered"
         ),
     }
-    let mut secagg_identity = secagg_identity(&config, &tls);
+    let mut secagg_identity = secagg_identity(&config, &tls, &node_keys);
     if let Some(identity) = secagg_identity.as_mut() {
         let path = config.members_path();
         let cert_der =

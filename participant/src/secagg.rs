@@ -25,14 +25,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
+use hearth_crypto::keystore::{KeyLabel, KeyStore};
 use hearth_crypto::pki::{identity_from_cert_der, NodeIdentity, Role, VerifiedCertCache};
-use hearth_crypto::{SecretBytes, SuiteId};
+use hearth_crypto::SuiteId;
 use hearth_proto::v1::coordinator_client::CoordinatorClient;
 use hearth_proto::v1::{self, sec_agg_chunk};
 use hearth_proto::MAX_CHUNK_BYTES;
 use hearth_secagg::{
-    os_rng, start_client, ClientPolicy, ClientRound, GraphRule, MemberRefusal, MemberVerifier, Quantizer,
-    QuantizerSpec, RoundTerms, SuiteSigner, VerifiedMember, VerifiedRoster,
+    os_rng, start_client, ClientPolicy, ClientRound, GraphRule, MemberRefusal, MemberVerifier, MessageSigner,
+    Quantizer, QuantizerSpec, RoundTerms, VerifiedMember, VerifiedRoster,
 };
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
@@ -50,8 +51,9 @@ pub struct SecAggIdentity {
     pub suite: SuiteId,
     /// The consortium CA (DER), against which every roster certificate is checked.
     pub ca_der: Vec<u8>,
-    /// This node's protocol signing key (its certificate carries the verifying half).
-    pub signing: SecretBytes,
+    /// Signs with this node's protocol signing key (its certificate carries the verifying half): in
+    /// memory, or inside the keystore's token.
+    pub signing: Arc<dyn MessageSigner>,
     /// Roster certificates already verified: the cohort is mostly the same every round.
     pub verified: VerifiedCertCache,
     /// This node, as its own certificate says.
@@ -63,6 +65,30 @@ pub struct SecAggIdentity {
     pub members: Option<Arc<crate::membership::Membership>>,
 }
 
+/// A [`MessageSigner`] over a keystore key: the signature is made inside the keystore (the PKCS#11 token),
+/// the key never in this process.
+#[derive(Debug)]
+pub struct KeystoreSigner {
+    keystore: Arc<dyn KeyStore>,
+    label: KeyLabel,
+}
+
+impl KeystoreSigner {
+    /// Signs with the current version of `label`.
+    pub fn new(keystore: Arc<dyn KeyStore>, label: KeyLabel) -> Self {
+        Self { keystore, label }
+    }
+}
+
+impl MessageSigner for KeystoreSigner {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, hearth_crypto::CryptoError> {
+        self.keystore
+            .sign(&self.label, message)
+            .map(|s| s.signature)
+            .map_err(|e| hearth_crypto::CryptoError::Signer(e.to_string()))
+    }
+}
+
 /// The fewest members a secure-aggregation roster may have unless configured otherwise.
 pub const DEFAULT_MIN_MEMBERS: usize = 3;
 
@@ -72,7 +98,7 @@ impl SecAggIdentity {
         suite: SuiteId,
         ca_der: Vec<u8>,
         cert_der: &[u8],
-        signing: SecretBytes,
+        signing: Arc<dyn MessageSigner>,
     ) -> anyhow::Result<Self> {
         let me = identity_from_cert_der(cert_der).context("this node's own certificate")?;
         Ok(Self {
@@ -285,7 +311,7 @@ pub async fn run_client(
     let mut sent = 0u64;
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(open.deadline_unix_ms.saturating_sub(now_ms()).max(1));
-    let signer = Box::new(SuiteSigner::new(who.suite, who.signing.clone()));
+    let signer = Box::new(Arc::clone(&who.signing));
     let mut rng = os_rng().context("seeding the protocol's generator")?;
     let (state, msg) = start_client(&inv.round, signer, &mut rng)?;
     sent += send(&mut client, open, 0, msg).await?;
@@ -405,6 +431,7 @@ fn now_ms() -> u64 {
 mod tests {
     use super::*;
     use hearth_crypto::pki::{ConsortiumCa, IssueOptions};
+    use hearth_secagg::SuiteSigner;
 
     /// A roster of certificates from `ca`, as a coordinator would announce it to member `me`.
     fn setup(
@@ -444,7 +471,8 @@ mod tests {
         let der = hearth_crypto::pki::cert_der_from_pem(&c.cert_pem).unwrap();
         let ca_der = hearth_crypto::pki::cert_der_from_pem(&ca.cert_pem()).unwrap();
         let key = hearth_crypto::pki::p256_secret_from_pem(&c.key_pem).unwrap();
-        SecAggIdentity::new(SuiteId::International, ca_der, &der, key).unwrap()
+        let signer = Arc::new(SuiteSigner::new(SuiteId::International, key));
+        SecAggIdentity::new(SuiteId::International, ca_der, &der, signer).unwrap()
     }
 
     fn at() -> RoundRef {
@@ -525,7 +553,8 @@ mod tests {
         s.roster = roster;
         let ca_der = hearth_crypto::pki::cert_der_from_pem(&ca.cert_pem()).unwrap();
         let (signing, _) = SuiteId::National.suite().signing_keypair().unwrap();
-        let who = SecAggIdentity::new(SuiteId::National, ca_der, &victim_der, signing).unwrap();
+        let signer = Arc::new(SuiteSigner::new(SuiteId::National, signing));
+        let who = SecAggIdentity::new(SuiteId::National, ca_der, &victim_der, signer).unwrap();
         let e = refusal(&who, &s);
         assert!(e.contains("share one protocol key"), "{e}");
     }

@@ -30,10 +30,17 @@ use super::{Phase, RoundParams, SecAggError};
 
 /// Signs protocol messages with the node's signing key. A keystore (or an HSM) implements this so the
 /// key never has to leave it; [`SuiteSigner`] holds the key in memory.
-pub trait MessageSigner: Send + Sync {
+pub trait MessageSigner: Send + Sync + std::fmt::Debug {
     /// Signs `message` with the suite's signature algorithm; the verifying key must be this client's
     /// roster entry.
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError>;
+}
+
+/// One signer shared by every round a node takes part in.
+impl<T: MessageSigner + ?Sized> MessageSigner for Arc<T> {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        (**self).sign(message)
+    }
 }
 
 /// A [`MessageSigner`] over a signing secret held in memory (wiped on drop).

@@ -24,6 +24,10 @@
 //! path to an RFC 8998 stack and what it has to provide.
 #![forbid(unsafe_code)]
 
+mod keystore_key;
+
+pub use keystore_key::KeystoreTlsKey;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -196,8 +200,11 @@ pub struct TlsMaterial {
     pub ca_pem: String,
     /// This node's certificate chain.
     pub cert_pem: String,
-    /// This node's private key, wiped on drop.
+    /// This node's private key, wiped on drop; empty when `signer` holds the key.
     pub key_pem: Zeroizing<String>,
+    /// A private key that stays in the keystore (a PKCS#11 token): when set, handshakes are signed by it
+    /// and `key_pem` is not used.
+    pub signer: Option<Arc<dyn rustls::sign::SigningKey>>,
 }
 
 impl std::fmt::Debug for TlsMaterial {
@@ -213,7 +220,47 @@ impl TlsMaterial {
             std::fs::read_to_string(p)
                 .map_err(|source| TransportError::Read { path: p.to_path_buf(), source })
         };
-        Ok(Self { ca_pem: read(ca)?, cert_pem: read(cert)?, key_pem: Zeroizing::new(read(key)?) })
+        Ok(Self {
+            ca_pem: read(ca)?,
+            cert_pem: read(cert)?,
+            key_pem: Zeroizing::new(read(key)?),
+            signer: None,
+        })
+    }
+
+    /// The CA and certificate files, with a private key held by `signer` (no key file).
+    pub fn load_with_signer(
+        ca: &Path,
+        cert: &Path,
+        signer: Arc<dyn rustls::sign::SigningKey>,
+    ) -> Result<Self, TransportError> {
+        let read = |p: &Path| {
+            std::fs::read_to_string(p)
+                .map_err(|source| TransportError::Read { path: p.to_path_buf(), source })
+        };
+        Ok(Self {
+            ca_pem: read(ca)?,
+            cert_pem: read(cert)?,
+            key_pem: Zeroizing::default(),
+            signer: Some(signer),
+        })
+    }
+
+    /// Material from PEM text: the CA, the node's certificate and its private key.
+    pub fn from_pem(ca_pem: String, cert_pem: String, key_pem: Zeroizing<String>) -> Self {
+        Self { ca_pem, cert_pem, key_pem, signer: None }
+    }
+
+    /// The node's certificate with the key that signs for it: the keystore's signer, or the PEM key.
+    fn certified(
+        &self,
+        provider: &rustls::crypto::CryptoProvider,
+    ) -> Result<Arc<rustls::sign::CertifiedKey>, TransportError> {
+        let key = match &self.signer {
+            Some(s) => Arc::clone(s),
+            None => provider.key_provider.load_private_key(self.key()?).map_err(tls_err)?,
+        };
+        Ok(Arc::new(rustls::sign::CertifiedKey::new(self.certs()?, key)))
     }
 
     /// [`TlsMaterial::load`] from configured paths.
@@ -284,6 +331,7 @@ pub fn client_config_for(
 /// http/1.1.
 pub fn server_config(m: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>, TransportError> {
     let provider = provider();
+    let certified = m.certified(&provider)?;
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(m.roots()?), Arc::clone(&provider))
         .build()
         .map_err(tls_err)?;
@@ -291,8 +339,7 @@ pub fn server_config(m: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>, Trans
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(m.certs()?, m.key()?)
-        .map_err(tls_err)?;
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
@@ -300,12 +347,13 @@ pub fn server_config(m: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>, Trans
 /// Client side: TLS 1.3 only, the consortium CA as the only root, this node's certificate, ALPN h2.
 /// The server may hold any role; a node that talks to one kind of server uses [`client_config_to`].
 pub fn client_config(m: &TlsMaterial) -> Result<Arc<rustls::ClientConfig>, TransportError> {
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+    let provider = provider();
+    let certified = m.certified(&provider)?;
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
         .with_root_certificates(m.roots()?)
-        .with_client_auth_cert(m.certs()?, m.key()?)
-        .map_err(tls_err)?;
+        .with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(cfg))
 }
@@ -315,6 +363,7 @@ pub fn client_config(m: &TlsMaterial) -> Result<Arc<rustls::ClientConfig>, Trans
 /// participant's, fails the handshake even when it names the right host.
 pub fn client_config_to(m: &TlsMaterial, role: Role) -> Result<Arc<rustls::ClientConfig>, TransportError> {
     let provider = provider();
+    let certified = m.certified(&provider)?;
     let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
         Arc::new(m.roots()?),
         Arc::clone(&provider),
@@ -326,8 +375,7 @@ pub fn client_config_to(m: &TlsMaterial, role: Role) -> Result<Arc<rustls::Clien
         .map_err(tls_err)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(ServerRole { inner, role }))
-        .with_client_auth_cert(m.certs()?, m.key()?)
-        .map_err(tls_err)?;
+        .with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(cfg))
 }

@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 fn material(ca: &ConsortiumCa, role: Role, id: &str) -> TlsMaterial {
     let c = ca.issue(role, id, &["localhost".into()], &[[127, 0, 0, 1].into()]).unwrap();
-    TlsMaterial { ca_pem: ca.cert_pem(), cert_pem: c.cert_pem, key_pem: c.key_pem }
+    TlsMaterial::from_pem(ca.cert_pem(), c.cert_pem, c.key_pem)
 }
 
 struct Server {
@@ -135,11 +135,8 @@ async fn peers_without_a_consortium_certificate_are_refused() {
     let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     let leaf = params.signed_by(&leaf_key, &issuer).unwrap();
-    let anonymous = TlsMaterial {
-        ca_pem: ca.cert_pem(),
-        cert_pem: leaf.pem(),
-        key_pem: zeroize::Zeroizing::new(leaf_key.serialize_pem()),
-    };
+    let anonymous =
+        TlsMaterial::from_pem(ca.cert_pem(), leaf.pem(), zeroize::Zeroizing::new(leaf_key.serialize_pem()));
     assert!(whoami(&s.addr, config_of(&anonymous), false).await.is_err());
 
     // Every refusal was reported, with a reason.

@@ -87,6 +87,16 @@ impl VerifiedPeer {
     }
 }
 
+/// The ECDSA P-256 public key a certificate certifies, as a SEC1 uncompressed point (65 bytes): to check
+/// that a certificate belongs to a key held elsewhere (a token's), without verifying its issuer.
+pub fn public_key_of_cert_der(cert_der: &[u8]) -> Result<Vec<u8>, PkiError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| PkiError::Parse { what: "certificate", reason: e.to_string() })?;
+    point_of(&P256_SPKI_PREFIX, cert.public_key().raw)
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| PkiError::Parse { what: "certificate", reason: "its key is not ECDSA P-256".into() })
+}
+
 fn spki(prefix: &[u8; 26], point: &[u8]) -> Vec<u8> {
     [prefix.as_slice(), point].concat()
 }
