@@ -127,6 +127,9 @@ actions! {
     /// The consortium CA issued a certificate (the CA's issuance log; object: the certificate's SHA-256,
     /// detail: its role, id and institution).
     CertIssue => "cert.issue",
+    /// The consortium CA revoked a certificate (the CA's issuance log; object: the certificate's serial
+    /// number in hex, detail: the reason, and its identity and SHA-256 when known).
+    CertRevoke => "cert.revoke",
     /// A participant left a secure round it had joined because a protocol message the coordinator relayed
     /// failed its checks (an altered seed commitment, a forged signature, a survivor set below the floor);
     /// nothing more of its input left.

@@ -1,6 +1,17 @@
 //! `hearth pki`: a consortium CA and node certificates, written as PEM files, and the CA's issuance
 //! log: every certificate the CA issues is an entry of a signed, append-only audit log beside it
 //! (`DIR/ca-log/`), which the institutions witness and auditors verify like any node's log.
+//!
+//! `init` and `issue` generate keys on the CA's machine (a development consortium, or nodes the CA
+//! operator runs). An institution enrols without its keys leaving it: `request` (on the institution's
+//! host) makes its keys and a certificate request, `sign` (at the CA) certifies the request's key for the
+//! identity the operator verified, `kit` bundles what the institution installs. `renew` certifies a new
+//! request for an existing certificate's identity; `revoke` and `crl` keep the signed revocation list.
+//! Each lives in its own file: `pki/enrol.rs` (request, sign, renew), `pki/revoke.rs`, `pki/kit.rs`.
+
+mod enrol;
+mod kit;
+mod revoke;
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +19,7 @@ use anyhow::{bail, Context};
 use hearth_audit::{Action, Event, Outcome};
 use hearth_crypto::digest::content_digest;
 use hearth_crypto::keystore::KeyKind;
-use hearth_crypto::pki::{ConsortiumCa, IssueOptions, IssuedCert, Role};
+use hearth_crypto::pki::{ConsortiumCa, IssueOptions, NodeIdentity, Role, DEFAULT_LIFETIME_DAYS};
 use hearth_crypto::SuiteId;
 use hearth_node::audit::files::{read_meta, AuditPaths};
 use hearth_node::audit::AuditLog;
@@ -33,9 +44,27 @@ pub enum PkiCommand {
     Init(InitArgs),
     /// Issue one more certificate from an existing CA.
     #[command(
-        after_help = "Examples:\n  hearth pki issue --dir pki --role participant --id hospital-d --dns hospital-d.example.org\n  hearth pki issue --dir pki --role app --id crm --institution hospital-d   # writes DIR/hospital-d/crm.{pem,key}\n\nEvery certificate issued is first recorded in the CA's issuance log, DIR/ca-log (its SHA-256, role, id\nand institution; see `hearth pki init --help`)."
+        after_help = "Examples:\n  hearth pki issue --dir pki --role participant --id hospital-d --dns hospital-d.example.org\n  hearth pki issue --dir pki --role app --id crm --institution hospital-d   # writes DIR/hospital-d/crm.{pem,key}\n  hearth pki issue --dir pki --role operator --id ops-2 --days 30\n\nThe CA generates the key here; for an institution's node prefer `hearth pki request` on its host and\n`hearth pki sign` here, so the key never leaves it. Certificates are valid from five minutes ago for\n--days (default 90, at most 825).\n\nEvery certificate issued is first recorded in the CA's issuance log, DIR/ca-log (its SHA-256, role, id\nand institution; see `hearth pki init --help`)."
     )]
     Issue(IssueArgs),
+    /// Make a node's keys and a certificate request, on the node's own host.
+    #[command(after_help = enrol::REQUEST_HELP)]
+    Request(enrol::RequestArgs),
+    /// Sign a certificate request for the identity the CA operator verified.
+    #[command(after_help = enrol::SIGN_HELP)]
+    Sign(enrol::SignArgs),
+    /// Certify a new request for the identity of an existing certificate.
+    #[command(after_help = enrol::RENEW_HELP)]
+    Renew(enrol::RenewArgs),
+    /// Revoke a certificate: record it, and sign a new revocation list (DIR/crl.pem).
+    #[command(after_help = revoke::REVOKE_HELP)]
+    Revoke(revoke::RevokeArgs),
+    /// Sign the revocation list again (a new number, fresh dates), before its next update is due.
+    #[command(after_help = revoke::CRL_HELP)]
+    Crl(revoke::CrlArgs),
+    /// Write an institution's startup kit: certificates, configuration, service unit; never a key.
+    #[command(after_help = kit::KIT_HELP)]
+    Kit(kit::KitArgs),
 }
 
 /// Arguments of `hearth pki init`.
@@ -89,6 +118,9 @@ pub struct IssueArgs {
     /// inference accept only such callers. The files go to DIR/<institution>/.
     #[arg(long)]
     pub institution: Option<String>,
+    /// Days the certificate is valid (1 to 825).
+    #[arg(long, default_value_t = DEFAULT_LIFETIME_DAYS, value_parser = clap::value_parser!(u32).range(1..=825))]
+    pub days: u32,
 }
 
 pub fn run(cmd: PkiCommand) -> anyhow::Result<()> {
@@ -103,15 +135,25 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<()> {
             let log = IssuanceLog::open(&a.dir, a.suite)?;
             let (dns, ips) = names(&a.dns, &a.ip);
             let mut written = match &a.institution {
-                Some(i) => issue_for(&ca, &log, &a.dir, a.role, &a.id, i)?,
-                None => issue(&ca, &log, &a.dir, a.role, &a.id, &dns, &ips, a.suite)?,
+                Some(i) => issue_for(&ca, &log, &a.dir, a.role, &a.id, i, a.days)?,
+                None => issue(&ca, &log, &a.dir, a.role, &a.id, &dns, &ips, a.suite, a.days)?,
             };
             written.extend(log.close(&a.dir)?);
-            let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
-            eprintln!("wrote {}", names.join(", "));
+            print_written(&written);
             Ok(())
         }
+        PkiCommand::Request(a) => enrol::request(&a).map(|w| print_written(&w)),
+        PkiCommand::Sign(a) => enrol::sign(&a).map(|w| print_written(&w)),
+        PkiCommand::Renew(a) => enrol::renew(&a).map(|w| print_written(&w)),
+        PkiCommand::Revoke(a) => revoke::revoke(&a).map(|w| print_written(&w)),
+        PkiCommand::Crl(a) => revoke::refresh(&a).map(|w| print_written(&w)),
+        PkiCommand::Kit(a) => kit::write(&a).map(|w| print_written(&w)),
     }
+}
+
+fn print_written(written: &[PathBuf]) {
+    let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+    eprintln!("wrote {}", names.join(", "));
 }
 
 fn names(dns: &[String], ip: &[std::net::IpAddr]) -> (Vec<String>, Vec<std::net::IpAddr>) {
@@ -134,7 +176,8 @@ pub fn init(a: &InitArgs) -> anyhow::Result<Vec<PathBuf>> {
     let mut written = vec![write_new(&a.dir.join("ca.pem"), &ca.cert_pem())?];
     written.push(write_secret(&a.dir.join("ca.key"), &ca.key_pem())?);
     let (dns, ips) = names(&a.dns, &a.ip);
-    written.extend(issue(&ca, &log, &a.dir, Role::Coordinator, "coordinator", &dns, &ips, a.suite)?);
+    let days = DEFAULT_LIFETIME_DAYS;
+    written.extend(issue(&ca, &log, &a.dir, Role::Coordinator, "coordinator", &dns, &ips, a.suite, days)?);
     for p in &a.participants {
         if ["coordinator", "operator", "app", "dpo", "analyst", "ca"].contains(&p.as_str()) {
             bail!("participant id {p:?} is reserved; choose another name");
@@ -142,10 +185,10 @@ pub fn init(a: &InitArgs) -> anyhow::Result<Vec<PathBuf>> {
         // Only its own (loopback) names: a participant's key must not be able to answer for the
         // coordinator's host name (participants also check the coordinator's role).
         let (own_dns, own_ips) = names(&[], &[]);
-        written.extend(issue(&ca, &log, &a.dir, Role::Participant, p, &own_dns, &own_ips, a.suite)?);
+        written.extend(issue(&ca, &log, &a.dir, Role::Participant, p, &own_dns, &own_ips, a.suite, days)?);
         // The institution's own callers: its apps and its data protection officer.
-        written.extend(issue_for(&ca, &log, &a.dir, Role::App, "app", p)?);
-        written.extend(issue_for(&ca, &log, &a.dir, Role::Dpo, "dpo", p)?);
+        written.extend(issue_for(&ca, &log, &a.dir, Role::App, "app", p, days)?);
+        written.extend(issue_for(&ca, &log, &a.dir, Role::Dpo, "dpo", p, days)?);
         // A starter privacy policy of the institution, signed by its DPO, for its DPO to review.
         let source = write_new(&a.dir.join(p).join("privacy-policy.toml"), &starter_policy(p))?;
         let signed = a.dir.join(p).join(hearth_participant::privacy::SIGNED_POLICY_FILE);
@@ -168,7 +211,7 @@ pub fn init(a: &InitArgs) -> anyhow::Result<Vec<PathBuf>> {
     for (role, id) in
         [(Role::Operator, "operator"), (Role::App, "app"), (Role::Dpo, "dpo"), (Role::Analyst, "analyst")]
     {
-        written.extend(issue(&ca, &log, &a.dir, role, id, &[], &[], SuiteId::International)?);
+        written.extend(issue(&ca, &log, &a.dir, role, id, &[], &[], SuiteId::International, days)?);
     }
     written.extend(log.close(&a.dir)?);
     Ok(written)
@@ -202,12 +245,18 @@ fn issue_for(
     role: Role,
     id: &str,
     institution: &str,
+    days: u32,
 ) -> anyhow::Result<Vec<PathBuf>> {
-    let options = IssueOptions { institution: Some(institution.to_string()), ..Default::default() };
+    let options = IssueOptions {
+        institution: Some(institution.to_string()),
+        lifetime_days: days,
+        ..Default::default()
+    };
     let cert = ca
         .issue_with(role, id, &[], &[], &options)
         .with_context(|| format!("issuing the {role} certificate {id:?} of institution {institution:?}"))?;
-    log.record(&cert, role, id, Some(institution))?;
+    let identity = NodeIdentity { role, id: id.to_string(), institution: Some(institution.to_string()) };
+    log.record(&cert.cert_pem, &identity, None)?;
     let dir = dir.join(institution);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(vec![
@@ -226,6 +275,7 @@ fn issue(
     dns: &[String],
     ips: &[std::net::IpAddr],
     suite: SuiteId,
+    days: u32,
 ) -> anyhow::Result<Vec<PathBuf>> {
     // Nodes that sign protocol messages get an SM2 key under the national suite; the CA binds it to
     // their identity by embedding its verifying half in the certificate.
@@ -237,12 +287,13 @@ fn issue(
     };
     let options = IssueOptions {
         sm2_verifying_key: sm2.as_ref().map(|(_, public)| public.clone()),
+        lifetime_days: days,
         ..Default::default()
     };
     let cert = ca
         .issue_with(role, id, dns, ips, &options)
         .with_context(|| format!("issuing the {role} certificate {id:?}"))?;
-    log.record(&cert, role, id, None)?;
+    log.record(&cert.cert_pem, &NodeIdentity { role, id: id.to_string(), institution: None }, None)?;
     let mut written = vec![
         write_new(&dir.join(format!("{id}.pem")), &cert.cert_pem)?,
         write_secret(&dir.join(format!("{id}.key")), &cert.key_pem)?,
@@ -296,22 +347,18 @@ impl IssuanceLog {
         self.append(issued(&ca.cert_pem())?.detail(format!("the consortium CA {consortium:?} (self-signed)")))
     }
 
-    /// Records `cert` before its files are written: a certificate the log does not hold is never handed
-    /// out by this command.
-    fn record(
-        &self,
-        cert: &IssuedCert,
-        role: Role,
-        id: &str,
-        institution: Option<&str>,
-    ) -> anyhow::Result<()> {
-        let event = issued(&cert.cert_pem)?;
+    /// Records the certificate `cert_pem` of `identity` before its files are written: a certificate the
+    /// log does not hold is never handed out by this command. `how` ends the detail ("by request", ...).
+    fn record(&self, cert_pem: &str, identity: &NodeIdentity, how: Option<&str>) -> anyhow::Result<()> {
+        let event = issued(cert_pem)?;
+        let NodeIdentity { role, id, institution } = identity;
+        let how = how.map(|h| format!(", {h}")).unwrap_or_default();
         let event = match (role, institution) {
             (_, Some(i)) => {
-                event.tenant(i).detail(format!("{role} certificate {id:?} acting for institution {i:?}"))
+                event.tenant(i).detail(format!("{role} certificate {id:?} acting for institution {i:?}{how}"))
             }
-            (Role::Participant, None) => event.tenant(id).detail(format!("{role} certificate {id:?}")),
-            _ => event.detail(format!("{role} certificate {id:?}")),
+            (Role::Participant, None) => event.tenant(id).detail(format!("{role} certificate {id:?}{how}")),
+            _ => event.detail(format!("{role} certificate {id:?}{how}")),
         };
         self.append(event)
     }
@@ -371,6 +418,82 @@ fn write_secret(path: &Path, content: &str) -> anyhow::Result<PathBuf> {
             .with_context(|| format!("restricting {}", p.display()))?;
     }
     Ok(p)
+}
+
+/// What the `hearth pki` tests share: a CA directory, and the issuance log's entries.
+#[cfg(test)]
+mod test_support {
+    use std::path::{Path, PathBuf};
+
+    /// A CA directory made by `hearth pki init` without participants (so quick), international suite.
+    pub(super) fn ca_dir() -> (tempfile::TempDir, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        super::init(&super::InitArgs {
+            dir: dir.clone(),
+            consortium: "c".into(),
+            participants: vec![],
+            dns: vec![],
+            ip: vec![],
+            suite: hearth_crypto::SuiteId::International,
+        })
+        .unwrap();
+        (tmp, dir)
+    }
+
+    /// Enrols participant `id` by request: its keys go to `host/<id>.key` (and `.sm2.key`), its
+    /// certificate to `dir/<id>.pem`. Returns the key's path.
+    pub(super) fn enrol(host: &Path, dir: &Path, id: &str, suite: hearth_crypto::SuiteId) -> PathBuf {
+        let key = host.join(format!("{id}.key"));
+        let csr = host.join(format!("{id}.csr"));
+        super::enrol::request(&super::enrol::RequestArgs {
+            id: id.into(),
+            role: super::Role::Participant,
+            institution: None,
+            dns: vec![format!("{id}.example.org")],
+            ip: vec![],
+            suite,
+            key_out: key.clone(),
+            out: csr.clone(),
+        })
+        .unwrap();
+        super::enrol::sign(&super::enrol::SignArgs {
+            dir: dir.to_path_buf(),
+            request: csr,
+            role: super::Role::Participant,
+            id: id.into(),
+            institution: None,
+            days: 90,
+            out: None,
+        })
+        .unwrap();
+        key
+    }
+
+    /// The (action, objects, detail) of every entry of the CA's issuance log.
+    pub(super) fn log_entries(dir: &Path) -> Vec<(String, Vec<String>, String)> {
+        let mut out = Vec::new();
+        let opts = hearth_node::audit::export::ExportOptions { include_unsigned: true, ..Default::default() };
+        hearth_node::audit::export::export(&dir.join(super::CA_LOG_DIR), &mut out, opts).unwrap();
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["entry"].is_object())
+            .map(|v| {
+                let e = &v["entry"];
+                let objects = e["objects"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|o| o.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default();
+                (
+                    e["action"].as_str().unwrap_or("").to_string(),
+                    objects,
+                    e["detail"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

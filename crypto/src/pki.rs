@@ -8,17 +8,34 @@
 //! returns the identity and the verifying key of the suite's protocol signatures (the certificate's own
 //! P-256 key under the international suite, an SM2 key in a Hearth extension under the national suite;
 //! see [`SM2_KEY_EXTENSION_OID`]).
+//!
+//! Node certificates live [`DEFAULT_LIFETIME_DAYS`] days by default (at most [`MAX_LIFETIME_DAYS`]),
+//! starting [`CLOCK_SKEW`] before they are signed; the CA certificate ten years. A node can enrol without
+//! its private key ever leaving it: it makes a certificate request with [`CertRequest::generate`], and the
+//! CA checks it with [`CertRequest::parse_and_verify`] and signs it with [`ConsortiumCa::sign_request`].
+//! The CA withdraws certificates in a signed revocation list ([`ConsortiumCa::sign_crl`]); a node checks
+//! one with [`RevocationList::verify`] and asks it [`RevocationList::is_revoked`].
 
+mod crl;
 mod peer;
+mod request;
 
+pub use crl::{
+    crl_der_from_pem, RevocationList, RevocationReason, RevokedEntry, UnknownReason, CRL_VALIDITY,
+};
 pub use peer::{
     cert_der_from_pem, public_key_of_cert_der, verify_node_cert, IssueOptions, VerifiedCertCache,
     VerifiedPeer, SM2_KEY_EXTENSION_OID, SM2_KEY_EXTENSION_OID_STR,
+};
+pub use request::{
+    CertRequest, VerifiedRequest, SM2_POSSESSION_DOMAIN, SM2_POSSESSION_EXTENSION_OID,
+    SM2_POSSESSION_EXTENSION_OID_STR,
 };
 
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
@@ -82,6 +99,34 @@ pub enum PkiError {
         /// Why it was refused.
         reason: String,
     },
+    /// A certificate lifetime outside 1 to [`MAX_LIFETIME_DAYS`] days was asked for.
+    #[error("a certificate lifetime of {0} days is outside 1 to {MAX_LIFETIME_DAYS} days")]
+    InvalidLifetime(u32),
+    /// A certificate request is not one Hearth makes: an unexpected extension or attribute, no Hearth
+    /// identity or more than one, a malformed name, an SM2 key without its proof of possession.
+    #[error("certificate request refused: {0}")]
+    BadRequest(String),
+    /// A certificate request's self-signature does not verify under the key it carries: it was altered
+    /// after signing, or whoever made it does not hold the private key.
+    #[error("the certificate request's signature does not verify under its own public key (altered, or made without the private key)")]
+    RequestSignature,
+    /// The SM2 key in a certificate request comes without a valid proof that its holder made the request:
+    /// the proof was copied from another request, or made with another key.
+    #[error("the certificate request's SM2 key proof does not verify: {0}")]
+    Sm2Possession(String),
+    /// A request (or a certificate being renewed) asks for another identity than the one the CA operator
+    /// verified: both are named.
+    #[error("the request asks for {requested}, but the identity verified out of band is {expected}")]
+    IdentityMismatch {
+        /// What the request asks for.
+        requested: String,
+        /// What the CA operator stated.
+        expected: String,
+    },
+    /// A revocation list is malformed or not one the consortium CA signs (no CRL number, no next update,
+    /// an unknown critical extension, a version other than 2).
+    #[error("revocation list refused: {0}")]
+    BadCrl(String),
 }
 
 /// What a node is allowed to do, fixed in its certificate.
@@ -226,7 +271,8 @@ impl fmt::Debug for ConsortiumCa {
 }
 
 impl ConsortiumCa {
-    /// Generates a new CA (ECDSA P-256, valid 10 years, may sign only end-entity certificates).
+    /// Generates a new CA (ECDSA P-256, valid ten years from now, may sign only end-entity certificates
+    /// and revocation lists).
     pub fn generate(consortium_name: &str) -> Result<Self, PkiError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
@@ -237,9 +283,10 @@ impl ConsortiumCa {
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages =
             vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        let now = rcgen::date_time_ymd(2025, 1, 1);
+        let now = time::OffsetDateTime::from(SystemTime::now());
         params.not_before = now;
-        params.not_after = rcgen::date_time_ymd(2036, 1, 1);
+        params.not_after = now + CA_LIFETIME;
+        params.serial_number = Some(random_serial()?);
         let cert = params.self_signed(&key).map_err(gen_err)?;
         Ok(Self {
             cert_pem: cert.pem(),
@@ -277,7 +324,8 @@ impl ConsortiumCa {
         self.key_pem.clone()
     }
 
-    /// Issues a node certificate (ECDSA P-256, valid 2 years) naming `role` and `id`, usable for both
+    /// Issues a node certificate (ECDSA P-256, valid [`DEFAULT_LIFETIME_DAYS`] days) naming `role` and `id`,
+    /// usable for both
     /// TLS client and server authentication, valid for the given DNS names and IP addresses. The same as
     /// [`ConsortiumCa::issue_with`] with default options.
     pub fn issue(
@@ -291,14 +339,38 @@ impl ConsortiumCa {
     }
 }
 
-/// The parameters of a node certificate: identity URI, names, validity, key usages.
-fn node_params(
+/// The default lifetime of a node certificate. Short, so that a key that leaks or an institution that
+/// leaves stops being trusted within weeks even where the revocation list is not consulted; long enough
+/// that renewing is a quarterly chore, not a weekly one.
+pub const DEFAULT_LIFETIME_DAYS: u32 = 90;
+/// The longest lifetime a node certificate may be given (the ceiling public TLS certificates once had).
+pub const MAX_LIFETIME_DAYS: u32 = 825;
+/// How far before its signing a certificate starts to be valid: a node whose clock is a little behind
+/// the CA's accepts a certificate issued a minute ago.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+/// The CA certificate's lifetime: ten years (of 365.25 days).
+const CA_LIFETIME: Duration = Duration::from_secs(3_652 * 24 * 3_600 + 12 * 3_600);
+
+/// A fresh serial number: 16 random bytes, positive and of fixed length. Random rather than derived
+/// from the key (rcgen's default) so that a certificate renewed for the same key has a serial of its
+/// own, and revoking one never revokes the other.
+fn random_serial() -> Result<rcgen::SerialNumber, PkiError> {
+    let mut bytes = [0u8; 16];
+    crate::suite::fill_random(&mut bytes).map_err(gen_err)?;
+    bytes[0] = (bytes[0] & 0x7f) | 0x01;
+    Ok(rcgen::SerialNumber::from_slice(&bytes))
+}
+
+/// Checks `identity`'s id, institution and role (only app, DPO and operator certificates act for an
+/// institution) and returns its subject alternative names: the identity URI (and institution URI), then
+/// the DNS names and IP addresses.
+fn identity_sans(
     role: Role,
     id: &str,
+    institution: Option<&str>,
     dns_names: &[String],
     ip_addrs: &[IpAddr],
-    institution: Option<&str>,
-) -> Result<CertificateParams, PkiError> {
+) -> Result<Vec<SanType>, PkiError> {
     validate_node_id(id)?;
     if let Some(i) = institution {
         validate_node_id(i)?;
@@ -309,27 +381,53 @@ fn node_params(
             });
         }
     }
-    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, id);
-    dn.push(DnType::OrganizationalUnitName, role.as_str());
-    params.distinguished_name = dn;
     let uri = format!("{URI_PREFIX}{role}:{id}");
     let mut sans = vec![SanType::URI(uri.try_into().map_err(gen_err)?)];
     if let Some(i) = institution {
         sans.push(SanType::URI(format!("{INSTITUTION_URI_PREFIX}{i}").try_into().map_err(gen_err)?));
     }
     for d in dns_names {
-        sans.push(SanType::DnsName(d.clone().try_into().map_err(gen_err)?));
+        sans.push(SanType::DnsName(
+            d.clone().try_into().map_err(|e| PkiError::Generate(format!("invalid DNS name {d:?}: {e}")))?,
+        ));
     }
     sans.extend(ip_addrs.iter().map(|ip| SanType::IpAddress(*ip)));
-    params.subject_alt_names = sans;
+    Ok(sans)
+}
+
+/// The subject name of a node certificate (and request): its id, and its role as the unit. Informative
+/// only: identity is read from the SAN URI.
+fn node_dn(role: Role, id: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, id);
+    dn.push(DnType::OrganizationalUnitName, role.as_str());
+    dn
+}
+
+/// The parameters of a node certificate: identity URI, names, a random serial, validity from
+/// [`CLOCK_SKEW`] ago for `lifetime_days` days, key usages.
+fn node_params(
+    role: Role,
+    id: &str,
+    dns_names: &[String],
+    ip_addrs: &[IpAddr],
+    institution: Option<&str>,
+    lifetime_days: u32,
+) -> Result<CertificateParams, PkiError> {
+    if !(1..=MAX_LIFETIME_DAYS).contains(&lifetime_days) {
+        return Err(PkiError::InvalidLifetime(lifetime_days));
+    }
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
+    params.distinguished_name = node_dn(role, id);
+    params.subject_alt_names = identity_sans(role, id, institution, dns_names, ip_addrs)?;
     params.extended_key_usages =
         vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.use_authority_key_identifier_extension = true;
-    params.not_before = rcgen::date_time_ymd(2025, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2028, 1, 1);
+    params.serial_number = Some(random_serial()?);
+    let now = time::OffsetDateTime::from(SystemTime::now());
+    params.not_before = now - CLOCK_SKEW;
+    params.not_after = now + Duration::from_secs(u64::from(lifetime_days) * 24 * 3_600);
     Ok(params)
 }
 
@@ -372,9 +470,14 @@ pub fn identity_from_cert_der(der: &[u8]) -> Result<NodeIdentity, PkiError> {
         .subject_alternative_name()
         .map_err(|e| PkiError::Parse { what: "subject alternative names", reason: e.to_string() })?
         .ok_or_else(|| PkiError::NoIdentity("no subject alternative names".into()))?;
-    let uris: Vec<&str> = san
-        .value
-        .general_names
+    identity_from_general_names(&san.value.general_names)
+}
+
+/// The Hearth identity among subject alternative names (of a certificate or a request).
+fn identity_from_general_names(
+    names: &[x509_parser::extensions::GeneralName<'_>],
+) -> Result<NodeIdentity, PkiError> {
+    let uris: Vec<&str> = names
         .iter()
         .filter_map(|n| match n {
             x509_parser::extensions::GeneralName::URI(u) if u.starts_with(URI_PREFIX) => Some(*u),
@@ -409,6 +512,60 @@ pub fn identity_from_cert_der(der: &[u8]) -> Result<NodeIdentity, PkiError> {
         return Err(PkiError::NoIdentity(format!("a {role} certificate may not act for an institution")));
     }
     Ok(NodeIdentity { role, id: id.to_string(), institution })
+}
+
+/// What the CA's tools need to know of a certificate it issued: its serial, validity and identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// The serial number, big-endian, without leading zero bytes (as [`RevocationList`] compares them).
+    pub serial: Vec<u8>,
+    /// Start of validity.
+    pub not_before: SystemTime,
+    /// End of validity.
+    pub not_after: SystemTime,
+    /// Its Hearth identity.
+    pub identity: NodeIdentity,
+    /// The SM2 protocol key the CA embedded (national suite; SEC1 uncompressed), if any; not checked as
+    /// a key (see [`verify_node_cert`] for that).
+    pub sm2_public_key: Option<Vec<u8>>,
+}
+
+impl CertInfo {
+    /// The serial number in lower-case hex, as `revoked.json` and the issuance log write it.
+    pub fn serial_hex(&self) -> String {
+        hex::encode(&self.serial)
+    }
+}
+
+/// A serial number as compared everywhere: big-endian, without the leading zero bytes DER may add.
+fn normalize_serial(raw: &[u8]) -> Vec<u8> {
+    let start = raw.iter().position(|&b| b != 0).unwrap_or(raw.len());
+    raw[start..].to_vec()
+}
+
+fn asn1_to_system_time(t: x509_parser::time::ASN1Time, what: &'static str) -> Result<SystemTime, PkiError> {
+    let secs = u64::try_from(t.timestamp())
+        .map_err(|_| PkiError::Parse { what, reason: format!("{t} is before 1970") })?;
+    Ok(UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// Checks that `cert_der` was signed by the consortium CA `ca_cert_der` and describes it, whatever its
+/// validity period: the CA revokes and renews certificates that may have expired already.
+pub fn inspect_issued_cert(ca_cert_der: &[u8], cert_der: &[u8]) -> Result<CertInfo, PkiError> {
+    let cert = peer::check_signed_by_ca(ca_cert_der, cert_der)?;
+    let validity = cert.validity();
+    Ok(CertInfo {
+        serial: normalize_serial(cert.raw_serial()),
+        not_before: asn1_to_system_time(validity.not_before, "certificate validity")?,
+        not_after: asn1_to_system_time(validity.not_after, "certificate validity")?,
+        identity: identity_from_cert_der(cert_der)?,
+        sm2_public_key: cert
+            .extensions()
+            .iter()
+            .find(|e| peer::oid_is(&e.oid, SM2_KEY_EXTENSION_OID))
+            .and_then(|e| peer::point_of(&peer::SM2_SPKI_PREFIX, e.value))
+            .map(<[u8]>::to_vec),
+    })
 }
 
 #[cfg(test)]
@@ -489,7 +646,7 @@ mod tests {
         let secret = p256_secret_from_pem(&node.key_pem).unwrap();
         let der = cert_der_from_pem(&node.cert_pem).unwrap();
         let ca_der = cert_der_from_pem(&ca.cert_pem()).unwrap();
-        let peer = verify_node_cert(&ca_der, &der, std::time::SystemTime::now()).unwrap();
+        let peer = verify_node_cert(&ca_der, &der, SystemTime::now()).unwrap();
         let sig = SuiteId::International.suite().sign(&secret, b"round 1").unwrap();
         let key = peer.protocol_key(SuiteId::International).unwrap();
         SuiteId::International.suite().verify(key, b"round 1", &sig).unwrap();

@@ -38,12 +38,12 @@ pub const SM2_KEY_EXTENSION_OID: &[u64] = &[1, 3, 6, 1, 3, 43278, 1, 1];
 pub const SM2_KEY_EXTENSION_OID_STR: &str = "1.3.6.1.3.43278.1.1";
 
 /// DER prefix of a P-256 `SubjectPublicKeyInfo` with an uncompressed point (the 65 point bytes follow).
-const P256_SPKI_PREFIX: [u8; 26] = [
+pub(super) const P256_SPKI_PREFIX: [u8; 26] = [
     0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86,
     0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
 /// DER prefix of an SM2 (`sm2p256v1`) `SubjectPublicKeyInfo` with an uncompressed point.
-const SM2_SPKI_PREFIX: [u8; 26] = [
+pub(super) const SM2_SPKI_PREFIX: [u8; 26] = [
     0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x81,
     0x1c, 0xcf, 0x55, 0x01, 0x82, 0x2d, 0x03, 0x42, 0x00,
 ];
@@ -55,13 +55,23 @@ const KNOWN_CRITICAL: [&[u64]; 5] =
     [&[2, 5, 29, 19], &[2, 5, 29, 15], &[2, 5, 29, 37], &[2, 5, 29, 17], SM2_KEY_EXTENSION_OID];
 
 /// Choices for [`ConsortiumCa::issue_with`] and [`ConsortiumCa::issue_for_key`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssueOptions {
     /// The node's SM2 verifying key (SEC1 uncompressed, 65 bytes) to embed for national-suite protocol
     /// signatures.
     pub sm2_verifying_key: Option<Vec<u8>>,
     /// The institution an app, DPO or operator certificate acts for (a participant's id).
     pub institution: Option<String>,
+    /// How many days the certificate is valid (from [`CLOCK_SKEW`](super::CLOCK_SKEW) before now): 1 to
+    /// [`MAX_LIFETIME_DAYS`](super::MAX_LIFETIME_DAYS); default
+    /// [`DEFAULT_LIFETIME_DAYS`](super::DEFAULT_LIFETIME_DAYS).
+    pub lifetime_days: u32,
+}
+
+impl Default for IssueOptions {
+    fn default() -> Self {
+        Self { sm2_verifying_key: None, institution: None, lifetime_days: super::DEFAULT_LIFETIME_DAYS }
+    }
 }
 
 /// A certificate that [`verify_node_cert`] accepted.
@@ -97,28 +107,28 @@ pub fn public_key_of_cert_der(cert_der: &[u8]) -> Result<Vec<u8>, PkiError> {
         .ok_or_else(|| PkiError::Parse { what: "certificate", reason: "its key is not ECDSA P-256".into() })
 }
 
-fn spki(prefix: &[u8; 26], point: &[u8]) -> Vec<u8> {
+pub(super) fn spki(prefix: &[u8; 26], point: &[u8]) -> Vec<u8> {
     [prefix.as_slice(), point].concat()
 }
 
 /// The point of an SPKI that must be exactly `prefix` and a 65-byte point.
-fn point_of<'a>(prefix: &[u8; 26], der: &'a [u8]) -> Option<&'a [u8]> {
+pub(super) fn point_of<'a>(prefix: &[u8; 26], der: &'a [u8]) -> Option<&'a [u8]> {
     der.strip_prefix(prefix.as_slice()).filter(|p| p.len() == 65)
 }
 
-fn check_sm2(point: &[u8]) -> Result<(), PkiError> {
+pub(super) fn check_sm2(point: &[u8]) -> Result<(), PkiError> {
     sm2::PublicKey::from_sec1_bytes(point)
         .map(|_| ())
         .map_err(|e| PkiError::InvalidKey { what: "SM2 verifying key", reason: e.to_string() })
 }
 
-fn check_p256(point: &[u8]) -> Result<(), PkiError> {
+pub(super) fn check_p256(point: &[u8]) -> Result<(), PkiError> {
     p256::ecdsa::VerifyingKey::from_sec1_bytes(point)
         .map(|_| ())
         .map_err(|e| PkiError::InvalidKey { what: "P-256 public key", reason: e.to_string() })
 }
 
-fn sm2_extension(options: &IssueOptions) -> Result<Option<CustomExtension>, PkiError> {
+pub(super) fn sm2_extension(options: &IssueOptions) -> Result<Option<CustomExtension>, PkiError> {
     let Some(point) = &options.sm2_verifying_key else { return Ok(None) };
     if point.len() != 65 || point[0] != 0x04 {
         return Err(PkiError::InvalidKey {
@@ -142,7 +152,14 @@ impl ConsortiumCa {
         ip_addrs: &[IpAddr],
         options: &IssueOptions,
     ) -> Result<IssuedCert, PkiError> {
-        let mut params = node_params(role, id, dns_names, ip_addrs, options.institution.as_deref())?;
+        let mut params = node_params(
+            role,
+            id,
+            dns_names,
+            ip_addrs,
+            options.institution.as_deref(),
+            options.lifetime_days,
+        )?;
         params.custom_extensions.extend(sm2_extension(options)?);
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
         let cert = params.signed_by(&key, &self.issuer()?).map_err(gen_err)?;
@@ -171,7 +188,14 @@ impl ConsortiumCa {
         check_p256(p256_public_key)?;
         let public = SubjectPublicKeyInfo::from_der(&spki(&P256_SPKI_PREFIX, p256_public_key))
             .map_err(|e| PkiError::InvalidKey { what: "P-256 public key", reason: e.to_string() })?;
-        let mut params = node_params(role, id, dns_names, ip_addrs, options.institution.as_deref())?;
+        let mut params = node_params(
+            role,
+            id,
+            dns_names,
+            ip_addrs,
+            options.institution.as_deref(),
+            options.lifetime_days,
+        )?;
         params.custom_extensions.extend(sm2_extension(options)?);
         Ok(params.signed_by(&public, &self.issuer()?).map_err(gen_err)?.pem())
     }
@@ -182,11 +206,11 @@ pub fn cert_der_from_pem(pem: &str) -> Result<Vec<u8>, PkiError> {
     pem_to_der(pem, "certificate")
 }
 
-fn untrusted(reason: impl Into<String>) -> PkiError {
+pub(super) fn untrusted(reason: impl Into<String>) -> PkiError {
     PkiError::Untrusted(reason.into())
 }
 
-fn parse<'a>(der: &'a [u8], what: &'static str) -> Result<X509Certificate<'a>, PkiError> {
+pub(super) fn parse<'a>(der: &'a [u8], what: &'static str) -> Result<X509Certificate<'a>, PkiError> {
     let (rest, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| PkiError::Parse { what, reason: e.to_string() })?;
     if !rest.is_empty() {
@@ -195,7 +219,7 @@ fn parse<'a>(der: &'a [u8], what: &'static str) -> Result<X509Certificate<'a>, P
     Ok(cert)
 }
 
-fn oid_is(oid: &x509_parser::der_parser::oid::Oid<'_>, arcs: &[u64]) -> bool {
+pub(super) fn oid_is(oid: &x509_parser::der_parser::oid::Oid<'_>, arcs: &[u64]) -> bool {
     oid.iter().is_some_and(|it| it.eq(arcs.iter().copied()))
 }
 
@@ -208,38 +232,7 @@ pub fn verify_node_cert(
     cert_der: &[u8],
     at: SystemTime,
 ) -> Result<VerifiedPeer, PkiError> {
-    let ca = parse(ca_cert_der, "CA certificate")?;
-    let cert = parse(cert_der, "peer certificate")?;
-    if !ca.is_ca() {
-        return Err(PkiError::Parse { what: "CA certificate", reason: "it is not a CA certificate".into() });
-    }
-    let ca_point = point_of(&P256_SPKI_PREFIX, ca.public_key().raw).ok_or_else(|| PkiError::Parse {
-        what: "CA certificate",
-        reason: "its key is not ECDSA P-256".into(),
-    })?;
-    let ca_key = p256::ecdsa::VerifyingKey::from_sec1_bytes(ca_point)
-        .map_err(|e| PkiError::Parse { what: "CA certificate", reason: e.to_string() })?;
-
-    if cert.issuer().as_raw() != ca.subject().as_raw() {
-        return Err(untrusted("its issuer is not the consortium CA"));
-    }
-    let alg = &cert.signature_algorithm;
-    if !oid_is(&alg.algorithm, ECDSA_SHA256)
-        || alg.parameters.is_some()
-        || cert.tbs_certificate.signature != *alg
-    {
-        return Err(untrusted("it is not signed with ECDSA P-256 and SHA-256"));
-    }
-    p256::ecdsa::Signature::from_der(&cert.signature_value.data)
-        .map_err(|_| untrusted("its signature is not a DER ECDSA signature"))?;
-    // Verified with ring (about 9x faster here than the p256 crate, see `suite.rs`): a participant checks
-    // every roster certificate it has not seen before, 50 of them in its first round of a 50-member cohort.
-    ring::signature::UnparsedPublicKey::new(
-        &ring::signature::ECDSA_P256_SHA256_ASN1,
-        ca_key.to_sec1_point(false),
-    )
-    .verify(cert.tbs_certificate.as_ref(), &cert.signature_value.data)
-    .map_err(|_| untrusted("its signature does not verify under the consortium CA key"))?;
+    let cert = check_signed_by_ca(ca_cert_der, cert_der)?;
 
     let secs = at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let now = ASN1Time::from_timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
@@ -275,6 +268,91 @@ pub fn verify_node_cert(
     check_p256(point).map_err(|e| untrusted(e.to_string()))?;
     let valid_until_unix = validity.not_after.timestamp();
     Ok(VerifiedPeer { identity, tls_public_key: point.to_vec(), sm2_public_key, valid_until_unix })
+}
+
+/// The consortium CA's P-256 verifying key, from its certificate (which must be a CA's).
+pub(super) fn ca_key<'a>(ca: &X509Certificate<'a>) -> Result<p256::ecdsa::VerifyingKey, PkiError> {
+    if !ca.is_ca() {
+        return Err(PkiError::Parse { what: "CA certificate", reason: "it is not a CA certificate".into() });
+    }
+    let ca_point = point_of(&P256_SPKI_PREFIX, ca.public_key().raw).ok_or_else(|| PkiError::Parse {
+        what: "CA certificate",
+        reason: "its key is not ECDSA P-256".into(),
+    })?;
+    p256::ecdsa::VerifyingKey::from_sec1_bytes(ca_point)
+        .map_err(|e| PkiError::Parse { what: "CA certificate", reason: e.to_string() })
+}
+
+/// Why [`check_ecdsa_p256_sha256`] refused a signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SigFailure {
+    /// Another algorithm, parameters, or an inner identifier that differs from the outer one.
+    Algorithm,
+    /// The signature is not a DER ECDSA signature.
+    NotDer,
+    /// The signature does not verify.
+    DoesNotVerify,
+}
+
+impl SigFailure {
+    /// Why a certificate or revocation list is not the consortium CA's.
+    pub(super) fn ca_reason(self) -> &'static str {
+        match self {
+            SigFailure::Algorithm => "it is not signed with ECDSA P-256 and SHA-256",
+            SigFailure::NotDer => "its signature is not a DER ECDSA signature",
+            SigFailure::DoesNotVerify => "its signature does not verify under the consortium CA key",
+        }
+    }
+}
+
+/// Checks an ECDSA P-256 SHA-256 signature (DER) over `signed` by `key`: the algorithm identifiers
+/// (outer and, for certificates and CRLs, the one inside the signed part) must both be
+/// ecdsa-with-SHA256 without parameters.
+pub(super) fn check_ecdsa_p256_sha256(
+    key: &p256::ecdsa::VerifyingKey,
+    alg: &x509_parser::x509::AlgorithmIdentifier<'_>,
+    inner_alg: Option<&x509_parser::x509::AlgorithmIdentifier<'_>>,
+    signed: &[u8],
+    signature: &[u8],
+) -> Result<(), SigFailure> {
+    if !oid_is(&alg.algorithm, ECDSA_SHA256)
+        || alg.parameters.is_some()
+        || inner_alg.is_some_and(|a| a != alg)
+    {
+        return Err(SigFailure::Algorithm);
+    }
+    p256::ecdsa::Signature::from_der(signature).map_err(|_| SigFailure::NotDer)?;
+    // Verified with ring (about 9x faster here than the p256 crate, see `suite.rs`): a participant checks
+    // every roster certificate it has not seen before, 50 of them in its first round of a 50-member cohort.
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::ECDSA_P256_SHA256_ASN1,
+        key.to_sec1_point(false),
+    )
+    .verify(signed, signature)
+    .map_err(|_| SigFailure::DoesNotVerify)
+}
+
+/// Parses `cert_der` and checks only that the consortium CA issued it: issuer name and signature. Not
+/// its validity period, extensions or identity ([`verify_node_cert`] does those).
+pub(super) fn check_signed_by_ca<'a>(
+    ca_cert_der: &[u8],
+    cert_der: &'a [u8],
+) -> Result<X509Certificate<'a>, PkiError> {
+    let ca = parse(ca_cert_der, "CA certificate")?;
+    let cert = parse(cert_der, "peer certificate")?;
+    let key = ca_key(&ca)?;
+    if cert.issuer().as_raw() != ca.subject().as_raw() {
+        return Err(untrusted("its issuer is not the consortium CA"));
+    }
+    check_ecdsa_p256_sha256(
+        &key,
+        &cert.signature_algorithm,
+        Some(&cert.tbs_certificate.signature),
+        cert.tbs_certificate.as_ref(),
+        &cert.signature_value.data,
+    )
+    .map_err(|f| untrusted(f.ca_reason()))?;
+    Ok(cert)
 }
 
 /// Remembers certificates [`verify_node_cert`] accepted, so that a roster seen every round costs a hash

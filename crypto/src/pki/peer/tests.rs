@@ -4,9 +4,9 @@ use super::*;
 use crate::keystore::{Argon2Params, KeyKind, KeyLabel, KeyStore, SealedKeyStore};
 use crate::suite::CryptoSuite;
 
-/// 2026-01-01T00:00:00Z, inside the node certificates' validity (2025 to 2028).
-fn in_2026() -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(1_767_225_600)
+/// A day from now: inside the validity of a certificate issued now (from five minutes ago for 90 days).
+fn tomorrow() -> SystemTime {
+    SystemTime::now() + Duration::from_secs(24 * 3_600)
 }
 
 fn der(pem: &str) -> Vec<u8> {
@@ -28,7 +28,7 @@ fn international_protocol_signatures_verify_against_the_certificate_key() {
     let cert =
         ca.issue_for_key(Role::Participant, "bank-a", &[], &[], &public, &IssueOptions::default()).unwrap();
 
-    let peer = verify_node_cert(&der(&ca.cert_pem()), &der(&cert), in_2026()).unwrap();
+    let peer = verify_node_cert(&der(&ca.cert_pem()), &der(&cert), tomorrow()).unwrap();
     assert_eq!(
         peer.identity,
         NodeIdentity { role: Role::Participant, id: "bank-a".into(), institution: None }
@@ -49,7 +49,7 @@ fn national_protocol_signatures_verify_against_the_embedded_sm2_key() {
     let issued = ca.issue_with(Role::Participant, "bank-b", &["localhost".into()], &[], &options).unwrap();
 
     let cert_der = der(&issued.cert_pem);
-    let peer = verify_node_cert(&der(&ca.cert_pem()), &cert_der, in_2026()).unwrap();
+    let peer = verify_node_cert(&der(&ca.cert_pem()), &cert_der, tomorrow()).unwrap();
     assert_eq!(peer.sm2_public_key.as_deref(), Some(sm2.as_slice()));
     let sig = ks.sign(&label, b"share for bank-c").unwrap();
     crate::suite::National
@@ -71,43 +71,48 @@ fn certificates_from_elsewhere_or_altered_are_refused() {
     let ca = ConsortiumCa::generate("consortium").unwrap();
     let ca_der = der(&ca.cert_pem());
     let good = der(&ca.issue(Role::Participant, "bank-a", &[], &[]).unwrap().cert_pem);
-    verify_node_cert(&ca_der, &good, in_2026()).unwrap();
+    verify_node_cert(&ca_der, &good, tomorrow()).unwrap();
 
     // Another CA with the same name: the issuer matches, the signature does not.
     let twin = ConsortiumCa::generate("consortium").unwrap();
     let forged = der(&twin.issue(Role::Participant, "bank-a", &[], &[]).unwrap().cert_pem);
-    let e = verify_node_cert(&ca_der, &forged, in_2026()).unwrap_err();
+    let e = verify_node_cert(&ca_der, &forged, tomorrow()).unwrap_err();
     assert!(matches!(&e, PkiError::Untrusted(m) if m.contains("signature")), "{e}");
 
     // Another CA under another name.
     let other = ConsortiumCa::generate("other consortium").unwrap();
     let foreign = der(&other.issue(Role::Participant, "bank-a", &[], &[]).unwrap().cert_pem);
-    let e = verify_node_cert(&ca_der, &foreign, in_2026()).unwrap_err();
+    let e = verify_node_cert(&ca_der, &foreign, tomorrow()).unwrap_err();
     assert!(matches!(&e, PkiError::Untrusted(m) if m.contains("issuer")), "{e}");
 
     // An identity edited after signing.
     let at = good.windows(6).position(|w| w == b"bank-a").unwrap();
     let mut edited = good.clone();
     edited[at + 5] = b'b';
-    assert!(matches!(verify_node_cert(&ca_der, &edited, in_2026()), Err(PkiError::Untrusted(_))));
+    assert!(matches!(verify_node_cert(&ca_der, &edited, tomorrow()), Err(PkiError::Untrusted(_))));
 
-    // Outside the validity period.
-    for secs in [1_704_067_200u64, 1_861_920_000] {
-        let e = verify_node_cert(&ca_der, &good, UNIX_EPOCH + Duration::from_secs(secs)).unwrap_err();
+    // Outside the validity period: before it was issued (less the clock-skew allowance), and after its
+    // 90 days.
+    let now = SystemTime::now();
+    let day = Duration::from_secs(24 * 3_600);
+    for at in [now - Duration::from_secs(6 * 60), now + 91 * day] {
+        let e = verify_node_cert(&ca_der, &good, at).unwrap_err();
         assert!(matches!(e, PkiError::OutsideValidity { .. }), "{e}");
     }
+    verify_node_cert(&ca_der, &good, now - Duration::from_secs(4 * 60)).unwrap();
+    verify_node_cert(&ca_der, &good, now + 89 * day).unwrap();
 
     // The CA certificate is self-signed, but it is not a node certificate.
-    let e = verify_node_cert(&ca_der, &ca_der, in_2026()).unwrap_err();
+    let e = verify_node_cert(&ca_der, &ca_der, tomorrow()).unwrap_err();
     assert!(matches!(&e, PkiError::Untrusted(m) if m.contains("CA certificate")), "{e}");
 
     // A node certificate is not a CA.
-    assert!(matches!(verify_node_cert(&good, &good, in_2026()), Err(PkiError::Parse { .. })));
+    assert!(matches!(verify_node_cert(&good, &good, tomorrow()), Err(PkiError::Parse { .. })));
 
     let mut trailing = good.clone();
     trailing.push(0);
-    assert!(matches!(verify_node_cert(&ca_der, &trailing, in_2026()), Err(PkiError::Parse { .. })));
-    assert!(verify_node_cert(&ca_der, b"garbage", in_2026()).is_err());
+    assert!(matches!(verify_node_cert(&ca_der, &trailing, tomorrow()), Err(PkiError::Parse { .. })));
+    assert!(verify_node_cert(&ca_der, b"garbage", tomorrow()).is_err());
 }
 
 #[test]
@@ -127,4 +132,43 @@ fn invalid_keys_are_refused_at_issue() {
         assert!(matches!(e, PkiError::InvalidKey { what: "P-256 public key", .. }), "{e}");
     }
     ca.issue_for_key(Role::Participant, "bank-a", &[], &[], &p256, &IssueOptions::default()).unwrap();
+}
+
+#[test]
+fn lifetimes_are_bounded_and_serials_are_unique() {
+    let ca = ConsortiumCa::generate("consortium").unwrap();
+    let ca_der = der(&ca.cert_pem());
+    let (_, ca_cert) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+    let years =
+        (ca_cert.validity().not_after.timestamp() - ca_cert.validity().not_before.timestamp()) / 86_400;
+    assert_eq!(years, 3_652, "the CA certificate lives ten years");
+
+    let (_, p256) = crate::suite::International.signing_keypair().unwrap();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    for days in [1u32, 30, 825] {
+        let options = IssueOptions { lifetime_days: days, ..Default::default() };
+        let cert = ca.issue_for_key(Role::Participant, "bank-a", &[], &[], &p256, &options).unwrap();
+        let info = crate::pki::inspect_issued_cert(&ca_der, &der(&cert)).unwrap();
+        let from = info.not_before.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+        let until = info.not_after.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+        assert!((now - 300 - from).abs() < 60, "starts five minutes ago");
+        assert!((now + i64::from(days) * 86_400 - until).abs() < 60, "{days} days");
+    }
+    for days in [0u32, 826] {
+        let options = IssueOptions { lifetime_days: days, ..Default::default() };
+        let e = ca.issue_for_key(Role::Participant, "bank-a", &[], &[], &p256, &options).unwrap_err();
+        assert!(matches!(e, PkiError::InvalidLifetime(d) if d == days), "{e}");
+    }
+
+    // The same key certified twice gets two serials: revoking one must not revoke the other.
+    let serial = |pem: &str| crate::pki::inspect_issued_cert(&ca_der, &der(pem)).unwrap().serial;
+    let a = ca.issue_for_key(Role::Participant, "bank-a", &[], &[], &p256, &IssueOptions::default()).unwrap();
+    let b = ca.issue_for_key(Role::Participant, "bank-a", &[], &[], &p256, &IssueOptions::default()).unwrap();
+    assert_ne!(serial(&a), serial(&b));
+    assert_eq!(serial(&a).len(), 16);
+
+    // Inspecting checks the issuer: another CA's certificate is refused.
+    let other = ConsortiumCa::generate("consortium").unwrap();
+    let foreign = other.issue(Role::Participant, "bank-a", &[], &[]).unwrap().cert_pem;
+    assert!(matches!(crate::pki::inspect_issued_cert(&ca_der, &der(&foreign)), Err(PkiError::Untrusted(_))));
 }
