@@ -42,6 +42,8 @@ pub struct Target {
     pub keystore: KeystoreConfig,
     /// Its suite: from the configuration, else from the audit log, else international.
     pub suite: SuiteId,
+    /// Its `[tls]` files, when a configuration file named them.
+    pub tls: Option<hearth_transport::TlsPaths>,
 }
 
 fn guess_service(file: &Path) -> anyhow::Result<Service> {
@@ -63,19 +65,19 @@ impl NodeArgs {
             (None, Some(f)) => Some(guess_service(f)?),
             (None, None) => None,
         };
-        let (dir, keystore, suite) = match service {
+        let (dir, keystore, suite, tls) = match service {
             Some(Service::Coordinator) => {
                 let c: hearth_coordinator::CoordinatorConfig =
                     crate::config::load(self.config.as_deref(), "HEARTH_COORDINATOR")?;
-                (c.state_dir, c.keystore, Some(c.suite))
+                (c.state_dir, c.keystore, Some(c.suite), Some(c.tls))
             }
             Some(Service::Participant) => {
                 let c: hearth_participant::ParticipantConfig =
                     crate::config::load(self.config.as_deref(), "HEARTH_PARTICIPANT")?;
-                (c.data_dir, c.keystore, Some(c.suite))
+                (c.data_dir, c.keystore, Some(c.suite), Some(c.tls))
             }
             None => match &self.state_dir {
-                Some(d) => (d.clone(), KeystoreConfig::default(), None),
+                Some(d) => (d.clone(), KeystoreConfig::default(), None, None),
                 None => bail!("name the node with --state-dir DIR or --config FILE"),
             },
         };
@@ -83,7 +85,7 @@ impl NodeArgs {
         let paths = AuditPaths::new(&dir);
         let from_log = paths.meta.exists().then(|| read_meta(&paths)).transpose()?.map(|m| m.suite);
         let suite = suite.or(from_log).unwrap_or(SuiteId::International);
-        Ok(Target { dir, keystore, suite })
+        Ok(Target { dir, keystore, suite, tls })
     }
 }
 

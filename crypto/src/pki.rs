@@ -28,8 +28,8 @@ pub use peer::{
     VerifiedPeer, SM2_KEY_EXTENSION_OID, SM2_KEY_EXTENSION_OID_STR,
 };
 pub use request::{
-    CertRequest, VerifiedRequest, SM2_POSSESSION_DOMAIN, SM2_POSSESSION_EXTENSION_OID,
-    SM2_POSSESSION_EXTENSION_OID_STR,
+    possession_message, CertRequest, KeystoreRequestKey, Sm2Possession, VerifiedRequest,
+    SM2_POSSESSION_DOMAIN, SM2_POSSESSION_EXTENSION_OID, SM2_POSSESSION_EXTENSION_OID_STR,
 };
 
 use std::fmt;

@@ -41,10 +41,13 @@ pub const KEK: &str = "kek";
 pub const IDENTITY_HASH_KEY: &str = "identity-hash";
 /// Label of the key a node cosigns other logs' checkpoints with, when it acts as a witness.
 pub const WITNESS_KEY: &str = "witness";
-/// Label of the node's TLS key (ECDSA P-256) when it lives in a PKCS#11 token: it signs the TLS
-/// handshakes and, under the international suite, the node's protocol messages. `hearth pki request`
-/// generates it there.
+/// Label of the node's TLS key (kind `tls`, ECDSA P-256 under both suites) when the keystore is a PKCS#11
+/// token: it signs the TLS handshakes and, under the international suite, the node's protocol messages.
+/// `hearth pki request --config` generates it there.
 pub const TLS_KEY: &str = "tls";
+/// Label of the node's SM2 protocol signing key (kind `signing`) under the national suite when the
+/// keystore is a PKCS#11 token (sealed by the token's AES key; the token has no SM2 mechanism).
+pub const PROTOCOL_KEY: &str = "protocol";
 
 /// The keys a coordinator makes on first start.
 pub const COORDINATOR_KEYS: &[(&str, KeyKind)] =
@@ -338,12 +341,12 @@ impl NodeKeys {
     }
 
     /// The node's TLS material. With the sealed keystore: the three PEM files of `paths`. With a PKCS#11
-    /// token (international suite): the CA and certificate files, and the token's [`TLS_KEY`] signing
+    /// token: the CA and certificate files, and the keystore's [`TLS_KEY`] signing
     /// every handshake; a key file at `paths.key` is refused, and so is a certificate that does not
     /// certify the token's key.
     pub fn tls_material(&self, paths: &TlsPaths) -> Result<TlsMaterial, NodeError> {
         let tls_err = |e: hearth_transport::TransportError| NodeError::Config(e.to_string());
-        if !self.token || self.suite() != SuiteId::International {
+        if !self.token {
             return TlsMaterial::from_paths(paths).map_err(tls_err);
         }
         if paths.key.exists() {

@@ -91,6 +91,11 @@ fn secagg_identity(
                 hearth_crypto::pki::p256_secret_from_pem(&tls.key_pem)
                     .context("the node's TLS private key")?,
             )),
+            // The SM2 key is sealed by the token's AES key (no token offers SM2); a file is refused at start.
+            SuiteId::National if keys.in_token() => Arc::new(secagg::KeystoreSigner::new(
+                Arc::clone(keys.keystore()),
+                hearth_crypto::keystore::KeyLabel::new(hearth_node::keys::PROTOCOL_KEY)?,
+            )),
             SuiteId::National => {
                 // `hearth pki init --suite national` writes it beside the TLS key: NAME.sm2.key.
                 let default = config.tls.key.with_extension("sm2.key");
@@ -186,6 +191,19 @@ pub async fn start(
             .context("opening the participant's keys, audit log and store")??;
     // With a PKCS#11 token the TLS key is the token's (a key file is refused).
     let tls = keys.tls_material(&config.tls).context("loading the participant's TLS material")?;
+    if keys.in_token() && config.suite == SuiteId::National {
+        let default = config.tls.key.with_extension("sm2.key");
+        let path = config.protocol_key.as_ref().unwrap_or(&default);
+        if path.exists() {
+            anyhow::bail!(
+                "{} is an SM2 private key file, but this participant's keys live in {}: its protocol key must \
+                 be the keystore's ({:?}, made by hearth pki request --config). Delete the file",
+                path.display(),
+                keys.name(),
+                hearth_node::keys::PROTOCOL_KEY
+            );
+        }
+    }
     let node_keys = Arc::clone(&keys);
     let store = Arc::new(store);
     tracing::info!(

@@ -37,15 +37,28 @@ pub struct RequestArgs {
     /// Extra IP addresses (127.0.0.1 and ::1 are always included).
     #[arg(long, value_delimiter = ',')]
     pub ip: Vec<std::net::IpAddr>,
-    /// The consortium's algorithm suite (see `hearth pki init --help`).
+    /// The consortium's algorithm suite (see `hearth pki init --help`); with --config, the node's.
     #[arg(long, default_value = "international")]
     pub suite: SuiteId,
-    /// Where to write the node's private TLS key (must not exist).
+    /// Where to write the node's private TLS key (must not exist). With --config and a sealed keystore,
+    /// the [tls] key path by default; with a PKCS#11 keystore there is no key file.
     #[arg(long)]
-    pub key_out: PathBuf,
+    pub key_out: Option<PathBuf>,
     /// Where to write the certificate request (must not exist).
     #[arg(long)]
     pub out: PathBuf,
+    /// The node's configuration (participant or coordinator): its suite and keystore. When the keystore
+    /// is a PKCS#11 token, the TLS key (and under the national suite the SM2 protocol key) is made in the
+    /// keystore and the request is signed there: no private key is ever written to a file.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Which service --config is for (default: guessed from the file).
+    #[arg(long, value_enum)]
+    pub service: Option<crate::node::Service>,
+    /// With a keystore that already holds a TLS key: make a new version instead of requesting for the
+    /// current one (a renewal with a new key).
+    #[arg(long)]
+    pub new_key: bool,
 }
 
 /// Arguments of `hearth pki sign`.
@@ -123,14 +136,35 @@ pub(super) fn sm2_key_path(key: &Path) -> PathBuf {
 /// `hearth pki request`: returns the files written (key, SM2 key under the national suite, request).
 pub fn request(a: &RequestArgs) -> anyhow::Result<Vec<PathBuf>> {
     let identity = NodeIdentity { role: a.role, id: a.id.clone(), institution: a.institution.clone() };
-    let sm2_path = sm2_key_path(&a.key_out);
-    refuse_existing(&[&a.key_out, &sm2_path, &a.out])?;
     let (dns, ips) = names(&a.dns, &a.ip);
-    let req = CertRequest::generate(&identity, &dns, &ips, a.suite)
+    let mut suite = a.suite;
+    let mut key_out = a.key_out.clone();
+    if let Some(config) = &a.config {
+        let node =
+            crate::node::NodeArgs { state_dir: None, config: Some(config.clone()), service: a.service };
+        let t = node.resolve()?;
+        if t.keystore.backend == hearth_node::config::Backend::Pkcs11 {
+            if a.key_out.is_some() {
+                bail!(
+                    "{}'s keystore is a PKCS#11 token: the keys are made there, so --key-out makes no sense",
+                    config.display()
+                );
+            }
+            return request_in_keystore(&t, &identity, &dns, &ips, &a.out, a.new_key);
+        }
+        suite = t.suite;
+        key_out = key_out.or_else(|| t.tls.map(|p| p.key));
+    }
+    let Some(key_out) = key_out else {
+        bail!("give --key-out FILE (where the TLS key is written), or --config with the node's configuration")
+    };
+    let sm2_path = sm2_key_path(&key_out);
+    refuse_existing(&[&key_out, &sm2_path, &a.out])?;
+    let req = CertRequest::generate(&identity, &dns, &ips, suite)
         .with_context(|| format!("making a certificate request for {identity}"))?;
-    create_parent(&a.key_out)?;
+    create_parent(&key_out)?;
     create_parent(&a.out)?;
-    let mut written = vec![write_secret(&a.key_out, &req.key_pem)?];
+    let mut written = vec![write_secret(&key_out, &req.key_pem)?];
     if let Some(secret) = &req.sm2_secret {
         let hex = zeroize::Zeroizing::new(hex::encode(secret.expose()));
         written.push(write_secret(&sm2_path, &hex)?);
@@ -140,6 +174,68 @@ pub fn request(a: &RequestArgs) -> anyhow::Result<Vec<PathBuf>> {
         "requesting {identity}; send {} to the consortium CA. The keys stay here: {}",
         a.out.display(),
         written[..written.len() - 1].iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    );
+    Ok(written)
+}
+
+/// `hearth pki request` for a node whose keystore is a PKCS#11 token: the TLS key (and under the national
+/// suite the SM2 protocol key) is made in the keystore when missing (or anew with `new_key`), the request
+/// is signed there, and each key made is recorded in the node's audit log. Only the request is written.
+fn request_in_keystore(
+    t: &crate::node::Target,
+    identity: &NodeIdentity,
+    dns: &[String],
+    ips: &[std::net::IpAddr],
+    out: &Path,
+    new_key: bool,
+) -> anyhow::Result<Vec<PathBuf>> {
+    use hearth_crypto::keystore::{KeyKind, KeyLabel};
+    use hearth_node::keys::{Create, NodeKeys, PROTOCOL_KEY, TLS_KEY};
+    refuse_existing(&[out])?;
+    let _lock = hearth_node::files::NodeLock::acquire(&t.dir)?;
+    let protocol =
+        t.suite == SuiteId::National && matches!(identity.role, Role::Participant | Role::Coordinator);
+    let mut wanted = vec![(TLS_KEY, KeyKind::Tls)];
+    if protocol {
+        wanted.push((PROTOCOL_KEY, KeyKind::Signing));
+    }
+    let (keys, mut events) = NodeKeys::open(&t.keystore, t.suite, &t.dir, &wanted, Create::IfMissing, None)
+        .with_context(|| format!("opening the keystore of {}", t.dir.display()))?;
+    if new_key && events.iter().all(|e| e.key.label.as_str() != TLS_KEY) {
+        events.push(keys.rotate(TLS_KEY)?);
+    }
+    let ks = keys.keystore().as_ref();
+    let tls = hearth_crypto::pki::KeystoreRequestKey::new(ks, KeyLabel::new(TLS_KEY)?)?;
+    let sm2 = if protocol {
+        let label = KeyLabel::new(PROTOCOL_KEY)?;
+        let current = ks.current(&label)?;
+        let proof = ks.sign(&label, &hearth_crypto::pki::possession_message(tls.public_key()))?.signature;
+        Some(hearth_crypto::pki::Sm2Possession { public_key: ks.public_key(&current)?, proof })
+    } else {
+        None
+    };
+    let csr = CertRequest::request_pem(identity, dns, ips, &tls, sm2.as_ref())
+        .with_context(|| format!("making a certificate request for {identity}"))?;
+    // Every key made here is in the node's audit log before the request leaves.
+    let paths = hearth_node::audit::files::AuditPaths::new(&t.dir);
+    let origin = if paths.meta.exists() {
+        hearth_node::audit::files::read_meta(&paths)?.origin
+    } else {
+        format!("hearth/{}/{}", identity.role, identity.id)
+    };
+    let (log, _) =
+        hearth_node::audit::AuditLog::open(&t.dir, &keys, &origin).context("opening the node's audit log")?;
+    for e in &events {
+        log.record_key_event(&crate::node::cli_actor("pki request"), e);
+    }
+    log.checkpoint_now().context("signing the audit checkpoint")?;
+    create_parent(out)?;
+    let written = vec![write_new(out, &csr)?];
+    eprintln!(
+        "requesting {identity}; send {} to the consortium CA. The keys stay in {} ({})",
+        out.display(),
+        keys.name(),
+        keys.location()
     );
     Ok(written)
 }
@@ -282,8 +378,11 @@ mod tests {
             dns: vec![],
             ip: vec![],
             suite,
-            key_out: host.join(format!("{id}.key")),
+            key_out: Some(host.join(format!("{id}.key"))),
             out: host.join(format!("{id}.csr")),
+            config: None,
+            service: None,
+            new_key: false,
         }
     }
 

@@ -94,7 +94,8 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     /// [`crate::CryptoSuite::verify`] with the published public key instead.
     fn verify(&self, key: &KeyId, msg: &[u8], signature: &[u8]) -> Result<(), KeyStoreError> {
         let public = self.public_key(key)?;
-        self.suite().suite().verify(&public, msg, signature).map_err(|e| match e {
+        let suite = self.kind(&key.label)?.suite_in(self.suite());
+        suite.suite().verify(&public, msg, signature).map_err(|e| match e {
             CryptoError::BadSignature => {
                 KeyStoreError::BadSignature { label: key.label.to_string(), version: key.version.get() }
             }

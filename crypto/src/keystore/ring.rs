@@ -61,7 +61,7 @@ pub(crate) struct Change {
 }
 
 fn new_secret(suite: SuiteId, kind: KeyKind) -> Result<Secret, KeyStoreError> {
-    let s = suite.suite();
+    let s = kind.suite_in(suite).suite();
     if kind.is_signing() {
         let (secret, public) = s.signing_keypair()?;
         return Ok(Secret { bytes: Zeroizing::new(secret.expose().to_vec()), public: Some(public) });
@@ -87,7 +87,7 @@ fn restore_secret(suite: SuiteId, kind: KeyKind, bytes: Zeroizing<Vec<u8>>) -> R
     }
     let public = if kind.is_signing() {
         let secret = SecretBytes::from_slice("signing key", &bytes).map_err(|e| e.to_string())?;
-        Some(suite.suite().verifying_key(&secret).map_err(|e| e.to_string())?)
+        Some(kind.suite_in(suite).suite().verifying_key(&secret).map_err(|e| e.to_string())?)
     } else {
         None
     };
@@ -240,7 +240,8 @@ impl Ring {
     pub(crate) fn sign(&self, label: &KeyLabel, msg: &[u8]) -> Result<KeySignature, KeyStoreError> {
         let (key, s) = self.current_of(label, KeyKind::is_signing, "sign")?;
         let secret = SecretBytes::from_slice("signing key", &s.bytes)?;
-        Ok(KeySignature { key, signature: self.suite.suite().sign(&secret, msg)? })
+        let suite = self.entry(label)?.kind.suite_in(self.suite);
+        Ok(KeySignature { key, signature: suite.suite().sign(&secret, msg)? })
     }
 
     pub(crate) fn wrap(&self, kek: &KeyLabel, aad: &[u8], dk: &DataKey) -> Result<WrappedKey, KeyStoreError> {

@@ -121,12 +121,15 @@ pub enum KeyKind {
     /// The identity-hash key, which keys the MAC of customers' channel identifiers (HMAC-SHA-256 or
     /// HMAC-SM3).
     IdentityHash,
+    /// The node's TLS key: ECDSA P-256 under both suites (the TLS stack has no SM2), so that a node on a
+    /// token keeps its TLS key out of files under the national suite too.
+    Tls,
 }
 
 impl KeyKind {
     /// Every kind.
-    pub const ALL: [KeyKind; 4] =
-        [KeyKind::Signing, KeyKind::Audit, KeyKind::KeyEncryption, KeyKind::IdentityHash];
+    pub const ALL: [KeyKind; 5] =
+        [KeyKind::Signing, KeyKind::Audit, KeyKind::KeyEncryption, KeyKind::IdentityHash, KeyKind::Tls];
 
     /// Lower-case name, as in configuration and audit records.
     pub fn as_str(self) -> &'static str {
@@ -135,12 +138,22 @@ impl KeyKind {
             KeyKind::Audit => "audit",
             KeyKind::KeyEncryption => "kek",
             KeyKind::IdentityHash => "identity-hash",
+            KeyKind::Tls => "tls",
         }
     }
 
     /// Whether keys of this kind are signature key pairs with a public half.
     pub fn is_signing(self) -> bool {
-        matches!(self, KeyKind::Signing | KeyKind::Audit)
+        matches!(self, KeyKind::Signing | KeyKind::Audit | KeyKind::Tls)
+    }
+
+    /// The suite whose algorithms keys of this kind use in a keystore of `suite`: always the
+    /// international one for TLS keys.
+    pub fn suite_in(self, suite: SuiteId) -> SuiteId {
+        match self {
+            KeyKind::Tls => SuiteId::International,
+            _ => suite,
+        }
     }
 
     pub(crate) fn code(self) -> u8 {
@@ -149,6 +162,7 @@ impl KeyKind {
             KeyKind::Audit => 2,
             KeyKind::KeyEncryption => 3,
             KeyKind::IdentityHash => 4,
+            KeyKind::Tls => 5,
         }
     }
 

@@ -123,8 +123,74 @@ fn bad(reason: impl Into<String>) -> PkiError {
 }
 
 /// The message the SM2 proof of possession signs.
-fn possession_message(p256_point: &[u8]) -> Vec<u8> {
+/// What the SM2 proof of possession signs: [`SM2_POSSESSION_DOMAIN`], then the request's P-256 key.
+pub fn possession_message(p256_point: &[u8]) -> Vec<u8> {
     [SM2_POSSESSION_DOMAIN, p256_point].concat()
+}
+
+/// The SM2 half of a request made with keys held elsewhere: the SM2 verifying key and its proof of
+/// possession (an SM2 signature of [`possession_message`] over the request's P-256 key).
+#[derive(Debug, Clone)]
+pub struct Sm2Possession {
+    /// The SM2 verifying key (SEC1 uncompressed, 65 bytes).
+    pub public_key: Vec<u8>,
+    /// The SM2 signature (`r || s`).
+    pub proof: Vec<u8>,
+}
+
+/// A key held in a [`KeyStore`](crate::keystore::KeyStore) (a PKCS#11 token) as the signer of a
+/// certificate request: the request is signed inside the keystore.
+pub struct KeystoreRequestKey<'a> {
+    keystore: &'a dyn crate::keystore::KeyStore,
+    label: crate::keystore::KeyLabel,
+    public: Vec<u8>,
+}
+
+impl fmt::Debug for KeystoreRequestKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeystoreRequestKey").field("label", &self.label.as_str()).finish_non_exhaustive()
+    }
+}
+
+impl<'a> KeystoreRequestKey<'a> {
+    /// The current version of `label`, an ECDSA P-256 key (a TLS key) of `keystore`.
+    pub fn new(
+        keystore: &'a dyn crate::keystore::KeyStore,
+        label: crate::keystore::KeyLabel,
+    ) -> Result<Self, PkiError> {
+        let key_err = |e: crate::keystore::KeyStoreError| PkiError::InvalidKey {
+            what: "TLS key",
+            reason: e.to_string(),
+        };
+        let current = keystore.current(&label).map_err(key_err)?;
+        let public = keystore.public_key(&current).map_err(key_err)?;
+        check_p256(&public)?;
+        Ok(Self { keystore, label, public })
+    }
+
+    /// The key's public half (SEC1 uncompressed).
+    pub fn public_key(&self) -> &[u8] {
+        &self.public
+    }
+}
+
+impl rcgen::PublicKeyData for KeystoreRequestKey<'_> {
+    fn der_bytes(&self) -> &[u8] {
+        &self.public
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
+    }
+}
+
+impl rcgen::SigningKey for KeystoreRequestKey<'_> {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        let s = self.keystore.sign(&self.label, msg).map_err(|_| rcgen::Error::RemoteKeyError)?;
+        let sig =
+            p256::ecdsa::Signature::from_slice(&s.signature).map_err(|_| rcgen::Error::RemoteKeyError)?;
+        Ok(sig.to_der().as_bytes().to_vec())
+    }
 }
 
 impl CertRequest {
@@ -138,6 +204,33 @@ impl CertRequest {
         ip_addrs: &[IpAddr],
         suite: SuiteId,
     ) -> Result<Self, PkiError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
+        let (sm2_secret, sm2) = match (suite, identity.role) {
+            (SuiteId::National, Role::Participant | Role::Coordinator) => {
+                let national = SuiteId::National.suite();
+                let (secret, public_key) = national.signing_keypair().map_err(gen_err)?;
+                let proof =
+                    national.sign(&secret, &possession_message(key.public_key_raw())).map_err(gen_err)?;
+                (Some(secret), Some(Sm2Possession { public_key, proof }))
+            }
+            _ => (None, None),
+        };
+        Ok(Self {
+            csr_pem: Self::request_pem(identity, dns_names, ip_addrs, &key, sm2.as_ref())?,
+            key_pem: Zeroizing::new(key.serialize_pem()),
+            sm2_secret,
+        })
+    }
+
+    /// A request for `identity` signed by `tls_key` wherever it lives (a [`KeystoreRequestKey`] signs
+    /// inside the keystore), carrying `sm2` under the national suite.
+    pub fn request_pem(
+        identity: &NodeIdentity,
+        dns_names: &[String],
+        ip_addrs: &[IpAddr],
+        tls_key: &impl rcgen::SigningKey,
+        sm2: Option<&Sm2Possession>,
+    ) -> Result<String, PkiError> {
         let NodeIdentity { role, id, institution } = identity;
         if dns_names.len() + ip_addrs.len() > MAX_NAMES {
             return Err(bad(format!("more than {MAX_NAMES} DNS names and IP addresses")));
@@ -145,31 +238,19 @@ impl CertRequest {
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
         params.distinguished_name = node_dn(*role, id);
         params.subject_alt_names = identity_sans(*role, id, institution.as_deref(), dns_names, ip_addrs)?;
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
-        let sm2_secret = match (suite, role) {
-            (SuiteId::National, Role::Participant | Role::Coordinator) => {
-                let national = SuiteId::National.suite();
-                let (secret, public) = national.signing_keypair().map_err(gen_err)?;
-                let proof =
-                    national.sign(&secret, &possession_message(key.public_key_raw())).map_err(gen_err)?;
-                let options = IssueOptions { sm2_verifying_key: Some(public), ..Default::default() };
-                params.custom_extensions.extend(sm2_extension(&options)?);
-                let len = u8::try_from(proof.len()).map_err(gen_err)?;
-                let mut value = vec![0x04, len];
-                value.extend_from_slice(&proof);
-                params
-                    .custom_extensions
-                    .push(CustomExtension::from_oid_content(SM2_POSSESSION_EXTENSION_OID, value));
-                Some(secret)
-            }
-            _ => None,
-        };
-        let csr = params.serialize_request(&key).map_err(gen_err)?;
-        Ok(Self {
-            csr_pem: csr.pem().map_err(gen_err)?,
-            key_pem: Zeroizing::new(key.serialize_pem()),
-            sm2_secret,
-        })
+        if let Some(sm2) = sm2 {
+            let options =
+                IssueOptions { sm2_verifying_key: Some(sm2.public_key.clone()), ..Default::default() };
+            params.custom_extensions.extend(sm2_extension(&options)?);
+            let len = u8::try_from(sm2.proof.len()).map_err(gen_err)?;
+            let mut value = vec![0x04, len];
+            value.extend_from_slice(&sm2.proof);
+            params
+                .custom_extensions
+                .push(CustomExtension::from_oid_content(SM2_POSSESSION_EXTENSION_OID, value));
+        }
+        let csr = params.serialize_request(tls_key).map_err(gen_err)?;
+        csr.pem().map_err(gen_err)
     }
 
     /// Parses a PEM certificate request and checks everything the CA relies on: its self-signature
