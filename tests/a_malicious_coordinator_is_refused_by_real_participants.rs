@@ -141,6 +141,17 @@ impl Coordinator for Deviant {
     async fn get_job(&self, _: Request<v1::JobRef>) -> Result<Response<v1::JobDetail>, Status> {
         Err(Status::unimplemented("test coordinator"))
     }
+
+    /// A revocation list of its own making (signed by another CA): participants must not take it.
+    async fn get_revocations(
+        &self,
+        _: Request<v1::RevocationsRequest>,
+    ) -> Result<Response<v1::RevocationsReply>, Status> {
+        let other = hearth_crypto::pki::ConsortiumCa::generate("not the consortium").unwrap();
+        let pem = other.sign_crl(99, &[], std::time::SystemTime::now()).unwrap();
+        let crl_der = hearth_crypto::pki::crl_der_from_pem(&pem).unwrap();
+        Ok(Response::new(v1::RevocationsReply { crl_der: crl_der.into() }))
+    }
 }
 
 fn der(pki: &std::path::Path, name: &str) -> Vec<u8> {

@@ -107,7 +107,31 @@ async fn participant_keys_in_a_softhsm2_token() {
     assert_eq!(keys["location"], "pkcs11-token", "{keys}");
     let labels: Vec<&str> =
         keys["keys"].as_array().unwrap().iter().map(|k| k["label"].as_str().unwrap()).collect();
-    assert_eq!(labels, ["audit", "identity-hash", "kek"]);
+    assert_eq!(labels, ["audit", "identity-hash", "kek", "tls"]);
+    // No private key of this participant exists as a file: its TLS key (which also signs its protocol
+    // messages) was made in the token by `hearth pki request --config`, and the CA signed the request.
+    assert!(!cluster.pki().join("inst-1.key").exists());
+    for f in files_under(&p1) {
+        let raw = std::fs::read(&f).unwrap();
+        assert!(!raw.windows(11).any(|w| w == b"PRIVATE KEY"), "{} holds a private key", f.display());
+    }
+    // A key file put back beside the certificate is refused at start, naming it.
+    std::fs::copy(cluster.pki().join("inst-2.key"), cluster.pki().join("inst-1.key")).unwrap();
+    let d0 = cluster.dir.path();
+    let out = hearth()
+        .args(["participant"])
+        .env("HEARTH_PARTICIPANT__COORDINATOR", &cluster.coordinator_addr)
+        .env("HEARTH_PARTICIPANT__LISTEN", "127.0.0.1:0")
+        .env("HEARTH_PARTICIPANT__DATA_DIR", &p1)
+        .env("HEARTH_PARTICIPANT__TLS__CA", d0.join("pki/ca.pem"))
+        .env("HEARTH_PARTICIPANT__TLS__CERT", d0.join("pki/inst-1.pem"))
+        .env("HEARTH_PARTICIPANT__TLS__KEY", d0.join("pki/inst-1.key"))
+        .envs(env.clone())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("is a private key file"), "{err}");
+    std::fs::remove_file(cluster.pki().join("inst-1.key")).unwrap();
     let vkey = keys["keys"][0]["vkeys"][0].as_str().unwrap().to_string();
 
     // Its audit log, signed inside the token, verifies; its store holds no sentence in the clear.
@@ -181,7 +205,7 @@ async fn participant_keys_in_a_softhsm2_token() {
     assert!(ndir.join("keystore.sealed").exists(), "SM keys sealed into a file");
     let out = hearth()
         .args(["keys", "list", "--service", "participant", "--state-dir", s(&ndir), "--json"])
-        .envs(nenv)
+        .envs(nenv.clone())
         .output()
         .unwrap();
     let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -190,4 +214,34 @@ async fn participant_keys_in_a_softhsm2_token() {
         (Some("sealed-by-pkcs11-token"), Some("national")),
         "{keys}"
     );
+    // Enrolment on the national suite with a token: the TLS key (P-256) and the SM2 protocol key are made
+    // in the keystore, sealed by the token's AES key (the stated exception: no token has SM2), and the
+    // request carries the SM2 key with its proof of possession. No key file is written.
+    let config = nat.path().join("national.toml");
+    std::fs::write(&config, format!("data_dir = {:?}\nsuite = \"national\"\n", ndir)).unwrap();
+    let csr = nat.path().join("national.csr");
+    let out = hearth()
+        .args(["pki", "request", "--config", s(&config), "--service", "participant", "--id", "hospital-n"])
+        .args(["--out", s(&csr)])
+        .envs(nenv.clone())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let request =
+        hearth_crypto::pki::CertRequest::parse_and_verify(&std::fs::read_to_string(&csr).unwrap()).unwrap();
+    assert!(request.sm2_public_key().is_some(), "the request carries the SM2 protocol key");
+    let out = hearth()
+        .args(["keys", "list", "--service", "participant", "--state-dir", s(&ndir), "--json"])
+        .envs(nenv)
+        .output()
+        .unwrap();
+    let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let labels: Vec<&str> =
+        keys["keys"].as_array().unwrap().iter().map(|k| k["label"].as_str().unwrap()).collect();
+    assert!(labels.contains(&"tls") && labels.contains(&"protocol"), "{keys}");
+    for f in files_under(nat.path()) {
+        assert!(!f.to_string_lossy().ends_with(".key"), "{}", f.display());
+        let raw = std::fs::read(&f).unwrap();
+        assert!(!raw.windows(11).any(|w| w == b"PRIVATE KEY"), "{} holds a private key", f.display());
+    }
 }

@@ -130,6 +130,11 @@ actions! {
     /// The consortium CA revoked a certificate (the CA's issuance log; object: the certificate's serial
     /// number in hex, detail: the reason, and its identity and SHA-256 when known).
     CertRevoke => "cert.revoke",
+    /// A node took a newer revocation list signed by the consortium CA (object: its CRL number; detail:
+    /// where from and how many certificates it revokes), or refused one.
+    RevocationsUpdate => "revocations.update",
+    /// A peer was refused because the consortium CA revoked its certificate.
+    CertRevoked => "cert.revoked",
     /// A participant left a secure round it had joined because a protocol message the coordinator relayed
     /// failed its checks (an altered seed commitment, a forged signature, a survivor set below the floor);
     /// nothing more of its input left.

@@ -453,8 +453,11 @@ mod test_support {
             dns: vec![format!("{id}.example.org")],
             ip: vec![],
             suite,
-            key_out: key.clone(),
+            key_out: Some(key.clone()),
             out: csr.clone(),
+            config: None,
+            service: None,
+            new_key: false,
         })
         .unwrap();
         super::enrol::sign(&super::enrol::SignArgs {

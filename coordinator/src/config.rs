@@ -32,6 +32,17 @@ pub struct CoordinatorConfig {
     pub keystore: KeystoreConfig,
     /// The audit log's name.
     pub audit: AuditConfig,
+    /// The consortium's revocation list (PEM, `hearth pki revoke` writes it), re-read every few seconds:
+    /// revoked certificates fail the handshake, are refused at every call and left out of rosters, and
+    /// participants fetch the list from here. Default: `crl.pem` beside the CA certificate.
+    pub revocation_list: Option<PathBuf>,
+}
+
+impl CoordinatorConfig {
+    /// Where the revocation list is read from.
+    pub fn revocation_list_path(&self) -> PathBuf {
+        self.revocation_list.clone().unwrap_or_else(|| self.tls.ca.with_file_name("crl.pem"))
+    }
 }
 
 impl Default for CoordinatorConfig {
@@ -45,6 +56,7 @@ impl Default for CoordinatorConfig {
             max_concurrent_uploads: 4,
             keystore: KeystoreConfig::default(),
             audit: AuditConfig::default(),
+            revocation_list: None,
         }
     }
 }

@@ -68,6 +68,10 @@ pub struct Shared {
     pub(crate) submissions: tokio::sync::Mutex<()>,
     /// Bounds how many model-sized upload buffers exist at once.
     pub(crate) upload_slots: Semaphore,
+    /// The newest revocation list from the configured file: asked at every handshake, call and roster.
+    pub(crate) revocations: Arc<hearth_node::revocation::RevocationState>,
+    /// When the revocation list file last changed, as last read: it is read again only after a change.
+    pub(crate) revocations_seen: Mutex<Option<std::time::SystemTime>>,
 }
 
 impl Shared {
@@ -80,6 +84,14 @@ impl Shared {
         roles: &[Role],
     ) -> Result<NodeIdentity, Status> {
         let who = hearth_transport::peer_identity(req)?;
+        // A connection made before its certificate was revoked stays open: each call is checked again.
+        let cert = hearth_transport::peer_certificate(req)?;
+        if self.revocations.is_revoked(&cert) {
+            self.audit.record(&who.to_string(), Action::CertRevoked, Outcome::Denied, &format!("{action}"));
+            return Err(Status::permission_denied(format!(
+                "the consortium CA revoked the certificate of {who}; {action} refused"
+            )));
+        }
         if roles.contains(&who.role) {
             return Ok(who);
         }
@@ -102,7 +114,12 @@ impl Shared {
         })?;
         let ca_der = hearth_crypto::pki::cert_der_from_pem(&ca_pem)
             .map_err(|e| StoreError::Db(format!("the CA certificate {}: {e}", config.tls.ca.display())))?;
+        let revocations =
+            hearth_node::revocation::RevocationState::open(ca_der.clone(), Some(&config.state_dir))
+                .map_err(|e| StoreError::Db(format!("the kept revocation list: {e}")))?;
         Ok(Arc::new(Self {
+            revocations: Arc::new(revocations),
+            revocations_seen: Mutex::new(None),
             config: config.clone(),
             ca_der,
             verified: hearth_crypto::pki::VerifiedCertCache::new(4096),
@@ -117,6 +134,49 @@ impl Shared {
             submissions: tokio::sync::Mutex::new(()),
             upload_slots: Semaphore::new(config.max_concurrent_uploads.max(1)),
         }))
+    }
+
+    /// Reads the configured revocation list when it changed, takes it when newer (audited), and drops the
+    /// announcement streams of participants it revokes: they must reconnect, and their handshake fails.
+    pub(crate) fn refresh_revocations(&self) {
+        let path = self.config.revocation_list_path();
+        let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        {
+            let mut seen = lock(&self.revocations_seen);
+            if modified.is_none() || *seen == modified {
+                return;
+            }
+            *seen = modified;
+        }
+        match self.revocations.offer_file(&path) {
+            Ok(None) | Ok(Some(hearth_node::revocation::Offered::NotNewer { .. })) => {}
+            Ok(Some(hearth_node::revocation::Offered::Adopted { number, revoked })) => {
+                tracing::info!(number, revoked, list = %path.display(), "revocation list taken");
+                self.audit.record_event(
+                    hearth_audit::Event::new("system", Action::RevocationsUpdate, Outcome::Ok)
+                        .object(number.to_string())
+                        .detail(format!("from {}: {revoked} certificates revoked", path.display())),
+                );
+                let mut peers = lock(&self.peers);
+                for (id, peer) in peers.iter_mut() {
+                    if peer.cert.as_ref().is_some_and(|c| self.revocations.is_revoked(c))
+                        && peer.tx.take().is_some()
+                    {
+                        tracing::warn!(participant = %id, "certificate revoked: announcement stream closed");
+                        self.audit.record(
+                            id,
+                            Action::CertRevoked,
+                            Outcome::Denied,
+                            "announcement stream closed",
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "revocation list refused");
+                self.audit.record("system", Action::RevocationsUpdate, Outcome::Refused, &e.to_string());
+            }
+        }
     }
 
     /// Reloads stored jobs and restarts the driver of every job still running, after its last committed
@@ -714,6 +774,13 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
                 .verified
                 .verify(&shared.ca_der, &cert, std::time::SystemTime::now())
                 .map_err(|e| e.to_string())
+                .and_then(|v| {
+                    if shared.revocations.is_revoked(&cert) {
+                        Err("its certificate is revoked".to_string())
+                    } else {
+                        Ok(v)
+                    }
+                })
                 .and_then(|v| v.protocol_key(suite).map(<[u8]>::to_vec).map_err(|e| e.to_string()));
             match key {
                 Ok(key) => {

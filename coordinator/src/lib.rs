@@ -78,11 +78,22 @@ pub async fn start(
         .with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
     let node = open_node(&config).await?;
     // With a PKCS#11 token the TLS key is the token's (a key file is refused).
-    let tls = node.keys.tls_material(&config.tls).context("loading the coordinator's TLS material")?;
-    let tls =
-        server_config_for(config.tls.provider, &tls).context("building the TLS server configuration")?;
+    let mut tls = node.keys.tls_material(&config.tls).context("loading the coordinator's TLS material")?;
     let audit = node.audit.clone();
     let shared = Shared::open(&config, node.keys, node.audit).context("opening the coordinator store")?;
+    // The revocation list is asked at every handshake; the file is re-read every few seconds.
+    shared.refresh_revocations();
+    tls.revocations = Some(Arc::clone(&shared.revocations) as Arc<dyn hearth_transport::Revocations>);
+    let tls =
+        server_config_for(config.tls.provider, &tls).context("building the TLS server configuration")?;
+    let watcher = Arc::downgrade(&shared);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(REVOCATION_POLL).await;
+            let Some(shared) = watcher.upgrade() else { break };
+            tokio::task::spawn_blocking(move || shared.refresh_revocations()).await.ok();
+        }
+    });
     shared.resume_jobs();
 
     let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -121,6 +132,9 @@ pub async fn start(
     });
     Ok(Running { addr, done })
 }
+
+/// How often the configured revocation list is read again.
+const REVOCATION_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What `start` opens before serving: the directory lock, the keys, the audit log.
 struct Node {

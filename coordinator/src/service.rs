@@ -790,6 +790,19 @@ impl Coordinator for CoordinatorService {
         }))
     }
 
+    async fn get_revocations(
+        &self,
+        req: Request<v1::RevocationsRequest>,
+    ) -> Result<Response<v1::RevocationsReply>, Status> {
+        self.require(
+            &req,
+            Action::RevocationsUpdate,
+            &[Role::Participant, Role::Operator, Role::Coordinator, Role::Dpo, Role::Analyst, Role::App],
+        )?;
+        let crl_der = self.shared.revocations.der().unwrap_or_default();
+        Ok(Response::new(v1::RevocationsReply { crl_der: crl_der.into() }))
+    }
+
     async fn get_status(&self, req: Request<v1::StatusRequest>) -> Result<Response<v1::StatusReply>, Status> {
         self.require(&req, Action::Status, &[Role::Operator, Role::Participant, Role::Coordinator])?;
         let connected = self.shared.connected();

@@ -49,6 +49,14 @@ pub enum NodeError {
         /// The envelope error.
         source: EnvelopeError,
     },
+    /// A revocation list was refused (not signed by the consortium CA, malformed).
+    #[error("revocation list from {from}: {source}")]
+    Revocation {
+        /// Where it came from (a file, the coordinator).
+        from: String,
+        /// Why it was refused.
+        source: hearth_crypto::pki::PkiError,
+    },
     /// The current key-encryption key version has wrapped as many data keys as it safely can.
     #[error(
         "key-encryption key version {version} has wrapped {wraps} data keys, its limit: rotate it \

@@ -49,6 +49,10 @@ pub struct ParticipantConfig {
     /// version needs the signatures of the pinned list's threshold of members. Without the file (and
     /// nothing pinned) any participant certificate from the CA may be a member.
     pub members: Option<PathBuf>,
+    /// The consortium's revocation list (PEM): revoked certificates fail the handshake and are refused in
+    /// rosters. The coordinator relays newer lists, taken only when the CA signed them and they are newer
+    /// than the one held. Default: `crl.pem` beside the CA certificate.
+    pub revocation_list: Option<PathBuf>,
     /// Where the participant's keys live (audit, key-encryption and identity-hash keys). Default: a
     /// sealed file in `data_dir`, its passphrase in `HEARTH_KEYSTORE_PASSPHRASE`.
     pub keystore: KeystoreConfig,
@@ -73,6 +77,7 @@ impl Default for ParticipantConfig {
             min_secure_members: crate::secagg::DEFAULT_MIN_MEMBERS,
             privacy_policy: None,
             members: None,
+            revocation_list: None,
             keystore: KeystoreConfig::default(),
             audit: AuditConfig::default(),
             service: hearth_desk::DeskConfig::default(),
@@ -84,6 +89,11 @@ impl ParticipantConfig {
     /// Where the signed member list is read from.
     pub fn members_path(&self) -> PathBuf {
         self.members.clone().unwrap_or_else(|| self.tls.ca.with_file_name(crate::membership::MEMBERS_FILE))
+    }
+
+    /// Where the revocation list is read from at start.
+    pub fn revocation_list_path(&self) -> PathBuf {
+        self.revocation_list.clone().unwrap_or_else(|| self.tls.ca.with_file_name("crl.pem"))
     }
 
     /// Where the institution's signed privacy policy is read from.

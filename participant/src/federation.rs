@@ -13,9 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use hearth_audit::{Action, Outcome};
+use hearth_audit::{Action, Event, Outcome};
 use hearth_crypto::digest::{content_digest, ContentDigest};
 use hearth_models::{LocalData, ModelCard, ModelSpec, TrainParams};
+use hearth_node::revocation::{Offered, RevocationState};
 use hearth_proto::v1::coordinator_client::CoordinatorClient;
 use hearth_proto::v1::{self, announcement, model_chunk, update_chunk};
 use hearth_proto::{MAX_CHUNK_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
@@ -90,6 +91,8 @@ pub(crate) struct Federation {
     /// Jobs announced with a privacy section since this process started (the ledger knows those that
     /// released before).
     dp_jobs: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The newest revocation list signed by the CA this participant has seen (its file, or relayed).
+    revocations: Arc<RevocationState>,
 }
 
 /// How to reach the coordinator.
@@ -114,6 +117,7 @@ impl Federation {
         secagg: Option<SecAggIdentity>,
         privacy: Arc<LocalPrivacy>,
         audit: hearth_node::audit::AuditLog,
+        revocations: Arc<RevocationState>,
     ) -> Self {
         Self {
             id: std::sync::OnceLock::new(),
@@ -130,6 +134,43 @@ impl Federation {
             relays: std::sync::Mutex::new(HashMap::new()),
             privacy,
             dp_jobs: std::sync::Mutex::new(Default::default()),
+            revocations,
+        }
+    }
+
+    /// Asks the coordinator for its revocation list and takes it when the CA signed it and it is newer
+    /// than the one held (audited either way it changes something). A coordinator that cannot answer
+    /// leaves the held list in force.
+    async fn refresh_revocations(&self, client: &CoordinatorClient<Channel>) {
+        let reply = match client.clone().get_revocations(v1::RevocationsRequest {}).await {
+            Ok(r) => r.into_inner(),
+            Err(e) => {
+                tracing::debug!(error = %e, "the coordinator gave no revocation list");
+                return;
+            }
+        };
+        if reply.crl_der.is_empty() {
+            return;
+        }
+        match self.revocations.offer_der(&reply.crl_der) {
+            Ok(Offered::Adopted { number, revoked }) => {
+                tracing::info!(number, revoked, "revocation list taken from the coordinator");
+                self.audit.record_event(
+                    Event::new("system", Action::RevocationsUpdate, Outcome::Ok)
+                        .object(number.to_string())
+                        .detail(format!("relayed by the coordinator: {revoked} certificates revoked")),
+                );
+            }
+            Ok(Offered::NotNewer { .. }) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "the coordinator relayed a revocation list that does not verify");
+                self.audit.record(
+                    "system",
+                    Action::RevocationsUpdate,
+                    Outcome::Refused,
+                    &format!("relayed by the coordinator: {e}"),
+                );
+            }
         }
     }
 
@@ -174,6 +215,7 @@ impl Federation {
             .context("registering")?
             .into_inner();
         tracing::info!(participant = %reply.participant_id, "registered with the coordinator");
+        self.refresh_revocations(&client).await;
         let _ = self.id.set(reply.participant_id);
         let mut stream = client.subscribe(v1::SubscribeRequest {}).await.context("subscribing")?.into_inner();
         while let Some(a) = stream.message().await.context("reading announcements")? {
@@ -493,6 +535,8 @@ impl Federation {
         open: v1::RoundOpen,
         relays: RelayRx,
     ) -> anyhow::Result<()> {
+        // The roster is checked against the newest list the coordinator has (and the CA signed).
+        self.refresh_revocations(&client).await;
         if let Some(privacy) = open.privacy.clone() {
             return self.dp_round(client, open, privacy, relays).await;
         }
@@ -710,6 +754,7 @@ impl Federation {
         q: &v1::QueryOpen,
         relays: RelayRx,
     ) -> anyhow::Result<usize> {
+        self.refresh_revocations(&client).await;
         use crate::query::Records;
         let who = self.secagg.as_ref().context("this participant has no protocol signing key")?;
         let store = Arc::clone(&self.store);
@@ -758,6 +803,7 @@ impl Federation {
         e: &v1::EvalOpen,
         relays: RelayRx,
     ) -> anyhow::Result<u64> {
+        self.refresh_revocations(&client).await;
         let who = self.secagg.as_ref().context("this participant has no protocol signing key")?;
         let setup = e.secagg.as_ref().context("the evaluation has no secure-aggregation setup")?;
         // Exact counts are no DP release: a job this participant trained under DP is never evaluated so.

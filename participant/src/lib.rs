@@ -190,7 +190,29 @@ pub async fn start(
             .await
             .context("opening the participant's keys, audit log and store")??;
     // With a PKCS#11 token the TLS key is the token's (a key file is refused).
-    let tls = keys.tls_material(&config.tls).context("loading the participant's TLS material")?;
+    let mut tls = keys.tls_material(&config.tls).context("loading the participant's TLS material")?;
+    // The newest revocation list: kept in data_dir, the configured file, and later the coordinator's.
+    let ca_der = hearth_crypto::pki::cert_der_from_pem(&tls.ca_pem).context("the CA certificate")?;
+    let revocations = Arc::new(
+        hearth_node::revocation::RevocationState::open(ca_der, Some(&config.data_dir))
+            .context("the revocation list kept in the data directory")?,
+    );
+    let list = config.revocation_list_path();
+    match revocations.offer_file(&list) {
+        Ok(Some(hearth_node::revocation::Offered::Adopted { number, revoked })) => {
+            audit.record_event(
+                Event::new("system", Action::RevocationsUpdate, Outcome::Ok)
+                    .object(number.to_string())
+                    .detail(format!("from {}: {revoked} certificates revoked", list.display())),
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            audit.record("system", Action::RevocationsUpdate, Outcome::Refused, &e.to_string());
+            return Err(e).context("the configured revocation list");
+        }
+    }
+    tls.revocations = Some(Arc::clone(&revocations) as Arc<dyn hearth_transport::Revocations>);
     if keys.in_token() && config.suite == SuiteId::National {
         let default = config.tls.key.with_extension("sm2.key");
         let path = config.protocol_key.as_ref().unwrap_or(&default);
@@ -283,6 +305,7 @@ pub async fn start(
     }
     let mut secagg_identity = secagg_identity(&config, &tls, &node_keys);
     if let Some(identity) = secagg_identity.as_mut() {
+        identity.revocations = Some(Arc::clone(&revocations));
         let path = config.members_path();
         let cert_der =
             hearth_crypto::pki::cert_der_from_pem(&tls.cert_pem).context("the node's certificate")?;
@@ -323,6 +346,7 @@ pub async fn start(
         secagg_identity,
         Arc::new(local_privacy),
         audit.clone(),
+        revocations,
     ));
     let fed_task = tokio::spawn(Arc::clone(&federation).run());
     // Rollback requests from `hearth model rollback`, picked up within a second (and any left from

@@ -63,6 +63,8 @@ pub struct SecAggIdentity {
     /// The member list the institutions signed: every roster member must be on it (`None`: no list is
     /// configured, and any participant certificate from the CA may be a member).
     pub members: Option<Arc<crate::membership::Membership>>,
+    /// The newest revocation list this participant holds: a roster member it revokes is refused.
+    pub revocations: Option<Arc<hearth_node::revocation::RevocationState>>,
 }
 
 /// A [`MessageSigner`] over a keystore key: the signature is made inside the keystore (the PKCS#11 token),
@@ -109,6 +111,7 @@ impl SecAggIdentity {
             me,
             min_members: DEFAULT_MIN_MEMBERS,
             members: None,
+            revocations: None,
         })
     }
 }
@@ -222,6 +225,13 @@ impl MemberVerifier for CertificateVerifier<'_> {
             MemberRefusal::Credential { index, claimed: claimed.clone(), reason: e.to_string() }
         })?;
         let who = peer.identity.to_string();
+        if self.who.revocations.as_ref().is_some_and(|r| r.is_revoked(&m.certificate_der)) {
+            return Err(MemberRefusal::Credential {
+                index,
+                claimed: claimed.clone(),
+                reason: format!("the consortium CA revoked the certificate of {who}"),
+            });
+        }
         if peer.identity.id != *claimed {
             return Err(MemberRefusal::Misnamed { index, claimed: claimed.clone(), actual: who });
         }

@@ -16,8 +16,8 @@ pub mod v1 {
 }
 
 /// The protocol version this build speaks, `major.minor`. Peers must share the major version. 1.2 adds
-/// federated evaluation (`EvalOpen`, `RoundSummary.evaluation`).
-pub const PROTOCOL_VERSION: &str = "1.2";
+/// federated evaluation (`EvalOpen`, `RoundSummary.evaluation`); 1.3 the revocation list (`GetRevocations`).
+pub const PROTOCOL_VERSION: &str = "1.3";
 
 /// The secure-round id of the federated evaluation of `job`'s versions (`EvalOpen`): coordinator and
 /// participants name its relays and declines by it. Job ids carry no '/', so it never names a job.

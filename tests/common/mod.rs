@@ -204,9 +204,57 @@ impl Cluster {
         cluster.start_coordinator();
         for name in &names {
             import(&cluster, name);
+            let token = cluster
+                .env_of(name)
+                .iter()
+                .any(|(k, v)| k == "HEARTH_PARTICIPANT__KEYSTORE__BACKEND" && v == "pkcs11");
+            if token {
+                cluster.enrol_in_token(name);
+            }
             cluster.start_participant(name);
         }
         cluster
+    }
+
+    /// Gives participant `name`, whose keystore is a PKCS#11 token, a TLS key made in the token: `hearth
+    /// pki request --config` there, `hearth pki sign` at the CA, and the key file `pki init` wrote
+    /// deleted (a node on a token refuses one). Its certificate changes, so the member list `pki init`
+    /// signed no longer names it: such a participant takes part in plain rounds only.
+    pub fn enrol_in_token(&self, name: &str) {
+        let d = self.dir.path();
+        let pki = self.pki();
+        let config = d.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {:?}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+                self.data_dir(name),
+                pki.join("ca.pem"),
+                pki.join(format!("{name}.pem")),
+                pki.join(format!("{name}.key"))
+            ),
+        )
+        .unwrap();
+        let csr = d.join(format!("{name}.csr"));
+        let request = ["pki", "request", "--config", s(&config), "--service", "participant", "--id", name];
+        self.hearth_as(name, &[&request[..], &["--out", s(&csr)]].concat());
+        let cert = d.join(format!("{name}-token.pem"));
+        hearth_ok(&[
+            "pki",
+            "sign",
+            "--dir",
+            s(&pki),
+            "--request",
+            s(&csr),
+            "--role",
+            "participant",
+            "--id",
+            name,
+            "--out",
+            s(&cert),
+        ]);
+        std::fs::rename(&cert, pki.join(format!("{name}.pem"))).unwrap();
+        std::fs::remove_file(pki.join(format!("{name}.key"))).unwrap();
     }
 
     /// The extra environment of participant `name`.

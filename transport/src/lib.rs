@@ -205,6 +205,68 @@ pub struct TlsMaterial {
     /// A private key that stays in the keystore (a PKCS#11 token): when set, handshakes are signed by it
     /// and `key_pem` is not used.
     pub signer: Option<Arc<dyn rustls::sign::SigningKey>>,
+    /// The consortium's revocation list as this node currently holds it: a peer whose certificate it
+    /// lists fails the handshake, in both directions. Consulted at every handshake, so a newer list takes
+    /// effect without rebuilding the configuration.
+    pub revocations: Option<Arc<dyn Revocations>>,
+}
+
+/// What a TLS configuration asks at each handshake: is this peer certificate revoked?
+pub trait Revocations: Send + Sync + std::fmt::Debug {
+    /// Whether the consortium CA revoked `cert_der`.
+    fn is_revoked(&self, cert_der: &[u8]) -> bool;
+}
+
+fn revoked_err() -> rustls::Error {
+    rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)
+}
+
+/// WebPKI's client certificate checks, then the revocation list.
+#[derive(Debug)]
+struct RevocationChecked {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    revocations: Arc<dyn Revocations>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for RevocationChecked {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        if self.revocations.is_revoked(end_entity) {
+            return Err(revoked_err());
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 impl std::fmt::Debug for TlsMaterial {
@@ -225,6 +287,7 @@ impl TlsMaterial {
             cert_pem: read(cert)?,
             key_pem: Zeroizing::new(read(key)?),
             signer: None,
+            revocations: None,
         })
     }
 
@@ -243,12 +306,13 @@ impl TlsMaterial {
             cert_pem: read(cert)?,
             key_pem: Zeroizing::default(),
             signer: Some(signer),
+            revocations: None,
         })
     }
 
     /// Material from PEM text: the CA, the node's certificate and its private key.
     pub fn from_pem(ca_pem: String, cert_pem: String, key_pem: Zeroizing<String>) -> Self {
-        Self { ca_pem, cert_pem, key_pem, signer: None }
+        Self { ca_pem, cert_pem, key_pem, signer: None, revocations: None }
     }
 
     /// The node's certificate with the key that signs for it: the keystore's signer, or the PEM key.
@@ -332,9 +396,13 @@ pub fn client_config_for(
 pub fn server_config(m: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>, TransportError> {
     let provider = provider();
     let certified = m.certified(&provider)?;
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(m.roots()?), Arc::clone(&provider))
-        .build()
-        .map_err(tls_err)?;
+    let mut verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(m.roots()?), Arc::clone(&provider))
+            .build()
+            .map_err(tls_err)?;
+    if let Some(revocations) = &m.revocations {
+        verifier = Arc::new(RevocationChecked { inner: verifier, revocations: Arc::clone(revocations) });
+    }
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
@@ -347,12 +415,29 @@ pub fn server_config(m: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>, Trans
 /// Client side: TLS 1.3 only, the consortium CA as the only root, this node's certificate, ALPN h2.
 /// The server may hold any role; a node that talks to one kind of server uses [`client_config_to`].
 pub fn client_config(m: &TlsMaterial) -> Result<Arc<rustls::ClientConfig>, TransportError> {
+    client_config_checking(m, None)
+}
+
+/// The client configuration, requiring the server's role when `role` is given; the server's certificate
+/// is checked against the revocation list when `m` carries one.
+fn client_config_checking(
+    m: &TlsMaterial,
+    role: Option<Role>,
+) -> Result<Arc<rustls::ClientConfig>, TransportError> {
     let provider = provider();
     let certified = m.certified(&provider)?;
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(m.roots()?),
+        Arc::clone(&provider),
+    )
+    .build()
+    .map_err(tls_err)?;
+    let verifier = ServerRole { inner, role, revocations: m.revocations.clone() };
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
-        .with_root_certificates(m.roots()?)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(cfg))
@@ -362,22 +447,7 @@ pub fn client_config(m: &TlsMaterial) -> Result<Arc<rustls::ClientConfig>, Trans
 /// connects only to a `coordinator`): a certificate from the same CA with another role, say another
 /// participant's, fails the handshake even when it names the right host.
 pub fn client_config_to(m: &TlsMaterial, role: Role) -> Result<Arc<rustls::ClientConfig>, TransportError> {
-    let provider = provider();
-    let certified = m.certified(&provider)?;
-    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(m.roots()?),
-        Arc::clone(&provider),
-    )
-    .build()
-    .map_err(tls_err)?;
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(tls_err)?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ServerRole { inner, role }))
-        .with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(cfg))
+    client_config_checking(m, Some(role))
 }
 
 /// The client configuration of `provider` requiring the server's `role` (see [`client_config_to`]).
@@ -391,11 +461,13 @@ pub fn client_config_to_for(
     }
 }
 
-/// WebPKI's verification of the chain and the name, then the Hearth role in the certificate.
+/// WebPKI's verification of the chain and the name, then the Hearth role in the certificate (when one is
+/// required) and the revocation list (when the node holds one).
 #[derive(Debug)]
 struct ServerRole {
     inner: Arc<rustls::client::WebPkiServerVerifier>,
-    role: Role,
+    role: Option<Role>,
+    revocations: Option<Arc<dyn Revocations>>,
 }
 
 impl rustls::client::danger::ServerCertVerifier for ServerRole {
@@ -409,14 +481,18 @@ impl rustls::client::danger::ServerCertVerifier for ServerRole {
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
         let verified =
             self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
-        let identity = identity_from_cert_der(end_entity).map_err(|e| {
-            rustls::Error::General(format!("the server's certificate carries no Hearth identity: {e}"))
-        })?;
-        if identity.role != self.role {
-            return Err(rustls::Error::General(format!(
-                "the server is {identity}, not a {}: refusing to talk to it",
-                self.role
-            )));
+        if let Some(role) = self.role {
+            let identity = identity_from_cert_der(end_entity).map_err(|e| {
+                rustls::Error::General(format!("the server's certificate carries no Hearth identity: {e}"))
+            })?;
+            if identity.role != role {
+                return Err(rustls::Error::General(format!(
+                    "the server is {identity}, not a {role}: refusing to talk to it"
+                )));
+            }
+        }
+        if self.revocations.as_ref().is_some_and(|r| r.is_revoked(end_entity)) {
+            return Err(revoked_err());
         }
         Ok(verified)
     }

@@ -338,8 +338,11 @@ mod tests {
             dns: vec![],
             ip: vec![],
             suite: SuiteId::International,
-            key_out: tmp.path().join("renew.key"),
+            key_out: Some(tmp.path().join("renew.key")),
             out: renewal.clone(),
+            config: None,
+            service: None,
+            new_key: false,
         })
         .unwrap();
         let e = super::super::enrol::renew(&super::super::enrol::RenewArgs {
