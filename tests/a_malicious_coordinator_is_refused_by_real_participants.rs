@@ -7,7 +7,8 @@
 //! participant declines with its reason (the coordinator learns why), records the refusal in its own audit
 //! log, and sends no protocol message at all: no key advertisement, so no share of anything. The honest
 //! round it joins; when the stand-in then relays graph-seed commitments with the participant's own
-//! altered (to choose the neighbour graph), it reveals nothing, leaves the round and audits why.
+//! altered (to choose the neighbour graph), it reveals nothing, leaves the round and audits why. The
+//! revocation list it relays is of its own making (another CA's signature): the participant refuses it.
 
 mod common;
 
@@ -427,6 +428,13 @@ async fn a_malicious_coordinator_is_refused_by_real_participants() {
             && l.contains("job honest round 1")
             && l.contains("own commitment is missing or altered")),
         "the altered commitments are audited:\n{audit}"
+    );
+    // The revocation list this coordinator made up (signed by another CA) was refused, and audited.
+    assert!(
+        audit.lines().any(|l| l.contains("revocations.update")
+            && l.contains("refused")
+            && l.contains("relayed by the coordinator")),
+        "a forged revocation list is refused:\n{audit}"
     );
     let _ = participant.kill();
     let _ = participant.wait();

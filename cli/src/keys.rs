@@ -120,6 +120,49 @@ struct Listing {
     /// Data keys wrapped per key-encryption key version (`kek@v1` -> count), and the limit per version.
     kek_wraps: BTreeMap<String, u64>,
     kek_wrap_limit: u64,
+    /// The node's certificate, when its configuration names one: expiry and revocation.
+    certificate: Option<CertStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct CertStatus {
+    identity: String,
+    serial: String,
+    not_after: String,
+    days_left: i64,
+    /// Whether the newest revocation list the node holds (or the one beside its CA) revokes it.
+    revoked: bool,
+    /// That list's CRL number and when the CA means to publish the next (`None`: no list).
+    revocation_list: Option<u64>,
+    revocation_list_next_update: Option<String>,
+}
+
+/// The node's certificate as `hearth keys list` shows it.
+fn cert_status(t: &Target) -> anyhow::Result<Option<CertStatus>> {
+    let Some(tls) = &t.tls else { return Ok(None) };
+    let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let (Ok(ca_pem), Ok(cert_pem)) = (read(&tls.ca), read(&tls.cert)) else { return Ok(None) };
+    let ca_der = hearth_crypto::pki::cert_der_from_pem(&ca_pem)?;
+    let cert_der = hearth_crypto::pki::cert_der_from_pem(&cert_pem)?;
+    let info = hearth_crypto::pki::inspect_issued_cert(&ca_der, &cert_der)
+        .with_context(|| format!("{} against {}", tls.cert.display(), tls.ca.display()))?;
+    // Read-only: the list kept in the node's directory and the one beside the CA, the newer one.
+    let lists = hearth_node::revocation::RevocationState::open(ca_der, None)?;
+    lists.offer_file(&t.dir.join(hearth_node::revocation::REVOCATIONS_FILE))?;
+    lists.offer_file(&tls.ca.with_file_name("crl.pem"))?;
+    let summary = lists.summary();
+    let secs =
+        |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    Ok(Some(CertStatus {
+        identity: info.identity.to_string(),
+        serial: info.serial_hex(),
+        not_after: humantime::format_rfc3339_seconds(info.not_after).to_string(),
+        days_left: (secs(info.not_after) - secs(std::time::SystemTime::now())).div_euclid(86_400),
+        revoked: lists.is_revoked(&cert_der),
+        revocation_list: summary.map(|(n, _, _)| n),
+        revocation_list_next_update: summary
+            .map(|(_, _, next)| humantime::format_rfc3339_seconds(next).to_string()),
+    }))
 }
 
 pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
@@ -321,6 +364,7 @@ fn list(t: &Target, json: bool) -> anyhow::Result<()> {
     }
     let (usage, kek_wrap_limit) = keys.kek_usage();
     let listing = Listing {
+        certificate: cert_status(t)?,
         kek_wraps: usage.into_iter().map(|(v, n)| (format!("{KEK}@v{v}"), n)).collect(),
         kek_wrap_limit,
         keystore: keys.name().to_string(),
@@ -337,6 +381,22 @@ fn list(t: &Target, json: bool) -> anyhow::Result<()> {
     println!("{:<16} {:<14} {:>7}", "label", "kind", "version");
     for r in &listing.keys {
         println!("{:<16} {:<14} {:>7}", r.label, r.kind, r.version);
+    }
+    if let Some(c) = &listing.certificate {
+        let state = if c.revoked {
+            "REVOKED".to_string()
+        } else if c.days_left < 0 {
+            "EXPIRED".to_string()
+        } else {
+            format!("{} days left", c.days_left)
+        };
+        println!("\ncertificate {} (serial {}): valid until {} ({state})", c.identity, c.serial, c.not_after);
+        match (c.revocation_list, &c.revocation_list_next_update) {
+            (Some(n), Some(next)) => {
+                println!("revocation list #{n} in force; the CA's next one is due by {next}")
+            }
+            _ => println!("no revocation list held yet"),
+        }
     }
     for (kek, n) in &listing.kek_wraps {
         let share = *n as f64 / listing.kek_wrap_limit as f64 * 100.0;

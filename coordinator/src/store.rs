@@ -454,14 +454,14 @@ impl Store {
         batch: usize,
         progress: &mut dyn FnMut(&TableRewrap),
     ) -> Result<Vec<TableRewrap>, StoreError> {
-        let tables: [(TableDefinition<&str, &[u8]>, fn(&str) -> String); 4] = [
-            (JOBS, job_object),
-            (MODELS, model_object),
-            (VELOCITY, velocity_object),
-            (PRIVACY, privacy_object),
-        ];
         let mut done = Vec::new();
-        for (table, object) in tables {
+        for (table, object) in [(JOBS, job_object as fn(&str) -> String), (MODELS, model_object)] {
+            done.push(
+                rewrap_table(&self.db, &self.keys, table, &|k| object(k), batch, progress).map_err(db_err)?,
+            );
+        }
+        for (table, object) in [(VELOCITY, velocity_object as fn(&str) -> String), (PRIVACY, privacy_object)]
+        {
             done.push(
                 rewrap_table(&self.db, &self.keys, table, &|k| object(k), batch, progress).map_err(db_err)?,
             );

@@ -161,7 +161,7 @@ mod tests {
         assert!(!state.is_revoked(&cert_der), "nothing held, nothing revoked");
         assert_eq!(state.offer_der(&der(1, &[])).unwrap(), Offered::Adopted { number: 1, revoked: 0 });
         assert_eq!(
-            state.offer_der(&der(2, &[entry.clone()])).unwrap(),
+            state.offer_der(&der(2, std::slice::from_ref(&entry))).unwrap(),
             Offered::Adopted { number: 2, revoked: 1 }
         );
         assert!(state.is_revoked(&cert_der));
