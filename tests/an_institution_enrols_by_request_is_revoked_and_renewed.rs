@@ -188,7 +188,8 @@ async fn an_institution_enrols_by_request_is_revoked_and_renewed() {
     let listed = hearth_ok(&["keys", "list", "--config", s(&config), "--service", "participant"]).stdout;
     let listed = String::from_utf8_lossy(&listed);
     assert!(listed.contains("certificate participant:inst-4") && listed.contains("REVOKED"), "{listed}");
-    let json = hearth_ok(&["keys", "list", "--config", s(&config), "--service", "participant", "--json"]).stdout;
+    let json =
+        hearth_ok(&["keys", "list", "--config", s(&config), "--service", "participant", "--json"]).stdout;
     let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
     assert_eq!(json["certificate"]["revoked"], true, "{json}");
     assert!((88..=90).contains(&json["certificate"]["days_left"].as_i64().unwrap()), "{json}");

@@ -277,7 +277,9 @@ impl SignedCheckpoint {
     }
 
     /// Verifies the signatures against `trust`: unknown keys are ignored, a trusted key whose signature
-    /// fails rejects the checkpoint, and at least one trusted log key must have signed.
+    /// fails rejects the checkpoint, and at least one trusted log key must have signed. A log key signs
+    /// only for the log it is named after: a trusted key of another log (its name is not this
+    /// checkpoint's origin) rejects the checkpoint, so one log's key cannot vouch for another's history.
     pub fn verify(&self, trust: &Trust) -> Result<VerifiedCheckpoint, AuditError> {
         let body = self.checkpoint.body();
         let mut log_key = None;
@@ -296,6 +298,16 @@ impl SignedCheckpoint {
                 origin: self.checkpoint.origin.clone(),
                 size: self.checkpoint.size,
             })?;
+            if is_log && key.name() != self.checkpoint.origin {
+                return Err(AuditError::Malformed {
+                    what: "checkpoint",
+                    reason: format!(
+                        "signed by the log key of {:?}, not of its origin {:?}",
+                        key.name(),
+                        self.checkpoint.origin
+                    ),
+                });
+            }
             if is_log {
                 log_key.get_or_insert_with(|| key.name().to_string());
             } else if !cosignatures.iter().any(|c: &CosignatureSeen| c.witness == key.name()) {
@@ -440,6 +452,29 @@ mod tests {
             assert!(a.merge(&moved).is_err());
             a.merge(&cp).unwrap();
             assert_eq!(a.signatures().len(), 2, "merging the same lines adds nothing");
+        }
+    }
+
+    #[test]
+    fn a_trusted_log_key_signs_only_for_the_log_it_is_named_after() {
+        for suite in SUITES {
+            // Both logs' keys are trusted (an auditor checking two institutions); bank-a's key signs a head
+            // claiming to be airline-b's log.
+            let bank = fixed_signer("hearth/participant/bank-a", suite, 7);
+            let airline = fixed_signer("hearth/participant/airline-b", suite, 8);
+            let trust = Trust {
+                log_keys: vec![
+                    VerifierKey::of(&bank, SignatureType::Log(suite)).unwrap(),
+                    VerifierKey::of(&airline, SignatureType::Log(suite)).unwrap(),
+                ],
+                witnesses: vec![],
+            };
+            let head = Checkpoint::new("hearth/participant/airline-b", 3, [0x11; 32]).unwrap();
+            let own = SignedCheckpoint::sign(head.clone(), &airline).unwrap();
+            assert_eq!(own.verify(&trust).unwrap().log_key, "hearth/participant/airline-b");
+            let crossed = SignedCheckpoint::sign(head, &bank).unwrap();
+            let e = crossed.verify(&trust).unwrap_err();
+            assert!(e.to_string().contains("not of its origin"), "{suite}: {e}");
         }
     }
 

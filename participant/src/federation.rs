@@ -62,6 +62,22 @@ const MAX_UNDECLARED_PARAMS: usize = 1 << 26;
 /// [`MAX_UNDECLARED_PARAMS`] again).
 const MAX_DECLARED_JOBS: usize = 256;
 
+/// Checks a model download's header before anything is allocated for it: the spec must be the one the
+/// job's rounds declared (`declared`), or, for a job this participant never saw a round of, the size at
+/// most [`MAX_UNDECLARED_PARAMS`].
+fn check_download_size(job: &str, declared: Option<&[u8]>, spec_json: &[u8], n: usize) -> anyhow::Result<()> {
+    match declared {
+        Some(declared) if declared != spec_json => bail!(
+            "the coordinator sent job {job}'s model with another spec than its rounds declared; refused"
+        ),
+        None if n > MAX_UNDECLARED_PARAMS => bail!(
+            "the coordinator sent a model of {n} parameters for job {job}, whose rounds this participant has \
+             not seen; more than the {MAX_UNDECLARED_PARAMS} it accepts without a declared spec"
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// The sending half of a round's relay queue: (phase, payload).
 type RelayTx = mpsc::Sender<(u32, Bytes)>;
 
@@ -434,16 +450,7 @@ impl Federation {
             _ => bail!("model stream did not start with a header"),
         };
         let n = usize::try_from(header.num_params).context("model too large")?;
-        match worker.declared.get(job) {
-            Some(declared) if declared[..] != header.model_spec_json[..] => bail!(
-                "the coordinator sent job {job}'s model with another spec than its rounds declared; refused"
-            ),
-            None if n > MAX_UNDECLARED_PARAMS => bail!(
-                "the coordinator sent a model of {n} parameters for job {job}, whose rounds this participant has \
-                 not seen; more than the {MAX_UNDECLARED_PARAMS} it accepts without a declared spec"
-            ),
-            _ => {}
-        }
+        check_download_size(job, worker.declared.get(job).map(|b| &b[..]), &header.model_spec_json, n)?;
         let spec = ModelSpec::from_json(&header.model_spec_json).context("model spec from coordinator")?;
         if spec.num_params() != n {
             bail!("model header says {n} parameters, its spec {}", spec.num_params());
@@ -1108,4 +1115,20 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_download_must_carry_the_declared_spec_or_stay_under_the_undeclared_bound() {
+        let spec = br#"{"family":"intent"}"#;
+        check_download_size("j", Some(spec), spec, 1 << 30).expect("the declared spec, whatever its size");
+        let e = check_download_size("j", Some(spec), br#"{"family":"intent","big":1}"#, 10).unwrap_err();
+        assert!(e.to_string().contains("another spec than its rounds declared"), "{e}");
+        check_download_size("j", None, spec, MAX_UNDECLARED_PARAMS).unwrap();
+        let e = check_download_size("j", None, spec, MAX_UNDECLARED_PARAMS + 1).unwrap_err();
+        assert!(e.to_string().contains("without a declared spec"), "{e}");
+    }
 }
