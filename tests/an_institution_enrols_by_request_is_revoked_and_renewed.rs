@@ -199,6 +199,30 @@ async fn an_institution_enrols_by_request_is_revoked_and_renewed() {
     assert_eq!(contributors(&cluster, "during").await, 3);
     // inst-1 fetched the list from the coordinator for that round: it refuses inst-4 too.
     assert!(https_refused(&cluster.participant_addr("inst-1"), &old_tls).await);
+    // The operations endpoints say so: the coordinator and inst-1 hold list #1 revoking one certificate,
+    // their own certificates are not revoked and expire in about 90 days; inst-4, cut off from the
+    // coordinator, is not ready, the others are.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    for node in ["coordinator", "inst-1"] {
+        let (status, metrics) = http_get(&cluster.ops_addr(node), "/metrics").await;
+        assert_eq!(status, 200, "{metrics}");
+        let value = |name: &str| -> f64 {
+            let line = metrics
+                .lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("{name} in {metrics}"));
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        assert_eq!(value("hearth_revocation_list_number "), 1.0, "{node}: {metrics}");
+        assert_eq!(value("hearth_revoked_certificates "), 1.0, "{node}: {metrics}");
+        assert_eq!(value("hearth_certificate_revoked{"), 0.0, "{node}: {metrics}");
+        let days = (value("hearth_certificate_expiry_timestamp_seconds{") - now) / 86_400.0;
+        assert!((89.0..=90.1).contains(&days), "{node}: {days} days");
+        assert_eq!(http_get(&cluster.ops_addr(node), "/readyz").await.0, 200, "{node}");
+    }
+    let (status, why) = http_get(&cluster.ops_addr("inst-4"), "/readyz").await;
+    assert_eq!(status, 503, "{why}");
+    assert!(why.contains("coordinator"), "{why}");
     assert!(!https_refused(&cluster.participant_addr("inst-1"), &cluster.tls("inst-2/app")).await);
 
     // Renewal: a new key and request on inst-4's side; the CA renews for the same identity.

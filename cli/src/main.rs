@@ -116,7 +116,8 @@ struct ServiceArgs {
     /// TOML configuration file (optional: defaults and environment variables apply).
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// Write the bound address to this file once listening (used by the demo and tests).
+    /// Write the bound address to this file once listening (used by the demo and tests); the operations
+    /// endpoints' address, when `ops_listen` is set, goes beside it with the extension `.ops`.
     #[arg(long)]
     ready_file: Option<PathBuf>,
 }
@@ -166,6 +167,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg: hearth_coordinator::CoordinatorConfig =
                 config::load(args.config.as_deref(), "HEARTH_COORDINATOR")?;
             let running = hearth_coordinator::start(cfg, shutdown_signal()).await?;
+            if let (Some(path), Some(ops)) = (args.ready_file.as_deref(), running.ops_addr) {
+                write_ready(Some(&path.with_extension("ops")), &ops.to_string())?;
+            }
             write_ready(args.ready_file.as_deref(), &running.addr.to_string())?;
             running.done.await.context("coordinator task")?
         }
@@ -176,6 +180,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let (Some(path), Some(local)) = (args.ready_file.as_deref(), running.local_addr) {
                 // Written first: a reader waiting for the main ready file then finds this one too.
                 write_ready(Some(&path.with_extension("local")), &local.to_string())?;
+            }
+            if let (Some(path), Some(ops)) = (args.ready_file.as_deref(), running.ops_addr) {
+                write_ready(Some(&path.with_extension("ops")), &ops.to_string())?;
             }
             write_ready(args.ready_file.as_deref(), &running.inference_addr.to_string())?;
             running.done.await.context("participant task")?

@@ -36,6 +36,9 @@ pub struct CoordinatorConfig {
     /// revoked certificates fail the handshake, are refused at every call and left out of rosters, and
     /// participants fetch the list from here. Default: `crl.pem` beside the CA certificate.
     pub revocation_list: Option<PathBuf>,
+    /// Where the operations endpoints listen (plain HTTP: `/healthz`, `/readyz`, `/metrics`), for the
+    /// host or pod network only, never a public one. Default: none.
+    pub ops_listen: Option<SocketAddr>,
 }
 
 impl CoordinatorConfig {
@@ -57,6 +60,7 @@ impl Default for CoordinatorConfig {
             keystore: KeystoreConfig::default(),
             audit: AuditConfig::default(),
             revocation_list: None,
+            ops_listen: None,
         }
     }
 }

@@ -159,9 +159,14 @@ impl Shared {
                 );
                 let mut peers = lock(&self.peers);
                 for (id, peer) in peers.iter_mut() {
-                    if peer.cert.as_ref().is_some_and(|c| self.revocations.is_revoked(c))
-                        && peer.tx.take().is_some()
-                    {
+                    if !peer.cert.as_ref().is_some_and(|c| self.revocations.is_revoked(c)) {
+                        continue;
+                    }
+                    // An error item ends the stream (the heartbeat task holds a sender too).
+                    if let Some(tx) = peer.tx.take() {
+                        let _ = tx.try_send(Err(Status::permission_denied(
+                            "the consortium CA revoked this participant's certificate",
+                        )));
                         tracing::warn!(participant = %id, "certificate revoked: announcement stream closed");
                         self.audit.record(
                             id,

@@ -32,6 +32,7 @@ mod driver;
 mod error;
 mod evaluation;
 mod job;
+mod ops;
 mod privacy;
 mod privacy_service;
 mod query;
@@ -64,6 +65,8 @@ pub use driver::Shared;
 pub struct Running {
     /// The address it listens on (useful with port 0).
     pub addr: SocketAddr,
+    /// Where the operations endpoints listen, when `ops_listen` is set.
+    pub ops_addr: Option<SocketAddr>,
     /// Resolves when the server stopped.
     pub done: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -80,6 +83,9 @@ pub async fn start(
     // With a PKCS#11 token the TLS key is the token's (a key file is refused).
     let mut tls = node.keys.tls_material(&config.tls).context("loading the coordinator's TLS material")?;
     let audit = node.audit.clone();
+    let keys = Arc::clone(&node.keys);
+    let cert_der =
+        hearth_crypto::pki::cert_der_from_pem(&tls.cert_pem).context("the coordinator's certificate")?;
     let shared = Shared::open(&config, node.keys, node.audit).context("opening the coordinator store")?;
     // The revocation list is asked at every handshake; the file is re-read every few seconds.
     shared.refresh_revocations();
@@ -100,6 +106,19 @@ pub async fn start(
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let (ops_addr, ops_task) = match config.ops_listen {
+        Some(at) => {
+            let l = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("listening on {at} (ops_listen)"))?;
+            let ops_addr = l.local_addr()?;
+            let state = Arc::new(ops::CoordinatorOps { shared: Arc::clone(&shared), keys, cert_der });
+            tracing::info!(%ops_addr, "operations endpoints listening (plain HTTP: /healthz, /readyz, /metrics)");
+            let task = tokio::spawn(hearth_transport::ops::serve_ops(l, state, std::future::pending()));
+            (Some(ops_addr), Some(task))
+        }
+        None => (None, None),
+    };
     let svc = CoordinatorServer::new(service::CoordinatorService::new(Arc::clone(&shared)))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -128,9 +147,12 @@ pub async fn start(
             Err(e) => tracing::error!(error = %e, "final audit checkpoint task failed"),
         }
         drop(lock);
+        if let Some(t) = ops_task {
+            t.abort();
+        }
         served
     });
-    Ok(Running { addr, done })
+    Ok(Running { addr, ops_addr, done })
 }
 
 /// How often the configured revocation list is read again.

@@ -12,6 +12,7 @@
 //!   state), its background checkpointing, replay after a restart, and export for auditors.
 //! - [`files`]: atomic writes and the directory lock that keeps two processes from writing one node.
 //! - [`refusal`]: a rate-limited transport refusal hook that audits refused connections.
+//! - [`metrics`]: the node's key and certificate metrics for its operations endpoint.
 //! - [`revocation`]: the newest CA-signed revocation list the node has seen, asked at every handshake.
 //! - [`rewrap`]: moves stored objects to the current key-encryption key version, and counts them per version.
 //!
@@ -24,6 +25,7 @@ pub mod audit;
 pub mod config;
 pub mod files;
 pub mod keys;
+pub mod metrics;
 pub mod refusal;
 pub mod revocation;
 pub mod rewrap;

@@ -53,6 +53,9 @@ pub struct ParticipantConfig {
     /// rosters. The coordinator relays newer lists, taken only when the CA signed them and they are newer
     /// than the one held. Default: `crl.pem` beside the CA certificate.
     pub revocation_list: Option<PathBuf>,
+    /// Where the operations endpoints listen (plain HTTP: `/healthz`, `/readyz` (connected to the
+    /// coordinator), `/metrics`), for the host or pod network only, never a public one. Default: none.
+    pub ops_listen: Option<SocketAddr>,
     /// Where the participant's keys live (audit, key-encryption and identity-hash keys). Default: a
     /// sealed file in `data_dir`, its passphrase in `HEARTH_KEYSTORE_PASSPHRASE`.
     pub keystore: KeystoreConfig,
@@ -78,6 +81,7 @@ impl Default for ParticipantConfig {
             privacy_policy: None,
             members: None,
             revocation_list: None,
+            ops_listen: None,
             keystore: KeystoreConfig::default(),
             audit: AuditConfig::default(),
             service: hearth_desk::DeskConfig::default(),

@@ -109,6 +109,8 @@ pub(crate) struct Federation {
     dp_jobs: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The newest revocation list signed by the CA this participant has seen (its file, or relayed).
     revocations: Arc<RevocationState>,
+    /// Whether an announcement stream from the coordinator is open (`/readyz`).
+    connected: std::sync::atomic::AtomicBool,
 }
 
 /// How to reach the coordinator.
@@ -151,7 +153,13 @@ impl Federation {
             privacy,
             dp_jobs: std::sync::Mutex::new(Default::default()),
             revocations,
+            connected: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether this participant has an open announcement stream from its coordinator.
+    pub(crate) fn connected(&self) -> bool {
+        self.connected.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Asks the coordinator for its revocation list and takes it when the CA signed it and it is newer
@@ -194,7 +202,9 @@ impl Federation {
     pub(crate) async fn run(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(200);
         loop {
-            match Arc::clone(&self).session().await {
+            let ended = Arc::clone(&self).session().await;
+            self.connected.store(false, std::sync::atomic::Ordering::Relaxed);
+            match ended {
                 Ok(()) => {
                     tracing::info!("coordinator closed the announcement stream; reconnecting");
                     backoff = Duration::from_millis(200);
@@ -234,6 +244,7 @@ impl Federation {
         self.refresh_revocations(&client).await;
         let _ = self.id.set(reply.participant_id);
         let mut stream = client.subscribe(v1::SubscribeRequest {}).await.context("subscribing")?.into_inner();
+        self.connected.store(true, std::sync::atomic::Ordering::Relaxed);
         while let Some(a) = stream.message().await.context("reading announcements")? {
             match a.kind {
                 Some(announcement::Kind::RoundOpen(open)) => {

@@ -27,6 +27,7 @@ pub mod store;
 
 mod federation;
 pub mod membership;
+mod ops;
 pub mod privacy;
 mod query;
 pub mod secagg;
@@ -65,6 +66,8 @@ pub struct Running {
     pub inference_addr: SocketAddr,
     /// Where the loopback API-key listener listens, when `[service.local] listen` is set.
     pub local_addr: Option<SocketAddr>,
+    /// Where the operations endpoints listen, when `ops_listen` is set.
+    pub ops_addr: Option<SocketAddr>,
     /// Resolves when the inference server stopped.
     pub done: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -346,9 +349,34 @@ pub async fn start(
         secagg_identity,
         Arc::new(local_privacy),
         audit.clone(),
-        revocations,
+        Arc::clone(&revocations),
     ));
     let fed_task = tokio::spawn(Arc::clone(&federation).run());
+    let ops_addr = match config.ops_listen {
+        Some(at) => {
+            let l = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("listening on {at} (ops_listen)"))?;
+            let ops_addr = l.local_addr()?;
+            let state = Arc::new(ops::ParticipantOps {
+                federation: Arc::clone(&federation),
+                store: Arc::clone(&store),
+                keys: Arc::clone(&node_keys),
+                revocations,
+                ca_der: hearth_crypto::pki::cert_der_from_pem(&tls.ca_pem).context("the CA certificate")?,
+                cert_der: hearth_crypto::pki::cert_der_from_pem(&tls.cert_pem)
+                    .context("the node's certificate")?,
+            });
+            tracing::info!(%ops_addr, "operations endpoints listening (plain HTTP: /healthz, /readyz, /metrics)");
+            tokio::spawn(async move {
+                if let Err(e) = hearth_transport::ops::serve_ops(l, state, std::future::pending()).await {
+                    tracing::error!(error = %e, "operations endpoints failed");
+                }
+            });
+            Some(ops_addr)
+        }
+        None => None,
+    };
     // Rollback requests from `hearth model rollback`, picked up within a second (and any left from
     // before a restart, now).
     tokio::spawn(async move {
@@ -415,5 +443,5 @@ pub async fn start(
         drop(lock);
         r
     });
-    Ok(Running { inference_addr, local_addr, done })
+    Ok(Running { inference_addr, local_addr, ops_addr, done })
 }

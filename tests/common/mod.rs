@@ -299,6 +299,7 @@ impl Cluster {
         let d = self.dir.path();
         let ready = d.join("coordinator.addr");
         let _ = std::fs::remove_file(&ready);
+        let _ = std::fs::remove_file(ready.with_extension("ops"));
         let listen = if self.coordinator_addr.is_empty() {
             "127.0.0.1:0".to_string()
         } else {
@@ -307,6 +308,7 @@ impl Cluster {
         let child = hearth()
             .args(["coordinator", "--ready-file", s(&ready)])
             .env("HEARTH_COORDINATOR__LISTEN", &listen)
+            .env("HEARTH_COORDINATOR__OPS_LISTEN", "127.0.0.1:0")
             .env("HEARTH_COORDINATOR__STATE_DIR", d.join("coordinator"))
             .env("HEARTH_COORDINATOR__TLS__CA", d.join("pki/ca.pem"))
             .env("HEARTH_COORDINATOR__TLS__CERT", d.join("pki/coordinator.pem"))
@@ -326,10 +328,12 @@ impl Cluster {
         let d = self.dir.path();
         let ready = d.join(format!("{name}.addr"));
         let _ = std::fs::remove_file(&ready);
+        let _ = std::fs::remove_file(ready.with_extension("ops"));
         let child = hearth()
             .args(["participant", "--ready-file", s(&ready)])
             .env("HEARTH_PARTICIPANT__COORDINATOR", &self.coordinator_addr)
             .env("HEARTH_PARTICIPANT__LISTEN", "127.0.0.1:0")
+            .env("HEARTH_PARTICIPANT__OPS_LISTEN", "127.0.0.1:0")
             .env("HEARTH_PARTICIPANT__DATA_DIR", d.join("data").join(name))
             .env("HEARTH_PARTICIPANT__TLS__CA", d.join("pki/ca.pem"))
             .env("HEARTH_PARTICIPANT__TLS__CERT", d.join(format!("pki/{name}.pem")))
@@ -343,6 +347,11 @@ impl Cluster {
         let addr = wait_file(&ready);
         self.participants.retain(|(n, _, _)| n != name);
         self.participants.push((name.to_string(), child, addr));
+    }
+
+    /// Where node `name`'s operations endpoints listen (`coordinator`, `inst-1`, ...).
+    pub fn ops_addr(&self, name: &str) -> String {
+        wait_file(&self.dir.path().join(format!("{name}.ops")))
     }
 
     /// SIGKILLs a participant.
@@ -580,6 +589,21 @@ pub async fn https(addr: &str, tls: &TlsMaterial, method: &str, path: &str, body
     let resp = send.send_request(req).await.unwrap();
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    (status, body)
+}
+
+/// `GET path` over plain HTTP/1.1 (the operations endpoints): status and body.
+pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    tcp.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
 

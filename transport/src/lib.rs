@@ -9,6 +9,8 @@
 //!   JSON endpoints and gRPC services (mounted with `tonic::service::Routes::into_axum_router`) share it.
 //!   Every request carries the peer's [`PeerIdentity`] in its extensions.
 //! - [`connect`]: a tonic `Channel` over the same TLS client configuration.
+//! - [`ops`]: the plain-HTTP operations endpoints (`/healthz`, `/readyz`, `/metrics`) on their own
+//!   listener.
 //!
 //! Identity comes from the certificate only; nothing here reads a caller's claim about itself.
 //!
@@ -25,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 mod keystore_key;
+pub mod ops;
 
 pub use keystore_key::KeystoreTlsKey;
 

@@ -1,0 +1,141 @@
+//! The operations endpoints of a node, on their own plain-HTTP listener meant for the host or pod network
+//! (never the public one): `GET /healthz` (the process answers), `GET /readyz` (it can do its work: 200,
+//! or 503 with the reason) and `GET /metrics` (Prometheus text format, version 0.0.4). They carry no
+//! customer data and no key: identities, counts, times and versions only.
+//!
+//! A service implements [`OpsState`]; [`MetricsText`] writes the exposition format.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use crate::TransportError;
+
+/// What a node reports on its operations endpoints.
+pub trait OpsState: Send + Sync + 'static {
+    /// `Ok` when the node can do its work; otherwise why not (sent with 503).
+    fn readiness(&self) -> Result<(), String>;
+    /// Every metric, in the Prometheus text format ([`MetricsText::finish`]).
+    fn metrics(&self) -> String;
+}
+
+/// Prometheus text exposition, built one sample at a time; each family's HELP and TYPE are written once,
+/// before its first sample.
+#[derive(Debug, Default)]
+pub struct MetricsText {
+    out: String,
+    declared: BTreeSet<String>,
+}
+
+impl MetricsText {
+    /// An empty exposition.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A gauge sample.
+    pub fn gauge(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
+        self.sample(name, "gauge", help, labels, value);
+    }
+
+    /// A counter sample (`name` should end in `_total`).
+    pub fn counter(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
+        self.sample(name, "counter", help, labels, value);
+    }
+
+    fn sample(&mut self, name: &str, kind: &str, help: &str, labels: &[(&str, &str)], value: f64) {
+        if self.declared.insert(name.to_string()) {
+            let _ = writeln!(self.out, "# HELP {name} {}", help.replace('\\', "\\\\").replace('\n', "\\n"));
+            let _ = writeln!(self.out, "# TYPE {name} {kind}");
+        }
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                let _ = write!(self.out, "{k}=\"{v}\"");
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {}", fmt_value(value));
+    }
+
+    /// The exposition text.
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+fn fmt_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+/// The operations router over `state`.
+pub fn ops_router(state: Arc<dyn OpsState>) -> axum::Router {
+    async fn healthz() -> &'static str {
+        "ok\n"
+    }
+    async fn readyz(State(s): State<Arc<dyn OpsState>>) -> impl IntoResponse {
+        match s.readiness() {
+            Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+            Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+        }
+    }
+    async fn metrics(State(s): State<Arc<dyn OpsState>>) -> impl IntoResponse {
+        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics())
+    }
+    axum::Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Serves the operations endpoints on `listener` (plain HTTP) until `shutdown` resolves.
+pub async fn serve_ops(
+    listener: TcpListener,
+    state: Arc<dyn OpsState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), TransportError> {
+    axum::serve(listener, ops_router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| TransportError::Tls(format!("operations endpoints: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_declare_their_family_once_and_escape_label_values() {
+        let mut m = MetricsText::new();
+        m.gauge("hearth_x", "An x.", &[("who", "a\"b\\c\nd")], 1.0);
+        m.gauge("hearth_x", "An x.", &[("who", "e")], 2.5);
+        m.counter("hearth_y_total", "Ys.", &[], 3.0);
+        let text = m.finish();
+        assert_eq!(
+            text,
+            "# HELP hearth_x An x.\n# TYPE hearth_x gauge\nhearth_x{who=\"a\\\"b\\\\c\\nd\"} 1\nhearth_x{who=\"e\"} 2.5\n\
+             # HELP hearth_y_total Ys.\n# TYPE hearth_y_total counter\nhearth_y_total 3\n"
+        );
+    }
+}
