@@ -39,8 +39,21 @@ use clap::{Parser, Subcommand};
     after_help = "Examples:\n  hearth demo                      # intent, emotion and recommendation, federated, then serve\n  hearth demo --task emotion       # one task alone\n  hearth demo --no-serve --json    # scripted run, JSON summary on stdout\n  hearth pki init --dir pki --participants bank-a,bank-b\n  hearth coordinator --config coordinator.toml\n  hearth participant --config bank-a.toml\n  hearth keys list --state-dir hearth-data/coordinator\n  hearth audit export --state-dir hearth-data/coordinator -o audit.jsonl\n  hearth audit verify audit.jsonl --trusted-key @coordinator.vkeys"
 )]
 struct Cli {
+    /// How the services log to stderr: `text` (for people) or `json` (one JSON object per line, with
+    /// the span of each round and request, for log collectors).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "HEARTH_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The log format (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines; colour only at a terminal.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,6 +121,24 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Print the shell completion script for `hearth`.
+    #[command(
+        after_help = "Examples:\n  hearth completions bash > /etc/bash_completion.d/hearth\n  hearth completions zsh > \"${fpath[1]}/_hearth\"\n  hearth completions fish > ~/.config/fish/completions/hearth.fish"
+    )]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), or write one page per command to a directory.
+    #[command(
+        after_help = "Examples:\n  hearth man | man -l -\n  hearth man --out-dir /usr/local/share/man/man1   # hearth.1, hearth-pki.1, hearth-pki-request.1, ..."
+    )]
+    Man {
+        /// Write hearth.1 and one page per subcommand (hearth-keys-rewrap.1, ...) here instead.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 /// Arguments shared by the long-running services.
@@ -122,23 +153,45 @@ struct ServiceArgs {
     ready_file: Option<PathBuf>,
 }
 
-fn init_logging(default: &str) {
+fn init_logging(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // Colour only for a person at a terminal: log files and journals get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(ansi)
-        .init();
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).init(),
+        LogFormat::Text => {
+            // Colour only for a person at a terminal: log files and journals get plain text.
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(ansi).init()
+        }
+    }
+}
+
+/// Writes the manual pages of `cmd` and its subcommands to `dir`: `hearth.1`, `hearth-pki.1`,
+/// `hearth-pki-request.1`, ...; `parents` are the commands above `cmd`. Returns how many.
+fn write_man_pages(cmd: clap::Command, parents: &[String], dir: &std::path::Path) -> anyhow::Result<usize> {
+    let mut words = parents.to_vec();
+    words.push(cmd.get_name().to_string());
+    let (file, invoked) = (words.join("-"), words.join(" "));
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd.clone().display_name(file.clone()).bin_name(invoked))
+        .title(file.clone())
+        .render(&mut page)?;
+    let path = dir.join(format!("{file}.1"));
+    std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
+    let mut n = 1;
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        n += write_man_pages(sub.clone(), &words, dir)?;
+    }
+    Ok(n)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let verbose = matches!(cli.command, Command::Coordinator(_) | Command::Participant(_));
-    init_logging(if verbose { "info" } else { "warn" });
+    init_logging(if verbose { "info" } else { "warn" }, cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -196,6 +249,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Model { command } => model::run(command),
         Command::Bench { command } => bench::run(command).await,
         Command::Keys { command } => keys::run(command),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "hearth", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { out_dir } => {
+            use clap::CommandFactory;
+            match out_dir {
+                None => {
+                    clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+                }
+                Some(dir) => {
+                    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                    let n = write_man_pages(Cli::command(), &[], &dir)?;
+                    eprintln!("wrote {n} manual pages to {}", dir.display());
+                }
+            }
+            Ok(())
+        }
     };
     unit.map(|()| ExitCode::SUCCESS)
 }
