@@ -196,6 +196,28 @@ async fn privacy_budget_is_enforced_and_survives_restarts() {
         assert!((reserved - 6.0).abs() < 0.1, "two jobs of about 3 reserved: {f}");
         assert_eq!(f["charges"].as_array().unwrap().len(), 2, "{f}");
     }
+    // The coordinator's /metrics states the same budgets as `hearth budget show`.
+    let (status, metrics) = http_get(&cluster.ops_addr("coordinator"), "/metrics").await;
+    assert_eq!(status, 200);
+    for f in families {
+        for (metric, field) in [
+            ("hearth_privacy_reserved_epsilon", "reserved"),
+            ("hearth_privacy_remaining_epsilon", "remaining"),
+        ] {
+            let labels = format!(
+                "{metric}{{institution=\"{}\",family=\"{}\"}} ",
+                f["tenant"].as_str().unwrap(),
+                f["family"].as_str().unwrap()
+            );
+            let line = metrics
+                .lines()
+                .find(|l| l.starts_with(&labels))
+                .unwrap_or_else(|| panic!("{labels} in {metrics}"));
+            let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+            let shown = f[field]["epsilon"].as_f64().unwrap();
+            assert!((value - shown).abs() < 1e-9, "{metric}: {value} vs {shown}");
+        }
+    }
 
     // The ledger survives a restart of the coordinator: still no room for a third job.
     cluster.kill_coordinator();

@@ -1,6 +1,6 @@
 //! What the coordinator reports on its operations endpoints: always ready once serving (its store is
-//! open and its keys unsealed before it listens); metrics on participants, jobs and rounds, and its own
-//! keys and certificate (`hearth_node::metrics`).
+//! open and its keys unsealed before it listens); metrics on participants, jobs and rounds, the privacy
+//! budgets per institution and family, and its own keys and certificate (`hearth_node::metrics`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -53,6 +53,36 @@ impl OpsState for CoordinatorOps {
             &[],
             committed as f64,
         );
+        // The privacy budgets, as `hearth budget show` reports them (epsilon per institution and family).
+        if let Some(report) = s.privacy.report() {
+            for f in &report.families {
+                let labels = [("institution", f.tenant.0.as_str()), ("family", f.family.0.as_str())];
+                m.gauge(
+                    "hearth_privacy_budget_epsilon",
+                    "Epsilon budget per period.",
+                    &labels,
+                    f.budget.epsilon,
+                );
+                m.gauge(
+                    "hearth_privacy_spent_epsilon",
+                    "Epsilon spent this period.",
+                    &labels,
+                    f.spent.epsilon,
+                );
+                m.gauge(
+                    "hearth_privacy_reserved_epsilon",
+                    "Epsilon held by open reservations.",
+                    &labels,
+                    f.reserved.epsilon,
+                );
+                m.gauge(
+                    "hearth_privacy_remaining_epsilon",
+                    "Epsilon left this period (budget minus spent minus reserved).",
+                    &labels,
+                    f.remaining.epsilon,
+                );
+            }
+        }
         hearth_node::metrics::node_metrics(&mut m, &self.keys, &s.revocations, &s.ca_der, &self.cert_der);
         m.finish()
     }
