@@ -147,6 +147,23 @@ async fn an_institution_enrols_by_request_is_revoked_and_renewed() {
     cluster.import("inst-4", &csv);
     cluster.start_participant("inst-4");
 
+    // grpc.health.v1 answers on the coordinator's and a participant's gRPC ports (over mTLS).
+    for (addr, service) in [
+        (cluster.coordinator_addr.clone(), "hearth.v1.Coordinator"),
+        (cluster.participant_addr("inst-1"), "hearth.v1.Inference"),
+    ] {
+        let cfg = hearth_transport::client_config(&cluster.tls("operator")).unwrap();
+        let ch = hearth_transport::connect(&addr, "localhost", cfg).await.unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
+        for name in ["", service] {
+            let reply = health
+                .check(tonic_health::pb::HealthCheckRequest { service: name.into() })
+                .await
+                .unwrap_or_else(|e| panic!("{addr} {name:?}: {e}"))
+                .into_inner();
+            assert_eq!(reply.status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
+        }
+    }
     cluster.run(intent_job("before", labels.clone(), 1, 4)).await;
     assert_eq!(contributors(&cluster, "before").await, 4);
 

@@ -130,8 +130,14 @@ pub async fn start(
         Arc::clone(&shared),
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let router =
-        tonic::service::Routes::new(svc).add_service(privacy).add_service(analytics).into_axum_router();
+    // grpc.health.v1 on the same port: SERVING for the server ("") and each service once it listens.
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<CoordinatorServer<service::CoordinatorService>>().await;
+    let router = tonic::service::Routes::new(svc)
+        .add_service(privacy)
+        .add_service(analytics)
+        .add_service(health)
+        .into_axum_router();
     tracing::info!(%addr, "coordinator listening (gRPC, TLS 1.3, client certificates required)");
     let opts = ServeOptions { on_refused: Some(refusal_hook(audit.clone())), ..ServeOptions::default() };
     let lock = node.lock;

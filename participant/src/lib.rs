@@ -395,8 +395,14 @@ pub async fn start(
         server_config_for(config.tls.provider, &tls).context("building the TLS server configuration")?;
     tracing::info!(%inference_addr, "inference endpoint listening (HTTPS + gRPC, client certificates required)");
     let opts = ServeOptions { on_refused: Some(refusal_hook(audit.clone())), ..ServeOptions::default() };
+    // grpc.health.v1 on the same port as the inference gRPC service.
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_service_status("hearth.v1.Inference", tonic_health::ServingStatus::Serving).await;
     let router =
         hearth_inference::router(slots, hearth_inference::Auditor { institution, log: Some(audit.clone()) })
+            // Routed by path: tonic's own router brings a fallback, and the inference router has one.
+            .route_service("/grpc.health.v1.Health/Check", health.clone())
+            .route_service("/grpc.health.v1.Health/Watch", health)
             .merge(hearth_desk::api::mtls(Arc::clone(&service)))
             // A path nobody serves: a JSON 404 for HTTP callers, UNIMPLEMENTED for gRPC ones.
             .fallback(hearth_inference::no_route);
