@@ -190,18 +190,7 @@ async fn an_institution_enrols_by_request_is_revoked_and_renewed() {
     assert!(gone, "the coordinator refuses the revoked certificate at the handshake");
     assert!(!refused(&cluster.coordinator_addr, &cluster.tls("inst-1")).await, "the others still get in");
     // `hearth keys list` shows the certificate's expiry and that the CA's list revokes it.
-    let config = d.join("inst-4.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
-            cluster.data_dir("inst-4"),
-            pki.join("ca.pem"),
-            pki.join("inst-4.pem"),
-            pki.join("inst-4.key")
-        ),
-    )
-    .unwrap();
+    let config = cluster.participant_config("inst-4");
     let listed = hearth_ok(&["keys", "list", "--config", s(&config), "--service", "participant"]).stdout;
     let listed = String::from_utf8_lossy(&listed);
     assert!(listed.contains("certificate participant:inst-4") && listed.contains("REVOKED"), "{listed}");

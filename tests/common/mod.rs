@@ -216,14 +216,11 @@ impl Cluster {
         cluster
     }
 
-    /// Gives participant `name`, whose keystore is a PKCS#11 token, a TLS key made in the token: `hearth
-    /// pki request --config` there, `hearth pki sign` at the CA, and the key file `pki init` wrote
-    /// deleted (a node on a token refuses one). Its certificate changes, so the member list `pki init`
-    /// signed no longer names it: such a participant takes part in plain rounds only.
-    pub fn enrol_in_token(&self, name: &str) {
-        let d = self.dir.path();
+    /// Writes a configuration file for participant `name` naming its data directory and its `[tls]`
+    /// files in the cluster's PKI (what `--config` commands need); returns its path.
+    pub fn participant_config(&self, name: &str) -> PathBuf {
         let pki = self.pki();
-        let config = d.join(format!("{name}.toml"));
+        let config = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(
             &config,
             format!(
@@ -235,6 +232,17 @@ impl Cluster {
             ),
         )
         .unwrap();
+        config
+    }
+
+    /// Gives participant `name`, whose keystore is a PKCS#11 token, a TLS key made in the token: `hearth
+    /// pki request --config` there, `hearth pki sign` at the CA, and the key file `pki init` wrote
+    /// deleted (a node on a token refuses one). Its certificate changes, so the member list `pki init`
+    /// signed no longer names it: such a participant takes part in plain rounds only.
+    pub fn enrol_in_token(&self, name: &str) {
+        let d = self.dir.path();
+        let pki = self.pki();
+        let config = self.participant_config(name);
         let csr = d.join(format!("{name}.csr"));
         let request = ["pki", "request", "--config", s(&config), "--service", "participant", "--id", name];
         self.hearth_as(name, &[&request[..], &["--out", s(&csr)]].concat());
