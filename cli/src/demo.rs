@@ -168,6 +168,8 @@ pub struct Summary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recommend: Option<recommend::Summary>,
     pub seconds: Timings,
+    /// Each node's operations endpoints (`/healthz`, `/readyz`, `/metrics`): name to address.
+    pub ops: std::collections::BTreeMap<String, String>,
 }
 
 /// The datasets directory: `--data-dir` / `$HEARTH_DATA_DIR`, else the repository's own `data/` (the
@@ -422,6 +424,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         }
     }
     let (fleet, coord_addr, addrs) = fleet::start(&dir, &pki_dir, &names, &nodes).await?;
+    let ops: std::collections::BTreeMap<String, String> = fleet.ops.iter().cloned().collect();
 
     let conn = Connection {
         coordinator: coord_addr.clone(),
@@ -503,6 +506,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         emotion: emotion_summary,
         recommend: recommend_summary,
         seconds,
+        ops,
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -535,14 +539,21 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     if a.no_serve {
         return Ok(());
     }
-    serve_banner(&a, &pki_dir, &dir, &addrs, example_customer.as_deref());
+    serve_banner(&a, &pki_dir, &dir, &addrs, &summary.ops, example_customer.as_deref());
     crate::shutdown_signal().await;
     drop(ctx);
     Ok(())
 }
 
 /// Tells the user how to call the participants.
-fn serve_banner(a: &DemoArgs, pki: &Path, dir: &Path, addrs: &[(String, String)], customer: Option<&str>) {
+fn serve_banner(
+    a: &DemoArgs,
+    pki: &Path,
+    dir: &Path,
+    addrs: &[(String, String)],
+    ops: &std::collections::BTreeMap<String, String>,
+    customer: Option<&str>,
+) {
     let Some((name, addr)) = addrs.first() else { return };
     let port = addr.rsplit(':').next().unwrap_or("0");
     let curl = |body: &str, path: &str| {
@@ -580,6 +591,10 @@ fn serve_banner(a: &DemoArgs, pki: &Path, dir: &Path, addrs: &[(String, String)]
         eprintln!(
             "  {n}: https://{a}/v1/{{intent,emotion,recommend}} (gRPC hearth.v1.Inference on the same port)"
         );
+    }
+    eprintln!("Operations endpoints (/healthz, /readyz, /metrics; --json lists them under \"ops\"):");
+    for (n, a) in ops {
+        eprintln!("  {n}: http://{a}/metrics");
     }
     eprintln!(
         "Model files with their cards: hearth model show {}",

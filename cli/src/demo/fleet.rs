@@ -13,6 +13,8 @@ use super::path_str;
 /// Child processes, killed when dropped.
 pub(crate) struct Fleet {
     children: Vec<(String, Child)>,
+    /// Each node's operations endpoints (`coordinator`, then the participants): name and address.
+    pub(crate) ops: Vec<(String, String)>,
     /// Set in every child's environment (the keystore passphrase).
     env: Vec<(String, String)>,
 }
@@ -82,6 +84,8 @@ async fn wait_ready(file: &Path, fleet: &mut Fleet, what: &str) -> anyhow::Resul
 /// Starts the coordinator (its state under `dir/coordinator`, plain aggregation allowed only if
 /// `nodes.allow_plain`) and a participant per name (its store in `dir/participants/NAME`), and waits until all
 /// listen. Returns the fleet, the coordinator's address and each participant's inference address.
+/// Every node also serves its operations endpoints (`/healthz`, `/readyz`, `/metrics`) on a loopback
+/// port of its own: [`Fleet::ops`] lists them.
 pub(crate) async fn start(
     dir: &Path,
     pki_dir: &Path,
@@ -93,6 +97,7 @@ pub(crate) async fn start(
 
     let mut fleet = Fleet {
         children: vec![],
+        ops: vec![],
         env: [(hearth_node::config::PASSPHRASE_ENV.to_string(), nodes.passphrase.clone())]
             .into_iter()
             .chain(nodes.env.iter().cloned())
@@ -113,6 +118,7 @@ pub(crate) async fn start(
         },
         keystore: nodes.keystore.clone(),
         suite: nodes.suite,
+        ops_listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
         ..Default::default()
     };
     std::fs::write(&coord_cfg, toml::to_string(&c)?)?;
@@ -124,6 +130,10 @@ pub(crate) async fn start(
         )
         .await?;
     let coord_addr = wait_ready(&ready, &mut fleet, "the coordinator").await?;
+    // Written before the main ready file.
+    let ops =
+        std::fs::read_to_string(ready.with_extension("ops")).context("the coordinator's ops address")?;
+    fleet.ops.push(("coordinator".into(), ops.trim().to_string()));
     let mut endpoints = Vec::new();
     for name in names {
         let cfg_path = dir.join(format!("{name}.toml"));
@@ -138,6 +148,7 @@ pub(crate) async fn start(
             keystore: nodes.keystore.clone(),
             suite: nodes.suite,
             service: nodes.service.clone(),
+            ops_listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
             ..Default::default()
         };
         std::fs::write(&cfg_path, toml::to_string(&p)?)?;
@@ -153,11 +164,16 @@ pub(crate) async fn start(
     let mut addrs = Vec::new();
     for (name, ready) in &endpoints {
         addrs.push((name.clone(), wait_ready(ready, &mut fleet, name).await?));
+        let ops = std::fs::read_to_string(ready.with_extension("ops"))
+            .with_context(|| format!("{name}'s ops address"))?;
+        fleet.ops.push((name.clone(), ops.trim().to_string()));
     }
     eprintln!(
         "coordinator on {coord_addr}, {} participants up; logs in {}",
         addrs.len(),
         dir.join("logs").display()
     );
+    let ops: Vec<String> = fleet.ops.iter().map(|(n, a)| format!("{n} http://{a}/metrics")).collect();
+    eprintln!("operations endpoints (/healthz, /readyz, /metrics): {}", ops.join(", "));
     Ok((fleet, coord_addr, addrs))
 }
