@@ -67,6 +67,15 @@ async fn the_demo_reports_its_nodes_on_the_operations_endpoints() {
     assert_eq!(status, 200);
     assert_eq!(metric(&metrics, "hearth_rounds_committed_total"), rounds, "{metrics}");
     assert_eq!(metric(&metrics, "hearth_participants_connected"), 3.0, "{metrics}");
+    assert_eq!(metric(&metrics, "hearth_round_duration_seconds_count"), rounds, "{metrics}");
+    assert_eq!(metric(&metrics, "hearth_rounds_failed_total"), 0.0, "{metrics}");
+    // Secure aggregation: every committed round timed each of its phases.
+    assert!(
+        metrics.contains(&format!("hearth_secagg_phase_duration_seconds_count{{phase=\"0\"}} {rounds}")),
+        "{metrics}"
+    );
+    assert!(metric(&metrics, "hearth_audit_entries") > 0.0, "{metrics}");
+    assert!(metric(&metrics, "hearth_audit_checkpoint_age_seconds") < 120.0, "{metrics}");
     for (name, addr) in ops {
         let (status, why) = http_get(addr.as_str().unwrap(), "/readyz").await;
         assert_eq!(status, 200, "{name}: {why}");

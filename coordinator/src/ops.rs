@@ -11,6 +11,9 @@ use hearth_transport::ops::{MetricsText, OpsState};
 use crate::driver::Shared;
 use crate::job::lock;
 
+/// Bucket bounds (seconds) of the round and phase duration histograms.
+const DURATION_BOUNDS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
 pub(crate) struct CoordinatorOps {
     pub(crate) shared: Arc<Shared>,
     pub(crate) keys: Arc<NodeKeys>,
@@ -38,6 +41,45 @@ impl OpsState for CoordinatorOps {
             lock(&s.peers).len() as f64,
         );
         let statuses: Vec<_> = lock(&s.jobs).values().map(|j| j.status().1).collect();
+        // Durations and failures from the job records (the same figures `hearth job logs` prints).
+        let (mut rounds, mut phases, mut failed) = (Vec::new(), vec![Vec::new(); 6], 0usize);
+        for job in lock(&s.jobs).values() {
+            let record = lock(&job.record);
+            failed += record.failures.len();
+            for r in &record.committed {
+                rounds.push(r.seconds);
+                let mut opened = 0.0;
+                for (i, closed) in r.phase_seconds.iter().enumerate() {
+                    if let Some(p) = phases.get_mut(i) {
+                        p.push((closed - opened).max(0.0));
+                    }
+                    opened = *closed;
+                }
+            }
+        }
+        m.counter(
+            "hearth_rounds_failed_total",
+            "Round attempts that failed, over every job.",
+            &[],
+            failed as f64,
+        );
+        m.histogram(
+            "hearth_round_duration_seconds",
+            "Wall time of committed rounds, from opening to commit.",
+            &[],
+            &DURATION_BOUNDS,
+            &rounds,
+        );
+        for (i, p) in phases.iter().enumerate().filter(|(_, p)| !p.is_empty()) {
+            let phase = i.to_string();
+            m.histogram(
+                "hearth_secagg_phase_duration_seconds",
+                "Duration of each secure-aggregation phase of committed rounds (0: key advertisement .. 5: unmasking).",
+                &[("phase", phase.as_str())],
+                &DURATION_BOUNDS,
+                p,
+            );
+        }
         let mut by_state: BTreeMap<String, u64> = BTreeMap::new();
         let mut committed = 0u64;
         for j in &statuses {
@@ -84,6 +126,7 @@ impl OpsState for CoordinatorOps {
             }
         }
         hearth_node::metrics::node_metrics(&mut m, &self.keys, &s.revocations, &s.ca_der, &self.cert_der);
+        hearth_node::metrics::audit_metrics(&mut m, &s.audit);
         m.finish()
     }
 }

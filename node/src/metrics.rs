@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hearth_transport::ops::MetricsText;
 
+use crate::audit::AuditLog;
 use crate::keys::NodeKeys;
 use crate::revocation::RevocationState;
 
@@ -77,4 +78,20 @@ pub fn node_metrics(
         &[],
         limit as f64,
     );
+}
+
+/// Writes the audit log's metrics: entries appended, and how long ago the newest checkpoint was signed
+/// (from its file's modification time).
+pub fn audit_metrics(m: &mut MetricsText, log: &AuditLog) {
+    m.gauge("hearth_audit_entries", "Entries in this node's audit log.", &[], log.size() as f64);
+    let signed = std::fs::metadata(&log.paths().checkpoints).and_then(|md| md.modified());
+    if let Ok(at) = signed {
+        let age = SystemTime::now().duration_since(at).map_or(0.0, |d| d.as_secs_f64());
+        m.gauge(
+            "hearth_audit_checkpoint_age_seconds",
+            "Seconds since the newest audit checkpoint was signed.",
+            &[],
+            age,
+        );
+    }
 }

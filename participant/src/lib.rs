@@ -366,6 +366,7 @@ pub async fn start(
                 ca_der: hearth_crypto::pki::cert_der_from_pem(&tls.ca_pem).context("the CA certificate")?,
                 cert_der: hearth_crypto::pki::cert_der_from_pem(&tls.cert_pem)
                     .context("the node's certificate")?,
+                audit: audit.clone(),
             });
             tracing::info!(%ops_addr, "operations endpoints listening (plain HTTP: /healthz, /readyz, /metrics)");
             tokio::spawn(async move {

@@ -18,6 +18,7 @@ pub(crate) struct ParticipantOps {
     pub(crate) revocations: Arc<RevocationState>,
     pub(crate) ca_der: Vec<u8>,
     pub(crate) cert_der: Vec<u8>,
+    pub(crate) audit: hearth_node::audit::AuditLog,
 }
 
 impl OpsState for ParticipantOps {
@@ -59,6 +60,7 @@ impl OpsState for ParticipantOps {
             &self.ca_der,
             &self.cert_der,
         );
+        hearth_node::metrics::audit_metrics(&mut m, &self.audit);
         m.finish()
     }
 }

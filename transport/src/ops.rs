@@ -50,11 +50,42 @@ impl MetricsText {
         self.sample(name, "counter", help, labels, value);
     }
 
-    fn sample(&mut self, name: &str, kind: &str, help: &str, labels: &[(&str, &str)], value: f64) {
+    /// A histogram of `values` over the upper bounds `bounds` (ascending; `+Inf` is added): cumulative
+    /// `_bucket` samples, then `_sum` and `_count`.
+    pub fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+        bounds: &[f64],
+        values: &[f64],
+    ) {
+        self.declare(name, "histogram", help);
+        let bucket = format!("{name}_bucket");
+        for le in bounds.iter().copied().chain(std::iter::once(f64::INFINITY)) {
+            let n = values.iter().filter(|v| **v <= le).count();
+            let le = fmt_value(le);
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", le.as_str()));
+            self.line(&bucket, &with_le, n as f64);
+        }
+        self.line(&format!("{name}_sum"), labels, values.iter().sum());
+        self.line(&format!("{name}_count"), labels, values.len() as f64);
+    }
+
+    fn declare(&mut self, name: &str, kind: &str, help: &str) {
         if self.declared.insert(name.to_string()) {
             let _ = writeln!(self.out, "# HELP {name} {}", help.replace('\\', "\\\\").replace('\n', "\\n"));
             let _ = writeln!(self.out, "# TYPE {name} {kind}");
         }
+    }
+
+    fn sample(&mut self, name: &str, kind: &str, help: &str, labels: &[(&str, &str)], value: f64) {
+        self.declare(name, kind, help);
+        self.line(name, labels, value);
+    }
+
+    fn line(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
         self.out.push_str(name);
         if !labels.is_empty() {
             self.out.push('{');
@@ -136,6 +167,21 @@ mod tests {
             text,
             "# HELP hearth_x An x.\n# TYPE hearth_x gauge\nhearth_x{who=\"a\\\"b\\\\c\\nd\"} 1\nhearth_x{who=\"e\"} 2.5\n\
              # HELP hearth_y_total Ys.\n# TYPE hearth_y_total counter\nhearth_y_total 3\n"
+        );
+    }
+
+    #[test]
+    fn histograms_count_cumulatively_and_end_with_inf_sum_and_count() {
+        let mut m = MetricsText::new();
+        m.histogram("hearth_d_seconds", "D.", &[("phase", "1")], &[0.5, 1.0], &[0.2, 0.7, 3.0]);
+        assert_eq!(
+            m.finish(),
+            "# HELP hearth_d_seconds D.\n# TYPE hearth_d_seconds histogram\n\
+             hearth_d_seconds_bucket{phase=\"1\",le=\"0.5\"} 1\n\
+             hearth_d_seconds_bucket{phase=\"1\",le=\"1\"} 2\n\
+             hearth_d_seconds_bucket{phase=\"1\",le=\"+Inf\"} 3\n\
+             hearth_d_seconds_sum{phase=\"1\"} 3.9\n\
+             hearth_d_seconds_count{phase=\"1\"} 3\n"
         );
     }
 }
