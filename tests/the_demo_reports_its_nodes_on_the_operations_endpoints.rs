@@ -75,6 +75,17 @@ async fn the_demo_reports_its_nodes_on_the_operations_endpoints() {
         "{metrics}"
     );
     assert!(metric(&metrics, "hearth_audit_entries") > 0.0, "{metrics}");
+    // Every participant registered once: the gRPC method is counted and timed.
+    assert!(
+        metrics.contains(
+            "hearth_request_duration_seconds_count{route=\"/hearth.v1.Coordinator/Register\",method=\"POST\",status=\"2xx\"} 3"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hearth_audit_events_total{action=\"round.commit\",outcome=\"ok\"}"),
+        "{metrics}"
+    );
     assert!(metric(&metrics, "hearth_audit_checkpoint_age_seconds") < 120.0, "{metrics}");
     for (name, addr) in ops {
         let (status, why) = http_get(addr.as_str().unwrap(), "/readyz").await;

@@ -106,13 +106,19 @@ pub async fn start(
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let requests = Arc::new(hearth_transport::ops::RequestMetrics::default());
     let (ops_addr, ops_task) = match config.ops_listen {
         Some(at) => {
             let l = tokio::net::TcpListener::bind(at)
                 .await
                 .with_context(|| format!("listening on {at} (ops_listen)"))?;
             let ops_addr = l.local_addr()?;
-            let state = Arc::new(ops::CoordinatorOps { shared: Arc::clone(&shared), keys, cert_der });
+            let state = Arc::new(ops::CoordinatorOps {
+                shared: Arc::clone(&shared),
+                keys,
+                cert_der,
+                requests: Arc::clone(&requests),
+            });
             tracing::info!(%ops_addr, "operations endpoints listening (plain HTTP: /healthz, /readyz, /metrics)");
             let task = tokio::spawn(hearth_transport::ops::serve_ops(l, state, std::future::pending()));
             (Some(ops_addr), Some(task))
@@ -137,7 +143,8 @@ pub async fn start(
         .add_service(privacy)
         .add_service(analytics)
         .add_service(health)
-        .into_axum_router();
+        .into_axum_router()
+        .route_layer(axum::middleware::from_fn_with_state(requests, hearth_transport::ops::track));
     tracing::info!(%addr, "coordinator listening (gRPC, TLS 1.3, client certificates required)");
     let opts = ServeOptions { on_refused: Some(refusal_hook(audit.clone())), ..ServeOptions::default() };
     let lock = node.lock;

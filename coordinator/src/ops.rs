@@ -18,6 +18,7 @@ pub(crate) struct CoordinatorOps {
     pub(crate) shared: Arc<Shared>,
     pub(crate) keys: Arc<NodeKeys>,
     pub(crate) cert_der: Vec<u8>,
+    pub(crate) requests: Arc<hearth_transport::ops::RequestMetrics>,
 }
 
 impl OpsState for CoordinatorOps {
@@ -127,6 +128,7 @@ impl OpsState for CoordinatorOps {
         }
         hearth_node::metrics::node_metrics(&mut m, &self.keys, &s.revocations, &s.ca_der, &self.cert_der);
         hearth_node::metrics::audit_metrics(&mut m, &s.audit);
+        self.requests.render(&mut m);
         m.finish()
     }
 }

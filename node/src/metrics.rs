@@ -84,6 +84,14 @@ pub fn node_metrics(
 /// (from its file's modification time).
 pub fn audit_metrics(m: &mut MetricsText, log: &AuditLog) {
     m.gauge("hearth_audit_entries", "Entries in this node's audit log.", &[], log.size() as f64);
+    for (action, outcome, n) in log.counts() {
+        m.counter(
+            "hearth_audit_events_total",
+            "Audit entries recorded since the process started, by action and outcome (refusals, denials and errors among them).",
+            &[("action", action.as_str()), ("outcome", outcome)],
+            n as f64,
+        );
+    }
     let signed = std::fs::metadata(&log.paths().checkpoints).and_then(|md| md.modified());
     if let Ok(at) = signed {
         let age = SystemTime::now().duration_since(at).map_or(0.0, |d| d.as_secs_f64());

@@ -352,6 +352,7 @@ pub async fn start(
         Arc::clone(&revocations),
     ));
     let fed_task = tokio::spawn(Arc::clone(&federation).run());
+    let requests = Arc::new(hearth_transport::ops::RequestMetrics::default());
     let ops_addr = match config.ops_listen {
         Some(at) => {
             let l = tokio::net::TcpListener::bind(at)
@@ -367,6 +368,7 @@ pub async fn start(
                 cert_der: hearth_crypto::pki::cert_der_from_pem(&tls.cert_pem)
                     .context("the node's certificate")?,
                 audit: audit.clone(),
+                requests: Arc::clone(&requests),
             });
             tracing::info!(%ops_addr, "operations endpoints listening (plain HTTP: /healthz, /readyz, /metrics)");
             tokio::spawn(async move {
@@ -405,6 +407,8 @@ pub async fn start(
             .route_service("/grpc.health.v1.Health/Check", health.clone())
             .route_service("/grpc.health.v1.Health/Watch", health)
             .merge(hearth_desk::api::mtls(Arc::clone(&service)))
+            // Inference, desk and health requests timed per route template (`/metrics`).
+            .route_layer(axum::middleware::from_fn_with_state(requests, hearth_transport::ops::track))
             // A path nobody serves: a JSON 404 for HTTP callers, UNIMPLEMENTED for gRPC ones.
             .fallback(hearth_inference::no_route);
     service.spawn_background();

@@ -19,6 +19,7 @@ pub(crate) struct ParticipantOps {
     pub(crate) ca_der: Vec<u8>,
     pub(crate) cert_der: Vec<u8>,
     pub(crate) audit: hearth_node::audit::AuditLog,
+    pub(crate) requests: Arc<hearth_transport::ops::RequestMetrics>,
 }
 
 impl OpsState for ParticipantOps {
@@ -61,6 +62,7 @@ impl OpsState for ParticipantOps {
             &self.cert_der,
         );
         hearth_node::metrics::audit_metrics(&mut m, &self.audit);
+        self.requests.render(&mut m);
         m.finish()
     }
 }

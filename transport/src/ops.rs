@@ -119,6 +119,111 @@ fn fmt_value(v: f64) -> String {
     }
 }
 
+/// A histogram with fixed bucket bounds, filled as events happen (for request latencies).
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// Per bound, observations at most that bound (not cumulative); the last slot is `+Inf`.
+    counts: Vec<u64>,
+    sum: f64,
+}
+
+impl Histogram {
+    /// An empty histogram over `bounds` (ascending).
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Self { bounds, counts: vec![0; bounds.len() + 1], sum: 0.0 }
+    }
+
+    /// Counts one observation.
+    pub fn observe(&mut self, v: f64) {
+        let slot = self.bounds.iter().position(|b| v <= *b).unwrap_or(self.bounds.len());
+        self.counts[slot] += 1;
+        self.sum += v;
+    }
+}
+
+impl MetricsText {
+    /// A histogram filled with [`Histogram::observe`].
+    pub fn histogram_of(&mut self, name: &str, help: &str, labels: &[(&str, &str)], h: &Histogram) {
+        self.declare(name, "histogram", help);
+        let bucket = format!("{name}_bucket");
+        let mut cumulative = 0;
+        for (i, n) in h.counts.iter().enumerate() {
+            cumulative += n;
+            let le = fmt_value(h.bounds.get(i).copied().unwrap_or(f64::INFINITY));
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", le.as_str()));
+            self.line(&bucket, &with_le, cumulative as f64);
+        }
+        self.line(&format!("{name}_sum"), labels, h.sum);
+        self.line(&format!("{name}_count"), labels, cumulative as f64);
+    }
+}
+
+/// Most (route, method, status) label sets kept before new ones are counted as `other`.
+const MAX_ROUTES: usize = 256;
+
+/// Bucket bounds (seconds) of request latencies.
+pub const LATENCY_BOUNDS: [f64; 12] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+/// Requests served, by route (its template, never the concrete path: no identifier reaches a label),
+/// method and status class, with their latency.
+#[derive(Debug, Default)]
+pub struct RequestMetrics {
+    by: std::sync::Mutex<std::collections::BTreeMap<(String, String, &'static str), Histogram>>,
+}
+
+impl RequestMetrics {
+    /// Writes `hearth_request_duration_seconds` (its `_count` is the number of requests).
+    pub fn render(&self, m: &mut MetricsText) {
+        let by = self.by.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for ((route, method, status), h) in by.iter() {
+            let labels = [("route", route.as_str()), ("method", method.as_str()), ("status", *status)];
+            m.histogram_of(
+                "hearth_request_duration_seconds",
+                "Time to answer requests, by route.",
+                &labels,
+                h,
+            );
+        }
+    }
+}
+
+/// Middleware (`axum::middleware::from_fn_with_state`, as a route layer) timing each request into
+/// `metrics`.
+pub async fn track(
+    State(metrics): State<Arc<RequestMetrics>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    // The route's template; for a gRPC service (mounted under a wildcard) its method, which the protocol
+    // fixes: never a concrete path with an identifier in it.
+    let route = match req.extensions().get::<axum::extract::MatchedPath>() {
+        Some(p) if p.as_str().contains("{*") => req.uri().path().to_string(),
+        Some(p) => p.as_str().to_string(),
+        None => "unmatched".to_string(),
+    };
+    let method = req.method().to_string();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = match resp.status().as_u16() {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    let took = started.elapsed().as_secs_f64();
+    let mut by = metrics.by.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Bounded: past MAX_ROUTES label sets, new ones are counted together (a peer calling made-up
+    // methods cannot grow the map).
+    let key = (route, method, status);
+    let key =
+        if by.len() >= MAX_ROUTES && !by.contains_key(&key) { ("other".into(), key.1, status) } else { key };
+    by.entry(key).or_insert_with(|| Histogram::new(&LATENCY_BOUNDS)).observe(took);
+    resp
+}
+
 /// The operations router over `state`.
 pub fn ops_router(state: Arc<dyn OpsState>) -> axum::Router {
     async fn healthz() -> &'static str {
@@ -168,6 +273,20 @@ mod tests {
             "# HELP hearth_x An x.\n# TYPE hearth_x gauge\nhearth_x{who=\"a\\\"b\\\\c\\nd\"} 1\nhearth_x{who=\"e\"} 2.5\n\
              # HELP hearth_y_total Ys.\n# TYPE hearth_y_total counter\nhearth_y_total 3\n"
         );
+    }
+
+    #[test]
+    fn an_observed_histogram_renders_like_one_built_from_its_values() {
+        static BOUNDS: [f64; 2] = [0.5, 1.0];
+        let mut h = Histogram::new(&BOUNDS);
+        for v in [0.2, 0.7, 3.0] {
+            h.observe(v);
+        }
+        let mut a = MetricsText::new();
+        a.histogram_of("hearth_d_seconds", "D.", &[("phase", "1")], &h);
+        let mut b = MetricsText::new();
+        b.histogram("hearth_d_seconds", "D.", &[("phase", "1")], &BOUNDS, &[0.2, 0.7, 3.0]);
+        assert_eq!(a.finish(), b.finish());
     }
 
     #[test]

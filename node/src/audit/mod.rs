@@ -91,6 +91,9 @@ struct Inner {
     writer: Mutex<Writer>,
     syncer: Mutex<Syncer>,
     stop: Arc<(Mutex<bool>, Condvar)>,
+    /// Entries appended since this process opened the log, by (action, outcome): the operations
+    /// endpoint's count of refusals, denials and errors by what was refused.
+    counts: Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
 }
 
 /// A node's audit log. Cheap to clone; every clone appends to the same files.
@@ -169,6 +172,7 @@ impl AuditLog {
         let size = tree.size();
         let log = LogState::resume(meta.origin.clone(), tree, last_time_ms)?;
         let inner = Arc::new(Inner {
+            counts: Mutex::new(std::collections::BTreeMap::new()),
             origin: meta.origin,
             suite,
             writer: Mutex::new(Writer { log, file, offset }),
@@ -224,7 +228,16 @@ impl AuditLog {
             return None;
         }
         w.offset += line.len() as u64;
+        drop(w);
+        *lock(&self.inner.counts)
+            .entry((a.entry.action().to_string(), a.entry.outcome().as_str()))
+            .or_insert(0) += 1;
         Some(a.entry.seq())
+    }
+
+    /// Entries appended since this process opened the log, by action and outcome.
+    pub fn counts(&self) -> Vec<(String, &'static str, u64)> {
+        lock(&self.inner.counts).iter().map(|((a, o), n)| (a.clone(), *o, *n)).collect()
     }
 
     /// Records a key generation or rotation: action `key.generated` / `key.rotated`, the key id as the
