@@ -22,7 +22,7 @@ pub(crate) struct CoordinatorOps {
 }
 
 impl OpsState for CoordinatorOps {
-    fn readiness(&self) -> Result<(), String> {
+    fn readiness(&self) -> Result<(), hearth_transport::ops::NotReady> {
         Ok(())
     }
 

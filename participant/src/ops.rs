@@ -23,11 +23,13 @@ pub(crate) struct ParticipantOps {
 }
 
 impl OpsState for ParticipantOps {
-    fn readiness(&self) -> Result<(), String> {
+    fn readiness(&self) -> Result<(), hearth_transport::ops::NotReady> {
         if self.federation.connected() {
             Ok(())
         } else {
-            Err("no announcement stream from the coordinator (it is down or unreachable)".into())
+            Err(hearth_transport::ops::NotReady(
+                "no announcement stream from the coordinator (it is down or unreachable)".into(),
+            ))
         }
     }
 

@@ -18,10 +18,15 @@ use tokio::net::TcpListener;
 
 use crate::TransportError;
 
+/// Why a node cannot do its work yet (`/readyz` answers 503 with it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotReady(pub String);
+
 /// What a node reports on its operations endpoints.
 pub trait OpsState: Send + Sync + 'static {
-    /// `Ok` when the node can do its work; otherwise why not (sent with 503).
-    fn readiness(&self) -> Result<(), String>;
+    /// `Ok` when the node can do its work; otherwise why not.
+    fn readiness(&self) -> Result<(), NotReady>;
     /// Every metric, in the Prometheus text format ([`MetricsText::finish`]).
     fn metrics(&self) -> String;
 }
