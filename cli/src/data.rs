@@ -201,9 +201,7 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
             println!("  {:>8} emotion examples", s.emotion_count()?);
             println!("  {:>8} transactions", s.transaction_count()?);
             let mut versions = node.store.kek_versions()?;
-            for (kek, n) in hearth_desk::store::kek_versions(&cfg.data_dir)? {
-                *versions.entry(kek).or_insert(0) += n;
-            }
+            hearth_node::rewrap::add_counts(&mut versions, hearth_desk::store::kek_versions(&cfg.data_dir)?);
             for (kek, n) in versions {
                 println!("  {n:>8} values sealed under {kek}");
             }

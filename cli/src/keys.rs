@@ -13,7 +13,7 @@ use hearth_node::audit::files::{read_meta, AuditPaths};
 use hearth_node::audit::AuditLog;
 use hearth_node::files::NodeLock;
 use hearth_node::keys::{Create, NodeKeys, AUDIT_KEY, KEK, WITNESS_KEY};
-use hearth_node::rewrap::TableRewrap;
+use hearth_node::rewrap::{add_counts, TableRewrap};
 use serde::Serialize;
 
 use crate::node::{cli_actor, NodeArgs, Target};
@@ -224,19 +224,14 @@ impl Stores {
     /// Values per KEK version over every store.
     fn kek_versions(&self) -> anyhow::Result<BTreeMap<String, u64>> {
         let mut out = BTreeMap::new();
-        let mut add = |m: BTreeMap<String, u64>| {
-            for (k, n) in m {
-                *out.entry(k).or_insert(0) += n;
-            }
-        };
         if let Some(s) = &self.participant {
-            add(s.kek_versions()?);
+            add_counts(&mut out, s.kek_versions()?);
         }
         if self.desk {
-            add(hearth_desk::store::kek_versions(&self.dir)?);
+            add_counts(&mut out, hearth_desk::store::kek_versions(&self.dir)?);
         }
         if let Some(s) = &self.coordinator {
-            add(s.kek_versions()?);
+            add_counts(&mut out, s.kek_versions()?);
         }
         Ok(out)
     }

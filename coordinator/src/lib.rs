@@ -109,18 +109,13 @@ pub async fn start(
     let requests = Arc::new(hearth_transport::ops::RequestMetrics::default());
     let (ops_addr, ops_task) = match config.ops_listen {
         Some(at) => {
-            let l = tokio::net::TcpListener::bind(at)
-                .await
-                .with_context(|| format!("listening on {at} (ops_listen)"))?;
-            let ops_addr = l.local_addr()?;
             let state = Arc::new(ops::CoordinatorOps {
                 shared: Arc::clone(&shared),
                 keys,
                 cert_der,
                 requests: Arc::clone(&requests),
             });
-            tracing::info!(%ops_addr, "operations endpoints listening (plain HTTP: /healthz, /readyz, /metrics)");
-            let task = tokio::spawn(hearth_transport::ops::serve_ops(l, state, std::future::pending()));
+            let (ops_addr, task) = hearth_transport::ops::spawn_ops(at, state).await?;
             (Some(ops_addr), Some(task))
         }
         None => (None, None),

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use hearth_node::keys::NodeKeys;
-use hearth_node::rewrap::{count_by_kek, rewrap_table, TableRewrap};
+use hearth_node::rewrap::{add_counts, count_by_kek, rewrap_table, TableRewrap};
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -440,9 +440,7 @@ impl Store {
     pub fn kek_versions(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
         let mut out = std::collections::BTreeMap::new();
         for table in [JOBS, MODELS, VELOCITY, PRIVACY] {
-            for (kek, n) in count_by_kek(&self.db, table).map_err(db_err)? {
-                *out.entry(kek).or_insert(0) += n;
-            }
+            add_counts(&mut out, count_by_kek(&self.db, table).map_err(db_err)?);
         }
         Ok(out)
     }

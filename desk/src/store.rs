@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::mpsc;
 
 use hearth_node::keys::NodeKeys;
-use hearth_node::rewrap::{count_by_kek, rewrap_table, TableRewrap};
+use hearth_node::rewrap::{add_counts, count_by_kek, rewrap_table, TableRewrap};
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 
@@ -45,9 +45,7 @@ pub fn kek_versions(dir: &Path) -> Result<BTreeMap<String, u64>, StoreError> {
     let Some(db) = open_existing(dir)? else { return Ok(BTreeMap::new()) };
     let doing = "counting records per key-encryption key version";
     let mut out = count_by_kek(&db, CUSTOMERS).map_err(StoreError::db(doing))?;
-    for (kek, n) in count_by_kek(&db, RUNS).map_err(StoreError::db(doing))? {
-        *out.entry(kek).or_insert(0) += n;
-    }
+    add_counts(&mut out, count_by_kek(&db, RUNS).map_err(StoreError::db(doing))?);
     Ok(out)
 }
 

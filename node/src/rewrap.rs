@@ -115,6 +115,13 @@ pub fn rewrap_table<K: Key + 'static>(
     Ok(report)
 }
 
+/// Adds the per-version counts `more` into `into` (stores sum their tables', commands their stores').
+pub fn add_counts(into: &mut BTreeMap<String, u64>, more: BTreeMap<String, u64>) {
+    for (kek, n) in more {
+        *into.entry(kek).or_insert(0) += n;
+    }
+}
+
 /// How many values of `table` each KEK version sealed (`kek@v1` -> count). A missing table counts none.
 pub fn count_by_kek<K: Key + 'static>(
     db: &Database,

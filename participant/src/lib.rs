@@ -355,10 +355,6 @@ pub async fn start(
     let requests = Arc::new(hearth_transport::ops::RequestMetrics::default());
     let ops_addr = match config.ops_listen {
         Some(at) => {
-            let l = tokio::net::TcpListener::bind(at)
-                .await
-                .with_context(|| format!("listening on {at} (ops_listen)"))?;
-            let ops_addr = l.local_addr()?;
             let state = Arc::new(ops::ParticipantOps {
                 federation: Arc::clone(&federation),
                 store: Arc::clone(&store),
@@ -370,13 +366,7 @@ pub async fn start(
                 audit: audit.clone(),
                 requests: Arc::clone(&requests),
             });
-            tracing::info!(%ops_addr, "operations endpoints listening (plain HTTP: /healthz, /readyz, /metrics)");
-            tokio::spawn(async move {
-                if let Err(e) = hearth_transport::ops::serve_ops(l, state, std::future::pending()).await {
-                    tracing::error!(error = %e, "operations endpoints failed");
-                }
-            });
-            Some(ops_addr)
+            Some(hearth_transport::ops::spawn_ops(at, state).await?.0)
         }
         None => None,
     };

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use hearth_models::recommend::data::Transaction;
 use hearth_models::{EmotionExample, Example};
 use hearth_node::keys::NodeKeys;
-use hearth_node::rewrap::{count_by_kek, rewrap_table, TableRewrap};
+use hearth_node::rewrap::{add_counts, count_by_kek, rewrap_table, TableRewrap};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -187,16 +187,11 @@ impl Store {
     /// rotation, the rows still under an older version.
     pub fn kek_versions(&self) -> Result<BTreeMap<String, u64>, StoreError> {
         let mut out = BTreeMap::new();
-        let mut add = |counts: BTreeMap<String, u64>| {
-            for (kek, n) in counts {
-                *out.entry(kek).or_insert(0) += n;
-            }
-        };
         for (table, _) in ROW_TABLES {
-            add(count_by_kek(&self.db, table)?);
+            add_counts(&mut out, count_by_kek(&self.db, table)?);
         }
         for table in [MODEL, PRIVACY] {
-            add(count_by_kek(&self.db, table)?);
+            add_counts(&mut out, count_by_kek(&self.db, table)?);
         }
         Ok(out)
     }

@@ -250,6 +250,26 @@ pub fn ops_router(state: Arc<dyn OpsState>) -> axum::Router {
         .with_state(state)
 }
 
+/// Binds `at` and serves the operations endpoints there in a task of their own (until the process
+/// ends or the task is aborted); returns the bound address and the task.
+pub async fn spawn_ops(
+    at: std::net::SocketAddr,
+    state: Arc<dyn OpsState>,
+) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), TransportError> {
+    let listener = TcpListener::bind(at).await.map_err(|e| {
+        TransportError::Tls(format!("operations endpoints: listening on {at} (ops_listen): {e}"))
+    })?;
+    let bound =
+        listener.local_addr().map_err(|e| TransportError::Tls(format!("operations endpoints: {e}")))?;
+    tracing::info!(ops_addr = %bound, "operations endpoints listening (plain HTTP: /healthz, /readyz, /metrics)");
+    let task = tokio::spawn(async move {
+        if let Err(e) = serve_ops(listener, state, std::future::pending()).await {
+            tracing::error!(error = %e, "operations endpoints failed");
+        }
+    });
+    Ok((bound, task))
+}
+
 /// Serves the operations endpoints on `listener` (plain HTTP) until `shutdown` resolves.
 pub async fn serve_ops(
     listener: TcpListener,

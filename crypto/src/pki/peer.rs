@@ -128,6 +128,20 @@ pub(super) fn check_p256(point: &[u8]) -> Result<(), PkiError> {
         .map_err(|e| PkiError::InvalidKey { what: "P-256 public key", reason: e.to_string() })
 }
 
+/// A node certificate's parameters under `options`: [`node_params`] and the SM2 key extension.
+fn params_with(
+    role: Role,
+    id: &str,
+    dns_names: &[String],
+    ip_addrs: &[IpAddr],
+    options: &IssueOptions,
+) -> Result<rcgen::CertificateParams, PkiError> {
+    let mut params =
+        node_params(role, id, dns_names, ip_addrs, options.institution.as_deref(), options.lifetime_days)?;
+    params.custom_extensions.extend(sm2_extension(options)?);
+    Ok(params)
+}
+
 pub(super) fn sm2_extension(options: &IssueOptions) -> Result<Option<CustomExtension>, PkiError> {
     let Some(point) = &options.sm2_verifying_key else { return Ok(None) };
     if point.len() != 65 || point[0] != 0x04 {
@@ -152,15 +166,7 @@ impl ConsortiumCa {
         ip_addrs: &[IpAddr],
         options: &IssueOptions,
     ) -> Result<IssuedCert, PkiError> {
-        let mut params = node_params(
-            role,
-            id,
-            dns_names,
-            ip_addrs,
-            options.institution.as_deref(),
-            options.lifetime_days,
-        )?;
-        params.custom_extensions.extend(sm2_extension(options)?);
+        let params = params_with(role, id, dns_names, ip_addrs, options)?;
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
         let cert = params.signed_by(&key, &self.issuer()?).map_err(gen_err)?;
         Ok(IssuedCert { cert_pem: cert.pem(), key_pem: Zeroizing::new(key.serialize_pem()) })
@@ -188,15 +194,7 @@ impl ConsortiumCa {
         check_p256(p256_public_key)?;
         let public = SubjectPublicKeyInfo::from_der(&spki(&P256_SPKI_PREFIX, p256_public_key))
             .map_err(|e| PkiError::InvalidKey { what: "P-256 public key", reason: e.to_string() })?;
-        let mut params = node_params(
-            role,
-            id,
-            dns_names,
-            ip_addrs,
-            options.institution.as_deref(),
-            options.lifetime_days,
-        )?;
-        params.custom_extensions.extend(sm2_extension(options)?);
+        let params = params_with(role, id, dns_names, ip_addrs, options)?;
         Ok(params.signed_by(&public, &self.issuer()?).map_err(gen_err)?.pem())
     }
 }
