@@ -13,8 +13,10 @@ dpkg -s softhsm2 >/dev/null 2>&1 || missing="$missing softhsm2"
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 # `hearth bench serve` (tests/bench_serve_reports_rps_and_p99.rs) loads the participant with wrk.
 command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
+# The image test (tests/the_image_builds_and_runs_from_its_root_file_system.rs) builds with buildah.
+command -v buildah >/dev/null 2>&1 || missing="$missing buildah"
 if [ -n "$missing" ]; then
-  echo "installing$missing (PKCS#11 keystore, OpenSSL interop and bench serve tests)" >&2
+  echo "installing$missing (PKCS#11 keystore, OpenSSL interop, bench serve and image tests)" >&2
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -128,14 +128,41 @@ async fn the_fuzzed_api_answers_every_request_as_documented() {
     }
 
     // Every operation, fuzzed, answers as documented.
-    let out = Command::new(root().join("scripts/fuzz-api.sh"))
-        .args([addr.as_str(), s(&pki), "institution-1"])
-        .env("HEARTH_FUZZ_CUSTOMERS", customers.join(" "))
-        .env("HEARTH_FUZZ_RUNS", runs.join(" "))
-        .output()
-        .unwrap();
-    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the API fuzzer found failures:\n{report}");
+    let fuzz = || {
+        let out = Command::new(root().join("scripts/fuzz-api.sh"))
+            .args([addr.as_str(), s(&pki), "institution-1"])
+            .env("HEARTH_FUZZ_CUSTOMERS", customers.join(" "))
+            .env("HEARTH_FUZZ_RUNS", runs.join(" "))
+            .output()
+            .unwrap();
+        let report =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), report)
+    };
+    // What the nodes said while being fuzzed: refused connections and panics name a cause.
+    let said = || {
+        let mut said = std::fs::read_to_string(&log).unwrap_or_default();
+        for node in files_under(&work.join("logs")) {
+            said += &std::fs::read_to_string(node).unwrap_or_default();
+        }
+        let lines: Vec<&str> = said
+            .lines()
+            .filter(|l| ["WARN", "ERROR", "panicked", "refused"].iter().any(|w| l.contains(w)))
+            .collect();
+        lines.join("\n")
+    };
+    let (mut ok, mut report) = fuzz();
+    // A run whose only errors are connection errors on the client's side (no check failed, the nodes
+    // logged nothing) is run once more, and shown: one was seen in CI and never reproduced here.
+    if !ok && report.contains("Network Error") && !report.contains("FAILURES") && said().is_empty() {
+        eprintln!(
+            "the API fuzzer's run had a connection error only; running it again. The first run:\n{report}"
+        );
+        (ok, report) = fuzz();
+    }
+    if !ok {
+        panic!("the API fuzzer found failures:\n{report}\nthe demo's warnings and errors:\n{}", said());
+    }
     // The app's six operations, then the data protection officer's four: all ten.
     for selected in ["6 selected / 10 total", "4 selected / "] {
         assert!(report.contains(selected), "the fuzzer did not test {selected} operations:\n{report}");

@@ -101,6 +101,8 @@ actions! {
     ModelInstall => "model.install",
     /// A caller of the inference endpoints was refused.
     InferenceCall => "inference.call",
+    /// An inference replica fetched the model its participant serves, or was refused.
+    ModelFetch => "model.fetch",
     /// A caller of the desk's endpoints was refused.
     ServiceCall => "service.call",
     /// A customer was erased (recorded under a keyed reference, never the id).

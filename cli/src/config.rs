@@ -270,6 +270,29 @@ mod tests {
         loaded
     }
 
+    /// The files the Kubernetes manifests mount (deploy/k8s/base/*/*.toml) load through the real
+    /// loaders with the environment the manifests set, and keep every key file on the state volume.
+    #[test]
+    fn the_kubernetes_configurations_load() {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/k8s/base");
+        let c: CoordinatorConfig =
+            load_with_env(Some(&base.join("coordinator/coordinator.toml")), "HEARTH_COORDINATOR", &[])
+                .unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(c.tls.key.starts_with("/var/lib/hearth") && c.state_dir.starts_with("/var/lib/hearth"));
+        assert!(c.ops_listen.is_some());
+        let env = [
+            ("HEARTH_PARTICIPANT__COORDINATOR".to_string(), "hearth-coordinator:7700".to_string()),
+            ("HEARTH_PARTICIPANT__COORDINATOR_NAME".to_string(), "hearth-coordinator".to_string()),
+        ];
+        let p: ParticipantConfig =
+            load_with_env(Some(&base.join("institution/participant.toml")), "HEARTH_PARTICIPANT", &env)
+                .unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(p.tls.key.starts_with("/var/lib/hearth") && p.data_dir.starts_with("/var/lib/hearth"));
+        assert_eq!((p.coordinator.as_str(), p.suite), ("hearth-coordinator:7700", c.suite));
+        assert_eq!(p.listen.port(), 7800);
+        assert!(p.ops_listen.is_some());
+    }
+
     #[test]
     fn the_deploy_reference_configurations_load_and_set_every_field() {
         let c: CoordinatorConfig = check_reference("coordinator.toml", "HEARTH_COORDINATOR");

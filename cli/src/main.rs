@@ -13,6 +13,7 @@ mod budget;
 mod config;
 mod data;
 mod demo;
+mod inference;
 mod keys;
 mod members;
 mod model;
@@ -71,6 +72,12 @@ enum Command {
         after_help = "Examples:\n  hearth participant --config bank-a.toml\n  HEARTH_PARTICIPANT__COORDINATOR=coord.example:7700 hearth participant --config bank-a.toml\n\nEnvironment variables HEARTH_PARTICIPANT__<FIELD>[__<SUBFIELD>] override the file."
     )]
     Participant(ServiceArgs),
+    /// Run an inference replica: serve the institution's intent and emotion endpoints from the models its
+    /// participant serves; stateless, as many copies as traffic needs.
+    #[command(
+        after_help = "Examples:\n  hearth inference --participant bank-a.example.org:7800 --cert /etc/hearth/inference.pem --key /etc/hearth/inference.key\n  HEARTH_INFERENCE_PARTICIPANT=participant:7800 HEARTH_INFERENCE_OPS_LISTEN=0.0.0.0:9900 hearth inference\n\nThe replica keeps nothing on disk. Every few seconds (--poll-seconds) it asks its participant\n(hearth.v1.ModelSource, mutual TLS) whether the model it serves of each family changed, and swaps in\nthe participant's choice: the promoted model, a pinned one, or the one a rollback put back. It serves\nPOST /v1/intent and /v1/emotion, GET /v1/health and hearth.v1.Inference to the institution's apps and\noperators; recommendations stay with the participant (they need the purchase histories), so\n/v1/recommend answers 503 not_served_here."
+    )]
+    Inference(inference::InferenceArgs),
     /// Manage the consortium's certificates.
     Pki {
         #[command(subcommand)]
@@ -190,7 +197,8 @@ fn write_man_pages(cmd: clap::Command, parents: &[String], dir: &std::path::Path
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let verbose = matches!(cli.command, Command::Coordinator(_) | Command::Participant(_));
+    let verbose =
+        matches!(cli.command, Command::Coordinator(_) | Command::Participant(_) | Command::Inference(_));
     init_logging(if verbose { "info" } else { "warn" }, cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -240,6 +248,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             write_ready(args.ready_file.as_deref(), &running.inference_addr.to_string())?;
             running.done.await.context("participant task")?
         }
+        Command::Inference(args) => inference::run(args).await,
         Command::Pki { command } => pki::run(command),
         Command::Job { command } => operator::run(command).await,
         Command::Budget { command } => budget::run(command).await,

@@ -39,12 +39,12 @@ const CA_LOG_ORIGIN: &str = "hearth/ca/issuance";
 pub enum PkiCommand {
     /// Create a consortium CA and certificates for a coordinator, participants, an operator and an app.
     #[command(
-        after_help = "Examples:\n  hearth pki init --dir pki --participants bank-a,airline-b,retail-c\n  hearth pki init --dir pki --participants bank-a --dns coord.example.org --ip 10.0.0.5\n\nWrites DIR/ca.pem and DIR/ca.key (keep the CA key offline), DIR/coordinator.{pem,key},\nDIR/<participant>.{pem,key}, and for each participant's institution DIR/<participant>/app.{pem,key} and\nDIR/<participant>/dpo.{pem,key} (its apps and its data protection officer: the only callers its desk\nand inference accept); and the consortium's DIR/operator.{pem,key}, DIR/dpo.{pem,key}, DIR/app.{pem,key}\nand DIR/analyst.{pem,key}, which act for no institution and reach no customer data.\n\nAlso DIR/<participant>/privacy-policy.{toml,json}: a starter privacy policy of the institution, signed\nby its DPO (review it, then `hearth budget sign`); and DIR/members.{toml,json}: the member list,\nsigned by every participant, that participants accept roster members from (`hearth members`).\n\nEvery certificate issued (here and by `hearth pki issue`) is first recorded in the CA's issuance log,\nDIR/ca-log: an audit log like a node's (action cert.issue, the certificate's SHA-256 as the object), its\ncheckpoints signed by a key in DIR/ca-log/keystore.sealed (passphrase in DIR/ca-log/passphrase; keep\nboth offline with the CA key). Its vkey is DIR/ca-log.vkey. Institutions witness it and auditors check\nit:\n  hearth audit export --state-dir pki/ca-log -o ca-log.jsonl\n  hearth audit cosign ca-log.jsonl --log-key @pki/ca-log.vkey --state-dir WITNESS_DIR -o ca-head.txt\n  hearth audit verify ca-log.jsonl --trusted-key @pki/ca-log.vkey --checkpoint ca-head.txt --witness-key VKEY"
+        after_help = "Examples:\n  hearth pki init --dir pki --participants bank-a,airline-b,retail-c\n  hearth pki init --dir pki --participants bank-a --dns coord.example.org --ip 10.0.0.5\n\nWrites DIR/ca.pem and DIR/ca.key (keep the CA key offline), DIR/coordinator.{pem,key},\nDIR/<participant>.{pem,key}, and for each participant's institution DIR/<participant>/app.{pem,key} and\nDIR/<participant>/dpo.{pem,key} (its apps and its data protection officer: the only callers its desk\nand inference accept) and DIR/<participant>/inference.{pem,key} (its inference replicas, on loopback\nnames; `hearth pki issue --role inference` names others); and the consortium's DIR/operator.{pem,key}, DIR/dpo.{pem,key}, DIR/app.{pem,key}\nand DIR/analyst.{pem,key}, which act for no institution and reach no customer data.\n\nAlso DIR/<participant>/privacy-policy.{toml,json}: a starter privacy policy of the institution, signed\nby its DPO (review it, then `hearth budget sign`); and DIR/members.{toml,json}: the member list,\nsigned by every participant, that participants accept roster members from (`hearth members`).\n\nEvery certificate issued (here and by `hearth pki issue`) is first recorded in the CA's issuance log,\nDIR/ca-log: an audit log like a node's (action cert.issue, the certificate's SHA-256 as the object), its\ncheckpoints signed by a key in DIR/ca-log/keystore.sealed (passphrase in DIR/ca-log/passphrase; keep\nboth offline with the CA key). Its vkey is DIR/ca-log.vkey. Institutions witness it and auditors check\nit:\n  hearth audit export --state-dir pki/ca-log -o ca-log.jsonl\n  hearth audit cosign ca-log.jsonl --log-key @pki/ca-log.vkey --state-dir WITNESS_DIR -o ca-head.txt\n  hearth audit verify ca-log.jsonl --trusted-key @pki/ca-log.vkey --checkpoint ca-head.txt --witness-key VKEY"
     )]
     Init(InitArgs),
     /// Issue one more certificate from an existing CA.
     #[command(
-        after_help = "Examples:\n  hearth pki issue --dir pki --role participant --id hospital-d --dns hospital-d.example.org\n  hearth pki issue --dir pki --role app --id crm --institution hospital-d   # writes DIR/hospital-d/crm.{pem,key}\n  hearth pki issue --dir pki --role operator --id ops-2 --days 30\n\nThe CA generates the key here; for an institution's node prefer `hearth pki request` on its host and\n`hearth pki sign` here, so the key never leaves it. Certificates are valid from five minutes ago for\n--days (default 90, at most 825).\n\nEvery certificate issued is first recorded in the CA's issuance log, DIR/ca-log (its SHA-256, role, id\nand institution; see `hearth pki init --help`)."
+        after_help = "Examples:\n  hearth pki issue --dir pki --role participant --id hospital-d --dns hospital-d.example.org\n  hearth pki issue --dir pki --role app --id crm --institution hospital-d   # writes DIR/hospital-d/crm.{pem,key}\n  hearth pki issue --dir pki --role inference --id replicas --institution hospital-d --dns inference.hospital-d.svc\n  hearth pki issue --dir pki --role operator --id ops-2 --days 30\n\nThe CA generates the key here; for an institution's node prefer `hearth pki request` on its host and\n`hearth pki sign` here, so the key never leaves it. Certificates are valid from five minutes ago for\n--days (default 90, at most 825).\n\nEvery certificate issued is first recorded in the CA's issuance log, DIR/ca-log (its SHA-256, role, id\nand institution; see `hearth pki init --help`)."
     )]
     Issue(IssueArgs),
     /// Make a node's keys and a certificate request, on the node's own host.
@@ -99,7 +99,8 @@ pub struct IssueArgs {
     /// Directory holding ca.pem and ca.key; the new files go there too.
     #[arg(long, default_value = "hearth-pki")]
     pub dir: PathBuf,
-    /// coordinator, participant, operator, app, dpo or analyst.
+    /// coordinator, participant, operator, app, dpo, analyst or inference (an institution's inference
+    /// replicas: give --institution and the --dns names its apps reach it by).
     #[arg(long)]
     pub role: Role,
     /// The node's id ([a-z0-9._-], at most 64 characters).
@@ -114,8 +115,8 @@ pub struct IssueArgs {
     /// The consortium's algorithm suite (see `hearth pki init --help`).
     #[arg(long, default_value = "international")]
     pub suite: SuiteId,
-    /// The institution (participant id) an app, dpo or operator certificate acts for; its desk and
-    /// inference accept only such callers. The files go to DIR/<institution>/.
+    /// The institution (participant id) an app, dpo, operator or inference certificate acts for; its
+    /// desk and inference accept only such callers. The files go to DIR/<institution>/.
     #[arg(long)]
     pub institution: Option<String>,
     /// Days the certificate is valid (1 to 825).
@@ -135,7 +136,12 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<()> {
             let log = IssuanceLog::open(&a.dir, a.suite)?;
             let (dns, ips) = names(&a.dns, &a.ip);
             let mut written = match &a.institution {
-                Some(i) => issue_for(&ca, &log, &a.dir, a.role, &a.id, i, a.days)?,
+                // An inference replica is a server its institution's apps reach by name; apps, DPOs and
+                // operators are only clients.
+                Some(i) if a.role == Role::Inference => {
+                    issue_for(&ca, &log, &a.dir, a.role, &a.id, i, (&dns, &ips), a.days)?
+                }
+                Some(i) => issue_for(&ca, &log, &a.dir, a.role, &a.id, i, (&[], &[]), a.days)?,
                 None => issue(&ca, &log, &a.dir, a.role, &a.id, &dns, &ips, a.suite, a.days)?,
             };
             written.extend(log.close(&a.dir)?);
@@ -179,7 +185,7 @@ pub fn init(a: &InitArgs) -> anyhow::Result<Vec<PathBuf>> {
     let days = DEFAULT_LIFETIME_DAYS;
     written.extend(issue(&ca, &log, &a.dir, Role::Coordinator, "coordinator", &dns, &ips, a.suite, days)?);
     for p in &a.participants {
-        if ["coordinator", "operator", "app", "dpo", "analyst", "ca"].contains(&p.as_str()) {
+        if ["coordinator", "operator", "app", "dpo", "analyst", "inference", "ca"].contains(&p.as_str()) {
             bail!("participant id {p:?} is reserved; choose another name");
         }
         // Only its own (loopback) names: a participant's key must not be able to answer for the
@@ -187,8 +193,20 @@ pub fn init(a: &InitArgs) -> anyhow::Result<Vec<PathBuf>> {
         let (own_dns, own_ips) = names(&[], &[]);
         written.extend(issue(&ca, &log, &a.dir, Role::Participant, p, &own_dns, &own_ips, a.suite, days)?);
         // The institution's own callers: its apps and its data protection officer.
-        written.extend(issue_for(&ca, &log, &a.dir, Role::App, "app", p, days)?);
-        written.extend(issue_for(&ca, &log, &a.dir, Role::Dpo, "dpo", p, days)?);
+        written.extend(issue_for(&ca, &log, &a.dir, Role::App, "app", p, (&[], &[]), days)?);
+        written.extend(issue_for(&ca, &log, &a.dir, Role::Dpo, "dpo", p, (&[], &[]), days)?);
+        // Its inference replicas (`hearth inference`), on this machine's loopback names.
+        let (own_dns, own_ips) = names(&[], &[]);
+        written.extend(issue_for(
+            &ca,
+            &log,
+            &a.dir,
+            Role::Inference,
+            "inference",
+            p,
+            (&own_dns, &own_ips),
+            days,
+        )?);
         // A starter privacy policy of the institution, signed by its DPO, for its DPO to review.
         let source = write_new(&a.dir.join(p).join("privacy-policy.toml"), &starter_policy(p))?;
         let signed = a.dir.join(p).join(hearth_participant::privacy::SIGNED_POLICY_FILE);
@@ -238,6 +256,7 @@ fn starter_policy(institution: &str) -> String {
 }
 
 /// Issues `DIR/<institution>/<id>.{pem,key}`: a certificate acting for one institution.
+#[allow(clippy::too_many_arguments)]
 fn issue_for(
     ca: &ConsortiumCa,
     log: &IssuanceLog,
@@ -245,6 +264,7 @@ fn issue_for(
     role: Role,
     id: &str,
     institution: &str,
+    (dns, ips): (&[String], &[std::net::IpAddr]),
     days: u32,
 ) -> anyhow::Result<Vec<PathBuf>> {
     let options = IssueOptions {
@@ -253,7 +273,7 @@ fn issue_for(
         ..Default::default()
     };
     let cert = ca
-        .issue_with(role, id, &[], &[], &options)
+        .issue_with(role, id, dns, ips, &options)
         .with_context(|| format!("issuing the {role} certificate {id:?} of institution {institution:?}"))?;
     let identity = NodeIdentity { role, id: id.to_string(), institution: Some(institution.to_string()) };
     log.record(&cert.cert_pem, &identity, None)?;
@@ -458,6 +478,7 @@ mod test_support {
             config: None,
             service: None,
             new_key: false,
+            if_missing: false,
         })
         .unwrap();
         super::enrol::sign(&super::enrol::SignArgs {

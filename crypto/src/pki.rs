@@ -144,6 +144,9 @@ pub enum Role {
     Dpo,
     /// An analyst: runs federated analytics queries, charged to the privacy budget.
     Analyst,
+    /// An institution's inference replica (`hearth inference`): fetches the models its participant
+    /// serves and answers the institution's apps; holds no customer or training data.
+    Inference,
 }
 
 impl Role {
@@ -156,6 +159,7 @@ impl Role {
             Role::App => "app",
             Role::Dpo => "dpo",
             Role::Analyst => "analyst",
+            Role::Inference => "inference",
         }
     }
 }
@@ -176,6 +180,7 @@ impl FromStr for Role {
             "app" => Ok(Role::App),
             "dpo" => Ok(Role::Dpo),
             "analyst" => Ok(Role::Analyst),
+            "inference" => Ok(Role::Inference),
             other => Err(PkiError::UnknownRole(other.to_string())),
         }
     }
@@ -188,7 +193,7 @@ pub struct NodeIdentity {
     pub role: Role,
     /// Its id, unique within the role (and the institution, when it has one).
     pub id: String,
-    /// The institution an app, DPO or operator acts for (a participant's id), from a second SAN URI
+    /// The institution an app, DPO, operator or inference replica acts for (a participant's id), from a second SAN URI
     /// `urn:hearth:institution:<id>`; `None` for consortium roles (the consortium's operator and DPO)
     /// and for the coordinator and participants themselves.
     pub institution: Option<String>,
@@ -212,7 +217,7 @@ impl NodeIdentity {
 }
 
 /// The roles a certificate may bind to one institution.
-pub const INSTITUTION_ROLES: [Role; 3] = [Role::App, Role::Dpo, Role::Operator];
+pub const INSTITUTION_ROLES: [Role; 4] = [Role::App, Role::Dpo, Role::Operator, Role::Inference];
 
 /// Checks a node id: 1 to 64 characters of `[a-z0-9._-]`, starting with a letter or digit.
 pub fn validate_node_id(id: &str) -> Result<(), PkiError> {
@@ -361,8 +366,8 @@ fn random_serial() -> Result<rcgen::SerialNumber, PkiError> {
     Ok(rcgen::SerialNumber::from_slice(&bytes))
 }
 
-/// Checks `identity`'s id, institution and role (only app, DPO and operator certificates act for an
-/// institution) and returns its subject alternative names: the identity URI (and institution URI), then
+/// Checks `identity`'s id, institution and role (only app, DPO, operator and inference certificates act
+/// for an institution, and an inference certificate must) and returns its subject alternative names: the identity URI (and institution URI), then
 /// the DNS names and IP addresses.
 fn identity_sans(
     role: Role,
@@ -377,9 +382,14 @@ fn identity_sans(
         if !INSTITUTION_ROLES.contains(&role) {
             return Err(PkiError::InvalidId {
                 id: id.to_string(),
-                reason: "only app, dpo and operator certificates act for an institution",
+                reason: "only app, dpo, operator and inference certificates act for an institution",
             });
         }
+    } else if role == Role::Inference {
+        return Err(PkiError::InvalidId {
+            id: id.to_string(),
+            reason: "an inference certificate serves one institution: name it (--institution)",
+        });
     }
     let uri = format!("{URI_PREFIX}{role}:{id}");
     let mut sans = vec![SanType::URI(uri.try_into().map_err(gen_err)?)];
@@ -585,6 +595,11 @@ mod tests {
         assert_eq!(id.institution.as_deref(), Some("bank-a"));
         assert!(id.acts_for("bank-a") && !id.acts_for("airline-b"));
         assert_eq!(id.to_string(), "app:crm@bank-a");
+        let replica = ca.issue_with(Role::Inference, "replicas", &["localhost".into()], &[], &opts).unwrap();
+        let replica = identity_from_cert_der(&der(&replica.cert_pem)).unwrap();
+        assert_eq!(replica.to_string(), "inference:replicas@bank-a");
+        let e = ca.issue(Role::Inference, "replicas", &[], &[]).unwrap_err().to_string();
+        assert!(e.contains("--institution"), "{e}");
         // Consortium roles act for no institution; a participant or coordinator cannot be given one.
         let op =
             identity_from_cert_der(&der(&ca.issue(Role::Operator, "operator", &[], &[]).unwrap().cert_pem));

@@ -1,5 +1,5 @@
 //! Every protobuf message a peer sends over gRPC (participants to the coordinator, the coordinator to
-//! participants, apps to inference), and the model spec JSON a round announcement carries. No input may
+//! participants, apps to inference, a participant to its inference replicas and back), and the model spec JSON a round announcement carries. No input may
 //! panic.
 #![no_main]
 
@@ -9,7 +9,7 @@ use prost::Message;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, bytes)) = data.split_first() else { return };
-    match which % 12 {
+    match which % 14 {
         0 => {
             if let Ok(a) = v1::Announcement::decode(bytes) {
                 if let Some(v1::announcement::Kind::RoundOpen(open)) = a.kind {
@@ -33,6 +33,8 @@ fuzz_target!(|data: &[u8]| {
         8 => drop(v1::SetPolicyRequest::decode(bytes)),
         9 => drop(v1::IntentRequest::decode(bytes)),
         10 => drop(v1::RecommendRequest::decode(bytes)),
-        _ => drop(v1::WatchJobRequest::decode(bytes)),
+        11 => drop(v1::WatchJobRequest::decode(bytes)),
+        12 => drop(v1::ServedModelRequest::decode(bytes)),
+        _ => drop(v1::ServedModelChunk::decode(bytes)),
     }
 });

@@ -21,6 +21,7 @@
 pub mod emotion;
 pub mod intent;
 pub mod recommend;
+pub mod replica;
 mod slots;
 pub mod text;
 
@@ -150,6 +151,8 @@ pub enum ApiError {
     TooLarge,
     /// No model of this family has been committed yet.
     NoModel(&'static str),
+    /// An inference replica does not serve this family (the recommender): its participant does.
+    NotServedHere(&'static str),
     /// The participant failed to answer (a bug or a damaged model); the detail is logged.
     Internal(String),
 }
@@ -181,6 +184,15 @@ impl ApiError {
                 ErrorCode::NoModel,
                 "no_model",
                 format!("no {family} model has been committed yet; retry after the first federated round of a {family} job"),
+            ),
+            ApiError::NotServedHere(family) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::NoModel,
+                "not_served_here",
+                format!(
+                    "this inference replica does not serve {family}: it needs the institution's purchase \
+                     histories, which only its participant holds; call the participant"
+                ),
             ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -218,7 +230,7 @@ impl From<ApiError> for tonic::Status {
             ApiError::NotFound { .. } => tonic::Status::not_found(message),
             ApiError::TooLarge => tonic::Status::out_of_range(message),
             ApiError::Forbidden(_) => tonic::Status::permission_denied(message),
-            ApiError::NoModel(_) => tonic::Status::unavailable(message),
+            ApiError::NoModel(_) | ApiError::NotServedHere(_) => tonic::Status::unavailable(message),
             ApiError::Internal(_) => tonic::Status::internal(message),
         };
         status.metadata_mut().insert(REASON_METADATA, tonic::metadata::MetadataValue::from_static(reason));
@@ -240,11 +252,17 @@ impl Auditor {
     /// Checks the caller's role and institution, recording a refusal as `inference.call` / `denied`.
     pub(crate) fn check(&self, who: &hearth_crypto::pki::NodeIdentity) -> Result<(), ApiError> {
         let r = check_caller(who, &self.institution);
-        if let (Err(e), Some(log)) = (&r, &self.log) {
+        if let Err(e) = &r {
             let (_, _, _, message) = e.parts();
-            log.record_event(
-                Event::new(who.to_string(), Action::InferenceCall, Outcome::Denied).detail(message),
-            );
+            match &self.log {
+                Some(log) => {
+                    log.record_event(
+                        Event::new(who.to_string(), Action::InferenceCall, Outcome::Denied).detail(message),
+                    );
+                }
+                // A replica keeps no audit log: its refusals go to its log stream.
+                None => tracing::warn!(caller = %who, reason = %message, "inference call refused"),
+            }
         }
         r
     }

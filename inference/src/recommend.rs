@@ -152,6 +152,9 @@ pub fn answer(slots: &Slots, req: RecommendBody) -> Result<RecommendAnswer, ApiE
     let text = req.text.as_deref().map(checked_text).transpose()?;
     let customer = req.customer_id.as_deref().map(checked_customer).transpose()?;
     // One load: the whole answer comes from a single model even if a swap happens meanwhile.
+    if slots.replica {
+        return Err(ApiError::NotServedHere("recommend"));
+    }
     let served = slots.recommend.load_full().ok_or(ApiError::NoModel("recommend"))?;
     let r = &served.model;
     let mut history: Vec<String> = match customer {

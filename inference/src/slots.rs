@@ -48,6 +48,16 @@ pub struct Slots {
     pub emotion: ArcSwapOption<Served<EmotionModel>>,
     /// The recommender with this institution's customers and popular items.
     pub recommend: ArcSwapOption<Served<Recommender>>,
+    /// Set on an inference replica (`hearth inference`), which never holds the recommender: it needs the
+    /// institution's purchase histories, which stay with the participant.
+    pub replica: bool,
+}
+
+impl Slots {
+    /// The empty slots of an inference replica (see [`Slots::replica`]).
+    pub fn for_replica() -> Self {
+        Self { replica: true, ..Self::default() }
+    }
 }
 
 /// The slots the endpoints and the desk read and the federation client writes.

@@ -27,6 +27,7 @@ pub mod store;
 
 mod federation;
 pub mod membership;
+pub mod model_source;
 mod ops;
 pub mod privacy;
 mod query;
@@ -391,16 +392,27 @@ pub async fn start(
     // grpc.health.v1 on the same port as the inference gRPC service.
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_service_status("hearth.v1.Inference", tonic_health::ServingStatus::Serving).await;
-    let router =
-        hearth_inference::router(slots, hearth_inference::Auditor { institution, log: Some(audit.clone()) })
-            // Routed by path: tonic's own router brings a fallback, and the inference router has one.
-            .route_service("/grpc.health.v1.Health/Check", health.clone())
-            .route_service("/grpc.health.v1.Health/Watch", health)
-            .merge(hearth_desk::api::mtls(Arc::clone(&service)))
-            // Inference, desk and health requests timed per route template (`/metrics`).
-            .route_layer(axum::middleware::from_fn_with_state(requests, hearth_transport::ops::track))
-            // A path nobody serves: a JSON 404 for HTTP callers, UNIMPLEMENTED for gRPC ones.
-            .fallback(hearth_inference::no_route);
+    let router = hearth_inference::router(
+        slots,
+        hearth_inference::Auditor { institution: institution.clone(), log: Some(audit.clone()) },
+    )
+    // Routed by path: tonic's own router brings a fallback, and the inference router has one.
+    .route_service("/grpc.health.v1.Health/Check", health.clone())
+    .route_service("/grpc.health.v1.Health/Watch", health)
+    // The served models, for this institution's inference replicas.
+    .route_service(
+        "/hearth.v1.ModelSource/ServedModel",
+        hearth_proto::v1::model_source_server::ModelSourceServer::new(model_source::ModelSource {
+            models_dir: models_dir(&config.data_dir),
+            institution: institution.clone(),
+            audit: audit.clone(),
+        }),
+    )
+    .merge(hearth_desk::api::mtls(Arc::clone(&service)))
+    // Inference, desk and health requests timed per route template (`/metrics`).
+    .route_layer(axum::middleware::from_fn_with_state(requests, hearth_transport::ops::track))
+    // A path nobody serves: a JSON 404 for HTTP callers, UNIMPLEMENTED for gRPC ones.
+    .fallback(hearth_inference::no_route);
     service.spawn_background();
     // One shutdown signal for both listeners.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

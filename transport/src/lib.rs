@@ -175,6 +175,12 @@ impl HostPort {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The host part, without the brackets of an IPv6 address.
+    pub fn host(&self) -> &str {
+        let host = self.0.rsplit_once(':').map_or(self.0.as_str(), |(h, _)| h);
+        host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host)
+    }
 }
 
 impl std::fmt::Display for HostPort {
@@ -723,6 +729,8 @@ mod tests {
         for ok in ["coordinator.example:7700", "127.0.0.1:7700", "[::1]:7700", "localhost:0"] {
             assert_eq!(HostPort::new(ok).unwrap().as_str(), ok);
         }
+        assert_eq!(HostPort::new("[::1]:7700").unwrap().host(), "::1");
+        assert_eq!(HostPort::new("coordinator.example:7700").unwrap().host(), "coordinator.example");
         for (bad, says) in [
             ("coordinator.example", "no port"),
             ("host:http", "port"),

@@ -25,10 +25,10 @@ pub struct RequestArgs {
     /// The node's id ([a-z0-9._-], at most 64 characters).
     #[arg(long)]
     pub id: String,
-    /// coordinator, participant, operator, app, dpo or analyst.
+    /// coordinator, participant, operator, app, dpo, analyst or inference.
     #[arg(long, default_value = "participant")]
     pub role: Role,
-    /// The institution (participant id) an app, dpo or operator certificate acts for.
+    /// The institution (participant id) an app, dpo, operator or inference certificate acts for.
     #[arg(long)]
     pub institution: Option<String>,
     /// Extra DNS names (localhost is always included).
@@ -59,6 +59,11 @@ pub struct RequestArgs {
     /// current one (a renewal with a new key).
     #[arg(long)]
     pub new_key: bool,
+    /// When --key-out and --out both exist already (a restarted pod's init container), keep them and
+    /// succeed; when neither does, make them. Either way the request is also printed on stdout, for
+    /// `kubectl logs`. One without the other is an error.
+    #[arg(long, conflicts_with_all = ["config", "new_key"])]
+    pub if_missing: bool,
 }
 
 /// Arguments of `hearth pki sign`.
@@ -159,6 +164,34 @@ pub fn request(a: &RequestArgs) -> anyhow::Result<Vec<PathBuf>> {
         bail!("give --key-out FILE (where the TLS key is written), or --config with the node's configuration")
     };
     let sm2_path = sm2_key_path(&key_out);
+    if a.if_missing {
+        match (key_out.exists(), a.out.exists()) {
+            (true, true) => {
+                let csr = std::fs::read_to_string(&a.out)
+                    .with_context(|| format!("reading {}", a.out.display()))?;
+                print!("{csr}");
+                eprintln!(
+                    "kept the key {} and the request {} made before; send the request to the consortium CA \
+                     if it has not signed it yet",
+                    key_out.display(),
+                    a.out.display()
+                );
+                return Ok(Vec::new());
+            }
+            (false, false) => {}
+            (true, false) => bail!(
+                "{} exists but its request {} does not: move the key away to make a new pair, or make the \
+                 request again from it elsewhere",
+                key_out.display(),
+                a.out.display()
+            ),
+            (false, true) => bail!(
+                "the request {} exists but its key {} does not: remove the request to make a new pair",
+                a.out.display(),
+                key_out.display()
+            ),
+        }
+    }
     refuse_existing(&[&key_out, &sm2_path, &a.out])?;
     let req = CertRequest::generate(&identity, &dns, &ips, suite)
         .with_context(|| format!("making a certificate request for {identity}"))?;
@@ -170,6 +203,9 @@ pub fn request(a: &RequestArgs) -> anyhow::Result<Vec<PathBuf>> {
         written.push(write_secret(&sm2_path, &hex)?);
     }
     written.push(write_new(&a.out, &req.csr_pem)?);
+    if a.if_missing {
+        print!("{}", req.csr_pem);
+    }
     eprintln!(
         "requesting {identity}; send {} to the consortium CA. The keys stay here: {}",
         a.out.display(),
@@ -190,12 +226,14 @@ fn request_in_keystore(
     new_key: bool,
 ) -> anyhow::Result<Vec<PathBuf>> {
     use hearth_crypto::keystore::{KeyKind, KeyLabel};
-    use hearth_node::keys::{Create, NodeKeys, PROTOCOL_KEY, TLS_KEY};
+    use hearth_node::keys::{Create, NodeKeys, AUDIT_KEY, PROTOCOL_KEY, TLS_KEY};
     refuse_existing(&[out])?;
     let _lock = hearth_node::files::NodeLock::acquire(&t.dir)?;
     let protocol =
         t.suite == SuiteId::National && matches!(identity.role, Role::Participant | Role::Coordinator);
-    let mut wanted = vec![(TLS_KEY, KeyKind::Tls)];
+    // The audit key too: the keys made here are recorded in the node's audit log, which a keystore used
+    // for nothing else yet (an inference replica's token) does not have.
+    let mut wanted = vec![(TLS_KEY, KeyKind::Tls), (AUDIT_KEY, KeyKind::Audit)];
     if protocol {
         wanted.push((PROTOCOL_KEY, KeyKind::Signing));
     }
@@ -383,6 +421,7 @@ mod tests {
             config: None,
             service: None,
             new_key: false,
+            if_missing: false,
         }
     }
 
@@ -432,6 +471,25 @@ mod tests {
         // The request refuses to overwrite the node's key.
         let e = request(&request_args(&host, "hospital-d", SuiteId::International)).unwrap_err();
         assert!(format!("{e:#}").contains("already exists"), "{e:#}");
+    }
+
+    #[test]
+    fn if_missing_makes_the_pair_once_keeps_it_after_and_refuses_half_a_pair() {
+        let tmp = tempfile::tempdir().unwrap();
+        let args =
+            RequestArgs { if_missing: true, ..request_args(tmp.path(), "bank-a", SuiteId::International) };
+        let key = args.key_out.clone().unwrap();
+        assert_eq!(request(&args).unwrap().len(), 2, "key and request made");
+        let made = std::fs::read(&key).unwrap();
+        assert!(request(&args).unwrap().is_empty(), "kept, nothing written");
+        assert_eq!(std::fs::read(&key).unwrap(), made, "the key is never replaced");
+        std::fs::remove_file(&args.out).unwrap();
+        let e = format!("{:#}", request(&args).unwrap_err());
+        assert!(e.contains("exists but its request") && e.contains("bank-a.csr"), "{e}");
+        std::fs::remove_file(&key).unwrap();
+        std::fs::write(&args.out, "x").unwrap();
+        let e = format!("{:#}", request(&args).unwrap_err());
+        assert!(e.contains("its key") && e.contains("does not"), "{e}");
     }
 
     #[test]

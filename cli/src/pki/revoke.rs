@@ -343,6 +343,7 @@ mod tests {
             config: None,
             service: None,
             new_key: false,
+            if_missing: false,
         })
         .unwrap();
         let e = super::super::enrol::renew(&super::super::enrol::RenewArgs {

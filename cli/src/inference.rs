@@ -1,0 +1,121 @@
+//! `hearth inference`: a stateless inference replica of one institution (hearth_inference::replica).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+/// Arguments of `hearth inference`; each has an environment variable, for container deployments.
+#[derive(Debug, Args)]
+pub struct InferenceArgs {
+    /// The participant's gRPC address (HOST:PORT), whose served models this replica serves.
+    #[arg(long, env = "HEARTH_INFERENCE_PARTICIPANT")]
+    pub participant: String,
+    /// The name the participant's certificate carries (default: the host of --participant).
+    #[arg(long, env = "HEARTH_INFERENCE_PARTICIPANT_NAME")]
+    pub participant_name: Option<String>,
+    /// Where the institution's apps reach the replica (HTTPS and gRPC, client certificates required).
+    #[arg(long, env = "HEARTH_INFERENCE_LISTEN", default_value = "0.0.0.0:7900")]
+    pub listen: SocketAddr,
+    /// The operations endpoints (/healthz, /readyz, /metrics; plain HTTP, for the pod or host network).
+    #[arg(long, env = "HEARTH_INFERENCE_OPS_LISTEN")]
+    pub ops_listen: Option<SocketAddr>,
+    /// The consortium CA certificate (PEM).
+    #[arg(long, env = "HEARTH_INFERENCE_CA", default_value = "/etc/hearth/ca.pem")]
+    pub ca: PathBuf,
+    /// The replica's certificate (PEM): role inference, acting for the institution, naming the host
+    /// apps reach it by (`hearth pki issue --role inference --institution ID --dns NAME`).
+    #[arg(long, env = "HEARTH_INFERENCE_CERT", default_value = "/etc/hearth/inference.pem")]
+    pub cert: PathBuf,
+    /// The replica's private key (PEM). Not with --pkcs11-module.
+    #[arg(long, env = "HEARTH_INFERENCE_KEY", default_value = "/etc/hearth/inference.key")]
+    pub key: PathBuf,
+    /// A PKCS#11 module (the institution's HSM client library): the TLS key is the token's key
+    /// labelled `tls` (made there by `hearth pki request --config` for a configuration whose
+    /// [keystore] names the token) and never leaves it; --key is not read.
+    #[arg(long, env = "HEARTH_INFERENCE_PKCS11_MODULE", requires = "token_label")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// The label of the token holding the TLS key.
+    #[arg(long, env = "HEARTH_INFERENCE_TOKEN_LABEL")]
+    pub token_label: Option<String>,
+    /// The environment variable holding the token's user PIN.
+    #[arg(long, default_value = "HEARTH_PKCS11_PIN")]
+    pub pin_env: String,
+    /// Seconds between asking the participant whether its served models changed.
+    #[arg(long, env = "HEARTH_INFERENCE_POLL_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub poll_seconds: u64,
+    /// Write the bound address to this file once listening (the operations address beside it, `.ops`).
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// Runs a replica until Ctrl-C or SIGTERM.
+pub async fn run(a: InferenceArgs) -> anyhow::Result<()> {
+    let tls = match (&a.pkcs11_module, &a.token_label) {
+        (Some(module), Some(token)) => token_tls(&a, module, token)?,
+        _ => hearth_transport::TlsMaterial::load(&a.ca, &a.cert, &a.key)
+            .context("loading the replica's TLS files")?,
+    };
+    let participant = hearth_transport::HostPort::new(&a.participant).context("--participant")?;
+    let participant_name = match a.participant_name {
+        Some(n) => n,
+        None => participant.host().to_string(),
+    };
+    let config = hearth_inference::replica::ReplicaConfig {
+        participant: participant.as_str().to_string(),
+        participant_name,
+        tls,
+        provider: hearth_transport::TlsProvider::default(),
+        listen: a.listen,
+        ops_listen: a.ops_listen,
+        poll: Duration::from_secs(a.poll_seconds),
+    };
+    let running = hearth_inference::replica::start(config, crate::shutdown_signal()).await?;
+    if let (Some(path), Some(ops)) = (a.ready_file.as_deref(), running.ops_addr) {
+        crate::write_ready(Some(&path.with_extension("ops")), &ops.to_string())?;
+    }
+    crate::write_ready(a.ready_file.as_deref(), &running.addr.to_string())?;
+    running.done.await.context("inference replica task")?.context("serving")
+}
+
+/// The CA and certificate files, with the TLS key the token holds under `tls` signing every handshake;
+/// refused when the certificate certifies another key.
+fn token_tls(
+    a: &InferenceArgs,
+    module: &std::path::Path,
+    token: &str,
+) -> anyhow::Result<hearth_transport::TlsMaterial> {
+    use hearth_crypto::keystore::{KeyLabel, KeyStore, Pkcs11Config, Pkcs11KeyStore};
+    let pin = zeroize::Zeroizing::new(std::env::var(&a.pin_env).with_context(|| {
+        format!("the token's PIN: set ${} (or name another variable with --pin-env)", a.pin_env)
+    })?);
+    let p11 = Pkcs11Config::new(module, token, pin.as_str());
+    let store = Pkcs11KeyStore::open(&p11, hearth_crypto::SuiteId::International, None)
+        .with_context(|| format!("opening PKCS#11 token {token:?} with {}", module.display()))?;
+    let store: std::sync::Arc<dyn KeyStore> = std::sync::Arc::new(store);
+    let label = KeyLabel::new(hearth_node::keys::TLS_KEY)?;
+    let key = store.current(&label).with_context(|| {
+        format!(
+            "token {token:?} holds no TLS key {:?}: make it with hearth pki request --config (a configuration \
+             whose [keystore] names the token) and have the CA sign the request",
+            hearth_node::keys::TLS_KEY
+        )
+    })?;
+    let public = store.public_key(&key)?;
+    let cert_pem =
+        std::fs::read_to_string(&a.cert).with_context(|| format!("reading {}", a.cert.display()))?;
+    let certified = hearth_crypto::pki::cert_der_from_pem(&cert_pem)
+        .and_then(|der| hearth_crypto::pki::public_key_of_cert_der(&der))
+        .with_context(|| format!("reading {}", a.cert.display()))?;
+    if certified != public {
+        anyhow::bail!(
+            "{} does not certify token {token:?}'s TLS key {key}: install the certificate the CA signed for this \
+             token's request",
+            a.cert.display()
+        );
+    }
+    let signer = std::sync::Arc::new(hearth_transport::KeystoreTlsKey::new(store, label));
+    Ok(hearth_transport::TlsMaterial::load_with_signer(&a.ca, &a.cert, signer)?)
+}
