@@ -62,4 +62,7 @@ async fn participant_killed_mid_round_still_commits() {
         committed[1].seconds
     );
     assert_eq!(committed[2].participants, 2);
+    // The coordinator counted the drop-out (round 2's; round 3 invited only the two left).
+    let (_, metrics) = http_get(&cluster.ops_addr("coordinator"), "/metrics").await;
+    assert!(metrics.contains("\nhearth_round_dropouts_total 1\n"), "{metrics}");
 }

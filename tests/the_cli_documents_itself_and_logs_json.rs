@@ -60,3 +60,25 @@ fn services_log_json_lines_when_asked() {
     );
     assert!(lines.iter().all(|l| l["level"].is_string() && l["timestamp"].is_string()), "{text}");
 }
+
+/// With JSON logs, what a participant logs while it works on a round carries the round's span (job and
+/// round), so a log collector can group a round's lines across nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rounds_log_lines_carry_its_span() {
+    let (train, _) = common::clinc_slice(4);
+    let labels = common::labels_of(&train);
+    let shards: Vec<Vec<_>> = (0..3).map(|i| train.iter().skip(i).step_by(3).cloned().collect()).collect();
+    let c = common::Cluster::start_with(&shards, |_| vec![("HEARTH_LOG_FORMAT".into(), "json".into())]);
+    c.run_job("spans", labels, 2, 3).await;
+    let text = std::fs::read_to_string(c.dir.path().join("inst-1.log")).unwrap();
+    let lines: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    for round in [1, 2] {
+        assert!(
+            lines.iter().any(|l| l["span"]["name"] == "round"
+                && l["span"]["job"] == "spans"
+                && l["span"]["round"] == round),
+            "no line of round {round} carries its span:\n{text}"
+        );
+    }
+}

@@ -69,6 +69,12 @@ async fn the_demo_reports_its_nodes_on_the_operations_endpoints() {
     assert_eq!(metric(&metrics, "hearth_participants_connected"), 3.0, "{metrics}");
     assert_eq!(metric(&metrics, "hearth_round_duration_seconds_count"), rounds, "{metrics}");
     assert_eq!(metric(&metrics, "hearth_rounds_failed_total"), 0.0, "{metrics}");
+    // Nobody dropped out on loopback; the secure rounds' messages went both ways through the coordinator.
+    assert_eq!(metric(&metrics, "hearth_round_dropouts_total"), 0.0, "{metrics}");
+    let bytes = |direction: &str| {
+        metric(&metrics, &format!("hearth_secagg_bytes_total{{direction=\"{direction}\"}}"))
+    };
+    assert!(bytes("received") > 0.0 && bytes("relayed") > 0.0, "{metrics}");
     // Secure aggregation: every committed round timed each of its phases.
     assert!(
         metrics.contains(&format!("hearth_secagg_phase_duration_seconds_count{{phase=\"0\"}} {rounds}")),

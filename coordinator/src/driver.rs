@@ -18,6 +18,8 @@ use crate::audit::{now_ms, AuditLog};
 use crate::config::CoordinatorConfig;
 use crate::error::{Missing, RoundError};
 use crate::job::{lock, ClosedRound, JobRuntime, OpenRound, MAX_ROUND_ATTEMPTS, RETRY_PAUSE};
+use tracing::Instrument;
+
 use crate::secagg::{PhaseOutcome, SecAggRound, SecureSlot, Setup, MASKED_PHASE, PHASES, PHASE_TIMEOUT};
 use crate::store::{JobPhase, Store, StoreError};
 
@@ -72,6 +74,8 @@ pub struct Shared {
     pub(crate) revocations: Arc<hearth_node::revocation::RevocationState>,
     /// When the revocation list file last changed, as last read: it is read again only after a change.
     pub(crate) revocations_seen: Mutex<Option<std::time::SystemTime>>,
+    /// Counters for `/metrics`: drop-outs and secure-aggregation traffic since the start.
+    pub(crate) traffic: crate::ops::Traffic,
 }
 
 impl Shared {
@@ -120,6 +124,7 @@ impl Shared {
         Ok(Arc::new(Self {
             revocations: Arc::new(revocations),
             revocations_seen: Mutex::new(None),
+            traffic: crate::ops::Traffic::default(),
             config: config.clone(),
             ca_der,
             verified: hearth_crypto::pki::VerifiedCertCache::new(4096),
@@ -358,10 +363,12 @@ pub(crate) async fn drive(shared: Arc<Shared>, job: Arc<JobRuntime>) {
                     _ => rec.participants_per_round,
                 };
                 let invited = select(connected, per_round, rec.train.seed, round);
+                // What the round logs carries its span (`--log-format json`: "span").
+                let span = tracing::info_span!("round", job = %rec.id, round);
                 if rec.secure_aggregation {
-                    secure_round(&shared, &job, &rec, round, invited).await
+                    secure_round(&shared, &job, &rec, round, invited).instrument(span).await
                 } else {
-                    plain_round(&shared, &job, &rec, round, invited).await
+                    plain_round(&shared, &job, &rec, round, invited).instrument(span).await
                 }
             }
             Err(e) => Err(e),
@@ -371,6 +378,10 @@ pub(crate) async fn drive(shared: Arc<Shared>, job: Arc<JobRuntime>) {
             model_spec_json: &rec.model_spec_json,
             rounds: rec.rounds,
         });
+        if let Ok(c) = &closed {
+            let dropped = c.invited.len().saturating_sub(c.contributors.len());
+            shared.traffic.dropouts.fetch_add(dropped as u64, Ordering::Relaxed);
+        }
         if job.cancelled_by().is_some() {
             // Nothing of a round that ran on after the job was cancelled is committed.
             continue;
@@ -953,6 +964,7 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
         match outcome {
             Ok(Some(messages)) => {
                 for (id, payload) in messages {
+                    shared.traffic.secagg_relayed.fetch_add(payload.len() as u64, Ordering::Relaxed);
                     shared.announce_to(
                         &id,
                         announcement::Kind::Secagg(v1::SecAggRelay {

@@ -3,6 +3,7 @@
 //! budgets per institution and family, and its own keys and certificate (`hearth_node::metrics`).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use hearth_node::keys::NodeKeys;
@@ -10,6 +11,17 @@ use hearth_transport::ops::{MetricsText, OpsState};
 
 use crate::driver::Shared;
 use crate::job::lock;
+
+/// Counted as they happen, since the coordinator started.
+#[derive(Debug, Default)]
+pub(crate) struct Traffic {
+    /// Invited participants missing from a job's closed round (plain or secure).
+    pub(crate) dropouts: AtomicU64,
+    /// Bytes of secure-aggregation messages received from participants.
+    pub(crate) secagg_received: AtomicU64,
+    /// Bytes of secure-aggregation messages relayed to participants.
+    pub(crate) secagg_relayed: AtomicU64,
+}
 
 /// Bucket bounds (seconds) of the round and phase duration histograms.
 const DURATION_BOUNDS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
@@ -57,6 +69,22 @@ impl OpsState for CoordinatorOps {
                     opened = *closed;
                 }
             }
+        }
+        m.counter(
+            "hearth_round_dropouts_total",
+            "Invited participants missing from a job's closed round (they did not answer in time, or dropped).",
+            &[],
+            s.traffic.dropouts.load(Ordering::Relaxed) as f64,
+        );
+        for (direction, n) in
+            [("received", &s.traffic.secagg_received), ("relayed", &s.traffic.secagg_relayed)]
+        {
+            m.counter(
+                "hearth_secagg_bytes_total",
+                "Bytes of secure-aggregation protocol messages: received from participants, relayed to them.",
+                &[("direction", direction)],
+                n.load(Ordering::Relaxed) as f64,
+            );
         }
         m.counter(
             "hearth_rounds_failed_total",

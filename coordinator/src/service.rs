@@ -603,6 +603,7 @@ impl Coordinator for CoordinatorService {
         match read {
             Ok(()) => {
                 slot.changed.notify_one();
+                self.shared.traffic.secagg_received.fetch_add(header.length, Ordering::Relaxed);
                 tracing::debug!(participant = %who.id, job = %header.job_id, round, phase, "secure-aggregation message accepted");
                 Ok(Response::new(v1::SecAggAck { job_id: header.job_id, round, phase }))
             }

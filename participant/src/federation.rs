@@ -263,45 +263,50 @@ impl Federation {
                         lock(&self.relays).insert((open.job_id.clone(), open.round), tx);
                         (mine, rx)
                     });
-                    tokio::spawn(async move {
-                        let (job, round, secure) = (open.job_id.clone(), open.round, relays.is_some());
-                        let (result, mine) = match relays {
-                            Some((tx, rx)) => {
-                                (Arc::clone(&me).secure_round(client.clone(), open, rx).await, Some(tx))
-                            }
-                            None => (Arc::clone(&me).round(client.clone(), open).await, None),
-                        };
-                        // Only this instance's queue (still there only while the map holds it): a later
-                        // instance's stays.
-                        if let Some(mine) = mine.and_then(|w| w.upgrade()) {
-                            let mut relays = lock(&me.relays);
-                            if relays.get(&(job.clone(), round)).is_some_and(|q| q.same_channel(&mine)) {
-                                relays.remove(&(job.clone(), round));
-                            }
-                        }
-                        if let Err(e) = result {
-                            tracing::warn!(job, round, error = format!("{e:#}"), "round work failed");
-                            if secure {
-                                // A relayed message that fails the protocol's checks is the coordinator's
-                                // (or a peer's) deviation: on record, with what it was. (A round refused
-                                // before joining is already on record as round.join.)
-                                let deviation = e.chain().any(|c| {
-                                    c.downcast_ref::<hearth_secagg::SecAggError>().is_some_and(|e| {
-                                        !matches!(e, hearth_secagg::SecAggError::RoundRefused(_))
-                                    })
-                                });
-                                if deviation {
-                                    me.audit.record(
-                                        "system",
-                                        Action::RoundAbandon,
-                                        Outcome::Refused,
-                                        &format!("job {job} round {round}: {e:#}"),
-                                    );
+                    // What the round's work logs carries its span (`--log-format json`: "span").
+                    let span = tracing::info_span!("round", job = %open.job_id, round = open.round);
+                    tokio::spawn(tracing::Instrument::instrument(
+                        async move {
+                            let (job, round, secure) = (open.job_id.clone(), open.round, relays.is_some());
+                            let (result, mine) = match relays {
+                                Some((tx, rx)) => {
+                                    (Arc::clone(&me).secure_round(client.clone(), open, rx).await, Some(tx))
                                 }
-                                decline(client, &job, round, &e).await;
+                                None => (Arc::clone(&me).round(client.clone(), open).await, None),
+                            };
+                            // Only this instance's queue (still there only while the map holds it): a later
+                            // instance's stays.
+                            if let Some(mine) = mine.and_then(|w| w.upgrade()) {
+                                let mut relays = lock(&me.relays);
+                                if relays.get(&(job.clone(), round)).is_some_and(|q| q.same_channel(&mine)) {
+                                    relays.remove(&(job.clone(), round));
+                                }
                             }
-                        }
-                    });
+                            if let Err(e) = result {
+                                tracing::warn!(job, round, error = format!("{e:#}"), "round work failed");
+                                if secure {
+                                    // A relayed message that fails the protocol's checks is the coordinator's
+                                    // (or a peer's) deviation: on record, with what it was. (A round refused
+                                    // before joining is already on record as round.join.)
+                                    let deviation = e.chain().any(|c| {
+                                        c.downcast_ref::<hearth_secagg::SecAggError>().is_some_and(|e| {
+                                            !matches!(e, hearth_secagg::SecAggError::RoundRefused(_))
+                                        })
+                                    });
+                                    if deviation {
+                                        me.audit.record(
+                                            "system",
+                                            Action::RoundAbandon,
+                                            Outcome::Refused,
+                                            &format!("job {job} round {round}: {e:#}"),
+                                        );
+                                    }
+                                    decline(client, &job, round, &e).await;
+                                }
+                            }
+                        },
+                        span,
+                    ));
                 }
                 Some(announcement::Kind::Query(q)) => {
                     let (tx, rx) = mpsc::channel(RELAY_QUEUE);

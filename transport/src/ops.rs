@@ -211,7 +211,9 @@ pub async fn track(
     };
     let method = req.method().to_string();
     let started = std::time::Instant::now();
-    let resp = next.run(req).await;
+    // Everything logged while the request is handled carries this span (`--log-format json`: "span").
+    let span = tracing::info_span!("request", %method, route = %route);
+    let resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
     let status = match resp.status().as_u16() {
         200..=299 => "2xx",
         300..=399 => "3xx",
@@ -219,6 +221,7 @@ pub async fn track(
         _ => "5xx",
     };
     let took = started.elapsed().as_secs_f64();
+    tracing::debug!(parent: &span, status = resp.status().as_u16(), seconds = took, "request answered");
     let mut by = metrics.by.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     // Bounded: past MAX_ROUTES label sets, new ones are counted together (a peer calling made-up
     // methods cannot grow the map).
@@ -298,6 +301,50 @@ mod tests {
             "# HELP hearth_x An x.\n# TYPE hearth_x gauge\nhearth_x{who=\"a\\\"b\\\\c\\nd\"} 1\nhearth_x{who=\"e\"} 2.5\n\
              # HELP hearth_y_total Ys.\n# TYPE hearth_y_total counter\nhearth_y_total 3\n"
         );
+    }
+
+    /// A writer the JSON subscriber appends to.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn what_a_handler_logs_carries_its_request_span_in_json_logs() {
+        use tower::ServiceExt;
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        async fn handler(axum::extract::Path(id): axum::extract::Path<String>) -> &'static str {
+            tracing::info!(len = id.len(), "handling");
+            "ok"
+        }
+        let metrics = Arc::new(RequestMetrics::default());
+        let app = axum::Router::new()
+            .route("/v1/customers/{id}", get(handler))
+            .route_layer(axum::middleware::from_fn_with_state(metrics, track));
+        let req = http::Request::get("/v1/customers/c-123").body(axum::body::Body::empty()).unwrap();
+        assert_eq!(app.oneshot(req).await.unwrap().status(), 200);
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value =
+            serde_json::from_str(text.lines().find(|l| l.contains("handling")).expect("logged")).unwrap();
+        assert_eq!(line["span"]["name"], "request", "{text}");
+        assert_eq!(line["span"]["route"], "/v1/customers/{id}", "the template, never the id: {text}");
+        assert_eq!(line["span"]["method"], "GET", "{text}");
+        assert!(!text.contains("c-123"), "{text}");
     }
 
     #[test]
