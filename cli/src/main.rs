@@ -19,6 +19,7 @@ mod members;
 mod model;
 mod node;
 mod operator;
+mod otlp;
 mod pki;
 mod query;
 
@@ -44,6 +45,11 @@ struct Cli {
     /// the span of each round and request, for log collectors).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "HEARTH_LOG_FORMAT")]
     log_format: LogFormat,
+    /// Also send the services' spans (each request, each round) to an OpenTelemetry collector, as
+    /// OTLP/HTTP JSON: `http://HOST:PORT` (`/v1/traces` is added) or a full `http://` URL. Off unless
+    /// given; a collector that is down costs the service nothing but the spans.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -160,18 +166,20 @@ struct ServiceArgs {
     ready_file: Option<PathBuf>,
 }
 
-fn init_logging(default: &str, format: LogFormat) {
+fn init_logging(default: &str, format: LogFormat, otlp: Option<otlp::OtlpLayer>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
+    let registry = tracing_subscriber::registry().with(filter).with(otlp);
     match format {
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).init(),
+        LogFormat::Json => registry.with(fmt.json().with_current_span(true).with_span_list(true)).init(),
         LogFormat::Text => {
             // Colour only for a person at a terminal: log files and journals get plain text.
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
                 && std::env::var_os("NO_COLOR").is_none();
-            builder.with_ansi(ansi).init()
+            registry.with(fmt.with_ansi(ansi)).init()
         }
     }
 }
@@ -197,9 +205,23 @@ fn write_man_pages(cmd: clap::Command, parents: &[String], dir: &std::path::Path
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let verbose =
-        matches!(cli.command, Command::Coordinator(_) | Command::Participant(_) | Command::Inference(_));
-    init_logging(if verbose { "info" } else { "warn" }, cli.log_format);
+    let service = match cli.command {
+        Command::Coordinator(_) => Some("hearth-coordinator"),
+        Command::Participant(_) => Some("hearth-participant"),
+        Command::Inference(_) => Some("hearth-inference"),
+        _ => None,
+    };
+    let otlp = match (&cli.otlp_endpoint, service) {
+        (Some(url), Some(service)) => match otlp::Endpoint::parse(url) {
+            Ok(e) => Some(otlp::OtlpLayer::start(e, service)),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    init_logging(if service.is_some() { "info" } else { "warn" }, cli.log_format, otlp);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
