@@ -7,8 +7,8 @@
 //! A securely aggregated intent job runs there to completion; mid-job one participant's link is cut (`ip
 //! link set ... down`), and the open round commits with the three survivors (secure aggregation among
 //! four tolerates one drop-out). Then, the link back up, the coordinator is killed (SIGKILL) in the middle
-//! of a second job and restarted on its host: the job resumes and finishes without any round committed
-//! twice.
+//! of a second secure job, with a round open, and restarted on its host: the job resumes and finishes
+//! without any round committed twice.
 //!
 //! Network namespaces need root (CI runs as root): run as another user, the test fails saying so.
 
@@ -194,7 +194,9 @@ fn a_consortium_across_hosts_survives_a_cut_link_and_a_coordinator_restart() {
         "coordinator.hearth.test",
     ]);
     // Each institution's data, imported on its host before its participant starts.
-    let (train, _) = clinc_slice(8);
+    // Enough examples that local training (1000 epochs, batch 1) outlasts the moment the test takes to
+    // kill the coordinator once a round opens.
+    let (train, _) = clinc_slice(16);
     let labels = labels_of(&train);
     for (i, p) in PARTICIPANTS.iter().enumerate() {
         let shard: Vec<_> = train.iter().skip(i).step_by(PARTICIPANTS.len()).cloned().collect();
@@ -313,21 +315,30 @@ fn a_consortium_across_hosts_survives_a_cut_link_and_a_coordinator_restart() {
     assert!(!without.is_empty(), "rounds committed by the three survivors: {secure:?}");
     assert!(without.iter().all(|(_, d)| !d.contains("p4")), "{secure:?}");
 
-    // p4 comes back. A second job; the coordinator is killed (SIGKILL) after its second round and restarted
-    // on its host: the job resumes from its store and no round is committed twice. (Plain aggregation: a
-    // secure round whose masked inputs were sent is, by design, never repeated; see SECURITY.md.)
+    // p4 comes back. A second secure job; the coordinator is killed (SIGKILL) the moment it opens round 3,
+    // while the participants train, and restarted on its host: the job resumes from its store, round 3
+    // runs again as a new instance, and no round is committed twice. (A secure round whose masked inputs
+    // were already sent is never repeated, by design: see SECURITY.md.)
     ip(&["-n", &net.ns("p4"), "link", "set", &net.link("p4"), "up"]);
     let (ok, said) =
-        operator(&net, &["job", "submit", "--spec", s(&job_file("restarted", false)), "--detach"]);
+        operator(&net, &["job", "submit", "--spec", s(&job_file("restarted", true)), "--detach"]);
     assert!(ok, "job submit: {said}");
-    wait_until(
-        "round 2 committed",
-        Duration::from_secs(120),
-        || commits(&state, "restarted").len() >= 2,
-        || context(&net, "restarted"),
-    );
+    let first_log = d.join("coordinator-0.log");
+    let start = Instant::now();
+    while !std::fs::read_to_string(&first_log)
+        .unwrap_or_default()
+        .contains("secure-aggregation round open key=restarted round=3 ")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "round 3 never opened:\n{}",
+            context(&net, "restarted")
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     net.kill("coordinator");
     let before = commits(&state, "restarted").len();
+    assert_eq!(before, 2, "killed with rounds 1 and 2 committed and round 3 open");
     start_coordinator(&mut net);
     wait_until(
         "the job finished after the restart",

@@ -494,8 +494,16 @@ impl Coordinator for CoordinatorService {
         // A reason is the participant's own text: bounded, and recorded only as text.
         let reason: String = msg.reason.chars().take(2_000).collect();
         let slot = lock(&self.shared.secure).get(&msg.job_id).cloned();
+        // Only the instance declined: an earlier attempt's decline (sent late) leaves this one alone.
+        let this_instance = |r: &&mut crate::secagg::SecAggRound| {
+            msg.instance == 0 || r.params.config().instance == msg.instance
+        };
         let declined = slot.as_ref().and_then(|slot| {
-            let u = lock(&slot.round).as_mut().filter(|r| r.round == msg.round).map(|r| r.decline(&who.id));
+            let u = lock(&slot.round)
+                .as_mut()
+                .filter(|r| r.round == msg.round)
+                .filter(this_instance)
+                .map(|r| r.decline(&who.id));
             slot.changed.notify_one();
             u
         });
@@ -514,7 +522,10 @@ impl Coordinator for CoordinatorService {
                 Err(self.refuse_secagg(&who, &e.to_string(), Status::permission_denied(e.to_string())))
             }
             None => {
-                let detail = format!("no secure round {} of {:?} is in progress", msg.round, msg.job_id);
+                let detail = format!(
+                    "no secure round {} of {:?} (instance {:#x}) is in progress",
+                    msg.round, msg.job_id, msg.instance
+                );
                 Err(self.refuse_secagg(&who, &detail, Status::failed_precondition(detail.clone())))
             }
         }

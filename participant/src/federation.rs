@@ -268,6 +268,7 @@ impl Federation {
                     tokio::spawn(tracing::Instrument::instrument(
                         async move {
                             let (job, round, secure) = (open.job_id.clone(), open.round, relays.is_some());
+                            let instance = open.secagg.as_ref().map_or(0, |s| s.instance);
                             let (result, mine) = match relays {
                                 Some((tx, rx)) => {
                                     (Arc::clone(&me).secure_round(client.clone(), open, rx).await, Some(tx))
@@ -276,10 +277,14 @@ impl Federation {
                             };
                             // Only this instance's queue (still there only while the map holds it): a later
                             // instance's stays.
+                            // Superseded: a later instance of the round (after a coordinator restart, say)
+                            // took the queue over; this one's failure is not that instance's business.
+                            let mut superseded = mine.is_some();
                             if let Some(mine) = mine.and_then(|w| w.upgrade()) {
                                 let mut relays = lock(&me.relays);
                                 if relays.get(&(job.clone(), round)).is_some_and(|q| q.same_channel(&mine)) {
                                     relays.remove(&(job.clone(), round));
+                                    superseded = false;
                                 }
                             }
                             if let Err(e) = result {
@@ -301,7 +306,9 @@ impl Federation {
                                             &format!("job {job} round {round}: {e:#}"),
                                         );
                                     }
-                                    decline(client, &job, round, &e).await;
+                                    if !superseded {
+                                        decline(client, &job, round, instance, &e).await;
+                                    }
                                 }
                             }
                         },
@@ -326,7 +333,7 @@ impl Federation {
                             ),
                             Err(e) => {
                                 tracing::warn!(query = id, error = format!("{e:#}"), "query not answered");
-                                decline(client, &id, 1, &e).await;
+                                decline(client, &id, 1, 0, &e).await;
                                 me.audit.record(
                                     "system",
                                     Action::QueryAnswer,
@@ -361,7 +368,7 @@ impl Federation {
                                     error = format!("{err:#}"),
                                     "evaluation not answered"
                                 );
-                                decline(client, &key.0, key.1, &err).await;
+                                decline(client, &key.0, key.1, 0, &err).await;
                                 me.audit.record(
                                     "system",
                                     Action::ModelEvaluate,
@@ -1104,8 +1111,14 @@ impl Federation {
 
 /// Tells the coordinator this participant is out of round `round` of `job` and why, so that it stops
 /// waiting for it (best effort: a coordinator that does not answer in time waits for its deadline).
-async fn decline(mut client: CoordinatorClient<Channel>, job: &str, round: u64, why: &anyhow::Error) {
-    let request = v1::DeclineRequest { job_id: job.into(), round, reason: format!("{why:#}") };
+async fn decline(
+    mut client: CoordinatorClient<Channel>,
+    job: &str,
+    round: u64,
+    instance: u64,
+    why: &anyhow::Error,
+) {
+    let request = v1::DeclineRequest { job_id: job.into(), round, reason: format!("{why:#}"), instance };
     match tokio::time::timeout(Duration::from_secs(5), client.decline_round(request)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::debug!(job, round, error = %e, "the coordinator did not take the decline"),

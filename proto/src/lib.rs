@@ -4,8 +4,8 @@
 //! no `protoc` needed) and adds the constants both sides must agree on. It holds no logic: services own
 //! validation, limits and state.
 //!
-//! - [`v1`]: generated messages, `coordinator_client`/`coordinator_server` and
-//!   `inference_client`/`inference_server` modules.
+//! - [`v1`]: generated messages, `coordinator_client`/`coordinator_server`,
+//!   `inference_client`/`inference_server` and `model_source_client`/`model_source_server` modules.
 //! - [`PROTOCOL_VERSION`], [`MAX_CHUNK_BYTES`]: what a peer must speak and respect.
 #![forbid(unsafe_code)]
 
@@ -16,8 +16,10 @@ pub mod v1 {
 }
 
 /// The protocol version this build speaks, `major.minor`. Peers must share the major version. 1.2 adds
-/// federated evaluation (`EvalOpen`, `RoundSummary.evaluation`); 1.3 the revocation list (`GetRevocations`).
-pub const PROTOCOL_VERSION: &str = "1.3";
+/// federated evaluation (`EvalOpen`, `RoundSummary.evaluation`); 1.3 the revocation list (`GetRevocations`);
+/// 1.4 the model source for inference replicas (`ModelSource`) and the instance a decline names
+/// (`DeclineRequest.instance`).
+pub const PROTOCOL_VERSION: &str = "1.4";
 
 /// The secure-round id of the federated evaluation of `job`'s versions (`EvalOpen`): coordinator and
 /// participants name its relays and declines by it. Job ids carry no '/', so it never names a job.
