@@ -226,6 +226,13 @@ async fn an_institution_enrols_by_request_is_revoked_and_renewed() {
         assert!((89.0..=90.1).contains(&days), "{node}: {days} days");
         assert_eq!(http_get(&cluster.ops_addr(node), "/readyz").await.0, 200, "{node}");
     }
+    // The coordinator counted the revoked certificate's handshakes apart from other refusals.
+    let (_, metrics) = http_get(&cluster.ops_addr("coordinator"), "/metrics").await;
+    let revoked = metrics
+        .lines()
+        .find(|l| l.starts_with("hearth_connections_refused_total{reason=\"revoked\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert!(revoked.is_some_and(|n| n >= 1.0), "{metrics}");
     let (status, why) = http_get(&cluster.ops_addr("inst-4"), "/readyz").await;
     assert_eq!(status, 503, "{why}");
     assert!(why.contains("coordinator"), "{why}");

@@ -654,7 +654,7 @@ pub async fn serve(
             },
         };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            refuse(&opts, peer, "connection limit reached");
+            refuse(&opts, peer, "connection_limit", "connection limit reached");
             continue;
         };
         let (acceptor, app, opts, mut stop) = (acceptor.clone(), app.clone(), opts.clone(), stop_rx.clone());
@@ -663,15 +663,22 @@ pub async fn serve(
             let _ = tcp.set_nodelay(true);
             let tls = match tokio::time::timeout(opts.handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => return refuse(&opts, peer, &format!("TLS handshake failed: {e}")),
-                Err(_) => return refuse(&opts, peer, "TLS handshake timed out"),
+                Ok(Err(e)) => {
+                    let reason = format!("TLS handshake failed: {e}");
+                    // The peer's certificate is on the revocation list: counted apart from other failures.
+                    let kind = if reason.contains("Revoked") { "revoked" } else { "tls_handshake_failed" };
+                    return refuse(&opts, peer, kind, &reason);
+                }
+                Err(_) => return refuse(&opts, peer, "tls_handshake_timeout", "TLS handshake timed out"),
             };
             let cert =
                 tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
-            let Some(cert) = cert else { return refuse(&opts, peer, "no client certificate") };
+            let Some(cert) = cert else {
+                return refuse(&opts, peer, "no_client_certificate", "no client certificate");
+            };
             let identity = match identity_from_cert_der(&cert) {
                 Ok(id) => id,
-                Err(e) => return refuse(&opts, peer, &format!("certificate refused: {e}")),
+                Err(e) => return refuse(&opts, peer, "no_identity", &format!("certificate refused: {e}")),
             };
             let cert: Arc<[u8]> = cert.into();
             tracing::debug!(%peer, %identity, "connection authenticated");
@@ -713,7 +720,18 @@ pub async fn serve(
     Ok(())
 }
 
-fn refuse(opts: &ServeOptions, peer: SocketAddr, reason: &str) {
+/// Connections refused since the process started, by kind (`connection_limit`, `tls_handshake_failed`,
+/// `revoked`, `tls_handshake_timeout`, `no_client_certificate`, `no_identity`): a fixed set of labels for
+/// `/metrics`, whatever a peer sends.
+pub fn refusals() -> Vec<(&'static str, u64)> {
+    REFUSALS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().map(|(k, n)| (*k, *n)).collect()
+}
+
+static REFUSALS: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn refuse(opts: &ServeOptions, peer: SocketAddr, kind: &'static str, reason: &str) {
+    *REFUSALS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(kind).or_insert(0) += 1;
     tracing::warn!(%peer, reason, "connection refused");
     if let Some(hook) = &opts.on_refused {
         hook(peer, reason);

@@ -180,8 +180,17 @@ pub struct RequestMetrics {
 }
 
 impl RequestMetrics {
-    /// Writes `hearth_request_duration_seconds` (its `_count` is the number of requests).
+    /// Writes `hearth_connections_refused_total` (this process's refusals by reason) and
+    /// `hearth_request_duration_seconds` (its `_count` is the number of requests).
     pub fn render(&self, m: &mut MetricsText) {
+        for (reason, n) in crate::refusals() {
+            m.counter(
+                "hearth_connections_refused_total",
+                "Connections refused at the handshake since the start, by reason (revoked: a certificate on the revocation list).",
+                &[("reason", reason)],
+                n as f64,
+            );
+        }
         let by = self.by.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for ((route, method, status), h) in by.iter() {
             let labels = [("route", route.as_str()), ("method", method.as_str()), ("status", *status)];
