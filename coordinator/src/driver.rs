@@ -914,7 +914,7 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
                 // too small a crowd to hide in).
                 if r.responded() < spec.min_participants as usize {
                     let got = r.responded();
-                    let missing = Missing::of(r.silent());
+                    let missing = Missing::of(r.silent_why());
                     drop(g);
                     lock(&slot.round).take();
                     return Err(RoundError::TooFewMasked {
@@ -926,7 +926,7 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
                 }
             }
             // Who did not answer this phase: named if the protocol aborts for lack of them.
-            let silent = Missing::of(r.silent());
+            let silent = Missing::of(r.silent_why());
             match r.close_phase(next) {
                 Ok(PhaseOutcome::Relay(messages)) => Ok(Some(messages)),
                 Ok(PhaseOutcome::Sum(_)) => {
@@ -948,7 +948,7 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
             })?;
             let result = tokio::task::spawn_blocking(move || {
                 let mut r = r;
-                let silent = Missing::of(r.silent());
+                let silent = Missing::of(r.silent_why());
                 match r.close_phase(Instant::now()) {
                     Ok(PhaseOutcome::Sum(sum)) => decode(&r, &sum),
                     Ok(PhaseOutcome::Relay(_)) => {

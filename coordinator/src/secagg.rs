@@ -11,7 +11,7 @@
 //! mean delta of plain federated averaging (for participants under the cap), and the coordinator learns
 //! only the total example count and the mean loss.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -99,8 +99,10 @@ pub(crate) struct SecAggRound {
     /// Who may still send in this phase: those who completed the previous one.
     expected: BTreeSet<u32>,
     responded: BTreeSet<u32>,
-    /// Members that declined the round (their own checks refused it): gone, like a drop-out.
+    /// Members that declined the round (their own checks refused it): gone, like a drop-out; with the
+    /// reason each gave (its own words, cut short), for the round's failure message.
     declined: BTreeSet<u32>,
+    declined_why: BTreeMap<u32, String>,
     /// Reading a message right now.
     in_flight: BTreeSet<u32>,
     pub(crate) deadline: Instant,
@@ -189,6 +191,7 @@ impl SecAggRound {
             expected: (0..n).collect(),
             responded: BTreeSet::new(),
             declined: BTreeSet::new(),
+            declined_why: BTreeMap::new(),
             in_flight: BTreeSet::new(),
             deadline,
             opened: Instant::now(),
@@ -198,9 +201,10 @@ impl SecAggRound {
 
     /// Records that member `who` declined the round: no phase waits for it any more, and it may send
     /// nothing more in it. Returns its index.
-    pub(crate) fn decline(&mut self, who: &str) -> Result<u32, SecAggRefusal> {
+    pub(crate) fn decline(&mut self, who: &str, why: &str) -> Result<u32, SecAggRefusal> {
         let u = *self.index.get(who).ok_or_else(|| SecAggRefusal::NotMember(who.to_string()))?;
         self.declined.insert(u);
+        self.declined_why.insert(u, why.chars().take(160).collect());
         self.expected.remove(&u);
         Ok(u)
     }
@@ -272,13 +276,15 @@ impl SecAggRound {
         self.responded.len()
     }
 
-    /// The members that have not answered the current phase.
-    pub(crate) fn silent(&self) -> impl Iterator<Item = String> + '_ {
-        self.members
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !self.responded.contains(&(*i as u32)))
-            .map(|(_, id)| id.clone())
+    /// The members that have not answered the current phase, each with why it declined if it did
+    /// (`p1 (declined: ...)`), for a failure message.
+    pub(crate) fn silent_why(&self) -> impl Iterator<Item = String> + '_ {
+        self.members.iter().enumerate().filter(|(i, _)| !self.responded.contains(&(*i as u32))).map(
+            |(i, id)| match self.declined_why.get(&(i as u32)) {
+                Some(why) => format!("{id} (declined: {why})"),
+                None => id.clone(),
+            },
+        )
     }
 
     /// Closes the current phase. Phases 0 to 4 return the messages that open the next one; phase 5 returns
@@ -456,6 +462,18 @@ mod tests {
         // p2..p4 reconnected since the round opened: they lost their protocol state.
         let reconnected: HashMap<String, u64> = (0..5u64).map(|i| (format!("p{i}"), i + 10)).collect();
         assert!(r.settled(&reconnected));
+        // p2 declines, with its reason: the failure message says so; p3 and p4 are merely silent.
+        r.decline("p2", "round 1 of job job: this participant already sent its masked update").unwrap();
+        let silent: Vec<String> = r.silent_why().collect();
+        assert_eq!(
+            silent,
+            [
+                "p0",
+                "p2 (declined: round 1 of job job: this participant already sent its masked update)",
+                "p3",
+                "p4"
+            ]
+        );
         // One survivor is below the threshold: the round aborts and accepts nothing more.
         assert!(r.close_phase(Instant::now()).is_err());
         assert!(matches!(r.begin("p1", 0), Err(SecAggRefusal::WrongPhase { .. })));

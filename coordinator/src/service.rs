@@ -503,7 +503,7 @@ impl Coordinator for CoordinatorService {
                 .as_mut()
                 .filter(|r| r.round == msg.round)
                 .filter(this_instance)
-                .map(|r| r.decline(&who.id));
+                .map(|r| r.decline(&who.id, &reason));
             slot.changed.notify_one();
             u
         });
