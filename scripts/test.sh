@@ -15,8 +15,11 @@ command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
 # The image test (tests/the_image_builds_and_runs_from_its_root_file_system.rs) builds with buildah.
 command -v buildah >/dev/null 2>&1 || missing="$missing buildah"
+# The multi-host test (tests/a_consortium_across_hosts_survives_a_cut_link_and_a_coordinator_restart.rs)
+# makes network namespaces with ip (iproute2); it needs root, as CI runs.
+command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
 if [ -n "$missing" ]; then
-  echo "installing$missing (PKCS#11 keystore, OpenSSL interop, bench serve and image tests)" >&2
+  echo "installing$missing (PKCS#11 keystore, OpenSSL interop, bench serve, image and multi-host tests)" >&2
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
