@@ -30,25 +30,33 @@ fn completions_name_every_command_and_manual_pages_cover_each_subcommand() {
     assert!(rewrap.contains("batch"), "the page documents the command's options");
 }
 
-#[test]
-fn services_log_json_lines_when_asked() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = dir.path().join("pki");
+/// A PKI for one institution in `dir`/pki and a coordinator on it, started with the global options
+/// `global`, its stderr to `stderr`; once it listens, the process and its address.
+fn coordinator(dir: &std::path::Path, global: &[&str], stderr: Stdio) -> (std::process::Child, String) {
+    let pki = dir.join("pki");
     hearth_ok(&["pki", "init", "--dir", s(&pki), "--participants", "bank-a"]);
-    let ready = dir.path().join("coordinator.addr");
-    let log = dir.path().join("coordinator.log");
-    let mut child = hearth()
-        .args(["--log-format", "json", "coordinator", "--ready-file", s(&ready)])
+    let ready = dir.join("coordinator.addr");
+    let child = hearth()
+        .args(global)
+        .args(["coordinator", "--ready-file", s(&ready)])
         .env("HEARTH_COORDINATOR__LISTEN", "127.0.0.1:0")
-        .env("HEARTH_COORDINATOR__STATE_DIR", dir.path().join("state"))
+        .env("HEARTH_COORDINATOR__STATE_DIR", dir.join("state"))
         .env("HEARTH_COORDINATOR__TLS__CA", pki.join("ca.pem"))
         .env("HEARTH_COORDINATOR__TLS__CERT", pki.join("coordinator.pem"))
         .env("HEARTH_COORDINATOR__TLS__KEY", pki.join("coordinator.key"))
         .stdout(Stdio::null())
-        .stderr(common::log(&log))
+        .stderr(stderr)
         .spawn()
         .unwrap();
-    wait_file(&ready);
+    let addr = wait_file(&ready);
+    (child, addr)
+}
+
+#[test]
+fn services_log_json_lines_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("coordinator.log");
+    let (mut child, _) = coordinator(dir.path(), &["--log-format", "json"], common::log(&log));
     let _ = child.kill();
     let _ = child.wait();
     let text = std::fs::read_to_string(&log).unwrap();
@@ -117,20 +125,7 @@ fn spans_go_to_an_opentelemetry_collector_when_asked() {
     });
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");
-    hearth_ok(&["pki", "init", "--dir", s(&pki), "--participants", "bank-a"]);
-    let ready = dir.path().join("coordinator.addr");
-    let mut child = hearth()
-        .args(["--otlp-endpoint", &endpoint, "coordinator", "--ready-file", s(&ready)])
-        .env("HEARTH_COORDINATOR__LISTEN", "127.0.0.1:0")
-        .env("HEARTH_COORDINATOR__STATE_DIR", dir.path().join("state"))
-        .env("HEARTH_COORDINATOR__TLS__CA", pki.join("ca.pem"))
-        .env("HEARTH_COORDINATOR__TLS__CERT", pki.join("coordinator.pem"))
-        .env("HEARTH_COORDINATOR__TLS__KEY", pki.join("coordinator.key"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = wait_file(&ready);
+    let (mut child, addr) = coordinator(dir.path(), &["--otlp-endpoint", &endpoint], Stdio::null());
     hearth_ok(&["job", "list", "--coordinator", &addr, "--tls-dir", s(&pki)]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let found = loop {

@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -29,21 +29,6 @@ impl Drop for Demo {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn tools() -> PathBuf {
-    let bin =
-        Command::new(root().join("scripts/install-api-tools.sh")).output().expect("run install-api-tools.sh");
-    assert!(
-        bin.status.success(),
-        "scripts/install-api-tools.sh failed: {}",
-        String::from_utf8_lossy(&bin.stderr)
-    );
-    PathBuf::from(String::from_utf8(bin.stdout).unwrap().trim())
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// Waits for the demo's banner and returns the first participant's address.
@@ -75,7 +60,7 @@ fn serving_address(log: &Path, demo: &mut Demo) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_fuzzed_api_answers_every_request_as_documented() {
-    let bin = tools();
+    let bin = api_tools();
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("demo");
     let log = dir.path().join("demo.log");

@@ -10,22 +10,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn tools() -> PathBuf {
-    let out =
-        Command::new(root().join("scripts/install-api-tools.sh")).output().expect("run install-api-tools.sh");
-    assert!(out.status.success(), "install-api-tools.sh: {}", String::from_utf8_lossy(&out.stderr));
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
 
 /// The rendered objects of `overlay`.
 fn render(overlay: &Path, into: &Path) -> Vec<Value> {
@@ -66,7 +55,7 @@ fn containers(pod: &Value) -> Vec<&Value> {
 
 #[test]
 fn the_kubernetes_overlays_render_and_validate() {
-    let bin = tools();
+    let bin = api_tools();
     let version = String::from_utf8(hearth_ok(&["--version"]).stdout).unwrap();
     let image = format!("localhost/hearth:{}", version.split_whitespace().nth(1).unwrap());
     let dir = tempfile::tempdir().unwrap();

@@ -80,14 +80,14 @@ pub async fn run(a: InferenceArgs) -> anyhow::Result<()> {
     running.done.await.context("inference replica task")?.context("serving")
 }
 
-/// The CA and certificate files, with the TLS key the token holds under `tls` signing every handshake;
-/// refused when the certificate certifies another key.
+/// The CA and certificate files, with the TLS key the token holds under `tls` signing every handshake
+/// (`hearth_node::keys::keystore_tls_material`, as a node on a token does).
 fn token_tls(
     a: &InferenceArgs,
     module: &std::path::Path,
     token: &str,
 ) -> anyhow::Result<hearth_transport::TlsMaterial> {
-    use hearth_crypto::keystore::{KeyLabel, KeyStore, Pkcs11Config, Pkcs11KeyStore};
+    use hearth_crypto::keystore::{KeyStore, Pkcs11Config, Pkcs11KeyStore};
     let pin = zeroize::Zeroizing::new(std::env::var(&a.pin_env).with_context(|| {
         format!("the token's PIN: set ${} (or name another variable with --pin-env)", a.pin_env)
     })?);
@@ -95,27 +95,5 @@ fn token_tls(
     let store = Pkcs11KeyStore::open(&p11, hearth_crypto::SuiteId::International, None)
         .with_context(|| format!("opening PKCS#11 token {token:?} with {}", module.display()))?;
     let store: std::sync::Arc<dyn KeyStore> = std::sync::Arc::new(store);
-    let label = KeyLabel::new(hearth_node::keys::TLS_KEY)?;
-    let key = store.current(&label).with_context(|| {
-        format!(
-            "token {token:?} holds no TLS key {:?}: make it with hearth pki request --config (a configuration \
-             whose [keystore] names the token) and have the CA sign the request",
-            hearth_node::keys::TLS_KEY
-        )
-    })?;
-    let public = store.public_key(&key)?;
-    let cert_pem =
-        std::fs::read_to_string(&a.cert).with_context(|| format!("reading {}", a.cert.display()))?;
-    let certified = hearth_crypto::pki::cert_der_from_pem(&cert_pem)
-        .and_then(|der| hearth_crypto::pki::public_key_of_cert_der(&der))
-        .with_context(|| format!("reading {}", a.cert.display()))?;
-    if certified != public {
-        anyhow::bail!(
-            "{} does not certify token {token:?}'s TLS key {key}: install the certificate the CA signed for this \
-             token's request",
-            a.cert.display()
-        );
-    }
-    let signer = std::sync::Arc::new(hearth_transport::KeystoreTlsKey::new(store, label));
-    Ok(hearth_transport::TlsMaterial::load_with_signer(&a.ca, &a.cert, signer)?)
+    Ok(hearth_node::keys::keystore_tls_material(&store, &format!("PKCS#11 token {token:?}"), &a.ca, &a.cert)?)
 }

@@ -284,10 +284,30 @@ async fn fetch(
     Ok(Fetched::New { header, bytes })
 }
 
+/// Why a model file the participant sent is not served.
+#[derive(Debug, thiserror::Error)]
+enum Unusable {
+    /// It does not decode as a model file.
+    #[error("the {family} model file does not decode: {source}")]
+    Decode {
+        /// The family asked for.
+        family: &'static str,
+        /// Why.
+        source: hearth_models::file::FileError,
+    },
+    /// It decodes, as a model of another family.
+    #[error("the participant sent a model of another family as its {0} model")]
+    OtherFamily(&'static str),
+}
+
 /// The model in `bytes`, ready to serve as `header` says; refused when it is not of `family`.
-fn calibrated(family: &str, header: &v1::ServedModelHeader, bytes: &[u8]) -> Result<Calibrated, String> {
+fn calibrated(
+    family: &'static str,
+    header: &v1::ServedModelHeader,
+    bytes: &[u8],
+) -> Result<Calibrated, Unusable> {
     let (model, _) = hearth_models::decode_any_model_file(bytes, MAX_MODEL_FILE_BYTES as usize)
-        .map_err(|e| format!("the {family} model file does not decode: {e}"))?;
+        .map_err(|source| Unusable::Decode { family, source })?;
     match (family, model) {
         ("intent", AnyModel::Intent(m)) => {
             Ok(Calibrated::Intent(Served::new(m, &header.job_id, header.version)))
@@ -295,7 +315,7 @@ fn calibrated(family: &str, header: &v1::ServedModelHeader, bytes: &[u8]) -> Res
         ("emotion", AnyModel::Emotion(m)) => {
             Ok(Calibrated::Emotion(Served::new(m, &header.job_id, header.version)))
         }
-        _ => Err(format!("the participant sent a model of another family as its {family} model")),
+        _ => Err(Unusable::OtherFamily(family)),
     }
 }
 
@@ -307,13 +327,15 @@ async fn poll_once(client: &mut ModelSourceClient<Channel>, state: &ReplicaState
         let outcome = match fetch(client, family, &have).await {
             Ok(Fetched::Unchanged) => Ok(None),
             Ok(Fetched::New { header, bytes }) => {
-                let fam = family.to_string();
                 let decoded = tokio::task::spawn_blocking(move || {
-                    calibrated(&fam, &header, &bytes).map(|c| (c, header))
+                    calibrated(family, &header, &bytes).map(|c| (c, header))
                 })
-                .await
-                .unwrap_or_else(|e| Err(format!("decoding task: {e}")));
-                decoded.map(Some).map_err(FetchError::from)
+                .await;
+                match decoded {
+                    Ok(Ok(done)) => Ok(Some(done)),
+                    Ok(Err(unusable)) => Err(FetchError::from(unusable.to_string())),
+                    Err(task) => Err(FetchError::from(format!("decoding task: {task}"))),
+                }
             }
             Err(e) => Err(e),
         };
@@ -524,7 +546,7 @@ mod tests {
         else {
             panic!("a consistent reply is taken")
         };
-        let e = calibrated("intent", &header, &bytes).unwrap_err();
+        let e = calibrated("intent", &header, &bytes).unwrap_err().to_string();
         assert!(e.contains("does not decode"), "{e}");
     }
 }

@@ -56,6 +56,39 @@ pub const COORDINATOR_KEYS: &[(&str, KeyKind)] =
 pub const PARTICIPANT_KEYS: &[(&str, KeyKind)] =
     &[(AUDIT_KEY, KeyKind::Audit), (KEK, KeyKind::KeyEncryption), (IDENTITY_HASH_KEY, KeyKind::IdentityHash)];
 
+/// The CA and certificate files, with the TLS key `keystore` holds under [`TLS_KEY`] signing every
+/// handshake (it never leaves the keystore); refused when the keystore holds none or the certificate
+/// certifies another key. `name` names the keystore in errors. A node on a token and an inference
+/// replica on one both use it.
+pub fn keystore_tls_material(
+    keystore: &Arc<dyn KeyStore>,
+    name: &str,
+    ca: &Path,
+    cert: &Path,
+) -> Result<TlsMaterial, NodeError> {
+    let label = label(TLS_KEY)?;
+    let key = keystore.current(&label).map_err(|_| {
+        NodeError::Config(format!(
+            "{name} holds no TLS key {TLS_KEY:?}: make it there and have it certified with \
+             hearth pki request --config <a configuration whose [keystore] names it> (then hearth pki sign at the CA)"
+        ))
+    })?;
+    let public = keystore.public_key(&key).map_err(NodeError::keystore(name))?;
+    let cert_pem = std::fs::read_to_string(cert).map_err(NodeError::io(cert))?;
+    let certified = hearth_crypto::pki::cert_der_from_pem(&cert_pem)
+        .and_then(|der| hearth_crypto::pki::public_key_of_cert_der(&der))
+        .map_err(|e| NodeError::Config(format!("{}: {e}", cert.display())))?;
+    if certified != public {
+        return Err(NodeError::Config(format!(
+            "{} does not certify {name}'s TLS key {key}: it was issued for another key (install the \
+             certificate the CA signed for this token's request)",
+            cert.display()
+        )));
+    }
+    let signer = Arc::new(KeystoreTlsKey::new(Arc::clone(keystore), label));
+    TlsMaterial::load_with_signer(ca, cert, signer).map_err(|e| NodeError::Config(e.to_string()))
+}
+
 fn label(l: &str) -> Result<KeyLabel, NodeError> {
     KeyLabel::new(l).map_err(NodeError::keystore(format!("key label {l:?}")))
 }
@@ -357,29 +390,7 @@ impl NodeKeys {
                 self.name
             )));
         }
-        let label = label(TLS_KEY)?;
-        let key = self.keystore.current(&label).map_err(|_| {
-            NodeError::Config(format!(
-                "{} holds no TLS key {TLS_KEY:?}: make it there and have it certified with \
-                 hearth pki request --config <this node's configuration> (then hearth pki sign at the CA)",
-                self.name
-            ))
-        })?;
-        let public = self.keystore.public_key(&key).map_err(NodeError::keystore(&self.name))?;
-        let cert_pem = std::fs::read_to_string(&paths.cert).map_err(NodeError::io(&paths.cert))?;
-        let certified = hearth_crypto::pki::cert_der_from_pem(&cert_pem)
-            .and_then(|der| hearth_crypto::pki::public_key_of_cert_der(&der))
-            .map_err(|e| NodeError::Config(format!("{}: {e}", paths.cert.display())))?;
-        if certified != public {
-            return Err(NodeError::Config(format!(
-                "{} does not certify {}'s TLS key {key}: it was issued for another key (install the \
-                 certificate the CA signed for this token's request)",
-                paths.cert.display(),
-                self.name
-            )));
-        }
-        let signer = Arc::new(KeystoreTlsKey::new(Arc::clone(&self.keystore), label));
-        TlsMaterial::load_with_signer(&paths.ca, &paths.cert, signer).map_err(tls_err)
+        keystore_tls_material(&self.keystore, &self.name, &paths.ca, &paths.cert)
     }
 
     /// The current version of the key-encryption key: what [`NodeKeys::seal`] uses.

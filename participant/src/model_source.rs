@@ -106,19 +106,23 @@ impl v1::model_source_server::ModelSource for ModelSource {
         let Some((bytes, pinned)) = read else {
             return Err(Status::not_found(format!("no {family} model is served here yet")));
         };
-        let meta = hearth_models::read_model_file(&bytes, crate::families::MAX_MODEL_FILE_BYTES)
-            .map_err(|e| Status::internal(format!("the served {family} model file does not check: {e}")))?
-            .metadata;
         let sha256 = hex::encode(Sha256::digest(&bytes));
-        let header = v1::ServedModelHeader {
+        let mut header = v1::ServedModelHeader {
             family: family.clone(),
-            job_id: meta.get("job_id").and_then(|v| v.as_str()).unwrap_or_default().to_string(),
-            version: meta.get("version").and_then(|v| v.as_u64()).unwrap_or(0),
             sha256: sha256.clone(),
             size: bytes.len() as u64,
             unchanged: req.have_sha256 == sha256,
             pinned: pinned.unwrap_or_default(),
+            ..Default::default()
         };
+        // Most polls find the replica up to date: the file is checked and read only when it is sent.
+        if !header.unchanged {
+            let meta = hearth_models::read_model_file(&bytes, crate::families::MAX_MODEL_FILE_BYTES)
+                .map_err(|e| Status::internal(format!("the served {family} model file does not check: {e}")))?
+                .metadata;
+            header.job_id = meta.get("job_id").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            header.version = meta.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
+        }
         let mut chunks = vec![Ok(v1::ServedModelChunk {
             kind: Some(v1::served_model_chunk::Kind::Header(header.clone())),
         })];

@@ -635,3 +635,21 @@ pub async fn download_model(op: &mut CoordinatorClient<Channel>, job: &str) -> (
     }
     (spec, params)
 }
+
+/// The repository's root (scripts/, deploy/, data/).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The checkers Rust has no equal of (Schemathesis, the OpenAPI and Kubernetes validators), installed
+/// pinned by `scripts/install-api-tools.sh`: the bin directory of their environment.
+pub fn api_tools() -> PathBuf {
+    let out =
+        Command::new(root().join("scripts/install-api-tools.sh")).output().expect("run install-api-tools.sh");
+    assert!(
+        out.status.success(),
+        "scripts/install-api-tools.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
