@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use common::*;
 use hearth_models::emotion::{calibrate_escalation, calibrate_thresholds, evaluate_emotion, ANGER};
-use hearth_models::recommend::data::{catalogue, clean, encode, Transaction};
-use hearth_models::recommend::{evaluate_popular, evaluate_ranking, leave_last_out, partition_by_country};
+use hearth_models::recommend::data::{clean, descriptions, encode, spec_for, Transaction};
+use hearth_models::recommend::{evaluate, leave_last_out, partition_by_country, Scoring};
 use hearth_models::{
-    dirichlet_split_by, EmotionModel, EmotionSpec, FeatureConfig, ModelSpec, RecommendModel, RecommendSpec,
+    dirichlet_split_by, EmotionModel, EmotionSpec, FeatureConfig, ModelSpec, RecommendModel,
 };
 use hearth_proto::v1::coordinator_client::CoordinatorClient;
 use hearth_proto::v1::{self, job_event};
@@ -106,7 +106,7 @@ async fn emotion_and_recommend_train_securely_and_serve() {
     // Recommend: Online Retail, institutions by country, each customer's last new item held out.
     let rows = online_retail();
     let (purchases, _) = clean(&rows);
-    let recommend_spec = RecommendSpec::with_defaults(catalogue(&purchases)).unwrap();
+    let recommend_spec = spec_for(&purchases, &descriptions(&rows)).unwrap();
     let split = leave_last_out(&purchases);
     let institutions = partition_by_country(&split.train, PARTICIPANTS).unwrap();
     let home: HashMap<&str, usize> = institutions
@@ -245,13 +245,19 @@ async fn emotion_and_recommend_train_securely_and_serve() {
     let anger = m.escalation.as_ref().unwrap().score.recall;
     assert!(m.macro_f1 > 0.4, "emotion macro-F1 {}", m.macro_f1);
     assert!(anger >= 0.6, "anger recall {anger} at the dev-chosen threshold");
-    // Recommend: above the most-popular baseline on the held-out items.
+    // Recommend: above the recently-popular baseline on the held-out items, and the federated
+    // statistics are the pooled ones (up to the secure-aggregation rounding).
     let rec = RecommendModel::from_params(recommend_spec.clone(), final_params(&mut op, "recommend").await)
         .unwrap();
     let pooled = encode(&recommend_spec, &split.train);
-    let fed = evaluate_ranking(&rec, &pooled, &split.test, 10);
-    let popular = evaluate_popular(&recommend_spec, &pooled, &pooled, &split.test, 10);
-    assert!(fed.hit_rate > popular.hit_rate, "HR@10 {} vs most popular {}", fed.hit_rate, popular.hit_rate);
+    let fed = evaluate(&rec, &recommend_spec.scoring, &pooled, &split.test, 10).metrics();
+    let popular = evaluate(&rec, &Scoring::popular_recent(60), &pooled, &split.test, 10).metrics();
+    assert!(
+        fed.hit_rate > popular.hit_rate,
+        "HR@10 {} vs recently popular {}",
+        fed.hit_rate,
+        popular.hit_rate
+    );
 
     // Every participant serves the final version of both.
     for i in 1..=PARTICIPANTS {

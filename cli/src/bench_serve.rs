@@ -164,7 +164,7 @@ fn parse_wrk(out: &str) -> anyhow::Result<(u64, f64, f64, f64, f64, u64, u64)> {
 struct Specs {
     intent: Vec<String>,
     emotion: Vec<String>,
-    items: Vec<String>,
+    recommend: RecommendSpec,
 }
 
 /// Writes one participant's data (intent: CLINC150; emotion: a GoEmotions slice; recommend: Online
@@ -194,12 +194,15 @@ fn import(
     )?
     .examples;
     let (purchases, _) = hearth_models::recommend::data::clean(&rows);
-    let items = hearth_models::recommend::data::catalogue(&purchases);
+    let recommend = hearth_models::recommend::data::spec_for(
+        &purchases,
+        &hearth_models::recommend::data::descriptions(&rows),
+    )?;
     let node = hearth_participant::open_node(cfg, "cli:bench", Some(pass))?;
     node.store.import(&intent.train)?;
     node.store.import_emotion(&emotions.examples[..emotions.examples.len().min(12_000)])?;
     node.store.import_transactions(&rows)?;
-    Ok(Specs { intent: intent_labels, emotion: labels, items })
+    Ok(Specs { intent: intent_labels, emotion: labels, recommend })
 }
 
 async fn train(conn: &Connection, job_id: &str, spec: ModelSpec) -> anyhow::Result<()> {
@@ -322,7 +325,7 @@ pub async fn run(a: ServeBenchArgs) -> anyhow::Result<()> {
             ModelSpec::Emotion(EmotionSpec::new(specs.emotion, FeatureConfig::default())?),
         )
         .await?;
-        train(&conn, "recommend", ModelSpec::Recommend(RecommendSpec::with_defaults(specs.items)?)).await?;
+        train(&conn, "recommend", ModelSpec::Recommend(specs.recommend)).await?;
         // Wait until both are calibrated and served.
         loop {
             let v = probe(&local, &api_key).await?;

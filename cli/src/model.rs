@@ -181,11 +181,16 @@ fn summary(model: &AnyModel) -> String {
             format!("labels {}, {} feature buckets", m.spec.labels.join(", "), m.spec.features.dim)
         }
         AnyModel::Recommend(m) => format!(
-            "{} items x {} factors (alpha {}, customer l2 {})",
+            "{} items, popularity over {} days from {} (recent: last {} days); weights: popularity {}, \
+             descriptions {}, co-purchases {}, history half-life {} days",
             m.spec.items.len(),
-            m.spec.factors,
-            m.spec.alpha,
-            m.spec.user_l2
+            m.spec.days,
+            hearth_models::recommend::day_string(m.spec.first_day),
+            m.spec.scoring.recent_days,
+            m.spec.scoring.popularity,
+            m.spec.scoring.content,
+            m.spec.scoring.cooccurrence,
+            m.spec.scoring.half_life_days
         ),
         _ => "a family this build does not describe".into(),
     }

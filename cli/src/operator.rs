@@ -2,11 +2,12 @@
 //! status, fetch a committed model. The demo and the benchmark drive the coordinator through these same
 //! functions.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use hearth_crypto::digest::ContentDigest;
-use hearth_models::recommend::data::{catalogue, clean};
+use hearth_models::recommend::data::{clean, day_number, descriptions, spec_for};
 use hearth_models::{EmotionSpec, FeatureConfig, IntentSpec, ModelSpec, RecommendSpec, TrainParams};
 use hearth_proto::v1::coordinator_client::CoordinatorClient;
 use hearth_proto::v1::{self, job_event, model_chunk};
@@ -296,12 +297,13 @@ pub struct ModelSection {
     /// Recommend: a catalogue (`.txt`, one item id per line) or a transactions CSV whose purchased
     /// products form the catalogue (relative to the job file).
     pub items_file: Option<PathBuf>,
-    /// Recommend: factor dimension, confidence weight, customer regularisation and seed (default: the
-    /// tuned values).
-    pub factors: Option<u16>,
-    pub alpha: Option<f32>,
-    pub user_l2: Option<f32>,
-    pub seed: Option<u64>,
+    /// Recommend: the popularity window's first day (`YYYY-MM-DD`) and length in days; from a
+    /// transactions `items_file`, its first and last purchase unless given.
+    pub first_day: Option<String>,
+    pub days: Option<u32>,
+    /// Recommend: how scores combine (default: the values tuned on validation data).
+    #[serde(default)]
+    pub scoring: Option<hearth_models::recommend::Scoring>,
 }
 
 /// Names from a `.txt` list (one per line, blank lines ignored).
@@ -354,13 +356,19 @@ impl ModelSection {
             }
             "recommend" => {
                 let mut items = self.items.clone();
+                let mut names = BTreeMap::new();
+                let mut window = None;
                 if let Some(f) = &self.items_file {
                     let f = base.join(f);
                     if is_txt(&f) {
                         items.extend(read_list(&f)?);
                     } else {
-                        let (purchases, _) = clean(&crate::data::read_transactions(&f)?);
-                        items.extend(catalogue(&purchases));
+                        let rows = crate::data::read_transactions(&f)?;
+                        let (purchases, _) = clean(&rows);
+                        names = descriptions(&rows);
+                        let from = spec_for(&purchases, &names)?;
+                        window = Some((from.first_day, from.days));
+                        items.extend(from.items);
                     }
                 }
                 items.sort();
@@ -368,14 +376,26 @@ impl ModelSection {
                 if items.is_empty() {
                     bail!("[model] needs `items` or `items_file` for a recommend model");
                 }
-                let d = RecommendSpec::with_defaults(items)?;
-                Ok(ModelSpec::Recommend(RecommendSpec::new(
-                    d.items,
-                    self.factors.unwrap_or(d.factors),
-                    self.alpha.unwrap_or(d.alpha),
-                    self.user_l2.unwrap_or(d.user_l2),
-                    self.seed.unwrap_or(d.seed),
-                )?))
+                let first_day =
+                    match &self.first_day {
+                        Some(d) => Some(day_number(d).filter(|_| d.len() == 10).with_context(|| {
+                            format!("[model] first_day {d:?} is not a date (YYYY-MM-DD)")
+                        })?),
+                        None => window.map(|w| w.0),
+                    };
+                let (Some(first_day), Some(days)) = (first_day, self.days.or(window.map(|w| w.1))) else {
+                    bail!(
+                        "[model] needs `first_day` and `days` (the popularity window) for a recommend model \
+                         whose catalogue is not a transactions file"
+                    );
+                };
+                let names = if names.is_empty() {
+                    Vec::new()
+                } else {
+                    items.iter().map(|i| names.get(i).cloned().unwrap_or_default()).collect()
+                };
+                let scoring = self.scoring.unwrap_or_default();
+                Ok(ModelSpec::Recommend(RecommendSpec::new(items, names, first_day, days, scoring)?))
             }
             other => bail!("unknown model family {other:?}; use intent, emotion or recommend"),
         }
@@ -821,11 +841,18 @@ mod tests {
         std::fs::write(dir.path().join("catalogue.txt"), "85123A\n22423\n\n20725\n").unwrap();
         let p = plan(
             dir.path(),
-            "rounds = 3\nmin_participants = 4\n[model]\nfamily = \"recommend\"\nitems_file = \"catalogue.txt\"\nfactors = 8\n",
+            "rounds = 3\nmin_participants = 4\n[model]\nfamily = \"recommend\"\nitems_file = \"catalogue.txt\"\nfirst_day = \"2011-01-01\"\ndays = 30\n",
         )
         .unwrap();
         let ModelSpec::Recommend(spec) = &p.spec else { panic!("{:?}", p.spec) };
-        assert_eq!((spec.items.len(), spec.factors, p.rounds), (3, 8, 3));
+        assert_eq!((spec.items.len(), spec.days, p.rounds), (3, 30, 3));
+        assert_eq!(spec.scoring, hearth_models::recommend::Scoring::default());
+        let e = plan(
+            dir.path(),
+            "min_participants = 4\n[model]\nfamily = \"recommend\"\nitems = [\"a\", \"b\"]\n",
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("first_day"), "{e:#}");
         assert_eq!(p.server_momentum, 0.0, "the recommender's tuned server momentum");
 
         // Intent keeps its old form: no family key, labels, intent defaults.

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use axum::extract::rejection::BytesRejection;
 use axum::{Extension, Json};
 use bytes::Bytes;
-use hearth_models::recommend::{Interactions, ItemMentions, MAX_HISTORY, MAX_ITEM_BYTES, MAX_TOP_K};
+use hearth_models::recommend::{Interactions, ItemMentions, Seen, MAX_HISTORY, MAX_ITEM_BYTES, MAX_TOP_K};
 use hearth_models::{ModelError, RecommendModel};
 use hearth_proto::v1;
 use hearth_transport::PeerIdentity;
@@ -157,7 +157,7 @@ pub fn answer(slots: &Slots, req: RecommendBody) -> Result<RecommendAnswer, ApiE
     }
     let served = slots.recommend.load_full().ok_or(ApiError::NoModel("recommend"))?;
     let r = &served.model;
-    let mut history: Vec<String> = match customer {
+    let mut history: Vec<Seen> = match customer {
         None => Vec::new(),
         Some(c) => r.customers.history(&r.model.spec, c).map_err(|_| ApiError::NotFound {
             reason: "unknown_customer",
@@ -177,9 +177,9 @@ pub fn answer(slots: &Slots, req: RecommendBody) -> Result<RecommendAnswer, ApiE
         }
         other => ApiError::bad("invalid_request", other.to_string()),
     })?;
-    history.extend(req.items.iter().map(|i| i.trim().to_string()));
+    history.extend(req.items.iter().map(|i| Seen::now(i.trim())));
     let mentioned = text.map_or_else(Vec::new, |t| r.mentions.find(t, MAX_MENTIONS));
-    history.extend(mentioned.iter().cloned());
+    history.extend(mentioned.iter().map(Seen::now));
     // The most recent purchases count when there are more than a history may hold.
     let over = history.len().saturating_sub(MAX_HISTORY);
     history.drain(..over);

@@ -434,7 +434,7 @@ mod tests {
                     .unwrap(),
             );
             let items = (0..50).map(|i| format!("{i:05}")).collect();
-            let recommend = RecommendModel::initial(crate::RecommendSpec::new(items, 8, 1.0, 1.0, 3).unwrap());
+            let recommend = RecommendModel::initial(crate::RecommendSpec::with_defaults(items, vec![], 15_000, 4).unwrap());
             for bytes in [encode_file(&emotion, &serde_json::Value::Null), encode_file(&recommend, &serde_json::Value::Null)] {
                 let cut = cut % bytes.len();
                 prop_assert!(decode_any_model_file(&bytes[..cut], 1 << 30).is_err());

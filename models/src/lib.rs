@@ -5,8 +5,9 @@
 //! institution's own holdout, and one model file format. Start with [`intent`]; then:
 //! - [`emotion`]: the multi-label emotion classifier (one sigmoid per label) and its anger escalation
 //!   threshold, chosen for a target recall.
-//! - [`recommend`]: federated collaborative filtering (implicit-feedback matrix factorisation whose
-//!   customer factors never leave the institution) with its retail data preparation.
+//! - [`recommend`]: next-purchase recommendations from recent popularity, description similarity and
+//!   co-purchases, the statistics summed across institutions under secure aggregation, with its retail
+//!   data preparation.
 //! - [`features`]: hashed word and character n-grams; English and Chinese (CJK characters are tokens).
 //! - `linear` (private): the linear model over features and the sparse mini-batch SGD loop that intent
 //!   and emotion share; a family adds only its loss.

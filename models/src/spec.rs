@@ -215,7 +215,9 @@ impl ModelSpec {
             ),
             _ => (TrainParams::default(), 1.0, DEFAULT_SERVER_MOMENTUM),
         };
-        FederatedDefaults { train, rounds: DEFAULT_ROUNDS, server_learning_rate, server_momentum }
+        let rounds =
+            if let ModelSpec::Recommend(_) = self { recommend::DEFAULT_ROUNDS } else { DEFAULT_ROUNDS };
+        FederatedDefaults { train, rounds, server_learning_rate, server_momentum }
     }
 }
 
@@ -230,7 +232,9 @@ mod tests {
         let specs = [
             ModelSpec::Intent(IntentSpec::new(vec!["a".into(), "b".into()], f.clone()).unwrap()),
             ModelSpec::Emotion(EmotionSpec::new(vec!["anger".into(), "joy".into()], f).unwrap()),
-            ModelSpec::Recommend(RecommendSpec::with_defaults(vec!["x".into(), "y".into()]).unwrap()),
+            ModelSpec::Recommend(
+                RecommendSpec::with_defaults(vec!["x".into(), "y".into()], vec![], 15_000, 3).unwrap(),
+            ),
             ModelSpec::bench(10),
         ];
         for s in &specs {

@@ -19,13 +19,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use hearth_models::recommend::data::{
-    catalogue, clean, encode, parse_transactions, CleaningReport, Transaction,
+    clean, descriptions, encode, parse_transactions, spec_for, CleaningReport, Transaction,
 };
 use hearth_models::recommend::{
-    self, evaluate_popular, evaluate_ranking, leave_last_out, partition_by_country, HeldOut, Interactions,
-    RankingMetrics,
+    self, evaluate, leave_last_out, partition_by_country, HeldOut, Interactions, Ranked, Scoring,
 };
-use hearth_models::{ModelSpec, RecommendModel, RecommendSpec, TrainParams};
+use hearth_models::{ModelSpec, RecommendModel, RecommendSpec};
 use hearth_proto::v1;
 use serde::Serialize;
 
@@ -33,32 +32,57 @@ use super::{follow, Ctx, Task};
 
 /// The cut-off of the ranking metrics.
 const K: usize = 10;
-/// Sweeps of the centralized ALS baseline (measured enough to converge by the models crate's simulation).
-const ALS_ITERATIONS: u32 = 10;
+/// The seeds of the bootstrap resamples every method is scored on.
+const SEEDS: [u64; 5] = [1, 2, 3, 4, 5];
+/// The window of the "popular recently" baseline, in days.
+const RECENT_DAYS: u32 = 60;
 
 /// One row of the per-round table.
 #[derive(Debug, Clone, Serialize)]
 pub struct RoundRow {
     pub round: u64,
     pub participants: u32,
-    pub train_loss: f32,
     pub hr_at_10: f64,
     pub ndcg_at_10: f64,
     pub seconds: f64,
+    /// Where each test customer's held-out item landed under this round's model.
+    #[serde(skip)]
+    ranked: Ranked,
 }
 
-/// Ranking quality of one way of recommending, on the held-out items.
+/// Ranking quality of one way of recommending on the held-out items: the mean and standard deviation
+/// over the bootstrap resamples of [`SEEDS`], and the figure over every test customer.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
     pub hr_at_10: f64,
+    pub hr_at_10_sd: f64,
     pub ndcg_at_10: f64,
+    pub ndcg_at_10_sd: f64,
+    pub hr_at_10_all: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub train_seconds: Option<f64>,
 }
 
+fn mean_sd(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len().max(1) as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (mean, var.sqrt())
+}
+
 impl Outcome {
-    fn of(m: &RankingMetrics, train_seconds: Option<f64>) -> Self {
-        Self { hr_at_10: m.hit_rate, ndcg_at_10: m.ndcg, train_seconds }
+    fn of(r: &Ranked, train_seconds: Option<f64>) -> Self {
+        let runs: Vec<_> = SEEDS.iter().map(|&s| r.resampled(s)).collect();
+        let (hr, hr_sd) = mean_sd(&runs.iter().map(|m| m.hit_rate).collect::<Vec<_>>());
+        let (ndcg, ndcg_sd) = mean_sd(&runs.iter().map(|m| m.ndcg).collect::<Vec<_>>());
+        Self {
+            hr_at_10: hr,
+            hr_at_10_sd: hr_sd,
+            ndcg_at_10: ndcg,
+            ndcg_at_10_sd: ndcg_sd,
+            hr_at_10_all: r.metrics().hit_rate,
+            train_seconds,
+        }
     }
 }
 
@@ -73,6 +97,15 @@ pub struct InstitutionRow {
     pub transaction_rows: usize,
 }
 
+/// HR@10 on the validation split (each training customer's last new item held out again), where the
+/// scoring was chosen.
+#[derive(Debug, Serialize)]
+pub struct Validation {
+    pub customers: usize,
+    pub model_hr_at_10: f64,
+    pub popular_recent_hr_at_10: f64,
+}
+
 /// The `"recommend"` section of `--json`.
 #[derive(Debug, Serialize)]
 pub struct Summary {
@@ -83,11 +116,20 @@ pub struct Summary {
     pub test_customers: usize,
     pub secure_aggregation: bool,
     pub train: serde_json::Value,
+    /// Every figure below is a mean (and standard deviation) over bootstrap resamples of the test
+    /// customers drawn from these seeds, the same customers for every method.
+    pub seeds: Vec<u64>,
+    pub validation: Validation,
     pub rounds: Vec<RoundRow>,
     pub federated: Outcome,
+    /// The same statistics counted on the pooled data.
     pub centralized: Outcome,
-    /// Every customer gets the items most customers bought (all institutions pooled), minus their own.
+    /// The items most customers first bought before the customer's held-out day.
     pub popular: Outcome,
+    /// The items most customers first bought in the 60 days before the customer's held-out day.
+    pub popular_recent: Outcome,
+    /// The items most often bought by customers who bought the customer's items.
+    pub item_to_item: Outcome,
     /// Every customer gets their own institution's most popular items: what a cold start is served.
     pub popular_at_home: Outcome,
 }
@@ -101,6 +143,8 @@ pub(crate) struct Prepared {
     institutions: Vec<InstitutionRow>,
     /// Every customer's training history, for evaluation.
     pooled: Arc<Interactions>,
+    /// The validation split: training purchases with each customer's last new item held out again.
+    validation: (Interactions, Vec<HeldOut>, RecommendSpec),
     /// Per institution: its customers' training histories (the popular-at-home baseline).
     homes: Vec<Interactions>,
     test: Arc<Vec<HeldOut>>,
@@ -131,8 +175,12 @@ pub(crate) fn prepare(data: &Path, n: usize) -> anyhow::Result<Prepared> {
     }
     let rows = report.examples;
     let (purchases, cleaning) = clean(&rows);
-    let spec = RecommendSpec::with_defaults(catalogue(&purchases))?;
+    let names = descriptions(&rows);
+    let spec = spec_for(&purchases, &names)?;
     let split = leave_last_out(&purchases);
+    let val = leave_last_out(&split.train);
+    let vspec = spec_for(&split.train, &names)?;
+    let validation = (encode(&vspec, &val.train), val.test, vspec);
     let institutions = partition_by_country(&split.train, n)?;
     if institutions.len() < n {
         anyhow::bail!(
@@ -188,6 +236,7 @@ pub(crate) fn prepare(data: &Path, n: usize) -> anyhow::Result<Prepared> {
     );
     Ok(Prepared {
         pooled: Arc::new(encode(&spec, &split.train)),
+        validation,
         spec,
         cleaning,
         shards,
@@ -206,77 +255,99 @@ impl Task for RecommendTask {
     type Row = RoundRow;
 
     fn header(&self) -> String {
-        format!("{:>5} {:>12} {:>10} {:>9} {:>9}", "round", "participants", "train_loss", "HR@10", "NDCG@10")
+        format!("{:>5} {:>12} {:>9} {:>9}", "round", "participants", "HR@10", "NDCG@10")
     }
 
     fn evaluate(&self, s: &v1::RoundSummary, spec: ModelSpec, params: Vec<f32>) -> anyhow::Result<RoundRow> {
         let ModelSpec::Recommend(spec) = spec else {
             anyhow::bail!("the recommend job's model is a {}", spec.family())
         };
-        let m = evaluate_ranking(&RecommendModel::from_params(spec, params)?, &self.pooled, &self.test, K);
+        let scoring = spec.scoring;
+        let model = RecommendModel::from_params(spec, params)?;
+        let ranked = evaluate(&model, &scoring, &self.pooled, &self.test, K);
+        let m = ranked.metrics();
         Ok(RoundRow {
             round: s.round,
             participants: s.participants,
-            train_loss: s.train_loss,
             hr_at_10: m.hit_rate,
             ndcg_at_10: m.ndcg,
             seconds: s.seconds,
+            ranked,
         })
     }
 
     fn line(&self, r: &RoundRow) -> String {
-        format!(
-            "{:>5} {:>12} {:>10.4} {:>9.4} {:>9.4}",
-            r.round, r.participants, r.train_loss, r.hr_at_10, r.ndcg_at_10
-        )
+        format!("{:>5} {:>12} {:>9.4} {:>9.4}", r.round, r.participants, r.hr_at_10, r.ndcg_at_10)
     }
 }
 
-/// Runs the federated job, the centralized ALS baseline and the popularity baselines.
+/// The statistics counted on `data` in one place.
+fn pooled_model(spec: &RecommendSpec, data: &Interactions) -> anyhow::Result<RecommendModel> {
+    let mut params = vec![0.0f32; spec.num_params()];
+    recommend::train_local(spec, &mut params, data, &recommend::default_train_params())?;
+    Ok(RecommendModel::from_params(spec.clone(), params)?)
+}
+
+/// Runs the federated job, then scores it beside the same statistics pooled and the baselines.
 pub(crate) async fn run(ctx: &mut Ctx, p: Prepared) -> anyhow::Result<Summary> {
     let mut plan = ctx.plan("demo-recommend", ModelSpec::Recommend(p.spec.clone()));
     plan.data_description = format!(
         "Online Retail (UCI 352, 40,000-row sample) transactions, leave-last-out train, {} institutions by country",
         p.institutions.len()
     );
-    eprintln!("recommend: federated training, {} rounds", plan.rounds);
+    eprintln!("recommend: federated statistics, {} rounds", plan.rounds);
     let task = Arc::new(RecommendTask { pooled: Arc::clone(&p.pooled), test: Arc::clone(&p.test) });
     let (rows, fed_seconds) = follow(ctx, &plan, task).await?;
-    let Some(last) = rows.last() else { anyhow::bail!("the recommend job committed no round") };
-    let federated =
-        Outcome { hr_at_10: last.hr_at_10, ndcg_at_10: last.ndcg_at_10, train_seconds: Some(fed_seconds) };
+    let Some(fed) = rows.last().map(|r| r.ranked.clone()) else {
+        anyhow::bail!("the recommend job committed no round")
+    };
 
-    eprintln!("recommend: training the centralized baseline (ALS) on the pooled data...");
+    eprintln!("recommend: the same statistics pooled, the baselines, and the validation split...");
     let start = std::time::Instant::now();
     let (spec, pooled, test) = (p.spec.clone(), Arc::clone(&p.pooled), Arc::clone(&p.test));
-    let als = TrainParams { local_epochs: ALS_ITERATIONS, ..plan.train.clone() };
-    let homes = p.homes;
-    let (central, popular, at_home) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let mut params = vec![0.0f32; spec.num_params()];
-        recommend::train_als(&spec, &mut params, &pooled, &als)?;
-        let central =
-            evaluate_ranking(&RecommendModel::from_params(spec.clone(), params)?, &pooled, &test, K);
-        let popular = evaluate_popular(&spec, &pooled, &pooled, &test, K);
-        // Each institution's own popular items, for its own customers, weighted by customers.
-        let (mut hits, mut gain, mut n) = (0.0, 0.0, 0usize);
+    let (homes, (vtrain, vtest, vspec)) = (p.homes, p.validation);
+    let scored = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let sc = spec.scoring;
+        let central_model = pooled_model(&spec, &pooled)?;
+        let central_seconds = start.elapsed().as_secs_f64();
+        let on = |s: &Scoring| evaluate(&central_model, s, &pooled, &test, K);
+        let (central, popular, recent, i2i) = (
+            on(&sc),
+            on(&Scoring::popular(&spec)),
+            on(&Scoring::popular_recent(RECENT_DAYS)),
+            on(&Scoring::item_to_item(&spec)),
+        );
+        // Each institution's own popular items, for its own customers, in the test's order.
+        let mut at_home = Ranked { ranks: vec![None; test.len()], k: K };
         for home in &homes {
-            let mine: Vec<HeldOut> = test
-                .iter()
-                .filter(|h| home.customers().binary_search(&h.customer).is_ok())
-                .cloned()
+            let mine: Vec<usize> = (0..test.len())
+                .filter(|&t| home.customers().binary_search(&test[t].customer).is_ok())
                 .collect();
-            let m = evaluate_popular(&spec, home, home, &mine, K);
-            hits += m.hit_rate * m.customers as f64;
-            gain += m.ndcg * m.customers as f64;
-            n += m.customers;
+            let held: Vec<HeldOut> = mine.iter().map(|&t| test[t].clone()).collect();
+            let r = evaluate(&pooled_model(&spec, home)?, &Scoring::popular(&spec), home, &held, K);
+            for (t, rank) in mine.into_iter().zip(r.ranks) {
+                at_home.ranks[t] = rank;
+            }
         }
-        let n = n.max(1) as f64;
-        let at_home = RankingMetrics { hit_rate: hits / n, ndcg: gain / n, k: K, customers: n as usize };
-        Ok((central, popular, at_home))
+        let vmodel = pooled_model(&vspec, &vtrain)?;
+        let validation = Validation {
+            customers: vtest.len(),
+            model_hr_at_10: evaluate(&vmodel, &sc, &vtrain, &vtest, K).metrics().hit_rate,
+            popular_recent_hr_at_10: evaluate(
+                &vmodel,
+                &Scoring::popular_recent(RECENT_DAYS),
+                &vtrain,
+                &vtest,
+                K,
+            )
+            .metrics()
+            .hit_rate,
+        };
+        Ok(((central, central_seconds), popular, recent, i2i, at_home, validation))
     })
     .await??;
-    let central_seconds = start.elapsed().as_secs_f64();
-    let t = &plan.train;
+    let ((central, central_seconds), popular, recent, i2i, at_home, validation) = scored;
+    let sc = p.spec.scoring;
     Ok(Summary {
         dataset: "Online Retail".into(),
         cleaning: p.cleaning,
@@ -286,21 +357,19 @@ pub(crate) async fn run(ctx: &mut Ctx, p: Prepared) -> anyhow::Result<Summary> {
         secure_aggregation: ctx.secure_aggregation,
         train: serde_json::json!({
             "rounds": plan.rounds,
-            "local_epochs": t.local_epochs,
-            "learning_rate": t.learning_rate,
-            "batch_size": t.batch_size,
-            "l2": t.l2,
-            "server_learning_rate": plan.server_learning_rate,
-            "server_momentum": plan.server_momentum,
-            "factors": p.spec.factors,
-            "alpha": p.spec.alpha,
-            "user_l2": p.spec.user_l2,
-            "als_iterations": ALS_ITERATIONS,
+            "first_day": recommend::day_string(p.spec.first_day),
+            "days": p.spec.days,
+            "parameters": p.spec.num_params(),
+            "scoring": sc,
         }),
+        seeds: SEEDS.to_vec(),
+        validation,
         rounds: rows,
-        federated,
+        federated: Outcome::of(&fed, Some(fed_seconds)),
         centralized: Outcome::of(&central, Some(central_seconds)),
         popular: Outcome::of(&popular, None),
+        popular_recent: Outcome::of(&recent, None),
+        item_to_item: Outcome::of(&i2i, None),
         popular_at_home: Outcome::of(&at_home, None),
     })
 }
@@ -308,19 +377,36 @@ pub(crate) async fn run(ctx: &mut Ctx, p: Prepared) -> anyhow::Result<Summary> {
 pub(crate) fn print_final(s: &Summary) {
     println!();
     println!(
-        "recommend ({}, {} items, {} test customers; leave-last-out, institutions by country)",
-        s.dataset, s.items, s.test_customers
+        "recommend ({}, {} items, {} test customers; leave-last-out, institutions by country; mean +- sd over {} bootstrap resamples)",
+        s.dataset,
+        s.items,
+        s.test_customers,
+        s.seeds.len()
     );
-    println!("{:<16} {:>9} {:>9} {:>9}", "", "HR@10", "NDCG@10", "seconds");
+    println!("{:<22} {:>16} {:>16} {:>9}", "", "HR@10", "NDCG@10", "seconds");
     let secs = |o: &Outcome| o.train_seconds.map_or("-".to_string(), |x| format!("{x:.1}"));
     for (name, o) in [
         ("federated", &s.federated),
-        ("centralized ALS", &s.centralized),
-        ("most popular", &s.popular),
+        ("centralized", &s.centralized),
+        ("popular before the day", &s.popular),
+        ("popular, last 60 days", &s.popular_recent),
+        ("item-to-item", &s.item_to_item),
         ("popular at home", &s.popular_at_home),
     ] {
-        println!("{:<16} {:>9.4} {:>9.4} {:>9}", name, o.hr_at_10, o.ndcg_at_10, secs(o));
+        println!(
+            "{:<22} {:>8.4} +- {:.4} {:>8.4} +- {:.4} {:>9}",
+            name,
+            o.hr_at_10,
+            o.hr_at_10_sd,
+            o.ndcg_at_10,
+            o.ndcg_at_10_sd,
+            secs(o)
+        );
     }
-    let rel = if s.centralized.hr_at_10 > 0.0 { s.federated.hr_at_10 / s.centralized.hr_at_10 } else { 0.0 };
-    println!("federated HR@10 is {:.1}% of centralized", 100.0 * rel);
+    let rel = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    println!(
+        "federated HR@10 is {:.2}x popular in the last 60 days ({:.2}x on validation, where the scoring was chosen)",
+        rel(s.federated.hr_at_10, s.popular_recent.hr_at_10),
+        rel(s.validation.model_hr_at_10, s.validation.popular_recent_hr_at_10)
+    );
 }

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{csv_records, ImportReport, RowError};
-use crate::recommend::{RecommendSpec, MAX_ITEM_BYTES};
+use crate::recommend::{RecommendSpec, Seen, MAX_ITEM_BYTES};
 use crate::ModelError;
 
 /// One row of a transactions file. Serialisable so that a participant can keep the rows it imported and
@@ -239,6 +239,75 @@ pub fn clean(rows: &[Transaction]) -> (Vec<Purchase>, CleaningReport) {
     (purchases, report)
 }
 
+/// Days since 1970-01-01 of a `YYYY-MM-DD...` date (the proleptic Gregorian calendar), or `None` if it
+/// does not start with one.
+pub fn day_number(date: &str) -> Option<i32> {
+    let d = date.get(..10)?;
+    let mut it = d.split('-');
+    let (y, m, dd): (i64, i64, i64) =
+        (it.next()?.parse().ok()?, it.next()?.parse().ok()?, it.next()?.parse().ok()?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&dd) || !(0..=9999).contains(&y) {
+        return None;
+    }
+    // Days from civil (H. Hinnant's algorithm), with March as the first month of the year.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + dd - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    i32::try_from(era * 146_097 + doe - 719_468).ok()
+}
+
+/// `YYYY-MM-DD` of a day number (the inverse of [`day_number`]).
+pub fn day_string(day: i32) -> String {
+    let z = i64::from(day) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Item id to its most frequent non-empty description in `rows` (among equals, the first in
+/// alphabetical order).
+pub fn descriptions(rows: &[Transaction]) -> BTreeMap<String, String> {
+    let mut seen: HashMap<&str, BTreeMap<&str, usize>> = HashMap::new();
+    for r in rows.iter().filter(|r| !r.description.trim().is_empty()) {
+        *seen.entry(&r.stock_code).or_default().entry(r.description.trim()).or_default() += 1;
+    }
+    seen.into_iter()
+        .filter_map(|(item, names)| {
+            let best = names.iter().rev().max_by_key(|(_, n)| **n).map(|(d, _)| d.to_string())?;
+            Some((item.to_string(), best))
+        })
+        .collect()
+}
+
+/// The first and last day (see [`day_number`]) of `purchases`, or `None` when there are none.
+pub fn date_range(purchases: &[Purchase]) -> Option<(i32, i32)> {
+    let days = purchases.iter().filter_map(|p| day_number(&p.date));
+    days.fold(None, |acc, d| Some(acc.map_or((d, d), |(lo, hi): (i32, i32)| (lo.min(d), hi.max(d)))))
+}
+
+/// A spec with the tuned scoring for `purchases`: their catalogue, each item's description from
+/// `descriptions` (empty when it has none), and a window from their first to their last day.
+pub fn spec_for(
+    purchases: &[Purchase],
+    descriptions: &BTreeMap<String, String>,
+) -> Result<RecommendSpec, ModelError> {
+    let items = catalogue(purchases);
+    let names = items.iter().map(|i| descriptions.get(i).cloned().unwrap_or_default()).collect();
+    let (first, last) =
+        date_range(purchases).ok_or_else(|| ModelError::InvalidData("no purchases with a date".into()))?;
+    let days = u32::try_from(last - first + 1).unwrap_or(u32::MAX);
+    RecommendSpec::with_defaults(items, names, first, days)
+}
+
 /// The sorted, unique item ids of `purchases`: a catalogue for [`RecommendSpec::new`].
 pub fn catalogue(purchases: &[Purchase]) -> Vec<String> {
     let set: std::collections::BTreeSet<&str> = purchases.iter().map(|p| p.item.as_str()).collect();
@@ -262,6 +331,9 @@ pub struct Interactions {
     pub(crate) customers: Vec<String>,
     /// Per customer: (item index, invoices on which they bought it), sorted by item.
     pub(crate) rows: Vec<Vec<(u32, f32)>>,
+    /// Per customer, aligned with `rows`: the first and the last day (see [`day_number`]) they bought
+    /// the item.
+    pub(crate) days: Vec<Vec<(i32, i32)>>,
     index: HashMap<String, usize>,
     unknown_items: usize,
 }
@@ -270,12 +342,22 @@ pub struct Interactions {
 /// ([`Interactions::unknown_items`]): an institution may sell products the consortium's catalogue lacks.
 pub fn encode(spec: &RecommendSpec, purchases: &[Purchase]) -> Interactions {
     let index = spec.item_index();
-    let mut invoices: BTreeMap<&str, BTreeMap<u32, HashSet<&str>>> = BTreeMap::new();
+    type Bought<'a> = (HashSet<&'a str>, i32, i32);
+    let mut invoices: BTreeMap<&str, BTreeMap<u32, Bought>> = BTreeMap::new();
     let mut unknown_items = 0;
     for p in purchases {
+        // The cleaning rules only keep parsed dates; an unparsable one counts as the earliest day.
+        let day = day_number(&p.date).unwrap_or(0);
         match index.get(p.item.as_str()) {
             Some(&i) => {
-                invoices.entry(p.customer.as_str()).or_default().entry(i).or_default().insert(&p.invoice);
+                let e = invoices
+                    .entry(p.customer.as_str())
+                    .or_default()
+                    .entry(i)
+                    .or_insert_with(|| (HashSet::new(), day, day));
+                e.0.insert(&p.invoice);
+                e.1 = e.1.min(day);
+                e.2 = e.2.max(day);
             }
             None => unknown_items += 1,
         }
@@ -284,7 +366,8 @@ pub fn encode(spec: &RecommendSpec, purchases: &[Purchase]) -> Interactions {
     for (customer, items) in invoices {
         out.index.insert(customer.to_string(), out.customers.len());
         out.customers.push(customer.to_string());
-        out.rows.push(items.into_iter().map(|(i, inv)| (i, inv.len() as f32)).collect());
+        out.rows.push(items.iter().map(|(&i, (inv, _, _))| (i, inv.len() as f32)).collect());
+        out.days.push(items.values().map(|&(_, first, last)| (first, last)).collect());
     }
     out
 }
@@ -310,20 +393,30 @@ impl Interactions {
         self.unknown_items
     }
 
-    /// The item ids `customer` bought, each repeated once per invoice, ready for
-    /// [`crate::RecommendModel::recommend`]; an unknown customer is an error naming them.
-    pub fn history(&self, spec: &RecommendSpec, customer: &str) -> Result<Vec<String>, ModelError> {
+    /// The items `customer` bought, each with the last day they bought it, oldest first (ties by item
+    /// id), ready for [`crate::RecommendModel::recommend`]; an unknown customer is an error naming them.
+    pub fn history(&self, spec: &RecommendSpec, customer: &str) -> Result<Vec<Seen>, ModelError> {
         let u = *self.index.get(customer).ok_or_else(|| ModelError::UnknownCustomer(customer.to_string()))?;
-        let row = self.rows.get(u).map_or(&[][..], Vec::as_slice);
-        Ok(row
-            .iter()
-            .filter_map(|&(i, r)| Some(std::iter::repeat_n(spec.items.get(i as usize)?.clone(), r as usize)))
-            .flatten()
-            .collect())
+        let mut out: Vec<Seen> = self
+            .dated_row(u)
+            .filter_map(|(i, _, last)| {
+                Some(Seen { item: spec.items.get(i as usize)?.clone(), day: Some(last) })
+            })
+            .collect();
+        out.sort_by(|a, b| a.day.cmp(&b.day).then(a.item.cmp(&b.item)));
+        Ok(out)
     }
 
-    pub(crate) fn row_of(&self, customer: &str) -> Option<&[(u32, f32)]> {
-        self.index.get(customer).and_then(|&u| self.rows.get(u)).map(Vec::as_slice)
+    /// Customer `u`'s (item, first day, last day).
+    pub(crate) fn dated_row(&self, u: usize) -> impl Iterator<Item = (u32, i32, i32)> + '_ {
+        let row = self.rows.get(u).map_or(&[][..], Vec::as_slice);
+        let days = self.days.get(u).map_or(&[][..], Vec::as_slice);
+        row.iter().zip(days).map(|(&(i, _), &(first, last))| (i, first, last))
+    }
+
+    /// The position of `customer`, if they bought anything.
+    pub(crate) fn position(&self, customer: &str) -> Option<usize> {
+        self.index.get(customer).copied()
     }
 }
 

@@ -110,12 +110,14 @@ fn encoding_counts_invoices_and_skips_unknown_items() {
         country: "UK".into(),
         line: 0,
     };
-    let spec = RecommendSpec::new(vec!["a".into(), "b".into()], 2, 1.0, 1.0, 1).unwrap();
+    let spec = RecommendSpec::with_defaults(vec!["a".into(), "b".into()], vec![], 14_975, 2).unwrap();
     let ps =
         [p("c1", "a", "i1"), p("c1", "a", "i1"), p("c1", "a", "i2"), p("c1", "b", "i2"), p("c2", "zz", "i3")];
     let d = encode(&spec, &ps);
     assert_eq!(d.len(), 1, "a customer with only unknown items is left out");
     assert_eq!(d.unknown_items(), 1);
-    assert_eq!(d.history(&spec, "c1").unwrap(), ["a", "a", "b"]);
+    let h = d.history(&spec, "c1").unwrap();
+    assert_eq!(h.iter().map(|s| s.item.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(d.rows[0], [(0, 2.0), (1, 1.0)], "a on two invoices");
     assert_eq!(catalogue(&ps), ["a", "b", "zz"]);
 }

@@ -1,11 +1,14 @@
-//! Ranking quality on a leave-last-out split: hit rate and NDCG at k, for the factorisation and for the
-//! most-popular baseline, scored the same way (items the customer already bought are never ranked; ties
-//! go to the lower item index).
+//! Ranking quality on a leave-last-out split: hit rate and NDCG at k, for the model and for baselines
+//! that are the same statistics scored another way ([`crate::recommend::Scoring`]). Each customer is
+//! scored as of the day they bought their held-out item, with only what was known before then:
+//! popularity counts first purchases before that day, and a history item bought again later counts at
+//! its first purchase. Items the customer already bought are never ranked; ties go to the lower index.
 
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::recommend::split::HeldOut;
-use crate::recommend::{Interactions, RecommendModel, RecommendSpec};
+use crate::recommend::{Interactions, RecommendModel, Scoring};
 
 /// Hit rate and NDCG at `k`, each a mean over the held-out customers, in [0, 1].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -40,95 +43,80 @@ pub(crate) fn top_k(scores: &[f32], exclude: &[u32], k: usize) -> Vec<u32> {
     best.into_iter().map(|(_, i)| i).collect()
 }
 
-/// Items by distinct buyers in `data`, most first, ties to the lower index; items nobody bought are left
-/// out.
-pub(crate) fn popularity_order(spec: &RecommendSpec, data: &Interactions) -> Vec<(u32, u32)> {
-    let mut buyers = vec![0u32; spec.items.len()];
-    for row in &data.rows {
-        for &(i, _) in row {
-            if let Some(b) = buyers.get_mut(i as usize) {
-                *b += 1;
+/// Where each held-out item landed: its 0-based rank in the customer's top `k`, or `None`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranked {
+    /// One per held-out customer, in the test's order.
+    pub ranks: Vec<Option<usize>>,
+    /// The cut-off.
+    pub k: usize,
+}
+
+impl Ranked {
+    fn metrics_of(&self, picks: impl Iterator<Item = usize>) -> RankingMetrics {
+        let (mut hits, mut gain, mut n) = (0.0, 0.0, 0usize);
+        for p in picks {
+            n += 1;
+            if let Some(r) = self.ranks.get(p).copied().flatten() {
+                hits += 1.0;
+                gain += 1.0 / ((r + 2) as f64).log2();
             }
         }
-    }
-    let mut order: Vec<(u32, u32)> =
-        buyers.into_iter().enumerate().filter(|(_, b)| *b > 0).map(|(i, b)| (i as u32, b)).collect();
-    order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    order
-}
-
-#[derive(Default)]
-struct Tally {
-    hits: f64,
-    gain: f64,
-    n: usize,
-}
-
-impl Tally {
-    fn add(&mut self, ranked: &[u32], target: Option<u32>) {
-        self.n += 1;
-        if let Some(rank) = target.and_then(|t| ranked.iter().position(|&i| i == t)) {
-            self.hits += 1.0;
-            self.gain += 1.0 / ((rank + 2) as f64).log2();
-        }
+        let d = n.max(1) as f64;
+        RankingMetrics { hit_rate: hits / d, ndcg: gain / d, k: self.k, customers: n }
     }
 
-    fn finish(self, k: usize) -> RankingMetrics {
-        let d = self.n.max(1) as f64;
-        RankingMetrics { hit_rate: self.hits / d, ndcg: self.gain / d, k, customers: self.n }
+    /// Over every held-out customer.
+    pub fn metrics(&self) -> RankingMetrics {
+        self.metrics_of(0..self.ranks.len())
+    }
+
+    /// Over a bootstrap resample of the customers drawn from `seed` (the same customers for every
+    /// method evaluated on the same test, so methods are compared on equal terms).
+    pub fn resampled(&self, seed: u64) -> RankingMetrics {
+        let n = self.ranks.len();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let picks: Vec<usize> = (0..n).map(|_| rng.random_range(0..n.max(1))).collect();
+        self.metrics_of(picks.into_iter().filter(|&p| p < n))
     }
 }
 
-/// Evaluates `model` on `test`, each customer's history taken from `train` (a customer missing from it is
-/// a cold start and gets the model's popular items). A held-out item outside the catalogue is a miss.
-pub fn evaluate_ranking(
+/// Ranks every held-out item under `scoring`: each customer's history from `train` as of the held-out
+/// day (see the module doc). A customer missing from `train` gets the model's popular items; a held-out
+/// item outside the catalogue is a miss.
+pub fn evaluate(
     model: &RecommendModel,
+    scoring: &Scoring,
     train: &Interactions,
     test: &[HeldOut],
     k: usize,
-) -> RankingMetrics {
+) -> Ranked {
     let index = model.spec.item_index();
-    let mut t = Tally::default();
-    for h in test {
-        let target = index.get(h.item.as_str()).copied();
-        let ranked = match train.row_of(&h.customer).filter(|r| !r.is_empty()) {
-            Some(row) => {
-                let seen: Vec<u32> = row.iter().map(|&(i, _)| i).collect();
-                // A customer whose system cannot be solved (non-finite factors) gets nothing: a miss.
-                model.scores(row).map_or_else(|_| Vec::new(), |s| top_k(&s, &seen, k))
-            }
-            None => model
-                .calibration
-                .popular
-                .iter()
-                .take(k)
-                .filter_map(|p| index.get(p.item.as_str()).copied())
-                .collect(),
-        };
-        t.add(&ranked, target);
-    }
-    t.finish(k)
-}
-
-/// The most-popular baseline: every customer gets the items with the most buyers in `popularity_from`
-/// that they have not bought, their history taken from `train`.
-pub fn evaluate_popular(
-    spec: &RecommendSpec,
-    popularity_from: &Interactions,
-    train: &Interactions,
-    test: &[HeldOut],
-    k: usize,
-) -> RankingMetrics {
-    let index = spec.item_index();
-    let order = popularity_order(spec, popularity_from);
-    let mut t = Tally::default();
-    for h in test {
-        let seen: Vec<u32> =
-            train.row_of(&h.customer).map_or(Vec::new(), |r| r.iter().map(|&(i, _)| i).collect());
-        let ranked: Vec<u32> = order.iter().map(|&(i, _)| i).filter(|i| !seen.contains(i)).take(k).collect();
-        t.add(&ranked, index.get(h.item.as_str()).copied());
-    }
-    t.finish(k)
+    let ranks = test
+        .iter()
+        .map(|h| {
+            let target = index.get(h.item.as_str()).copied();
+            let ranked: Vec<u32> = match train.position(&h.customer) {
+                Some(u) => {
+                    let history: Vec<(u32, i32)> = train
+                        .dated_row(u)
+                        .map(|(i, first, last)| (i, if last <= h.day { last } else { first }))
+                        .collect();
+                    let seen: Vec<u32> = history.iter().map(|&(i, _)| i).collect();
+                    top_k(&model.scores(scoring, &history, h.day), &seen, k)
+                }
+                None => model
+                    .calibration
+                    .popular
+                    .iter()
+                    .take(k)
+                    .filter_map(|p| index.get(p.item.as_str()).copied())
+                    .collect(),
+            };
+            target.and_then(|t| ranked.iter().position(|&i| i == t))
+        })
+        .collect();
+    Ranked { ranks, k }
 }
 
 #[cfg(test)]
@@ -144,15 +132,17 @@ mod tests {
     }
 
     #[test]
-    fn tally_follows_the_definitions() {
-        let mut t = Tally::default();
-        t.add(&[3, 4, 5], Some(3));
-        t.add(&[3, 4, 5], Some(5));
-        t.add(&[3, 4, 5], Some(9));
-        t.add(&[3, 4, 5], None);
-        let m = t.finish(3);
+    fn metrics_follow_the_definitions() {
+        let r = Ranked { ranks: vec![Some(0), Some(2), None, None], k: 3 };
+        let m = r.metrics();
         assert!((m.hit_rate - 0.5).abs() < 1e-12);
         assert!((m.ndcg - (1.0 + 0.5) / 4.0).abs() < 1e-12);
-        assert_eq!(Tally::default().finish(10).hit_rate, 0.0);
+        assert_eq!(Ranked { ranks: vec![], k: 10 }.metrics().hit_rate, 0.0);
+        // A resample draws as many customers as there are, with replacement, from its seed.
+        let a = r.resampled(1);
+        assert_eq!(a.customers, 4);
+        assert_eq!(a, r.resampled(1));
+        let all_hit = Ranked { ranks: vec![Some(1); 50], k: 3 };
+        assert_eq!(all_hit.resampled(7).hit_rate, 1.0);
     }
 }

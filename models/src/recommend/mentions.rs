@@ -53,7 +53,7 @@ fn normal(word: &str) -> Option<String> {
     Some(w.to_string())
 }
 
-fn words(text: &str) -> Vec<String> {
+pub(crate) fn words(text: &str) -> Vec<String> {
     let mut seen = HashSet::new();
     tokens(text).iter().filter_map(|t| normal(t)).filter(|w| seen.insert(w.clone())).collect()
 }

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::recommend::data::Purchase;
+use crate::recommend::data::{day_number, Purchase};
 use crate::ModelError;
 
 /// Name of the institution that groups the smaller countries.
@@ -104,6 +104,9 @@ pub struct HeldOut {
     pub customer: String,
     /// The item they bought last for the first time.
     pub item: String,
+    /// The day (see [`crate::recommend::data::day_number`]) they first bought it: the moment a
+    /// recommendation is made for, so what is known then is all that may be used.
+    pub day: i32,
 }
 
 /// Training purchases and one held-out item per evaluated customer.
@@ -131,9 +134,10 @@ pub fn leave_last_out(purchases: &[Purchase]) -> LeaveLastOut {
         if items.len() < 2 {
             continue;
         }
-        if let Some((item, _)) = items.iter().max_by(|a, b| a.1.cmp(b.1).then(a.0.cmp(b.0))) {
+        if let Some((item, (date, _))) = items.iter().max_by(|a, b| a.1.cmp(b.1).then(a.0.cmp(b.0))) {
             held.insert(customer, item);
-            test.push(HeldOut { customer: customer.to_string(), item: item.to_string() });
+            let day = day_number(date).unwrap_or(0);
+            test.push(HeldOut { customer: customer.to_string(), item: item.to_string(), day });
         }
     }
     let train = purchases
@@ -171,7 +175,7 @@ mod tests {
         ];
         let s = leave_last_out(&ps);
         // a's last new item is z (same time as y, later line); x's repurchase does not count.
-        assert_eq!(s.test, vec![HeldOut { customer: "a".into(), item: "z".into() }]);
+        assert_eq!(s.test, vec![HeldOut { customer: "a".into(), item: "z".into(), day: 14_976 }]);
         assert_eq!(s.train.len(), 5);
         assert!(s.train.iter().all(|t| t.item != "z"));
     }

@@ -7,12 +7,12 @@
 //! gets), counted over all its customers. The served `Recommender` also keeps this institution's
 //! customers' histories, so an app may send just a customer id, and its product descriptions, so a
 //! recommendation can start from the products a conversation names. Neither leaves the participant:
-//! the model file holds only the item factors and the popular items.
+//! the model file holds only the consortium's summed statistics and the popular items.
 
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Context;
-use hearth_models::recommend::data::{clean, CleaningReport, Purchase};
+use hearth_models::recommend::data::{clean, descriptions, CleaningReport, Purchase};
 use hearth_models::recommend::{self, popular_items, Interactions, ItemMentions, MAX_TOP_K};
 use hearth_models::{LocalData, RecommendModel, RecommendSpec};
 
@@ -34,18 +34,7 @@ pub(crate) struct Retail {
 pub(crate) fn read(store: &Store) -> anyhow::Result<Retail> {
     let rows = store.transactions().context("reading local transactions")?;
     let (purchases, cleaning) = clean(&rows);
-    let mut seen: HashMap<&str, BTreeMap<&str, usize>> = HashMap::new();
-    for r in rows.iter().filter(|r| !r.description.trim().is_empty()) {
-        *seen.entry(&r.stock_code).or_default().entry(r.description.trim()).or_default() += 1;
-    }
-    let descriptions = seen
-        .into_iter()
-        .filter_map(|(item, names)| {
-            // The most frequent description; among equals, the first in alphabetical order.
-            let best = names.iter().rev().max_by_key(|(_, n)| **n).map(|(d, _)| d.to_string())?;
-            Some((item.to_string(), best))
-        })
-        .collect();
+    let descriptions = descriptions(&rows);
     Ok(Retail { purchases, descriptions, cleaning })
 }
 
