@@ -39,6 +39,11 @@
 //! The price is size: the pair table grows with the square of the catalogue (4.1 million numbers for
 //! Online Retail's 2,862 products), uploaded once per round.
 //!
+//! What the tables show: the pooled counts are exact, not noised, like every recommend job's model
+//! (differential privacy is offered for intent only). A pair of products that one customer in the whole
+//! consortium bought together shows as a count of one; whoever receives the model learns that someone
+//! did, not who.
+//!
 //! Cold start: a customer without history gets the institution's most popular items, which the
 //! participant computes from its own data and stores in the model file's calibration
 //! ([`popular_items`]). Data preparation is [`data`]'s; finding the items a message names, [`mentions`]'.
@@ -88,13 +93,13 @@ pub struct Scoring {
     /// Days before `now` whose first purchases make an item's recent popularity.
     pub recent_days: u32,
     /// Age, in days, at which a history item counts half.
-    pub half_life_days: f32,
+    pub half_life_days: f64,
     /// Weight of recent popularity.
-    pub popularity: f32,
+    pub popularity: f64,
     /// Weight of description similarity to the history.
-    pub content: f32,
+    pub content: f64,
     /// Weight of co-purchases with the history.
-    pub cooccurrence: f32,
+    pub cooccurrence: f64,
 }
 
 impl Default for Scoring {
@@ -579,7 +584,7 @@ impl RecommendModel {
                 .map(|r| r.get(end).copied().unwrap_or(0.0) - r.get(start).copied().unwrap_or(0.0))
                 .collect();
             scaled(&mut recent);
-            total.iter_mut().zip(&recent).for_each(|(t, r)| *t += scoring.popularity * r);
+            total.iter_mut().zip(&recent).for_each(|(t, r)| *t += scoring.popularity as f32 * r);
         }
         // Each history item once, at its latest day.
         let mut latest: HashMap<u32, i32> = HashMap::new();
@@ -589,7 +594,10 @@ impl RecommendModel {
         }
         let weights: Vec<(u32, f32)> = latest
             .into_iter()
-            .map(|(i, d)| (i, 0.5f32.powf((now - d).max(0) as f32 / scoring.half_life_days)))
+            .map(|(i, d)| {
+                let age = (i64::from(now) - i64::from(d)).max(0) as f64;
+                (i, 0.5f64.powf(age / scoring.half_life_days) as f32)
+            })
             .collect();
         if scoring.content > 0.0 {
             let mut content = vec![0.0f32; n];
@@ -597,7 +605,7 @@ impl RecommendModel {
                 self.content.add_similar(h, w, &mut content);
             }
             scaled(&mut content);
-            total.iter_mut().zip(&content).for_each(|(t, c)| *t += scoring.content * c);
+            total.iter_mut().zip(&content).for_each(|(t, c)| *t += scoring.content as f32 * c);
         }
         if scoring.cooccurrence > 0.0 {
             let pairs = self.params.get(n * self.spec.days as usize..).unwrap_or(&[]);
@@ -610,7 +618,7 @@ impl RecommendModel {
                 }
             }
             scaled(&mut cooc);
-            total.iter_mut().zip(&cooc).for_each(|(t, c)| *t += scoring.cooccurrence * c);
+            total.iter_mut().zip(&cooc).for_each(|(t, c)| *t += scoring.cooccurrence as f32 * c);
         }
         total
     }

@@ -206,7 +206,7 @@ fn specs_and_parameters_are_validated() {
     assert!(bad(vec!["a", "b"], vec![], 0, d).contains("days 0"));
     assert!(bad(vec!["a", "b"], vec![], MAX_DAYS + 1, d).contains("days"));
     assert!(bad(vec!["a", "b"], vec![], 5, Scoring { recent_days: 0, ..d }).contains("recent_days"));
-    assert!(bad(vec!["a", "b"], vec![], 5, Scoring { half_life_days: f32::NAN, ..d }).contains("half_life"));
+    assert!(bad(vec!["a", "b"], vec![], 5, Scoring { half_life_days: f64::NAN, ..d }).contains("half_life"));
     assert!(bad(vec!["a", "b"], vec![], 5, Scoring { content: -1.0, ..d }).contains("content"));
     let none = Scoring { popularity: 0.0, content: 0.0, cooccurrence: 0.0, ..d };
     assert!(bad(vec!["a", "b"], vec![], 5, none).contains("positive"));
