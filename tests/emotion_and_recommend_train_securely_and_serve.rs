@@ -205,6 +205,12 @@ async fn emotion_and_recommend_train_securely_and_serve() {
         .await
         .unwrap_err();
     assert!(e.message().contains("applies to emotion jobs only"), "{e}");
+    // A recommend job's model is the average itself: momentum would add past rounds' statistics to it.
+    let e = op
+        .submit_job(v1::JobSpec { server_momentum: 0.5, ..job("momentum", &recommend_job) })
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("server_momentum 0.5 must be in {0}: a recommend job's model"), "{e}");
     op.submit_job(job("emotion", &emotion_job)).await.unwrap();
     op.submit_job(job("recommend", &recommend_job)).await.unwrap();
     let mut op2 = cluster.client("operator").await;

@@ -131,6 +131,22 @@ impl ValidatedJob {
             (0.0..=0.99).contains(&spec.server_momentum),
             "[0, 0.99]",
         )?;
+        if let ModelSpec::Recommend(_) = model {
+            // Its model is the customer-weighted average of the institutions' statistics itself.
+            let why = "a recommend job's model is the average of what the institutions count";
+            range(
+                "server_learning_rate",
+                f64::from(spec.server_learning_rate),
+                server_learning_rate == 1.0,
+                format!("{{1}}: {why}"),
+            )?;
+            range(
+                "server_momentum",
+                f64::from(spec.server_momentum),
+                spec.server_momentum == 0.0,
+                format!("{{0}}: {why}"),
+            )?;
+        }
         let secagg_clip =
             if spec.secagg_clip == 0.0 { crate::secagg::DEFAULT_CLIP } else { spec.secagg_clip };
         range(

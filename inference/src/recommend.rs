@@ -7,7 +7,7 @@
 //! POST /v1/recommend {"customer_id": "17850", "text": "my red retrospot lunch bag arrived broken", "top_k": 3}
 //! 200 {"items": [{"item": "22382", "score": 0.41, "description": "LUNCH BAG SPACEBOY DESIGN"}, ...],
 //!      "cold_start": false, "mentioned_items": ["20725"], "history_items": 31,
-//!      "model": {"job_id": "recommend", "version": 20}}
+//!      "model": {"job_id": "recommend", "version": 2}}
 //! ```
 //!
 //! An unknown customer is a 404 (`unknown_customer`), not a silent cold start: a mistyped id should not

@@ -97,11 +97,14 @@ fn scoring_chosen_on_validation_beats_recent_popularity_and_federation_changes_n
     let recent = hr(&central, &Scoring::popular_recent(60), &pooled, &split.test);
     let popular = hr(&central, &Scoring::popular(&spec), &pooled, &split.test);
     let i2i = hr(&central, &Scoring::item_to_item(&spec), &pooled, &split.test);
+    let sliced = recommend::evaluate_time_sliced(&central, &d, &pooled, &split.test, K).metrics().hit_rate;
     eprintln!("test: {} customers", split.test.len());
     eprintln!(" federated             HR@10 {fm:.4}");
     eprintln!(" centralized           HR@10 {cm:.4}");
+    eprintln!(" co-purchases before   HR@10 {sliced:.4} (pairs counted only before each customer's day)");
     eprintln!(" popular (before date) HR@10 {popular:.4}");
     eprintln!(" popular, last 60 days HR@10 {recent:.4}");
     eprintln!(" item-to-item          HR@10 {i2i:.4}");
     assert!(fm >= 1.15 * recent, "federated {fm} vs recent popularity {recent}");
+    assert!(sliced >= 1.15 * recent, "without later co-purchases {sliced} vs recent popularity {recent}");
 }

@@ -10,8 +10,12 @@
 //!
 //! Each participant imports its customers' raw transaction rows (cancellations included; anonymous rows
 //! and non-products never reach it), minus the rows of each customer's held-out item: the evaluation is
-//! leave-last-out (each customer's last new item, by invoice date) with HR@10 and NDCG@10, federated
-//! beside the same factorisation trained centrally (ALS) beside the most-popular baseline.
+//! leave-last-out (each customer's last new item, by invoice date) with HR@10 and NDCG@10, each a mean
+//! and standard deviation over bootstrap resamples of the test customers: the federated model beside
+//! the same statistics counted centrally, the same with co-purchases counted only before each
+//! customer's day, and the baselines (popular before the day, popular in the 60 days before it,
+//! item-to-item, each institution's own popular items). The scoring was chosen on a validation split
+//! carved from the training data; its figures are reported too.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -33,7 +37,8 @@ use super::{follow, Ctx, Task};
 /// The cut-off of the ranking metrics.
 const K: usize = 10;
 /// The seeds of the bootstrap resamples every method is scored on.
-const SEEDS: [u64; 5] = [1, 2, 3, 4, 5];
+const SEEDS: [u64; 20] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20];
+
 /// The window of the "popular recently" baseline, in days.
 const RECENT_DAYS: u32 = 60;
 
@@ -124,13 +129,17 @@ pub struct Summary {
     pub federated: Outcome,
     /// The same statistics counted on the pooled data.
     pub centralized: Outcome,
+    /// The same, but co-purchases counted only from pairs that existed before each customer's day (the
+    /// served tables cover the whole training period, other customers' later purchases included).
+    pub time_sliced: Outcome,
     /// The items most customers first bought before the customer's held-out day.
     pub popular: Outcome,
     /// The items most customers first bought in the 60 days before the customer's held-out day.
     pub popular_recent: Outcome,
     /// The items most often bought by customers who bought the customer's items.
     pub item_to_item: Outcome,
-    /// Every customer gets their own institution's most popular items: what a cold start is served.
+    /// Every customer gets the items most customers of their own institution first bought before the
+    /// customer's held-out day.
     pub popular_at_home: Outcome,
 }
 
@@ -311,6 +320,7 @@ pub(crate) async fn run(ctx: &mut Ctx, p: Prepared) -> anyhow::Result<Summary> {
         let central_model = pooled_model(&spec, &pooled)?;
         let central_seconds = start.elapsed().as_secs_f64();
         let on = |s: &Scoring| evaluate(&central_model, s, &pooled, &test, K);
+        let sliced = recommend::evaluate_time_sliced(&central_model, &sc, &pooled, &test, K);
         let (central, popular, recent, i2i) = (
             on(&sc),
             on(&Scoring::popular(&spec)),
@@ -343,10 +353,10 @@ pub(crate) async fn run(ctx: &mut Ctx, p: Prepared) -> anyhow::Result<Summary> {
             .metrics()
             .hit_rate,
         };
-        Ok(((central, central_seconds), popular, recent, i2i, at_home, validation))
+        Ok(((central, central_seconds), sliced, popular, recent, i2i, at_home, validation))
     })
     .await??;
-    let ((central, central_seconds), popular, recent, i2i, at_home, validation) = scored;
+    let ((central, central_seconds), sliced, popular, recent, i2i, at_home, validation) = scored;
     let sc = p.spec.scoring;
     Ok(Summary {
         dataset: "Online Retail".into(),
@@ -367,6 +377,7 @@ pub(crate) async fn run(ctx: &mut Ctx, p: Prepared) -> anyhow::Result<Summary> {
         rounds: rows,
         federated: Outcome::of(&fed, Some(fed_seconds)),
         centralized: Outcome::of(&central, Some(central_seconds)),
+        time_sliced: Outcome::of(&sliced, None),
         popular: Outcome::of(&popular, None),
         popular_recent: Outcome::of(&recent, None),
         item_to_item: Outcome::of(&i2i, None),
@@ -388,6 +399,7 @@ pub(crate) fn print_final(s: &Summary) {
     for (name, o) in [
         ("federated", &s.federated),
         ("centralized", &s.centralized),
+        ("co-purchases before", &s.time_sliced),
         ("popular before the day", &s.popular),
         ("popular, last 60 days", &s.popular_recent),
         ("item-to-item", &s.item_to_item),
