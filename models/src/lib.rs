@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod baseline;
+pub mod calendar;
 pub mod card;
 pub mod data;
 pub mod dp;

@@ -249,27 +249,12 @@ pub fn day_number(date: &str) -> Option<i32> {
     if !(1..=12).contains(&m) || !(1..=31).contains(&dd) || !(0..=9999).contains(&y) {
         return None;
     }
-    // Days from civil (H. Hinnant's algorithm), with March as the first month of the year.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + dd - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    i32::try_from(era * 146_097 + doe - 719_468).ok()
+    i32::try_from(crate::calendar::days_from_civil(y, m, dd)).ok()
 }
 
 /// `YYYY-MM-DD` of a day number (the inverse of [`day_number`]).
 pub fn day_string(day: i32) -> String {
-    let z = i64::from(day) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = crate::calendar::civil_from_days(i64::from(day));
     format!("{y:04}-{m:02}-{d:02}")
 }
 
