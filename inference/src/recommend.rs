@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! POST /v1/recommend {"customer_id": "17850", "text": "my red retrospot lunch bag arrived broken", "top_k": 3}
-//! 200 {"items": [{"item": "22382", "score": 0.41, "description": "LUNCH BAG SPACEBOY DESIGN"}, ...],
+//! 200 {"items": [{"item": "22382", "score": 1.56, "description": "LUNCH BAG SPACEBOY DESIGN"}, ...],
 //!      "cold_start": false, "mentioned_items": ["20725"], "history_items": 31,
 //!      "model": {"job_id": "recommend", "version": 2}}
 //! ```
