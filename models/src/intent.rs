@@ -104,13 +104,7 @@ impl IntentModel {
 
     /// Wraps parameters after checking their length and that every one is finite.
     pub fn from_params(spec: IntentSpec, params: Vec<f32>) -> Result<Self, ModelError> {
-        if params.len() != spec.num_params() {
-            return Err(ModelError::InvalidParams(format!(
-                "{} parameters, the spec needs {}",
-                params.len(),
-                spec.num_params()
-            )));
-        }
+        crate::check_len(&params, spec.num_params())?;
         if let Some(i) = params.iter().position(|p| !p.is_finite()) {
             return Err(ModelError::InvalidParams(format!("parameter {i} is {}", params[i])));
         }

@@ -134,3 +134,11 @@ pub enum ModelError {
         found: String,
     },
 }
+
+/// An [`ModelError::InvalidParams`] unless `params` holds exactly the `need` numbers a spec asks for.
+pub(crate) fn check_len(params: &[f32], need: usize) -> Result<(), ModelError> {
+    if params.len() != need {
+        return Err(ModelError::InvalidParams(format!("{} parameters, the spec needs {need}", params.len())));
+    }
+    Ok(())
+}

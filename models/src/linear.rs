@@ -55,14 +55,7 @@ impl Shape {
     }
 
     pub(crate) fn check(self, params: &[f32]) -> Result<(), ModelError> {
-        if params.len() != self.num_params() {
-            return Err(ModelError::InvalidParams(format!(
-                "{} parameters, the spec needs {}",
-                params.len(),
-                self.num_params()
-            )));
-        }
-        Ok(())
+        crate::check_len(params, self.num_params())
     }
 }
 

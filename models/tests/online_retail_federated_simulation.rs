@@ -10,8 +10,7 @@ use std::time::Instant;
 
 use hearth_models::recommend::data::{clean, descriptions, encode, parse_transactions, spec_for};
 use hearth_models::recommend::{
-    self, default_train_params, evaluate, leave_last_out, partition_by_country, HeldOut, Interactions,
-    Scoring,
+    self, evaluate, leave_last_out, partition_by_country, HeldOut, Interactions, Scoring,
 };
 use hearth_models::*;
 
@@ -22,12 +21,6 @@ const K: usize = 10;
 
 fn hr(m: &RecommendModel, s: &Scoring, train: &Interactions, test: &[HeldOut]) -> f64 {
     evaluate(m, s, train, test, K).metrics().hit_rate
-}
-
-fn pooled_model(spec: &RecommendSpec, train: &Interactions) -> RecommendModel {
-    let mut p = vec![0.0; spec.num_params()];
-    recommend::train_local(spec, &mut p, train, &default_train_params()).unwrap();
-    RecommendModel::from_params(spec.clone(), p).unwrap()
 }
 
 #[test]
@@ -42,7 +35,7 @@ fn scoring_chosen_on_validation_beats_recent_popularity_and_federation_changes_n
     let val = leave_last_out(&split.train);
     let vspec = spec_for(&split.train, &names).unwrap();
     let vtrain = encode(&vspec, &val.train);
-    let vmodel = pooled_model(&vspec, &vtrain);
+    let vmodel = RecommendModel::counted(vspec.clone(), &vtrain).unwrap();
     let d = Scoring::default();
     let default_hr = hr(&vmodel, &d, &vtrain, &val.test);
     let recent_hr = hr(&vmodel, &Scoring::popular_recent(60), &vtrain, &val.test);
@@ -88,7 +81,7 @@ fn scoring_chosen_on_validation_beats_recent_popularity_and_federation_changes_n
         |p, d, _, _| recommend::train_local(&spec, p, d, &defaults.train).unwrap().examples,
         |_, _| {},
     );
-    let central = pooled_model(&spec, &pooled);
+    let central = RecommendModel::counted(spec.clone(), &pooled).unwrap();
     let worst = global.iter().zip(&central.params).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(worst < 1e-6, "federated statistics differ from pooled ones by {worst}");
     let fed = RecommendModel::from_params(spec.clone(), global).unwrap();

@@ -290,13 +290,6 @@ impl Task for RecommendTask {
     }
 }
 
-/// The statistics counted on `data` in one place.
-fn pooled_model(spec: &RecommendSpec, data: &Interactions) -> anyhow::Result<RecommendModel> {
-    let mut params = vec![0.0f32; spec.num_params()];
-    recommend::train_local(spec, &mut params, data, &recommend::default_train_params())?;
-    Ok(RecommendModel::from_params(spec.clone(), params)?)
-}
-
 /// Runs the federated job, then scores it beside the same statistics pooled and the baselines.
 pub(crate) async fn run(ctx: &mut Ctx, p: Prepared) -> anyhow::Result<Summary> {
     let mut plan = ctx.plan("demo-recommend", ModelSpec::Recommend(p.spec.clone()));
@@ -317,7 +310,7 @@ pub(crate) async fn run(ctx: &mut Ctx, p: Prepared) -> anyhow::Result<Summary> {
     let (homes, (vtrain, vtest, vspec)) = (p.homes, p.validation);
     let scored = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let sc = spec.scoring;
-        let central_model = pooled_model(&spec, &pooled)?;
+        let central_model = RecommendModel::counted(spec.clone(), &pooled)?;
         let central_seconds = start.elapsed().as_secs_f64();
         let on = |s: &Scoring| evaluate(&central_model, s, &pooled, &test, K);
         let sliced = recommend::evaluate_time_sliced(&central_model, &sc, &pooled, &test, K);
@@ -334,12 +327,18 @@ pub(crate) async fn run(ctx: &mut Ctx, p: Prepared) -> anyhow::Result<Summary> {
                 .filter(|&t| home.customers().binary_search(&test[t].customer).is_ok())
                 .collect();
             let held: Vec<HeldOut> = mine.iter().map(|&t| test[t].clone()).collect();
-            let r = evaluate(&pooled_model(&spec, home)?, &Scoring::popular(&spec), home, &held, K);
+            let r = evaluate(
+                &RecommendModel::counted(spec.clone(), home)?,
+                &Scoring::popular(&spec),
+                home,
+                &held,
+                K,
+            );
             for (t, rank) in mine.into_iter().zip(r.ranks) {
                 at_home.ranks[t] = rank;
             }
         }
-        let vmodel = pooled_model(&vspec, &vtrain)?;
+        let vmodel = RecommendModel::counted(vspec.clone(), &vtrain)?;
         let validation = Validation {
             customers: vtest.len(),
             model_hr_at_10: evaluate(&vmodel, &sc, &vtrain, &vtest, K).metrics().hit_rate,

@@ -314,11 +314,9 @@ pub struct PopularItem {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Interactions {
     pub(crate) customers: Vec<String>,
-    /// Per customer: (item index, invoices on which they bought it), sorted by item.
-    pub(crate) rows: Vec<Vec<(u32, f32)>>,
-    /// Per customer, aligned with `rows`: the first and the last day (see [`day_number`]) they bought
-    /// the item.
-    pub(crate) days: Vec<Vec<(i32, i32)>>,
+    /// Per customer: (item index, first day, last day they bought it; see [`day_number`]), sorted by
+    /// item.
+    pub(crate) rows: Vec<Vec<(u32, i32, i32)>>,
     index: HashMap<String, usize>,
     unknown_items: usize,
 }
@@ -327,32 +325,25 @@ pub struct Interactions {
 /// ([`Interactions::unknown_items`]): an institution may sell products the consortium's catalogue lacks.
 pub fn encode(spec: &RecommendSpec, purchases: &[Purchase]) -> Interactions {
     let index = spec.item_index();
-    type Bought<'a> = (HashSet<&'a str>, i32, i32);
-    let mut invoices: BTreeMap<&str, BTreeMap<u32, Bought>> = BTreeMap::new();
+    // Per customer, per item: the first and the last day they bought it.
+    let mut bought: BTreeMap<&str, BTreeMap<u32, (i32, i32)>> = BTreeMap::new();
     let mut unknown_items = 0;
     for p in purchases {
         // The cleaning rules only keep parsed dates; an unparsable one counts as the earliest day.
         let day = day_number(&p.date).unwrap_or(0);
         match index.get(p.item.as_str()) {
             Some(&i) => {
-                let e = invoices
-                    .entry(p.customer.as_str())
-                    .or_default()
-                    .entry(i)
-                    .or_insert_with(|| (HashSet::new(), day, day));
-                e.0.insert(&p.invoice);
-                e.1 = e.1.min(day);
-                e.2 = e.2.max(day);
+                let e = bought.entry(p.customer.as_str()).or_default().entry(i).or_insert((day, day));
+                *e = (e.0.min(day), e.1.max(day));
             }
             None => unknown_items += 1,
         }
     }
     let mut out = Interactions { unknown_items, ..Default::default() };
-    for (customer, items) in invoices {
+    for (customer, items) in bought {
         out.index.insert(customer.to_string(), out.customers.len());
         out.customers.push(customer.to_string());
-        out.rows.push(items.iter().map(|(&i, (inv, _, _))| (i, inv.len() as f32)).collect());
-        out.days.push(items.values().map(|&(_, first, last)| (first, last)).collect());
+        out.rows.push(items.into_iter().map(|(i, (first, last))| (i, first, last)).collect());
     }
     out
 }
@@ -394,9 +385,7 @@ impl Interactions {
 
     /// Customer `u`'s (item, first day, last day).
     pub(crate) fn dated_row(&self, u: usize) -> impl Iterator<Item = (u32, i32, i32)> + '_ {
-        let row = self.rows.get(u).map_or(&[][..], Vec::as_slice);
-        let days = self.days.get(u).map_or(&[][..], Vec::as_slice);
-        row.iter().zip(days).map(|(&(i, _), &(first, last))| (i, first, last))
+        self.rows.get(u).map_or(&[][..], Vec::as_slice).iter().copied()
     }
 
     /// The position of `customer`, if they bought anything.

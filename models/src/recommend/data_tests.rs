@@ -101,7 +101,7 @@ fn cleaning_follows_the_documented_rules() {
 }
 
 #[test]
-fn encoding_counts_invoices_and_skips_unknown_items() {
+fn encoding_keeps_each_item_once_and_skips_unknown_items() {
     let p = |c: &str, item: &str, inv: &str| Purchase {
         customer: c.into(),
         item: item.into(),
@@ -118,6 +118,6 @@ fn encoding_counts_invoices_and_skips_unknown_items() {
     assert_eq!(d.unknown_items(), 1);
     let h = d.history(&spec, "c1").unwrap();
     assert_eq!(h.iter().map(|s| s.item.as_str()).collect::<Vec<_>>(), ["a", "b"]);
-    assert_eq!(d.rows[0], [(0, 2.0), (1, 1.0)], "a on two invoices");
+    assert_eq!(d.rows[0], [(0, 14_975, 14_975), (1, 14_975, 14_975)], "a once, for its two invoices");
     assert_eq!(catalogue(&ps), ["a", "b", "zz"]);
 }

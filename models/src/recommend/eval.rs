@@ -8,6 +8,8 @@
 //! that existed before each customer's day. Items the customer already bought are never ranked; ties go
 //! to the lower index.
 
+use std::collections::HashMap;
+
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -96,31 +98,42 @@ pub fn evaluate(
     k: usize,
 ) -> Ranked {
     let index = model.spec.item_index();
-    let ranks = test
-        .iter()
-        .map(|h| {
-            let target = index.get(h.item.as_str()).copied();
-            let ranked: Vec<u32> = match train.position(&h.customer) {
-                Some(u) => {
-                    let history: Vec<(u32, i32)> = train
-                        .dated_row(u)
-                        .map(|(i, first, last)| (i, if last <= h.day { last } else { first }))
-                        .collect();
-                    let seen: Vec<u32> = history.iter().map(|&(i, _)| i).collect();
-                    top_k(&model.scores(scoring, &history, h.day), &seen, k)
-                }
-                None => model
-                    .calibration
-                    .popular
-                    .iter()
-                    .take(k)
-                    .filter_map(|p| index.get(p.item.as_str()).copied())
-                    .collect(),
-            };
-            target.and_then(|t| ranked.iter().position(|&i| i == t))
-        })
-        .collect();
+    let ranks =
+        test.iter().map(|h| rank_held_out(model, scoring, train, h, model.pairs(), &index, k)).collect();
     Ranked { ranks, k }
+}
+
+/// The rank of `h`'s item in its customer's top `k` under `scoring` and the pair table `pairs`, the
+/// history taken from `train` as of the held-out day (see the module doc); a customer missing from
+/// `train` gets the model's popular items.
+fn rank_held_out(
+    model: &RecommendModel,
+    scoring: &Scoring,
+    train: &Interactions,
+    h: &HeldOut,
+    pairs: &[f32],
+    index: &HashMap<&str, u32>,
+    k: usize,
+) -> Option<usize> {
+    let ranked: Vec<u32> = match train.position(&h.customer) {
+        Some(u) => {
+            let history: Vec<(u32, i32)> = train
+                .dated_row(u)
+                .map(|(i, first, last)| (i, if last <= h.day { last } else { first }))
+                .collect();
+            let seen: Vec<u32> = history.iter().map(|&(i, _)| i).collect();
+            top_k(&model.scores_with_pairs(scoring, &history, h.day, pairs), &seen, k)
+        }
+        None => model
+            .calibration
+            .popular
+            .iter()
+            .take(k)
+            .filter_map(|p| index.get(p.item.as_str()).copied())
+            .collect(),
+    };
+    let target = index.get(h.item.as_str())?;
+    ranked.iter().position(|i| i == target)
 }
 
 /// Like [`evaluate`], but the co-purchase term counts only pairs that existed before each customer's
@@ -162,14 +175,7 @@ pub fn evaluate_time_sliced(
             }
             next += 1;
         }
-        let Some(u) = pooled.position(&h.customer) else { continue };
-        let history: Vec<(u32, i32)> = pooled
-            .dated_row(u)
-            .map(|(i, first, last)| (i, if last <= h.day { last } else { first }))
-            .collect();
-        let seen: Vec<u32> = history.iter().map(|&(i, _)| i).collect();
-        let ranked = top_k(&model.scores_with_pairs(scoring, &history, h.day, &pairs), &seen, k);
-        ranks[t] = index.get(h.item.as_str()).and_then(|&target| ranked.iter().position(|&i| i == target));
+        ranks[t] = rank_held_out(model, scoring, pooled, h, &pairs, &index, k);
     }
     Ranked { ranks, k }
 }

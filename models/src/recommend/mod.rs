@@ -263,6 +263,12 @@ impl RecommendSpec {
         self.first_day.saturating_add(self.days as i32 - 1)
     }
 
+    /// Whether every pair of items has a slot of its own (the catalogue's pairs fit [`MAX_PAIR_SLOTS`]).
+    pub(crate) fn pairs_exact(&self) -> bool {
+        let n = self.items.len();
+        n * (n - 1) / 2 <= MAX_PAIR_SLOTS
+    }
+
     /// Slots of the pair table: one per pair of items, up to [`MAX_PAIR_SLOTS`].
     pub fn pair_slots(&self) -> usize {
         let n = self.items.len();
@@ -278,17 +284,15 @@ impl RecommendSpec {
     pub(crate) fn pair_slot(&self, a: u32, b: u32) -> usize {
         debug_assert!(a != b, "an item has no pair with itself");
         let (lo, hi) = if a < b { (u64::from(a), u64::from(b)) } else { (u64::from(b), u64::from(a)) };
-        let slots = self.pair_slots() as u64;
         let exact = hi * hi.saturating_sub(1) / 2 + lo;
-        let n = self.items.len() as u64;
-        if n * (n - 1) / 2 <= slots {
+        if self.pairs_exact() {
             return exact as usize;
         }
         // SplitMix64's finaliser: pairs spread evenly over the shared slots.
         let mut z = exact.wrapping_add(0x9e37_79b9_7f4a_7c15);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) % slots) as usize
+        ((z ^ (z >> 31)) % MAX_PAIR_SLOTS as u64) as usize
     }
 
     /// The JSON form carried in job specs and model files: the spec with `"family": "recommend"`.
@@ -482,13 +486,7 @@ fn scaled(v: &mut [f32]) {
 impl RecommendModel {
     /// Wraps parameters after checking their length and that every one is finite.
     pub fn from_params(spec: RecommendSpec, params: Vec<f32>) -> Result<Self, ModelError> {
-        if params.len() != spec.num_params() {
-            return Err(ModelError::InvalidParams(format!(
-                "{} parameters, the spec needs {}",
-                params.len(),
-                spec.num_params()
-            )));
-        }
+        crate::check_len(&params, spec.num_params())?;
         if let Some(i) = params.iter().position(|p| !p.is_finite()) {
             return Err(ModelError::InvalidParams(format!("parameter {i} is {}", params[i])));
         }
@@ -512,6 +510,14 @@ impl RecommendModel {
         let content = Content::new(&spec.names);
         let index = spec.items.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect();
         Ok(Self { spec, params, calibration: RecommendCalibration::default(), running, content, index })
+    }
+
+    /// The statistics of `data` counted in one place: what one institution sends, or the pooled data's
+    /// (the centralized comparison).
+    pub fn counted(spec: RecommendSpec, data: &Interactions) -> Result<Self, ModelError> {
+        let mut params = vec![0.0; spec.num_params()];
+        train_local(&spec, &mut params, data, &default_train_params())?;
+        Self::from_params(spec, params)
     }
 
     /// The initial model (zero parameters).
@@ -590,8 +596,12 @@ impl RecommendModel {
     /// Every item's score under `scoring` for a customer whose `history` is (item, day), as of day
     /// `now` (see the module doc). A history item from after `now` counts as bought `now`.
     pub fn scores(&self, scoring: &Scoring, history: &[(u32, i32)], now: i32) -> Vec<f32> {
-        let pairs = self.params.get(self.spec.items.len() * self.spec.days as usize..).unwrap_or(&[]);
-        self.scores_with_pairs(scoring, history, now, pairs)
+        self.scores_with_pairs(scoring, history, now, self.pairs())
+    }
+
+    /// The pair table: the parameters after the daily table.
+    pub(crate) fn pairs(&self) -> &[f32] {
+        self.params.get(self.spec.items.len() * self.spec.days as usize..).unwrap_or(&[])
     }
 
     /// [`RecommendModel::scores`] with another pair table (the evaluation's time-sliced one).
@@ -642,7 +652,7 @@ impl RecommendModel {
         if hu >= n {
             return;
         }
-        if n * (n - 1) / 2 <= MAX_PAIR_SLOTS {
+        if self.spec.pairs_exact() {
             // One slot per pair: h's pairs with lower items are contiguous, with higher ones strided.
             let base = hu * hu.saturating_sub(1) / 2;
             for (a, p) in acc.iter_mut().zip(pairs.get(base..base + hu).unwrap_or(&[])) {
@@ -692,7 +702,7 @@ fn history_weights(scoring: &Scoring, history: &[(u32, i32)], now: i32) -> Vec<(
 pub fn popular_items(spec: &RecommendSpec, data: &Interactions, n: usize) -> Vec<PopularItem> {
     let mut buyers = vec![0u32; spec.items.len()];
     for row in &data.rows {
-        for &(i, _) in row {
+        for &(i, _, _) in row {
             if let Some(b) = buyers.get_mut(i as usize) {
                 *b += 1;
             }

@@ -17,13 +17,7 @@ pub fn train_local(
     p: &TrainParams,
 ) -> Result<TrainStats, ModelError> {
     p.validate()?;
-    if params.len() != spec.num_params() {
-        return Err(ModelError::InvalidParams(format!(
-            "{} parameters, the spec needs {}",
-            params.len(),
-            spec.num_params()
-        )));
-    }
+    crate::check_len(params, spec.num_params())?;
     let days = spec.days as usize;
     let pairs_at = spec.items.len() * days;
     let mut counts = vec![0u32; params.len()];

@@ -49,9 +49,7 @@ fn purchases(prefix: &str, n: usize) -> Vec<Purchase> {
 }
 
 fn trained(s: &RecommendSpec, ps: &[Purchase]) -> RecommendModel {
-    let mut p = vec![0.0; s.num_params()];
-    train_local(s, &mut p, &encode(s, ps), &default_train_params()).unwrap();
-    RecommendModel::from_params(s.clone(), p).unwrap()
+    RecommendModel::counted(s.clone(), &encode(s, ps)).unwrap()
 }
 
 fn names(r: &Recommendations) -> Vec<&str> {
