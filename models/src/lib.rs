@@ -34,6 +34,7 @@ pub mod card;
 pub mod data;
 pub mod dp;
 pub mod emotion;
+pub mod encoder;
 pub mod eval;
 pub mod features;
 pub mod file;
