@@ -52,6 +52,16 @@ fn demo_runs_end_to_end_on_bring_your_own_data() {
         }
     }
     assert!(v["federated"]["accuracy"].as_f64().unwrap() > 0.6, "{v}");
+    // Both intent tiers ran (the encoder tier by default), each with its figures; the encoder tier's are
+    // the top level's: its model is the one served.
+    for tier in ["fast", "encoder"] {
+        for k in ["accuracy", "macro_f1", "in_scope_accuracy", "oos_recall"] {
+            let x = v["tiers"][tier][k].as_f64().unwrap_or_else(|| panic!("tiers.{tier}.{k} missing: {v}"));
+            assert!((0.0..=1.0).contains(&x), "tiers.{tier}.{k} = {x}");
+        }
+    }
+    assert_eq!(v["tiers"]["encoder"]["accuracy"], v["federated"]["accuracy"]);
+    assert!(v["model"]["features"]["encoder"]["model"] == "all-MiniLM-L6-v2", "{v}");
     // Logs went to files and stderr, not stdout.
     assert!(work.join("logs/coordinator.log").exists());
 }
@@ -115,6 +125,9 @@ fn demo_runs_all_three_tasks_and_reports_each_in_json() {
             "4",
             "--rounds",
             "2",
+            // The fast tier alone on all of CLINC150: the encoder tier runs on slices in the other tests.
+            "--tier",
+            "fast",
             "--dir",
             s(dir.path()),
         ])
@@ -127,6 +140,7 @@ fn demo_runs_all_three_tasks_and_reports_each_in_json() {
     assert_eq!(v["dataset"], "clinc150");
     assert_eq!(v["rounds"].as_array().unwrap().len(), 2);
     assert!(v["federated"]["accuracy"].is_f64() && v["centralized"]["macro_f1"].is_f64(), "{v}");
+    assert_eq!(v["tiers"].as_object().map(|t| t.len()), Some(1), "only the fast tier: {v}");
     let frac = |x: &serde_json::Value, what: &str| {
         let f = x.as_f64().unwrap_or_else(|| panic!("{what} missing: {v}"));
         assert!((0.0..=1.0).contains(&f), "{what} = {f}");

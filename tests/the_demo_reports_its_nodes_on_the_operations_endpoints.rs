@@ -28,6 +28,8 @@ async fn the_demo_reports_its_nodes_on_the_operations_endpoints() {
     let work = dir.path().join("work");
     let mut demo = hearth()
         .args(["demo", "--json", "--participants", "3", "--rounds", "2", "--train", s(&tr), "--test", s(&te)])
+        // One intent job, so that the round counters match the reported rounds.
+        .args(["--tier", "fast"])
         .args(["--dir", s(&work)])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -210,6 +210,53 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Embeds the intent texts that have no embedding yet, for the encoder tier, when its model is installed
+/// in `encoder_dir`: once, here, sealed in the store beside the texts. Without the model the texts are
+/// embedded when an encoder-tier job first needs them.
+fn embed_imported(store: &hearth_participant::store::Store, encoder_dir: &Path) -> anyhow::Result<()> {
+    use hearth_models::encoder::{Encoder, EncoderError};
+    let encoder = match Encoder::load(encoder_dir) {
+        Ok(e) => e,
+        Err(EncoderError::Io { .. }) => {
+            eprintln!(
+                "the encoder tier's model is not installed in {} (`hearth model fetch-encoder`): the texts will be \
+                 embedded when an encoder-tier job first needs them",
+                encoder_dir.display()
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let started = std::time::Instant::now();
+    let n = embed_with_progress(store, &encoder, &indicatif::MultiProgress::new())?;
+    if n > 0 {
+        eprintln!(
+            "embedded {n} texts for the encoder tier in {:.1} s (sealed in the store, reused by every job)",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// [`hearth_participant::embedding::embed_missing`] with a progress bar and its ETA.
+pub(crate) fn embed_with_progress(
+    store: &hearth_participant::store::Store,
+    encoder: &hearth_models::encoder::Encoder,
+    mp: &indicatif::MultiProgress,
+) -> anyhow::Result<usize> {
+    let bar = mp.add(indicatif::ProgressBar::new(0));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("embedding {bar:30} {pos}/{len} texts, {per_sec}, ETA {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let n = hearth_participant::embedding::embed_missing(store, encoder, &|done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    Ok(n)
+}
+
 fn import(a: &ImportArgs) -> anyhow::Result<()> {
     let path = &a.file;
     let cfg = a.node.config()?;
@@ -246,6 +293,7 @@ fn import(a: &ImportArgs) -> anyhow::Result<()> {
                 path.display(),
                 cfg.data_dir.display()
             );
+            embed_imported(&node.store, &cfg.encoder_path())?;
         }
         Family::Emotion => {
             let report = read_emotion_report(path, a.format.as_deref(), a.labels.as_deref())?;

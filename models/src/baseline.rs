@@ -47,7 +47,7 @@ mod tests {
 
     #[test]
     fn naive_bayes_learns_a_toy_task() {
-        let ex = |t: &str, l: &str| Example { text: t.into(), label: l.into() };
+        let ex = |t: &str, l: &str| Example { text: t.into(), label: l.into(), embedding: None };
         let train = vec![
             ex("balance money account", "balance"),
             ex("my balance please", "balance"),

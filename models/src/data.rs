@@ -45,7 +45,7 @@ fn merge_clinc150(f: ClincFile) -> Clinc150 {
     let merge = |a: Vec<(String, String)>, b: Vec<(String, String)>| -> Vec<Example> {
         a.into_iter()
             .chain(b.into_iter().map(|(t, _)| (t, OOS_LABEL.to_string())))
-            .map(|(text, label)| Example { text, label })
+            .map(|(text, label)| Example { text, label, embedding: None })
             .collect()
     };
     Clinc150 {
@@ -149,7 +149,7 @@ fn check_row(text: &str, label: &str) -> Result<Example, String> {
     if label.chars().any(char::is_control) {
         return Err("label contains control characters".into());
     }
-    Ok(Example { text: text.to_string(), label: label.to_string() })
+    Ok(Example { text: text.to_string(), label: label.to_string(), embedding: None })
 }
 
 /// Parses a whole file. A file-level problem (no header, missing column) is an error; bad rows are
@@ -335,7 +335,7 @@ mod tests {
     use super::*;
 
     fn ex(t: &str, l: &str) -> Example {
-        Example { text: t.into(), label: l.into() }
+        Example { text: t.into(), label: l.into(), embedding: None }
     }
 
     #[test]

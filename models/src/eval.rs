@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::features::featurize;
+use crate::features::example_features;
 use crate::intent::{probabilities, IntentModel};
 use crate::{Example, OOS_LABEL};
 
@@ -41,7 +41,7 @@ fn scored(model: &IntentModel, examples: &[Example]) -> Vec<(usize, f32)> {
     examples
         .iter()
         .map(|e| {
-            let x = featurize(&model.spec.features, &e.text);
+            let x = example_features(&model.spec.features, &e.text, e.embedding.as_deref());
             probabilities(&model.spec, &model.params, &x, &mut probs);
             let (best, p) =
                 probs
@@ -234,7 +234,7 @@ mod tests {
     use super::*;
 
     fn ex(l: &str) -> Example {
-        Example { text: String::new(), label: l.into() }
+        Example { text: String::new(), label: l.into(), embedding: None }
     }
 
     #[test]
@@ -259,12 +259,12 @@ mod tests {
         // A model that prefers "balance" for words containing "bal" and "transfer" for "send".
         let mut params = vec![0.0f32; spec.num_params()];
         for (word, label) in [("balance", 0usize), ("send", 2)] {
-            for i in featurize(&spec.features, word).indices {
+            for i in crate::features::featurize(&spec.features, word).indices {
                 params[label * 1024 + i as usize] += 1.0;
             }
         }
         let model = IntentModel::from_params(spec, params).unwrap();
-        let e = |t: &str, l: &str| Example { text: t.into(), label: l.into() };
+        let e = |t: &str, l: &str| Example { text: t.into(), label: l.into(), embedding: None };
         let a = [e("balance", "balance"), e("send money", "transfer"), e("weather", "oos")];
         let b = [e("send", "balance"), e("balance please", "balance"), e("what", "oos")];
         let mut sum = vec![0f64; evaluation_bins(&labels).len()];

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// How text becomes features.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeatureConfig {
     /// Number of hash buckets; a power of two.
@@ -19,12 +19,70 @@ pub struct FeatureConfig {
     pub char_ngram_min: u8,
     /// Longest character n-gram.
     pub char_ngram_max: u8,
+    /// The encoder tier: the text's sentence embedding joins the n-grams as a dense block of
+    /// [`crate::encoder::EMBEDDING_DIM`] features after the `dim` hashed ones. Absent in the fast tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<EncoderFeatures>,
 }
+
+/// The sentence-embedding block of the encoder tier's features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderFeatures {
+    /// The encoder: [`ENCODER_MODEL`], the one there is.
+    pub model: String,
+    /// Scale of the unit-length embedding beside the unit-length n-gram vector, in (0, 100].
+    pub weight: f32,
+}
+
+/// The name an encoder-tier spec gives its encoder.
+pub const ENCODER_MODEL: &str = "all-MiniLM-L6-v2";
 
 impl Default for FeatureConfig {
     fn default() -> Self {
-        Self { dim: 1 << 15, word_ngrams: 2, char_ngram_min: 3, char_ngram_max: 5 }
+        Self { dim: 1 << 15, word_ngrams: 2, char_ngram_min: 3, char_ngram_max: 5, encoder: None }
     }
+}
+
+impl FeatureConfig {
+    /// Features a model reads: the hashed ones, then the embedding's when the spec has an encoder.
+    pub fn input_dim(&self) -> usize {
+        self.dim as usize + if self.encoder.is_some() { crate::encoder::EMBEDDING_DIM } else { 0 }
+    }
+
+    /// Whether the model reads sentence embeddings, so that its texts must be embedded.
+    pub fn needs_encoder(&self) -> bool {
+        self.encoder.is_some()
+    }
+}
+
+/// Features of `text` under `cfg`, with `embedding` (its sentence embedding) as the dense block when
+/// `cfg` has an encoder. An encoder-tier spec needs the embedding: `None`, or one of another length, is
+/// an [`ModelError::InvalidInput`] naming the problem.
+pub fn featurize_embedded(
+    cfg: &FeatureConfig,
+    text: &str,
+    embedding: Option<&[f32]>,
+) -> Result<SparseVec, crate::ModelError> {
+    let mut v = featurize(cfg, text);
+    if let Some(encoder) = &cfg.encoder {
+        let e = embedding.ok_or_else(|| {
+            crate::ModelError::InvalidInput(format!(
+                "the model reads {} sentence embeddings; none was given",
+                encoder.model
+            ))
+        })?;
+        if e.len() != crate::encoder::EMBEDDING_DIM {
+            return Err(crate::ModelError::InvalidInput(format!(
+                "an embedding of {} values, the encoder gives {}",
+                e.len(),
+                crate::encoder::EMBEDDING_DIM
+            )));
+        }
+        v.indices.extend((0..e.len() as u32).map(|i| cfg.dim + i));
+        v.values.extend(e.iter().map(|x| x * encoder.weight));
+    }
+    Ok(v)
 }
 
 /// A sparse vector: sorted unique indices and their values.
@@ -70,7 +128,15 @@ pub fn tokens(text: &str) -> Vec<String> {
     out
 }
 
-/// Features of `text` under `cfg`.
+/// The features of a labelled example for evaluation: with its embedding when the spec reads one and
+/// the example has it, else its n-grams alone (an encoder-tier model evaluated on examples without
+/// embeddings sees only their n-grams; callers attach the embeddings first).
+pub(crate) fn example_features(cfg: &FeatureConfig, text: &str, embedding: Option<&[f32]>) -> SparseVec {
+    featurize_embedded(cfg, text, embedding).unwrap_or_else(|_| featurize(cfg, text))
+}
+
+/// The hashed n-gram features of `text` under `cfg` (the fast tier's whole input; the encoder tier adds
+/// the embedding with [`featurize_embedded`]).
 pub fn featurize(cfg: &FeatureConfig, text: &str) -> SparseVec {
     let mask = u64::from(cfg.dim.max(1)) - 1;
     let mut raw: Vec<u32> = Vec::new();

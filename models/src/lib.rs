@@ -81,12 +81,17 @@ pub use train::{
 pub const OOS_LABEL: &str = "oos";
 
 /// One labelled utterance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Example {
     /// What the customer wrote.
     pub text: String,
     /// Its intent label (`oos` for out of scope).
     pub label: String,
+    /// Its sentence embedding, for encoder-tier models (`None` in the fast tier). Never serialised: a
+    /// participant keeps embeddings sealed in its own store, beside the texts, and attaches them when a
+    /// job needs them.
+    #[serde(skip)]
+    pub embedding: Option<std::sync::Arc<[f32]>>,
 }
 
 /// Errors of this crate.

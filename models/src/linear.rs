@@ -46,7 +46,7 @@ pub(crate) struct Shape {
 
 impl Shape {
     pub(crate) fn new(features: &FeatureConfig, outputs: usize) -> Self {
-        Self { dim: features.dim as usize, outputs }
+        Self { dim: features.input_dim(), outputs }
     }
 
     /// Number of `f32` parameters: `dim * outputs + outputs`.
@@ -153,6 +153,18 @@ pub(crate) fn check_features(features: &FeatureConfig) -> Result<(), ModelError>
             "char n-grams {}..={} must satisfy min <= max <= 8",
             features.char_ngram_min, features.char_ngram_max
         ));
+    }
+    if let Some(encoder) = &features.encoder {
+        if encoder.model != crate::features::ENCODER_MODEL {
+            return bad(format!(
+                "encoder {:?} is not one this version runs (it runs {:?})",
+                encoder.model,
+                crate::features::ENCODER_MODEL
+            ));
+        }
+        if !(encoder.weight > 0.0 && encoder.weight <= 100.0) {
+            return bad(format!("encoder weight {} must be in (0, 100]", encoder.weight));
+        }
     }
     Ok(())
 }

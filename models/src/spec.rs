@@ -213,6 +213,14 @@ impl ModelSpec {
                 recommend::SERVER_LEARNING_RATE,
                 recommend::SERVER_MOMENTUM,
             ),
+            ModelSpec::Intent(s) if s.features.needs_encoder() => (
+                TrainParams {
+                    learning_rate: crate::intent::encoder_tier::LEARNING_RATE,
+                    ..TrainParams::default()
+                },
+                1.0,
+                crate::intent::encoder_tier::SERVER_MOMENTUM,
+            ),
             _ => (TrainParams::default(), 1.0, DEFAULT_SERVER_MOMENTUM),
         };
         let rounds =

@@ -100,7 +100,9 @@ mod tests {
     use super::*;
 
     fn data() -> Vec<Example> {
-        (0..1000).map(|i| Example { text: format!("t{i}"), label: format!("l{}", i % 10) }).collect()
+        (0..1000)
+            .map(|i| Example { text: format!("t{i}"), label: format!("l{}", i % 10), embedding: None })
+            .collect()
     }
 
     #[test]

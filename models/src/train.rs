@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::features::featurize;
+use crate::features::featurize_embedded;
 use crate::intent::IntentSpec;
 use crate::linear::{self, Encoded, Softmax};
 use crate::{Example, ModelError};
@@ -67,7 +67,8 @@ impl TrainParams {
 /// Featurised intent examples with label indices, built once and reused every round.
 pub type EncodedSet = Encoded<u32>;
 
-/// Featurises `examples` for `spec`; an example whose label the spec lacks is an error naming it.
+/// Featurises `examples` for `spec`; an example whose label the spec lacks is an error naming it, and so
+/// is one without its embedding when the spec is of the encoder tier.
 pub fn encode(spec: &IntentSpec, examples: &[Example]) -> Result<EncodedSet, ModelError> {
     let index: std::collections::HashMap<&str, u32> =
         spec.labels.iter().enumerate().map(|(i, l)| (l.as_str(), i as u32)).collect();
@@ -75,7 +76,7 @@ pub fn encode(spec: &IntentSpec, examples: &[Example]) -> Result<EncodedSet, Mod
         Encoded { xs: Vec::with_capacity(examples.len()), ys: Vec::with_capacity(examples.len()) };
     for e in examples {
         let y = *index.get(e.label.as_str()).ok_or_else(|| ModelError::UnknownLabel(e.label.clone()))?;
-        set.xs.push(featurize(&spec.features, &e.text));
+        set.xs.push(featurize_embedded(&spec.features, &e.text, e.embedding.as_deref())?);
         set.ys.push(y);
     }
     Ok(set)
@@ -117,7 +118,7 @@ mod tests {
             FeatureConfig { dim: 1024, ..Default::default() },
         )
         .unwrap();
-        let ex = |t: &str, l: &str| Example { text: t.into(), label: l.into() };
+        let ex = |t: &str, l: &str| Example { text: t.into(), label: l.into(), embedding: None };
         let data = vec![
             ex("what is my balance", "balance"),
             ex("how much money do I have", "balance"),
@@ -161,7 +162,7 @@ mod tests {
     fn bad_inputs_are_errors() {
         let (spec, data) = toy();
         let mut bad = data.clone();
-        bad.push(Example { text: "x".into(), label: "refund".into() });
+        bad.push(Example { text: "x".into(), label: "refund".into(), embedding: None });
         assert_eq!(encode(&spec, &bad).unwrap_err(), ModelError::UnknownLabel("refund".into()));
         let enc = encode(&spec, &data).unwrap();
         let mut p = vec![0.0; spec.num_params()];

@@ -64,6 +64,10 @@ pub struct ParticipantConfig {
     /// The customer-service core (`POST /v1/messages`): rules file, session window, data minimisation
     /// policy, and the optional loopback API-key listener for local apps.
     pub service: hearth_desk::DeskConfig,
+    /// Where the encoder tier's pretrained sentence encoder is installed (`hearth model
+    /// fetch-encoder`). Default: `$HEARTH_ENCODER_DIR`, else `~/.cache/hearth/models/all-MiniLM-L6-v2`.
+    /// Only encoder-tier jobs and models load it.
+    pub encoder_dir: Option<PathBuf>,
 }
 
 impl Default for ParticipantConfig {
@@ -85,6 +89,7 @@ impl Default for ParticipantConfig {
             keystore: KeystoreConfig::default(),
             audit: AuditConfig::default(),
             service: hearth_desk::DeskConfig::default(),
+            encoder_dir: None,
         }
     }
 }
@@ -93,6 +98,11 @@ impl ParticipantConfig {
     /// Where the signed member list is read from.
     pub fn members_path(&self) -> PathBuf {
         self.members.clone().unwrap_or_else(|| self.tls.ca.with_file_name(crate::membership::MEMBERS_FILE))
+    }
+
+    /// Where the encoder tier's model is loaded from.
+    pub fn encoder_path(&self) -> PathBuf {
+        self.encoder_dir.clone().unwrap_or_else(hearth_models::encoder::default_dir)
     }
 
     /// Where the revocation list is read from at start.

@@ -17,7 +17,7 @@ pub(crate) mod intent;
 pub(crate) mod recommend;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{bail, Context};
 use hearth_models::{
@@ -25,6 +25,8 @@ use hearth_models::{
 };
 
 use hearth_inference::{Calibrated, Served, Slots};
+use hearth_models::encoder::SharedEncoder;
+use hearth_models::IntentSpec;
 
 use crate::store::Store;
 
@@ -91,9 +93,12 @@ pub(crate) enum Promotion {
 pub(crate) struct Local {
     store: Arc<Store>,
     holdout_fraction: f64,
-    intent: OnceLock<Arc<Split<Example>>>,
+    /// Intent examples with the embeddings stored for them; re-read once an encoder-tier job has had
+    /// the missing ones embedded.
+    intent: Mutex<Option<Arc<Split<Example>>>>,
     emotion: OnceLock<Arc<Split<EmotionExample>>>,
     retail: OnceLock<Arc<recommend::Retail>>,
+    encoder: Arc<SharedEncoder>,
 }
 
 /// `cell`'s value, reading it with `read` the first time.
@@ -106,18 +111,45 @@ fn cached<T>(cell: &OnceLock<Arc<T>>, read: impl FnOnce() -> anyhow::Result<T>) 
 }
 
 impl Local {
-    pub(crate) fn new(store: Arc<Store>, holdout_fraction: f64) -> Self {
+    pub(crate) fn new(store: Arc<Store>, holdout_fraction: f64, encoder: Arc<SharedEncoder>) -> Self {
         Self {
             store,
             holdout_fraction,
-            intent: OnceLock::new(),
+            intent: Mutex::new(None),
             emotion: OnceLock::new(),
             retail: OnceLock::new(),
+            encoder,
         }
     }
 
     fn intent(&self) -> anyhow::Result<Arc<Split<Example>>> {
-        cached(&self.intent, || intent::read(&self.store, self.holdout_fraction))
+        let mut cell = self.intent.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(split) = cell.as_ref() {
+            return Ok(Arc::clone(split));
+        }
+        let split = Arc::new(intent::read(&self.store, self.holdout_fraction)?);
+        *cell = Some(Arc::clone(&split));
+        Ok(split)
+    }
+
+    /// The intent data a model of `spec` reads: for the encoder tier, every example with its embedding,
+    /// the missing ones embedded (and stored, sealed) first.
+    fn intent_for(&self, spec: &IntentSpec) -> anyhow::Result<Arc<Split<Example>>> {
+        let split = self.intent()?;
+        if !spec.features.needs_encoder()
+            || split.train.iter().chain(&split.holdout).all(|e| e.embedding.is_some())
+        {
+            return Ok(split);
+        }
+        let encoder = self.encoder.get().context("the job's model reads sentence embeddings")?;
+        let embedded = crate::embedding::embed_missing(&self.store, &encoder, &|_, _| {})?;
+        tracing::info!(
+            embedded,
+            "intent examples embedded for an encoder-tier job; kept, sealed, for later jobs"
+        );
+        let fresh = Arc::new(intent::read(&self.store, self.holdout_fraction)?);
+        *self.intent.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&fresh));
+        Ok(fresh)
     }
 
     fn emotion(&self) -> anyhow::Result<Arc<Split<EmotionExample>>> {
@@ -139,7 +171,7 @@ impl Local {
     /// The training data of `spec`'s family, encoded for `spec`. Blocking.
     pub(crate) fn encode(&self, spec: &ModelSpec) -> anyhow::Result<LocalData> {
         let data = match spec {
-            ModelSpec::Intent(s) => intent::encode(s, self.intent()?.as_ref())?,
+            ModelSpec::Intent(s) => intent::encode(s, self.intent_for(s)?.as_ref())?,
             ModelSpec::Emotion(s) => emotion::encode(s, self.emotion()?.as_ref())?,
             ModelSpec::Recommend(s) => recommend::encode(s, self.retail()?.as_ref()),
             other => bail!("a {} model has no local training", other.family()),
@@ -165,7 +197,7 @@ impl Local {
         match spec {
             ModelSpec::Intent(s) => {
                 let model = hearth_models::IntentModel::from_params(s.clone(), params)?;
-                let data = self.intent()?;
+                let data = self.intent_for(s)?;
                 Ok((hearth_models::evaluation_counts(&model, &data.holdout), data.holdout.len() as u64))
             }
             ModelSpec::Emotion(s) => {
@@ -196,7 +228,12 @@ impl Local {
         let calibrated = || -> anyhow::Result<(Calibrated, Vec<u8>)> {
             Ok(match spec {
                 ModelSpec::Intent(s) => {
-                    let t = intent::calibrate(s, params, self.intent()?.as_ref())?;
+                    if s.features.needs_encoder() {
+                        // Serving needs the encoder too: fail here, before the model is installed.
+                        self.encoder.get().context("serving a model that reads sentence embeddings")?;
+                    }
+                    let data = self.intent_for(&s)?;
+                    let t = intent::calibrate(s, params, data.as_ref())?;
                     let file = encode_file(&t.model, &meta(t.evaluation, t.note));
                     (Calibrated::Intent(Served::new(t.model, &job_id, version)), file)
                 }
@@ -234,7 +271,7 @@ impl Local {
         }
         let (name, candidate, served) = match new {
             Calibrated::Intent(m) => {
-                let holdout = &self.intent()?.holdout;
+                let holdout = &self.intent_for(&m.model.spec)?.holdout;
                 let Some(cur) = slots.intent.load_full().filter(|_| !holdout.is_empty()) else {
                     return Ok(Promotion::Promote("nothing to compare with".into()));
                 };
@@ -299,15 +336,16 @@ mod tests {
 
     #[test]
     fn holdout_is_deterministic_and_about_the_right_size() {
-        let all: Vec<Example> =
-            (0..1000).map(|i| Example { text: format!("message {i}"), label: "x".into() }).collect();
+        let all: Vec<Example> = (0..1000)
+            .map(|i| Example { text: format!("message {i}"), label: "x".into(), embedding: None })
+            .collect();
         let a = split_holdout(all.clone(), 0.1, |e| &e.text);
         let b = split_holdout(all, 0.1, |e| &e.text);
         assert_eq!(a.holdout, b.holdout);
         assert!((60..140).contains(&a.holdout.len()), "{}", a.holdout.len());
         assert_eq!(a.holdout.len() + a.train.len(), 1000);
         let small: Vec<Example> =
-            (0..5).map(|i| Example { text: i.to_string(), label: "x".into() }).collect();
+            (0..5).map(|i| Example { text: i.to_string(), label: "x".into(), embedding: None }).collect();
         assert!(split_holdout(small, 0.1, |e| &e.text).holdout.is_empty());
     }
 }

@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod embedding;
 pub mod families;
 pub mod store;
 
@@ -240,7 +241,8 @@ pub async fn start(
         "participant store open"
     );
 
-    let slots: ModelSlots = Arc::new(Slots::default());
+    let encoder = Arc::new(hearth_models::encoder::SharedEncoder::new(config.encoder_path()));
+    let slots: ModelSlots = Arc::new(Slots { encoder: Arc::clone(&encoder), ..Slots::default() });
     let local_listener = config.service.local.resolve().map_err(anyhow::Error::msg)?;
     // The institution this participant serves is the one its own certificate names.
     let own = hearth_crypto::pki::cert_der_from_pem(&tls.cert_pem)
@@ -262,7 +264,7 @@ pub async fn start(
     .map_err(anyhow::Error::msg)
     .context("opening the customer-service core")?;
     let service = Arc::new(service);
-    let local = Arc::new(families::Local::new(Arc::clone(&store), config.holdout_fraction));
+    let local = Arc::new(families::Local::new(Arc::clone(&store), config.holdout_fraction, encoder));
     // Serve the last models we had before a restart, until the coordinator announces newer ones.
     let (store2, local2, slots2) = (Arc::clone(&store), Arc::clone(&local), Arc::clone(&slots));
     tokio::task::spawn_blocking(move || {

@@ -25,12 +25,16 @@ use serde::Serialize;
 const EXAMPLES: TableDefinition<u64, &[u8]> = TableDefinition::new("examples");
 const EMOTION_EXAMPLES: TableDefinition<u64, &[u8]> = TableDefinition::new("emotion_examples");
 const TRANSACTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("transactions");
+/// The encoder tier's sentence embedding of each intent example, under the example's own key: computed
+/// once (at import, or when an encoder-tier job first needs it) and sealed like the text it comes from.
+const EXAMPLE_EMBEDDINGS: TableDefinition<u64, &[u8]> = TableDefinition::new("example_embeddings");
 const MODEL: TableDefinition<&str, &[u8]> = TableDefinition::new("model");
 /// This institution's own privacy ledger and what it contributed to which round (`privacy`).
 const PRIVACY: TableDefinition<&str, &[u8]> = TableDefinition::new("privacy");
 /// The tables of rows, each with the prefix of its rows' object names.
-const ROW_TABLES: [(TableDefinition<u64, &[u8]>, &str); 3] = [
+const ROW_TABLES: [(TableDefinition<u64, &[u8]>, &str); 4] = [
     (EXAMPLES, "hearth/participant/example"),
+    (EXAMPLE_EMBEDDINGS, "hearth/participant/example_embedding"),
     (EMOTION_EXAMPLES, "hearth/participant/emotion_examples"),
     (TRANSACTIONS, "hearth/participant/transactions"),
 ];
@@ -155,6 +159,75 @@ impl Store {
         self.read_all(EXAMPLES)
     }
 
+    /// Every stored example, in import order, with its sentence embedding attached where one is stored.
+    pub fn examples_embedded(&self) -> Result<Vec<Example>, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let rows = tx.open_table(EXAMPLES).map_err(db_err)?;
+        let embeddings = tx.open_table(EXAMPLE_EMBEDDINGS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in rows.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            let key = k.value();
+            let mut example: Example = self.decode(EXAMPLES, key, v.value())?;
+            if let Some(sealed) = embeddings.get(key).map_err(db_err)? {
+                example.embedding = Some(self.open_embedding(key, sealed.value())?.into());
+            }
+            out.push(example);
+        }
+        Ok(out)
+    }
+
+    /// The keys and texts of the intent examples with no stored embedding, in import order.
+    pub fn unembedded(&self) -> Result<Vec<(u64, String)>, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let rows = tx.open_table(EXAMPLES).map_err(db_err)?;
+        let embeddings = tx.open_table(EXAMPLE_EMBEDDINGS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in rows.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            if embeddings.get(k.value()).map_err(db_err)?.is_none() {
+                let example: Example = self.decode(EXAMPLES, k.value(), v.value())?;
+                out.push((k.value(), example.text));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores the embeddings of the intent examples `rows` names (key, embedding), sealed, in one
+    /// transaction. A key with no example (deleted meanwhile) is skipped.
+    pub fn save_embeddings(&self, rows: &[(u64, Vec<f32>)]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        {
+            let examples = tx.open_table(EXAMPLES).map_err(db_err)?;
+            let mut t = tx.open_table(EXAMPLE_EMBEDDINGS).map_err(db_err)?;
+            for (key, embedding) in rows {
+                if examples.get(*key).map_err(db_err)?.is_none() {
+                    continue;
+                }
+                let bytes: Vec<u8> = embedding.iter().flat_map(|v| v.to_le_bytes()).collect();
+                let sealed = self
+                    .keys
+                    .seal(&row_object(EXAMPLE_EMBEDDINGS, *key), &bytes)
+                    .map_err(|e| StoreError::Sealed(e.to_string()))?;
+                t.insert(*key, sealed.as_slice()).map_err(db_err)?;
+            }
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    fn open_embedding(&self, key: u64, sealed: &[u8]) -> Result<Vec<f32>, StoreError> {
+        let corrupt =
+            |reason: String| StoreError::CorruptRow { table: "example_embeddings".into(), key, reason };
+        let bytes = self
+            .keys
+            .open_sealed_object(&row_object(EXAMPLE_EMBEDDINGS, key), sealed)
+            .map_err(|e| corrupt(e.to_string()))?;
+        if bytes.len() != hearth_models::encoder::EMBEDDING_DIM * 4 {
+            return Err(corrupt(format!("{} bytes, not one embedding", bytes.len())));
+        }
+        Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+    }
+
     /// How many examples are stored.
     pub fn count(&self) -> Result<u64, StoreError> {
         self.len(EXAMPLES)
@@ -174,8 +247,10 @@ impl Store {
                     doomed.push(key);
                 }
             }
+            let mut embeddings = tx.open_table(EXAMPLE_EMBEDDINGS).map_err(db_err)?;
             for key in &doomed {
                 t.remove(key).map_err(db_err)?;
+                embeddings.remove(key).map_err(db_err)?;
             }
             doomed.len() as u64
         };
@@ -377,7 +452,7 @@ mod tests {
     fn imports_append_survive_reopen_and_stay_sealed_across_a_kek_rotation() {
         let dir = tempfile::tempdir().unwrap();
         let keys = keys(dir.path());
-        let ex = |t: &str| Example { text: t.into(), label: "greet".into() };
+        let ex = |t: &str| Example { text: t.into(), label: "greet".into(), embedding: None };
         {
             let store = Store::open(dir.path(), Arc::clone(&keys)).unwrap();
             assert_eq!(store.import(&[ex("hi there, my card was stolen"), ex("hello")]).unwrap(), 2);

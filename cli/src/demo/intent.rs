@@ -57,9 +57,27 @@ pub struct Summary {
     pub federated: Outcome,
     pub centralized: Outcome,
     pub top_confusions: Vec<hearth_models::Confusion>,
+    /// Each tier that ran (`fast`, and `encoder` with `--tier encoder`): its federated and centralized
+    /// figures. The top-level figures are the served tier's (the last to run).
+    pub tiers: std::collections::BTreeMap<String, TierOutcome>,
     /// `--dp`: the same task trained with differential privacy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub private: Option<Private>,
+}
+
+/// One tier's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct TierOutcome {
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub in_scope_accuracy: f64,
+    pub oos_recall: f64,
+    pub centralized: Outcome,
+    pub federated: Outcome,
+    pub num_params: usize,
+    pub rounds: u64,
+    pub learning_rate: f32,
+    pub server_momentum: f32,
 }
 
 /// The differentially private run (`--dp`).
@@ -108,6 +126,8 @@ pub(crate) struct Prepared {
     spec: IntentSpec,
     shards: Vec<Vec<Example>>,
     alpha: f64,
+    /// `--tier encoder`: every text carries its embedding, and the encoder-tier job runs after the fast one.
+    encoder: bool,
 }
 
 impl Prepared {
@@ -125,11 +145,36 @@ impl Prepared {
     pub(crate) fn shard(&self, i: usize) -> &[Example] {
         self.shards.get(i).map_or(&[], Vec::as_slice)
     }
+
+    /// Imports institution `i`'s examples into its store, with their embeddings when the encoder tier
+    /// runs (sealed beside the texts, as `hearth data import` stores them).
+    pub(crate) fn import_into(
+        &self,
+        store: &hearth_participant::store::Store,
+        i: usize,
+    ) -> anyhow::Result<()> {
+        let shard = self.shard(i);
+        store.import(shard)?;
+        if self.encoder {
+            let missing = store.unembedded()?;
+            anyhow::ensure!(
+                missing.len() == shard.len(),
+                "institution {i}'s store held examples before the demo"
+            );
+            let rows = missing
+                .into_iter()
+                .zip(shard)
+                .filter_map(|((key, _), e)| e.embedding.as_ref().map(|v| (key, v.to_vec())))
+                .collect::<Vec<_>>();
+            store.save_embeddings(&rows)?;
+        }
+        Ok(())
+    }
 }
 
 /// Loads CLINC150 (or the user's files) and splits it.
-pub(crate) fn prepare(a: &DemoArgs, data: &Path) -> anyhow::Result<Prepared> {
-    let (name, train, val, test) = if let (Some(train), Some(test)) = (&a.train, &a.test) {
+pub(crate) fn prepare(a: &DemoArgs, data: &Path, mp: &indicatif::MultiProgress) -> anyhow::Result<Prepared> {
+    let (name, mut train, mut val, mut test) = if let (Some(train), Some(test)) = (&a.train, &a.test) {
         let val = match &a.val {
             Some(v) => crate::data::read_labelled(v)?,
             None => vec![],
@@ -151,6 +196,10 @@ pub(crate) fn prepare(a: &DemoArgs, data: &Path) -> anyhow::Result<Prepared> {
     labels.sort();
     labels.dedup();
     let spec = IntentSpec::new(labels, FeatureConfig::default())?;
+    let encoder = a.tier == super::Tier::Encoder;
+    if encoder {
+        super::embeddings::attach(&name, &mut [&mut train, &mut val, &mut test], &a.cache_dir(), mp)?;
+    }
     let split = dirichlet_split(&train, a.participants, a.alpha, a.seed)?;
     let sizes: Vec<usize> = split.shards.iter().map(Vec::len).collect();
     eprintln!(
@@ -169,6 +218,7 @@ pub(crate) fn prepare(a: &DemoArgs, data: &Path) -> anyhow::Result<Prepared> {
         spec,
         shards: split.shards,
         alpha: a.alpha,
+        encoder,
     })
 }
 
@@ -227,23 +277,52 @@ impl Task for IntentTask {
     }
 }
 
-/// Runs the federated job and the centralized baseline.
-pub(crate) async fn run(ctx: &mut Ctx, p: Prepared, a: &DemoArgs) -> anyhow::Result<Summary> {
-    let plan = ctx.plan("demo-intent", ModelSpec::Intent(p.spec.clone()));
-    eprintln!("intent: federated training, {} rounds", plan.rounds);
+/// What one tier's job and its centralized baseline gave.
+struct TierRun {
+    rows: Vec<Evaluated>,
+    federated: Outcome,
+    centralized: Outcome,
+    federated_metrics: Metrics,
+    spec: IntentSpec,
+    plan: crate::operator::JobPlan,
+}
+
+fn outcome(m: &Metrics, t: Option<f32>, secs: f64) -> Outcome {
+    Outcome {
+        accuracy: m.accuracy,
+        macro_f1: m.macro_f1,
+        in_scope_accuracy: m.in_scope_accuracy,
+        oos_recall: m.oos_recall,
+        oos_threshold: t,
+        train_seconds: secs,
+    }
+}
+
+/// Runs one tier's federated job and its centralized baseline.
+async fn run_tier(
+    ctx: &mut Ctx,
+    p: &Prepared,
+    spec: IntentSpec,
+    job_id: &str,
+    tier: &str,
+) -> anyhow::Result<TierRun> {
+    let plan = ctx.plan(job_id, ModelSpec::Intent(spec.clone()));
+    eprintln!(
+        "intent ({tier} tier): federated training, {} rounds, {} parameters",
+        plan.rounds,
+        spec.num_params()
+    );
     let task = Arc::new(IntentTask { val: Arc::clone(&p.val), test: Arc::clone(&p.test) });
     let (rows, fed_seconds) = follow(ctx, &plan, task).await?;
     let Some(last) = rows.last() else { anyhow::bail!("the intent job committed no round") };
     let (fed_metrics, fed_threshold) = (last.metrics.clone(), last.oos_threshold);
 
     // Centralized baseline: same model, same hyper-parameters, the same number of passes over the data.
-    eprintln!("intent: training the centralized baseline on the pooled data...");
+    eprintln!("intent ({tier} tier): training the centralized baseline on the pooled data...");
     let central_start = std::time::Instant::now();
-    let (spec2, pooled, val, test) =
-        (p.spec.clone(), p.train.clone(), Arc::clone(&p.val), Arc::clone(&p.test));
-    let train = plan.train.clone();
+    let (spec2, pooled, val, test) = (spec.clone(), p.train.clone(), Arc::clone(&p.val), Arc::clone(&p.test));
     let central_params =
-        TrainParams { local_epochs: train.local_epochs * plan.rounds as u32, ..train.clone() };
+        TrainParams { local_epochs: plan.train.local_epochs * plan.rounds as u32, ..plan.train.clone() };
     let (central_metrics, central_threshold) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let enc = encode(&spec2, &pooled)?;
         let mut params = vec![0.0f32; spec2.num_params()];
@@ -254,15 +333,45 @@ pub(crate) async fn run(ctx: &mut Ctx, p: Prepared, a: &DemoArgs) -> anyhow::Res
     })
     .await??;
     let central_seconds = central_start.elapsed().as_secs_f64();
+    Ok(TierRun {
+        rows,
+        federated: outcome(&fed_metrics, fed_threshold, fed_seconds),
+        centralized: outcome(&central_metrics, central_threshold, central_seconds),
+        federated_metrics: fed_metrics,
+        spec,
+        plan,
+    })
+}
 
-    let outcome = |m: &Metrics, t: Option<f32>, secs: f64| Outcome {
-        accuracy: m.accuracy,
-        macro_f1: m.macro_f1,
-        in_scope_accuracy: m.in_scope_accuracy,
-        oos_recall: m.oos_recall,
-        oos_threshold: t,
-        train_seconds: secs,
-    };
+/// Runs the fast tier's federated job and centralized baseline, then the encoder tier's when it was
+/// asked for; the last one run is the served model and gives the top-level figures.
+pub(crate) async fn run(ctx: &mut Ctx, p: Prepared, a: &DemoArgs) -> anyhow::Result<Summary> {
+    let mut runs = vec![("fast", run_tier(ctx, &p, p.spec.clone(), "demo-intent", "fast").await?)];
+    if p.encoder {
+        let spec = IntentSpec::encoder_tier(p.spec.labels.clone())?;
+        runs.push(("encoder", run_tier(ctx, &p, spec, "demo-intent-encoder", "encoder").await?));
+    }
+    let tiers = runs
+        .iter()
+        .map(|(name, r)| {
+            let f = &r.federated;
+            let o = TierOutcome {
+                accuracy: f.accuracy,
+                macro_f1: f.macro_f1,
+                in_scope_accuracy: f.in_scope_accuracy,
+                oos_recall: f.oos_recall,
+                centralized: r.centralized.clone(),
+                federated: r.federated.clone(),
+                num_params: r.spec.num_params(),
+                rounds: r.plan.rounds,
+                learning_rate: r.plan.train.learning_rate,
+                server_momentum: r.plan.server_momentum,
+            };
+            (name.to_string(), o)
+        })
+        .collect();
+    let Some((_, served)) = runs.pop() else { anyhow::bail!("no intent tier ran") };
+    let train = served.plan.train.clone();
     Ok(Summary {
         dataset: p.name,
         seed: a.seed,
@@ -273,22 +382,23 @@ pub(crate) async fn run(ctx: &mut Ctx, p: Prepared, a: &DemoArgs) -> anyhow::Res
         shard_sizes: p.shards.iter().map(Vec::len).collect(),
         model: serde_json::json!({
             "family": "intent",
-            "labels": p.spec.labels.len(),
-            "features": p.spec.features,
-            "num_params": p.spec.num_params(),
+            "labels": served.spec.labels.len(),
+            "features": served.spec.features,
+            "num_params": served.spec.num_params(),
         }),
         train: serde_json::json!({
-            "rounds": plan.rounds,
+            "rounds": served.plan.rounds,
             "local_epochs": train.local_epochs,
             "learning_rate": train.learning_rate,
             "batch_size": train.batch_size,
             "l2": train.l2,
         }),
         secure_aggregation: ctx.secure_aggregation,
-        rounds: rows.into_iter().map(|e| e.row).collect(),
-        federated: outcome(&fed_metrics, fed_threshold, fed_seconds),
-        centralized: outcome(&central_metrics, central_threshold, central_seconds),
-        top_confusions: fed_metrics.confusions.iter().take(5).cloned().collect(),
+        rounds: served.rows.into_iter().map(|e| e.row).collect(),
+        federated: served.federated,
+        centralized: served.centralized,
+        top_confusions: served.federated_metrics.confusions.iter().take(5).cloned().collect(),
+        tiers,
         private: None,
     })
 }
@@ -418,6 +528,19 @@ pub(crate) async fn run_private(ctx: &mut Ctx, p: PrivateInputs) -> anyhow::Resu
 pub(crate) fn print_final(s: &Summary) {
     println!();
     println!("intent ({}, {} labels)", s.dataset, s.model["labels"]);
+    if s.tiers.len() > 1 {
+        println!(
+            "{:<12} {:>9} {:>9} {:>9} {:>9}   (federated)",
+            "tier", "accuracy", "macro_f1", "in_scope", "oos_rec"
+        );
+        for (name, t) in &s.tiers {
+            println!(
+                "{:<12} {:>9.4} {:>9.4} {:>9.4} {:>9.4}",
+                name, t.accuracy, t.macro_f1, t.in_scope_accuracy, t.oos_recall
+            );
+        }
+        println!("served: the last tier above; its federated and centralized figures:");
+    }
     println!(
         "{:<12} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "", "accuracy", "macro_f1", "in_scope", "oos_rec", "seconds"

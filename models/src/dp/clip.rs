@@ -124,7 +124,7 @@ mod tests {
     }
 
     fn one(text: &str, label: &str) -> EncodedSet {
-        encode(&spec(), &[Example { text: text.into(), label: label.into() }]).unwrap()
+        encode(&spec(), &[Example { text: text.into(), label: label.into(), embedding: None }]).unwrap()
     }
 
     fn norm(v: &[f32]) -> f64 {
@@ -168,8 +168,8 @@ mod tests {
         ) {
             let s = spec();
             let base = encode(&s, &[
-                Example { text: "what is my balance".into(), label: "balance".into() },
-                Example { text: "send money".into(), label: "transfer".into() },
+                Example { text: "what is my balance".into(), label: "balance".into(), embedding: None },
+                Example { text: "send money".into(), label: "transfer".into(), embedding: None },
             ]).unwrap();
             let mut more = base.clone();
             let extra = one(&text, &s.labels[label]);

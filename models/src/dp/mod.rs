@@ -74,7 +74,7 @@
 //!
 //! let features = FeatureConfig { dim: 1024, ..Default::default() };
 //! let spec = IntentSpec::new(vec!["balance".into(), "oos".into()], features)?;
-//! let data = encode(&spec, &[Example { text: "what is my balance".into(), label: "balance".into() }])?;
+//! let data = encode(&spec, &[Example { text: "what is my balance".into(), label: "balance".into(), embedding: None }])?;
 //! let base = DpParams {
 //!     clip_norm: 0.1,
 //!     sampling_rate: 1.0,

@@ -21,7 +21,7 @@ mod wordpiece;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use hearth_crypto::digest::content_digest;
 
@@ -181,5 +181,41 @@ impl Encoder {
             }
         });
         results.into_iter().flat_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner())).collect()
+    }
+}
+
+/// An encoder loaded on first use from a directory and then shared: the one copy a process keeps for
+/// both embedding its data and serving encoder-tier models (the weights are 90 MB). A failed load is
+/// not remembered, so installing the model later and retrying works.
+#[derive(Debug)]
+pub struct SharedEncoder {
+    dir: PathBuf,
+    loaded: OnceLock<Arc<Encoder>>,
+}
+
+impl Default for SharedEncoder {
+    fn default() -> Self {
+        Self::new(default_dir())
+    }
+}
+
+impl SharedEncoder {
+    /// An encoder to be loaded from `dir` when first needed.
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir, loaded: OnceLock::new() }
+    }
+
+    /// Where it loads from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The encoder, loading (and checking) it the first time.
+    pub fn get(&self) -> Result<Arc<Encoder>, EncoderError> {
+        if let Some(e) = self.loaded.get() {
+            return Ok(Arc::clone(e));
+        }
+        let e = Arc::new(Encoder::load(&self.dir)?);
+        Ok(Arc::clone(self.loaded.get_or_init(|| e)))
     }
 }

@@ -9,9 +9,10 @@ use hearth_models::{choose_oos_threshold, Example, IntentModel, IntentSpec, Loca
 use crate::families::{split_holdout, Split, Tuned};
 use crate::store::Store;
 
-/// Reads the intent examples and splits off the calibration holdout.
+/// Reads the intent examples (with the embeddings stored for them) and splits off the calibration
+/// holdout.
 pub(crate) fn read(store: &Store, holdout_fraction: f64) -> anyhow::Result<Split<Example>> {
-    let all = store.examples().context("reading local intent examples")?;
+    let all = store.examples_embedded().context("reading local intent examples")?;
     Ok(split_holdout(all, holdout_fraction, |e| &e.text))
 }
 

@@ -1,0 +1,133 @@
+//! The encoder tier on CLINC150, in process: the texts embedded once by the Rust encoder, then
+//! federated averaging over 5 institutions (Dirichlet 0.5) of a softmax head over the hashed n-grams and
+//! the sentence embedding, beside the fast tier (n-grams alone) on the same split.
+//!
+//! By default a slice (the first 30 intents and every out-of-scope query), small enough for every test
+//! run; the encoder tier must beat the fast tier on validation accuracy. `FULL=1` runs all of CLINC150;
+//! `GRID=1` sweeps the embedding's weight, the learning rate and the server momentum on the validation
+//! split (how `hearth_models::intent::encoder_tier` was chosen); `FINAL=1` also prints the test split's
+//! figures (report them once). Needs the encoder installed (`hearth model fetch-encoder`).
+
+use std::sync::Arc;
+
+use hearth_models::encoder::{default_dir, Encoder};
+use hearth_models::intent::encoder_tier;
+use hearth_models::*;
+
+mod common;
+use common::{env, fedavgm, read_data};
+
+/// Attaches every text's embedding.
+fn embed_all(encoder: &Encoder, sets: &mut [&mut Vec<Example>]) {
+    let texts: Vec<String> = sets.iter().flat_map(|s| s.iter().map(|e| e.text.clone())).collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let mut rows = encoder.embed_parallel(&refs, 2, &|_| {}).into_iter();
+    for set in sets.iter_mut() {
+        for e in set.iter_mut() {
+            e.embedding = rows.next().map(Arc::from);
+        }
+    }
+}
+
+struct Run {
+    val: Metrics,
+    test: Metrics,
+}
+
+/// Federated training of `spec` at `lr` and server `momentum`, threshold chosen on validation.
+fn federated(spec: &IntentSpec, d: &Clinc150, lr: f32, momentum: f64) -> Run {
+    let split = dirichlet_split(&d.train, 5, 0.5, 42).unwrap();
+    let shards: Vec<EncodedSet> = split.shards.iter().map(|s| encode(spec, s).unwrap()).collect();
+    let tp = TrainParams { learning_rate: lr, ..TrainParams::default() };
+    let global = fedavgm(
+        vec![0.0; spec.num_params()],
+        &shards,
+        env("ROUNDS", DEFAULT_ROUNDS),
+        1.0,
+        momentum,
+        |params, shard, r, i| {
+            let p = TrainParams { seed: tp.seed ^ (r * 31 + i as u64), ..tp.clone() };
+            train_local(spec, params, shard, &p).unwrap().examples
+        },
+        |_, _| {},
+    );
+    let mut model = IntentModel::from_params(spec.clone(), global).unwrap();
+    model.oos_threshold = Some(choose_oos_threshold(&model, &d.val));
+    Run { val: evaluate(&model, &d.val), test: evaluate(&model, &d.test) }
+}
+
+fn slice(d: Clinc150, intents: usize) -> Clinc150 {
+    let mut labels: Vec<String> =
+        d.train.iter().map(|e| e.label.clone()).filter(|l| l != OOS_LABEL).collect();
+    labels.sort();
+    labels.dedup();
+    labels.truncate(intents);
+    let keep = |v: Vec<Example>| -> Vec<Example> {
+        v.into_iter().filter(|e| e.label == OOS_LABEL || labels.contains(&e.label)).collect()
+    };
+    Clinc150 { train: keep(d.train), val: keep(d.val), test: keep(d.test) }
+}
+
+fn line(name: &str, r: &Run) -> String {
+    let v = &r.val;
+    format!(
+        "{name}: val accuracy {:.4} in-scope {:.4} oos recall {:.4}",
+        v.accuracy, v.in_scope_accuracy, v.oos_recall
+    )
+}
+
+#[test]
+fn the_encoder_tier_beats_the_fast_tier_federated() {
+    let mut d = parse_clinc150(&read_data("clinc150/data_full.json")).unwrap();
+    if env("FULL", 0u8) == 0 {
+        d = slice(d, 30);
+    }
+    let encoder = Encoder::load(&default_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let started = std::time::Instant::now();
+    let Clinc150 { train, val, test } = &mut d;
+    embed_all(&encoder, &mut [train, val, test]);
+    eprintln!(
+        "embedded {} texts in {:.1} s",
+        d.train.len() + d.val.len() + d.test.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let mut labels: Vec<String> = d.train.iter().map(|e| e.label.clone()).collect();
+    labels.sort();
+    labels.dedup();
+
+    let fast_spec = IntentSpec::new(labels.clone(), FeatureConfig::default()).unwrap();
+    let fast =
+        federated(&fast_spec, &d, TrainParams::default().learning_rate, f64::from(DEFAULT_SERVER_MOMENTUM));
+    eprintln!("{}", line("fast tier", &fast));
+    let spec = IntentSpec::encoder_tier(labels.clone()).unwrap();
+    let tier = federated(&spec, &d, encoder_tier::LEARNING_RATE, f64::from(encoder_tier::SERVER_MOMENTUM));
+    eprintln!("{}", line("encoder tier", &tier));
+    if env("GRID", 0u8) == 1 {
+        for weight in [1.0f32, 2.0, 3.0, 5.0] {
+            for lr in [1.0f32, 2.0, 4.0] {
+                for momentum in [0.0, 0.5, 0.9] {
+                    let mut features = spec.features.clone();
+                    features.encoder.as_mut().unwrap().weight = weight;
+                    let s = IntentSpec::new(labels.clone(), features).unwrap();
+                    let r = federated(&s, &d, lr, momentum);
+                    eprintln!("{}", line(&format!("weight {weight} lr {lr} momentum {momentum}"), &r));
+                }
+            }
+        }
+    }
+    if env("FINAL", 0u8) == 1 {
+        for (name, r) in [("fast tier", &fast), ("encoder tier", &tier)] {
+            let t = &r.test;
+            eprintln!(
+                "{name}: TEST accuracy {:.4} in-scope {:.4} oos recall {:.4} macro-F1 {:.4}",
+                t.accuracy, t.in_scope_accuracy, t.oos_recall, t.macro_f1
+            );
+        }
+    }
+    assert!(
+        tier.val.accuracy >= fast.val.accuracy + 0.02,
+        "encoder tier {} vs fast tier {} on validation",
+        tier.val.accuracy,
+        fast.val.accuracy
+    );
+}

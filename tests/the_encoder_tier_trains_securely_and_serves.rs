@@ -1,0 +1,82 @@
+//! The encoder tier end to end, with real processes: each participant embeds its texts with the
+//! pretrained encoder once, at import (`hearth data import`), and keeps the embeddings sealed in its
+//! store; an encoder-tier intent job (n-grams and sentence embeddings) trains under secure aggregation
+//! across three participants; the participant then serves the model, embedding each query itself.
+//!
+//! Needs the encoder installed (`hearth model fetch-encoder`, which `./scripts/test.sh` runs).
+
+mod common;
+
+use common::*;
+use hearth_models::encoder::{default_dir, Encoder};
+use hearth_models::{dirichlet_split, IntentSpec};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_encoder_tier_trains_securely_and_serves() {
+    let (train, test) = clinc_slice(10);
+    let split = dirichlet_split(&train, 3, 0.5, 7).unwrap();
+    let cluster = Cluster::start_importing(3, |name, dir, data_dir| {
+        let csv = dir.join(format!("{name}.csv"));
+        let shard = &split.shards[name_index(name)];
+        write_csv(&csv, shard);
+        let out = hearth_ok(&["data", "import", "--data-dir", s(data_dir), s(&csv)]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains(&format!("embedded {} texts for the encoder tier", shard.len())), "{said}");
+    });
+
+    // The embeddings are sealed: the bytes of one, as the encoder computes it, are nowhere in the store.
+    let encoder = Encoder::load(&default_dir()).unwrap();
+    let first = &split.shards[0][0].text;
+    let clear: Vec<u8> = encoder.embed_one(first)[..8].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let store = std::fs::read(cluster.data_dir("inst-1").join("participant.redb")).unwrap();
+    assert!(!store.windows(clear.len()).any(|w| w == clear.as_slice()), "an embedding is in the clear");
+
+    let mut labels: Vec<String> = train.iter().map(|e| e.label.clone()).collect();
+    labels.sort();
+    labels.dedup();
+    let spec = IntentSpec::encoder_tier(labels.clone()).unwrap();
+    let mut job = intent_job("it-encoder", labels, 5, 3);
+    job.model_spec_json = spec.to_json().into();
+    job.train = Some(hearth_proto::v1::TrainParams {
+        local_epochs: 1,
+        learning_rate: hearth_models::intent::encoder_tier::LEARNING_RATE,
+        batch_size: 8,
+        l2: 0.0,
+        seed: 1,
+    });
+    job.server_momentum = hearth_models::intent::encoder_tier::SERVER_MOMENTUM;
+    assert!(!job.plain_aggregation, "three participants train under secure aggregation");
+    cluster.run(job).await;
+
+    // Served: the participant embeds each query and answers from the encoder-tier model.
+    let (addr, app) = (cluster.participant_addr("inst-2"), cluster.tls("inst-2/app"));
+    let started = std::time::Instant::now();
+    loop {
+        let (status, health) = https_json(&addr, &app, "GET", "/v1/health", vec![]).await;
+        assert_eq!(status, 200, "{health}");
+        if health["model"]["job_id"] == "it-encoder" {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "never served the encoder-tier model:\n{}",
+            cluster.log("inst-2")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let mut correct = 0;
+    let in_scope: Vec<_> = test.iter().filter(|e| e.label != "oos").collect();
+    for e in &in_scope {
+        let body = serde_json::json!({ "text": e.text }).to_string().into_bytes();
+        let (status, answer) = https_json(&addr, &app, "POST", "/v1/intent", body).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["model"]["job_id"], "it-encoder", "{answer}");
+        correct += usize::from(answer["label"] == e.label.as_str());
+    }
+    let accuracy = correct as f64 / in_scope.len() as f64;
+    eprintln!(
+        "encoder tier, 10 intents, 5 rounds: served in-scope accuracy {accuracy:.3} on {}",
+        in_scope.len()
+    );
+    assert!(accuracy >= 0.9, "served in-scope accuracy {accuracy}");
+}
