@@ -80,3 +80,25 @@ async fn the_encoder_tier_trains_securely_and_serves() {
     );
     assert!(accuracy >= 0.9, "served in-scope accuracy {accuracy}");
 }
+
+#[test]
+fn bench_encoder_reports_throughput_and_both_tiers_latency() {
+    let out =
+        hearth_ok(&["bench", "encoder", "--texts", "40", "--repeats", "2", "--queries", "20", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["throughput"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "two datasets, 1 and 2 threads: {v}");
+    for r in rows {
+        let (lo, mid, hi) = (
+            r["texts_per_s_min"].as_f64().unwrap(),
+            r["texts_per_s_median"].as_f64().unwrap(),
+            r["texts_per_s_max"].as_f64().unwrap(),
+        );
+        assert!(0.0 < lo && lo <= mid && mid <= hi, "{r}");
+        assert!(r["dataset_texts"].as_u64().unwrap() > 10_000, "{r}");
+    }
+    let tiers: Vec<&str> =
+        v["latency"].as_array().unwrap().iter().map(|l| l["tier"].as_str().unwrap()).collect();
+    assert_eq!(tiers, ["fast", "encoder"]);
+    assert!(v["latency_ratio"].as_f64().unwrap() > 1.0, "embedding a query costs more than hashing it: {v}");
+}

@@ -56,6 +56,9 @@ pub enum BenchCommand {
     /// `POST /v1/messages` requests/s and latency percentiles under wrk, on a participant serving
     /// intent and emotion models.
     Serve(crate::bench_serve::ServeBenchArgs),
+    /// The encoder tier's cost beside the fast tier's: texts embedded per second (1 and 2 threads) and
+    /// one query's classification latency in each tier, in process.
+    Encoder(crate::bench_encoder::EncoderBenchArgs),
 }
 
 /// Arguments of `hearth bench fedavg`.
@@ -142,6 +145,9 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     let (configs, json) = match cmd {
         BenchCommand::Audit(a) => return crate::bench_audit::run(a).await,
         BenchCommand::Serve(a) => return crate::bench_serve::run(a).await,
+        BenchCommand::Encoder(a) => {
+            return tokio::task::spawn_blocking(move || crate::bench_encoder::run(a)).await?
+        }
         BenchCommand::Fedavg(a) => {
             let mut c = Vec::new();
             for &n in &a.n {

@@ -135,10 +135,13 @@ impl Local {
     /// The intent data a model of `spec` reads: for the encoder tier, every example with its embedding,
     /// the missing ones embedded (and stored, sealed) first.
     fn intent_for(&self, spec: &IntentSpec) -> anyhow::Result<Arc<Split<Example>>> {
+        self.intent_read_by(spec.features.needs_encoder())
+    }
+
+    /// The intent data, every example embedded when `embedded` (see [`Self::intent_for`]).
+    fn intent_read_by(&self, embedded: bool) -> anyhow::Result<Arc<Split<Example>>> {
         let split = self.intent()?;
-        if !spec.features.needs_encoder()
-            || split.train.iter().chain(&split.holdout).all(|e| e.embedding.is_some())
-        {
+        if !embedded || split.train.iter().chain(&split.holdout).all(|e| e.embedding.is_some()) {
             return Ok(split);
         }
         let encoder = self.encoder.get().context("the job's model reads sentence embeddings")?;
@@ -271,10 +274,16 @@ impl Local {
         }
         let (name, candidate, served) = match new {
             Calibrated::Intent(m) => {
-                let holdout = &self.intent_for(&m.model.spec)?.holdout;
-                let Some(cur) = slots.intent.load_full().filter(|_| !holdout.is_empty()) else {
+                let Some(cur) = slots.intent.load_full() else {
                     return Ok(Promotion::Promote("nothing to compare with".into()));
                 };
+                // Both models on the same examples, embedded when either reads embeddings.
+                let embedded =
+                    m.model.spec.features.needs_encoder() || cur.model.spec.features.needs_encoder();
+                let holdout = &self.intent_read_by(embedded)?.holdout;
+                if holdout.is_empty() {
+                    return Ok(Promotion::Promote("nothing to compare with".into()));
+                }
                 let acc = |m: &hearth_models::IntentModel| hearth_models::evaluate(m, holdout).accuracy;
                 ("accuracy", acc(&m.model), (acc(&cur.model), cur.job_id.clone(), cur.version))
             }

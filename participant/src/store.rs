@@ -492,6 +492,37 @@ mod tests {
     }
 
     #[test]
+    fn embeddings_are_sealed_under_their_example_and_go_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), keys(dir.path())).unwrap();
+        let ex = |t: &str| Example { text: t.into(), label: "greet".into(), embedding: None };
+        store.import(&[ex("hello"), ex("hi there"), ex("good morning")]).unwrap();
+        assert_eq!(store.unembedded().unwrap().len(), 3);
+        let dim = hearth_models::encoder::EMBEDDING_DIM;
+        let one = vec![0.25f32; dim];
+        // Key 7 has no example: skipped, not stored.
+        store.save_embeddings(&[(1, one.clone()), (7, one.clone())]).unwrap();
+        let missing: Vec<u64> = store.unembedded().unwrap().iter().map(|(k, _)| *k).collect();
+        assert_eq!(missing, [0, 2]);
+        let all = store.examples_embedded().unwrap();
+        assert_eq!(all[1].embedding.as_deref(), Some(one.as_slice()));
+        assert!(all[0].embedding.is_none() && all[2].embedding.is_none());
+        assert_eq!(store.kek_versions().unwrap().values().sum::<u64>(), 4, "three rows and one embedding");
+        // Deleting an example deletes its embedding.
+        store.delete(Some(&|e: &Example| e.text == "hi there")).unwrap();
+        assert_eq!(store.kek_versions().unwrap().values().sum::<u64>(), 2);
+        // A sealed embedding of the wrong length is corrupt, named as such.
+        let sealed = store.keys.seal(&row_object(EXAMPLE_EMBEDDINGS, 0), &[0u8; 12]).unwrap();
+        {
+            let tx = store.db.begin_write().unwrap();
+            tx.open_table(EXAMPLE_EMBEDDINGS).unwrap().insert(0, sealed.as_slice()).unwrap();
+            tx.commit().unwrap();
+        }
+        let err = store.examples_embedded().unwrap_err().to_string();
+        assert!(err.contains("example_embeddings") && err.contains("not one embedding"), "{err}");
+    }
+
+    #[test]
     fn each_family_has_its_own_sealed_rows_and_served_model() {
         let dir = tempfile::tempdir().unwrap();
         let keys = keys(dir.path());

@@ -248,6 +248,17 @@ mod tests {
         assert_eq!(v.encode(&"a".repeat(101), 64), vec![2, 1, 3]);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_text_gives_cls_pieces_sep_within_the_limit(text in "\\PC{0,200}", max in 0usize..40) {
+            let v = vocab();
+            let ids = v.encode(&text, max);
+            proptest::prop_assert!(ids.len() >= 2 && ids.len() <= max.max(2));
+            proptest::prop_assert_eq!((ids[0], ids[ids.len() - 1]), (2, 3));
+            proptest::prop_assert!(ids.iter().all(|&id| (id as usize) < v.len()));
+        }
+    }
+
     #[test]
     fn refuses_a_vocabulary_without_its_special_tokens_or_with_duplicates() {
         assert_eq!(WordPiece::from_vocab("[UNK]\n[CLS]").unwrap_err(), VocabError::MissingSpecial("[SEP]"));
