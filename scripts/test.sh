@@ -41,7 +41,7 @@ cargo run --release --quiet -- model fetch-encoder
 cargo test --release --workspace --all-targets -- --test-threads="${HEARTH_TEST_THREADS:-2}"
 
 # Coverage-guided fuzzing of every decoder a peer can reach (fuzz/fuzz_targets/: secure-aggregation wire
-# messages, gRPC messages, model files, rules files, message JSON, audit exports, signed policies and member
-# lists): a short run per target here (nightly toolchain, cargo-fuzz installed from crates.io when
+# messages, gRPC messages, model files, rules files, message JSON, query text, audit exports, signed policies
+# and member lists): a short run per target here (nightly toolchain, cargo-fuzz installed from crates.io when
 # missing); long runs: scripts/fuzz.sh 3600.
 scripts/fuzz.sh "${HEARTH_FUZZ_SECONDS:-15}"

@@ -148,11 +148,6 @@ impl DemoArgs {
         }
     }
 
-    /// Where the demo keeps its datasets' embeddings between runs.
-    fn cache_dir(&self) -> PathBuf {
-        embeddings::cache_dir()
-    }
-
     fn runs(&self, t: TaskChoice) -> bool {
         self.task() == TaskChoice::All || self.task() == t
     }

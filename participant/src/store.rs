@@ -161,6 +161,18 @@ impl Store {
 
     /// Every stored example, in import order, with its sentence embedding attached where one is stored.
     pub fn examples_embedded(&self) -> Result<Vec<Example>, StoreError> {
+        Ok(self.keyed_examples()?.into_iter().map(|(_, e)| e).collect())
+    }
+
+    /// The keys and texts of the intent examples with no stored embedding, in import order.
+    pub fn unembedded(&self) -> Result<Vec<(u64, String)>, StoreError> {
+        let keyed = self.keyed_examples()?;
+        Ok(keyed.into_iter().filter(|(_, e)| e.embedding.is_none()).map(|(k, e)| (k, e.text)).collect())
+    }
+
+    /// Every stored example with its key, its embedding attached where one is stored: the one place the
+    /// examples and their embeddings are read together.
+    fn keyed_examples(&self) -> Result<Vec<(u64, Example)>, StoreError> {
         let tx = self.db.begin_read().map_err(db_err)?;
         let rows = tx.open_table(EXAMPLES).map_err(db_err)?;
         let embeddings = tx.open_table(EXAMPLE_EMBEDDINGS).map_err(db_err)?;
@@ -172,23 +184,7 @@ impl Store {
             if let Some(sealed) = embeddings.get(key).map_err(db_err)? {
                 example.embedding = Some(self.open_embedding(key, sealed.value())?.into());
             }
-            out.push(example);
-        }
-        Ok(out)
-    }
-
-    /// The keys and texts of the intent examples with no stored embedding, in import order.
-    pub fn unembedded(&self) -> Result<Vec<(u64, String)>, StoreError> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let rows = tx.open_table(EXAMPLES).map_err(db_err)?;
-        let embeddings = tx.open_table(EXAMPLE_EMBEDDINGS).map_err(db_err)?;
-        let mut out = Vec::new();
-        for row in rows.iter().map_err(db_err)? {
-            let (k, v) = row.map_err(db_err)?;
-            if embeddings.get(k.value()).map_err(db_err)?.is_none() {
-                let example: Example = self.decode(EXAMPLES, k.value(), v.value())?;
-                out.push((k.value(), example.text));
-            }
+            out.push((key, example));
         }
         Ok(out)
     }

@@ -14,11 +14,7 @@ use hearth_models::Example;
 
 /// Where computed embeddings of the demo's datasets are kept between runs.
 pub(crate) fn cache_dir() -> PathBuf {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"));
-    cache.join("hearth/embeddings")
+    encoder::cache_root().join("embeddings")
 }
 
 /// Attaches its embedding to every example of `sets`, from the cache when it holds these texts, else

@@ -198,7 +198,12 @@ pub(crate) fn prepare(a: &DemoArgs, data: &Path, mp: &indicatif::MultiProgress) 
     let spec = IntentSpec::new(labels, FeatureConfig::default())?;
     let encoder = a.tier == super::Tier::Encoder;
     if encoder {
-        super::embeddings::attach(&name, &mut [&mut train, &mut val, &mut test], &a.cache_dir(), mp)?;
+        super::embeddings::attach(
+            &name,
+            &mut [&mut train, &mut val, &mut test],
+            &super::embeddings::cache_dir(),
+            mp,
+        )?;
     }
     let split = dirichlet_split(&train, a.participants, a.alpha, a.seed)?;
     let sizes: Vec<usize> = split.shards.iter().map(Vec::len).collect();

@@ -86,14 +86,19 @@ pub enum EncoderError {
 /// set, else `all-MiniLM-L6-v2` under `$XDG_CACHE_HOME/hearth/models` (by default `~/.cache/hearth/models`),
 /// outside any checkout, so that every clone and build on the machine shares one copy.
 pub fn default_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("HEARTH_ENCODER_DIR") {
-        return PathBuf::from(dir);
+    match std::env::var_os("HEARTH_ENCODER_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => cache_root().join("models/all-MiniLM-L6-v2"),
     }
+}
+
+/// Hearth's cache directory, outside any checkout: `$XDG_CACHE_HOME/hearth`, by default `~/.cache/hearth`.
+pub fn cache_root() -> PathBuf {
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
         .unwrap_or_else(|| PathBuf::from(".cache"));
-    cache.join("hearth/models/all-MiniLM-L6-v2")
+    cache.join("hearth")
 }
 
 /// Reads `name` from `dir`, refusing it unless its hash is the pinned one.
