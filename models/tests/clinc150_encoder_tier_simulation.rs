@@ -5,8 +5,10 @@
 //! By default a slice (the first 30 intents and every out-of-scope query), small enough for every test
 //! run; the encoder tier must beat the fast tier on validation accuracy. `FULL=1` runs all of CLINC150;
 //! `GRID=1` sweeps the embedding's weight, the learning rate and the server momentum on the validation
-//! split (how `hearth_models::intent::encoder_tier` was chosen); `FINAL=1` also prints the test split's
-//! figures (report them once). Needs the encoder installed (`hearth model fetch-encoder`).
+//! split (how `hearth_models::intent::encoder_tier` was chosen); `CASCADE=1` prints, per confidence
+//! threshold, the share of validation queries the fast tier's model would answer alone in a cascade and
+//! how often it agrees with the encoder tier's there; `FINAL=1` also prints the test split's figures
+//! (report them once). Needs the encoder installed (`hearth model fetch-encoder`).
 
 use std::sync::Arc;
 
@@ -32,6 +34,7 @@ fn embed_all(encoder: &Encoder, sets: &mut [&mut Vec<Example>]) {
 struct Run {
     val: Metrics,
     test: Metrics,
+    model: IntentModel,
 }
 
 /// Federated training of `spec` at `lr` and server `momentum`, threshold chosen on validation.
@@ -53,7 +56,7 @@ fn federated(spec: &IntentSpec, d: &Clinc150, lr: f32, momentum: f64) -> Run {
     );
     let mut model = IntentModel::from_params(spec.clone(), global).unwrap();
     model.oos_threshold = Some(choose_oos_threshold(&model, &d.val));
-    Run { val: evaluate(&model, &d.val), test: evaluate(&model, &d.test) }
+    Run { val: evaluate(&model, &d.val), test: evaluate(&model, &d.test), model }
 }
 
 fn slice(d: Clinc150, intents: usize) -> Clinc150 {
@@ -102,6 +105,29 @@ fn the_encoder_tier_beats_the_fast_tier_federated() {
     let spec = IntentSpec::encoder_tier(labels.clone()).unwrap();
     let tier = federated(&spec, &d, encoder_tier::LEARNING_RATE, f64::from(encoder_tier::SERVER_MOMENTUM));
     eprintln!("{}", line("encoder tier", &tier));
+    if env("CASCADE", 0u8) == 1 {
+        // How often the fast tier's model is confident enough to answer alone, and how often it then
+        // agrees with the encoder tier's, on validation: what a cascade would save.
+        let m = &tier.model;
+        let pairs: Vec<(f32, bool)> = d
+            .val
+            .iter()
+            .map(|e| {
+                let fast = fast.model.probabilities(&e.text);
+                let full = m.probabilities_embedded(&e.text, e.embedding.as_deref()).unwrap();
+                let arg = |p: &[f32]| {
+                    p.iter().enumerate().fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a })
+                };
+                let (fa, fp) = arg(&fast);
+                (fp, fa == arg(&full).0)
+            })
+            .collect();
+        for t in [0.3f32, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98] {
+            let sure: Vec<_> = pairs.iter().filter(|(p, _)| *p >= t).collect();
+            let agree = sure.iter().filter(|(_, a)| *a).count();
+            eprintln!("cascade threshold {t}: {:.3} answered by the fast tier, agreement with the encoder tier {:.4}", sure.len() as f64 / pairs.len() as f64, agree as f64 / sure.len().max(1) as f64);
+        }
+    }
     if env("GRID", 0u8) == 1 {
         for weight in [1.0f32, 2.0, 3.0, 5.0] {
             for lr in [1.0f32, 2.0, 4.0] {
