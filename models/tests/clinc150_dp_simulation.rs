@@ -27,7 +27,8 @@
 //! ```sh
 //! cargo test --release -p hearth-models --test clinc150_dp_simulation -- --nocapture
 //! ```
-//! Environment overrides for tuning runs: `DIM CLIP ROUNDS NMIN SLR BETA BIAS_SCALE EPS SEED`.
+//! Environment overrides for tuning runs: `DIM CLIP ROUNDS NMIN SLR BETA BIAS_SCALE EPS SEED`, and
+//! `ENCODER=W` to add the encoder tier's sentence embedding at weight W (the encoder installed).
 
 use std::time::{Duration, Instant};
 
@@ -55,25 +56,47 @@ const MODULUS_BITS: u8 = 32;
 
 struct Run {
     metrics: Metrics,
+    /// Accuracy on the validation split (what tuning looks at).
+    val_accuracy: f64,
     secs: f64,
 }
 
+/// The hashed n-grams, with the encoder tier's sentence embedding at weight `ENCODER` when that is set
+/// (above 0; the preset's encoder tier uses `P.encoder_weight`).
 fn features(dim: u32) -> FeatureConfig {
-    FeatureConfig { dim, ..FeatureConfig::default() }
+    let weight: f32 = env("ENCODER", 0.0);
+    let tier = IntentDpPreset { feature_dim: dim, encoder_weight: weight, ..P };
+    tier.features(weight > 0.0)
 }
 
-/// Test metrics with the out-of-scope threshold chosen on the validation set.
-fn evaluate_params(spec: &IntentSpec, params: Vec<f32>, d: &Clinc150) -> Metrics {
+/// With `ENCODER` set, every text's embedding attached.
+fn embedded(mut d: Clinc150) -> Clinc150 {
+    if env("ENCODER", 0.0f32) <= 0.0 {
+        return d;
+    }
+    let encoder = encoder::Encoder::load(&encoder::default_dir()).unwrap();
+    for set in [&mut d.train, &mut d.val, &mut d.test] {
+        let texts: Vec<String> = set.iter().map(|e| e.text.clone()).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        for (e, v) in set.iter_mut().zip(encoder.embed_parallel(&refs, 2, &|_| {})) {
+            e.embedding = Some(v.into());
+        }
+    }
+    d
+}
+
+/// Test metrics and validation accuracy, with the out-of-scope threshold chosen on the validation set.
+fn evaluate_params(spec: &IntentSpec, params: Vec<f32>, d: &Clinc150) -> (Metrics, f64) {
     let mut m = IntentModel::from_params(spec.clone(), params).unwrap();
     m.oos_threshold = Some(choose_oos_threshold(&m, &d.val));
-    evaluate(&m, &d.test)
+    (evaluate(&m, &d.test), evaluate(&m, &d.val).accuracy)
 }
 
 fn show(name: &str, r: &Run) {
     let m = &r.metrics;
     eprintln!(
-        "{name:<26} acc {:.4}  in-scope {:.4}  oos recall {:.4}  macro-F1 {:.4}  ({:.1}s)",
-        m.accuracy, m.in_scope_accuracy, m.oos_recall, m.macro_f1, r.secs
+        "{name:<26} val acc {:.4} | test acc {:.4}  in-scope {:.4}  oos recall {:.4}  macro-F1 {:.4}  ({:.1}s)",
+        r.val_accuracy, m.accuracy, m.in_scope_accuracy, m.oos_recall, m.macro_f1, r.secs
     );
 }
 
@@ -100,7 +123,8 @@ fn non_private(d: &Clinc150, labels: &[String], dim: u32) -> Run {
         },
         |_, _| {},
     );
-    Run { metrics: evaluate_params(&spec, params, d), secs: t.elapsed().as_secs_f64() }
+    let (metrics, val_accuracy) = evaluate_params(&spec, params, d);
+    Run { metrics, val_accuracy, secs: t.elapsed().as_secs_f64() }
 }
 
 /// A 32-byte seed for round `round` of institution `institution`.
@@ -138,7 +162,7 @@ fn upload(
 
 #[test]
 fn dp_federated_training_at_epsilon_8_comes_within_5_points_of_non_private() {
-    let d = parse_clinc150(&read_data("clinc150/data_full.json")).unwrap();
+    let d = embedded(parse_clinc150(&read_data("clinc150/data_full.json")).unwrap());
     let mut labels: Vec<String> = d.train.iter().map(|e| e.label.clone()).collect();
     labels.sort();
     labels.dedup();
@@ -216,7 +240,8 @@ fn dp_federated_training_at_epsilon_8_comes_within_5_points_of_non_private() {
         }
         server.step(&mut global, &quantizer.decode_sum(&ring_sum)).unwrap();
     }
-    let private = Run { metrics: evaluate_params(&spec, global, &d), secs: t.elapsed().as_secs_f64() };
+    let (metrics, val_accuracy) = evaluate_params(&spec, global, &d);
+    let private = Run { metrics, val_accuracy, secs: t.elapsed().as_secs_f64() };
     // The production path: one share keyed from the operating system.
     let t_share = Instant::now();
     let production = noise_share(&share, n as usize).unwrap();

@@ -42,7 +42,9 @@ pub(crate) fn attach(
         }
         None => {
             let dir = encoder::default_dir();
-            crate::encoder_setup::fetch(&dir, true)?;
+            crate::encoder_setup::fetch(&dir, true).context(
+                "installing the encoder for the encoder tier (the default; `--tier fast` runs without it)",
+            )?;
             let encoder = Encoder::load(&dir)?;
             let flat = embed(&encoder, &texts, mp);
             std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;

@@ -100,6 +100,8 @@ pub struct Private {
     pub sampling_rate: f64,
     pub rounds: u64,
     pub feature_dim: u32,
+    /// The tier of the private model: `encoder` (n-grams and the sentence embedding) or `fast`.
+    pub tier: &'static str,
     pub num_params: usize,
     pub train_seconds: f64,
     pub rows: Vec<RoundRow>,
@@ -109,6 +111,8 @@ pub struct Private {
 /// every later job private).
 pub(crate) struct PrivateInputs {
     labels: Vec<String>,
+    /// The encoder tier ran: the private model reads the embeddings too.
+    encoder: bool,
     val: Arc<Vec<Example>>,
     test: Arc<Vec<Example>>,
     declared_records: u64,
@@ -135,6 +139,7 @@ impl Prepared {
     pub(crate) fn private_inputs(&self) -> PrivateInputs {
         PrivateInputs {
             labels: self.spec.labels.clone(),
+            encoder: self.encoder,
             val: Arc::clone(&self.val),
             test: Arc::clone(&self.test),
             declared_records: self.train.len() as u64,
@@ -450,8 +455,7 @@ pub(crate) async fn run_private(ctx: &mut Ctx, p: PrivateInputs) -> anyhow::Resu
     }
     eprintln!("intent (DP): each institution's DPO signed its own policy for its participant");
 
-    let spec =
-        IntentSpec::new(p.labels.clone(), FeatureConfig { dim: DP.feature_dim, ..FeatureConfig::default() })?;
+    let spec = IntentSpec::new(p.labels.clone(), DP.features(p.encoder))?;
     let rounds = ctx.rounds.unwrap_or(DP.rounds);
     let num_params = spec.num_params();
     let base = hearth_models::DpParams {
@@ -524,6 +528,7 @@ pub(crate) async fn run_private(ctx: &mut Ctx, p: PrivateInputs) -> anyhow::Resu
         sampling_rate: DP.sampling_rate,
         rounds,
         feature_dim: DP.feature_dim,
+        tier: if p.encoder { "encoder" } else { "fast" },
         num_params,
         train_seconds: seconds,
         rows: rows.into_iter().map(|e| e.row).collect(),
