@@ -239,7 +239,7 @@ fn embed_imported(store: &hearth_participant::store::Store, encoder_dir: &Path) 
 }
 
 /// [`hearth_participant::embedding::embed_missing`] with a progress bar and its ETA.
-pub(crate) fn embed_with_progress(
+fn embed_with_progress(
     store: &hearth_participant::store::Store,
     encoder: &hearth_models::encoder::Encoder,
     mp: &indicatif::MultiProgress,

@@ -74,14 +74,7 @@ fn embedded(mut d: Clinc150) -> Clinc150 {
     if env("ENCODER", 0.0f32) <= 0.0 {
         return d;
     }
-    let encoder = encoder::Encoder::load(&encoder::default_dir()).unwrap();
-    for set in [&mut d.train, &mut d.val, &mut d.test] {
-        let texts: Vec<String> = set.iter().map(|e| e.text.clone()).collect();
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        for (e, v) in set.iter_mut().zip(encoder.embed_parallel(&refs, 2, &|_| {})) {
-            e.embedding = Some(v.into());
-        }
-    }
+    common::embed_clinc(&mut d);
     d
 }
 

@@ -10,26 +10,11 @@
 //! how often it agrees with the encoder tier's there; `FINAL=1` also prints the test split's figures
 //! (report them once). Needs the encoder installed (`hearth model fetch-encoder`).
 
-use std::sync::Arc;
-
-use hearth_models::encoder::{default_dir, Encoder};
 use hearth_models::intent::encoder_tier;
 use hearth_models::*;
 
 mod common;
-use common::{env, fedavgm, read_data};
-
-/// Attaches every text's embedding.
-fn embed_all(encoder: &Encoder, sets: &mut [&mut Vec<Example>]) {
-    let texts: Vec<String> = sets.iter().flat_map(|s| s.iter().map(|e| e.text.clone())).collect();
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let mut rows = encoder.embed_parallel(&refs, 2, &|_| {}).into_iter();
-    for set in sets.iter_mut() {
-        for e in set.iter_mut() {
-            e.embedding = rows.next().map(Arc::from);
-        }
-    }
-}
+use common::{embed_clinc, env, fedavgm, read_data};
 
 struct Run {
     val: Metrics,
@@ -85,10 +70,8 @@ fn the_encoder_tier_beats_the_fast_tier_federated() {
     if env("FULL", 0u8) == 0 {
         d = slice(d, 30);
     }
-    let encoder = Encoder::load(&default_dir()).unwrap_or_else(|e| panic!("{e}"));
     let started = std::time::Instant::now();
-    let Clinc150 { train, val, test } = &mut d;
-    embed_all(&encoder, &mut [train, val, test]);
+    embed_clinc(&mut d);
     eprintln!(
         "embedded {} texts in {:.1} s",
         d.train.len() + d.val.len() + d.test.len(),
