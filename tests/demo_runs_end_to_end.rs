@@ -52,15 +52,18 @@ fn demo_runs_end_to_end_on_bring_your_own_data() {
         }
     }
     assert!(v["federated"]["accuracy"].as_f64().unwrap() > 0.6, "{v}");
-    // Both intent tiers ran (the encoder tier by default), each with its figures; the encoder tier's are
-    // the top level's: its model is the one served.
-    for tier in ["fast", "encoder"] {
+    // Both intent tiers ran (the encoder tier by default), each with its figures, and so did the cascade
+    // of the two that the participants serve; the encoder tier's model's figures are the top level's.
+    for tier in ["fast", "encoder", "cascade"] {
         for k in ["accuracy", "macro_f1", "in_scope_accuracy", "oos_recall"] {
             let x = v["tiers"][tier][k].as_f64().unwrap_or_else(|| panic!("tiers.{tier}.{k} missing: {v}"));
             assert!((0.0..=1.0).contains(&x), "tiers.{tier}.{k} = {x}");
         }
     }
     assert_eq!(v["tiers"]["encoder"]["accuracy"], v["federated"]["accuracy"]);
+    let share = v["tiers"]["cascade"]["answered_by_fast"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&share), "{v}");
+    assert_eq!(v["tiers"]["cascade"]["cascade_confidence"], 0.95, "{v}");
     assert!(v["model"]["features"]["encoder"]["model"] == "all-MiniLM-L6-v2", "{v}");
     // Logs went to files and stderr, not stdout.
     assert!(work.join("logs/coordinator.log").exists());

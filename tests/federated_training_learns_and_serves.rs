@@ -50,7 +50,11 @@ async fn federated_training_learns_and_serves() {
             let (mut versions, mut failures) = (Vec::new(), Vec::new());
             while !stop.load(Ordering::Relaxed) {
                 match inf
-                    .intent(v1::IntentRequest { text: "what is my account balance".into(), top_k: 1 })
+                    .intent(v1::IntentRequest {
+                        text: "what is my account balance".into(),
+                        top_k: 1,
+                        ..Default::default()
+                    })
                     .await
                 {
                     Ok(r) => versions.push(r.into_inner().model_version),
@@ -174,7 +178,11 @@ async fn federated_training_learns_and_serves() {
     let cfg = hearth_transport::client_config(&app).unwrap();
     let ch = hearth_transport::connect(&addr, "localhost", cfg).await.unwrap();
     let mut inf = v1::inference_client::InferenceClient::new(ch);
-    let r = inf.intent(v1::IntentRequest { text: probe.text.clone(), top_k: 2 }).await.unwrap().into_inner();
+    let r = inf
+        .intent(v1::IntentRequest { text: probe.text.clone(), top_k: 2, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(r.model_version, rounds);
     assert_eq!(r.top_k.len(), 2);
     assert_eq!(r.label, v["label"].as_str().unwrap());

@@ -236,6 +236,14 @@ async fn inference_replicas_serve_what_their_participant_serves() {
         )),
         "{metrics}"
     );
+    // It fetched the intent cascade's fast stage too (here the same fast-tier model).
+    assert!(
+        metrics.contains(&format!(
+            "hearth_replica_model_version{{family=\"intent-fast\",job=\"intent-first\"}} {}",
+            first.1
+        )),
+        "{metrics}"
+    );
 
     // A newer job's model, once the participant serves it, is swapped in.
     let mut second = intent_job("intent-second", labels.clone(), 1, 3);

@@ -1,7 +1,9 @@
 //! The encoder tier end to end, with real processes: each participant embeds its texts with the
 //! pretrained encoder once, at import (`hearth data import`), and keeps the embeddings sealed in its
 //! store; an encoder-tier intent job (n-grams and sentence embeddings) trains under secure aggregation
-//! across three participants; the participant then serves the model, embedding each query itself.
+//! across three participants, after a fast-tier job; the participant then serves the two as a cascade:
+//! the fast model answers the queries it is sure of, the encoder-tier model (embedding the query) the
+//! rest; an app may ask for either tier. A restart keeps the cascade.
 //!
 //! Needs the encoder installed (`hearth model fetch-encoder`, which `./scripts/test.sh` runs).
 
@@ -15,7 +17,7 @@ use hearth_models::{dirichlet_split, IntentSpec};
 async fn the_encoder_tier_trains_securely_and_serves() {
     let (train, test) = clinc_slice(10);
     let split = dirichlet_split(&train, 3, 0.5, 7).unwrap();
-    let cluster = Cluster::start_importing(3, |name, dir, data_dir| {
+    let mut cluster = Cluster::start_importing(3, |name, dir, data_dir| {
         let csv = dir.join(format!("{name}.csv"));
         let shard = &split.shards[name_index(name)];
         write_csv(&csv, shard);
@@ -34,6 +36,7 @@ async fn the_encoder_tier_trains_securely_and_serves() {
     let mut labels: Vec<String> = train.iter().map(|e| e.label.clone()).collect();
     labels.sort();
     labels.dedup();
+    cluster.run(intent_job("it-fast", labels.clone(), 5, 3)).await;
     let spec = IntentSpec::encoder_tier(labels.clone()).unwrap();
     let mut job = intent_job("it-encoder", labels, 5, 3);
     job.model_spec_json = spec.to_json().into();
@@ -64,21 +67,91 @@ async fn the_encoder_tier_trains_securely_and_serves() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    let mut correct = 0;
+    let (_, health) = https_json(&addr, &app, "GET", "/v1/health", vec![]).await;
+    assert_eq!(health["models"]["intent_fast"]["job_id"], "it-fast", "the cascade's fast stage: {health}");
+
     let in_scope: Vec<_> = test.iter().filter(|e| e.label != "oos").collect();
-    for e in &in_scope {
-        let body = serde_json::json!({ "text": e.text }).to_string().into_bytes();
-        let (status, answer) = https_json(&addr, &app, "POST", "/v1/intent", body).await;
-        assert_eq!(status, 200, "{answer}");
-        assert_eq!(answer["model"]["job_id"], "it-encoder", "{answer}");
-        correct += usize::from(answer["label"] == e.label.as_str());
-    }
-    let accuracy = correct as f64 / in_scope.len() as f64;
+    let confidence = f64::from(hearth_models::cascade::CASCADE_CONFIDENCE);
+    let (accuracy, by_fast) = cascade(&addr, &app, &in_scope, confidence).await;
     eprintln!(
-        "encoder tier, 10 intents, 5 rounds: served in-scope accuracy {accuracy:.3} on {}",
+        "cascade of a fast and an encoder-tier model, 10 intents, 5 rounds, confidence {confidence}: served \
+         in-scope accuracy {accuracy:.3} on {}, {by_fast} answered by the fast model",
         in_scope.len()
     );
     assert!(accuracy >= 0.9, "served in-scope accuracy {accuracy}");
+    let (status, why) = https_json(
+        &addr,
+        &app,
+        "POST",
+        "/v1/intent",
+        serde_json::json!({"text": "hello", "tier": "quantum"}).to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!((status, &why["error"]["reason"]), (400, &"unknown_tier".into()), "{why}");
+
+    // A restart serves the same cascade, both models back from the sealed store; this time with the
+    // participant's `cascade_confidence` at 0.5, so that the fast model (5 rounds on 10 intents) is
+    // sure of some queries.
+    cluster.stop_participant("inst-2");
+    let env = cluster.participant_env.iter_mut().find(|(n, _)| n == "inst-2").map(|(_, e)| e);
+    env.unwrap().push(("HEARTH_PARTICIPANT__CASCADE_CONFIDENCE".into(), "0.5".into()));
+    cluster.start_participant("inst-2");
+    let addr = cluster.participant_addr("inst-2");
+    let (_, health) = https_json(&addr, &app, "GET", "/v1/health", vec![]).await;
+    assert_eq!(health["models"]["intent"]["job_id"], "it-encoder", "{health}");
+    assert_eq!(health["models"]["intent_fast"]["job_id"], "it-fast", "{health}");
+    let (accuracy, by_fast) = cascade(&addr, &app, &in_scope, 0.5).await;
+    eprintln!("after the restart, confidence 0.5: in-scope accuracy {accuracy:.3}, {by_fast} answered by the fast model");
+    assert!(
+        by_fast > 0 && by_fast < in_scope.len(),
+        "{by_fast} of {} answered by the fast model",
+        in_scope.len()
+    );
+}
+
+/// Sends each of `examples` three ways: the fast tier, the encoder tier, and the default, which must be
+/// the fast model's answer when that one's confidence is at least `confidence` and the encoder-tier
+/// model's otherwise. The default answers' accuracy, and how many the fast model gave.
+async fn cascade(
+    addr: &str,
+    app: &hearth_transport::TlsMaterial,
+    examples: &[&hearth_models::Example],
+    confidence: f64,
+) -> (f64, usize) {
+    let (mut correct, mut by_fast) = (0, 0);
+    for e in examples {
+        let fast = ask(addr, app, &e.text, Some("fast")).await;
+        assert_eq!((&fast["tier"], &fast["model"]["job_id"]), (&"fast".into(), &"it-fast".into()), "{fast}");
+        let full = ask(addr, app, &e.text, Some("encoder")).await;
+        assert_eq!(
+            (&full["tier"], &full["model"]["job_id"]),
+            (&"encoder".into(), &"it-encoder".into()),
+            "{full}"
+        );
+        let answer = ask(addr, app, &e.text, None).await;
+        let sure = fast["confidence"].as_f64().unwrap() >= confidence;
+        let expected = if sure { &fast } else { &full };
+        assert_eq!(answer, *expected, "cascade for {:?} (fast model sure: {sure})", e.text);
+        by_fast += usize::from(sure);
+        correct += usize::from(answer["label"] == e.label.as_str());
+    }
+    (correct as f64 / examples.len() as f64, by_fast)
+}
+
+/// `POST /v1/intent` with `text`, asking for `tier` (or the default); the answer, which must be a 200.
+async fn ask(
+    addr: &str,
+    app: &hearth_transport::TlsMaterial,
+    text: &str,
+    tier: Option<&str>,
+) -> serde_json::Value {
+    let mut body = serde_json::json!({ "text": text });
+    if let Some(t) = tier {
+        body["tier"] = t.into();
+    }
+    let (status, answer) = https_json(addr, app, "POST", "/v1/intent", body.to_string().into_bytes()).await;
+    assert_eq!(status, 200, "{answer}");
+    answer
 }
 
 #[test]

@@ -10,9 +10,18 @@
 //! The benchmark's rules file is the default one without the compensation workflow: the bench has no
 //! webhook receiver, and workflows run off the request path anyway.
 //!
+//! Then, unless `--tier fast`, it trains the encoder tier's intent model too and measures `POST
+//! /v1/intent` on the participant's mTLS port three ways, cycling through CLINC150's test queries: the
+//! fast tier's model alone, the encoder tier's alone, and the cascade the participant serves by default
+//! (the fast model answers the queries it is sure of). wrk cannot present a client certificate, so
+//! these rows come from the bench's own load generator: `--connections` keep-alive HTTPS connections
+//! as the institution's app certificate, every request timed. Each row says what share of its answers
+//! the fast tier's model gave.
+//!
 //! `wrk` must be installed (`apt-get install wrk`); the bench says so if it is not.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -26,7 +35,7 @@ use crate::operator::Connection;
 /// Arguments of `hearth bench serve`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  hearth bench serve\n  hearth bench serve --json\n  hearth bench serve --seconds 30 --connections 64\n\nNeeds wrk (apt-get install wrk) and the datasets in data/ (CLINC150, GoEmotions, Online Retail; --data-dir).\nrps: requests/s wrk completed; p99_ms: the 99th percentile latency wrk measured."
+    after_help = "Examples:\n  hearth bench serve\n  hearth bench serve --json\n  hearth bench serve --seconds 30 --connections 64\n  hearth bench serve --tier fast\n\nNeeds wrk (apt-get install wrk), the datasets in data/ (CLINC150, GoEmotions, Online Retail; --data-dir) and,\nunless --tier fast, the encoder (hearth model fetch-encoder).\nrps: requests/s completed; p99_ms: the 99th percentile latency (wrk's for /v1/messages, the bench's own\nmTLS load generator's for /v1/intent)."
 )]
 pub struct ServeBenchArgs {
     /// Seconds of load.
@@ -47,6 +56,14 @@ pub struct ServeBenchArgs {
     /// The datasets directory (default: $HEARTH_DATA_DIR, else the repository's data/).
     #[arg(long, env = "HEARTH_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Intent tiers: `encoder` (the default: also train the encoder tier and measure `POST /v1/intent`
+    /// fast, encoder and cascade) or `fast` (`POST /v1/messages` only).
+    #[arg(long, value_enum, default_value = "encoder")]
+    pub tier: crate::demo::Tier,
+    /// Train the intent models on the first N CLINC150 training texts (default: all 15,100). The
+    /// encoder tier embeds them first (cached in ~/.cache/hearth/embeddings).
+    #[arg(long, value_name = "N")]
+    pub intent_train: Option<usize>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -68,6 +85,25 @@ pub struct ServeBench {
     pub socket_errors: u64,
     /// Which families answered every request (`true`) or were absent.
     pub models: serde_json::Value,
+    /// `POST /v1/intent` with each tier asked for (absent with `--tier fast`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub intent: Vec<IntentRow>,
+}
+
+/// `POST /v1/intent` under load with one `tier` asked for.
+#[derive(Debug, Serialize)]
+pub struct IntentRow {
+    /// `fast`, `encoder` or `cascade`.
+    pub tier: &'static str,
+    pub requests: u64,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub non_2xx: u64,
+    pub socket_errors: u64,
+    /// Share of the answers the fast tier's model gave.
+    pub answered_by_fast: f64,
 }
 
 const API_KEY_ENV: &str = "HEARTH_SERVICE_API_KEY";
@@ -111,6 +147,115 @@ end
         texts = texts.join(", "),
         channels = channels.join(", "),
     )
+}
+
+/// `POST /v1/intent` bodies asking for `tier`, one per query.
+fn intent_bodies(queries: &[String], tier: &str) -> Vec<bytes::Bytes> {
+    queries.iter().map(|q| serde_json::json!({"text": q, "tier": tier}).to_string().into()).collect()
+}
+
+/// What [`load`] measured.
+struct Load {
+    requests: u64,
+    rps: f64,
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    non_2xx: u64,
+    socket_errors: u64,
+    answered_by_fast: f64,
+}
+
+/// POSTs `bodies` in turn to `path` on the mTLS endpoint at `addr` as `tls`'s certificate, over
+/// `connections` keep-alive connections, for `seconds`; times every request. (wrk cannot present a
+/// client certificate; the encoder tier is served only on the mTLS port.)
+async fn load(
+    addr: &str,
+    tls: &hearth_transport::TlsMaterial,
+    path: &'static str,
+    bodies: Arc<Vec<bytes::Bytes>>,
+    connections: usize,
+    seconds: u64,
+) -> anyhow::Result<Load> {
+    use http_body_util::{BodyExt, Full};
+    let mut cfg = (*hearth_transport::client_config(tls)?).clone();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let deadline = Instant::now() + Duration::from_secs(seconds.max(1));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..connections.max(1) {
+        let (connector, addr, bodies) = (connector.clone(), addr.to_string(), Arc::clone(&bodies));
+        tasks.push(tokio::spawn(async move {
+            let (mut lat, mut non_2xx, mut errors, mut fast) = (Vec::new(), 0u64, 0u64, 0u64);
+            let mut n = c * 7919;
+            'conn: while Instant::now() < deadline {
+                let Ok(tcp) = tokio::net::TcpStream::connect(&addr).await else {
+                    errors += 1;
+                    continue;
+                };
+                let name = rustls::pki_types::ServerName::try_from("localhost").expect("a DNS name");
+                let Ok(stream) = connector.connect(name, tcp).await else {
+                    errors += 1;
+                    continue;
+                };
+                let Ok((mut send, conn)) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await
+                else {
+                    errors += 1;
+                    continue;
+                };
+                tokio::spawn(conn);
+                while Instant::now() < deadline {
+                    n += 1;
+                    let req = http::Request::post(path)
+                        .header("host", "localhost")
+                        .header("content-type", "application/json")
+                        .body(Full::new(bodies[n % bodies.len()].clone()))
+                        .expect("a request");
+                    let t = Instant::now();
+                    let Ok(resp) = send.send_request(req).await else {
+                        errors += 1;
+                        continue 'conn;
+                    };
+                    let ok = resp.status().is_success();
+                    let Ok(body) = resp.into_body().collect().await else {
+                        errors += 1;
+                        continue 'conn;
+                    };
+                    lat.push(t.elapsed());
+                    non_2xx += u64::from(!ok);
+                    fast += u64::from(body.to_bytes().windows(13).any(|w| w == b"\"tier\":\"fast\""));
+                }
+            }
+            (lat, non_2xx, errors, fast)
+        }));
+    }
+    let (mut lat, mut non_2xx, mut socket_errors, mut fast) = (Vec::new(), 0, 0, 0);
+    for t in tasks {
+        let (l, n, e, f) = t.await?;
+        lat.extend(l);
+        non_2xx += n;
+        socket_errors += e;
+        fast += f;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    lat.sort();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    let requests = lat.len() as u64;
+    Ok(Load {
+        requests,
+        rps: requests as f64 / elapsed,
+        p50_ms: pct(0.50),
+        p90_ms: pct(0.90),
+        p99_ms: pct(0.99),
+        non_2xx,
+        socket_errors,
+        answered_by_fast: fast as f64 / requests.max(1) as f64,
+    })
 }
 
 /// wrk's latency as milliseconds (`812.00us`, `3.21ms`, `1.02s`).
@@ -160,11 +305,12 @@ fn parse_wrk(out: &str) -> anyhow::Result<(u64, f64, f64, f64, f64, u64, u64)> {
     }
 }
 
-/// The label lists and catalogue the bench's jobs train.
+/// The label lists and catalogue the bench's jobs train, and the queries `POST /v1/intent` is sent.
 struct Specs {
     intent: Vec<String>,
     emotion: Vec<String>,
     recommend: RecommendSpec,
+    queries: Vec<String>,
 }
 
 /// Writes one participant's data (intent: CLINC150; emotion: a GoEmotions slice; recommend: Online
@@ -173,12 +319,24 @@ fn import(
     data: &Path,
     cfg: &hearth_participant::ParticipantConfig,
     pass: &zeroize::Zeroizing<String>,
+    a: &ServeBenchArgs,
 ) -> anyhow::Result<Specs> {
     let clinc = data.join("clinc150/data_full.json");
     let text = std::fs::read_to_string(&clinc)
         .with_context(|| format!("reading {} (set --data-dir or HEARTH_DATA_DIR)", clinc.display()))?;
-    let intent =
+    let mut intent =
         hearth_models::parse_clinc150(&text).with_context(|| format!("parsing {}", clinc.display()))?;
+    intent.train.truncate(a.intent_train.unwrap_or(usize::MAX).max(1));
+    if a.tier == crate::demo::Tier::Encoder {
+        crate::demo::embeddings::attach(
+            "clinc150-train",
+            &mut [&mut intent.train],
+            &crate::demo::embeddings::cache_dir(),
+            &indicatif::MultiProgress::new(),
+        )?;
+    }
+    // wrk's scripting language takes plain ASCII strings most safely.
+    let queries: Vec<String> = intent.test.iter().map(|e| e.text.clone()).filter(|t| t.is_ascii()).collect();
     let mut intent_labels: Vec<String> = intent.train.iter().map(|e| e.label.clone()).collect();
     intent_labels.sort();
     intent_labels.dedup();
@@ -200,19 +358,30 @@ fn import(
     )?;
     let node = hearth_participant::open_node(cfg, "cli:bench", Some(pass))?;
     node.store.import(&intent.train)?;
+    if a.tier == crate::demo::Tier::Encoder {
+        let missing = node.store.unembedded()?;
+        let rows: Vec<(_, Vec<f32>)> = missing
+            .into_iter()
+            .zip(&intent.train)
+            .filter_map(|((key, _), e)| e.embedding.as_ref().map(|v| (key, v.to_vec())))
+            .collect();
+        node.store.save_embeddings(&rows)?;
+    }
     node.store.import_emotion(&emotions.examples[..emotions.examples.len().min(12_000)])?;
     node.store.import_transactions(&rows)?;
-    Ok(Specs { intent: intent_labels, emotion: labels, recommend })
+    Ok(Specs { intent: intent_labels, emotion: labels, recommend, queries })
 }
 
-async fn train(conn: &Connection, job_id: &str, spec: ModelSpec) -> anyhow::Result<()> {
+/// Trains `spec` in a plain federated job of `rounds` rounds (the family's default when `None`).
+async fn train(conn: &Connection, job_id: &str, spec: ModelSpec, rounds: Option<u64>) -> anyhow::Result<()> {
     let mut op = conn.connect().await?;
     let d = spec.defaults();
+    let rounds = rounds.unwrap_or(d.rounds);
     let emotion = matches!(spec, ModelSpec::Emotion(_));
     op.submit_job(v1::JobSpec {
         job_id: job_id.into(),
         model_spec_json: spec.to_json().into(),
-        rounds: 2,
+        rounds,
         train: Some(v1::TrainParams {
             local_epochs: d.train.local_epochs,
             learning_rate: d.train.learning_rate,
@@ -244,12 +413,22 @@ async fn train(conn: &Connection, job_id: &str, spec: ModelSpec) -> anyhow::Resu
 
 /// POSTs one message on the local listener with curl-free plain HTTP; returns the answer.
 async fn probe(addr: &str, key: &str) -> anyhow::Result<serde_json::Value> {
+    let body = serde_json::json!({"channel": "app", "identifiers": {"phone": "+447700000001"}, "text": "what is my balance"});
+    post(addr, key, "/v1/messages", &body).await
+}
+
+/// POSTs `body` to `path` on the local listener; returns the answer.
+async fn post(
+    addr: &str,
+    key: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
     use http_body_util::{BodyExt, Full};
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
     tokio::spawn(conn);
-    let body = serde_json::json!({"channel": "app", "identifiers": {"phone": "+447700000001"}, "text": "what is my balance"});
-    let req = http::Request::post("/v1/messages")
+    let req = http::Request::post(path)
         .header("host", "localhost")
         .header("authorization", format!("Bearer {key}"))
         .body(Full::new(bytes::Bytes::from(body.to_string())))?;
@@ -297,7 +476,7 @@ pub async fn run(a: ServeBenchArgs) -> anyhow::Result<()> {
     let specs = if a.no_models {
         None
     } else {
-        Some(import(&crate::demo::data_dir(a.data_dir.as_deref()), &cfg, &passphrase)?)
+        Some(import(&crate::demo::data_dir(a.data_dir.as_deref()), &cfg, &passphrase, &a)?)
     };
     let nodes = fleet::Nodes {
         allow_plain: true,
@@ -307,25 +486,36 @@ pub async fn run(a: ServeBenchArgs) -> anyhow::Result<()> {
         service,
         env: vec![(API_KEY_ENV.into(), api_key.clone())],
     };
-    let (_fleet, coord_addr, _) = fleet::start(dir, &pki_dir, std::slice::from_ref(&name), &nodes).await?;
+    let (_fleet, coord_addr, participants) =
+        fleet::start(dir, &pki_dir, std::slice::from_ref(&name), &nodes).await?;
     let local = std::fs::read_to_string(dir.join(format!("{name}.local")))
         .context("the participant's local listener address")?
         .trim()
         .to_string();
     let t = Instant::now();
+    let (mut queries, mut intent_labels) = (None, None);
     if let Some(specs) = specs {
-        let conn =
-            Connection { coordinator: coord_addr, coordinator_name: "localhost".into(), tls_dir: pki_dir };
-        eprintln!("training the participant's intent, emotion and recommend models (2 plain rounds each)...");
-        train(&conn, "intent", ModelSpec::Intent(IntentSpec::new(specs.intent, FeatureConfig::default())?))
-            .await?;
+        queries = Some(specs.queries);
+        intent_labels = Some(specs.intent.clone());
+        let conn = Connection {
+            coordinator: coord_addr.clone(),
+            coordinator_name: "localhost".into(),
+            tls_dir: pki_dir.clone(),
+        };
+        eprintln!(
+            "training the participant's intent (20 plain rounds), emotion and recommend models (2 each)..."
+        );
+        // Intent with its default rounds: how often the cascade's fast model is sure depends on it.
+        let intent_spec = IntentSpec::new(specs.intent, FeatureConfig::default())?;
+        train(&conn, "intent", ModelSpec::Intent(intent_spec), None).await?;
         train(
             &conn,
             "emotion",
             ModelSpec::Emotion(EmotionSpec::new(specs.emotion, FeatureConfig::default())?),
+            Some(2),
         )
         .await?;
-        train(&conn, "recommend", ModelSpec::Recommend(specs.recommend)).await?;
+        train(&conn, "recommend", ModelSpec::Recommend(specs.recommend), Some(2)).await?;
         // Wait until both are calibrated and served.
         loop {
             let v = probe(&local, &api_key).await?;
@@ -348,28 +538,50 @@ pub async fn run(a: ServeBenchArgs) -> anyhow::Result<()> {
 
     let script = dir.join("messages.lua");
     std::fs::write(&script, lua_script(a.customers.max(1)))?;
-    let out = tokio::process::Command::new("wrk")
-        .args([
-            "-t",
-            &a.threads.max(1).to_string(),
-            "-c",
-            &a.connections.max(1).to_string(),
-            "-d",
-            &format!("{}s", a.seconds.max(1)),
-            "--latency",
-            "-s",
-        ])
-        .arg(&script)
-        .arg(format!("http://{local}"))
-        .env(API_KEY_ENV, &api_key)
-        .output()
-        .await
-        .context("running wrk")?;
-    let report = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!("wrk failed ({}): {}{}", out.status, report, String::from_utf8_lossy(&out.stderr));
+    let (requests, rps, p50, p90, p99, non_2xx, socket_errors) = wrk(&a, &script, &local, &api_key).await?;
+    let mut intent = Vec::new();
+    if let Some(queries) = queries.filter(|_| a.tier == crate::demo::Tier::Encoder) {
+        let conn = Connection {
+            coordinator: coord_addr,
+            coordinator_name: "localhost".into(),
+            tls_dir: pki_dir.clone(),
+        };
+        eprintln!("training the participant's encoder-tier intent model (plain rounds)...");
+        let labels = intent_labels.unwrap_or_default();
+        train(&conn, "intent-encoder", ModelSpec::Intent(IntentSpec::encoder_tier(labels)?), None).await?;
+        let app = hearth_transport::TlsMaterial::load(
+            &pki_dir.join("ca.pem"),
+            &pki_dir.join(format!("{name}/app.pem")),
+            &pki_dir.join(format!("{name}/app.key")),
+        )?;
+        let addr = participants.first().map(|(_, a)| a.clone()).context("the participant's address")?;
+        let probe = Arc::new(intent_bodies(&queries[..1], "encoder"));
+        loop {
+            let l = load(&addr, &app, "/v1/intent", Arc::clone(&probe), 1, 1).await?;
+            if l.non_2xx == 0 && l.requests > 0 && l.answered_by_fast == 0.0 {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(1800) {
+                bail!("the encoder-tier intent model was not served; see {}", dir.join("logs").display());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for tier in ["fast", "encoder", "cascade"] {
+            let bodies = Arc::new(intent_bodies(&queries, tier));
+            let l = load(&addr, &app, "/v1/intent", bodies, a.connections, a.seconds).await?;
+            intent.push(IntentRow {
+                tier,
+                requests: l.requests,
+                rps: l.rps,
+                p50_ms: l.p50_ms,
+                p90_ms: l.p90_ms,
+                p99_ms: l.p99_ms,
+                non_2xx: l.non_2xx,
+                socket_errors: l.socket_errors,
+                answered_by_fast: l.answered_by_fast,
+            });
+        }
     }
-    let (requests, rps, p50, p90, p99, non_2xx, socket_errors) = parse_wrk(&report)?;
     let r = ServeBench {
         endpoint: "POST /v1/messages",
         connections: a.connections,
@@ -383,16 +595,17 @@ pub async fn run(a: ServeBenchArgs) -> anyhow::Result<()> {
         non_2xx,
         socket_errors,
         models,
+        intent,
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!(
-            "{:<20} {:>5} {:>7} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7}  models",
+            "{:<28} {:>5} {:>7} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7}  models",
             "endpoint", "conns", "seconds", "requests", "rps", "p50_ms", "p90_ms", "p99_ms", "non_2xx"
         );
         println!(
-            "{:<20} {:>5} {:>7} {:>9} {:>9.0} {:>7.2} {:>7.2} {:>7.2} {:>7}  {}",
+            "{:<28} {:>5} {:>7} {:>9} {:>9.0} {:>7.2} {:>7.2} {:>7.2} {:>7}  {}",
             r.endpoint,
             r.connections,
             r.seconds,
@@ -404,7 +617,24 @@ pub async fn run(a: ServeBenchArgs) -> anyhow::Result<()> {
             r.non_2xx,
             r.models
         );
+        for i in &r.intent {
+            println!(
+                "{:<28} {:>5} {:>7} {:>9} {:>9.0} {:>7.2} {:>7.2} {:>7.2} {:>7}  {:.0}% answered by the fast tier",
+                format!("POST /v1/intent {}", i.tier),
+                r.connections,
+                r.seconds,
+                i.requests,
+                i.rps,
+                i.p50_ms,
+                i.p90_ms,
+                i.p99_ms,
+                i.non_2xx,
+                100.0 * i.answered_by_fast
+            );
+        }
     }
+    let non_2xx = non_2xx + r.intent.iter().map(|i| i.non_2xx).sum::<u64>();
+    let socket_errors = socket_errors + r.intent.iter().map(|i| i.socket_errors).sum::<u64>();
     if non_2xx > 0 || socket_errors > 0 {
         eprintln!(
             "warning: {non_2xx} non-2xx answers and {socket_errors} socket errors; see {}",
@@ -412,6 +642,37 @@ pub async fn run(a: ServeBenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Runs wrk with `script` against `local` for the bench's duration; its report's numbers.
+async fn wrk(
+    a: &ServeBenchArgs,
+    script: &Path,
+    local: &str,
+    api_key: &str,
+) -> anyhow::Result<(u64, f64, f64, f64, f64, u64, u64)> {
+    let out = tokio::process::Command::new("wrk")
+        .args([
+            "-t",
+            &a.threads.max(1).to_string(),
+            "-c",
+            &a.connections.max(1).to_string(),
+            "-d",
+            &format!("{}s", a.seconds.max(1)),
+            "--latency",
+            "-s",
+        ])
+        .arg(script)
+        .arg(format!("http://{local}"))
+        .env(API_KEY_ENV, api_key)
+        .output()
+        .await
+        .context("running wrk")?;
+    let report = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("wrk failed ({}): {}{}", out.status, report, String::from_utf8_lossy(&out.stderr));
+    }
+    parse_wrk(&report)
 }
 
 #[cfg(test)]

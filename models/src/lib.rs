@@ -31,6 +31,7 @@
 pub mod baseline;
 pub mod calendar;
 pub mod card;
+pub mod cascade;
 pub mod data;
 pub mod dp;
 pub mod emotion;

@@ -68,6 +68,12 @@ pub struct ParticipantConfig {
     /// fetch-encoder`). Default: `$HEARTH_ENCODER_DIR`, else `~/.cache/hearth/models/all-MiniLM-L6-v2`.
     /// Only encoder-tier jobs and models load it.
     pub encoder_dir: Option<PathBuf>,
+    /// The intent cascade, while an encoder-tier intent model is served: the newest fast-tier intent
+    /// model answers the queries it is at least this sure of (in (0, 1]), the encoder tier's model the
+    /// rest. `1` sends nearly everything to the encoder; `cascade = false` sends everything.
+    pub cascade_confidence: f32,
+    /// Whether the intent cascade runs (default true).
+    pub cascade: bool,
 }
 
 impl Default for ParticipantConfig {
@@ -90,6 +96,8 @@ impl Default for ParticipantConfig {
             audit: AuditConfig::default(),
             service: hearth_desk::DeskConfig::default(),
             encoder_dir: None,
+            cascade_confidence: hearth_models::cascade::CASCADE_CONFIDENCE,
+            cascade: true,
         }
     }
 }
@@ -98,6 +106,11 @@ impl ParticipantConfig {
     /// Where the signed member list is read from.
     pub fn members_path(&self) -> PathBuf {
         self.members.clone().unwrap_or_else(|| self.tls.ca.with_file_name(crate::membership::MEMBERS_FILE))
+    }
+
+    /// The confidence at which the intent cascade's fast model answers alone; `None` when it is off.
+    pub fn cascade_confidence(&self) -> Option<f32> {
+        self.cascade.then_some(self.cascade_confidence)
     }
 
     /// Where the encoder tier's model is loaded from.
@@ -122,6 +135,12 @@ impl CheckConfig for ParticipantConfig {
     fn check(&self) -> Result<(), ConfigProblem> {
         if !(0.0..=0.5).contains(&self.holdout_fraction) {
             return Err(ConfigProblem::new("holdout_fraction", "must be between 0 and 0.5"));
+        }
+        if !(self.cascade_confidence > 0.0 && self.cascade_confidence <= 1.0) {
+            return Err(ConfigProblem::new(
+                "cascade_confidence",
+                "must be above 0 and at most 1 (the fast model's probability at which it answers alone)",
+            ));
         }
         if self.min_secure_members < 3 {
             return Err(ConfigProblem::new("min_secure_members", "must be at least 3"));

@@ -300,6 +300,11 @@ impl Local {
             Calibrated::Recommend(_) => {
                 return Ok(Promotion::Promote("recommend models have no promotion metric yet".into()))
             }
+            Calibrated::IntentFast(_) => {
+                return Ok(Promotion::Promote(
+                    "the cascade's fast stage follows the intent models served".into(),
+                ))
+            }
         };
         let (was, job, version) = served;
         let detail = format!(

@@ -23,7 +23,8 @@ use hearth_proto::{MAX_CHUNK_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 use tokio::sync::{mpsc, Mutex};
 use tonic::transport::Channel;
 
-use hearth_inference::ModelSlots;
+use hearth_inference::FAST_STAGE;
+use hearth_inference::{Calibrated, ModelSlots};
 
 use crate::families::{fxhash, Global, Local, Promotion};
 use crate::privacy::{self, LocalPrivacy};
@@ -1023,6 +1024,14 @@ impl Federation {
             }
             store.save_model_of(family, &file).context("storing the served model")?;
             write_model_file(&dir, family, &file)?;
+            // A fast-tier intent model is also the cascade's fast stage from now on: it answers the
+            // queries it is sure of when an encoder-tier model is served later.
+            if let Calibrated::Intent(s) = &calibrated {
+                if !s.model.spec.features.needs_encoder() {
+                    store.save_model_of(FAST_STAGE, &file).context("storing the cascade's fast stage")?;
+                    write_model_file(&dir, FAST_STAGE, &file)?;
+                }
+            }
             Ok(Ok((calibrated, detail)))
         })
         .await??;

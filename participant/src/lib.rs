@@ -50,6 +50,8 @@ use hearth_transport::{client_config_to_for, server_config_for, ServeOptions, Tl
 use zeroize::Zeroizing;
 
 pub use config::ParticipantConfig;
+use hearth_inference::Calibrated;
+use hearth_inference::FAST_STAGE;
 pub use hearth_inference::{ModelSlots, Served, Slots};
 pub use store::Store;
 
@@ -242,7 +244,11 @@ pub async fn start(
     );
 
     let encoder = Arc::new(hearth_models::encoder::SharedEncoder::new(config.encoder_path()));
-    let slots: ModelSlots = Arc::new(Slots { encoder: Arc::clone(&encoder), ..Slots::default() });
+    let slots: ModelSlots = Arc::new(Slots {
+        encoder: Arc::clone(&encoder),
+        cascade_confidence: config.cascade_confidence(),
+        ..Slots::default()
+    });
     let local_listener = config.service.local.resolve().map_err(anyhow::Error::msg)?;
     // The institution this participant serves is the one its own certificate names.
     let own = hearth_crypto::pki::cert_der_from_pem(&tls.cert_pem)
@@ -268,12 +274,16 @@ pub async fn start(
     // Serve the last models we had before a restart, until the coordinator announces newer ones.
     let (store2, local2, slots2) = (Arc::clone(&store), Arc::clone(&local), Arc::clone(&slots));
     tokio::task::spawn_blocking(move || {
-        for family in FAMILIES {
+        // The cascade's fast stage first: the intent model restored after it may be a newer fast one.
+        for family in std::iter::once(FAST_STAGE).chain(FAMILIES) {
             let restored = store2
                 .load_model_of(family)
                 .map_err(anyhow::Error::from)
                 .and_then(|file| file.map(|f| local2.restore(&f)).transpose());
             match restored {
+                Ok(Some(Calibrated::Intent(s))) if family == FAST_STAGE => {
+                    slots2.install(Calibrated::IntentFast(s));
+                }
                 Ok(Some(c)) => {
                     slots2.install(c);
                 }

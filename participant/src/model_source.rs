@@ -17,7 +17,8 @@ use tonic::{Request, Response, Status};
 
 /// Families a replica may fetch: the recommender is left out, for the participant's recommender holds
 /// the institution's purchase histories, and a replica holds no customer data.
-pub const REPLICATED: [&str; 2] = ["intent", "emotion"];
+/// The intent cascade's fast stage (`intent-fast`) goes with the intent model.
+pub const REPLICATED: [&str; 3] = ["intent", hearth_inference::FAST_STAGE, "emotion"];
 
 /// Largest data chunk of a reply.
 const CHUNK: usize = 1 << 20;
@@ -85,7 +86,7 @@ impl v1::model_source_server::ModelSource for ModelSource {
         if !REPLICATED.contains(&family.as_str()) {
             return Err(Status::invalid_argument(format!(
                 "unknown model family {family:?}; replicas serve {}",
-                REPLICATED.join(" and ")
+                REPLICATED.join(", ")
             )));
         }
         let dir = self.models_dir.clone();

@@ -58,7 +58,8 @@ pub struct Summary {
     pub centralized: Outcome,
     pub top_confusions: Vec<hearth_models::Confusion>,
     /// Each tier that ran (`fast`, and `encoder` with `--tier encoder`): its federated and centralized
-    /// figures. The top-level figures are the served tier's (the last to run).
+    /// figures; with both, also `cascade`, the two as served (the fast tier's model answers the queries
+    /// it is sure of, the encoder tier's the rest). The top-level figures are the last tier's model's.
     pub tiers: std::collections::BTreeMap<String, TierOutcome>,
     /// `--dp`: the same task trained with differential privacy.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -74,10 +75,21 @@ pub struct TierOutcome {
     pub oos_recall: f64,
     pub centralized: Outcome,
     pub federated: Outcome,
+    /// The tier's parameters (the cascade: both models').
     pub num_params: usize,
-    pub rounds: u64,
-    pub learning_rate: f32,
-    pub server_momentum: f32,
+    /// The tier's job (absent for the cascade, which has none of its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rounds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learning_rate: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_momentum: Option<f32>,
+    /// The cascade: the fast model's confidence at which it answers alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cascade_confidence: Option<f32>,
+    /// The cascade: the share of test queries the fast tier's federated model answered alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answered_by_fast: Option<f64>,
 }
 
 /// The differentially private run (`--dp`).
@@ -247,6 +259,8 @@ pub(crate) struct Evaluated {
 struct IntentTask {
     val: Arc<Vec<Example>>,
     test: Arc<Vec<Example>>,
+    /// The newest round evaluated and its model, with its out-of-scope threshold.
+    last: std::sync::Mutex<Option<(u64, IntentModel)>>,
 }
 
 impl Task for IntentTask {
@@ -275,7 +289,13 @@ impl Task for IntentTask {
             oos_recall: m.oos_recall,
             seconds: s.seconds,
         };
-        Ok(Evaluated { row, metrics: m, oos_threshold: model.oos_threshold })
+        let oos_threshold = model.oos_threshold;
+        // Rounds are evaluated concurrently: keep the latest.
+        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.as_ref().is_none_or(|(r, _)| *r < row.round) {
+            *last = Some((row.round, model));
+        }
+        Ok(Evaluated { row, metrics: m, oos_threshold })
     }
 
     fn line(&self, e: &Evaluated) -> String {
@@ -295,6 +315,8 @@ struct TierRun {
     federated_metrics: Metrics,
     spec: IntentSpec,
     plan: crate::operator::JobPlan,
+    /// The final federated model and the centralized one, thresholds set.
+    models: (IntentModel, IntentModel),
 }
 
 fn outcome(m: &Metrics, t: Option<f32>, secs: f64) -> Outcome {
@@ -322,8 +344,11 @@ async fn run_tier(
         plan.rounds,
         spec.num_params()
     );
-    let task = Arc::new(IntentTask { val: Arc::clone(&p.val), test: Arc::clone(&p.test) });
-    let (rows, fed_seconds) = follow(ctx, &plan, task).await?;
+    let task =
+        Arc::new(IntentTask { val: Arc::clone(&p.val), test: Arc::clone(&p.test), last: Default::default() });
+    let (rows, fed_seconds) = follow(ctx, &plan, Arc::clone(&task)).await?;
+    let fed_model = task.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    let Some((_, fed_model)) = fed_model else { anyhow::bail!("the intent job committed no round") };
     let Some(last) = rows.last() else { anyhow::bail!("the intent job committed no round") };
     let (fed_metrics, fed_threshold) = (last.metrics.clone(), last.oos_threshold);
 
@@ -333,15 +358,16 @@ async fn run_tier(
     let (spec2, pooled, val, test) = (spec.clone(), p.train.clone(), Arc::clone(&p.val), Arc::clone(&p.test));
     let central_params =
         TrainParams { local_epochs: plan.train.local_epochs * plan.rounds as u32, ..plan.train.clone() };
-    let (central_metrics, central_threshold) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let (central_metrics, central_model) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let enc = encode(&spec2, &pooled)?;
         let mut params = vec![0.0f32; spec2.num_params()];
         train_local(&spec2, &mut params, &enc, &central_params)?;
         let mut model = IntentModel::from_params(spec2, params)?;
         let m = evaluate_with_threshold(&mut model, &val, &test);
-        Ok((m, model.oos_threshold))
+        Ok((m, model))
     })
     .await??;
+    let central_threshold = central_model.oos_threshold;
     let central_seconds = central_start.elapsed().as_secs_f64();
     Ok(TierRun {
         rows,
@@ -350,6 +376,35 @@ async fn run_tier(
         federated_metrics: fed_metrics,
         spec,
         plan,
+        models: (fed_model, central_model),
+    })
+}
+
+/// The two tiers as served: the fast tier's model answers the test queries it is sure of, the encoder
+/// tier's the rest; federated and centralized.
+fn cascade(fast: &TierRun, encoder: &TierRun, test: &[Example]) -> anyhow::Result<TierOutcome> {
+    let confidence = hearth_models::cascade::CASCADE_CONFIDENCE;
+    let run = |f: &IntentModel, e: &IntentModel| -> anyhow::Result<_> {
+        let c = hearth_models::cascade::Cascade::new(f, e, confidence)?;
+        Ok(hearth_models::cascade::evaluate_cascade(&c, test)?)
+    };
+    let fed = run(&fast.models.0, &encoder.models.0)?;
+    let central = run(&fast.models.1, &encoder.models.1)?;
+    let o = |m: &Metrics, secs: f64| Outcome { oos_threshold: None, ..outcome(m, None, secs) };
+    let f = &fed.metrics;
+    Ok(TierOutcome {
+        accuracy: f.accuracy,
+        macro_f1: f.macro_f1,
+        in_scope_accuracy: f.in_scope_accuracy,
+        oos_recall: f.oos_recall,
+        federated: o(f, fast.federated.train_seconds + encoder.federated.train_seconds),
+        centralized: o(&central.metrics, fast.centralized.train_seconds + encoder.centralized.train_seconds),
+        num_params: fast.spec.num_params() + encoder.spec.num_params(),
+        rounds: None,
+        learning_rate: None,
+        server_momentum: None,
+        cascade_confidence: Some(confidence),
+        answered_by_fast: Some(fed.answered_by_fast),
     })
 }
 
@@ -361,7 +416,7 @@ pub(crate) async fn run(ctx: &mut Ctx, p: Prepared, a: &DemoArgs) -> anyhow::Res
         let spec = IntentSpec::encoder_tier(p.spec.labels.clone())?;
         runs.push(("encoder", run_tier(ctx, &p, spec, "demo-intent-encoder", "encoder").await?));
     }
-    let tiers = runs
+    let mut tiers: std::collections::BTreeMap<String, TierOutcome> = runs
         .iter()
         .map(|(name, r)| {
             let f = &r.federated;
@@ -373,13 +428,18 @@ pub(crate) async fn run(ctx: &mut Ctx, p: Prepared, a: &DemoArgs) -> anyhow::Res
                 centralized: r.centralized.clone(),
                 federated: r.federated.clone(),
                 num_params: r.spec.num_params(),
-                rounds: r.plan.rounds,
-                learning_rate: r.plan.train.learning_rate,
-                server_momentum: r.plan.server_momentum,
+                rounds: Some(r.plan.rounds),
+                learning_rate: Some(r.plan.train.learning_rate),
+                server_momentum: Some(r.plan.server_momentum),
+                cascade_confidence: None,
+                answered_by_fast: None,
             };
             (name.to_string(), o)
         })
         .collect();
+    if let [(_, fast), (_, encoder)] = &runs[..] {
+        tiers.insert("cascade".into(), cascade(fast, encoder, &p.test)?);
+    }
     let Some((_, served)) = runs.pop() else { anyhow::bail!("no intent tier ran") };
     let train = served.plan.train.clone();
     Ok(Summary {
@@ -490,7 +550,8 @@ pub(crate) async fn run_private(ctx: &mut Ctx, p: PrivateInputs) -> anyhow::Resu
         "intent (DP): {rounds} rounds of DP-SGD on {num_params} parameters, clip {clip}, noise multiplier \
          {sigma:.3} (each of {n} participants adds a share; the sum is private while {min_survivors} survive)"
     );
-    let task = Arc::new(IntentTask { val: Arc::clone(&p.val), test: Arc::clone(&p.test) });
+    let task =
+        Arc::new(IntentTask { val: Arc::clone(&p.val), test: Arc::clone(&p.test), last: Default::default() });
     let (rows, seconds) = follow(ctx, &plan, task).await?;
     let Some(last) = rows.last() else { anyhow::bail!("the DP intent job committed no round") };
     let m = last.metrics.clone();
@@ -549,7 +610,16 @@ pub(crate) fn print_final(s: &Summary) {
                 name, t.accuracy, t.macro_f1, t.in_scope_accuracy, t.oos_recall
             );
         }
-        println!("served: the last tier above; its federated and centralized figures:");
+        if let Some(c) = s.tiers.get("cascade") {
+            println!(
+                "served: the cascade, in which the fast tier's model answered {:.0}% of the test queries alone \
+                 (confidence >= {}); the encoder tier's model's federated and centralized figures:",
+                100.0 * c.answered_by_fast.unwrap_or(0.0),
+                c.cascade_confidence.unwrap_or(0.0)
+            );
+        } else {
+            println!("served: the last tier above; its federated and centralized figures:");
+        }
     }
     println!(
         "{:<12} {:>9} {:>9} {:>9} {:>9} {:>9}",
