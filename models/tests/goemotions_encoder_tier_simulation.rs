@@ -11,12 +11,14 @@
 //! asserts the bars: test macro-F1 at least [`MACRO_F1_BAR`] federated and centrally, the anger
 //! escalation threshold (chosen on dev for recall [`TARGET_ANGER_RECALL`]) reaching that recall on test
 //! at precision at least [`ANGER_PRECISION_BAR`], and federated within [`FEDERATED_GAP`] of centralized.
+//! It does not yet: with the defaults chosen on dev, the one run on test (split seed 42) gave macro-F1
+//! 0.574 federated and 0.591 centrally, anger precision 0.382 and 0.376 at recall 0.731 and 0.756.
 //!
 //! `GRID=1` (with or without `FULL`) sweeps the embedding's weight, the local learning rate, the server
 //! momentum and the local epochs on dev only, federated, and never reads test (how the defaults were
 //! chosen); the values swept are lists in `WEIGHTS`, `LRS`, `MOMENTA`, `EPOCHS` (comma-separated), and
 //! `CENTRAL=1` adds the centrally trained model's dev figures to each line. Other knobs: ROUNDS, SLR,
-//! BATCH, L2, WEIGHT, LR, BETA, LOCAL_EPOCHS (override the defaults in the non-grid runs), SPLIT_SEED,
+//! BATCH, L2, DIM, WEIGHT, LR, BETA, LOCAL_EPOCHS (override the defaults in the non-grid runs), SPLIT_SEED,
 //! TRACE=1 for per-round dev macro-F1. Needs the encoder installed (`hearth model fetch-encoder`).
 
 use std::time::Instant;
@@ -116,12 +118,14 @@ impl Setting {
     fn describe(&self) -> String {
         let w = self.spec.features.encoder.as_ref().map_or("none".to_string(), |e| e.weight.to_string());
         format!(
-            "weight {w} lr {} epochs {} momentum {} server lr {} batch {} rounds {}",
+            "weight {w} lr {} epochs {} momentum {} server lr {} batch {} l2 {} dim {} rounds {}",
             self.train.learning_rate,
             self.train.local_epochs,
             self.momentum,
             self.server_lr,
             self.train.batch_size,
+            self.train.l2,
+            self.spec.features.dim,
             self.rounds
         )
     }
@@ -132,6 +136,7 @@ fn encoder_spec(labels: &[String], weight: f32) -> EmotionSpec {
     if let Some(e) = spec.features.encoder.as_mut() {
         e.weight = weight;
     }
+    spec.features.dim = env("DIM", spec.features.dim);
     spec
 }
 
@@ -145,8 +150,7 @@ fn calibrated(spec: &EmotionSpec, params: Vec<f32>, dev: &[EmotionExample]) -> E
 
 /// Federated averaging over 5 institutions with `s`; the model calibrated on dev.
 fn federated(s: &Setting, d: &Data) -> EmotionModel {
-    let shards =
-        dirichlet_split_by(&d.train, |e| e.primary_label(), 5, 0.5, env("SPLIT_SEED", 42)).unwrap();
+    let shards = dirichlet_split_by(&d.train, |e| e.primary_label(), 5, 0.5, env("SPLIT_SEED", 42)).unwrap();
     let encoded: Vec<_> = shards.iter().map(|sh| emotion::encode(&s.spec, sh).unwrap()).collect();
     let global = fedavgm(
         vec![0.0; s.spec.num_params()],
@@ -248,7 +252,8 @@ fn the_encoder_tier_beats_the_fast_tier_and_meets_the_bars_in_full() {
     eprintln!("encoder tier: {}", tier.describe());
     let t = Instant::now();
     let fed = federated(&tier, &d);
-    let (fed_dev, fed_test) = (evaluate_emotion(&fed, &d.dev).unwrap(), evaluate_emotion(&fed, &d.test).unwrap());
+    let (fed_dev, fed_test) =
+        (evaluate_emotion(&fed, &d.dev).unwrap(), evaluate_emotion(&fed, &d.test).unwrap());
     eprintln!(" federated   dev  {}", summary(&fed_dev));
     eprintln!(" federated   test {}  ({:.1} s)", summary(&fed_test), t.elapsed().as_secs_f64());
 
@@ -273,7 +278,8 @@ fn the_encoder_tier_beats_the_fast_tier_and_meets_the_bars_in_full() {
 
     let t = Instant::now();
     let cen = central(&tier, &d);
-    let (cen_dev, cen_test) = (evaluate_emotion(&cen, &d.dev).unwrap(), evaluate_emotion(&cen, &d.test).unwrap());
+    let (cen_dev, cen_test) =
+        (evaluate_emotion(&cen, &d.dev).unwrap(), evaluate_emotion(&cen, &d.test).unwrap());
     eprintln!(" centralized dev  {}", summary(&cen_dev));
     eprintln!(" centralized test {}  ({:.1} s)", summary(&cen_test), t.elapsed().as_secs_f64());
 
