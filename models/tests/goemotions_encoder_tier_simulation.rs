@@ -17,8 +17,9 @@
 //! `GRID=1` (with or without `FULL`) sweeps the embedding's weight, the local learning rate, the server
 //! momentum and the local epochs on dev only, federated, and never reads test (how the defaults were
 //! chosen); the values swept are lists in `WEIGHTS`, `LRS`, `MOMENTA`, `EPOCHS` (comma-separated), and
-//! `CENTRAL=1` adds the centrally trained model's dev figures to each line. Other knobs: ROUNDS, SLR,
-//! BATCH, L2, DIM, WEIGHT, LR, BETA, LOCAL_EPOCHS (override the defaults in the non-grid runs), SPLIT_SEED,
+//! `CENTRAL=1` adds the centrally trained model's dev figures to each line. Other knobs override the
+//! defaults: ROUNDS, SLR, BATCH, L2, DIM (in the grid too), WEIGHT, LR, BETA, LOCAL_EPOCHS; and
+//! SPLIT_SEED, TAIL=k (the mean of the last k rounds' global models instead of the last, exploratory),
 //! TRACE=1 for per-round dev macro-F1. Needs the encoder installed (`hearth model fetch-encoder`).
 
 use std::time::Instant;
@@ -152,6 +153,10 @@ fn calibrated(spec: &EmotionSpec, params: Vec<f32>, dev: &[EmotionExample]) -> E
 fn federated(s: &Setting, d: &Data) -> EmotionModel {
     let shards = dirichlet_split_by(&d.train, |e| e.primary_label(), 5, 0.5, env("SPLIT_SEED", 42)).unwrap();
     let encoded: Vec<_> = shards.iter().map(|sh| emotion::encode(&s.spec, sh).unwrap()).collect();
+    // TAIL=k (exploratory, not what the coordinator does): the model is the mean of the last k rounds'
+    // global models instead of the last one.
+    let tail: u64 = env("TAIL", 1u64).clamp(1, s.rounds.max(1));
+    let mut tail_sum = vec![0.0f64; s.spec.num_params()];
     let global = fedavgm(
         vec![0.0; s.spec.num_params()],
         &encoded,
@@ -163,6 +168,9 @@ fn federated(s: &Setting, d: &Data) -> EmotionModel {
             emotion::train_local(&s.spec, p, data, &tp).unwrap().examples
         },
         |r, g| {
+            if r + tail >= s.rounds {
+                tail_sum.iter_mut().zip(g).for_each(|(t, x)| *t += f64::from(*x));
+            }
             if env("TRACE", 0u8) == 1 {
                 let m = calibrated(&s.spec, g.to_vec(), &d.dev);
                 let e = evaluate_emotion(&m, &d.dev).unwrap();
@@ -170,6 +178,10 @@ fn federated(s: &Setting, d: &Data) -> EmotionModel {
             }
         },
     );
+    if tail > 1 {
+        let mean = tail_sum.iter().map(|t| (t / tail as f64) as f32).collect();
+        return calibrated(&s.spec, mean, &d.dev);
+    }
     calibrated(&s.spec, global, &d.dev)
 }
 
@@ -196,10 +208,8 @@ fn summary(m: &EmotionMetrics) -> String {
     )
 }
 
-fn list<T: std::str::FromStr>(k: &str, default: &[T]) -> Vec<T>
-where
-    T: Clone,
-{
+/// A comma-separated list from the environment, or `default`.
+fn list<T: std::str::FromStr + Clone>(k: &str, default: &[T]) -> Vec<T> {
     match std::env::var(k) {
         Ok(v) => v.split(',').map(|x| x.trim().parse().ok().unwrap_or_else(|| panic!("{k}: {x}"))).collect(),
         Err(_) => default.to_vec(),
