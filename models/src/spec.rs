@@ -205,6 +205,11 @@ impl ModelSpec {
     /// The defaults a job of this family runs with, measured by this crate's simulations.
     pub fn defaults(&self) -> FederatedDefaults {
         let (train, server_learning_rate, server_momentum) = match self {
+            ModelSpec::Emotion(s) if s.features.needs_encoder() => (
+                emotion::train_params_for(s),
+                emotion::encoder_tier::SERVER_LEARNING_RATE,
+                emotion::encoder_tier::SERVER_MOMENTUM,
+            ),
             ModelSpec::Emotion(_) => {
                 (emotion::default_train_params(), emotion::SERVER_LEARNING_RATE, emotion::SERVER_MOMENTUM)
             }

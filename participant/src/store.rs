@@ -525,6 +525,7 @@ mod tests {
         let emo = |t: &str, l: &[&str]| EmotionExample {
             text: t.into(),
             labels: l.iter().map(|s| s.to_string()).collect(),
+            embedding: None,
         };
         let csv = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n\
                    536365,85123A,WHITE HANGING HEART,6,2010-12-01T08:26,2.55,17850,United Kingdom\n\

@@ -62,7 +62,7 @@ fn parse_row(line: &str, labels: &[String]) -> Result<EmotionExample, String> {
         }
         names.push(name.clone());
     }
-    Ok(EmotionExample { text: text.to_string(), labels: names })
+    Ok(EmotionExample { text: text.to_string(), labels: names, embedding: None })
 }
 
 /// Characters that separate label names inside one field: `anger;disgust`, `anger|disgust`, `anger,disgust`.
@@ -117,7 +117,7 @@ fn split_labels<'a>(names: impl Iterator<Item = &'a str>) -> Result<Vec<String>,
 
 fn emotion_row<'a>(text: &str, labels: impl Iterator<Item = &'a str>) -> Result<EmotionExample, String> {
     let text = check_text_row(text)?;
-    Ok(EmotionExample { text: text.to_string(), labels: split_labels(labels)? })
+    Ok(EmotionExample { text: text.to_string(), labels: split_labels(labels)?, embedding: None })
 }
 
 fn parse_emotion_csv(content: &str) -> Result<ImportReport<EmotionExample>, ModelError> {

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::emotion::{encode, EmotionExample, EmotionModel, Escalation, LabelSet};
+use crate::emotion::{encode_for_eval, EmotionExample, EmotionModel, Escalation, LabelSet};
 use crate::linear::{self, sigmoid};
 use crate::ModelError;
 
@@ -58,12 +58,13 @@ impl EmotionMetrics {
     }
 }
 
-/// Probabilities and gold label sets of `examples`.
+/// Probabilities and gold label sets of `examples`, each read with its embedding when the model is of
+/// the encoder tier and the example has one (by its n-grams alone otherwise: attach embeddings first).
 fn scored(
     model: &EmotionModel,
     examples: &[EmotionExample],
 ) -> Result<(Vec<Vec<f32>>, Vec<LabelSet>), ModelError> {
-    let set = encode(&model.spec, examples)?;
+    let set = encode_for_eval(&model.spec, examples)?;
     let shape = model.spec.shape();
     let probs = set
         .xs
@@ -302,6 +303,7 @@ mod tests {
         let e = |t: &str, l: &[&str]| EmotionExample {
             text: t.into(),
             labels: l.iter().map(|s| s.to_string()).collect(),
+            embedding: None,
         };
         let a = [e("furious", &["anger"]), e("great", &["joy"]), e("ok", &["neutral"])];
         let b = [e("furious and great", &["anger", "joy"]), e("fine", &["neutral"])];

@@ -8,7 +8,11 @@ fn spec() -> EmotionSpec {
 }
 
 fn ex(text: &str, labels: &[&str]) -> EmotionExample {
-    EmotionExample { text: text.into(), labels: labels.iter().map(|l| l.to_string()).collect() }
+    EmotionExample {
+        text: text.into(),
+        labels: labels.iter().map(|l| l.to_string()).collect(),
+        embedding: None,
+    }
 }
 
 fn toy() -> Vec<EmotionExample> {
@@ -139,4 +143,77 @@ fn files_carry_the_calibration_and_refuse_a_bad_one() {
     let mut bad = m;
     bad.calibration.thresholds.pop();
     assert!(decode_file::<EmotionModel>(&encode_file(&bad, &serde_json::Value::Null), 1 << 30).is_err());
+}
+
+/// A unit vector along axis `k` of the embedding space.
+fn axis(k: usize) -> Arc<[f32]> {
+    let mut v = vec![0.0f32; crate::encoder::EMBEDDING_DIM];
+    v[k] = 1.0;
+    Arc::from(v)
+}
+
+#[test]
+fn the_encoder_tier_reads_the_embedding_in_training_prediction_and_evaluation() {
+    let labels = ["anger", "joy", "neutral"].map(String::from).to_vec();
+    let mut s = EmotionSpec::encoder_tier(labels).unwrap();
+    s.features.dim = 1024;
+    assert_eq!(s.num_params(), (1024 + crate::encoder::EMBEDDING_DIM) * 3 + 3);
+    assert_eq!(EmotionSpec::from_json(&s.to_json()).unwrap(), s);
+    // The same words for every label: only the embedding tells them apart.
+    let with =
+        |label: &str, k: usize| EmotionExample { embedding: Some(axis(k)), ..ex("same words", &[label]) };
+    let data: Vec<EmotionExample> =
+        (0..4).flat_map(|_| [with("anger", 0), with("joy", 1), with("neutral", 2)]).collect();
+    let bare: Vec<EmotionExample> =
+        data.iter().map(|e| EmotionExample { embedding: None, ..e.clone() }).collect();
+    let e = encode(&s, &bare).unwrap_err();
+    assert!(e.to_string().contains("none was given"), "{e}");
+    let mut p = vec![0.0; s.num_params()];
+    let tp = TrainParams { local_epochs: 60, learning_rate: 1.0, batch_size: 2, ..Default::default() };
+    train_local(&s, &mut p, &encode(&s, &data).unwrap(), &tp).unwrap();
+    let mut m = EmotionModel::from_params(s, p).unwrap();
+    calibrate_thresholds(&mut m, &data).unwrap();
+    let e = calibrate_escalation(&mut m, &data, ANGER, 0.5).unwrap();
+    assert_eq!(e.calibration_precision, 1.0, "the escalation threshold is calibrated on the embeddings");
+    assert_eq!(evaluate_emotion(&m, &data).unwrap().macro_f1, 1.0);
+    // Without their embeddings the examples are read by their n-grams alone, which say nothing.
+    assert!(evaluate_emotion(&m, &bare).unwrap().macro_f1 < 0.6);
+    let anger = m.predict_embedded("same words", Some(&axis(0))).unwrap();
+    assert_eq!((anger.label.as_str(), anger.escalate), ("anger", true));
+    assert_eq!(m.predict_embedded("same words", Some(&axis(1))).unwrap().label, "joy");
+    let e = m.probabilities_embedded("same words", None).unwrap_err();
+    assert!(e.to_string().contains("none was given"), "{e}");
+    let e = m.predict_embedded("same words", Some(&[0.5; 3])).unwrap_err();
+    assert!(e.to_string().contains("an embedding of 3 values"), "{e}");
+    assert!(m.predict_embedded("", Some(&axis(0))).is_err());
+}
+
+#[test]
+fn the_fast_tier_ignores_an_embedding_and_none_is_serialised() {
+    let m = trained();
+    let a = m.predict("I am so angry and furious").unwrap();
+    assert_eq!(m.predict_embedded("I am so angry and furious", Some(&axis(0))).unwrap(), a);
+    assert_eq!(
+        m.probabilities_embedded("I am so angry and furious", None).unwrap(),
+        m.probabilities("I am so angry and furious")
+    );
+    let e = EmotionExample { embedding: Some(axis(0)), ..ex("grr", &["anger"]) };
+    let json = serde_json::to_string(&e).unwrap();
+    assert!(!json.contains("embedding"), "{json}");
+    let back: EmotionExample = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, EmotionExample { embedding: None, ..e });
+}
+
+#[test]
+fn an_encoder_tier_spec_gets_the_encoder_tier_defaults() {
+    use crate::spec::ModelSpec;
+    let labels = ["anger", "joy"].map(String::from).to_vec();
+    let tier = ModelSpec::Emotion(EmotionSpec::encoder_tier(labels.clone()).unwrap()).defaults();
+    assert_eq!(tier.train.learning_rate, encoder_tier::LEARNING_RATE);
+    assert_eq!(tier.train.local_epochs, encoder_tier::LOCAL_EPOCHS);
+    assert_eq!(tier.server_learning_rate, encoder_tier::SERVER_LEARNING_RATE);
+    assert_eq!(tier.server_momentum, encoder_tier::SERVER_MOMENTUM);
+    let fast = ModelSpec::Emotion(EmotionSpec::new(labels, FeatureConfig::default()).unwrap()).defaults();
+    assert_eq!(fast.train, default_train_params());
+    assert_eq!((fast.server_learning_rate, fast.server_momentum), (SERVER_LEARNING_RATE, SERVER_MOMENTUM));
 }

@@ -74,3 +74,61 @@ pub fn embed_clinc(d: &mut hearth_models::Clinc150) {
         }
     }
 }
+
+/// The sentence embeddings of `texts`, in order, from the installed encoder, cached in a file so that
+/// tuning runs embed each split once (all of GoEmotions takes minutes on two threads).
+///
+/// The file is `$HEARTH_EMBED_CACHE` (default `$TMPDIR/hearth-embeddings`) `/<key>-<hash>.f32`: `key`
+/// names the texts for people (a dataset and split), the hash is over the model's name and every text,
+/// so a changed slice or dataset never reads another's embeddings. The file is little-endian `f32`
+/// rows; one of the wrong length is ignored and rewritten. `NO_EMBED_CACHE=1` embeds afresh and writes
+/// nothing.
+pub fn embed_cached(key: &str, texts: &[&str]) -> Vec<std::sync::Arc<[f32]>> {
+    use hearth_models::encoder::EMBEDDING_DIM;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut mix = |bytes: &[u8]| {
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    };
+    mix(hearth_models::features::ENCODER_MODEL.as_bytes());
+    for t in texts {
+        mix(&[0x1e]);
+        mix(t.as_bytes());
+    }
+    let dir = std::env::var_os("HEARTH_EMBED_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("hearth-embeddings"));
+    let path = dir.join(format!("{key}-{h:016x}.f32"));
+    let use_cache = env("NO_EMBED_CACHE", 0u8) == 0;
+    let rows = |flat: Vec<f32>| -> Vec<std::sync::Arc<[f32]>> {
+        flat.chunks_exact(EMBEDDING_DIM).map(std::sync::Arc::from).collect()
+    };
+    if use_cache {
+        if let Ok(bytes) = std::fs::read(&path) {
+            if bytes.len() == texts.len() * EMBEDDING_DIM * 4 {
+                let flat =
+                    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                return rows(flat);
+            }
+        }
+    }
+    let encoder = hearth_models::encoder::Encoder::load(&hearth_models::encoder::default_dir())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let started = std::time::Instant::now();
+    let embedded = encoder.embed_parallel(texts, 2, &|_| {});
+    eprintln!("embedded {} {key} texts in {:.1} s", texts.len(), started.elapsed().as_secs_f64());
+    let flat: Vec<f32> = embedded.into_iter().flatten().collect();
+    if use_cache {
+        let bytes: Vec<u8> = flat.iter().flat_map(|x| x.to_le_bytes()).collect();
+        // Written whole to a temporary name and renamed, so a run killed mid-write leaves no torn file.
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let written = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&tmp, &bytes))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            eprintln!("not caching embeddings at {}: {e}", path.display());
+        }
+    }
+    rows(flat)
+}
