@@ -22,6 +22,10 @@ use common::*;
 
 const PARTICIPANTS: [&str; 4] = ["p1", "p2", "p3", "p4"];
 const ROUNDS: u64 = 6;
+/// The first job's features.
+const NGRAMS: &str = "word_ngrams = 2\nchar_ngram_min = 3\nchar_ngram_max = 5";
+/// The restarted job's: a few times as many features a text, so that a round trains for longer.
+const MORE_NGRAMS: &str = "word_ngrams = 3\nchar_ngram_min = 1\nchar_ngram_max = 8";
 
 /// The namespaces, links and /etc/netns files of one run; removed on drop, with the processes in them.
 struct Net {
@@ -241,15 +245,17 @@ fn a_consortium_across_hosts_survives_a_cut_link_and_a_coordinator_restart() {
     }
 
     // The operator, on the coordinator's host.
-    let job_file = |id: &str, secure: bool| {
+    // `ngrams` ("word_ngrams = W\nchar_ngram_min = A\nchar_ngram_max = B") sets, with the 1,000 local epochs
+    // (the consortium policy's most), how long each participant trains a round.
+    let job_file = |id: &str, secure: bool, ngrams: &str| {
         let path = d.join(format!("{id}.toml"));
         std::fs::write(
             &path,
             format!(
                 "job_id = \"{id}\"\nrounds = {ROUNDS}\nmin_participants = 3\nwait_for_participants = 4\n\
                  round_deadline_s = 90\nsecure_aggregation = {secure}\npromotion_tolerance_points = -1\n\
-                 [model]\nfamily = \"intent\"\nlabels = {labels:?}\n[model.features]\ndim = 4096\nword_ngrams = 2\n\
-                 char_ngram_min = 3\nchar_ngram_max = 5\n[train]\nlocal_epochs = 1000\nlearning_rate = 0.5\n\
+                 [model]\nfamily = \"intent\"\nlabels = {labels:?}\n[model.features]\ndim = 4096\n{ngrams}\n\
+                 [train]\nlocal_epochs = 1000\nlearning_rate = 0.5\n\
                  batch_size = 8\nl2 = 0.0\nseed = 1\n"
             ),
         )
@@ -291,7 +297,7 @@ fn a_consortium_across_hosts_survives_a_cut_link_and_a_coordinator_restart() {
     // A securely aggregated job over the four hosts. After two rounds p4's link goes down; the open
     // round commits with the three survivors (four tolerate one drop-out), and the job finishes.
     let (ok, said) =
-        operator(&net, &["job", "submit", "--spec", s(&job_file("across-hosts", true)), "--detach"]);
+        operator(&net, &["job", "submit", "--spec", s(&job_file("across-hosts", true, NGRAMS)), "--detach"]);
     assert!(ok, "job submit: {said}");
     wait_until(
         "round 2 committed",
@@ -316,12 +322,17 @@ fn a_consortium_across_hosts_survives_a_cut_link_and_a_coordinator_restart() {
     assert!(without.iter().all(|(_, d)| !d.contains("p4")), "{secure:?}");
 
     // p4 comes back. A second secure job; the coordinator is killed (SIGKILL) the moment it opens round 3,
-    // while the participants train, and restarted on its host: the job resumes from its store, round 3
+    // while the participants train (word trigrams and character n-grams of 1 to 8: a few times the
+    // features, so that none has sent its masked input yet even on a loaded machine; with the first job's
+    // features, under a second a round, a full run here once lost that race),
+    // and restarted on its host: the job resumes from its store, round 3
     // runs again as a new instance, and no round is committed twice. (A secure round whose masked inputs
     // were already sent is never repeated, by design: see SECURITY.md.)
     ip(&["-n", &net.ns("p4"), "link", "set", &net.link("p4"), "up"]);
-    let (ok, said) =
-        operator(&net, &["job", "submit", "--spec", s(&job_file("restarted", true)), "--detach"]);
+    let (ok, said) = operator(
+        &net,
+        &["job", "submit", "--spec", s(&job_file("restarted", true, MORE_NGRAMS)), "--detach"],
+    );
     assert!(ok, "job submit: {said}");
     let first_log = d.join("coordinator-0.log");
     let start = Instant::now();

@@ -46,9 +46,29 @@ pub struct InferenceArgs {
     /// Seconds between asking the participant whether its served models changed.
     #[arg(long, env = "HEARTH_INFERENCE_POLL_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub poll_seconds: u64,
+    /// Where the encoder tier's sentence encoder is installed (`hearth model fetch-encoder --dir`), for
+    /// encoder-tier intent models. Default: $HEARTH_ENCODER_DIR, else ~/.cache/hearth/models/all-MiniLM-L6-v2.
+    #[arg(long, value_name = "DIR")]
+    pub encoder_dir: Option<PathBuf>,
+    /// The intent cascade: while an encoder-tier intent model is served, the fast-tier model answers the
+    /// queries it is at least this sure of (in (0, 1]), the encoder tier's the rest.
+    #[arg(long, env = "HEARTH_INFERENCE_CASCADE_CONFIDENCE", default_value_t = hearth_models::cascade::CASCADE_CONFIDENCE, value_parser = confidence)]
+    pub cascade_confidence: f32,
+    /// Turn the intent cascade off: an encoder-tier model answers every query (apps may still ask for
+    /// `"tier": "fast"`).
+    #[arg(long, env = "HEARTH_INFERENCE_NO_CASCADE")]
+    pub no_cascade: bool,
     /// Write the bound address to this file once listening (the operations address beside it, `.ops`).
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+}
+
+/// Reads `--cascade-confidence`: a probability above 0, at most 1.
+fn confidence(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(c) if c > 0.0 && c <= 1.0 => Ok(c),
+        _ => Err(format!("{s:?} is not a confidence above 0 and at most 1")),
+    }
 }
 
 /// Runs a replica until Ctrl-C or SIGTERM.
@@ -71,6 +91,8 @@ pub async fn run(a: InferenceArgs) -> anyhow::Result<()> {
         listen: a.listen,
         ops_listen: a.ops_listen,
         poll: Duration::from_secs(a.poll_seconds),
+        encoder_dir: a.encoder_dir.clone().unwrap_or_else(hearth_models::encoder::default_dir),
+        cascade_confidence: (!a.no_cascade).then_some(a.cascade_confidence),
     };
     let running = hearth_inference::replica::start(config, crate::shutdown_signal()).await?;
     if let (Some(path), Some(ops)) = (a.ready_file.as_deref(), running.ops_addr) {

@@ -35,8 +35,7 @@ pub struct IntentBody {
     pub top_k: Option<u32>,
     /// Which model answers: `cascade` (absent: the default; the fast tier's model when it is sure,
     /// else the encoder tier's), `fast` (microseconds) or `encoder` (the best, milliseconds).
-    #[schema(example = "cascade")]
-    pub tier: Option<String>,
+    pub tier: Option<Asked>,
 }
 
 impl Body for IntentBody {
@@ -44,7 +43,8 @@ impl Body for IntentBody {
 }
 
 /// Which model a request asks to answer it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Asked {
     /// The cascade when both tiers are served, else the one served.
     #[default]
@@ -56,7 +56,7 @@ pub enum Asked {
 }
 
 impl Asked {
-    /// Reads `cascade`, `fast` or `encoder` (absent or empty: `cascade`).
+    /// Reads `cascade`, `fast` or `encoder` (absent or empty: `cascade`), as gRPC requests spell it.
     pub fn parse(tier: Option<&str>) -> Result<Self, ApiError> {
         match tier.unwrap_or_default() {
             "" | "cascade" => Ok(Asked::Cascade),
@@ -172,7 +172,7 @@ pub(crate) async fn http(
 ) -> Result<Json<IntentAnswer>, ApiError> {
     auditor.check(&peer.0)?;
     let body: IntentBody = parse_body(&body_bytes(body)?)?;
-    let asked = Asked::parse(body.tier.as_deref())?;
+    let asked = body.tier.unwrap_or_default();
     blocking(move || answer_with(&slots, &body.text, body.top_k, asked)).await.map(Json)
 }
 

@@ -50,6 +50,11 @@ pub struct ReplicaConfig {
     pub ops_listen: Option<SocketAddr>,
     /// How often the participant is asked whether its served models changed.
     pub poll: Duration,
+    /// Where the encoder tier's sentence encoder is installed (loaded when an encoder-tier model first
+    /// needs it).
+    pub encoder_dir: std::path::PathBuf,
+    /// The intent cascade's confidence (see [`Slots::cascade_confidence`]); `None` turns it off.
+    pub cascade_confidence: Option<f32>,
 }
 
 /// Why a replica could not start.
@@ -435,7 +440,11 @@ pub async fn start(
         )))
         }
     };
-    let slots = Arc::new(Slots::for_replica());
+    let slots = Arc::new(Slots {
+        encoder: Arc::new(hearth_models::encoder::SharedEncoder::new(config.encoder_dir.clone())),
+        cascade_confidence: config.cascade_confidence,
+        ..Slots::for_replica()
+    });
     let requests = Arc::new(RequestMetrics::default());
     let state = Arc::new(ReplicaState::new(Arc::clone(&slots), Arc::clone(&requests)));
     let ops_addr = match config.ops_listen {
