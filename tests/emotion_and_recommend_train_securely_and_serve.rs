@@ -211,6 +211,10 @@ async fn emotion_and_recommend_train_securely_and_serve() {
         .await
         .unwrap_err();
     assert!(e.message().contains("server_momentum 0.5 must be in {0}: a recommend job's model"), "{e}");
+    // Participants embed only their intent texts so far: an emotion model reading embeddings is refused.
+    let encoder_emotion = ModelSpec::Emotion(EmotionSpec::encoder_tier(emotion_spec.labels.clone()).unwrap());
+    let e = op.submit_job(job("emotion-encoder", &encoder_emotion)).await.unwrap_err();
+    assert!(e.message().contains("an emotion model with an encoder block"), "{e}");
     op.submit_job(job("emotion", &emotion_job)).await.unwrap();
     op.submit_job(job("recommend", &recommend_job)).await.unwrap();
     let mut op2 = cluster.client("operator").await;

@@ -109,6 +109,26 @@ async fn the_encoder_tier_trains_securely_and_serves() {
         "{by_fast} of {} answered by the fast model",
         in_scope.len()
     );
+
+    // A newer fast-tier job while the encoder-tier model is served refreshes the cascade's fast stage
+    // only (its promotion gate compares it with the stage it replaces; off here): the encoder-tier model
+    // stays in service.
+    let mut newer = intent_job("it-fast-2", labels_of(&train), 6, 3);
+    newer.promotion_tolerance_points = -1.0;
+    cluster.run(newer).await;
+    let started = std::time::Instant::now();
+    loop {
+        let (_, health) = https_json(&addr, &app, "GET", "/v1/health", vec![]).await;
+        assert_eq!(health["models"]["intent"]["job_id"], "it-encoder", "{health}");
+        if health["models"]["intent_fast"]["job_id"] == "it-fast-2" {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 60, "the stage never moved to it-fast-2: {health}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let text = &in_scope[0].text;
+    assert_eq!(ask(&addr, &app, text, Some("fast")).await["model"]["job_id"], "it-fast-2");
+    assert!(cluster.data_dir("inst-2").join("models/intent-fast.hearthm").exists());
 }
 
 /// Sends each of `examples` three ways: the fast tier, the encoder tier, and the default, which must be

@@ -76,13 +76,8 @@ pub struct ServeBench {
     pub connections: usize,
     pub threads: usize,
     pub seconds: u64,
-    pub requests: u64,
-    pub rps: f64,
-    pub p50_ms: f64,
-    pub p90_ms: f64,
-    pub p99_ms: f64,
-    pub non_2xx: u64,
-    pub socket_errors: u64,
+    #[serde(flatten)]
+    pub measured: Measured,
     /// Which families answered every request (`true`) or were absent.
     pub models: serde_json::Value,
     /// `POST /v1/intent` with each tier asked for (absent with `--tier fast`).
@@ -95,6 +90,15 @@ pub struct ServeBench {
 pub struct IntentRow {
     /// `fast`, `encoder` or `cascade`.
     pub tier: &'static str,
+    #[serde(flatten)]
+    pub measured: Measured,
+    /// Share of the answers the fast tier's model gave.
+    pub answered_by_fast: f64,
+}
+
+/// What one load measured: requests completed, their rate and latency percentiles, and the failures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measured {
     pub requests: u64,
     pub rps: f64,
     pub p50_ms: f64,
@@ -102,8 +106,6 @@ pub struct IntentRow {
     pub p99_ms: f64,
     pub non_2xx: u64,
     pub socket_errors: u64,
-    /// Share of the answers the fast tier's model gave.
-    pub answered_by_fast: f64,
 }
 
 const API_KEY_ENV: &str = "HEARTH_SERVICE_API_KEY";
@@ -154,20 +156,9 @@ fn intent_bodies(queries: &[String], tier: &str) -> Vec<bytes::Bytes> {
     queries.iter().map(|q| serde_json::json!({"text": q, "tier": tier}).to_string().into()).collect()
 }
 
-/// What [`load`] measured.
-struct Load {
-    requests: u64,
-    rps: f64,
-    p50_ms: f64,
-    p90_ms: f64,
-    p99_ms: f64,
-    non_2xx: u64,
-    socket_errors: u64,
-    answered_by_fast: f64,
-}
-
 /// POSTs `bodies` in turn to `path` on the mTLS endpoint at `addr` as `tls`'s certificate, over
-/// `connections` keep-alive connections, for `seconds`; times every request. (wrk cannot present a
+/// `connections` keep-alive connections, for `seconds`; times every request. Returns the measurement and
+/// the share of answers the fast tier's model gave. (wrk cannot present a
 /// client certificate; the encoder tier is served only on the mTLS port.)
 async fn load(
     addr: &str,
@@ -176,7 +167,7 @@ async fn load(
     bodies: Arc<Vec<bytes::Bytes>>,
     connections: usize,
     seconds: u64,
-) -> anyhow::Result<Load> {
+) -> anyhow::Result<(Measured, f64)> {
     use http_body_util::{BodyExt, Full};
     let mut cfg = (*hearth_transport::client_config(tls)?).clone();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -190,19 +181,16 @@ async fn load(
             let (mut lat, mut non_2xx, mut errors, mut fast) = (Vec::new(), 0u64, 0u64, 0u64);
             let mut n = c * 7919;
             'conn: while Instant::now() < deadline {
-                let Ok(tcp) = tokio::net::TcpStream::connect(&addr).await else {
-                    errors += 1;
-                    continue;
+                // A connection that fails is counted and tried again after a pause, not in a spin.
+                let connected = async {
+                    let tcp = tokio::net::TcpStream::connect(&addr).await.ok()?;
+                    let name = rustls::pki_types::ServerName::try_from("localhost").ok()?;
+                    let stream = connector.connect(name, tcp).await.ok()?;
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.ok()
                 };
-                let name = rustls::pki_types::ServerName::try_from("localhost").expect("a DNS name");
-                let Ok(stream) = connector.connect(name, tcp).await else {
+                let Some((mut send, conn)) = connected.await else {
                     errors += 1;
-                    continue;
-                };
-                let Ok((mut send, conn)) =
-                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await
-                else {
-                    errors += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
                 tokio::spawn(conn);
@@ -246,7 +234,7 @@ async fn load(
             .map_or(0.0, |d| d.as_secs_f64() * 1e3)
     };
     let requests = lat.len() as u64;
-    Ok(Load {
+    let measured = Measured {
         requests,
         rps: requests as f64 / elapsed,
         p50_ms: pct(0.50),
@@ -254,8 +242,9 @@ async fn load(
         p99_ms: pct(0.99),
         non_2xx,
         socket_errors,
-        answered_by_fast: fast as f64 / requests.max(1) as f64,
-    })
+    };
+    // Of the answers (2xx), those the fast tier's model gave.
+    Ok((measured, fast as f64 / requests.saturating_sub(non_2xx).max(1) as f64))
 }
 
 /// wrk's latency as milliseconds (`812.00us`, `3.21ms`, `1.02s`).
@@ -274,7 +263,7 @@ fn parse_latency(s: &str) -> Option<f64> {
 }
 
 /// The numbers in wrk's `--latency` report.
-fn parse_wrk(out: &str) -> anyhow::Result<(u64, f64, f64, f64, f64, u64, u64)> {
+fn parse_wrk(out: &str) -> anyhow::Result<Measured> {
     let pct = |p: &str| -> Option<f64> {
         out.lines().map(str::trim).find_map(|l| l.strip_prefix(p).and_then(parse_latency))
     };
@@ -300,7 +289,9 @@ fn parse_wrk(out: &str) -> anyhow::Result<(u64, f64, f64, f64, f64, u64, u64)> {
         })
         .unwrap_or(0);
     match (requests, rps, p50, p90, p99) {
-        (Some(r), Some(rps), Some(a), Some(b), Some(c)) => Ok((r, rps, a, b, c, non_2xx, socket_errors)),
+        (Some(requests), Some(rps), Some(p50_ms), Some(p90_ms), Some(p99_ms)) => {
+            Ok(Measured { requests, rps, p50_ms, p90_ms, p99_ms, non_2xx, socket_errors })
+        }
         _ => bail!("could not read wrk's report:\n{out}"),
     }
 }
@@ -335,8 +326,7 @@ fn import(
             &indicatif::MultiProgress::new(),
         )?;
     }
-    // wrk's scripting language takes plain ASCII strings most safely.
-    let queries: Vec<String> = intent.test.iter().map(|e| e.text.clone()).filter(|t| t.is_ascii()).collect();
+    let queries: Vec<String> = intent.test.iter().map(|e| e.text.clone()).collect();
     let mut intent_labels: Vec<String> = intent.train.iter().map(|e| e.label.clone()).collect();
     intent_labels.sort();
     intent_labels.dedup();
@@ -359,11 +349,14 @@ fn import(
     let node = hearth_participant::open_node(cfg, "cli:bench", Some(pass))?;
     node.store.import(&intent.train)?;
     if a.tier == crate::demo::Tier::Encoder {
-        let missing = node.store.unembedded()?;
-        let rows: Vec<(_, Vec<f32>)> = missing
+        // Each stored text without an embedding gets the one computed (or cached) for the same text.
+        let by_text: std::collections::HashMap<&str, &Arc<[f32]>> =
+            intent.train.iter().filter_map(|e| Some((e.text.as_str(), e.embedding.as_ref()?))).collect();
+        let rows: Vec<(u64, Vec<f32>)> = node
+            .store
+            .unembedded()?
             .into_iter()
-            .zip(&intent.train)
-            .filter_map(|((key, _), e)| e.embedding.as_ref().map(|v| (key, v.to_vec())))
+            .filter_map(|(key, text)| by_text.get(text.as_str()).map(|v| (key, v.to_vec())))
             .collect();
         node.store.save_embeddings(&rows)?;
     }
@@ -538,7 +531,7 @@ pub async fn run(a: ServeBenchArgs) -> anyhow::Result<()> {
 
     let script = dir.join("messages.lua");
     std::fs::write(&script, lua_script(a.customers.max(1)))?;
-    let (requests, rps, p50, p90, p99, non_2xx, socket_errors) = wrk(&a, &script, &local, &api_key).await?;
+    let messages = wrk(&a, &script, &local, &api_key).await?;
     let mut intent = Vec::new();
     if let Some(queries) = queries.filter(|_| a.tier == crate::demo::Tier::Encoder) {
         let conn = Connection {
@@ -557,8 +550,8 @@ pub async fn run(a: ServeBenchArgs) -> anyhow::Result<()> {
         let addr = participants.first().map(|(_, a)| a.clone()).context("the participant's address")?;
         let probe = Arc::new(intent_bodies(&queries[..1], "encoder"));
         loop {
-            let l = load(&addr, &app, "/v1/intent", Arc::clone(&probe), 1, 1).await?;
-            if l.non_2xx == 0 && l.requests > 0 && l.answered_by_fast == 0.0 {
+            let (m, _) = load(&addr, &app, "/v1/intent", Arc::clone(&probe), 1, 1).await?;
+            if m.non_2xx == 0 && m.requests > 0 {
                 break;
             }
             if t.elapsed() > Duration::from_secs(1800) {
@@ -568,18 +561,9 @@ pub async fn run(a: ServeBenchArgs) -> anyhow::Result<()> {
         }
         for tier in ["fast", "encoder", "cascade"] {
             let bodies = Arc::new(intent_bodies(&queries, tier));
-            let l = load(&addr, &app, "/v1/intent", bodies, a.connections, a.seconds).await?;
-            intent.push(IntentRow {
-                tier,
-                requests: l.requests,
-                rps: l.rps,
-                p50_ms: l.p50_ms,
-                p90_ms: l.p90_ms,
-                p99_ms: l.p99_ms,
-                non_2xx: l.non_2xx,
-                socket_errors: l.socket_errors,
-                answered_by_fast: l.answered_by_fast,
-            });
+            let (measured, answered_by_fast) =
+                load(&addr, &app, "/v1/intent", bodies, a.connections, a.seconds).await?;
+            intent.push(IntentRow { tier, measured, answered_by_fast });
         }
     }
     let r = ServeBench {
@@ -587,13 +571,7 @@ pub async fn run(a: ServeBenchArgs) -> anyhow::Result<()> {
         connections: a.connections,
         threads: a.threads,
         seconds: a.seconds,
-        requests,
-        rps,
-        p50_ms: p50,
-        p90_ms: p90,
-        p99_ms: p99,
-        non_2xx,
-        socket_errors,
+        measured: messages,
         models,
         intent,
     };
@@ -604,37 +582,21 @@ pub async fn run(a: ServeBenchArgs) -> anyhow::Result<()> {
             "{:<28} {:>5} {:>7} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7}  models",
             "endpoint", "conns", "seconds", "requests", "rps", "p50_ms", "p90_ms", "p99_ms", "non_2xx"
         );
-        println!(
-            "{:<28} {:>5} {:>7} {:>9} {:>9.0} {:>7.2} {:>7.2} {:>7.2} {:>7}  {}",
-            r.endpoint,
-            r.connections,
-            r.seconds,
-            r.requests,
-            r.rps,
-            r.p50_ms,
-            r.p90_ms,
-            r.p99_ms,
-            r.non_2xx,
-            r.models
-        );
-        for i in &r.intent {
+        let row = |name: &str, m: &Measured, tail: String| {
             println!(
-                "{:<28} {:>5} {:>7} {:>9} {:>9.0} {:>7.2} {:>7.2} {:>7.2} {:>7}  {:.0}% answered by the fast tier",
-                format!("POST /v1/intent {}", i.tier),
-                r.connections,
-                r.seconds,
-                i.requests,
-                i.rps,
-                i.p50_ms,
-                i.p90_ms,
-                i.p99_ms,
-                i.non_2xx,
-                100.0 * i.answered_by_fast
-            );
+                "{:<28} {:>5} {:>7} {:>9} {:>9.0} {:>7.2} {:>7.2} {:>7.2} {:>7}  {tail}",
+                name, r.connections, r.seconds, m.requests, m.rps, m.p50_ms, m.p90_ms, m.p99_ms, m.non_2xx
+            )
+        };
+        row(r.endpoint, &r.measured, r.models.to_string());
+        for i in &r.intent {
+            let tail = format!("{:.0}% answered by the fast tier", 100.0 * i.answered_by_fast);
+            row(&format!("POST /v1/intent {}", i.tier), &i.measured, tail);
         }
     }
-    let non_2xx = non_2xx + r.intent.iter().map(|i| i.non_2xx).sum::<u64>();
-    let socket_errors = socket_errors + r.intent.iter().map(|i| i.socket_errors).sum::<u64>();
+    let all = || std::iter::once(&r.measured).chain(r.intent.iter().map(|i| &i.measured));
+    let non_2xx: u64 = all().map(|m| m.non_2xx).sum();
+    let socket_errors: u64 = all().map(|m| m.socket_errors).sum();
     if non_2xx > 0 || socket_errors > 0 {
         eprintln!(
             "warning: {non_2xx} non-2xx answers and {socket_errors} socket errors; see {}",
@@ -645,12 +607,7 @@ pub async fn run(a: ServeBenchArgs) -> anyhow::Result<()> {
 }
 
 /// Runs wrk with `script` against `local` for the bench's duration; its report's numbers.
-async fn wrk(
-    a: &ServeBenchArgs,
-    script: &Path,
-    local: &str,
-    api_key: &str,
-) -> anyhow::Result<(u64, f64, f64, f64, f64, u64, u64)> {
+async fn wrk(a: &ServeBenchArgs, script: &Path, local: &str, api_key: &str) -> anyhow::Result<Measured> {
     let out = tokio::process::Command::new("wrk")
         .args([
             "-t",
@@ -682,9 +639,10 @@ mod tests {
     #[test]
     fn reads_wrk_reports() {
         let out = "Running 10s test @ http://127.0.0.1:1234\n  1 threads and 16 connections\n  Thread Stats   Avg      Stdev     Max   +/- Stdev\n    Latency     2.10ms    1.00ms  20.00ms   90.00%\n  Latency Distribution\n     50%  812.00us\n     75%    1.50ms\n     90%    2.50ms\n     99%    7.25ms\n  61234 requests in 10.00s, 30.00MB read\n  Socket errors: connect 0, read 2, write 0, timeout 1\n  Non-2xx or 3xx responses: 3\nRequests/sec:   6123.40\nTransfer/sec:      3.00MB\n";
-        let (req, rps, p50, p90, p99, non2xx, sock) = parse_wrk(out).unwrap();
-        assert_eq!((req, non2xx, sock), (61234, 3, 3));
-        assert!((rps - 6123.4).abs() < 1e-6 && (p50 - 0.812).abs() < 1e-9 && p90 == 2.5 && p99 == 7.25);
+        let m = parse_wrk(out).unwrap();
+        assert_eq!((m.requests, m.non_2xx, m.socket_errors), (61234, 3, 3));
+        assert!((m.rps - 6123.4).abs() < 1e-6 && (m.p50_ms - 0.812).abs() < 1e-9);
+        assert!(m.p90_ms == 2.5 && m.p99_ms == 7.25);
         assert!(parse_wrk("garbage").is_err());
         assert!(lua_script(10).contains("Bearer"));
     }

@@ -65,10 +65,8 @@ pub struct InferenceArgs {
 
 /// Reads `--cascade-confidence`: a probability above 0, at most 1.
 fn confidence(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(c) if c > 0.0 && c <= 1.0 => Ok(c),
-        _ => Err(format!("{s:?} is not a confidence above 0 and at most 1")),
-    }
+    let c = s.parse::<f32>().map_err(|e| format!("{s:?}: {e}"))?;
+    hearth_models::cascade::check_confidence(c).map(|()| c)
 }
 
 /// Runs a replica until Ctrl-C or SIGTERM.

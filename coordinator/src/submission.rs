@@ -48,6 +48,11 @@ pub(crate) enum SubmitRefusal {
         "data_description must be at most {MAX_DATA_DESCRIPTION_BYTES} bytes without control characters"
     )]
     Description,
+    #[error(
+        "an emotion model with an encoder block (features.encoder) cannot train yet: participants embed \
+         their intent texts only, so every round would fail; train the emotion model on n-grams alone"
+    )]
+    EmotionEncoder,
     #[error("train parameters are missing")]
     NoTrain,
     #[error("policy: {0}")]
@@ -113,6 +118,9 @@ impl ValidatedJob {
         privacy_required: &dyn Fn(&str) -> bool,
     ) -> Result<Self, SubmitRefusal> {
         let model = ModelSpec::from_json(&spec.model_spec_json).map_err(SubmitRefusal::Model)?;
+        if matches!(&model, ModelSpec::Emotion(e) if e.features.needs_encoder()) {
+            return Err(SubmitRefusal::EmotionEncoder);
+        }
         let private = spec.privacy.is_some();
         let server_learning_rate =
             if spec.server_learning_rate == 0.0 { 1.0 } else { spec.server_learning_rate };

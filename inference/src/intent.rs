@@ -91,7 +91,36 @@ pub struct IntentAnswer {
     /// encoder, milliseconds). With an encoder-tier model in service the fast tier's answers the queries it
     /// is sure of: the cascade.
     #[schema(example = "fast")]
-    pub tier: String,
+    pub tier: AnsweredBy,
+}
+
+/// Which tier's model gave an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AnsweredBy {
+    /// The fast tier's model (hashed n-grams).
+    Fast,
+    /// The encoder tier's model (the sentence encoder).
+    Encoder,
+}
+
+impl AnsweredBy {
+    /// `fast` or `encoder`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnsweredBy::Fast => "fast",
+            AnsweredBy::Encoder => "encoder",
+        }
+    }
+}
+
+impl From<Tier> for AnsweredBy {
+    fn from(t: Tier) -> Self {
+        match t {
+            Tier::Fast => AnsweredBy::Fast,
+            Tier::Encoder => AnsweredBy::Encoder,
+        }
+    }
 }
 
 /// Validates and answers one query against the served intent model (the cascade when both tiers are
@@ -124,29 +153,32 @@ pub fn answer_with(
         let encoder = slots.encoder.get().map_err(|e| ApiError::Internal(e.to_string()))?;
         Ok(encoder.embed_one(text))
     };
-    let fast_stage =
-        || slots.intent_fast.load_full().filter(|f| f.model.spec.labels == served.model.spec.labels);
-    let encoder_served = served.model.spec.features.needs_encoder();
-    let (p, tier, served) = if !encoder_served {
+    // The fast stage over the same labels (an encoder-tier model is never the stage); compared once.
+    let stage = slots.intent_fast.load_full().filter(|f| {
+        !f.model.spec.features.needs_encoder() && f.model.spec.labels == served.model.spec.labels
+    });
+    let (p, tier, served) = if !served.model.spec.features.needs_encoder() {
         if asked == Asked::Encoder {
             return Err(ApiError::NoModel("encoder-tier intent"));
         }
         (served.model.predict(text, k as usize), Tier::Fast, served)
-    } else if asked == Asked::Fast {
-        let fast = fast_stage().ok_or(ApiError::NoModel("fast-tier intent"))?;
-        (fast.model.predict(text, k as usize), Tier::Fast, fast)
-    } else if let Some((fast, confidence)) =
-        slots.cascade_stage(&served.model).filter(|_| asked == Asked::Cascade)
-    {
-        let cascade = Cascade::new(&fast.model, &served.model, confidence)?;
-        match cascade.predict(text, k as usize, embed)? {
-            (p, Tier::Fast) => (p, Tier::Fast, fast),
-            (p, tier) => (p, tier, served),
-        }
     } else {
-        let embedding = embed(text)?;
-        let p = served.model.predict_embedded(text, Some(&embedding), k as usize)?;
-        (p, Tier::Encoder, served)
+        match (asked, stage, slots.cascade_confidence) {
+            (Asked::Fast, None, _) => return Err(ApiError::NoModel("fast-tier intent")),
+            (Asked::Fast, Some(fast), _) => (fast.model.predict(text, k as usize), Tier::Fast, fast),
+            (Asked::Cascade, Some(fast), Some(confidence)) => {
+                let cascade = Cascade::new(&fast.model, &served.model, confidence)?;
+                match cascade.predict(text, k as usize, embed)? {
+                    (p, Tier::Fast) => (p, Tier::Fast, fast),
+                    (p, tier) => (p, tier, served),
+                }
+            }
+            _ => {
+                let embedding = embed(text)?;
+                let p = served.model.predict_embedded(text, Some(&embedding), k as usize)?;
+                (p, Tier::Encoder, served)
+            }
+        }
     };
     Ok(IntentAnswer {
         label: p.label,
@@ -154,7 +186,7 @@ pub fn answer_with(
         out_of_scope: p.out_of_scope,
         top_k: p.top_k.into_iter().map(|(label, score)| LabelScore { label, score }).collect(),
         model: ModelRef { job_id: served.job_id.clone(), version: served.version },
-        tier: tier.as_str().to_string(),
+        tier: tier.into(),
     })
 }
 
@@ -162,7 +194,7 @@ pub fn answer_with(
 #[utoipa::path(post, path = "/v1/intent", operation_id = "intent", tag = "inference", request_body = IntentBody,
     responses(
         (status = 200, body = IntentAnswer, description = "the intent, or `oos` when no known intent matches"),
-        (status = 503, body = ErrorBody, description = "`no_model`: no intent model has been committed yet"),
+        (status = 503, body = ErrorBody, description = "`no_model`: no intent model has been committed yet, or none of the tier asked for"),
     ))]
 pub(crate) async fn http(
     Extension(slots): Extension<ModelSlots>,
@@ -186,7 +218,7 @@ pub(crate) fn grpc(slots: &Arc<Slots>, req: v1::IntentRequest) -> Result<v1::Int
         top_k: a.top_k.into_iter().map(|s| v1::LabelScore { label: s.label, score: s.score }).collect(),
         job_id: a.model.job_id,
         model_version: a.model.version,
-        tier: a.tier,
+        tier: a.tier.as_str().into(),
     })
 }
 
@@ -229,8 +261,8 @@ mod tests {
         let model = hearth_models::IntentModel::zeroed(spec);
         slots.install(crate::Calibrated::Intent(crate::Served::new(model, "j", 1)));
         let a = answer_with(&slots, "hi", None, Asked::Fast).unwrap();
-        assert_eq!((a.tier.as_str(), a.model.job_id.as_str()), ("fast", "j"));
-        assert_eq!(answer(&slots, "hi", None).unwrap().tier, "fast");
+        assert_eq!((a.tier, a.model.job_id.as_str()), (AnsweredBy::Fast, "j"));
+        assert_eq!(answer(&slots, "hi", None).unwrap().tier, AnsweredBy::Fast);
         assert_eq!(
             answer_with(&slots, "hi", None, Asked::Encoder).unwrap_err(),
             ApiError::NoModel("encoder-tier intent")

@@ -303,6 +303,12 @@ enum Unusable {
     /// It decodes, as a model of another family.
     #[error("the participant sent a model of another family as its {0} model")]
     OtherFamily(&'static str),
+    /// An encoder-tier model, without the encoder installed here.
+    #[error(
+        "the participant serves an encoder-tier intent model, but this replica cannot load the encoder \
+             (install it with `hearth model fetch-encoder`, or point --encoder-dir at it): {0}"
+    )]
+    Encoder(String),
 }
 
 /// The model in `bytes`, ready to serve as `header` says; refused when it is not of `family`.
@@ -335,8 +341,16 @@ async fn poll_once(client: &mut ModelSourceClient<Channel>, state: &ReplicaState
         let outcome = match fetch(client, family, &have).await {
             Ok(Fetched::Unchanged) => Ok(None),
             Ok(Fetched::New { header, bytes }) => {
+                let encoder = Arc::clone(&state.slots.encoder);
                 let decoded = tokio::task::spawn_blocking(move || {
-                    calibrated(family, &header, &bytes).map(|c| (c, header))
+                    let c = calibrated(family, &header, &bytes)?;
+                    // An encoder-tier model this replica cannot run stays out: the one it serves stays.
+                    if let Calibrated::Intent(s) = &c {
+                        if s.model.spec.features.needs_encoder() {
+                            encoder.get().map_err(|e| Unusable::Encoder(e.to_string()))?;
+                        }
+                    }
+                    Ok::<_, Unusable>((c, header))
                 })
                 .await;
                 match decoded {

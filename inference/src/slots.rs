@@ -16,7 +16,8 @@ pub struct ServedModels {
     /// The intent model.
     pub intent: Option<ModelRef>,
     /// The intent cascade's fast stage, which answers the queries it is sure of while `intent` is of the
-    /// encoder tier (`null` without one, and when it is `intent` itself).
+    /// encoder tier (`null` while no cascade runs: no stage, the cascade off, other labels, or a
+    /// fast-tier `intent`).
     #[serde(default)]
     pub intent_fast: Option<ModelRef>,
     /// The emotion model.
@@ -49,9 +50,10 @@ impl<M> Served<M> {
 pub struct Slots {
     /// The intent classifier.
     pub intent: ArcSwapOption<Served<IntentModel>>,
-    /// The intent cascade's first stage: the newest fast-tier intent model put in service here. While
-    /// `intent` holds an encoder-tier model over the same labels, this one answers the queries it is sure
-    /// of (see [`Slots::cascade_confidence`]) and the encoder tier's model the rest.
+    /// The intent cascade's first stage: the fast-tier intent model put in service here last, as the
+    /// intent model itself or (while an encoder-tier model is served) as the stage alone. While `intent`
+    /// holds an encoder-tier model over the same labels, this one answers the queries it is sure of (see
+    /// [`Slots::cascade_confidence`]) and the encoder tier's model the rest. Never an encoder-tier model.
     pub intent_fast: ArcSwapOption<Served<IntentModel>>,
     /// The emotion classifier with its escalation rule.
     pub emotion: ArcSwapOption<Served<EmotionModel>>,
@@ -90,7 +92,7 @@ impl Slots {
     }
 
     /// The cascade's fast model for `encoder_model`, the encoder-tier model in service: the fast stage
-    /// when the cascade is on and both know the same labels.
+    /// when the cascade is on, `encoder_model` is of the encoder tier and both know the same labels.
     pub fn cascade_stage(&self, encoder_model: &IntentModel) -> Option<(Arc<Served<IntentModel>>, f32)> {
         let confidence = self.cascade_confidence?;
         let fast = self.intent_fast.load_full()?;
@@ -136,14 +138,18 @@ impl Calibrated {
     }
 }
 
+/// Whether `s` is a fast-tier intent model (one that reads no sentence embeddings).
+fn is_fast(s: &Served<IntentModel>) -> bool {
+    !s.model.spec.features.needs_encoder()
+}
+
 /// The name of the intent cascade's fast stage, as its model file (`intent-fast.hearthm`), the store and
 /// replicas spell it.
 pub const FAST_STAGE: &str = "intent-fast";
 
 /// Swaps `new` into `slot` unless it already serves the same or a later version of the same job (a
 /// refresh that finished after a newer one). Returns whether it swapped.
-fn swap_in<M>(slot: &ArcSwapOption<Served<M>>, new: Served<M>) -> bool {
-    let new = Arc::new(new);
+fn swap_in<M>(slot: &ArcSwapOption<Served<M>>, new: Arc<Served<M>>) -> bool {
     let mut swapped = false;
     slot.rcu(|cur| match cur {
         Some(c) if c.job_id == new.job_id && c.version >= new.version => {
@@ -160,50 +166,73 @@ fn swap_in<M>(slot: &ArcSwapOption<Served<M>>, new: Served<M>) -> bool {
 
 impl Slots {
     /// Puts a calibrated model in service in its family's slot; see [`swap_in`]. A fast-tier intent
-    /// model becomes the cascade's fast stage too.
+    /// model becomes the cascade's fast stage too (the same `Arc`); an encoder-tier model is never the
+    /// fast stage.
     pub fn install(&self, c: Calibrated) -> bool {
         match c {
             Calibrated::Intent(s) => {
-                let fast = !s.model.spec.features.needs_encoder();
-                let swapped = swap_in(&self.intent, s);
+                let (fast, new) = (is_fast(&s), Arc::new(s));
+                let swapped = swap_in(&self.intent, Arc::clone(&new));
                 if swapped && fast {
-                    self.intent_fast.store(self.intent.load_full());
+                    self.intent_fast.store(Some(new));
                 }
                 swapped
             }
-            Calibrated::IntentFast(s) => swap_in(&self.intent_fast, s),
-            Calibrated::Emotion(s) => swap_in(&self.emotion, s),
-            Calibrated::Recommend(s) => swap_in(&self.recommend, *s),
+            Calibrated::IntentFast(s) => is_fast(&s) && swap_in(&self.intent_fast, Arc::new(s)),
+            Calibrated::Emotion(s) => swap_in(&self.emotion, Arc::new(s)),
+            Calibrated::Recommend(s) => swap_in(&self.recommend, Arc::new(*s)),
         }
     }
 
     /// Puts `c` in service whatever its family's slot serves now (a rollback to an older model, or what
-    /// a replica fetched). The cascade's fast stage changes only when `c` is one.
+    /// a replica fetched). A fast-tier intent model becomes the cascade's fast stage too, as in
+    /// [`Slots::install`].
     pub fn replace(&self, c: Calibrated) {
         match c {
-            Calibrated::Intent(s) => self.intent.store(Some(Arc::new(s))),
-            Calibrated::IntentFast(s) => self.intent_fast.store(Some(Arc::new(s))),
+            Calibrated::Intent(s) => {
+                let (fast, new) = (is_fast(&s), Arc::new(s));
+                self.intent.store(Some(Arc::clone(&new)));
+                if fast {
+                    self.intent_fast.store(Some(new));
+                }
+            }
+            Calibrated::IntentFast(s) => {
+                if is_fast(&s) {
+                    self.intent_fast.store(Some(Arc::new(s)));
+                }
+            }
             Calibrated::Emotion(s) => self.emotion.store(Some(Arc::new(s))),
             Calibrated::Recommend(s) => self.recommend.store(Some(Arc::new(*s))),
         }
     }
 
-    /// Whether some family already serves version `version` (or a later one) of `job`.
+    /// Whether some family (or the cascade's fast stage) already serves version `version` (or a later
+    /// one) of `job`.
     pub fn serves(&self, job: &str, version: u64) -> bool {
         let at = |j: Option<(String, u64)>| j.is_some_and(|(j, v)| j == job && v >= version);
         at(self.intent.load().as_ref().map(|s| (s.job_id.clone(), s.version)))
+            || at(self.intent_fast.load().as_ref().map(|s| (s.job_id.clone(), s.version)))
             || at(self.emotion.load().as_ref().map(|s| (s.job_id.clone(), s.version)))
             || at(self.recommend.load().as_ref().map(|s| (s.job_id.clone(), s.version)))
     }
 
-    /// Job and version served per family (`null` for a family without a model), for `/v1/health`.
+    /// Job and version served per family (`null` for a family without a model), for `/v1/health`; the
+    /// cascade's fast stage only while the cascade runs.
     pub fn summary(&self) -> ServedModels {
         fn one<M>(s: &ArcSwapOption<Served<M>>) -> Option<ModelRef> {
             s.load().as_ref().map(|m| ModelRef { job_id: m.job_id.clone(), version: m.version })
         }
-        let intent = one(&self.intent);
-        let intent_fast = one(&self.intent_fast).filter(|f| Some(f) != intent.as_ref());
-        ServedModels { intent, intent_fast, emotion: one(&self.emotion), recommend: one(&self.recommend) }
+        let intent_fast = self
+            .intent
+            .load_full()
+            .and_then(|i| self.cascade_stage(&i.model))
+            .map(|(f, _)| ModelRef { job_id: f.job_id.clone(), version: f.version });
+        ServedModels {
+            intent: one(&self.intent),
+            intent_fast,
+            emotion: one(&self.emotion),
+            recommend: one(&self.recommend),
+        }
     }
 }
 
@@ -259,6 +288,19 @@ mod tests {
         off.replace(served(&encoder, "encoder"));
         off.replace(Calibrated::IntentFast(Served::new(IntentModel::zeroed(fast.clone()), "fast", 1)));
         assert!(off.cascade_stage(&intent.model).is_none());
+        // An encoder-tier model is never the fast stage; a rollback to a fast-tier model makes it the stage.
+        let as_stage = |spec: &hearth_models::IntentSpec, job: &str| {
+            Calibrated::IntentFast(Served::new(IntentModel::zeroed(spec.clone()), job, 2))
+        };
+        assert!(!slots.install(as_stage(&encoder, "encoder-as-stage")));
+        assert_eq!(slots.summary().intent_fast.unwrap().job_id, "fast");
+        assert!(slots.install(as_stage(&fast, "fast-2")), "a newer stage under the encoder-tier model");
+        assert_eq!(slots.summary().intent.unwrap().job_id, "encoder");
+        assert_eq!(slots.summary().intent_fast.unwrap().job_id, "fast-2");
+        slots.replace(served(&fast, "rolled-back"));
+        assert_eq!(slots.intent_fast.load_full().unwrap().job_id, "rolled-back");
+        assert_eq!(slots.summary().intent_fast, None, "no cascade under a fast-tier intent model");
+        slots.replace(served(&encoder, "encoder"));
         let other =
             hearth_models::IntentSpec::new(vec!["x".into(), "y".into()], fast.features.clone()).unwrap();
         assert!(slots.install(Calibrated::IntentFast(Served::new(IntentModel::zeroed(other), "other", 1))));

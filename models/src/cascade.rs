@@ -15,6 +15,15 @@ use crate::{Example, ModelError, OOS_LABEL};
 /// gives up at most half a point of validation accuracy against the encoder tier alone.
 pub const CASCADE_CONFIDENCE: f32 = 0.95;
 
+/// Checks a cascade confidence: a probability above 0 and at most 1.
+pub fn check_confidence(confidence: f32) -> Result<(), String> {
+    if confidence > 0.0 && confidence <= 1.0 {
+        Ok(())
+    } else {
+        Err(format!("confidence {confidence} is not in (0, 1]: the fast model's probability at which it answers alone"))
+    }
+}
+
 /// Which model of a cascade answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {
@@ -65,8 +74,8 @@ impl<'a> Cascade<'a> {
                 encoder.spec.labels.len()
             ));
         }
-        if !(confidence > 0.0 && confidence <= 1.0) {
-            return bad(format!("confidence {confidence} is not in (0, 1]"));
+        if let Err(why) = check_confidence(confidence) {
+            return bad(why);
         }
         Ok(Self { fast, encoder, confidence })
     }

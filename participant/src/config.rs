@@ -136,11 +136,8 @@ impl CheckConfig for ParticipantConfig {
         if !(0.0..=0.5).contains(&self.holdout_fraction) {
             return Err(ConfigProblem::new("holdout_fraction", "must be between 0 and 0.5"));
         }
-        if !(self.cascade_confidence > 0.0 && self.cascade_confidence <= 1.0) {
-            return Err(ConfigProblem::new(
-                "cascade_confidence",
-                "must be above 0 and at most 1 (the fast model's probability at which it answers alone)",
-            ));
+        if let Err(why) = hearth_models::cascade::check_confidence(self.cascade_confidence) {
+            return Err(ConfigProblem::new("cascade_confidence", why));
         }
         if self.min_secure_members < 3 {
             return Err(ConfigProblem::new("min_secure_members", "must be at least 3"));

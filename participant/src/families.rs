@@ -273,8 +273,11 @@ impl Local {
             return Ok(Promotion::Promote("the job turned the promotion gate off".into()));
         }
         let (name, candidate, served) = match new {
-            Calibrated::Intent(m) => {
-                let Some(cur) = slots.intent.load_full() else {
+            // The cascade's fast stage is compared with the stage it would replace.
+            Calibrated::Intent(m) | Calibrated::IntentFast(m) => {
+                let current =
+                    if matches!(new, Calibrated::IntentFast(_)) { &slots.intent_fast } else { &slots.intent };
+                let Some(cur) = current.load_full() else {
                     return Ok(Promotion::Promote("nothing to compare with".into()));
                 };
                 // Both models on the same examples, embedded when either reads embeddings.
@@ -300,11 +303,6 @@ impl Local {
             Calibrated::Recommend(_) => {
                 return Ok(Promotion::Promote("recommend models have no promotion metric yet".into()))
             }
-            Calibrated::IntentFast(_) => {
-                return Ok(Promotion::Promote(
-                    "the cascade's fast stage follows the intent models served".into(),
-                ))
-            }
         };
         let (was, job, version) = served;
         let detail = format!(
@@ -321,7 +319,7 @@ impl Local {
 
     fn holdout_len(&self, family: &str) -> anyhow::Result<usize> {
         Ok(match family {
-            "intent" => self.intent()?.holdout.len(),
+            "intent" | hearth_inference::FAST_STAGE => self.intent()?.holdout.len(),
             "emotion" => self.emotion()?.holdout.len(),
             _ => 0,
         })

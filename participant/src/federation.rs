@@ -1006,32 +1006,39 @@ impl Federation {
         let what = format!("job {} version {}", d.job_id, d.version);
         let decided = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let (calibrated, file) = local.calibrate(global)?;
+            // A fast-tier intent model while an encoder-tier one is served refreshes the cascade's fast
+            // stage only: the encoder-tier model stays in service.
+            let encoder_served =
+                slots.intent.load().as_ref().is_some_and(|c| c.model.spec.features.needs_encoder());
+            let calibrated = match calibrated {
+                Calibrated::Intent(s) if encoder_served && !s.model.spec.features.needs_encoder() => {
+                    Calibrated::IntentFast(s)
+                }
+                c => c,
+            };
             let family = calibrated.family();
-            if let Some(pin) = crate::serving::pinned(&dir, family)? {
+            // The fast stage is part of serving intent: an intent pin holds it too.
+            let pin_family = if family == FAST_STAGE { "intent" } else { family };
+            if let Some(pin) = crate::serving::pinned(&dir, pin_family)? {
                 return Ok(Err(format!(
-                    "the {family} model is pinned ({pin}); `hearth model unpin` lifts it"
+                    "the {pin_family} model is pinned ({pin}); `hearth model unpin` lifts it"
                 )));
             }
             let detail = match local.promotion(&calibrated, &slots, tolerance_points)? {
                 Promotion::Refuse(detail) => return Ok(Err(format!("not promoted: {detail}"))),
                 Promotion::Promote(detail) => detail,
             };
-            // The model served until now stays at hand for `hearth model rollback`.
-            let current = crate::serving::current_path(&dir, family);
-            if current.exists() {
-                std::fs::rename(&current, crate::serving::previous_path(&dir, family))
-                    .context("keeping the served model as the previous one")?;
-            }
-            store.save_model_of(family, &file).context("storing the served model")?;
-            write_model_file(&dir, family, &file)?;
-            // A fast-tier intent model is also the cascade's fast stage from now on: it answers the
-            // queries it is sure of when an encoder-tier model is served later.
-            if let Calibrated::Intent(s) = &calibrated {
-                if !s.model.spec.features.needs_encoder() {
-                    store.save_model_of(FAST_STAGE, &file).context("storing the cascade's fast stage")?;
-                    write_model_file(&dir, FAST_STAGE, &file)?;
+            if family != FAST_STAGE {
+                // The model served until now stays at hand for `hearth model rollback`.
+                let current = crate::serving::current_path(&dir, family);
+                if current.exists() {
+                    std::fs::rename(&current, crate::serving::previous_path(&dir, family))
+                        .context("keeping the served model as the previous one")?;
                 }
+                store.save_model_of(family, &file).context("storing the served model")?;
+                write_model_file(&dir, family, &file)?;
             }
+            keep_fast_stage(&store, &dir, &calibrated, &file)?;
             Ok(Ok((calibrated, detail)))
         })
         .await??;
@@ -1108,6 +1115,7 @@ impl Federation {
         if swap.exists() {
             std::fs::rename(&swap, &previous)?;
         }
+        keep_fast_stage(&self.store, dir, &restored, &bytes)?;
         self.slots.replace(restored);
         crate::serving::pin(dir, family, &format!("rolled back to job {job} version {version}"))?;
         Ok(format!("serving job {job} version {version} again, pinned"))
@@ -1137,6 +1145,24 @@ async fn decline(
 
 /// Writes `file` as `dir/<family>.hearthm`, atomically (write then rename), so that `hearth model show`
 /// can read the model a participant serves while it runs.
+/// Keeps `c` as the intent cascade's fast stage when it is a fast-tier intent model (put in service as
+/// the intent model, by a job or a rollback, or as the stage alone): sealed in the store and as
+/// `intent-fast.hearthm` beside the served models, for restarts and the institution's replicas. The
+/// slots follow by themselves ([`hearth_inference::Slots::install`]). Blocking.
+pub(crate) fn keep_fast_stage(
+    store: &Store,
+    dir: &std::path::Path,
+    c: &Calibrated,
+    file: &[u8],
+) -> anyhow::Result<()> {
+    let (Calibrated::Intent(s) | Calibrated::IntentFast(s)) = c else { return Ok(()) };
+    if s.model.spec.features.needs_encoder() {
+        return Ok(());
+    }
+    store.save_model_of(FAST_STAGE, file).context("storing the cascade's fast stage")?;
+    write_model_file(dir, FAST_STAGE, file)
+}
+
 pub(crate) fn write_model_file(dir: &std::path::Path, family: &str, file: &[u8]) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(format!("{family}.hearthm"));

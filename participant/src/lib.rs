@@ -273,18 +273,27 @@ pub async fn start(
     let local = Arc::new(families::Local::new(Arc::clone(&store), config.holdout_fraction, encoder));
     // Serve the last models we had before a restart, until the coordinator announces newer ones.
     let (store2, local2, slots2) = (Arc::clone(&store), Arc::clone(&local), Arc::clone(&slots));
+    let models_dir2 = models_dir(&config.data_dir);
     tokio::task::spawn_blocking(move || {
         // The cascade's fast stage first: the intent model restored after it may be a newer fast one.
         for family in std::iter::once(FAST_STAGE).chain(FAMILIES) {
-            let restored = store2
-                .load_model_of(family)
-                .map_err(anyhow::Error::from)
-                .and_then(|file| file.map(|f| local2.restore(&f)).transpose());
+            let file = store2.load_model_of(family).map_err(anyhow::Error::from);
+            let restored = file.and_then(|file| file.map(|f| local2.restore(&f).map(|c| (c, f))).transpose());
             match restored {
-                Ok(Some(Calibrated::Intent(s))) if family == FAST_STAGE => {
+                Ok(Some((Calibrated::Intent(s), _))) if family == FAST_STAGE => {
                     slots2.install(Calibrated::IntentFast(s));
                 }
-                Ok(Some(c)) => {
+                Ok(Some((c, f))) => {
+                    // A store from before the cascade has a fast-tier intent model and no stage: keep it
+                    // as the stage too, so that this node's replicas find one.
+                    if family == "intent" && slots2.intent_fast.load().is_none() {
+                        if let Err(e) = federation::keep_fast_stage(&store2, &models_dir2, &c, &f) {
+                            tracing::warn!(
+                                error = format!("{e:#}"),
+                                "could not keep the cascade's fast stage"
+                            );
+                        }
+                    }
                     slots2.install(c);
                 }
                 Ok(None) => {}
