@@ -406,22 +406,12 @@ async fn train(conn: &Connection, job_id: &str, spec: ModelSpec, rounds: Option<
 
 /// POSTs one message on the local listener with curl-free plain HTTP; returns the answer.
 async fn probe(addr: &str, key: &str) -> anyhow::Result<serde_json::Value> {
-    let body = serde_json::json!({"channel": "app", "identifiers": {"phone": "+447700000001"}, "text": "what is my balance"});
-    post(addr, key, "/v1/messages", &body).await
-}
-
-/// POSTs `body` to `path` on the local listener; returns the answer.
-async fn post(
-    addr: &str,
-    key: &str,
-    path: &str,
-    body: &serde_json::Value,
-) -> anyhow::Result<serde_json::Value> {
     use http_body_util::{BodyExt, Full};
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
     tokio::spawn(conn);
-    let req = http::Request::post(path)
+    let body = serde_json::json!({"channel": "app", "identifiers": {"phone": "+447700000001"}, "text": "what is my balance"});
+    let req = http::Request::post("/v1/messages")
         .header("host", "localhost")
         .header("authorization", format!("Bearer {key}"))
         .body(Full::new(bytes::Bytes::from(body.to_string())))?;

@@ -91,36 +91,7 @@ pub struct IntentAnswer {
     /// encoder, milliseconds). With an encoder-tier model in service the fast tier's answers the queries it
     /// is sure of: the cascade.
     #[schema(example = "fast")]
-    pub tier: AnsweredBy,
-}
-
-/// Which tier's model gave an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum AnsweredBy {
-    /// The fast tier's model (hashed n-grams).
-    Fast,
-    /// The encoder tier's model (the sentence encoder).
-    Encoder,
-}
-
-impl AnsweredBy {
-    /// `fast` or `encoder`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AnsweredBy::Fast => "fast",
-            AnsweredBy::Encoder => "encoder",
-        }
-    }
-}
-
-impl From<Tier> for AnsweredBy {
-    fn from(t: Tier) -> Self {
-        match t {
-            Tier::Fast => AnsweredBy::Fast,
-            Tier::Encoder => AnsweredBy::Encoder,
-        }
-    }
+    pub tier: Tier,
 }
 
 /// Validates and answers one query against the served intent model (the cascade when both tiers are
@@ -153,10 +124,8 @@ pub fn answer_with(
         let encoder = slots.encoder.get().map_err(|e| ApiError::Internal(e.to_string()))?;
         Ok(encoder.embed_one(text))
     };
-    // The fast stage over the same labels (an encoder-tier model is never the stage); compared once.
-    let stage = slots.intent_fast.load_full().filter(|f| {
-        !f.model.spec.features.needs_encoder() && f.model.spec.labels == served.model.spec.labels
-    });
+    // The fast stage over the same labels (the slots never hold an encoder-tier one); compared once.
+    let stage = slots.intent_fast.load_full().filter(|f| f.model.spec.labels == served.model.spec.labels);
     let (p, tier, served) = if !served.model.spec.features.needs_encoder() {
         if asked == Asked::Encoder {
             return Err(ApiError::NoModel("encoder-tier intent"));
@@ -186,7 +155,7 @@ pub fn answer_with(
         out_of_scope: p.out_of_scope,
         top_k: p.top_k.into_iter().map(|(label, score)| LabelScore { label, score }).collect(),
         model: ModelRef { job_id: served.job_id.clone(), version: served.version },
-        tier: tier.into(),
+        tier,
     })
 }
 
@@ -261,8 +230,8 @@ mod tests {
         let model = hearth_models::IntentModel::zeroed(spec);
         slots.install(crate::Calibrated::Intent(crate::Served::new(model, "j", 1)));
         let a = answer_with(&slots, "hi", None, Asked::Fast).unwrap();
-        assert_eq!((a.tier, a.model.job_id.as_str()), (AnsweredBy::Fast, "j"));
-        assert_eq!(answer(&slots, "hi", None).unwrap().tier, AnsweredBy::Fast);
+        assert_eq!((a.tier, a.model.job_id.as_str()), (Tier::Fast, "j"));
+        assert_eq!(answer(&slots, "hi", None).unwrap().tier, Tier::Fast);
         assert_eq!(
             answer_with(&slots, "hi", None, Asked::Encoder).unwrap_err(),
             ApiError::NoModel("encoder-tier intent")

@@ -24,8 +24,10 @@ pub fn check_confidence(confidence: f32) -> Result<(), String> {
     }
 }
 
-/// Which model of a cascade answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which model of a cascade answered; answers spell it `fast` or `encoder`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Tier {
     /// The fast tier's model, alone.
     Fast,

@@ -390,15 +390,18 @@ fn cascade(fast: &TierRun, encoder: &TierRun, test: &[Example]) -> anyhow::Resul
     };
     let fed = run(&fast.models.0, &encoder.models.0)?;
     let central = run(&fast.models.1, &encoder.models.1)?;
-    let o = |m: &Metrics, secs: f64| Outcome { oos_threshold: None, ..outcome(m, None, secs) };
     let f = &fed.metrics;
     Ok(TierOutcome {
         accuracy: f.accuracy,
         macro_f1: f.macro_f1,
         in_scope_accuracy: f.in_scope_accuracy,
         oos_recall: f.oos_recall,
-        federated: o(f, fast.federated.train_seconds + encoder.federated.train_seconds),
-        centralized: o(&central.metrics, fast.centralized.train_seconds + encoder.centralized.train_seconds),
+        federated: outcome(f, None, fast.federated.train_seconds + encoder.federated.train_seconds),
+        centralized: outcome(
+            &central.metrics,
+            None,
+            fast.centralized.train_seconds + encoder.centralized.train_seconds,
+        ),
         num_params: fast.spec.num_params() + encoder.spec.num_params(),
         rounds: None,
         learning_rate: None,

@@ -165,13 +165,7 @@ pub type EmotionSet = Encoded<LabelSet>;
 /// Featurises `examples` for training; an example without labels or with a label the spec lacks is an
 /// error naming it, and so is one without its embedding when the spec is of the encoder tier.
 pub fn encode(spec: &EmotionSpec, examples: &[EmotionExample]) -> Result<EmotionSet, ModelError> {
-    let mut set: EmotionSet =
-        Encoded { xs: Vec::with_capacity(examples.len()), ys: Vec::with_capacity(examples.len()) };
-    for e in examples {
-        set.xs.push(featurize_embedded(&spec.features, &e.text, e.embedding.as_deref())?);
-        set.ys.push(label_set(spec, &e.labels)?);
-    }
-    Ok(set)
+    encode_with(spec, examples, |e| featurize_embedded(&spec.features, &e.text, e.embedding.as_deref()))
 }
 
 /// Featurises `examples` for evaluation and calibration: as [`encode`], except that an encoder-tier
@@ -180,10 +174,19 @@ pub(crate) fn encode_for_eval(
     spec: &EmotionSpec,
     examples: &[EmotionExample],
 ) -> Result<EmotionSet, ModelError> {
+    encode_with(spec, examples, |e| Ok(example_features(&spec.features, &e.text, e.embedding.as_deref())))
+}
+
+/// Each example's features as `featurise` reads them, with its label set.
+fn encode_with(
+    spec: &EmotionSpec,
+    examples: &[EmotionExample],
+    featurise: impl Fn(&EmotionExample) -> Result<crate::features::SparseVec, ModelError>,
+) -> Result<EmotionSet, ModelError> {
     let mut set: EmotionSet =
         Encoded { xs: Vec::with_capacity(examples.len()), ys: Vec::with_capacity(examples.len()) };
     for e in examples {
-        set.xs.push(example_features(&spec.features, &e.text, e.embedding.as_deref()));
+        set.xs.push(featurise(e)?);
         set.ys.push(label_set(spec, &e.labels)?);
     }
     Ok(set)

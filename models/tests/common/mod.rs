@@ -60,17 +60,15 @@ pub fn fedavgm<D>(
 }
 
 /// Attaches every text's sentence embedding to CLINC150's three splits, with the installed encoder
-/// (`hearth model fetch-encoder`; `$HEARTH_ENCODER_DIR` names another copy).
+/// (`hearth model fetch-encoder`; `$HEARTH_ENCODER_DIR` names another copy), cached as [`embed_cached`] caches.
 pub fn embed_clinc(d: &mut hearth_models::Clinc150) {
-    let dir = hearth_models::encoder::default_dir();
-    let encoder = hearth_models::encoder::Encoder::load(&dir).unwrap_or_else(|e| panic!("{e}"));
     let sets = [&mut d.train, &mut d.val, &mut d.test];
     let texts: Vec<String> = sets.iter().flat_map(|s| s.iter().map(|e| e.text.clone())).collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let mut rows = encoder.embed_parallel(&refs, 2, &|_| {}).into_iter();
+    let mut rows = embed_cached("clinc150", &refs).into_iter();
     for set in sets {
         for e in set.iter_mut() {
-            e.embedding = rows.next().map(std::sync::Arc::from);
+            e.embedding = rows.next();
         }
     }
 }
