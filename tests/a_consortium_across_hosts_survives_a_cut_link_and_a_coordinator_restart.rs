@@ -116,6 +116,15 @@ impl Net {
         self.children.push((host.to_string(), child));
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to `host`'s processes (`ip netns exec` execs them: same pid).
+    fn signal(&self, host: &str, signal: &str) {
+        for (_, c) in self.children.iter().filter(|(h, _)| h == host) {
+            let out =
+                Command::new("kill").args([&format!("-{signal}"), &c.id().to_string()]).output().unwrap();
+            assert!(out.status.success(), "kill -{signal} {host}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+
     fn kill(&mut self, host: &str) {
         for (_, c) in self.children.iter_mut().filter(|(h, _)| h == host) {
             let _ = c.kill();
@@ -321,33 +330,58 @@ fn a_consortium_across_hosts_survives_a_cut_link_and_a_coordinator_restart() {
     assert!(!without.is_empty(), "rounds committed by the three survivors: {secure:?}");
     assert!(without.iter().all(|(_, d)| !d.contains("p4")), "{secure:?}");
 
-    // p4 comes back. A second secure job; the coordinator is killed (SIGKILL) the moment it opens round 3,
-    // while the participants train (word trigrams and character n-grams of 1 to 8: a few times the
-    // features, so that none has sent its masked input yet even on a loaded machine; with the first job's
-    // features, under a second a round, a full run here once lost that race),
-    // and restarted on its host: the job resumes from its store, round 3
-    // runs again as a new instance, and no round is committed twice. (A secure round whose masked inputs
-    // were already sent is never repeated, by design: see SECURITY.md.)
+    // p4 comes back. A second secure job; the coordinator is killed (SIGKILL) with round 3 open and
+    // restarted on its host: the job resumes from its store, round 3 runs again as a new instance, and no
+    // round is committed twice. A secure round whose masked inputs were already sent is never repeated, by
+    // design (see SECURITY.md), so no participant may send round 3's before the kill: each is frozen
+    // (SIGSTOP) the moment it has done its part of round 2, before the coordinator can open round 3, and
+    // thawed once the coordinator is dead. (Round 3's training, word trigrams and character n-grams of 1
+    // to 8, takes a few times longer than the first job's: a margin for the participant that finishes
+    // round 2 last, whose freeze may land just after round 3 opens.)
     ip(&["-n", &net.ns("p4"), "link", "set", &net.link("p4"), "up"]);
     let (ok, said) = operator(
         &net,
         &["job", "submit", "--spec", s(&job_file("restarted", true, MORE_NGRAMS)), "--detach"],
     );
     assert!(ok, "job submit: {said}");
-    let first_log = d.join("coordinator-0.log");
+    let done_round_2 = |p: &str| {
+        std::fs::read_to_string(d.join(format!("{p}.log"))).unwrap_or_default().lines().any(|l| {
+            l.contains("masked update sent; secure-aggregation round done")
+                && l.contains("job=\"restarted\" round=2")
+        })
+    };
+    let mut frozen: Vec<&str> = Vec::new();
     let start = Instant::now();
-    while !std::fs::read_to_string(&first_log)
-        .unwrap_or_default()
-        .contains("secure-aggregation round open key=restarted round=3 ")
-    {
+    while frozen.len() < PARTICIPANTS.len() {
+        for p in PARTICIPANTS {
+            if !frozen.contains(&p) && done_round_2(p) {
+                net.signal(p, "STOP");
+                frozen.push(p);
+            }
+        }
         assert!(
             start.elapsed() < Duration::from_secs(120),
-            "round 3 never opened:\n{}",
+            "round 2 not done by {:?}:\n{}",
+            PARTICIPANTS.iter().filter(|p| !frozen.contains(p)).collect::<Vec<_>>(),
             context(&net, "restarted")
         );
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(5));
     }
+    let first_log = d.join("coordinator-0.log");
+    wait_until(
+        "round 3 opened",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_to_string(&first_log)
+                .unwrap_or_default()
+                .contains("secure-aggregation round open key=restarted round=3 ")
+        },
+        || context(&net, "restarted"),
+    );
     net.kill("coordinator");
+    for p in PARTICIPANTS {
+        net.signal(p, "CONT");
+    }
     let before = commits(&state, "restarted").len();
     assert_eq!(before, 2, "killed with rounds 1 and 2 committed and round 3 open");
     start_coordinator(&mut net);
