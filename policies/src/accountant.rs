@@ -24,6 +24,9 @@
 //! Any other mechanism joins the same ledger by implementing [`RdpMechanism`].
 
 mod gaussian;
+mod pld;
+
+pub use pld::{PldAccountant, DEFAULT_INTERVAL as PLD_INTERVAL};
 
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +62,19 @@ pub enum AccountantError {
         steps: u64,
         /// The largest noise multiplier tried.
         limit: f64,
+    },
+    /// The privacy loss distribution would need more grid points than [`PldAccountant`] allows: a very
+    /// small noise multiplier or a very long composition, where epsilon is large anyway. The RDP
+    /// accountant still answers.
+    #[error(
+        "the privacy loss distribution needs {points} grid points, more than {limit}: use a coarser \
+         interval, or the RDP accountant"
+    )]
+    GridTooLarge {
+        /// Grid points needed.
+        points: u64,
+        /// Most allowed.
+        limit: u64,
     },
 }
 

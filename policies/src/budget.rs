@@ -4,7 +4,11 @@
 //!
 //! # Composition rule
 //! - *Within* a training job, rounds compose under Rényi DP: the job's cost after `r` rounds is what
-//!   [`RdpAccountant`] gives for `r` runs of its mechanism, converted at the family's `delta_per_charge`.
+//!   [`RdpAccountant`] gives for `r` runs of its mechanism, converted at the family's `delta_per_charge`;
+//!   for continuous Gaussian noise ([`TrainingNoise::Gaussian`]) the tighter of that and what the
+//!   privacy-loss-distribution accountant ([`crate::PldAccountant`]) gives, both being valid bounds.
+//!   The distributed discrete Gaussian is charged by RDP alone: its bound (Kairouz, Liu, Steinke 2021)
+//!   is a Rényi one, and no PLD of the sum of discrete shares is established here.
 //!   Never typed by hand: a [`Charge`] carries the mechanism and the cost is computed from it.
 //! - *Across* jobs and queries of a (tenant, family), and across families for a tenant-wide cap,
 //!   costs add by basic composition (Dwork, Kenthapadi, McSherry, Mironov, Naor 2006; Dwork and Roth
@@ -224,6 +228,25 @@ impl fmt::Display for Cost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "epsilon {:.4} delta {:e}", self.epsilon, self.delta)
     }
+}
+
+/// Cost of `steps` runs of the Poisson-subsampled Gaussian at `delta`: the tighter of the two valid
+/// bounds, the RDP accountant's and the privacy-loss-distribution accountant's (both upper bounds on the
+/// same mechanism's epsilon, so their minimum is one too).
+pub(crate) fn gaussian_cost(
+    mechanism: crate::accountant::SubsampledGaussian,
+    steps: u64,
+    delta: f64,
+) -> Result<Cost, BudgetError> {
+    let rdp = rdp_cost(mechanism, steps, delta)?;
+    let mut pld = crate::accountant::PldAccountant::new();
+    let epsilon = match pld.compose(mechanism, steps).and_then(|p| p.epsilon(delta)) {
+        Ok(epsilon) => epsilon,
+        // Beyond the PLD grid's reach (tiny noise, huge compositions) the RDP bound stands alone.
+        Err(AccountantError::GridTooLarge { .. }) => f64::INFINITY,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Cost { epsilon: rdp.epsilon.min(epsilon), ..rdp })
 }
 
 /// Cost of `steps` runs of a mechanism, converted at `delta`; an error if there is no finite epsilon.

@@ -7,7 +7,9 @@
 //! - [`round`]: [`RoundPolicy`], the consortium's bounds on a training job's shape.
 //! - [`accountant`]: [`RdpAccountant`], Rényi-DP accounting of the Poisson-subsampled Gaussian
 //!   mechanism (and any [`RdpMechanism`]) converted to (epsilon, delta); checked against Google's
-//!   `dp-accounting` in `fixtures/rdp_reference.csv`. Start here for the privacy argument.
+//!   `dp-accounting` in `fixtures/rdp_reference.csv`; [`PldAccountant`], privacy-loss-distribution
+//!   accounting of the same mechanism, tighter (checked in `fixtures/pld_reference.csv`). Start here for
+//!   the privacy argument.
 //! - [`budget`]: the DPO's [`PrivacyPolicy`] (TOML) and the [`Ledger`] of reservations that refuses
 //!   work a budget cannot pay for; a [`Charge`] names the mechanism, never a hand-typed epsilon.
 //! - [`mechanism`]: the noise mechanisms, each a value with its privacy map: [`DiscreteGaussian`],
@@ -63,7 +65,8 @@ pub mod mechanism;
 pub mod round;
 
 pub use accountant::{
-    calibrate_noise_multiplier, AccountantError, RdpAccountant, RdpMechanism, SubsampledGaussian,
+    calibrate_noise_multiplier, AccountantError, PldAccountant, RdpAccountant, RdpMechanism,
+    SubsampledGaussian,
 };
 pub use budget::{
     BudgetError, Charge, Cost, FamilyId, Ledger, PrivacyPolicy, PrivacyUnit, QueryNoise, QueryPlan, Report,

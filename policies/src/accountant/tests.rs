@@ -144,3 +144,98 @@ proptest! {
         prop_assert!(epsilon(q, sigma * 1.3, steps, delta) <= base + slack);
     }
 }
+
+/// Each row of the committed PLD reference table: (sampling rate, noise multiplier, steps, delta, PLD
+/// epsilon, RDP epsilon), both from `dp-accounting`.
+fn pld_reference_rows() -> Vec<(f64, f64, u64, f64, f64, f64)> {
+    let text = include_str!("../../fixtures/pld_reference.csv");
+    let mut rows = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.starts_with("sampling_rate")) {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f.len(), 6, "malformed fixture line {line:?}");
+        rows.push((
+            f[0].parse().unwrap(),
+            f[1].parse().unwrap(),
+            f[2].parse().unwrap(),
+            f[3].parse().unwrap(),
+            f[4].parse().unwrap(),
+            f[5].parse().unwrap(),
+        ));
+    }
+    rows
+}
+
+#[test]
+fn the_pld_accountant_agrees_with_dp_accounting_and_is_tighter_than_rdp_on_every_reference_row() {
+    let rows = pld_reference_rows();
+    assert!(rows.len() >= 15, "fixture has only {} rows", rows.len());
+    let (mut worst, mut gain) = (0.0_f64, Vec::new());
+    for (q, sigma, steps, delta, expected, rdp_expected) in rows {
+        let m = SubsampledGaussian { sampling_rate: q, noise_multiplier: sigma };
+        let mut pld = PldAccountant::new();
+        pld.compose(m, steps).unwrap();
+        let got = pld.epsilon(delta).unwrap();
+        let at = format!("q={q} sigma={sigma} steps={steps} delta={delta}");
+        // Both are upper bounds on the same grid; they may differ by the grid's rounding.
+        assert!((got - expected).abs() < 1e-4 * expected, "{at}: got {got}, dp-accounting {expected}");
+        // The delta at that epsilon is the delta asked for (to the grid's precision).
+        let back = pld.delta(got).unwrap();
+        assert!(back <= delta * (1.0 + 1e-6), "{at}: delta at epsilon {got} is {back}");
+        let rdp = epsilon(q, sigma, steps, delta);
+        assert!((rdp - rdp_expected).abs() < 0.01 * rdp_expected, "{at}: RDP {rdp} vs {rdp_expected}");
+        assert!(got < rdp, "{at}: PLD {got} is not tighter than RDP {rdp}");
+        eprintln!("{at}: PLD {got:.4} (dp-accounting {expected:.4}), RDP {rdp:.4}");
+        worst = worst.max((got - expected).abs() / expected);
+        gain.push(1.0 - got / rdp);
+    }
+    gain.sort_by(f64::total_cmp);
+    eprintln!(
+        "largest relative deviation from dp-accounting's PLD: {worst:.1e}; PLD below RDP by {:.1}% to {:.1}% (median {:.1}%)",
+        100.0 * gain[0],
+        100.0 * gain[gain.len() - 1],
+        100.0 * gain[gain.len() / 2]
+    );
+}
+
+#[test]
+fn pld_composition_is_associative_and_monotone() {
+    let m = SubsampledGaussian { sampling_rate: 0.05, noise_multiplier: 1.1 };
+    let mut once = PldAccountant::new();
+    once.compose(m, 60).unwrap();
+    let mut twice = PldAccountant::new();
+    twice.compose(m, 20).unwrap().compose(m, 40).unwrap();
+    let (a, b) = (once.epsilon(1e-5).unwrap(), twice.epsilon(1e-5).unwrap());
+    assert!((a - b).abs() < 1e-3 * a, "60 runs at once {a}, in two parts {b}");
+    let mut more = once.clone();
+    more.compose(SubsampledGaussian { sampling_rate: 1.0, noise_multiplier: 8.0 }, 5).unwrap();
+    let c = more.epsilon(1e-5).unwrap();
+    assert!(c > a, "adding runs costs more: {c} vs {a}");
+    assert!(once.epsilon(1e-7).unwrap() > a, "a smaller delta costs more epsilon");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(8))]
+
+    /// The PLD accountant's bound is never looser than the RDP one (the PLD is the exact curve but for
+    /// the grid), and its delta at that epsilon is within what was asked.
+    #[test]
+    fn the_pld_bound_is_at_most_the_rdp_bound(
+        q in 0.005f64..1.0,
+        sigma in 0.6f64..8.0,
+        steps in 1u64..300,
+        delta_exp in 5i32..8,
+    ) {
+        let delta = 10f64.powi(-delta_exp);
+        let m = SubsampledGaussian { sampling_rate: q, noise_multiplier: sigma };
+        let mut pld = PldAccountant::new();
+        match pld.compose(m, steps) {
+            // Wide compositions of little noise (epsilon in the tens) are beyond the grid's reach.
+            Err(AccountantError::GridTooLarge { .. }) => return Ok(()),
+            other => { other.unwrap(); }
+        }
+        let got = pld.epsilon(delta).unwrap();
+        let rdp = epsilon(q, sigma, steps, delta);
+        prop_assert!(got <= rdp * (1.0 + 1e-6) + 1e-4, "PLD {} above RDP {}", got, rdp);
+        prop_assert!(pld.delta(got).unwrap() <= delta * (1.0 + 1e-6));
+    }
+}

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::policy::{FamilyPolicy, PrivacyUnit};
-use super::{rdp_cost, BudgetError, Cost, FamilyId, TenantId};
+use super::{gaussian_cost, rdp_cost, BudgetError, Cost, FamilyId, TenantId};
 use crate::accountant::SubsampledGaussian;
 use crate::mechanism::{DiscreteGaussian, DiscreteLaplace, DistributedDiscreteGaussian, PoissonSubsampled};
 
@@ -92,7 +92,7 @@ impl Charge {
     pub fn cost_after(&self, steps: u64, delta: f64) -> Result<Cost, BudgetError> {
         match self {
             Charge::Training(plan) => match &plan.noise {
-                TrainingNoise::Gaussian(m) => rdp_cost(*m, steps, delta),
+                TrainingNoise::Gaussian(m) => gaussian_cost(*m, steps, delta),
                 TrainingNoise::DistributedDiscrete { sampling_rate, mechanism } => {
                     rdp_cost(PoissonSubsampled { sampling_rate: *sampling_rate, mechanism }, steps, delta)
                 }

@@ -120,7 +120,7 @@ fn a_job_reserves_its_accounted_worst_case_on_every_tenant() {
     let mut ledger = Ledger::new();
     let id = ledger.reserve(&p, &[t("bank-a")], &f("intent"), "job-1", training(4.0, 20), NOW).unwrap();
     let expected =
-        rdp_cost(SubsampledGaussian { sampling_rate: 1.0, noise_multiplier: 4.0 }, 20, 1e-6).unwrap();
+        gaussian_cost(SubsampledGaussian { sampling_rate: 1.0, noise_multiplier: 4.0 }, 20, 1e-6).unwrap();
     let share = &ledger.reservation(id).unwrap().shares[0];
     assert_eq!(share.reserved, expected);
     assert_eq!(share.delta, 1e-6);
@@ -192,7 +192,7 @@ fn rounds_are_charged_once_and_settling_returns_the_rest() {
     ledger.commit_round(id, 2).unwrap(); // retried round
     assert_eq!(ledger, after_two);
     let two_rounds =
-        rdp_cost(SubsampledGaussian { sampling_rate: 1.0, noise_multiplier: 4.0 }, 2, 1e-6).unwrap();
+        gaussian_cost(SubsampledGaussian { sampling_rate: 1.0, noise_multiplier: 4.0 }, 2, 1e-6).unwrap();
     assert_eq!(ledger.reservation(id).unwrap().shares[0].spent, two_rounds);
     ledger.commit(id).unwrap();
     let committed = ledger.clone();
@@ -445,4 +445,35 @@ fn a_release_below_the_noise_floor_is_refused_whatever_the_budget() {
     )
     .unwrap_err();
     assert!(bad.to_string().contains("min_noise_multiplier = 0"), "{bad}");
+}
+
+#[test]
+fn a_gaussian_job_is_charged_the_tighter_of_the_rdp_and_pld_bounds() {
+    // 100 rounds at noise multiplier 6, every unit every round: dp-accounting gives epsilon 8.0037 by
+    // its PLD accountant and 8.6033 by its RDP one at delta 1e-5 (policies/fixtures/pld_reference.csv).
+    let plan = Charge::Training(TrainingPlan {
+        noise: TrainingNoise::Gaussian(SubsampledGaussian { sampling_rate: 1.0, noise_multiplier: 6.0 }),
+        rounds: 100,
+        clipping_norm: 1.0,
+        privacy_unit: PrivacyUnit::Record,
+        min_participants: 3,
+    });
+    let cost = plan.worst_case(1e-5).unwrap();
+    assert!((cost.epsilon - 8.0037).abs() < 1e-3, "{cost}");
+    assert_eq!(cost.delta, 1e-5);
+    // Subsampled: PLD 3.4880 against RDP 3.8498.
+    let sampled = Charge::Training(TrainingPlan {
+        noise: TrainingNoise::Gaussian(SubsampledGaussian { sampling_rate: 0.2, noise_multiplier: 2.0 }),
+        rounds: 50,
+        ..match plan {
+            Charge::Training(p) => p,
+            Charge::Query(_) => unreachable!(),
+        }
+    });
+    let cost = sampled.worst_case(1e-5).unwrap();
+    assert!((cost.epsilon - 3.4880).abs() < 1e-3, "{cost}");
+    // Noise so small that the PLD's grid would be too wide: the RDP bound alone.
+    let tiny = SubsampledGaussian { sampling_rate: 0.5, noise_multiplier: 1e-3 };
+    let cost = gaussian_cost(tiny, 10, 1e-5).unwrap();
+    assert_eq!(cost, rdp_cost(tiny, 10, 1e-5).unwrap());
 }
