@@ -78,6 +78,30 @@ pub enum AccountantError {
     },
 }
 
+/// `delta` in (0, 1), or the error naming it.
+fn check_delta(delta: f64) -> Result<(), AccountantError> {
+    if !(delta > 0.0 && delta < 1.0) {
+        return Err(AccountantError::InvalidParameter {
+            name: "delta",
+            value: delta,
+            expected: "a number in (0, 1)",
+        });
+    }
+    Ok(())
+}
+
+/// `epsilon` finite and `>= 0`, or the error naming it.
+fn check_epsilon(epsilon: f64) -> Result<(), AccountantError> {
+    if !(epsilon >= 0.0 && epsilon.is_finite()) {
+        return Err(AccountantError::InvalidParameter {
+            name: "epsilon",
+            value: epsilon,
+            expected: "a finite number >= 0",
+        });
+    }
+    Ok(())
+}
+
 /// A mechanism whose privacy loss is described by a Rényi-DP curve, so that the accountant can compose
 /// it with everything else a budget has paid for.
 pub trait RdpMechanism {
@@ -227,13 +251,7 @@ impl RdpAccountant {
 
     /// Like [`Self::epsilon`], also returning the order that attains it (useful in reports).
     pub fn epsilon_and_order(&self, delta: f64) -> Result<(f64, f64), AccountantError> {
-        if !(delta > 0.0 && delta < 1.0) {
-            return Err(AccountantError::InvalidParameter {
-                name: "delta",
-                value: delta,
-                expected: "a number in (0, 1)",
-            });
-        }
+        check_delta(delta)?;
         let ln_delta = delta.ln();
         let mut best = (f64::INFINITY, self.orders[0]);
         for (&alpha, &r) in self.orders.iter().zip(&self.rdp) {
@@ -256,13 +274,7 @@ impl RdpAccountant {
 
     /// The smallest delta such that everything composed so far is (`epsilon`, delta)-DP, capped at 1.
     pub fn delta(&self, epsilon: f64) -> Result<f64, AccountantError> {
-        if !(epsilon >= 0.0 && epsilon.is_finite()) {
-            return Err(AccountantError::InvalidParameter {
-                name: "epsilon",
-                value: epsilon,
-                expected: "a finite number >= 0",
-            });
-        }
+        check_epsilon(epsilon)?;
         let mut best = f64::INFINITY;
         for (&alpha, &r) in self.orders.iter().zip(&self.rdp) {
             let mut log_delta = if r <= 0.0 { f64::NEG_INFINITY } else { 0.5 * (-(-r).exp()).ln_1p() };

@@ -34,7 +34,7 @@ use rustfft::num_complex::Complex;
 use rustfft::FftPlanner;
 
 use super::gaussian::log_erfc;
-use super::{AccountantError, SubsampledGaussian};
+use super::{check_delta, check_epsilon, AccountantError, SubsampledGaussian};
 
 /// The loss grid's spacing by default, as `dp-accounting`'s.
 pub const DEFAULT_INTERVAL: f64 = 1e-4;
@@ -385,13 +385,7 @@ impl PldAccountant {
     /// The smallest epsilon such that everything composed so far is (epsilon, `delta`)-DP; `+inf` when
     /// there is none (a run without noise, or more mass at an infinite loss than `delta`).
     pub fn epsilon(&self, delta: f64) -> Result<f64, AccountantError> {
-        if !(delta > 0.0 && delta < 1.0) {
-            return Err(AccountantError::InvalidParameter {
-                name: "delta",
-                value: delta,
-                expected: "a number in (0, 1)",
-            });
-        }
+        check_delta(delta)?;
         if self.unbounded {
             return Ok(f64::INFINITY);
         }
@@ -427,13 +421,7 @@ impl PldAccountant {
 
     /// The smallest delta such that everything composed so far is (`epsilon`, delta)-DP.
     pub fn delta(&self, epsilon: f64) -> Result<f64, AccountantError> {
-        if !(epsilon >= 0.0 && epsilon.is_finite()) {
-            return Err(AccountantError::InvalidParameter {
-                name: "epsilon",
-                value: epsilon,
-                expected: "a finite number >= 0",
-            });
-        }
+        check_epsilon(epsilon)?;
         if self.unbounded {
             return Ok(1.0);
         }

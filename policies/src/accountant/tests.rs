@@ -2,22 +2,25 @@ use proptest::prelude::*;
 
 use super::*;
 
+/// The numeric rows of a committed reference table (`#` comments and the header skipped), each of
+/// `columns` fields.
+fn fixture_rows(text: &str, columns: usize) -> Vec<Vec<f64>> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("sampling_rate"))
+        .map(|line| {
+            let fields: Vec<f64> = line.split(',').map(|f| f.parse().unwrap()).collect();
+            assert_eq!(fields.len(), columns, "malformed fixture line {line:?}");
+            fields
+        })
+        .collect()
+}
+
 /// Each row of the committed reference table: (sampling rate, noise multiplier, steps, delta, epsilon).
 fn reference_rows() -> Vec<(f64, f64, u64, f64, f64)> {
-    let text = include_str!("../../fixtures/rdp_reference.csv");
-    let mut rows = Vec::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.starts_with("sampling_rate")) {
-        let fields: Vec<&str> = line.split(',').collect();
-        assert_eq!(fields.len(), 5, "malformed fixture line {line:?}");
-        rows.push((
-            fields[0].parse().unwrap(),
-            fields[1].parse().unwrap(),
-            fields[2].parse().unwrap(),
-            fields[3].parse().unwrap(),
-            fields[4].parse().unwrap(),
-        ));
-    }
-    rows
+    fixture_rows(include_str!("../../fixtures/rdp_reference.csv"), 5)
+        .into_iter()
+        .map(|f| (f[0], f[1], f[2] as u64, f[3], f[4]))
+        .collect()
 }
 
 fn epsilon(sampling_rate: f64, noise_multiplier: f64, steps: u64, delta: f64) -> f64 {
@@ -148,21 +151,10 @@ proptest! {
 /// Each row of the committed PLD reference table: (sampling rate, noise multiplier, steps, delta, PLD
 /// epsilon, RDP epsilon), both from `dp-accounting`.
 fn pld_reference_rows() -> Vec<(f64, f64, u64, f64, f64, f64)> {
-    let text = include_str!("../../fixtures/pld_reference.csv");
-    let mut rows = Vec::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.starts_with("sampling_rate")) {
-        let f: Vec<&str> = line.split(',').collect();
-        assert_eq!(f.len(), 6, "malformed fixture line {line:?}");
-        rows.push((
-            f[0].parse().unwrap(),
-            f[1].parse().unwrap(),
-            f[2].parse().unwrap(),
-            f[3].parse().unwrap(),
-            f[4].parse().unwrap(),
-            f[5].parse().unwrap(),
-        ));
-    }
-    rows
+    fixture_rows(include_str!("../../fixtures/pld_reference.csv"), 6)
+        .into_iter()
+        .map(|f| (f[0], f[1], f[2] as u64, f[3], f[4], f[5]))
+        .collect()
 }
 
 #[test]
