@@ -152,6 +152,10 @@ async fn a_chinese_customer_on_wechat_is_understood_end_to_end() {
     // A rule in Chinese: a lost card goes to a person at once, with a Chinese reply.
     let rules = cluster.data_dir("inst-1").join("rules.toml");
     let mut text = std::fs::read_to_string(&rules).unwrap();
+    assert!(
+        text.contains("[templates]\n") && text.contains("[[rule]]\n"),
+        "the default rules changed:\n{text}"
+    );
     text = text.replacen("[templates]\n", &format!("[templates]\nlost_card_zh = \"{REPLY}\"\n"), 1);
     text = text.replacen(
         "[[rule]]\n",

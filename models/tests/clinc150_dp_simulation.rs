@@ -238,7 +238,7 @@ fn dp_federated_training_at_epsilon_8_comes_within_5_points_of_non_private() {
         server.step(&mut global, &quantizer.decode_sum(&ring_sum)).unwrap();
         if r + average_last >= rounds {
             for (a, g) in average.iter_mut().zip(&global) {
-                *a += f64::from(*g) / average_last as f64;
+                *a += f64::from(*g) / average_last.min(rounds) as f64;
             }
         }
     }
@@ -290,7 +290,7 @@ fn dp_federated_training_at_epsilon_8_comes_within_5_points_of_non_private() {
     show(&format!("private dim {dim}"), &private);
     eprintln!(
         "epsilon charged at delta {:e}: {:.4} (discrete shares on the grid; the continuous Gaussian would \
-         cost {eps_gaussian:.4})\nnoise shares: {:.1} ms per institution per round ({:.0} ns per coordinate, \
+         cost {eps_gaussian:.4} by the same RDP accounting)\nnoise shares: {:.1} ms per institution per round ({:.0} ns per coordinate, \
          {INSTITUTIONS} threads on the machine's cores); one share with noise_share alone: {:.1} ms",
         target.delta,
         charged.epsilon,

@@ -230,6 +230,17 @@ impl fmt::Display for Cost {
     }
 }
 
+/// How many PLD epsilons [`gaussian_cost`] remembers.
+const PLD_CACHE_SIZE: usize = 64;
+
+/// PLD epsilons already computed, by (rate, noise multiplier, steps, delta) as bits: a ledger prices the
+/// same charge on every committed round and every report, and one PLD of a subsampled mechanism takes up
+/// to a second. A pure function's memo: the answers do not depend on it.
+static PLD_EPSILONS: std::sync::Mutex<Vec<(PldKey, f64)>> = std::sync::Mutex::new(Vec::new());
+
+/// (sampling rate, noise multiplier, steps, delta), the floats as bits.
+type PldKey = (u64, u64, u64, u64);
+
 /// Cost of `steps` runs of the Poisson-subsampled Gaussian at `delta`: the tighter of the two valid
 /// bounds, the RDP accountant's and the privacy-loss-distribution accountant's (both upper bounds on the
 /// same mechanism's epsilon, so their minimum is one too).
@@ -239,12 +250,27 @@ pub(crate) fn gaussian_cost(
     delta: f64,
 ) -> Result<Cost, BudgetError> {
     let rdp = rdp_cost(mechanism, steps, delta)?;
-    let mut pld = crate::accountant::PldAccountant::new();
-    let epsilon = match pld.compose(mechanism, steps).and_then(|p| p.epsilon(delta)) {
-        Ok(epsilon) => epsilon,
-        // Beyond the PLD grid's reach (tiny noise, huge compositions) the RDP bound stands alone.
-        Err(AccountantError::GridTooLarge { .. }) => f64::INFINITY,
-        Err(e) => return Err(e.into()),
+    let key =
+        (mechanism.sampling_rate.to_bits(), mechanism.noise_multiplier.to_bits(), steps, delta.to_bits());
+    let cached =
+        PLD_EPSILONS.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|(k, _)| *k == key).map(|e| e.1);
+    let epsilon = match cached {
+        Some(epsilon) => epsilon,
+        None => {
+            let mut pld = crate::accountant::PldAccountant::new();
+            let epsilon = match pld.compose(mechanism, steps).and_then(|p| p.epsilon(delta)) {
+                Ok(epsilon) => epsilon,
+                // Beyond the PLD grid's reach (tiny noise, huge compositions) the RDP bound stands alone.
+                Err(AccountantError::GridTooLarge { .. }) => f64::INFINITY,
+                Err(e) => return Err(e.into()),
+            };
+            let mut cache = PLD_EPSILONS.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= PLD_CACHE_SIZE {
+                cache.remove(0);
+            }
+            cache.push((key, epsilon));
+            epsilon
+        }
     };
     Ok(Cost { epsilon: rdp.epsilon.min(epsilon), ..rdp })
 }

@@ -10,7 +10,7 @@
 //! Koskela, Jälkö, Honkela 2020). Under add/remove-one neighbours both orders of the pair matter, so two
 //! PLDs are kept, one per direction, and the guarantee is the worse of the two.
 //!
-//! # How (dominating, so every figure is an upper bound)
+//! # How (dominating: every figure is an upper bound, up to the FFT's rounding, about 1e-16 a mass)
 //! - One step is discretised on a grid of losses `i * interval` by "connect the dots" (Doroshenko,
 //!   Ghazi, Kamath, Kumar, Manurangsi, "Connect the Dots: Tighter Discrete Approximations of Privacy Loss
 //!   Distributions", PETS 2022): masses placed so that the discrete PLD's hockey-stick divergence equals
@@ -46,8 +46,8 @@ const TAIL_MASS: f64 = 1e-15;
 /// mass outside is below 1e-17.
 const SIGMAS: f64 = 8.5;
 
-/// Most grid points one PLD may span (a convolution's FFT then takes up to twice as many complex values,
-/// 64 MiB).
+/// Most grid points one PLD may span (a convolution's FFT buffers, two of at most this many complex
+/// values, then take 64 MiB).
 const MAX_POINTS: usize = 1 << 21;
 
 fn too_large(points: usize) -> AccountantError {
@@ -165,7 +165,8 @@ impl Pmf {
 
     /// The smallest epsilon `>= 0` for which the PLD is (epsilon, `delta`)-DP; `+inf` if none.
     fn epsilon(&self, delta: f64, interval: f64) -> f64 {
-        if self.infinity > delta {
+        // A NaN mass (never expected) counts as too much.
+        if self.infinity.is_nan() || self.infinity > delta {
             return f64::INFINITY;
         }
         // delta(e) = infinity + s1 - e^e s2 between consecutive losses, s1 and s2 summing p and p e^-loss
@@ -184,6 +185,11 @@ impl Pmf {
                 return ((self.infinity + s1 - delta) / s2).ln().clamp(below, loss);
             }
         }
+        // Between 0 and the lowest positive loss (when every loss is above one grid step).
+        if s2 > 0.0 && self.infinity + s1 - s2 > delta {
+            let lowest = ((self.lowest.max(0)) as f64 * interval).max(0.0);
+            return ((self.infinity + s1 - delta) / s2).ln().clamp(0.0, lowest);
+        }
         0.0
     }
 }
@@ -197,6 +203,12 @@ fn log_normal_cdf(z: f64) -> f64 {
 /// deviations: `Phi(-e/mu + mu/2) - e^e Phi(-e/mu - mu/2)` (Balle and Wang, Theorem 8), computed in
 /// logarithms so that it keeps its relative precision in the far tail.
 fn gaussian_delta(epsilon: f64, mu: f64) -> f64 {
+    if epsilon == f64::INFINITY {
+        return 0.0;
+    }
+    if epsilon == f64::NEG_INFINITY {
+        return 1.0;
+    }
     let a = log_normal_cdf(-epsilon / mu + mu / 2.0);
     let b = log_normal_cdf(-epsilon / mu - mu / 2.0);
     (a.exp() * -(epsilon + b - a).exp_m1()).clamp(0.0, 1.0)
@@ -252,12 +264,13 @@ fn discretise(q: f64, sigma: f64, direction: Direction, interval: f64) -> Result
     };
     let (a, b) = (loss(-SIGMAS * sigma), loss(1.0 + SIGMAS * sigma));
     let (low, high) = (a.min(b), a.max(b));
+    // Checked in floating point, before any conversion to integers can overflow.
+    let span = (high / interval).ceil() - (low / interval).floor() + 1.0;
+    if !(span.is_finite() && low.is_finite() && span <= MAX_POINTS as f64) {
+        return Err(too_large(if span.is_finite() { span as usize } else { usize::MAX }));
+    }
     let first = (low / interval).floor() as i64;
     let last = ((high / interval).ceil() as i64).max(first + 1);
-    let points = (last - first + 1) as usize;
-    if !(high - low).is_finite() || points > MAX_POINTS {
-        return Err(too_large(if (high - low).is_finite() { points } else { usize::MAX }));
-    }
     let e = |i: usize| (first + i as i64) as f64 * interval;
     let deltas: Vec<f64> = (0..=(last - first) as usize)
         .map(|i| match direction {
@@ -265,6 +278,14 @@ fn discretise(q: f64, sigma: f64, direction: Direction, interval: f64) -> Result
             Direction::Add => add_delta(e(i), q, sigma),
         })
         .collect();
+    if deltas.iter().any(|d| !d.is_finite()) {
+        // Not reached for a noise the grid can span; refused rather than trusted if it ever is.
+        return Err(AccountantError::InvalidParameter {
+            name: "noise_multiplier",
+            value: sigma,
+            expected: "a noise whose privacy loss the grid can represent",
+        });
+    }
     let n = deltas.len();
     // slope(i) = sum over grid losses >= e(i) of p e^-loss: minus the curve's slope in e^epsilon between
     // points i-1 and i. Where epsilon <= 0 the curve is near 1 - e^epsilon and its differences cancel, so
@@ -538,5 +559,19 @@ mod tests {
         assert!(matches!(tiny, AccountantError::GridTooLarge { .. }), "{tiny}");
         assert!(tiny.to_string().contains("RDP accountant"), "{tiny}");
         assert_eq!(a, PldAccountant::new());
+        // Noise so small the losses overflow a double: refused, not a panic (debug builds check overflow).
+        let huge =
+            a.compose(SubsampledGaussian { sampling_rate: 0.5, noise_multiplier: 0.01 }, 1).unwrap_err();
+        assert!(matches!(huge, AccountantError::GridTooLarge { .. }), "{huge}");
+        // At the edge of a coarse grid's reach the answer is refused or large, never a small epsilon.
+        let mut coarse = PldAccountant::with_interval(1e-3).unwrap();
+        match coarse.compose(SubsampledGaussian { sampling_rate: 0.5, noise_multiplier: 0.0331961 }, 1) {
+            Err(e) => assert!(matches!(e, AccountantError::GridTooLarge { .. }), "{e}"),
+            Ok(c) => {
+                let e = c.epsilon(1e-5).unwrap();
+                assert!(e > 100.0, "epsilon {e}");
+                assert!(c.delta(e.min(1e6)).unwrap() <= 1e-5 * (1.0 + 1e-6) || e.is_infinite());
+            }
+        }
     }
 }
