@@ -229,8 +229,20 @@ async fn emotion_and_recommend_train_securely_and_serve() {
     assert_eq!(participants(&recommend_rounds), vec![PARTICIPANTS as u32; ROUNDS as usize]);
     // Every emotion round's model was evaluated on the institutions' held-out data, from secure sums;
     // recommend models have no federated evaluation yet.
+    // On a miss, what the coordinator recorded of its evaluations (the reason one did not run).
+    let evaluations = || {
+        let audit = std::fs::read_to_string(cluster.dir.path().join("coordinator/audit/entries.jsonl"));
+        audit
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("model.evaluate"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     for s in &emotion_rounds {
-        let e = s.evaluation.as_ref().unwrap_or_else(|| panic!("round {} has no evaluation", s.round));
+        let e = s.evaluation.as_ref().unwrap_or_else(|| {
+            panic!("round {} has no evaluation; the audit log:\n{}", s.round, evaluations())
+        });
         assert!(e.examples > 0 && e.institutions == PARTICIPANTS as u32, "{e:?}");
         assert!(e.macro_f1 > 0.0 && e.macro_f1 <= 1.0 && e.oos_examples == 0, "{e:?}");
     }
