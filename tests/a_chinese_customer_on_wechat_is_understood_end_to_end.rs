@@ -137,17 +137,9 @@ async fn a_chinese_customer_on_wechat_is_understood_end_to_end() {
 
     let addr = cluster.participant_addr("inst-1");
     let (app, dpo) = (cluster.tls("inst-1/app"), cluster.tls("inst-1/dpo"));
-    // The participant serves the job's model once it has taken it.
-    let mut served = false;
-    for _ in 0..100 {
-        let (_, health) = call_json(&addr, &app, "GET", "/v1/health", Value::Null).await;
-        if health["model"]["job_id"] == "zh-intent" {
-            served = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(served, "inst-1 never served the Chinese model:\n{}", cluster.log("inst-1"));
+    // The participant serves the job's final model once it has taken it.
+    let served = serving(&addr, &app, "zh-intent", 12).await;
+    assert_eq!(served, 12, "inst-1 never served the Chinese model:\n{}", cluster.log("inst-1"));
 
     // A rule in Chinese: a lost card goes to a person at once, with a Chinese reply.
     let rules = cluster.data_dir("inst-1").join("rules.toml");

@@ -10,23 +10,6 @@ use common::*;
 use hearth_models::{dirichlet_split, evaluate, IntentModel, IntentSpec};
 use hearth_proto::v1::{self, job_event};
 
-/// Waits (up to 10 s) until the participant at `addr` serves `version` of intent job `job`; returns the
-/// version it serves of that job then (0: none).
-async fn serving(addr: &str, app: &hearth_transport::TlsMaterial, job: &str, version: u64) -> u64 {
-    let mut served = 0;
-    for _ in 0..100 {
-        let (status, body) = https(addr, app, "GET", "/v1/health", vec![]).await;
-        assert_eq!(status, 200);
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        served = if v["model"]["job_id"] == job { v["model"]["version"].as_u64().unwrap_or(0) } else { 0 };
-        if served == version {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    served
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn federated_training_learns_and_serves() {
     let (train, test) = clinc_slice(10);

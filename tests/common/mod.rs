@@ -547,6 +547,23 @@ pub fn wait_file(path: &Path) -> String {
     }
 }
 
+/// Waits (up to 10 s) until the participant at `addr` serves `version` of intent job `job`; returns the
+/// version it serves of that job then (0: none).
+pub async fn serving(addr: &str, app: &TlsMaterial, job: &str, version: u64) -> u64 {
+    let mut served = 0;
+    for _ in 0..100 {
+        let (status, body) = https(addr, app, "GET", "/v1/health", vec![]).await;
+        assert_eq!(status, 200);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        served = if v["model"]["job_id"] == job { v["model"]["version"].as_u64().unwrap_or(0) } else { 0 };
+        if served == version {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    served
+}
+
 /// [`https`] expecting a JSON answer: the status and the body parsed; panics, showing the body, on
 /// anything else.
 pub async fn https_json(
