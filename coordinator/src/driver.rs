@@ -461,7 +461,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, job: Arc<JobRuntime>) {
                         Err(e) => tracing::error!(error = %e, "persist task failed"),
                     }
                 }
-                job.emit(job_event::Kind::Committed(summary(&round_rec)));
+                job.emit_committed(summary(&round_rec));
                 shared.announce_all(&announcement::Kind::RoundCommitted(v1::RoundCommitted {
                     job_id: rec.id.clone(),
                     round,

@@ -7,6 +7,7 @@
 //! before are refused by [`JobRuntime::begin_upload`] before a byte of their payload is read.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -112,11 +113,16 @@ pub(crate) struct JobRuntime {
     pub(crate) events: broadcast::Sender<JobEvent>,
     /// Who asked to cancel the job, once someone has: the driver ends it at its next step.
     pub(crate) cancel: Mutex<Option<String>>,
+    /// The last round whose `Committed` event went out. A round enters `record` before its
+    /// federated evaluation is attached to it; a new watcher is replayed only announced rounds,
+    /// so none is sent a round without the evaluation that follows it.
+    announced: AtomicU64,
 }
 
 impl JobRuntime {
     pub(crate) fn new(record: JobRecord, num_params: usize, params: Vec<f32>, velocity: Vec<f32>) -> Self {
         let version = record.latest_version();
+        let announced = AtomicU64::new(record.committed.last().map_or(0, |r| r.round));
         let (events, _) = broadcast::channel(1024);
         let family = hearth_models::ModelSpec::from_json(record.model_spec_json.as_bytes())
             .map_or_else(|_| "unknown".to_string(), |s| s.family().to_string());
@@ -130,6 +136,7 @@ impl JobRuntime {
             changed: Notify::new(),
             events,
             cancel: Mutex::new(None),
+            announced,
         }
     }
 
@@ -140,6 +147,24 @@ impl JobRuntime {
     pub(crate) fn emit(&self, kind: job_event::Kind) {
         // No receivers is fine: nobody is watching.
         let _ = self.events.send(JobEvent { kind: Some(kind) });
+    }
+
+    /// Announces a committed round, once its record (evaluation included) is in `record`.
+    pub(crate) fn emit_committed(&self, summary: v1::RoundSummary) {
+        self.announced.store(summary.round, Ordering::SeqCst);
+        self.emit(job_event::Kind::Committed(summary));
+    }
+
+    /// What a new watcher is sent before live events: the job's record and the committed rounds
+    /// to replay from it, with the last of them. A finished job's are all of them; a running
+    /// job's stop at the last announced round, whose live event the watcher would otherwise
+    /// never see (it skips rounds it was replayed).
+    pub(crate) fn history(&self) -> (JobRecord, Vec<RoundRecord>, u64) {
+        // Read before the record: everything announced is in the record read after it.
+        let announced = self.announced.load(Ordering::SeqCst);
+        let rec = lock(&self.record).clone();
+        let (replay, last) = replay(&rec, announced);
+        (rec, replay, last)
     }
 
     /// Checks an upload header against the open round and reserves the participant's slot.
@@ -363,6 +388,15 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The wait after a round's first failure; it doubles after each further one.
 pub(crate) const RETRY_PAUSE: Duration = Duration::from_secs(2);
 
+/// The committed rounds of `rec` a new watcher is replayed, and the last round among them.
+fn replay(rec: &JobRecord, announced: u64) -> (Vec<RoundRecord>, u64) {
+    let running = rec.phase == crate::store::JobPhase::Running;
+    let rounds: Vec<RoundRecord> =
+        rec.committed.iter().filter(|r| !running || r.round <= announced).cloned().collect();
+    let last = rounds.last().map_or(0, |r| r.round);
+    (rounds, last)
+}
+
 /// How many times a round is retried before its job fails.
 pub(crate) const MAX_ROUND_ATTEMPTS: u32 = 3;
 
@@ -453,5 +487,40 @@ mod tests {
         let (rec, model, _) = rt.commit_aggregate(rt.close_plain().unwrap(), 1, 1.0, 0.0, None).unwrap();
         assert_eq!(rec.participants, 1);
         assert_eq!(model.params, vec![2.0, 0.0]);
+    }
+
+    #[test]
+    fn a_watcher_is_replayed_only_announced_rounds_of_a_running_job() {
+        let rt = runtime();
+        let round = |n: u64| RoundRecord {
+            round: n,
+            version: n,
+            participants: 2,
+            examples: 10,
+            train_loss: 1.0,
+            seconds: 1.0,
+            contributors: vec!["a".into(), "b".into()],
+            phase_seconds: Vec::new(),
+            evaluation: None,
+        };
+        // Round 1 is committed to the record; its evaluation is still running, nothing announced.
+        lock(&rt.record).committed.push(round(1));
+        let (_, replayed, last) = rt.history();
+        assert!(replayed.is_empty() && last == 0, "round 1 is sent live, with its evaluation");
+        rt.emit_committed(summary_of(&round(1)));
+        let (_, replayed, last) = rt.history();
+        assert_eq!((replayed.len(), last), (1, 1));
+        // A finished job replays every round it committed.
+        lock(&rt.record).committed.push(round(2));
+        lock(&rt.record).phase = JobPhase::Finished;
+        let (_, replayed, last) = rt.history();
+        assert_eq!((replayed.len(), last), (2, 2));
+        // A coordinator that restarts has announced everything it loaded.
+        let loaded = JobRuntime::new(lock(&rt.record).clone(), 2, vec![0.0, 0.0], vec![]);
+        assert_eq!(loaded.announced.load(Ordering::SeqCst), 2);
+    }
+
+    fn summary_of(r: &RoundRecord) -> v1::RoundSummary {
+        v1::RoundSummary { round: r.round, ..Default::default() }
     }
 }

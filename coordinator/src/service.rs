@@ -682,16 +682,15 @@ impl Coordinator for CoordinatorService {
         let job = self.job(&req.get_ref().job_id)?;
         // Subscribe before reading history so no event falls between the two.
         let mut live = job.events.subscribe();
-        let rec = lock(&job.record).clone();
+        let (rec, replay, mut last) = job.history();
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(async move {
-            for r in &rec.committed {
+            for r in &replay {
                 let ev = v1::JobEvent { kind: Some(job_event::Kind::Committed(summary(r))) };
                 if tx.send(Ok(ev)).await.is_err() {
                     return;
                 }
             }
-            let mut last = rec.latest_version();
             if rec.phase != JobPhase::Running {
                 let fin = crate::driver::finished_event(&rec);
                 let _ = tx.send(Ok(v1::JobEvent { kind: Some(job_event::Kind::Finished(fin)) })).await;
