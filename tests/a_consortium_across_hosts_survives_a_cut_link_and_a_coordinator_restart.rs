@@ -382,35 +382,15 @@ fn a_consortium_across_hosts_survives_a_cut_link_and_a_coordinator_restart() {
         },
         || context(&net, "restarted"),
     );
-    let logged = |p: &str| std::fs::read_to_string(d.join(format!("{p}.log"))).unwrap_or_default();
-    let at_kill: Vec<usize> = PARTICIPANTS.iter().map(|p| logged(p).len()).collect();
     net.kill("coordinator");
     for p in PARTICIPANTS {
         net.signal(p, "CONT");
     }
     let before = commits(&state, "restarted").len();
     assert_eq!(before, 2, "killed with rounds 1 and 2 committed and round 3 open");
-    // Thawed, a participant may still start round 3 of the dead coordinator (its announcement was
-    // waiting unread). That work must fail against the absent coordinator before the new one listens:
-    // sent to the restarted coordinator instead, a dead instance's messages upset the resumed round (README,
-    // "A coordinator that restarts"; seen once in three runs when the coordinator restarted at once). So
-    // each participant's session must have failed, and its round 3 work too if it started any (it starts
-    // at once, or never).
-    for (p, from) in PARTICIPANTS.iter().zip(&at_kill) {
-        let since = || logged(p).get(*from..).unwrap_or_default().to_string();
-        wait_until(
-            &format!("{p} noticed the coordinator is gone"),
-            Duration::from_secs(30),
-            || since().contains("coordinator session failed"),
-            since,
-        );
-        let noticed = Instant::now();
-        while noticed.elapsed() < Duration::from_secs(2)
-            && !since().lines().any(|l| l.contains("round work failed") && l.contains("round=3"))
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+    // Restarted at once: a thawed participant may still start round 3 of the dead coordinator (its
+    // announcement was waiting unread) and send that instance's messages to the new process, which refuses
+    // them as another instance's without dropping the participant from its own.
     start_coordinator(&mut net);
     wait_until(
         "the job finished after the restart",

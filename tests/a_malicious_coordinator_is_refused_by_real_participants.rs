@@ -382,6 +382,7 @@ async fn a_malicious_coordinator_is_refused_by_real_participants() {
             round: 1,
             phase: 1,
             payload: ground.encode(&context).into(),
+            instance: 2,
         })),
     })
     .await

@@ -5,6 +5,8 @@
 //!    what the coordinator sees, not what the consortium learns.
 //! 2. A participant killed (SIGKILL) in the middle of a secure round does not stop the round: the survivors
 //!    complete the protocol and the round commits with their sum.
+//! 3. A message naming another instance of the round (a stale attempt's) is refused before the open
+//!    attempt sees it, and its sender stays in that attempt.
 
 mod common;
 
@@ -153,4 +155,44 @@ async fn a_participant_killed_mid_secure_round_does_not_stop_it() {
         .find(|l| l.contains("round.commit") && l.contains("round 2"))
         .unwrap_or_else(|| panic!("no commit of round 2:\n{audit}"));
     assert!(round2.contains("securely aggregated") && !round2.contains("inst-5"), "{round2}");
+}
+
+/// A message naming another instance of the round (a stale attempt's: one given up, or one from before the
+/// coordinator restarted) is refused before it reaches the open attempt, and its sender stays in that
+/// attempt: the round commits with every participant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_of_another_instance_is_refused_and_its_sender_stays_in_the_round() {
+    let (train, _) = clinc_slice(5);
+    let split = dirichlet_split(&train, 3, 1.0, 13).unwrap();
+    let cluster = Cluster::start(&split.shards);
+    let spec = IntentSpec::new(labels_of(&train), Default::default()).unwrap();
+    let mut op = cluster.client("operator").await;
+    op.submit_job(job("stale", &spec, 1, 3, false)).await.unwrap();
+    // inst-1's own connection sends an advertisement of instance 0xdead until a round is open to refuse it.
+    let stale = cluster.client("inst-1").await;
+    let send = |mut c: v1::coordinator_client::CoordinatorClient<tonic::transport::Channel>| async move {
+        let header =
+            v1::SecAggHeader { job_id: "stale".into(), round: 1, phase: 0, length: 4, instance: 0xdead };
+        let chunks = vec![
+            v1::SecAggChunk { kind: Some(v1::sec_agg_chunk::Kind::Header(header)) },
+            v1::SecAggChunk { kind: Some(v1::sec_agg_chunk::Kind::Data(vec![0u8; 4].into())) },
+        ];
+        c.sec_agg_send(futures::stream::iter(chunks)).await
+    };
+    let started = std::time::Instant::now();
+    let refusal = loop {
+        let e = send(stale.clone()).await.expect_err("a stale instance's message is never accepted");
+        if !e.message().contains("no secure") {
+            break e;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no secure round opened: {e}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    assert_eq!(refusal.code(), tonic::Code::FailedPrecondition, "{refusal}");
+    assert!(refusal.message().contains("instance 0xdead of round 1 of stale;"), "{refusal}");
+    let committed = follow(&mut op, "stale", &cluster).await;
+    assert_eq!(committed.len(), 1);
+    assert_eq!(committed[0].participants, 3, "inst-1 stayed in the round");
+    let audit = std::fs::read_to_string(cluster.dir.path().join("coordinator/audit/entries.jsonl")).unwrap();
+    assert!(audit.lines().any(|l| l.contains("secagg") && l.contains("instance 0xdead")), "{audit}");
 }

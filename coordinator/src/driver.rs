@@ -972,6 +972,7 @@ pub(crate) async fn run_secure_round<T: Send + 'static>(
                             round,
                             phase: phase + 1,
                             payload: payload.into(),
+                            instance: p.instance,
                         }),
                     );
                 }

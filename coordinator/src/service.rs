@@ -552,6 +552,16 @@ impl Coordinator for CoordinatorService {
                 let detail = format!("no secure-aggregation round {round} is open for job {}", header.job_id);
                 return Err(self.refuse_secagg(&who, &detail, Status::failed_precondition(detail.clone())));
             };
+            // Another attempt's message (one this coordinator gave up, or one from before it restarted) is
+            // refused here, before the open attempt would count it as the sender's and drop the sender.
+            let open = r.params.config().instance;
+            if header.instance != 0 && header.instance != open {
+                let detail = format!(
+                    "phase {phase} message of instance {:#x} of round {round} of {}; instance {open:#x} is open",
+                    header.instance, header.job_id
+                );
+                return Err(self.refuse_secagg(&who, &detail, Status::failed_precondition(detail.clone())));
+            }
             let u =
                 r.begin(&who.id, phase).map_err(|e| self.refuse_secagg_status(&who, secagg_status(&e)))?;
             let limits = r.params.limits();

@@ -101,8 +101,9 @@ pub(crate) struct Federation {
     /// Keys for secure aggregation; `None` when this node has no protocol signing key (it then refuses
     /// secure rounds with a clear log line).
     secagg: Option<SecAggIdentity>,
-    /// Where relayed secure-aggregation messages go, per (job, round) in progress.
-    relays: std::sync::Mutex<HashMap<(String, u64), RelayTx>>,
+    /// Where relayed secure-aggregation messages go, per (job, round) in progress, with the instance
+    /// whose work reads them (0 for queries and evaluations: any).
+    relays: std::sync::Mutex<HashMap<(String, u64), (u64, RelayTx)>>,
     /// The institution's signed policy and its own ledger of releases.
     pub(crate) privacy: Arc<LocalPrivacy>,
     /// Jobs announced with a privacy section since this process started (the ledger knows those that
@@ -258,10 +259,10 @@ impl Federation {
                     // message of this round can arrive before it.
                     // A new instance of the round (a retry) takes the queue over: the relays name no
                     // instance, and the coordinator gave up the old one.
-                    let relays = open.secagg.is_some().then(|| {
+                    let relays = open.secagg.as_ref().map(|s| {
                         let (tx, rx) = mpsc::channel(RELAY_QUEUE);
                         let mine = tx.downgrade();
-                        lock(&self.relays).insert((open.job_id.clone(), open.round), tx);
+                        lock(&self.relays).insert((open.job_id.clone(), open.round), (s.instance, tx));
                         (mine, rx)
                     });
                     // What the round's work logs carries its span (`--log-format json`: "span").
@@ -283,7 +284,10 @@ impl Federation {
                             let mut superseded = mine.is_some();
                             if let Some(mine) = mine.and_then(|w| w.upgrade()) {
                                 let mut relays = lock(&me.relays);
-                                if relays.get(&(job.clone(), round)).is_some_and(|q| q.same_channel(&mine)) {
+                                if relays
+                                    .get(&(job.clone(), round))
+                                    .is_some_and(|(_, q)| q.same_channel(&mine))
+                                {
                                     relays.remove(&(job.clone(), round));
                                     superseded = false;
                                 }
@@ -318,7 +322,7 @@ impl Federation {
                 }
                 Some(announcement::Kind::Query(q)) => {
                     let (tx, rx) = mpsc::channel(RELAY_QUEUE);
-                    lock(&self.relays).insert((q.query_id.clone(), 1), tx);
+                    lock(&self.relays).insert((q.query_id.clone(), 1), (0, tx));
                     let me = Arc::clone(&self);
                     let client = client.clone();
                     tokio::spawn(async move {
@@ -348,7 +352,7 @@ impl Federation {
                 Some(announcement::Kind::Eval(e)) => {
                     let key = (hearth_proto::eval_key(&e.job_id), e.version);
                     let (tx, rx) = mpsc::channel(RELAY_QUEUE);
-                    lock(&self.relays).insert(key.clone(), tx);
+                    lock(&self.relays).insert(key.clone(), (0, tx));
                     let me = Arc::clone(&self);
                     let client = client.clone();
                     tokio::spawn(async move {
@@ -384,7 +388,20 @@ impl Federation {
                     let key = (relay.job_id.clone(), relay.round);
                     let tx = lock(&self.relays).get(&key).cloned();
                     match tx {
-                        Some(tx) => {
+                        // Another instance's message (an attempt given up, a coordinator's before it
+                        // restarted) would fail this instance's checks as a deviation: it is not handed over.
+                        Some((instance, _))
+                            if instance != 0 && relay.instance != 0 && relay.instance != instance =>
+                        {
+                            tracing::debug!(
+                                job = relay.job_id,
+                                round = relay.round,
+                                relayed = relay.instance,
+                                running = instance,
+                                "relay for another instance of the round; dropped"
+                            )
+                        }
+                        Some((_, tx)) => {
                             if tx.try_send((relay.phase, relay.payload)).is_err() {
                                 tracing::warn!(
                                     job = relay.job_id,

@@ -323,8 +323,9 @@ pub async fn run_client(
         + Duration::from_millis(open.deadline_unix_ms.saturating_sub(now_ms()).max(1));
     let signer = Box::new(Arc::clone(&who.signing));
     let mut rng = os_rng().context("seeding the protocol's generator")?;
+    let instance = inv.round.params().config().instance;
     let (state, msg) = start_client(&inv.round, signer, &mut rng)?;
-    sent += send(&mut client, open, 0, msg).await?;
+    sent += send(&mut client, open, instance, 0, msg).await?;
     if stops(0) {
         return Ok(sent);
     }
@@ -332,14 +333,14 @@ pub async fn run_client(
     // The graph seed: this participant's contribution is revealed only once every commitment is fixed.
     let msg = next_relay(&mut relays, 1, deadline).await?;
     let (state, out) = state.handle(&msg)?;
-    sent += send(&mut client, open, 1, out).await?;
+    sent += send(&mut client, open, instance, 1, out).await?;
     if stops(1) {
         return Ok(sent);
     }
 
     let msg = next_relay(&mut relays, 2, deadline).await?;
     let (state, out) = state.handle(&msg, &mut rng)?;
-    sent += send(&mut client, open, 2, out).await?;
+    sent += send(&mut client, open, instance, 2, out).await?;
     if stops(2) {
         return Ok(sent);
     }
@@ -360,21 +361,21 @@ pub async fn run_client(
         tokio::task::spawn_blocking(move || state.handle_premasked(&msg, premasked)).await??
     };
     release()?;
-    sent += send(&mut client, open, 3, out).await?;
+    sent += send(&mut client, open, instance, 3, out).await?;
     if stops(3) {
         return Ok(sent);
     }
 
     let msg = next_relay(&mut relays, 4, deadline).await?;
     let (state, out) = state.handle(&msg)?;
-    sent += send(&mut client, open, 4, out).await?;
+    sent += send(&mut client, open, instance, 4, out).await?;
     if stops(4) {
         return Ok(sent);
     }
 
     let msg = next_relay(&mut relays, 5, deadline).await?;
     let out = state.handle(&msg)?;
-    sent += send(&mut client, open, 5, out).await?;
+    sent += send(&mut client, open, instance, 5, out).await?;
     Ok(sent)
 }
 
@@ -414,12 +415,18 @@ async fn next_relay(
 async fn send(
     client: &mut CoordinatorClient<Channel>,
     open: &RoundRef,
+    instance: u64,
     phase: u32,
     msg: Vec<u8>,
 ) -> anyhow::Result<u64> {
     let msg = Bytes::from(msg);
-    let header =
-        v1::SecAggHeader { job_id: open.job_id.clone(), round: open.round, phase, length: msg.len() as u64 };
+    let header = v1::SecAggHeader {
+        job_id: open.job_id.clone(),
+        round: open.round,
+        phase,
+        length: msg.len() as u64,
+        instance,
+    };
     let first = v1::SecAggChunk { kind: Some(sec_agg_chunk::Kind::Header(header)) };
     let chunks = (0..msg.len()).step_by(MAX_CHUNK_BYTES).map(move |s| v1::SecAggChunk {
         kind: Some(sec_agg_chunk::Kind::Data(msg.slice(s..(s + MAX_CHUNK_BYTES).min(msg.len())))),

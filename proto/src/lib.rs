@@ -18,8 +18,9 @@ pub mod v1 {
 /// The protocol version this build speaks, `major.minor`. Peers must share the major version. 1.2 adds
 /// federated evaluation (`EvalOpen`, `RoundSummary.evaluation`); 1.3 the revocation list (`GetRevocations`);
 /// 1.4 the model source for inference replicas (`ModelSource`) and the instance a decline names
-/// (`DeclineRequest.instance`).
-pub const PROTOCOL_VERSION: &str = "1.4";
+/// (`DeclineRequest.instance`); 1.5 the instance each secure-aggregation message and relay belongs to
+/// (`SecAggHeader.instance`, `SecAggRelay.instance`).
+pub const PROTOCOL_VERSION: &str = "1.5";
 
 /// The secure-round id of the federated evaluation of `job`'s versions (`EvalOpen`): coordinator and
 /// participants name its relays and declines by it. Job ids carry no '/', so it never names a job.
