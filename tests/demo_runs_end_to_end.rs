@@ -63,7 +63,7 @@ fn demo_runs_end_to_end_on_bring_your_own_data() {
     assert_eq!(v["tiers"]["encoder"]["accuracy"], v["federated"]["accuracy"]);
     let share = v["tiers"]["cascade"]["answered_by_fast"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&share), "{v}");
-    assert_eq!(v["tiers"]["cascade"]["cascade_confidence"], 0.95, "{v}");
+    assert_eq!(v["tiers"]["cascade"]["cascade_confidence"], 0.8, "{v}");
     assert!(v["model"]["features"]["encoder"]["model"] == "all-MiniLM-L6-v2", "{v}");
     // Logs went to files and stderr, not stdout.
     assert!(work.join("logs/coordinator.log").exists());

@@ -859,7 +859,13 @@ mod tests {
         let p =
             plan(dir.path(), "rounds = 2\nmin_participants = 3\n[model]\nlabels = [\"a\", \"b\"]\n").unwrap();
         assert!(matches!(p.spec, ModelSpec::Intent(_)));
-        assert_eq!(p.server_momentum, hearth_models::DEFAULT_SERVER_MOMENTUM);
+        assert_eq!(
+            (p.server_learning_rate, p.server_momentum),
+            (
+                hearth_models::intent::fast_tier::SERVER_LEARNING_RATE,
+                hearth_models::intent::fast_tier::SERVER_MOMENTUM
+            )
+        );
     }
 
     #[test]

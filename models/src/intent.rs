@@ -26,6 +26,19 @@ pub mod encoder_tier {
     pub const SERVER_MOMENTUM: f32 = 0.0;
 }
 
+/// The fast tier's server optimiser, chosen on CLINC150's validation split by
+/// `models/tests/clinc150_federated_simulation.rs` (5 institutions, Dirichlet 0.5, 20 rounds, split seeds
+/// 42, 1, 2 and 3): momentum 0.7 at server learning rate 3 moves the model as far per round as momentum
+/// 0.9 at 1 (ten mean updates), with less of past rounds' direction in each step. Validation accuracy
+/// 0.900 to 0.903 on the four splits, against 0.889 to 0.894 with momentum 0.9 at 1; 0.5 at 6 and 0
+/// at 8 diverged.
+pub mod fast_tier {
+    /// The server's learning rate.
+    pub const SERVER_LEARNING_RATE: f32 = 3.0;
+    /// Server momentum.
+    pub const SERVER_MOMENTUM: f32 = 0.7;
+}
+
 /// What an intent model is: its labels and how it reads text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

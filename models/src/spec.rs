@@ -226,7 +226,12 @@ impl ModelSpec {
                 1.0,
                 crate::intent::encoder_tier::SERVER_MOMENTUM,
             ),
-            _ => (TrainParams::default(), 1.0, DEFAULT_SERVER_MOMENTUM),
+            ModelSpec::Intent(_) => (
+                TrainParams::default(),
+                crate::intent::fast_tier::SERVER_LEARNING_RATE,
+                crate::intent::fast_tier::SERVER_MOMENTUM,
+            ),
+            ModelSpec::Bench { .. } => (TrainParams::default(), 1.0, DEFAULT_SERVER_MOMENTUM),
         };
         let rounds =
             if let ModelSpec::Recommend(_) = self { recommend::DEFAULT_ROUNDS } else { DEFAULT_ROUNDS };

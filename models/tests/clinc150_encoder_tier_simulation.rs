@@ -23,7 +23,7 @@ struct Run {
 }
 
 /// Federated training of `spec` at `lr` and server `momentum`, threshold chosen on validation.
-fn federated(spec: &IntentSpec, d: &Clinc150, lr: f32, momentum: f64) -> Run {
+fn federated(spec: &IntentSpec, d: &Clinc150, lr: f32, server_lr: f64, momentum: f64) -> Run {
     let split = dirichlet_split(&d.train, 5, 0.5, 42).unwrap();
     let shards: Vec<EncodedSet> = split.shards.iter().map(|s| encode(spec, s).unwrap()).collect();
     let tp = TrainParams { learning_rate: lr, ..TrainParams::default() };
@@ -31,7 +31,7 @@ fn federated(spec: &IntentSpec, d: &Clinc150, lr: f32, momentum: f64) -> Run {
         vec![0.0; spec.num_params()],
         &shards,
         env("ROUNDS", DEFAULT_ROUNDS),
-        1.0,
+        server_lr,
         momentum,
         |params, shard, r, i| {
             let p = TrainParams { seed: tp.seed ^ (r * 31 + i as u64), ..tp.clone() };
@@ -82,11 +82,20 @@ fn the_encoder_tier_beats_the_fast_tier_federated() {
     labels.dedup();
 
     let fast_spec = IntentSpec::new(labels.clone(), FeatureConfig::default()).unwrap();
-    let fast =
-        federated(&fast_spec, &d, TrainParams::default().learning_rate, f64::from(DEFAULT_SERVER_MOMENTUM));
+    let fast = {
+        let f = ModelSpec::Intent(fast_spec.clone()).defaults();
+        federated(
+            &fast_spec,
+            &d,
+            f.train.learning_rate,
+            f64::from(f.server_learning_rate),
+            f64::from(f.server_momentum),
+        )
+    };
     eprintln!("{}", line("fast tier", &fast));
     let spec = IntentSpec::encoder_tier(labels.clone()).unwrap();
-    let tier = federated(&spec, &d, encoder_tier::LEARNING_RATE, f64::from(encoder_tier::SERVER_MOMENTUM));
+    let tier =
+        federated(&spec, &d, encoder_tier::LEARNING_RATE, 1.0, f64::from(encoder_tier::SERVER_MOMENTUM));
     eprintln!("{}", line("encoder tier", &tier));
     if env("CASCADE", 0u8) == 1 {
         // The cascade at each confidence threshold, on validation: its figures beside the encoder tier's
@@ -113,7 +122,7 @@ fn the_encoder_tier_beats_the_fast_tier_federated() {
                     let mut features = spec.features.clone();
                     features.encoder.as_mut().unwrap().weight = weight;
                     let s = IntentSpec::new(labels.clone(), features).unwrap();
-                    let r = federated(&s, &d, lr, momentum);
+                    let r = federated(&s, &d, lr, 1.0, momentum);
                     eprintln!("{}", line(&format!("weight {weight} lr {lr} momentum {momentum}"), &r));
                 }
             }

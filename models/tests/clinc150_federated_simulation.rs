@@ -1,7 +1,11 @@
 //! In-process federated averaging on the real CLINC150 data: the tuned defaults must bring the federated
-//! model (5 institutions, Dirichlet 0.5) within 2 points of the same model trained centrally, with
-//! in-scope accuracy of at least 88%. The real processes and network are exercised by the workspace's
-//! integration tests; this test pins the learning itself.
+//! model (5 institutions, Dirichlet 0.5) to no more than 2 points below the same model trained centrally
+//! (20 epochs at the local learning rate), with in-scope accuracy of at least 88%. The real processes and
+//! network are exercised by the workspace's integration tests; this test pins the learning itself.
+//!
+//! Tuning runs override the defaults from the environment (`LR`, `EPOCHS`, `BATCH`, `L2`, `ROUNDS`, `SLR`,
+//! `BETA`, `DIM`; `SPLIT` the Dirichlet split's seed) and read the federated model's validation accuracy
+//! (`val`), never the test split's, to choose.
 
 use std::time::Instant;
 
@@ -23,7 +27,8 @@ fn federated_averaging_comes_within_two_points_of_centralized() {
     let features =
         FeatureConfig { dim: env("DIM", FeatureConfig::default().dim), ..FeatureConfig::default() };
     let spec = IntentSpec::new(labels, features).unwrap();
-    let base = TrainParams::default();
+    let defaults = ModelSpec::Intent(spec.clone()).defaults();
+    let base = defaults.train.clone();
     let tp = TrainParams {
         local_epochs: env("EPOCHS", base.local_epochs),
         learning_rate: env("LR", base.learning_rate),
@@ -32,13 +37,13 @@ fn federated_averaging_comes_within_two_points_of_centralized() {
         seed: 42,
     };
     let rounds: u64 = env("ROUNDS", DEFAULT_ROUNDS);
-    let split = dirichlet_split(&d.train, 5, 0.5, 42).unwrap();
+    let split = dirichlet_split(&d.train, 5, 0.5, env("SPLIT", 42)).unwrap();
     let shards: Vec<EncodedSet> = split.shards.iter().map(|s| encode(&spec, s).unwrap()).collect();
 
     let t = Instant::now();
     let mut global = vec![0.0f32; spec.num_params()];
-    let server_lr: f64 = env("SLR", 1.0);
-    let beta: f64 = env("BETA", f64::from(DEFAULT_SERVER_MOMENTUM));
+    let server_lr: f64 = env("SLR", f64::from(defaults.server_learning_rate));
+    let beta: f64 = env("BETA", f64::from(defaults.server_momentum));
     let mut velocity = vec![0.0f64; spec.num_params()];
     for r in 0..rounds {
         let mut sum = vec![0.0f64; global.len()];
@@ -61,6 +66,7 @@ fn federated_averaging_comes_within_two_points_of_centralized() {
     let mut fed = IntentModel::from_params(spec.clone(), global).unwrap();
     fed.oos_threshold = Some(choose_oos_threshold(&fed, &d.val));
     let fm = evaluate(&fed, &d.test);
+    let fed_val = evaluate(&fed, &d.val).accuracy;
 
     let t = Instant::now();
     let pooled = encode(&spec, &d.train).unwrap();
@@ -72,17 +78,12 @@ fn federated_averaging_comes_within_two_points_of_centralized() {
     central.oos_threshold = Some(choose_oos_threshold(&central, &d.val));
     let cm = evaluate(&central, &d.test);
     eprintln!(
-        "dim {} rounds {rounds} {tp:?}\n federated   acc {:.4} in {:.4} oos {:.4} f1 {:.4} ({fed_secs:.1}s, thr {:?})\n centralized acc {:.4} in {:.4} oos {:.4} f1 {:.4} ({central_secs:.1}s, thr {:?})",
+        "dim {} rounds {rounds} {tp:?} server lr {server_lr} momentum {beta}\n federated   val {fed_val:.4} | test acc {:.4} in {:.4} oos {:.4} f1 {:.4} ({fed_secs:.1}s, thr {:?})\n centralized acc {:.4} in {:.4} oos {:.4} f1 {:.4} ({central_secs:.1}s, thr {:?})",
         spec.features.dim, fm.accuracy, fm.in_scope_accuracy, fm.oos_recall, fm.macro_f1, fed.oos_threshold,
         cm.accuracy, cm.in_scope_accuracy, cm.oos_recall, cm.macro_f1, central.oos_threshold
     );
     assert!(fm.in_scope_accuracy >= 0.88, "federated in-scope accuracy {}", fm.in_scope_accuracy);
-    assert!(
-        (fm.accuracy - cm.accuracy).abs() <= 0.02,
-        "federated {} vs centralized {}",
-        fm.accuracy,
-        cm.accuracy
-    );
+    assert!(fm.accuracy >= cm.accuracy - 0.02, "federated {} vs centralized {}", fm.accuracy, cm.accuracy);
 }
 
 #[test]
