@@ -35,6 +35,8 @@ struct Seen {
     sent: Vec<(String, u64, u32)>,
     /// The payload of each of those messages, in the same order.
     payloads: Vec<Vec<u8>>,
+    /// The instance each of those messages named, in the same order.
+    instances: Vec<u64>,
     /// (job, the participant's reason) of every decline.
     declined: Vec<(String, String)>,
 }
@@ -111,6 +113,7 @@ impl Coordinator for Deviant {
         let mut seen = self.seen.lock().unwrap();
         seen.sent.push((h.job_id.clone(), h.round, h.phase));
         seen.payloads.push(payload);
+        seen.instances.push(h.instance);
         Ok(Response::new(v1::SecAggAck { job_id: h.job_id, round: h.round, phase: h.phase }))
     }
 
@@ -368,6 +371,9 @@ async fn a_malicious_coordinator_is_refused_by_real_participants() {
     let advertisement = {
         let s = seen.lock().unwrap();
         let i = s.sent.iter().rposition(|(j, _, p)| j == "honest" && *p == 0).unwrap();
+        // Each advertisement names the instance it belongs to.
+        let first = s.sent.iter().position(|(j, _, p)| j == "honest" && *p == 0).unwrap();
+        assert_eq!((s.instances[first], s.instances[i]), (1, 2));
         s.payloads[i].clone()
     };
     // The context (bytes 2..34 of every message's header) binds the list to this round instance.
@@ -376,17 +382,23 @@ async fn a_malicious_coordinator_is_refused_by_real_participants() {
         recipient: 0,
         commitments: (0..5u32).map(|c| (c, [c as u8 + 1; 32])).collect(),
     };
-    tx.send(v1::Announcement {
+    let relay = |instance: u64| v1::Announcement {
         kind: Some(announcement::Kind::Secagg(v1::SecAggRelay {
             job_id: "honest".into(),
             round: 1,
             phase: 1,
             payload: ground.encode(&context).into(),
-            instance: 2,
+            instance,
         })),
-    })
-    .await
-    .unwrap();
+    };
+    // Relayed as the given-up first instance's, the list never reaches the retry's work.
+    tx.send(relay(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !seen.lock().unwrap().declined.iter().any(|(j, r)| j == "honest" && r.contains("own commitment")),
+        "a relay of another instance was handed to the retry"
+    );
+    tx.send(relay(2)).await.unwrap();
     wait("the altered commitments are refused", &|s: &Seen| {
         s.declined.iter().any(|(j, r)| j == "honest" && r.contains("own commitment is missing or altered"))
     });
