@@ -959,6 +959,12 @@ mod reference {
         let ModelSpec::Intent(spec) = &intent.spec else { panic!("{:?}", intent.spec) };
         assert_eq!(spec.labels.len(), 151, "CLINC150's 150 intents and oos");
         assert!(intent.secure_aggregation && intent.privacy.is_none() && intent.min_participants == 3);
+        let d = intent.spec.defaults();
+        assert_eq!(
+            (intent.server_learning_rate, intent.server_momentum),
+            (d.server_learning_rate, d.server_momentum),
+            "the reference job states the tuned server optimiser"
+        );
 
         let dp = JobPlan::from_file(&deploy.join("job-intent-dp.toml")).unwrap();
         let preset = hearth_models::INTENT_DP_PRESET;

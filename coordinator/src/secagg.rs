@@ -167,7 +167,8 @@ impl SecAggRound {
             threshold: choice.threshold,
             vector_len,
             modulus_bits: MODULUS_BITS,
-            instance: u64::from_le_bytes(instance),
+            // Never 0, which a message or relay uses to name no instance.
+            instance: u64::from_le_bytes(instance) | 1,
             min_survivors: setup.min_survivors,
         })?);
         let quantizer = Quantizer::new(QuantizerSpec {

@@ -19,7 +19,7 @@ fn clinc() -> Clinc150 {
 }
 
 #[test]
-fn federated_averaging_comes_within_two_points_of_centralized() {
+fn federated_averaging_comes_no_more_than_two_points_below_centralized() {
     let d = clinc();
     let mut labels: Vec<String> = d.train.iter().map(|e| e.label.clone()).collect();
     labels.sort();
@@ -66,6 +66,7 @@ fn federated_averaging_comes_within_two_points_of_centralized() {
     let mut fed = IntentModel::from_params(spec.clone(), global).unwrap();
     fed.oos_threshold = Some(choose_oos_threshold(&fed, &d.val));
     let fm = evaluate(&fed, &d.test);
+    // Optimistic (the threshold was chosen on the same split), but the same for every configuration compared.
     let fed_val = evaluate(&fed, &d.val).accuracy;
 
     let t = Instant::now();

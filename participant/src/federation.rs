@@ -102,7 +102,7 @@ pub(crate) struct Federation {
     /// secure rounds with a clear log line).
     secagg: Option<SecAggIdentity>,
     /// Where relayed secure-aggregation messages go, per (job, round) in progress, with the instance
-    /// whose work reads them (0 for queries and evaluations: any).
+    /// whose work reads them (0: any).
     relays: std::sync::Mutex<HashMap<(String, u64), (u64, RelayTx)>>,
     /// The institution's signed policy and its own ledger of releases.
     pub(crate) privacy: Arc<LocalPrivacy>,
@@ -257,8 +257,8 @@ impl Federation {
                     let client = client.clone();
                     // Register the relay queue before the next announcement is read, so no relayed
                     // message of this round can arrive before it.
-                    // A new instance of the round (a retry) takes the queue over: the relays name no
-                    // instance, and the coordinator gave up the old one.
+                    // A new instance of the round (a retry) takes the queue over, with its instance: relays
+                    // naming another (the attempt given up) are dropped, not handed to this one's work.
                     let relays = open.secagg.as_ref().map(|s| {
                         let (tx, rx) = mpsc::channel(RELAY_QUEUE);
                         let mine = tx.downgrade();
@@ -322,7 +322,8 @@ impl Federation {
                 }
                 Some(announcement::Kind::Query(q)) => {
                     let (tx, rx) = mpsc::channel(RELAY_QUEUE);
-                    lock(&self.relays).insert((q.query_id.clone(), 1), (0, tx));
+                    let instance = q.secagg.as_ref().map_or(0, |s| s.instance);
+                    lock(&self.relays).insert((q.query_id.clone(), 1), (instance, tx));
                     let me = Arc::clone(&self);
                     let client = client.clone();
                     tokio::spawn(async move {
@@ -352,7 +353,8 @@ impl Federation {
                 Some(announcement::Kind::Eval(e)) => {
                     let key = (hearth_proto::eval_key(&e.job_id), e.version);
                     let (tx, rx) = mpsc::channel(RELAY_QUEUE);
-                    lock(&self.relays).insert(key.clone(), (0, tx));
+                    let instance = e.secagg.as_ref().map_or(0, |s| s.instance);
+                    lock(&self.relays).insert(key.clone(), (instance, tx));
                     let me = Arc::clone(&self);
                     let client = client.clone();
                     tokio::spawn(async move {
