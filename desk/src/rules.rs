@@ -135,10 +135,12 @@ pub struct StepDef {
     /// Deadline of one attempt.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
-    /// Attempts after the first one fails (a non-2xx answer, a timeout or a connection error).
+    /// Attempts after the first one fails in a way worth retrying (a timeout, a failed connection, or
+    /// an answer of 408, 429 or 5xx; any other non-2xx answer fails the step at once).
     #[serde(default = "default_retries")]
     pub retries: u32,
-    /// Wait before the first retry; doubled for each further one (capped at 30 s).
+    /// Wait before the first retry; doubled for each further one (capped at 30 s), each wait drawn
+    /// between half of it and all of it; an answer's `Retry-After` replaces it.
     #[serde(default = "default_backoff_ms")]
     pub backoff_ms: u64,
 }

@@ -198,6 +198,76 @@ async fn a_merged_customers_workflow_runs_are_erased_with_the_customer_they_join
     assert!(s.engine.get(&run).is_none());
 }
 
+/// A receiver that answers the scripted statuses in turn (each with its `Retry-After`, if any), then 200;
+/// returns its URL and the number of calls it took.
+async fn scripted_receiver(script: Vec<(u16, Option<&'static str>)>) -> (String, Arc<Mutex<u32>>) {
+    let calls = Arc::new(Mutex::new(0u32));
+    let seen = Arc::clone(&calls);
+    let script = Arc::new(Mutex::new(std::collections::VecDeque::from(script)));
+    let app = axum::Router::new().route(
+        "/x",
+        axum::routing::post(move || {
+            let (seen, script) = (Arc::clone(&seen), Arc::clone(&script));
+            async move {
+                *seen.lock().unwrap() += 1;
+                let (status, retry_after) = script.lock().unwrap().pop_front().unwrap_or((200, None));
+                let mut r = axum::response::Response::builder().status(status);
+                if let Some(v) = retry_after {
+                    r = r.header("retry-after", v);
+                }
+                r.body(axum::body::Body::empty()).unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/x", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, calls)
+}
+
+/// Starts a run of a one-step workflow calling `url` (3 retries, a minute's backoff) and waits for its end.
+async fn run_one_step(url: &str) -> (workflows::RunStatus, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        format!(
+            "[[rule]]\nname = \"sms-flow\"\nwhen = {{ channel = [\"sms\"] }}\nthen = {{ workflow = \"w\" }}\n\
+             [workflows.w]\nsteps = [{{ name = \"s\", url = \"{url}\", retries = 3, backoff_ms = 60000, timeout_ms = 2000 }}]\n"
+        ),
+    )
+    .unwrap();
+    let config = DeskConfig { rules_file: Some(rules), ..Default::default() };
+    let s = open_with(dir.path(), hearth_crypto::SuiteId::International, &config);
+    let rt = tokio::runtime::Handle::current();
+    let started = std::time::Instant::now();
+    let m = s
+        .message(body(r#"{"channel": "sms", "identifiers": {"phone": "+447700900123"}, "text": "hi"}"#), &rt)
+        .unwrap();
+    let run = m.workflows[0].run_id.clone();
+    loop {
+        let status = s.engine.get(&run).unwrap().status;
+        if status != workflows::RunStatus::Running {
+            return (status, started.elapsed());
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the run never ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_says_later_is_retried_when_it_asks_and_one_that_refuses_is_not() {
+    // 503 with `Retry-After: 1`: the retry comes after that second, not after the step's minute of backoff.
+    let (url, calls) = scripted_receiver(vec![(503, Some("1"))]).await;
+    let (status, took) = run_one_step(&url).await;
+    assert_eq!((status, *calls.lock().unwrap()), (workflows::RunStatus::Done, 2));
+    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(20), "{took:?}");
+    // 404: the receiver refuses the call; a repeat would not change that, so there is none.
+    let (url, calls) = scripted_receiver(vec![(404, None)]).await;
+    let (status, _) = run_one_step(&url).await;
+    assert_eq!((status, *calls.lock().unwrap()), (workflows::RunStatus::Failed, 1));
+}
+
 /// An answer as its JSON.
 fn json(v: impl Serialize) -> serde_json::Value {
     serde_json::to_value(v).unwrap()

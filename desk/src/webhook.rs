@@ -2,9 +2,13 @@
 //! client connection, under a deadline covering connect, send and the whole answer.
 //!
 //! Only `http://` targets: workflows call the institution's own systems (order, payment, CRM) from
-//! inside its network, typically through a local gateway; TLS towards them is the gateway's job. A
-//! non-2xx answer, a timeout and a connection error are all failures the caller may retry: the
-//! idempotency key lets the receiver recognise a repeat of a call it already applied.
+//! inside its network, typically through a local gateway; TLS towards them is the gateway's job.
+//!
+//! What is worth retrying ([`CallError::retryable`]): a timeout, a connection that failed, and the
+//! answers that say "later" (408, 429 and 5xx); any other non-2xx answer (a 400, a 404, a 401) is the
+//! receiver refusing the call, which a repeat would not change. A `Retry-After` on the answer (seconds
+//! or an HTTP date) says when. The idempotency key lets the receiver recognise a repeat of a call it
+//! already applied.
 
 use std::time::Duration;
 
@@ -46,14 +50,49 @@ impl Target {
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     /// The answer was not 2xx.
-    #[error("answered HTTP {0}")]
-    Status(u16),
+    #[error("answered HTTP {status}")]
+    Status {
+        /// The answer's status.
+        status: u16,
+        /// When the answer's `Retry-After` asks to be called again, from when it arrived.
+        retry_after: Option<Duration>,
+    },
     /// The deadline passed.
     #[error("no answer within {0} ms")]
     Timeout(u64),
     /// Connecting or exchanging failed.
     #[error("{0}")]
     Io(String),
+}
+
+impl CallError {
+    /// Whether a repeat of the call may succeed: a timeout, a failed connection, or an answer of 408,
+    /// 429 or 5xx.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::Timeout(_) | Self::Io(_) => true,
+            Self::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
+        }
+    }
+
+    /// The wait the receiver asked for with `Retry-After`, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// A `Retry-After` value: delay-seconds, or an HTTP date (a date already past is no wait). `None` for
+/// anything else, which the caller treats as no advice.
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        return v.parse::<u64>().ok().map(Duration::from_secs);
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// POSTs `body` to `target` with `idempotency_key`; `Ok(status)` for a 2xx answer.
@@ -86,12 +125,17 @@ async fn call(target: &Target, key: &str, body: Vec<u8>) -> Result<u16, CallErro
     let out = match resp {
         Ok(resp) => {
             let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
             // Drain (bounded) so the server sees a complete exchange; the content is not used.
             let _ = Limited::new(resp.into_body(), MAX_ANSWER_BYTES).collect().await;
             if (200..300).contains(&status) {
                 Ok(status)
             } else {
-                Err(CallError::Status(status))
+                Err(CallError::Status { status, retry_after })
             }
         }
         Err(e) => Err(e),
@@ -111,5 +155,29 @@ mod tests {
         assert_eq!(Target::parse("http://crm.local/notes").unwrap().authority, "crm.local:80");
         assert!(matches!(Target::parse("https://x/"), Err(UrlError::Scheme(_))));
         assert!(Target::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn only_answers_that_say_later_are_retried() {
+        let answer = |status| CallError::Status { status, retry_after: None };
+        for s in [408, 429, 500, 502, 503, 504] {
+            assert!(answer(s).retryable(), "{s}");
+        }
+        for s in [301, 400, 401, 403, 404, 409, 410, 422] {
+            assert!(!answer(s).retryable(), "{s}");
+        }
+        assert!(CallError::Timeout(100).retryable() && CallError::Io("refused".into()).retryable());
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(Duration::ZERO), "past");
+        for junk in ["", "-5", "1.5", "soon", "99999999999999999999999"] {
+            assert_eq!(parse_retry_after(junk, now), None, "{junk:?}");
+        }
     }
 }

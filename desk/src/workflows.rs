@@ -1,5 +1,7 @@
-//! Workflow runs: declarative steps (from the rules file) that call webhooks in order, with retries and
-//! backoff, a deadline per attempt, an idempotency key per step, an audit entry per attempt, and state
+//! Workflow runs: declarative steps (from the rules file) that call webhooks in order, with retries
+//! (of the failures worth retrying: timeouts, failed connections, 408, 429 and 5xx; see
+//! [`webhook::CallError::retryable`]) after exponential backoff with jitter, or after the wait the
+//! receiver's `Retry-After` asked for, a deadline per attempt, an idempotency key per step, an audit entry per attempt, and state
 //! persisted before each step so a restarted participant resumes unfinished runs where they stopped.
 //!
 //! A run copies its steps when it starts, so editing the rules file never changes a run in flight. The
@@ -23,8 +25,24 @@ use super::unix_now;
 use super::webhook::{self, Target};
 use crate::error::StoreError;
 
-/// Longest wait between retries.
+/// Longest backoff between retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Longest wait a receiver's `Retry-After` gets; a longer one is waited this long.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// The wait before a retry: the receiver's `Retry-After` when it gave one (at most
+/// [`MAX_RETRY_AFTER`]), else `backoff` with jitter: uniformly between half of it and all of it, so
+/// that runs failing together do not retry together.
+fn retry_wait(backoff: Duration, retry_after: Option<Duration>, rng: &mut impl rand::Rng) -> Duration {
+    match retry_after {
+        Some(d) => d.min(MAX_RETRY_AFTER),
+        None => {
+            let half = backoff / 2;
+            half + half.mul_f64(rng.random::<f64>())
+        }
+    }
+}
 
 /// Where a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -265,15 +283,38 @@ impl Engine {
                     self.audit(Outcome::Ok, &run.id, format!("{what}: HTTP {status}"));
                     return true;
                 }
+                Err(e) if !e.retryable() => {
+                    let detail = format!("{what}: {e}, which a repeat would not change: not retried");
+                    self.audit(Outcome::Error, &run.id, detail);
+                    return false;
+                }
                 Err(e) => {
                     self.audit(Outcome::Error, &run.id, format!("{what}: {e}"));
                     if attempt <= step.retries {
-                        tokio::time::sleep(backoff).await;
+                        let wait = retry_wait(backoff, e.retry_after(), &mut rand::rng());
+                        tokio::time::sleep(wait).await;
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                     }
                 }
             }
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_jittered_within_its_upper_half_and_retry_after_is_capped() {
+        let mut rng = rand::rng();
+        let backoff = Duration::from_millis(1000);
+        let waits: Vec<Duration> = (0..200).map(|_| retry_wait(backoff, None, &mut rng)).collect();
+        assert!(waits.iter().all(|w| *w >= backoff / 2 && *w <= backoff), "{waits:?}");
+        assert!(waits.iter().any(|w| *w != waits[0]), "jittered");
+        let asked = Some(Duration::from_secs(7));
+        assert_eq!(retry_wait(backoff, asked, &mut rng), Duration::from_secs(7));
+        assert_eq!(retry_wait(backoff, Some(Duration::from_secs(86_400)), &mut rng), MAX_RETRY_AFTER);
     }
 }
