@@ -38,6 +38,10 @@ pub struct DeskConfig {
     pub retention: RetentionConfig,
     /// The loopback listener for local apps (plain HTTP, API key); off unless `listen` is set.
     pub local: LocalConfig,
+    /// A file holding the secret workflow webhooks are signed with (Standard Webhooks: `whsec_` and the
+    /// base64 of 24 to 64 random bytes), which the receiving systems verify them with. Unset: calls go
+    /// unsigned.
+    pub webhook_secret_file: Option<PathBuf>,
 }
 
 impl Default for DeskConfig {
@@ -50,6 +54,7 @@ impl Default for DeskConfig {
             retention_sweep: Duration::from_secs(60),
             retention: RetentionConfig::default(),
             local: LocalConfig::default(),
+            webhook_secret_file: None,
         }
     }
 }

@@ -13,6 +13,14 @@ pub enum DeskError {
     /// The desk's store could not be opened or read.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The webhook signing secret file is unreadable or not a secret.
+    #[error("webhook_secret_file {path}: {message}")]
+    WebhookSecret {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 /// Why the desk's store (`service.redb`) failed.

@@ -157,7 +157,18 @@ impl Desk {
             })?;
             directory.restore(c);
         }
-        let engine = Arc::new(Engine::new(Arc::clone(&keys), writer.clone(), audit.clone(), loaded.runs));
+        let signer = match &config.webhook_secret_file {
+            None => None,
+            Some(path) => {
+                let bad =
+                    |message: String| DeskError::WebhookSecret { path: path.display().to_string(), message };
+                let secret =
+                    zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?);
+                Some(webhook::Signer::from_secret(&secret).map_err(bad)?)
+            }
+        };
+        let engine =
+            Arc::new(Engine::new(Arc::clone(&keys), writer.clone(), audit.clone(), loaded.runs, signer));
         Ok(Self {
             keys,
             slots,

@@ -198,18 +198,21 @@ async fn a_merged_customers_workflow_runs_are_erased_with_the_customer_they_join
     assert!(s.engine.get(&run).is_none());
 }
 
+/// What a receiver was sent: each call's headers and body.
+type Calls = Arc<Mutex<Vec<(http::HeaderMap, bytes::Bytes)>>>;
+
 /// A receiver that answers the scripted statuses in turn (each with its `Retry-After`, if any), then 200;
-/// returns its URL and the number of calls it took.
-async fn scripted_receiver(script: Vec<(u16, Option<&'static str>)>) -> (String, Arc<Mutex<u32>>) {
-    let calls = Arc::new(Mutex::new(0u32));
+/// returns its URL and the calls it took.
+async fn scripted_receiver(script: Vec<(u16, Option<&'static str>)>) -> (String, Calls) {
+    let calls: Calls = Arc::default();
     let seen = Arc::clone(&calls);
     let script = Arc::new(Mutex::new(std::collections::VecDeque::from(script)));
     let app = axum::Router::new().route(
         "/x",
-        axum::routing::post(move || {
+        axum::routing::post(move |headers: http::HeaderMap, body: bytes::Bytes| {
             let (seen, script) = (Arc::clone(&seen), Arc::clone(&script));
             async move {
-                *seen.lock().unwrap() += 1;
+                seen.lock().unwrap().push((headers, body));
                 let (status, retry_after) = script.lock().unwrap().pop_front().unwrap_or((200, None));
                 let mut r = axum::response::Response::builder().status(status);
                 if let Some(v) = retry_after {
@@ -225,8 +228,9 @@ async fn scripted_receiver(script: Vec<(u16, Option<&'static str>)>) -> (String,
     (url, calls)
 }
 
-/// Starts a run of a one-step workflow calling `url` (3 retries, a minute's backoff) and waits for its end.
-async fn run_one_step(url: &str) -> (workflows::RunStatus, Duration) {
+/// Starts a run of a one-step workflow calling `url` (3 retries, a minute's backoff) on a desk with
+/// `webhook_secret` (if any) and waits for its end.
+async fn run_one_step(url: &str, webhook_secret: Option<&str>) -> (workflows::RunStatus, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules.toml");
     std::fs::write(
@@ -237,7 +241,12 @@ async fn run_one_step(url: &str) -> (workflows::RunStatus, Duration) {
         ),
     )
     .unwrap();
-    let config = DeskConfig { rules_file: Some(rules), ..Default::default() };
+    let webhook_secret_file = webhook_secret.map(|secret| {
+        let f = dir.path().join("webhook-secret");
+        std::fs::write(&f, format!("{secret}\n")).unwrap();
+        f
+    });
+    let config = DeskConfig { rules_file: Some(rules), webhook_secret_file, ..Default::default() };
     let s = open_with(dir.path(), hearth_crypto::SuiteId::International, &config);
     let rt = tokio::runtime::Handle::current();
     let started = std::time::Instant::now();
@@ -259,13 +268,64 @@ async fn run_one_step(url: &str) -> (workflows::RunStatus, Duration) {
 async fn a_webhook_that_says_later_is_retried_when_it_asks_and_one_that_refuses_is_not() {
     // 503 with `Retry-After: 1`: the retry comes after that second, not after the step's minute of backoff.
     let (url, calls) = scripted_receiver(vec![(503, Some("1"))]).await;
-    let (status, took) = run_one_step(&url).await;
-    assert_eq!((status, *calls.lock().unwrap()), (workflows::RunStatus::Done, 2));
+    let (status, took) = run_one_step(&url, None).await;
+    assert_eq!((status, calls.lock().unwrap().len()), (workflows::RunStatus::Done, 2));
     assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(20), "{took:?}");
+    assert!(calls.lock().unwrap().iter().all(|(h, _)| !h.contains_key("webhook-signature")), "no secret");
     // 404: the receiver refuses the call; a repeat would not change that, so there is none.
     let (url, calls) = scripted_receiver(vec![(404, None)]).await;
-    let (status, _) = run_one_step(&url).await;
-    assert_eq!((status, *calls.lock().unwrap()), (workflows::RunStatus::Failed, 1));
+    let (status, _) = run_one_step(&url, None).await;
+    assert_eq!((status, calls.lock().unwrap().len()), (workflows::RunStatus::Failed, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_calls_are_signed_as_standard_webhooks_receivers_verify_them() {
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let (url, calls) = scripted_receiver(vec![(500, Some("0"))]).await;
+    let (status, _) = run_one_step(&url, Some(secret)).await;
+    assert_eq!(status, workflows::RunStatus::Done);
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2, "the 500 and its retry");
+    let verifier = webhook::Signer::from_secret(secret).unwrap();
+    let now = unix_now();
+    for (h, body) in &calls {
+        let get = |k: &str| h.get(k).unwrap_or_else(|| panic!("no {k}: {h:?}")).to_str().unwrap().to_string();
+        let (id, ts) = (get("webhook-id"), get("webhook-timestamp").parse::<u64>().unwrap());
+        assert_eq!(id, get("idempotency-key"), "the message id is the call's idempotency key");
+        assert!(ts.abs_diff(now) < 60, "timestamp {ts} against {now}");
+        assert_eq!(get("webhook-signature"), verifier.sign(&id, ts, body), "verifies under the secret");
+        // Altered, the body no longer verifies.
+        assert_ne!(get("webhook-signature"), verifier.sign(&id, ts, &[body.as_ref(), b" "].concat()));
+    }
+    assert_eq!(calls[0].0.get("webhook-id"), calls[1].0.get("webhook-id"), "a retry keeps its id");
+}
+
+#[test]
+fn a_bad_webhook_secret_file_stops_the_desk_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("webhook-secret");
+    std::fs::write(&f, "hunter2").unwrap();
+    let config = DeskConfig { webhook_secret_file: Some(f.clone()), ..Default::default() };
+    let keys = {
+        let pass = dir.path().join("pass");
+        std::fs::write(&pass, "service test").unwrap();
+        let cfg = KeystoreConfig {
+            passphrase_file: Some(pass),
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+            ..Default::default()
+        };
+        let suite = hearth_crypto::SuiteId::International;
+        Arc::new(
+            NodeKeys::open(&cfg, suite, dir.path(), PARTICIPANT_KEYS, Create::IfMissing, None).unwrap().0,
+        )
+    };
+    let Err(e) = Desk::open(&config, dir.path(), "bank-a", keys, Arc::new(Slots::default()), None) else {
+        panic!("a bad secret file is refused")
+    };
+    let msg = e.to_string();
+    assert!(msg.contains(&f.display().to_string()) && msg.contains("must start with whsec_"), "{msg}");
+    assert!(!msg.contains("hunter2"), "the error never shows the secret: {msg}");
 }
 
 /// An answer as its JSON.

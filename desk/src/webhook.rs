@@ -9,6 +9,12 @@
 //! receiver refusing the call, which a repeat would not change. A `Retry-After` on the answer (seconds
 //! or an HTTP date) says when. The idempotency key lets the receiver recognise a repeat of a call it
 //! already applied.
+//!
+//! With a secret configured, every call is signed as Standard Webhooks specify, so that the receiver
+//! can check it came from this desk and was not altered or replayed: `webhook-id` (the idempotency
+//! key: the same on every retry), `webhook-timestamp` (Unix seconds of the attempt) and
+//! `webhook-signature` (`v1,` and the base64 of HMAC-SHA256 over `id.timestamp.body` under the secret's
+//! bytes). Standard Webhooks fix the algorithm, so it is the same under either algorithm suite.
 
 use std::time::Duration;
 
@@ -43,6 +49,47 @@ impl Target {
         let port = auth.port_u16().unwrap_or(80);
         let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
         Ok(Self { authority: format!("{}:{port}", auth.host()), path })
+    }
+}
+
+/// The secret workflow webhooks are signed with.
+pub struct Signer {
+    key: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signer(..)")
+    }
+}
+
+impl Signer {
+    /// Reads a secret in Standard Webhooks' form: `whsec_` and the base64 of 24 to 64 bytes (surrounding
+    /// whitespace ignored). The error says what is wrong, never the secret.
+    pub fn from_secret(secret: &str) -> Result<Self, String> {
+        use base64::Engine as _;
+        let b64 = secret
+            .trim()
+            .strip_prefix("whsec_")
+            .ok_or("the secret must start with whsec_ (then the base64 of 24 to 64 random bytes)")?;
+        let key = zeroize::Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| format!("what follows whsec_ is not base64: {e}"))?,
+        );
+        if !(24..=64).contains(&key.len()) {
+            return Err(format!("the secret is {} bytes; it must be 24 to 64", key.len()));
+        }
+        Ok(Self { key })
+    }
+
+    /// `webhook-signature`'s value for message `id` sent at `timestamp` with `body`.
+    pub fn sign(&self, id: &str, timestamp: u64, body: &[u8]) -> String {
+        use base64::Engine as _;
+        let suite = hearth_crypto::SuiteId::International.suite(); // HMAC-SHA256, as the standard fixes
+        let ts = timestamp.to_string();
+        let mac = suite.mac(&self.key, &[id.as_bytes(), b".", ts.as_bytes(), b".", body]);
+        format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac))
     }
 }
 
@@ -95,32 +142,41 @@ pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Dura
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// POSTs `body` to `target` with `idempotency_key`; `Ok(status)` for a 2xx answer.
+/// POSTs `body` to `target` with `idempotency_key`, signed by `signer` when there is one; `Ok(status)`
+/// for a 2xx answer.
 pub async fn post(
     target: &Target,
     idempotency_key: &str,
     body: Vec<u8>,
     timeout: Duration,
+    signer: Option<&Signer>,
 ) -> Result<u16, CallError> {
     let ms = timeout.as_millis() as u64;
-    tokio::time::timeout(timeout, call(target, idempotency_key, body))
+    tokio::time::timeout(timeout, call(target, idempotency_key, body, signer))
         .await
         .map_err(|_| CallError::Timeout(ms))?
 }
 
-async fn call(target: &Target, key: &str, body: Vec<u8>) -> Result<u16, CallError> {
+async fn call(target: &Target, key: &str, body: Vec<u8>, signer: Option<&Signer>) -> Result<u16, CallError> {
     let io = |e: &dyn std::fmt::Display| CallError::Io(e.to_string());
     let tcp = tokio::net::TcpStream::connect(&target.authority).await.map_err(|e| io(&e))?;
     let _ = tcp.set_nodelay(true);
     let (mut send, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.map_err(|e| io(&e))?;
     let driver = tokio::spawn(conn);
-    let req = http::Request::post(target.path.as_str())
+    let mut req = http::Request::post(target.path.as_str())
         .header(http::header::HOST, target.authority.as_str())
         .header(http::header::CONTENT_TYPE, "application/json")
-        .header("idempotency-key", key)
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| io(&e))?;
+        .header("idempotency-key", key);
+    if let Some(signer) = signer {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        req = req
+            .header("webhook-id", key)
+            .header("webhook-timestamp", now)
+            .header("webhook-signature", signer.sign(key, now, &body));
+    }
+    let req = req.body(Full::new(Bytes::from(body))).map_err(|e| io(&e))?;
     let resp = send.send_request(req).await.map_err(|e| io(&e));
     let out = match resp {
         Ok(resp) => {
@@ -155,6 +211,24 @@ mod tests {
         assert_eq!(Target::parse("http://crm.local/notes").unwrap().authority, "crm.local:80");
         assert!(matches!(Target::parse("https://x/"), Err(UrlError::Scheme(_))));
         assert!(Target::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn signatures_match_the_standards_published_example() {
+        // The Standard Webhooks libraries' own test of signing.
+        let s = Signer::from_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        assert_eq!(
+            s.sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1_614_265_330, br#"{"test": 2432232314}"#),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+        for (bad, says) in [
+            ("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "must start with whsec_"),
+            ("whsec_not base64!", "not base64"),
+            ("whsec_c2hvcnQ=", "5 bytes; it must be 24 to 64"),
+        ] {
+            let e = Signer::from_secret(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -87,13 +87,22 @@ pub struct Engine {
     writer: Writer,
     audit: Option<AuditLog>,
     runs: Mutex<HashMap<String, Run>>,
+    /// Signs every webhook call, when the desk has a signing secret.
+    signer: Option<webhook::Signer>,
 }
 
 impl Engine {
-    /// An engine over the runs loaded from the store (not started: see [`Engine::resume`]).
-    pub fn new(keys: Arc<NodeKeys>, writer: Writer, audit: Option<AuditLog>, runs: Vec<Run>) -> Self {
+    /// An engine over the runs loaded from the store (not started: see [`Engine::resume`]), signing its
+    /// calls with `signer` when there is one.
+    pub fn new(
+        keys: Arc<NodeKeys>,
+        writer: Writer,
+        audit: Option<AuditLog>,
+        runs: Vec<Run>,
+        signer: Option<webhook::Signer>,
+    ) -> Self {
         let runs = runs.into_iter().map(|r| (r.id.clone(), r)).collect();
-        Self { keys, writer, audit, runs: Mutex::new(runs) }
+        Self { keys, writer, audit, runs: Mutex::new(runs), signer }
     }
 
     fn runs(&self) -> MutexGuard<'_, HashMap<String, Run>> {
@@ -276,7 +285,8 @@ impl Engine {
             if self.get(&run.id).is_none() {
                 return false;
             }
-            let r = webhook::post(&target, &key, body.clone(), Duration::from_millis(step.timeout_ms)).await;
+            let timeout = Duration::from_millis(step.timeout_ms);
+            let r = webhook::post(&target, &key, body.clone(), timeout, self.signer.as_ref()).await;
             let what = format!("{}/{} attempt {attempt}", run.workflow, step.name);
             match r {
                 Ok(status) => {
