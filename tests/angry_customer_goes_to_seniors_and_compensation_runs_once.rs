@@ -3,7 +3,8 @@
 //! file; the workflow's webhooks land on a real HTTP server in this test, which fails the first attempt
 //! of the payment step: the retry carries the same idempotency key, so every step is applied exactly
 //! once. Then a second run is cut by SIGKILL while its last step is failing; after a restart it resumes
-//! and finishes without repeating the steps already done.
+//! and finishes without repeating the steps already done. A third run meets a CRM that refuses the call
+//! (404): it is not retried, and the failed run is listed, with why, among the dead letters.
 
 mod common;
 
@@ -34,6 +35,8 @@ struct Hooks {
     seen: Arc<Mutex<Seen>>,
     /// While set, the CRM step answers 503.
     crm_down: Arc<AtomicBool>,
+    /// While set, the CRM step answers 404.
+    crm_gone: Arc<AtomicBool>,
 }
 
 async fn hook(State(h): State<Hooks>, uri: Uri, headers: HeaderMap, body: String) -> StatusCode {
@@ -46,6 +49,9 @@ async fn hook(State(h): State<Hooks>, uri: Uri, headers: HeaderMap, body: String
     // The payment system fails the first attempt of every run's credit call.
     if uri.path() == "/payments/credit" && tries == 1 {
         return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    if uri.path() == "/crm/notes" && h.crm_gone.load(Ordering::SeqCst) {
+        return StatusCode::NOT_FOUND;
     }
     if uri.path() == "/crm/notes" && h.crm_down.load(Ordering::SeqCst) {
         return StatusCode::SERVICE_UNAVAILABLE;
@@ -70,7 +76,7 @@ async fn wait_run(addr: &str, op: &hearth_transport::TlsMaterial, run: &str, sta
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn angry_customer_goes_to_seniors_and_compensation_runs_once() {
     // The institution's systems: one webhook server for orders, payments and the CRM.
-    let hooks = Hooks { seen: Arc::default(), crm_down: Arc::default() };
+    let hooks = Hooks { seen: Arc::default(), crm_down: Arc::default(), crm_gone: Arc::default() };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let app_router = axum::Router::new().fallback(hook).with_state(hooks.clone());
@@ -166,7 +172,7 @@ async fn angry_customer_goes_to_seniors_and_compensation_runs_once() {
 
     // 3. A second run, killed while its CRM step is failing; restarted, it resumes at that step.
     hooks.crm_down.store(true, Ordering::SeqCst);
-    let (s, v) = call_json(&addr, &app, "POST", "/v1/messages", angry).await;
+    let (s, v) = call_json(&addr, &app, "POST", "/v1/messages", angry.clone()).await;
     assert_eq!((s, v["route"].as_str()), (200, Some("senior")), "{v}");
     let run2 = v["workflows"][0]["run_id"].as_str().unwrap().to_string();
     let crm_key = format!("{run2}/update_crm");
@@ -185,16 +191,47 @@ async fn angry_customer_goes_to_seniors_and_compensation_runs_once() {
     let addr = cluster.participant_addr("inst-1");
     let done = wait_run(&addr, &operator, &run2, "done").await;
     assert_eq!(done["next"], 3);
-    let seen = hooks.seen.lock().unwrap();
-    let tries = |step: &str| seen.attempts.iter().filter(|(_, k)| *k == format!("{run2}/{step}")).count();
-    assert_eq!(tries("check_order"), 1, "not repeated after the restart");
-    assert_eq!(
-        tries("credit_payment"),
-        2,
-        "the injected failure and its retry, not repeated after the restart"
-    );
-    assert!(tries("update_crm") >= 2, "failed before the kill, succeeded after");
-    assert_eq!(seen.applied.get(&crm_key), Some(&1));
+    {
+        let seen = hooks.seen.lock().unwrap();
+        let tries = |step: &str| seen.attempts.iter().filter(|(_, k)| *k == format!("{run2}/{step}")).count();
+        assert_eq!(tries("check_order"), 1, "not repeated after the restart");
+        assert_eq!(
+            tries("credit_payment"),
+            2,
+            "the injected failure and its retry, not repeated after the restart"
+        );
+        assert!(tries("update_crm") >= 2, "failed before the kill, succeeded after");
+        assert_eq!(seen.applied.get(&crm_key), Some(&1));
+    }
     let log = cluster.log("inst-1");
     assert!(log.contains("resuming a workflow run"), "{log}");
+    let (s, v) = call_json(&addr, &operator, "GET", "/v1/admin/dead-letters", Value::Null).await;
+    assert_eq!((s, v["runs"].as_array().map(Vec::len)), (200, Some(0)), "nothing failed yet: {v}");
+
+    // 4. A CRM that refuses the call (404): a repeat would not change that, so the step is called once and
+    // the run fails; the operator finds it among the dead letters, with the answer it failed on.
+    hooks.crm_gone.store(true, Ordering::SeqCst);
+    let (s, v) = call_json(&addr, &app, "POST", "/v1/messages", angry).await;
+    assert_eq!(s, 200, "{v}");
+    let run3 = v["workflows"][0]["run_id"].as_str().unwrap().to_string();
+    let failed = wait_run(&addr, &operator, &run3, "failed").await;
+    assert!(
+        failed["failure"].as_str().unwrap().contains("update_crm: attempt 1: answered HTTP 404, not retried"),
+        "{failed}"
+    );
+    let tries = hooks
+        .seen
+        .lock()
+        .unwrap()
+        .attempts
+        .iter()
+        .filter(|(_, k)| *k == format!("{run3}/update_crm"))
+        .count();
+    assert_eq!(tries, 1, "a refused call is not repeated");
+    let (s, v) = call_json(&addr, &operator, "GET", "/v1/admin/dead-letters", Value::Null).await;
+    assert_eq!(s, 200, "{v}");
+    let ids: Vec<&str> = v["runs"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [run3.as_str()], "{v}");
+    let (s, _) = call_json(&addr, &app, "GET", "/v1/admin/dead-letters", Value::Null).await;
+    assert_eq!(s, 403, "an app certificate does not read the dead letters");
 }

@@ -229,6 +229,29 @@ async fn workflow_run(
     })
 }
 
+/// The failed workflow runs (callers: this institution's DPO and operator certificates).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeadLetters {
+    /// Failed runs still kept (until the retention policy's `workflow` age), most recently failed first,
+    /// at most 500; each says why in `failure`.
+    pub runs: Vec<super::workflows::Run>,
+}
+
+/// Most dead letters one answer lists.
+const MAX_DEAD_LETTERS: usize = 500;
+
+/// The dead letters: workflow runs that failed, each with the step and the answer or error it failed on
+/// (callers: this institution's DPO and operator certificates).
+#[utoipa::path(get, path = "/v1/admin/dead-letters", operation_id = "dead_letters", tag = "desk",
+    responses((status = 200, body = DeadLetters, description = "the failed runs, most recently failed first")))]
+async fn dead_letters(
+    State(s): State<Arc<Desk>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<DeadLetters>, ApiError> {
+    allow(&caller, &ADMINS, "GET /v1/admin/dead-letters", &s.institution, &s.audit)?;
+    Ok(Json(DeadLetters { runs: s.engine.failed(MAX_DEAD_LETTERS) }))
+}
+
 /// This document (any authenticated caller).
 #[utoipa::path(get, path = "/v1/openapi.json", operation_id = "openapi", tag = "desk",
     responses((status = 200, body = super::openapi::DocumentShape, description = "the OpenAPI 3.1 document of every endpoint")))]
@@ -244,6 +267,7 @@ pub fn api() -> OpenApiRouter<Arc<Desk>> {
         .routes(routes!(erase))
         .routes(routes!(reload))
         .routes(routes!(workflow_run))
+        .routes(routes!(dead_letters))
         .routes(routes!(openapi))
 }
 

@@ -154,6 +154,7 @@ mod tests {
             ("delete", "/v1/customers/{id}"),
             ("post", "/v1/admin/rules/reload"),
             ("get", "/v1/admin/workflows/{id}"),
+            ("get", "/v1/admin/dead-letters"),
             ("get", "/v1/openapi.json"),
             ("post", "/v1/intent"),
             ("post", "/v1/emotion"),

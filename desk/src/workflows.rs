@@ -78,6 +78,9 @@ pub struct Run {
     pub started: u64,
     /// Unix seconds it finished.
     pub finished: Option<u64>,
+    /// Why a failed run failed: its step and that step's last answer or error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// The runs of this participant and what they need to proceed.
@@ -145,6 +148,7 @@ impl Engine {
             status: RunStatus::Running,
             started: unix_now(),
             finished: None,
+            failure: None,
         };
         let id = run.id.clone();
         {
@@ -170,6 +174,16 @@ impl Engine {
     /// A run's current state.
     pub fn get(&self, id: &str) -> Option<Run> {
         self.runs().get(id).cloned()
+    }
+
+    /// The failed runs still kept (until retention's `workflow` age), most recently failed first, at most
+    /// `limit`: the dead letters an operator looks at.
+    pub fn failed(&self, limit: usize) -> Vec<Run> {
+        let mut failed: Vec<Run> =
+            self.runs().values().filter(|r| r.status == RunStatus::Failed).cloned().collect();
+        failed.sort_by(|a, b| b.finished.cmp(&a.finished).then_with(|| a.id.cmp(&b.id)));
+        failed.truncate(limit);
+        failed
     }
 
     /// Removes the runs `doomed` picks, queueing their deletion under the lock: a driver saving a run
@@ -244,31 +258,38 @@ impl Engine {
             if !self.save(&run).await? {
                 return Ok(());
             }
-            let ok = self.call_with_retries(&run, &step).await;
+            let called = self.call_with_retries(&run, &step).await;
             if self.get(id).is_none() {
                 return Ok(());
             }
-            if ok {
-                run.next += 1;
-            } else {
-                run.status = RunStatus::Failed;
-                run.finished = Some(unix_now());
-                self.save(&run).await?;
-                self.audit(Outcome::Error, id, format!("{}: failed at step {}", run.workflow, step.name));
-                return Ok(());
+            match called {
+                Ok(()) => run.next += 1,
+                Err(why) => {
+                    run.status = RunStatus::Failed;
+                    run.finished = Some(unix_now());
+                    run.failure = Some(format!("step {}: {why}", step.name));
+                    self.save(&run).await?;
+                    self.audit(
+                        Outcome::Error,
+                        id,
+                        format!("{}: failed at step {}: {why}", run.workflow, step.name),
+                    );
+                    return Ok(());
+                }
             }
             self.save(&run).await?;
         }
     }
 
-    /// Calls one step until it succeeds or its retries are spent; audits each attempt.
-    async fn call_with_retries(&self, run: &Run, step: &StepDef) -> bool {
+    /// Calls one step until it succeeds or its retries are spent; audits each attempt. The error is the
+    /// last attempt's.
+    async fn call_with_retries(&self, run: &Run, step: &StepDef) -> Result<(), String> {
         let key = format!("{}/{}", run.id, step.name);
         let target = match step.url.as_deref().map(Target::parse) {
             Some(Ok(t)) => t,
             _ => {
                 self.audit(Outcome::Error, &run.id, format!("{}/{}: no valid url", run.workflow, step.name));
-                return false;
+                return Err("no valid url".into());
             }
         };
         let body = serde_json::json!({
@@ -281,9 +302,10 @@ impl Engine {
         .to_string()
         .into_bytes();
         let mut backoff = Duration::from_millis(step.backoff_ms);
+        let mut last = String::new();
         for attempt in 1..=step.retries + 1 {
             if self.get(&run.id).is_none() {
-                return false;
+                return Err("erased".into());
             }
             let timeout = Duration::from_millis(step.timeout_ms);
             let r = webhook::post(&target, &key, body.clone(), timeout, self.signer.as_ref()).await;
@@ -291,15 +313,16 @@ impl Engine {
             match r {
                 Ok(status) => {
                     self.audit(Outcome::Ok, &run.id, format!("{what}: HTTP {status}"));
-                    return true;
+                    return Ok(());
                 }
                 Err(e) if !e.retryable() => {
                     let detail = format!("{what}: {e}, which a repeat would not change: not retried");
                     self.audit(Outcome::Error, &run.id, detail);
-                    return false;
+                    return Err(format!("attempt {attempt}: {e}, not retried"));
                 }
                 Err(e) => {
                     self.audit(Outcome::Error, &run.id, format!("{what}: {e}"));
+                    last = format!("attempt {attempt}: {e}");
                     if attempt <= step.retries {
                         let wait = retry_wait(backoff, e.retry_after(), &mut rand::rng());
                         tokio::time::sleep(wait).await;
@@ -308,7 +331,7 @@ impl Engine {
                 }
             }
         }
-        false
+        Err(last)
     }
 }
 
