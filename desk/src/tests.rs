@@ -15,6 +15,11 @@ fn open(dir: &Path) -> Desk {
 }
 
 fn open_with(dir: &Path, suite: hearth_crypto::SuiteId, config: &DeskConfig) -> Desk {
+    Desk::open(config, dir, "bank-a", keys(dir, suite), Arc::new(Slots::default()), None).unwrap()
+}
+
+/// A participant's keys in `dir`, under a passphrase keystore.
+fn keys(dir: &Path, suite: hearth_crypto::SuiteId) -> Arc<NodeKeys> {
     let pass = dir.join("pass");
     std::fs::write(&pass, "service test").unwrap();
     let cfg = KeystoreConfig {
@@ -23,9 +28,7 @@ fn open_with(dir: &Path, suite: hearth_crypto::SuiteId, config: &DeskConfig) -> 
         argon2_iterations: 2,
         ..Default::default()
     };
-    let keys =
-        Arc::new(NodeKeys::open(&cfg, suite, dir, PARTICIPANT_KEYS, Create::IfMissing, None).unwrap().0);
-    Desk::open(config, dir, "bank-a", keys, Arc::new(Slots::default()), None).unwrap()
+    Arc::new(NodeKeys::open(&cfg, suite, dir, PARTICIPANT_KEYS, Create::IfMissing, None).unwrap().0)
 }
 
 fn body(json: &str) -> MessageBody {
@@ -306,20 +309,7 @@ fn a_bad_webhook_secret_file_stops_the_desk_naming_the_file() {
     let f = dir.path().join("webhook-secret");
     std::fs::write(&f, "hunter2").unwrap();
     let config = DeskConfig { webhook_secret_file: Some(f.clone()), ..Default::default() };
-    let keys = {
-        let pass = dir.path().join("pass");
-        std::fs::write(&pass, "service test").unwrap();
-        let cfg = KeystoreConfig {
-            passphrase_file: Some(pass),
-            argon2_memory_kib: 19 * 1024,
-            argon2_iterations: 2,
-            ..Default::default()
-        };
-        let suite = hearth_crypto::SuiteId::International;
-        Arc::new(
-            NodeKeys::open(&cfg, suite, dir.path(), PARTICIPANT_KEYS, Create::IfMissing, None).unwrap().0,
-        )
-    };
+    let keys = keys(dir.path(), hearth_crypto::SuiteId::International);
     let Err(e) = Desk::open(&config, dir.path(), "bank-a", keys, Arc::new(Slots::default()), None) else {
         panic!("a bad secret file is refused")
     };
