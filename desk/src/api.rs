@@ -235,6 +235,8 @@ pub struct DeadLetters {
     /// Failed runs still kept (until the retention policy's `workflow` age), most recently failed first,
     /// at most 500; each says why in `failure`.
     pub runs: Vec<super::workflows::Run>,
+    /// How many failed runs are kept in all (more than `runs` holds when over 500).
+    pub total: usize,
 }
 
 /// Most dead letters one answer lists.
@@ -249,7 +251,8 @@ async fn dead_letters(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<DeadLetters>, ApiError> {
     allow(&caller, &ADMINS, "GET /v1/admin/dead-letters", &s.institution, &s.audit)?;
-    Ok(Json(DeadLetters { runs: s.engine.failed(MAX_DEAD_LETTERS) }))
+    let (runs, total) = s.engine.failed(MAX_DEAD_LETTERS);
+    Ok(Json(DeadLetters { runs, total }))
 }
 
 /// This document (any authenticated caller).

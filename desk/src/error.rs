@@ -121,8 +121,8 @@ pub enum FieldFault {
     /// An empty or repeated rule name.
     #[error("name must be non-empty and unique")]
     RuleName,
-    /// An empty or repeated step name.
-    #[error("name must be non-empty and unique in the workflow")]
+    /// An empty, repeated or ill-formed step name (it goes into the calls' `Idempotency-Key` header).
+    #[error("name must be unique in the workflow, 1 to 64 of A-Z a-z 0-9 . _ -")]
     StepName,
     /// `then.reply` names a template that `[templates]` lacks.
     #[error("then.reply names template {0:?}, which [templates] lacks")]
@@ -156,6 +156,9 @@ pub enum FieldFault {
     /// `retries` over 20.
     #[error("retries must be at most 20")]
     Retries,
+    /// `backoff_ms` over 30000.
+    #[error("backoff_ms must be at most 30000")]
+    Backoff,
 }
 
 /// Why a webhook URL was refused.

@@ -164,6 +164,7 @@ impl Desk {
                     |message: String| DeskError::WebhookSecret { path: path.display().to_string(), message };
                 let secret =
                     zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?);
+                hearth_node::config::warn_if_readable_by_others(path);
                 Some(webhook::Signer::from_secret(&secret).map_err(bad)?)
             }
         };

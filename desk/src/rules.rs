@@ -139,8 +139,8 @@ pub struct StepDef {
     /// an answer of 408, 429 or 5xx; any other non-2xx answer fails the step at once).
     #[serde(default = "default_retries")]
     pub retries: u32,
-    /// Wait before the first retry; doubled for each further one (capped at 30 s), each wait drawn
-    /// between half of it and all of it; an answer's `Retry-After` replaces it.
+    /// Wait before the first retry, at most 30000; doubled for each further one (capped at 30 s), each
+    /// wait drawn between half of it and all of it; an answer's `Retry-After` replaces it.
     #[serde(default = "default_backoff_ms")]
     pub backoff_ms: u64,
 }
@@ -277,7 +277,9 @@ impl Rules {
             for (i, s) in w.steps.into_iter().enumerate() {
                 let at = format!("workflows.{name}.steps #{} ({:?})", i + 1, s.name);
                 let fault = |fault: FieldFault| RuleProblem::Field { at: at.clone(), fault };
-                if s.name.trim().is_empty() || steps.iter().any(|p: &StepDef| p.name == s.name) {
+                let well_formed = (1..=64).contains(&s.name.len())
+                    && s.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+                if !well_formed || steps.iter().any(|p: &StepDef| p.name == s.name) {
                     return Err(fault(FieldFault::StepName));
                 }
                 let url = match (&s.url, &s.path, &file.webhook_base) {
@@ -292,6 +294,9 @@ impl Rules {
                 }
                 if s.retries > 20 {
                     return Err(fault(FieldFault::Retries));
+                }
+                if s.backoff_ms > 30_000 {
+                    return Err(fault(FieldFault::Backoff));
                 }
                 steps.push(StepDef { url: Some(url), path: None, ..s });
             }
@@ -497,6 +502,15 @@ mod tests {
         let e = refused("[[rule]]\nname = \"x\"\nwhen = { channel = [\"fax\"] }\nthen = {}\n");
         assert!(e.to_string().contains("fax"), "{e}");
         assert!(matches!(refused("this is not toml"), RuleProblem::Syntax(m) if m.contains("line 1")));
+        // A step's name goes into headers; its first backoff is bounded like the later ones.
+        for name in ["", "crédit", "a b", "x\\r\\ny", &"n".repeat(65)] {
+            let e =
+                refused(&format!("[workflows.w]\nsteps = [{{ name = \"{name}\", url = \"http://x/\" }}]\n"));
+            assert!(matches!(&e, RuleProblem::Field { fault: FieldFault::StepName, .. }), "{name:?}: {e}");
+        }
+        let e =
+            refused("[workflows.w]\nsteps = [{ name = \"s\", url = \"http://x/\", backoff_ms = 30001 }]\n");
+        assert!(e.to_string().contains("backoff_ms must be at most 30000"), "{e}");
     }
 
     #[test]

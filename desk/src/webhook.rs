@@ -75,7 +75,7 @@ impl Signer {
         let key = zeroize::Zeroizing::new(
             base64::engine::general_purpose::STANDARD
                 .decode(b64)
-                .map_err(|e| format!("what follows whsec_ is not base64: {e}"))?,
+                .map_err(|_| "what follows whsec_ is not valid base64".to_string())?,
         );
         if !(24..=64).contains(&key.len()) {
             return Err(format!("the secret is {} bytes; it must be 24 to 64", key.len()));
@@ -110,6 +110,9 @@ pub enum CallError {
     /// Connecting or exchanging failed.
     #[error("{0}")]
     Io(String),
+    /// The request could not be built (a header value it cannot carry): no attempt can succeed.
+    #[error("the request cannot be built: {0}")]
+    Request(String),
 }
 
 impl CallError {
@@ -119,6 +122,7 @@ impl CallError {
         match self {
             Self::Timeout(_) | Self::Io(_) => true,
             Self::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
+            Self::Request(_) => false,
         }
     }
 
@@ -136,7 +140,8 @@ impl CallError {
 pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
     let v = value.trim();
     if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-        return v.parse::<u64>().ok().map(Duration::from_secs);
+        // More seconds than a u64 holds is as long as can be said.
+        return Some(Duration::from_secs(v.parse::<u64>().unwrap_or(u64::MAX)));
     }
     let at = httpdate::parse_http_date(v).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
@@ -176,7 +181,7 @@ async fn call(target: &Target, key: &str, body: Vec<u8>, signer: Option<&Signer>
             .header("webhook-timestamp", now)
             .header("webhook-signature", signer.sign(key, now, &body));
     }
-    let req = req.body(Full::new(Bytes::from(body))).map_err(|e| io(&e))?;
+    let req = req.body(Full::new(Bytes::from(body))).map_err(|e| CallError::Request(e.to_string()))?;
     let resp = send.send_request(req).await.map_err(|e| io(&e));
     let out = match resp {
         Ok(resp) => {
@@ -223,11 +228,12 @@ mod tests {
         );
         for (bad, says) in [
             ("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "must start with whsec_"),
-            ("whsec_not base64!", "not base64"),
+            ("whsec_not base64!", "not valid base64"),
             ("whsec_c2hvcnQ=", "5 bytes; it must be 24 to 64"),
         ] {
             let e = Signer::from_secret(bad).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
+            assert!(!e.contains('!'), "the error shows none of the secret: {e}");
         }
     }
 
@@ -241,6 +247,7 @@ mod tests {
             assert!(!answer(s).retryable(), "{s}");
         }
         assert!(CallError::Timeout(100).retryable() && CallError::Io("refused".into()).retryable());
+        assert!(!CallError::Request("bad header".into()).retryable());
     }
 
     #[test]
@@ -250,7 +257,8 @@ mod tests {
         assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now), Some(Duration::from_secs(30)));
         assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(Duration::ZERO), "past");
-        for junk in ["", "-5", "1.5", "soon", "99999999999999999999999"] {
+        assert_eq!(parse_retry_after("99999999999999999999999", now), Some(Duration::from_secs(u64::MAX)));
+        for junk in ["", "-5", "1.5", "soon"] {
             assert_eq!(parse_retry_after(junk, now), None, "{junk:?}");
         }
     }

@@ -52,7 +52,7 @@ pub enum RunStatus {
     Running,
     /// Every step succeeded.
     Done,
-    /// A step failed after all its retries.
+    /// A step failed: its retries were spent, or its call was refused in a way a repeat would not change.
     Failed,
 }
 
@@ -177,13 +177,13 @@ impl Engine {
     }
 
     /// The failed runs still kept (until retention's `workflow` age), most recently failed first, at most
-    /// `limit`: the dead letters an operator looks at.
-    pub fn failed(&self, limit: usize) -> Vec<Run> {
-        let mut failed: Vec<Run> =
-            self.runs().values().filter(|r| r.status == RunStatus::Failed).cloned().collect();
+    /// `limit`: the dead letters an operator looks at. Also how many failed runs there are in all.
+    pub fn failed(&self, limit: usize) -> (Vec<Run>, usize) {
+        let runs = self.runs();
+        let mut failed: Vec<&Run> = runs.values().filter(|r| r.status == RunStatus::Failed).collect();
         failed.sort_by(|a, b| b.finished.cmp(&a.finished).then_with(|| a.id.cmp(&b.id)));
-        failed.truncate(limit);
-        failed
+        let total = failed.len();
+        (failed.into_iter().take(limit).cloned().collect(), total)
     }
 
     /// Removes the runs `doomed` picks, queueing their deletion under the lock: a driver saving a run
@@ -268,7 +268,9 @@ impl Engine {
                     run.status = RunStatus::Failed;
                     run.finished = Some(unix_now());
                     run.failure = Some(format!("step {}: {why}", step.name));
-                    self.save(&run).await?;
+                    if !self.save(&run).await? {
+                        return Ok(()); // erased meanwhile
+                    }
                     self.audit(
                         Outcome::Error,
                         id,
@@ -301,7 +303,7 @@ impl Engine {
         })
         .to_string()
         .into_bytes();
-        let mut backoff = Duration::from_millis(step.backoff_ms);
+        let mut backoff = Duration::from_millis(step.backoff_ms).min(MAX_BACKOFF);
         let mut last = String::new();
         for attempt in 1..=step.retries + 1 {
             if self.get(&run.id).is_none() {

@@ -188,8 +188,9 @@ fn read_secret(
     }
 }
 
+/// Logs a warning when the secret file at `path` can be read by its group or others.
 #[cfg(unix)]
-fn warn_if_readable_by_others(path: &Path) {
+pub fn warn_if_readable_by_others(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(m) = std::fs::metadata(path) {
         if m.permissions().mode() & 0o077 != 0 {
@@ -198,8 +199,9 @@ fn warn_if_readable_by_others(path: &Path) {
     }
 }
 
+/// Logs a warning when the secret file at `path` can be read by its group or others.
 #[cfg(not(unix))]
-fn warn_if_readable_by_others(_: &Path) {}
+pub fn warn_if_readable_by_others(_: &Path) {}
 
 /// The `[audit]` section.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
