@@ -4,7 +4,8 @@
 //!    with secure aggregation, produces the same model up to quantisation error: secure aggregation changes
 //!    what the coordinator sees, not what the consortium learns.
 //! 2. A participant killed (SIGKILL) in the middle of a secure round does not stop the round: the survivors
-//!    complete the protocol and the round commits with their sum.
+//!    complete the protocol and the round commits with their sum (on a retry, when the kill fell between
+//!    its graph-seed commitment and its reveal, which aborts the attempt by design).
 //! 3. A message naming another instance of the round (a stale attempt's) is refused before the open
 //!    attempt sees it, and its sender stays in that attempt.
 
@@ -131,6 +132,7 @@ async fn a_participant_killed_mid_secure_round_does_not_stop_it() {
     let mut events =
         op.watch_job(v1::WatchJobRequest { job_id: "killed".into() }).await.unwrap().into_inner();
     let mut committed = Vec::new();
+    let mut killed = false;
     while let Some(ev) = tokio::time::timeout(Duration::from_secs(180), events.message())
         .await
         .expect("the job progresses")
@@ -138,8 +140,16 @@ async fn a_participant_killed_mid_secure_round_does_not_stop_it() {
     {
         match ev.kind {
             // Kill inst-5 as soon as round 2 opens: it is somewhere in the protocol's first phases.
-            Some(job_event::Kind::Opened(o)) if o.round == 2 => cluster.kill_participant("inst-5"),
+            Some(job_event::Kind::Opened(o)) if o.round == 2 && !killed => {
+                cluster.kill_participant("inst-5");
+                killed = true;
+            }
             Some(job_event::Kind::Committed(s)) => committed.push(s),
+            // Killed after committing to its share of the neighbour graph's seed and before revealing it,
+            // inst-5 aborts that attempt, by design (no one may choose the graph by withholding a reveal):
+            // the round is retried without it. Any other failure is the test's.
+            Some(job_event::Kind::Failed(f))
+                if f.round == 2 && f.reason.contains("committed and did not reveal; missing: inst-5") => {}
             Some(job_event::Kind::Failed(f)) => {
                 panic!("round {} failed: {}\n{}", f.round, f.reason, cluster.log("coordinator"))
             }
