@@ -155,16 +155,20 @@ impl JobRuntime {
         self.emit(job_event::Kind::Committed(summary));
     }
 
-    /// What a new watcher is sent before live events: the job's record and the committed rounds
-    /// to replay from it, with the last of them. A finished job's are all of them; a running
-    /// job's stop at the last announced round, whose live event the watcher would otherwise
-    /// never see (it skips rounds it was replayed).
-    pub(crate) fn history(&self) -> (JobRecord, Vec<RoundRecord>, u64) {
+    /// What a new watcher is sent before live events: the job's record, and how many of its committed
+    /// rounds (the first ones; they are in round order) to replay. A finished job's are all of them; a
+    /// running job's stop at the last announced round: a round committed but not yet announced is sent
+    /// live, with its evaluation (the watcher skips live rounds it was replayed).
+    pub(crate) fn history(&self) -> (JobRecord, usize) {
         // Read before the record: everything announced is in the record read after it.
         let announced = self.announced.load(Ordering::SeqCst);
         let rec = lock(&self.record).clone();
-        let (replay, last) = replay(&rec, announced);
-        (rec, replay, last)
+        let replayed = if rec.phase == crate::store::JobPhase::Running {
+            rec.committed.iter().take_while(|r| r.round <= announced).count()
+        } else {
+            rec.committed.len()
+        };
+        (rec, replayed)
     }
 
     /// Checks an upload header against the open round and reserves the participant's slot.
@@ -388,15 +392,6 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The wait after a round's first failure; it doubles after each further one.
 pub(crate) const RETRY_PAUSE: Duration = Duration::from_secs(2);
 
-/// The committed rounds of `rec` a new watcher is replayed, and the last round among them.
-fn replay(rec: &JobRecord, announced: u64) -> (Vec<RoundRecord>, u64) {
-    let running = rec.phase == crate::store::JobPhase::Running;
-    let rounds: Vec<RoundRecord> =
-        rec.committed.iter().filter(|r| !running || r.round <= announced).cloned().collect();
-    let last = rounds.last().map_or(0, |r| r.round);
-    (rounds, last)
-}
-
 /// How many times a round is retried before its job fails.
 pub(crate) const MAX_ROUND_ATTEMPTS: u32 = 3;
 
@@ -505,19 +500,27 @@ mod tests {
         };
         // Round 1 is committed to the record; its evaluation is still running, nothing announced.
         lock(&rt.record).committed.push(round(1));
-        let (_, replayed, last) = rt.history();
+        let (replayed, last) = replay_of(&rt);
         assert!(replayed.is_empty() && last == 0, "round 1 is sent live, with its evaluation");
         rt.emit_committed(summary_of(&round(1)));
-        let (_, replayed, last) = rt.history();
+        let (replayed, last) = replay_of(&rt);
         assert_eq!((replayed.len(), last), (1, 1));
         // A finished job replays every round it committed.
         lock(&rt.record).committed.push(round(2));
         lock(&rt.record).phase = JobPhase::Finished;
-        let (_, replayed, last) = rt.history();
+        let (replayed, last) = replay_of(&rt);
         assert_eq!((replayed.len(), last), (2, 2));
         // A coordinator that restarts has announced everything it loaded.
         let loaded = JobRuntime::new(lock(&rt.record).clone(), 2, vec![0.0, 0.0], vec![]);
         assert_eq!(loaded.announced.load(Ordering::SeqCst), 2);
+    }
+
+    /// The rounds a new watcher of `rt` is replayed, and the last of them.
+    fn replay_of(rt: &JobRuntime) -> (Vec<RoundRecord>, u64) {
+        let (rec, n) = rt.history();
+        let rounds = rec.committed[..n].to_vec();
+        let last = rounds.last().map_or(0, |r| r.round);
+        (rounds, last)
     }
 
     fn summary_of(r: &RoundRecord) -> v1::RoundSummary {

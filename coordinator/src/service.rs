@@ -692,10 +692,11 @@ impl Coordinator for CoordinatorService {
         let job = self.job(&req.get_ref().job_id)?;
         // Subscribe before reading history so no event falls between the two.
         let mut live = job.events.subscribe();
-        let (rec, replay, mut last) = job.history();
+        let (rec, replayed) = job.history();
+        let mut last = rec.committed[..replayed].last().map_or(0, |r| r.round);
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(async move {
-            for r in &replay {
+            for r in &rec.committed[..replayed] {
                 let ev = v1::JobEvent { kind: Some(job_event::Kind::Committed(summary(r))) };
                 if tx.send(Ok(ev)).await.is_err() {
                     return;

@@ -14,13 +14,31 @@ pub enum DeskError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The webhook signing secret file is unreadable or not a secret.
-    #[error("webhook_secret_file {path}: {message}")]
+    #[error("webhook_secret_file {path}: {reason}")]
     WebhookSecret {
         /// The file.
         path: String,
         /// What is wrong with it.
-        message: String,
+        reason: SecretError,
     },
+}
+
+/// Why the webhook signing secret was refused. No variant shows any of the secret.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    /// The file could not be read.
+    #[error("the file cannot be read: {0}")]
+    Unreadable(String),
+    /// No `whsec_` prefix.
+    #[error("the secret must start with whsec_ (then the base64 of 24 to 64 random bytes)")]
+    Prefix,
+    /// What follows the prefix is not base64.
+    #[error("what follows whsec_ is not valid base64")]
+    Base64,
+    /// The decoded secret is too short or too long.
+    #[error("the secret is {0} bytes; it must be 24 to 64")]
+    Length(usize),
 }
 
 /// Why the desk's store (`service.redb`) failed.

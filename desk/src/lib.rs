@@ -52,7 +52,7 @@ use state::{Customer, Directory, Message};
 use workflows::{Engine, Run};
 
 pub use config::{CountryCode, DeskConfig, LocalConfig};
-pub use error::{DeskError, LocalError, RulesError, StoreError};
+pub use error::{DeskError, LocalError, RulesError, SecretError, StoreError};
 pub use messages::{Identifiers, MessageAnswer, MessageBody, SessionView, StartedWorkflow};
 
 /// Unix seconds now.
@@ -160,10 +160,10 @@ impl Desk {
         let signer = match &config.webhook_secret_file {
             None => None,
             Some(path) => {
-                let bad =
-                    |message: String| DeskError::WebhookSecret { path: path.display().to_string(), message };
-                let secret =
-                    zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?);
+                let bad = |reason| DeskError::WebhookSecret { path: path.display().to_string(), reason };
+                let secret = zeroize::Zeroizing::new(
+                    std::fs::read_to_string(path).map_err(|e| bad(SecretError::Unreadable(e.to_string())))?,
+                );
                 hearth_node::config::warn_if_readable_by_others(path);
                 Some(webhook::Signer::from_secret(&secret).map_err(bad)?)
             }

@@ -21,7 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 
-use crate::error::UrlError;
+use crate::error::{SecretError, UrlError};
 
 /// Largest answer body read from a webhook (it is not kept, only drained).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -66,19 +66,14 @@ impl std::fmt::Debug for Signer {
 impl Signer {
     /// Reads a secret in Standard Webhooks' form: `whsec_` and the base64 of 24 to 64 bytes (surrounding
     /// whitespace ignored). The error says what is wrong, never the secret.
-    pub fn from_secret(secret: &str) -> Result<Self, String> {
+    pub fn from_secret(secret: &str) -> Result<Self, SecretError> {
         use base64::Engine as _;
-        let b64 = secret
-            .trim()
-            .strip_prefix("whsec_")
-            .ok_or("the secret must start with whsec_ (then the base64 of 24 to 64 random bytes)")?;
+        let b64 = secret.trim().strip_prefix("whsec_").ok_or(SecretError::Prefix)?;
         let key = zeroize::Zeroizing::new(
-            base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map_err(|_| "what follows whsec_ is not valid base64".to_string())?,
+            base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| SecretError::Base64)?,
         );
         if !(24..=64).contains(&key.len()) {
-            return Err(format!("the secret is {} bytes; it must be 24 to 64", key.len()));
+            return Err(SecretError::Length(key.len()));
         }
         Ok(Self { key })
     }
@@ -174,8 +169,7 @@ async fn call(target: &Target, key: &str, body: Vec<u8>, signer: Option<&Signer>
         .header(http::header::CONTENT_TYPE, "application/json")
         .header("idempotency-key", key);
     if let Some(signer) = signer {
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now = crate::unix_now();
         req = req
             .header("webhook-id", key)
             .header("webhook-timestamp", now)
@@ -231,7 +225,7 @@ mod tests {
             ("whsec_not base64!", "not valid base64"),
             ("whsec_c2hvcnQ=", "5 bytes; it must be 24 to 64"),
         ] {
-            let e = Signer::from_secret(bad).unwrap_err();
+            let e = Signer::from_secret(bad).unwrap_err().to_string();
             assert!(e.contains(says), "{bad}: {e}");
             assert!(!e.contains('!'), "the error shows none of the secret: {e}");
         }

@@ -285,13 +285,13 @@ impl Engine {
 
     /// Calls one step until it succeeds or its retries are spent; audits each attempt. The error is the
     /// last attempt's.
-    async fn call_with_retries(&self, run: &Run, step: &StepDef) -> Result<(), String> {
+    async fn call_with_retries(&self, run: &Run, step: &StepDef) -> Result<(), StepFailure> {
         let key = format!("{}/{}", run.id, step.name);
         let target = match step.url.as_deref().map(Target::parse) {
             Some(Ok(t)) => t,
             _ => {
                 self.audit(Outcome::Error, &run.id, format!("{}/{}: no valid url", run.workflow, step.name));
-                return Err("no valid url".into());
+                return Err(StepFailure::NoUrl);
             }
         };
         let body = serde_json::json!({
@@ -304,10 +304,9 @@ impl Engine {
         .to_string()
         .into_bytes();
         let mut backoff = Duration::from_millis(step.backoff_ms).min(MAX_BACKOFF);
-        let mut last = String::new();
-        for attempt in 1..=step.retries + 1 {
+        for attempt in 1.. {
             if self.get(&run.id).is_none() {
-                return Err("erased".into());
+                return Err(StepFailure::Erased);
             }
             let timeout = Duration::from_millis(step.timeout_ms);
             let r = webhook::post(&target, &key, body.clone(), timeout, self.signer.as_ref()).await;
@@ -320,21 +319,38 @@ impl Engine {
                 Err(e) if !e.retryable() => {
                     let detail = format!("{what}: {e}, which a repeat would not change: not retried");
                     self.audit(Outcome::Error, &run.id, detail);
-                    return Err(format!("attempt {attempt}: {e}, not retried"));
+                    return Err(StepFailure::Refused { attempt, error: e });
                 }
                 Err(e) => {
                     self.audit(Outcome::Error, &run.id, format!("{what}: {e}"));
-                    last = format!("attempt {attempt}: {e}");
-                    if attempt <= step.retries {
-                        let wait = retry_wait(backoff, e.retry_after(), &mut rand::rng());
-                        tokio::time::sleep(wait).await;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    if attempt > step.retries {
+                        return Err(StepFailure::Exhausted { attempt, error: e });
                     }
+                    let wait = retry_wait(backoff, e.retry_after(), &mut rand::rng());
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
-        Err(last)
+        unreachable!("the attempts count up until one returns")
     }
+}
+
+/// Why a step failed: what a failed run's `failure` says after the step's name.
+#[derive(Debug, thiserror::Error)]
+enum StepFailure {
+    /// The step has no URL that parses.
+    #[error("no valid url")]
+    NoUrl,
+    /// The run was erased with its customer.
+    #[error("erased")]
+    Erased,
+    /// The receiver refused the call in a way a repeat would not change.
+    #[error("attempt {attempt}: {error}, not retried")]
+    Refused { attempt: u32, error: webhook::CallError },
+    /// Every attempt failed.
+    #[error("attempt {attempt}: {error}")]
+    Exhausted { attempt: u32, error: webhook::CallError },
 }
 
 #[cfg(test)]
