@@ -18,8 +18,10 @@ command -v buildah >/dev/null 2>&1 || missing="$missing buildah"
 # The multi-host test (tests/a_consortium_across_hosts_survives_a_cut_link_and_a_coordinator_restart.rs)
 # makes network namespaces with ip (iproute2); it needs root, as CI runs.
 command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
+# The desk's https:// webhooks trust the system's CA bundle by default (desk webhook tests).
+[ -f /etc/ssl/certs/ca-certificates.crt ] || missing="$missing ca-certificates"
 if [ -n "$missing" ]; then
-  echo "installing$missing (PKCS#11 keystore, OpenSSL interop, bench serve, image and multi-host tests)" >&2
+  echo "installing$missing (PKCS#11 keystore, OpenSSL interop, bench serve, image and multi-host tests, CA bundle)" >&2
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq

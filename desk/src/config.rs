@@ -42,6 +42,9 @@ pub struct DeskConfig {
     /// base64 of 24 to 64 random bytes), which the receiving systems verify them with. Unset: calls go
     /// unsigned.
     pub webhook_secret_file: Option<PathBuf>,
+    /// A PEM file of the CA certificates `https://` webhook receivers' certificates must chain to. Unset:
+    /// the system's bundle (`/etc/ssl/certs/ca-certificates.crt`).
+    pub webhook_ca_file: Option<PathBuf>,
 }
 
 impl Default for DeskConfig {
@@ -55,6 +58,7 @@ impl Default for DeskConfig {
             retention: RetentionConfig::default(),
             local: LocalConfig::default(),
             webhook_secret_file: None,
+            webhook_ca_file: None,
         }
     }
 }

@@ -21,6 +21,26 @@ pub enum DeskError {
         /// What is wrong with it.
         reason: SecretError,
     },
+    /// The CA file `https://` webhooks are checked against is unreadable or holds no certificate.
+    #[error("webhook_ca_file {path}: {reason}")]
+    WebhookCa {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: CaError,
+    },
+}
+
+/// Why a file of CA certificates for `https://` webhooks was refused.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CaError {
+    /// The file could not be read.
+    #[error("the file cannot be read: {0}")]
+    Unreadable(String),
+    /// The file holds no PEM certificate (or none a TLS client can use).
+    #[error("it holds no PEM certificate (-----BEGIN CERTIFICATE-----) that can serve as a root")]
+    NoCertificates,
 }
 
 /// Why the webhook signing secret was refused. No variant shows any of the secret.
@@ -191,8 +211,8 @@ pub enum UrlError {
         /// The parser's message.
         message: String,
     },
-    /// Not `http://`.
-    #[error("url {0:?}: only http:// webhooks are supported (see README, Workflows)")]
+    /// Neither `http://` nor `https://`.
+    #[error("url {0:?}: webhooks are http:// or https:// (see README, Workflows)")]
     Scheme(String),
     /// No host.
     #[error("url {0:?}: no host")]

@@ -52,7 +52,7 @@ use state::{Customer, Directory, Message};
 use workflows::{Engine, Run};
 
 pub use config::{CountryCode, DeskConfig, LocalConfig};
-pub use error::{DeskError, LocalError, RulesError, SecretError, StoreError};
+pub use error::{CaError, DeskError, LocalError, RulesError, SecretError, StoreError};
 pub use messages::{Identifiers, MessageAnswer, MessageBody, SessionView, StartedWorkflow};
 
 /// Unix seconds now.
@@ -168,8 +168,13 @@ impl Desk {
                 Some(webhook::Signer::from_secret(&secret).map_err(bad)?)
             }
         };
+        let tls = webhook::WebhookTls::load(config.webhook_ca_file.as_deref()).map_err(|reason| {
+            let path = config.webhook_ca_file.as_deref().unwrap_or(Path::new(webhook::SYSTEM_CA_BUNDLE));
+            DeskError::WebhookCa { path: path.display().to_string(), reason }
+        })?;
+        let client = webhook::Client { signer, tls };
         let engine =
-            Arc::new(Engine::new(Arc::clone(&keys), writer.clone(), audit.clone(), loaded.runs, signer));
+            Arc::new(Engine::new(Arc::clone(&keys), writer.clone(), audit.clone(), loaded.runs, client));
         Ok(Self {
             keys,
             slots,

@@ -207,6 +207,14 @@ type Calls = Arc<Mutex<Vec<(http::HeaderMap, bytes::Bytes)>>>;
 /// A receiver that answers the scripted statuses in turn (each with its `Retry-After`, if any), then 200;
 /// returns its URL and the calls it took.
 async fn scripted_receiver(script: Vec<(u16, Option<&'static str>)>) -> (String, Calls) {
+    scripted_receiver_over(script, None).await
+}
+
+/// [`scripted_receiver`], over TLS 1.3 with `tls` when given (an `https://` URL).
+async fn scripted_receiver_over(
+    script: Vec<(u16, Option<&'static str>)>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> (String, Calls) {
     let calls: Calls = Arc::default();
     let seen = Arc::clone(&calls);
     let script = Arc::new(Mutex::new(std::collections::VecDeque::from(script)));
@@ -226,14 +234,64 @@ async fn scripted_receiver(script: Vec<(u16, Option<&'static str>)>) -> (String,
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/x", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, calls)
+    let addr = listener.local_addr().unwrap();
+    let Some(tls) = tls else {
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        return (format!("http://{addr}/x"), calls);
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends the handshake here.
+                if let Ok(stream) = acceptor.accept(tcp).await {
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                }
+            });
+        }
+    });
+    (format!("https://{addr}/x"), calls)
+}
+
+/// A CA (its PEM) and a TLS 1.3 server configuration whose certificate it issued for 127.0.0.1.
+fn receiver_tls() -> (String, Arc<rustls::ServerConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert =
+        CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
+    let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+    let config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key_der)
+            .unwrap();
+    (ca_pem, Arc::new(config))
 }
 
 /// Starts a run of a one-step workflow calling `url` (3 retries, 30 s of backoff) on a desk with
 /// `webhook_secret` (if any) and waits for its end.
 async fn run_one_step(url: &str, webhook_secret: Option<&str>) -> (workflows::RunStatus, Duration) {
+    let (run, took) = run_one_step_trusting(url, webhook_secret, None).await;
+    (run.status, took)
+}
+
+/// [`run_one_step`] on a desk whose `webhook_ca_file` holds `ca_pem`, if given; returns the ended run.
+async fn run_one_step_trusting(
+    url: &str,
+    webhook_secret: Option<&str>,
+    ca_pem: Option<&str>,
+) -> (Run, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules.toml");
     std::fs::write(
@@ -249,7 +307,13 @@ async fn run_one_step(url: &str, webhook_secret: Option<&str>) -> (workflows::Ru
         std::fs::write(&f, format!("{secret}\n")).unwrap();
         f
     });
-    let config = DeskConfig { rules_file: Some(rules), webhook_secret_file, ..Default::default() };
+    let webhook_ca_file = ca_pem.map(|pem| {
+        let f = dir.path().join("webhook-ca.pem");
+        std::fs::write(&f, pem).unwrap();
+        f
+    });
+    let config =
+        DeskConfig { rules_file: Some(rules), webhook_secret_file, webhook_ca_file, ..Default::default() };
     let s = open_with(dir.path(), hearth_crypto::SuiteId::International, &config);
     let rt = tokio::runtime::Handle::current();
     let started = std::time::Instant::now();
@@ -258,9 +322,9 @@ async fn run_one_step(url: &str, webhook_secret: Option<&str>) -> (workflows::Ru
         .unwrap();
     let run = m.workflows[0].run_id.clone();
     loop {
-        let status = s.engine.get(&run).unwrap().status;
-        if status != workflows::RunStatus::Running {
-            return (status, started.elapsed());
+        let ended = s.engine.get(&run).unwrap();
+        if ended.status != workflows::RunStatus::Running {
+            return (ended, started.elapsed());
         }
         assert!(started.elapsed() < Duration::from_secs(30), "the run never ended");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -315,6 +379,52 @@ async fn webhook_calls_are_signed_as_standard_webhooks_receivers_verify_them() {
         assert_ne!(get("webhook-signature"), expected(&id, ts, &[body.as_ref(), b" "].concat()));
     }
     assert_eq!(calls[0].0.get("webhook-id"), calls[1].0.get("webhook-id"), "a retry keeps its id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_webhooks_reach_receivers_the_configured_ca_vouches_for_and_no_others() {
+    let (ca_pem, server) = receiver_tls();
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let (url, calls) = scripted_receiver_over(vec![(503, Some("0"))], Some(server)).await;
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let (run, _) = run_one_step_trusting(&url, Some(secret), Some(&ca_pem)).await;
+    assert_eq!((run.status, run.failure), (workflows::RunStatus::Done, None));
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2, "the 503 and its retry, over TLS");
+    assert!(calls.iter().all(|(h, _)| h.contains_key("webhook-signature")), "signed over https too");
+    // A receiver whose certificate another CA issued (here: the desk trusts only the system's CAs) fails
+    // the handshake: not retried, and the run's failure says why.
+    let (_, other) = receiver_tls();
+    let (url, calls) = scripted_receiver_over(vec![], Some(other)).await;
+    let (run, took) = run_one_step_trusting(&url, None, None).await;
+    assert_eq!(run.status, workflows::RunStatus::Failed);
+    let failure = run.failure.unwrap();
+    assert!(
+        failure.contains("attempt 1: TLS: 127.0.0.1 refused") && failure.contains("not retried"),
+        "{failure}"
+    );
+    assert!(took < Duration::from_secs(10), "no retry after the 15 to 30 s backoff: {took:?}");
+    assert!(calls.lock().unwrap().is_empty(), "nothing was sent to it");
+    // Trusting another CA than the receiver's is the same refusal.
+    let (other_ca, _) = receiver_tls();
+    let (url, _) = scripted_receiver_over(vec![], Some(receiver_tls().1)).await;
+    let (run, _) = run_one_step_trusting(&url, None, Some(&other_ca)).await;
+    assert_eq!(run.status, workflows::RunStatus::Failed);
+    assert!(run.failure.unwrap().contains("TLS"));
+}
+
+#[test]
+fn a_bad_webhook_ca_file_stops_the_desk_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("webhook-ca.pem");
+    std::fs::write(&f, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
+    let config = DeskConfig { webhook_ca_file: Some(f.clone()), ..Default::default() };
+    let keys = keys(dir.path(), hearth_crypto::SuiteId::International);
+    let Err(e) = Desk::open(&config, dir.path(), "bank-a", keys, Arc::new(Slots::default()), None) else {
+        panic!("a CA file without a certificate is refused")
+    };
+    let msg = e.to_string();
+    assert!(msg.contains(&f.display().to_string()) && msg.contains("no PEM certificate"), "{msg}");
 }
 
 /// HMAC-SHA256 (RFC 2104) over SHA-256, for keys of at most one block.

@@ -90,22 +90,22 @@ pub struct Engine {
     writer: Writer,
     audit: Option<AuditLog>,
     runs: Mutex<HashMap<String, Run>>,
-    /// Signs every webhook call, when the desk has a signing secret.
-    signer: Option<webhook::Signer>,
+    /// Makes the webhook calls (signed when the desk has a secret; `https://` checked against its CAs).
+    client: webhook::Client,
 }
 
 impl Engine {
-    /// An engine over the runs loaded from the store (not started: see [`Engine::resume`]), signing its
-    /// calls with `signer` when there is one.
+    /// An engine over the runs loaded from the store (not started: see [`Engine::resume`]), calling
+    /// webhooks with `client`.
     pub fn new(
         keys: Arc<NodeKeys>,
         writer: Writer,
         audit: Option<AuditLog>,
         runs: Vec<Run>,
-        signer: Option<webhook::Signer>,
+        client: webhook::Client,
     ) -> Self {
         let runs = runs.into_iter().map(|r| (r.id.clone(), r)).collect();
-        Self { keys, writer, audit, runs: Mutex::new(runs), signer }
+        Self { keys, writer, audit, runs: Mutex::new(runs), client }
     }
 
     fn runs(&self) -> MutexGuard<'_, HashMap<String, Run>> {
@@ -309,7 +309,7 @@ impl Engine {
                 return Err(StepFailure::Erased);
             }
             let timeout = Duration::from_millis(step.timeout_ms);
-            let r = webhook::post(&target, &key, body.clone(), timeout, self.signer.as_ref()).await;
+            let r = self.client.post(&target, &key, body.clone(), timeout).await;
             let what = format!("{}/{} attempt {attempt}", run.workflow, step.name);
             match r {
                 Ok(status) => {
