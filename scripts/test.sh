@@ -11,8 +11,6 @@ cd "$(dirname "$0")/.."
 missing=""
 dpkg -s softhsm2 >/dev/null 2>&1 || missing="$missing softhsm2"
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
-# `hearth bench serve` (tests/bench_serve_reports_rps_and_p99.rs) loads the participant with wrk.
-command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
 # The image test (tests/the_image_builds_and_runs_from_its_root_file_system.rs) builds with buildah.
 command -v buildah >/dev/null 2>&1 || missing="$missing buildah"
 # The multi-host test (tests/a_consortium_across_hosts_survives_a_cut_link_and_a_coordinator_restart.rs)
@@ -21,7 +19,7 @@ command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
 # The desk's https:// webhooks trust the system's CA bundle by default (desk webhook tests).
 [ -f /etc/ssl/certs/ca-certificates.crt ] || missing="$missing ca-certificates"
 if [ -n "$missing" ]; then
-  echo "installing$missing (PKCS#11 keystore, OpenSSL interop, bench serve, image and multi-host tests, CA bundle)" >&2
+  echo "installing$missing (PKCS#11 keystore, OpenSSL interop, image and multi-host tests, CA bundle)" >&2
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -53,8 +53,8 @@ pub enum BenchCommand {
     /// Audit log appends per second (a checkpoint signed every second) and the time to verify an export
     /// of 1,000,000 entries.
     Audit(crate::bench_audit::AuditBenchArgs),
-    /// `POST /v1/messages` requests/s and latency percentiles under wrk, on a participant serving
-    /// intent and emotion models.
+    /// `POST /v1/messages` requests/s and latency percentiles over mTLS and over the API-key listener,
+    /// on a participant serving intent, emotion and recommend models; `POST /v1/intent` per tier.
     Serve(crate::bench_serve::ServeBenchArgs),
     /// The encoder tier's cost beside the fast tier's: texts embedded per second (1 and 2 threads) and
     /// one query's classification latency in each tier, in process.

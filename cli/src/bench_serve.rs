@@ -1,24 +1,24 @@
-//! `hearth bench serve`: `POST /v1/messages` under load from a real HTTP load generator (`wrk`).
+//! `hearth bench serve`: `POST /v1/messages` under load, over the two ways apps reach a participant.
 //!
 //! It starts a real coordinator and one participant process on loopback, trains that participant's
 //! intent model (CLINC150), emotion model (GoEmotions) and recommender (Online Retail) with short plain
-//! federated jobs, so every request runs the three models, the rules and the store, then points `wrk` at the participant's loopback
-//! API-key listener (`[service.local]`: wrk cannot present a client certificate) for `--seconds`.
-//! Requests cycle through `--customers` phone numbers over four channels and a dozen texts, so
-//! customers are found, linked and their sessions continued, and their records resealed and written.
+//! federated jobs, so every request runs the three models, the rules and the store. Then the bench's own
+//! load generator ([`crate::bench_load`]: hyper client, HDR histogram, every request timed) loads `POST
+//! /v1/messages` for `--seconds`, in turn over the participant's mTLS port as the institution's app
+//! certificate (the path apps use) and over its loopback API-key listener (`[service.local]`), `--runs`
+//! times each, alternating, so that both paths see the same machine. Requests cycle through
+//! `--customers` phone numbers over four channels and a dozen texts, so customers are found, linked and
+//! their sessions continued, and their records resealed and written. The store is the embedded one
+//! (`backend` `embedded`), the only backend the desk has.
 //!
 //! The benchmark's rules file is the default one without the compensation workflow: the bench has no
 //! webhook receiver, and workflows run off the request path anyway.
 //!
 //! Then, unless `--tier fast`, it trains the encoder tier's intent model too and measures `POST
-//! /v1/intent` on the participant's mTLS port three ways, cycling through CLINC150's test queries: the
-//! fast tier's model alone, the encoder tier's alone, and the cascade the participant serves by default
-//! (the fast model answers the queries it is sure of). wrk cannot present a client certificate, so
-//! these rows come from the bench's own load generator: `--connections` keep-alive HTTPS connections
-//! as the institution's app certificate, every request timed. Each row says what share of its answers
-//! the fast tier's model gave.
-//!
-//! `wrk` must be installed (`apt-get install wrk`); the bench says so if it is not.
+//! /v1/intent` on the mTLS port three ways, cycling through CLINC150's test queries: the fast tier's
+//! model alone, the encoder tier's alone, and the cascade the participant serves by default (the fast
+//! model answers the queries it is sure of), one run each. Each row says what share of its answers the
+//! fast tier's model gave.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,13 +29,14 @@ use hearth_models::{EmotionSpec, FeatureConfig, IntentSpec, ModelSpec, Recommend
 use hearth_proto::v1::{self, job_event};
 use serde::Serialize;
 
+use crate::bench_load::{self, Measured};
 use crate::demo::fleet;
 use crate::operator::Connection;
 
 /// Arguments of `hearth bench serve`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  hearth bench serve\n  hearth bench serve --json\n  hearth bench serve --seconds 30 --connections 64\n  hearth bench serve --tier fast\n\nNeeds wrk (apt-get install wrk), the datasets in data/ (CLINC150, GoEmotions, Online Retail; --data-dir) and,\nunless --tier fast, the encoder (hearth model fetch-encoder).\nrps: requests/s completed; p99_ms: the 99th percentile latency (wrk's for /v1/messages, the bench's own\nmTLS load generator's for /v1/intent)."
+    after_help = "Examples:\n  hearth bench serve\n  hearth bench serve --json\n  hearth bench serve --seconds 30 --connections 64 --runs 5\n  hearth bench serve --tier fast\n\nNeeds the datasets in data/ (CLINC150, GoEmotions, Online Retail; --data-dir) and, unless --tier fast,\nthe encoder (hearth model fetch-encoder).\npath: mtls (the participant's port, as the institution's app certificate) or api-key (the loopback\nlistener); backend: the desk's store. rps: the median run's requests/s answered (rps_min..rps_max over\nthe runs); p50_ms..p99_ms: percentiles of every request of every run, from sending it to its answer's\nlast byte. mtls_to_api_key: the median of each pair of runs' ratio of requests/s."
 )]
 pub struct ServeBenchArgs {
     /// Seconds of load.
@@ -44,9 +45,12 @@ pub struct ServeBenchArgs {
     /// Open connections (keep-alive).
     #[arg(long, default_value_t = 16)]
     pub connections: usize,
-    /// wrk threads.
+    /// The load generator's threads (its own runtime, beside the participant's process).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Runs of each path for `POST /v1/messages`, alternating (the report gives the median and range).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
     /// Distinct customers (phone numbers) the requests cycle through.
     #[arg(long, default_value_t = 20_000)]
     pub customers: u64,
@@ -72,40 +76,37 @@ pub struct ServeBenchArgs {
 /// The measurement.
 #[derive(Debug, Serialize)]
 pub struct ServeBench {
-    pub endpoint: &'static str,
     pub connections: usize,
     pub threads: usize,
     pub seconds: u64,
-    #[serde(flatten)]
-    pub measured: Measured,
     /// Which families answered every request (`true`) or were absent.
     pub models: serde_json::Value,
-    /// `POST /v1/intent` with each tier asked for (absent with `--tier fast`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub intent: Vec<IntentRow>,
+    /// One row per endpoint, path, backend (and tier for `POST /v1/intent`).
+    pub rows: Vec<Row>,
+    /// `POST /v1/messages`: the median over pairs of runs of the mTLS path's requests/s over the
+    /// API-key path's, and the range.
+    pub mtls_to_api_key: f64,
+    pub mtls_to_api_key_min: f64,
+    pub mtls_to_api_key_max: f64,
 }
 
-/// `POST /v1/intent` under load with one `tier` asked for.
+/// One load's summary.
 #[derive(Debug, Serialize)]
-pub struct IntentRow {
-    /// `fast`, `encoder` or `cascade`.
-    pub tier: &'static str,
+pub struct Row {
+    /// `POST /v1/messages` or `POST /v1/intent`.
+    pub endpoint: &'static str,
+    /// `mtls` or `api-key`.
+    pub path: &'static str,
+    /// The desk's store: `embedded`.
+    pub backend: &'static str,
+    /// `POST /v1/intent`: the tier asked for (`fast`, `encoder` or `cascade`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<&'static str>,
     #[serde(flatten)]
     pub measured: Measured,
-    /// Share of the answers the fast tier's model gave.
-    pub answered_by_fast: f64,
-}
-
-/// What one load measured: requests completed, their rate and latency percentiles, and the failures.
-#[derive(Debug, Clone, Serialize)]
-pub struct Measured {
-    pub requests: u64,
-    pub rps: f64,
-    pub p50_ms: f64,
-    pub p90_ms: f64,
-    pub p99_ms: f64,
-    pub non_2xx: u64,
-    pub socket_errors: u64,
+    /// `POST /v1/intent`: the share of the answers the fast tier's model gave.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answered_by_fast: Option<f64>,
 }
 
 const API_KEY_ENV: &str = "HEARTH_SERVICE_API_KEY";
@@ -126,174 +127,21 @@ const TEXTS: [&str; 12] = [
 ];
 const CHANNELS: [&str; 4] = ["app", "web", "sms", "email"];
 
-/// The wrk script: a POST per request with the next customer, channel and text.
-fn lua_script(customers: u64) -> String {
-    let texts: Vec<String> = TEXTS.iter().map(|t| format!("{t:?}")).collect();
-    let channels: Vec<String> = CHANNELS.iter().map(|c| format!("{c:?}")).collect();
-    format!(
-        r#"local texts = {{ {texts} }}
-local channels = {{ {channels} }}
-local n = 0
-local key = os.getenv("{API_KEY_ENV}")
-local headers = {{ ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. key }}
-setup = function(thread) end
-init = function(args) n = math.random(0, {customers}) end
-request = function()
-  n = n + 1
-  local phone = string.format("+4477%08d", (n * 7919) % {customers})
-  local body = string.format('{{"channel":"%s","identifiers":{{"phone":"%s"}},"text":"%s"}}',
-    channels[n % #channels + 1], phone, texts[n % #texts + 1])
-  return wrk.format("POST", "/v1/messages", headers, body)
-end
-"#,
-        texts = texts.join(", "),
-        channels = channels.join(", "),
-    )
+/// `POST /v1/messages` body number `n`: the next customer (of `customers`), channel and text.
+fn message_body(n: usize, customers: u64) -> bytes::Bytes {
+    let phone = format!("+4477{:08}", (n as u64).wrapping_mul(7919) % customers.max(1));
+    serde_json::json!({
+        "channel": CHANNELS[n % CHANNELS.len()],
+        "identifiers": {"phone": phone},
+        "text": TEXTS[n % TEXTS.len()],
+    })
+    .to_string()
+    .into()
 }
 
 /// `POST /v1/intent` bodies asking for `tier`, one per query.
 fn intent_bodies(queries: &[String], tier: &str) -> Vec<bytes::Bytes> {
     queries.iter().map(|q| serde_json::json!({"text": q, "tier": tier}).to_string().into()).collect()
-}
-
-/// POSTs `bodies` in turn to `path` on the mTLS endpoint at `addr` as `tls`'s certificate, over
-/// `connections` keep-alive connections, for `seconds`; times every request. Returns the measurement and
-/// the share of answers the fast tier's model gave. (wrk cannot present a
-/// client certificate; the encoder tier is served only on the mTLS port.)
-async fn load(
-    addr: &str,
-    tls: &hearth_transport::TlsMaterial,
-    path: &'static str,
-    bodies: Arc<Vec<bytes::Bytes>>,
-    connections: usize,
-    seconds: u64,
-) -> anyhow::Result<(Measured, f64)> {
-    use http_body_util::{BodyExt, Full};
-    let mut cfg = (*hearth_transport::client_config(tls)?).clone();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let deadline = Instant::now() + Duration::from_secs(seconds.max(1));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..connections.max(1) {
-        let (connector, addr, bodies) = (connector.clone(), addr.to_string(), Arc::clone(&bodies));
-        tasks.push(tokio::spawn(async move {
-            let (mut lat, mut non_2xx, mut errors, mut fast) = (Vec::new(), 0u64, 0u64, 0u64);
-            let mut n = c * 7919;
-            'conn: while Instant::now() < deadline {
-                // A connection that fails is counted and tried again after a pause, not in a spin.
-                let connected = async {
-                    let tcp = tokio::net::TcpStream::connect(&addr).await.ok()?;
-                    let name = rustls::pki_types::ServerName::try_from("localhost").ok()?;
-                    let stream = connector.connect(name, tcp).await.ok()?;
-                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.ok()
-                };
-                let Some((mut send, conn)) = connected.await else {
-                    errors += 1;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                tokio::spawn(conn);
-                while Instant::now() < deadline {
-                    n += 1;
-                    let req = http::Request::post(path)
-                        .header("host", "localhost")
-                        .header("content-type", "application/json")
-                        .body(Full::new(bodies[n % bodies.len()].clone()))
-                        .expect("a request");
-                    let t = Instant::now();
-                    let Ok(resp) = send.send_request(req).await else {
-                        errors += 1;
-                        continue 'conn;
-                    };
-                    let ok = resp.status().is_success();
-                    let Ok(body) = resp.into_body().collect().await else {
-                        errors += 1;
-                        continue 'conn;
-                    };
-                    lat.push(t.elapsed());
-                    non_2xx += u64::from(!ok);
-                    fast += u64::from(body.to_bytes().windows(13).any(|w| w == b"\"tier\":\"fast\""));
-                }
-            }
-            (lat, non_2xx, errors, fast)
-        }));
-    }
-    let (mut lat, mut non_2xx, mut socket_errors, mut fast) = (Vec::new(), 0, 0, 0);
-    for t in tasks {
-        let (l, n, e, f) = t.await?;
-        lat.extend(l);
-        non_2xx += n;
-        socket_errors += e;
-        fast += f;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    lat.sort();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
-            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
-    };
-    let requests = lat.len() as u64;
-    let measured = Measured {
-        requests,
-        rps: requests as f64 / elapsed,
-        p50_ms: pct(0.50),
-        p90_ms: pct(0.90),
-        p99_ms: pct(0.99),
-        non_2xx,
-        socket_errors,
-    };
-    // Of the answers (2xx), those the fast tier's model gave.
-    Ok((measured, fast as f64 / requests.saturating_sub(non_2xx).max(1) as f64))
-}
-
-/// wrk's latency as milliseconds (`812.00us`, `3.21ms`, `1.02s`).
-fn parse_latency(s: &str) -> Option<f64> {
-    let s = s.trim();
-    let (num, scale) = if let Some(v) = s.strip_suffix("us") {
-        (v, 0.001)
-    } else if let Some(v) = s.strip_suffix("ms") {
-        (v, 1.0)
-    } else if let Some(v) = s.strip_suffix('s') {
-        (v, 1000.0)
-    } else {
-        return None;
-    };
-    num.parse::<f64>().ok().map(|v| v * scale)
-}
-
-/// The numbers in wrk's `--latency` report.
-fn parse_wrk(out: &str) -> anyhow::Result<Measured> {
-    let pct = |p: &str| -> Option<f64> {
-        out.lines().map(str::trim).find_map(|l| l.strip_prefix(p).and_then(parse_latency))
-    };
-    let (p50, p90, p99) = (pct("50%"), pct("90%"), pct("99%"));
-    let rps = out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Requests/sec:").and_then(|v| v.trim().parse::<f64>().ok()));
-    let requests = out.lines().find_map(|l| {
-        let l = l.trim();
-        l.contains("requests in").then(|| l.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))?
-    });
-    let non_2xx = out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:").and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0);
-    let socket_errors = out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Socket errors:"))
-        .map(|rest| {
-            rest.split(',')
-                .filter_map(|part| part.split_whitespace().last().and_then(|n| n.parse::<u64>().ok()))
-                .sum()
-        })
-        .unwrap_or(0);
-    match (requests, rps, p50, p90, p99) {
-        (Some(requests), Some(rps), Some(p50_ms), Some(p90_ms), Some(p99_ms)) => {
-            Ok(Measured { requests, rps, p50_ms, p90_ms, p99_ms, non_2xx, socket_errors })
-        }
-        _ => bail!("could not read wrk's report:\n{out}"),
-    }
 }
 
 /// The label lists and catalogue the bench's jobs train, and the queries `POST /v1/intent` is sent.
@@ -422,9 +270,6 @@ async fn probe(addr: &str, key: &str) -> anyhow::Result<serde_json::Value> {
 
 /// Runs the benchmark and prints the table (or JSON).
 pub async fn run(a: ServeBenchArgs) -> anyhow::Result<()> {
-    if std::process::Command::new("wrk").arg("--version").output().is_err() {
-        bail!("hearth bench serve needs the wrk load generator: apt-get install -y wrk");
-    }
     let tmp = tempfile::Builder::new().prefix("hearth-bench-serve-").tempdir()?;
     let dir = tmp.path();
     std::fs::create_dir_all(dir.join("logs"))?;
@@ -519,10 +364,56 @@ pub async fn run(a: ServeBenchArgs) -> anyhow::Result<()> {
         "recommend": first["recommendations"].is_object(),
     });
 
-    let script = dir.join("messages.lua");
-    std::fs::write(&script, lua_script(a.customers.max(1)))?;
-    let messages = wrk(&a, &script, &local, &api_key).await?;
-    let mut intent = Vec::new();
+    // The load generator's own runtime and threads, so that the bench's other tasks do not share them.
+    let generator = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(a.threads.max(1))
+        .thread_name("hearth-load")
+        .enable_all()
+        .build()?;
+    let load = |load: bench_load::Load| {
+        let handle = generator.spawn(bench_load::run(load));
+        async move { handle.await? }
+    };
+    let app = hearth_transport::TlsMaterial::load(
+        &pki_dir.join("ca.pem"),
+        &pki_dir.join(format!("{name}/app.pem")),
+        &pki_dir.join(format!("{name}/app.key")),
+    )?;
+    let addr = participants.first().map(|(_, a)| a.clone()).context("the participant's address")?;
+    let mtls = bench_load::Via::mtls(&addr, &app)?;
+    let api_key_path = bench_load::Via::ApiKey { addr: local.clone(), key: api_key.clone() };
+    let customers = a.customers.max(1);
+    let messages = |via: &bench_load::Via| bench_load::Load {
+        via: via.clone(),
+        path: "/v1/messages",
+        bodies: Arc::new(move |n| message_body(n, customers)),
+        connections: a.connections.max(1),
+        duration: Duration::from_secs(a.seconds.max(1)),
+    };
+    let (mut by_api_key, mut by_mtls, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..a.runs.max(1) {
+        // Alternate which path goes first, so neither always follows the other's writes.
+        let (first, second) = if run % 2 == 0 { (&api_key_path, &mtls) } else { (&mtls, &api_key_path) };
+        let x = load(messages(first)).await?;
+        let y = load(messages(second)).await?;
+        let (k, m) = if run % 2 == 0 { (x, y) } else { (y, x) };
+        eprintln!("run {}: api-key {:.0} rps, mtls {:.0} rps", run + 1, k.rps(), m.rps());
+        ratios.push(m.rps() / k.rps().max(1e-9));
+        by_api_key.push(k);
+        by_mtls.push(m);
+    }
+    let row = |path, measured, tier: Option<&'static str>, answered_by_fast| Row {
+        endpoint: if tier.is_some() { "POST /v1/intent" } else { "POST /v1/messages" },
+        path,
+        backend: "embedded",
+        tier,
+        measured,
+        answered_by_fast,
+    };
+    let mut rows = vec![
+        row(mtls.name(), bench_load::summarise(&by_mtls), None, None),
+        row(api_key_path.name(), bench_load::summarise(&by_api_key), None, None),
+    ];
     if let Some(queries) = queries.filter(|_| a.tier == crate::demo::Tier::Encoder) {
         let conn = Connection {
             coordinator: coord_addr,
@@ -532,16 +423,20 @@ pub async fn run(a: ServeBenchArgs) -> anyhow::Result<()> {
         eprintln!("training the participant's encoder-tier intent model (plain rounds)...");
         let labels = intent_labels.unwrap_or_default();
         train(&conn, "intent-encoder", ModelSpec::Intent(IntentSpec::encoder_tier(labels)?), None).await?;
-        let app = hearth_transport::TlsMaterial::load(
-            &pki_dir.join("ca.pem"),
-            &pki_dir.join(format!("{name}/app.pem")),
-            &pki_dir.join(format!("{name}/app.key")),
-        )?;
-        let addr = participants.first().map(|(_, a)| a.clone()).context("the participant's address")?;
-        let probe = Arc::new(intent_bodies(&queries[..1], "encoder"));
+        let queries = Arc::new(queries);
+        let intent = |tier: &'static str, connections: usize, seconds: u64| {
+            let bodies = Arc::new(intent_bodies(&queries, tier));
+            bench_load::Load {
+                via: mtls.clone(),
+                path: "/v1/intent",
+                bodies: Arc::new(move |n| bodies[n % bodies.len()].clone()),
+                connections,
+                duration: Duration::from_secs(seconds),
+            }
+        };
         loop {
-            let (m, _) = load(&addr, &app, "/v1/intent", Arc::clone(&probe), 1, 1).await?;
-            if m.non_2xx == 0 && m.requests > 0 {
+            let o = load(intent("encoder", 1, 1)).await?;
+            if o.non_2xx == 0 && !o.latency_us.is_empty() {
                 break;
             }
             if t.elapsed() > Duration::from_secs(1800) {
@@ -550,43 +445,75 @@ pub async fn run(a: ServeBenchArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         for tier in ["fast", "encoder", "cascade"] {
-            let bodies = Arc::new(intent_bodies(&queries, tier));
-            let (measured, answered_by_fast) =
-                load(&addr, &app, "/v1/intent", bodies, a.connections, a.seconds).await?;
-            intent.push(IntentRow { tier, measured, answered_by_fast });
+            let o = load(intent(tier, a.connections.max(1), a.seconds.max(1))).await?;
+            let answered = o.latency_us.len().saturating_sub(o.non_2xx).max(1);
+            let fast = o.fast as f64 / answered as f64;
+            rows.push(row(mtls.name(), bench_load::summarise(&[o]), Some(tier), Some(fast)));
         }
     }
+    generator.shutdown_background();
     let r = ServeBench {
-        endpoint: "POST /v1/messages",
         connections: a.connections,
         threads: a.threads,
         seconds: a.seconds,
-        measured: messages,
         models,
-        intent,
+        rows,
+        mtls_to_api_key: bench_load::median(&ratios),
+        mtls_to_api_key_min: ratios.iter().copied().fold(f64::INFINITY, f64::min),
+        mtls_to_api_key_max: ratios.iter().copied().fold(0.0, f64::max),
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!(
-            "{:<28} {:>5} {:>7} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7}  models",
-            "endpoint", "conns", "seconds", "requests", "rps", "p50_ms", "p90_ms", "p99_ms", "non_2xx"
+            "{:<18} {:<8} {:<9} {:<8} {:>4} {:>9} {:>8} {:>17} {:>7} {:>7} {:>7} {:>7} {:>7}  ",
+            "endpoint",
+            "path",
+            "backend",
+            "tier",
+            "runs",
+            "requests",
+            "rps",
+            "rps range",
+            "p50_ms",
+            "p90_ms",
+            "p99_ms",
+            "max_ms",
+            "non_2xx"
         );
-        let row = |name: &str, m: &Measured, tail: String| {
+        for row in &r.rows {
+            let m = &row.measured;
+            let tail = row
+                .answered_by_fast
+                .map_or(String::new(), |f| format!("{:.0}% answered by the fast tier", 100.0 * f));
             println!(
-                "{:<28} {:>5} {:>7} {:>9} {:>9.0} {:>7.2} {:>7.2} {:>7.2} {:>7}  {tail}",
-                name, r.connections, r.seconds, m.requests, m.rps, m.p50_ms, m.p90_ms, m.p99_ms, m.non_2xx
-            )
-        };
-        row(r.endpoint, &r.measured, r.models.to_string());
-        for i in &r.intent {
-            let tail = format!("{:.0}% answered by the fast tier", 100.0 * i.answered_by_fast);
-            row(&format!("POST /v1/intent {}", i.tier), &i.measured, tail);
+                "{:<18} {:<8} {:<9} {:<8} {:>4} {:>9} {:>8.0} {:>17} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7}  {tail}",
+                row.endpoint,
+                row.path,
+                row.backend,
+                row.tier.unwrap_or("-"),
+                m.runs,
+                m.requests,
+                m.rps,
+                format!("{:.0}..{:.0}", m.rps_min, m.rps_max),
+                m.p50_ms,
+                m.p90_ms,
+                m.p99_ms,
+                m.max_ms,
+                m.non_2xx
+            );
         }
+        println!(
+            "POST /v1/messages, mtls over api-key: {:.2} (median of {} pairs of runs; {:.2}..{:.2}); models: {}",
+            r.mtls_to_api_key,
+            ratios.len(),
+            r.mtls_to_api_key_min,
+            r.mtls_to_api_key_max,
+            r.models
+        );
     }
-    let all = || std::iter::once(&r.measured).chain(r.intent.iter().map(|i| &i.measured));
-    let non_2xx: u64 = all().map(|m| m.non_2xx).sum();
-    let socket_errors: u64 = all().map(|m| m.socket_errors).sum();
+    let non_2xx: u64 = r.rows.iter().map(|row| row.measured.non_2xx).sum();
+    let socket_errors: u64 = r.rows.iter().map(|row| row.measured.socket_errors).sum();
     if non_2xx > 0 || socket_errors > 0 {
         eprintln!(
             "warning: {non_2xx} non-2xx answers and {socket_errors} socket errors; see {}",
@@ -596,44 +523,23 @@ pub async fn run(a: ServeBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs wrk with `script` against `local` for the bench's duration; its report's numbers.
-async fn wrk(a: &ServeBenchArgs, script: &Path, local: &str, api_key: &str) -> anyhow::Result<Measured> {
-    let out = tokio::process::Command::new("wrk")
-        .args([
-            "-t",
-            &a.threads.max(1).to_string(),
-            "-c",
-            &a.connections.max(1).to_string(),
-            "-d",
-            &format!("{}s", a.seconds.max(1)),
-            "--latency",
-            "-s",
-        ])
-        .arg(script)
-        .arg(format!("http://{local}"))
-        .env(API_KEY_ENV, api_key)
-        .output()
-        .await
-        .context("running wrk")?;
-    let report = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!("wrk failed ({}): {}{}", out.status, report, String::from_utf8_lossy(&out.stderr));
-    }
-    parse_wrk(&report)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn reads_wrk_reports() {
-        let out = "Running 10s test @ http://127.0.0.1:1234\n  1 threads and 16 connections\n  Thread Stats   Avg      Stdev     Max   +/- Stdev\n    Latency     2.10ms    1.00ms  20.00ms   90.00%\n  Latency Distribution\n     50%  812.00us\n     75%    1.50ms\n     90%    2.50ms\n     99%    7.25ms\n  61234 requests in 10.00s, 30.00MB read\n  Socket errors: connect 0, read 2, write 0, timeout 1\n  Non-2xx or 3xx responses: 3\nRequests/sec:   6123.40\nTransfer/sec:      3.00MB\n";
-        let m = parse_wrk(out).unwrap();
-        assert_eq!((m.requests, m.non_2xx, m.socket_errors), (61234, 3, 3));
-        assert!((m.rps - 6123.4).abs() < 1e-6 && (m.p50_ms - 0.812).abs() < 1e-9);
-        assert!(m.p90_ms == 2.5 && m.p99_ms == 7.25);
-        assert!(parse_wrk("garbage").is_err());
-        assert!(lua_script(10).contains("Bearer"));
+    fn message_bodies_cycle_customers_channels_and_texts() {
+        let v: serde_json::Value = serde_json::from_slice(&message_body(5, 3)).unwrap();
+        assert_eq!(v["channel"], CHANNELS[1]);
+        assert_eq!(v["text"], TEXTS[5]);
+        assert_eq!(v["identifiers"]["phone"], format!("+4477{:08}", 5 * 7919 % 3));
+        let customers: std::collections::HashSet<String> = (0..1000)
+            .map(|n| {
+                serde_json::from_slice::<serde_json::Value>(&message_body(n, 50)).unwrap()["identifiers"]
+                    ["phone"]
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(customers.len(), 50, "every customer is reached");
     }
 }

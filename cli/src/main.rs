@@ -9,6 +9,7 @@ mod audit;
 mod bench;
 mod bench_audit;
 mod bench_encoder;
+mod bench_load;
 mod bench_serve;
 mod budget;
 mod config;
