@@ -5,15 +5,16 @@
 # - a status the document lists for the operation, as JSON, matching that status's schema,
 # - every schema-valid request accepted (2xx, or 403/404 for a caller or a resource that is not there).
 # Apps' endpoints are called with the institution's app certificate, the data protection officer's with
-# its DPO's (PKI_DIR/INSTITUTION/{app,dpo}.pem, as `hearth pki init` writes them).
+# its DPO's, the agents' with its agent's (PKI_DIR/INSTITUTION/{app,dpo,agent}.pem, as `hearth pki init`
+# writes them).
 #
 # Usage: scripts/fuzz-api.sh HOST:PORT PKI_DIR INSTITUTION [SECONDS_PER_CALLER]
 #   e.g. against `hearth demo --dir /tmp/demo` (the banner names the participants' ports):
 #   scripts/fuzz-api.sh localhost:PORT /tmp/demo/pki institution-1 90
 # Without SECONDS_PER_CALLER: 30 cases per operation and phase. The tools come from
-# scripts/install-api-tools.sh. Customer and workflow run ids that exist ($HEARTH_FUZZ_CUSTOMERS,
-# $HEARTH_FUZZ_RUNS, space-separated) are used for half the path ids, so that history, erasure and
-# workflow answers are checked too, not only 404s.
+# scripts/install-api-tools.sh. Customer, workflow run and conversation ids that exist
+# ($HEARTH_FUZZ_CUSTOMERS, $HEARTH_FUZZ_RUNS, $HEARTH_FUZZ_CONVERSATIONS, space-separated) are used for half
+# the path ids, so that history, erasure, workflow and conversation answers are checked too, not only 404s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 3 ] || { echo "usage: $0 HOST:PORT PKI_DIR INSTITUTION [SECONDS_PER_CALLER]" >&2; exit 2; }
@@ -47,9 +48,12 @@ TOML
 seed customers '^/v1/customers/' ${HEARTH_FUZZ_CUSTOMERS:-}
 # shellcheck disable=SC2086
 seed runs '^/v1/admin/workflows/' ${HEARTH_FUZZ_RUNS:-}
+# shellcheck disable=SC2086
+seed conversations '^/v1/agent/conversations/' ${HEARTH_FUZZ_CONVERSATIONS:-}
 status=0
 for pass in "app|^/v1/(messages|intent|emotion|recommend|health|openapi\.json)$" \
-            "dpo|^/v1/(customers|admin)/"; do
+            "dpo|^/v1/(customers|admin)/" \
+            "agent|^/v1/agent/"; do
   who=${pass%%|*}
   paths=${pass#*|}
   echo "== as $who: $paths" >&2

@@ -4,7 +4,10 @@
 //! of the payment step: the retry carries the same idempotency key, so every step is applied exactly
 //! once. Then a second run is cut by SIGKILL while its last step is failing; after a restart it resumes
 //! and finishes without repeating the steps already done. A third run meets a CRM that refuses the call
-//! (404): it is not retried, and the failed run is listed, with why, among the dead letters.
+//! (404): it is not retried, and the failed run is listed, with why, among the dead letters. Last, an
+//! agent (the institution's agent certificate, over mTLS) claims the customer's conversation from the
+//! senior queue, sees what the policy keeps of it, and replies: the reply reaches the WeChat gateway,
+//! the channel the customer wrote on.
 
 mod common;
 
@@ -85,7 +88,8 @@ async fn angry_customer_goes_to_seniors_and_compensation_runs_once() {
     // One participant with emotion data and the default rules pointed at the webhook server.
     let (labels, train) = goemotions("train");
     let train: Vec<_> = train.into_iter().take(8_000).collect();
-    let rules = hearth_desk::rules::DEFAULT_RULES.replace("http://127.0.0.1:9900", &base);
+    let rules = hearth_desk::rules::DEFAULT_RULES.replace("http://127.0.0.1:9900", &base)
+        + "\n[replies]\nwechat = { path = \"/channels/wechat/send\" }\n";
     let mut cluster = Cluster::start_importing(1, |name, dir, data_dir| {
         let f = dir.join(format!("{name}-emotion.jsonl"));
         write_emotion_jsonl(&f, &train);
@@ -234,4 +238,43 @@ async fn angry_customer_goes_to_seniors_and_compensation_runs_once() {
     assert_eq!(ids, [run3.as_str()], "{v}");
     let (s, _) = call_json(&addr, &app, "GET", "/v1/admin/dead-letters", Value::Null).await;
     assert_eq!(s, 403, "an app certificate does not read the dead letters");
+
+    // 5. An agent works the senior queue: the customer's three angry messages are one urgent conversation.
+    let agent = cluster.tls("inst-1/agent");
+    let (s, q) = call_json(&addr, &agent, "GET", "/v1/agent/queues", Value::Null).await;
+    assert_eq!(s, 200, "{q}");
+    assert_eq!(
+        (q["queues"][1]["queue"].as_str(), q["queues"][1]["waiting"].as_u64()),
+        (Some("senior"), Some(1)),
+        "{q}"
+    );
+    let (s, v) = call_json(&addr, &app, "POST", "/v1/agent/claim", json!({})).await;
+    assert_eq!(s, 403, "an app certificate works no queue: {v}");
+    let (s, c) = call_json(&addr, &agent, "POST", "/v1/agent/claim", json!({"queue": "senior"})).await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(
+        (c["conversation"]["priority"].as_str(), c["conversation"]["channel"].as_str()),
+        (Some("urgent"), Some("wechat"))
+    );
+    assert!(c["emotion"].is_string() && c["intent"].is_null(), "the stored emotion; no intent model: {c}");
+    assert_eq!(c["messages"].as_array().unwrap().len(), 3, "{c}");
+    assert!(!c.to_string().contains("o6_bmjrPTlm6"), "no identifier reaches the agent: {c}");
+    let id = c["conversation"]["id"].as_str().unwrap();
+    let (s, r) = call_json(
+        &addr,
+        &agent,
+        "POST",
+        &format!("/v1/agent/conversations/{id}/reply"),
+        json!({"text": "I am sorry. The double charge is refunded; you will see it within two days."}),
+    )
+    .await;
+    assert_eq!((s, r["channel"].as_str()), (200, Some("wechat")), "{r}");
+    let run = r["run_id"].as_str().unwrap();
+    wait_run(&addr, &operator, run, "done").await;
+    let delivered =
+        hooks.seen.lock().unwrap().attempts.iter().filter(|(p, _)| p == "/channels/wechat/send").count();
+    assert_eq!(delivered, 1, "the reply went to the WeChat gateway once");
+    let (s, c) =
+        call_json(&addr, &agent, "POST", &format!("/v1/agent/conversations/{id}/close"), json!({})).await;
+    assert_eq!((s, c["conversation"]["status"].as_str()), (200, Some("closed")), "{c}");
 }

@@ -98,6 +98,7 @@ async fn the_fuzzed_api_answers_every_request_as_documented() {
     // Customers and a workflow run that exist, so that the fuzzer sees history, erasure and runs too.
     let mut customers = Vec::new();
     let mut runs = Vec::new();
+    let mut conversations = Vec::new();
     for (i, text) in ["where is my parcel?", "This is the third time you charged me twice! Unacceptable!"]
         .iter()
         .enumerate()
@@ -107,6 +108,7 @@ async fn the_fuzzed_api_answers_every_request_as_documented() {
         let (status, v) = call_json(&local, &app, "POST", "/v1/messages", m).await;
         assert_eq!(status, 200, "{v}");
         customers.push(v["customer_id"].as_str().unwrap().to_string());
+        conversations.extend(v["conversation_id"].as_str().map(str::to_string));
         runs.extend(
             v["workflows"].as_array().unwrap().iter().map(|w| w["run_id"].as_str().unwrap().to_string()),
         );
@@ -118,6 +120,7 @@ async fn the_fuzzed_api_answers_every_request_as_documented() {
             .args([addr.as_str(), s(&pki), "institution-1"])
             .env("HEARTH_FUZZ_CUSTOMERS", customers.join(" "))
             .env("HEARTH_FUZZ_RUNS", runs.join(" "))
+            .env("HEARTH_FUZZ_CONVERSATIONS", conversations.join(" "))
             .output()
             .unwrap();
         let report =
@@ -148,11 +151,12 @@ async fn the_fuzzed_api_answers_every_request_as_documented() {
     if !ok {
         panic!("the API fuzzer found failures:\n{report}\nthe demo's warnings and errors:\n{}", said());
     }
-    // The app's six operations, then the data protection officer's five: all eleven.
-    for selected in ["6 selected / 11 total", "5 selected / "] {
+    // The app's six operations, the data protection officer's five, the agent's six: all seventeen.
+    for selected in ["6 selected / 17 total", "5 selected / ", "6 selected / "] {
         assert!(report.contains(selected), "the fuzzer did not test {selected} operations:\n{report}");
     }
-    assert!(report.matches(" generated, ").count() == 2 && !report.contains("failed"), "{report}");
+    assert!(!conversations.is_empty(), "the angry message queued a conversation for the agents");
+    assert!(report.matches(" generated, ").count() == 3 && !report.contains("failed"), "{report}");
     assert!(!report.contains("Missing test data"), "the known ids were not used:\n{report}");
     drop(demo);
 }

@@ -99,8 +99,9 @@ pub struct IssueArgs {
     /// Directory holding ca.pem and ca.key; the new files go there too.
     #[arg(long, default_value = "hearth-pki")]
     pub dir: PathBuf,
-    /// coordinator, participant, operator, app, dpo, analyst or inference (an institution's inference
-    /// replicas: give --institution and the --dns names its apps reach it by).
+    /// coordinator, participant, operator, app, dpo, analyst, inference (an institution's inference
+    /// replicas: give --institution and the --dns names its apps reach it by) or agent (a contact-centre
+    /// agent of the --institution).
     #[arg(long)]
     pub role: Role,
     /// The node's id ([a-z0-9._-], at most 64 characters).
@@ -185,16 +186,20 @@ pub fn init(a: &InitArgs) -> anyhow::Result<Vec<PathBuf>> {
     let days = DEFAULT_LIFETIME_DAYS;
     written.extend(issue(&ca, &log, &a.dir, Role::Coordinator, "coordinator", &dns, &ips, a.suite, days)?);
     for p in &a.participants {
-        if ["coordinator", "operator", "app", "dpo", "analyst", "inference", "ca"].contains(&p.as_str()) {
+        if ["coordinator", "operator", "app", "dpo", "analyst", "inference", "agent", "ca"]
+            .contains(&p.as_str())
+        {
             bail!("participant id {p:?} is reserved; choose another name");
         }
         // Only its own (loopback) names: a participant's key must not be able to answer for the
         // coordinator's host name (participants also check the coordinator's role).
         let (own_dns, own_ips) = names(&[], &[]);
         written.extend(issue(&ca, &log, &a.dir, Role::Participant, p, &own_dns, &own_ips, a.suite, days)?);
-        // The institution's own callers: its apps and its data protection officer.
+        // The institution's own callers: its apps, its data protection officer and a first agent (each
+        // further agent gets one from `hearth pki issue --role agent --institution <id>`).
         written.extend(issue_for(&ca, &log, &a.dir, Role::App, "app", p, (&[], &[]), days)?);
         written.extend(issue_for(&ca, &log, &a.dir, Role::Dpo, "dpo", p, (&[], &[]), days)?);
+        written.extend(issue_for(&ca, &log, &a.dir, Role::Agent, "agent", p, (&[], &[]), days)?);
         // Its inference replicas (`hearth inference`), on this machine's loopback names.
         let (own_dns, own_ips) = names(&[], &[]);
         written.extend(issue_for(
@@ -548,8 +553,8 @@ mod tests {
         let mine = sans("bank-a");
         assert!(!mine.contains("coord.example.org") && !mine.contains("[10, 0, 0, 5]"), "{mine}");
         assert!(mine.contains("localhost"), "{mine}");
-        // The institution's own app and DPO, bound to it.
-        for who in ["app", "dpo"] {
+        // The institution's own app, DPO and agent, bound to it.
+        for who in ["app", "dpo", "agent"] {
             let der =
                 rustls_pemfile::certs(&mut pem(&format!("bank-a/{who}")).as_bytes()).next().unwrap().unwrap();
             let id = hearth_crypto::pki::identity_from_cert_der(&der).unwrap();

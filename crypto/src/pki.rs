@@ -147,6 +147,9 @@ pub enum Role {
     /// An institution's inference replica (`hearth inference`): fetches the models its participant
     /// serves and answers the institution's apps; holds no customer or training data.
     Inference,
+    /// A contact-centre agent of one institution: works the desk's queues (claims conversations,
+    /// replies, transfers, closes); sees only the context the retention policy keeps.
+    Agent,
 }
 
 impl Role {
@@ -160,6 +163,7 @@ impl Role {
             Role::Dpo => "dpo",
             Role::Analyst => "analyst",
             Role::Inference => "inference",
+            Role::Agent => "agent",
         }
     }
 }
@@ -181,6 +185,7 @@ impl FromStr for Role {
             "dpo" => Ok(Role::Dpo),
             "analyst" => Ok(Role::Analyst),
             "inference" => Ok(Role::Inference),
+            "agent" => Ok(Role::Agent),
             other => Err(PkiError::UnknownRole(other.to_string())),
         }
     }
@@ -217,7 +222,7 @@ impl NodeIdentity {
 }
 
 /// The roles a certificate may bind to one institution.
-pub const INSTITUTION_ROLES: [Role; 4] = [Role::App, Role::Dpo, Role::Operator, Role::Inference];
+pub const INSTITUTION_ROLES: [Role; 5] = [Role::App, Role::Dpo, Role::Operator, Role::Inference, Role::Agent];
 
 /// Checks a node id: 1 to 64 characters of `[a-z0-9._-]`, starting with a letter or digit.
 pub fn validate_node_id(id: &str) -> Result<(), PkiError> {
@@ -382,13 +387,18 @@ fn identity_sans(
         if !INSTITUTION_ROLES.contains(&role) {
             return Err(PkiError::InvalidId {
                 id: id.to_string(),
-                reason: "only app, dpo, operator and inference certificates act for an institution",
+                reason: "only app, dpo, operator, inference and agent certificates act for an institution",
             });
         }
     } else if role == Role::Inference {
         return Err(PkiError::InvalidId {
             id: id.to_string(),
             reason: "an inference certificate serves one institution: name it (--institution)",
+        });
+    } else if role == Role::Agent {
+        return Err(PkiError::InvalidId {
+            id: id.to_string(),
+            reason: "an agent certificate works one institution's queues: name it (--institution)",
         });
     }
     let uri = format!("{URI_PREFIX}{role}:{id}");

@@ -8,6 +8,7 @@
 //! | `DELETE /v1/customers/{id}` | its DPO and operators |
 //! | `POST /v1/admin/rules/reload` | its DPO and operators |
 //! | `GET /v1/admin/workflows/{run_id}` | its DPO and operators |
+//! | `GET /v1/agent/queues`, `POST /v1/agent/claim`, `GET /v1/agent/conversations/{id}` and its `reply`, `transfer`, `close` | its agents |
 //!
 //! **Institutions are walled off.** Every certificate comes from the one consortium CA, so a role alone
 //! says nothing about whose customers a caller may touch: an app, DPO or operator certificate names the
@@ -48,7 +49,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Desk, Erased, History, MessageAnswer, MessageBody};
+use super::{agents, Desk, Erased, History, MessageAnswer, MessageBody};
 use hearth_inference::{parse_body, ApiError, ErrorBody, ErrorCode, MAX_BODY_BYTES};
 
 /// The local listener's API key, kept only as its digest.
@@ -81,6 +82,7 @@ pub struct Caller {
 
 const ADMINS: [Role; 2] = [Role::Dpo, Role::Operator];
 const POSTERS: [Role; 2] = [Role::App, Role::Operator];
+const AGENTS: [Role; 1] = [Role::Agent];
 
 /// Lets `caller` through if it holds one of `roles` and acts for `institution`, this desk's own;
 /// otherwise a 403, audited.
@@ -255,6 +257,133 @@ async fn dead_letters(
     Ok(Json(DeadLetters { runs, total }))
 }
 
+/// The body of a request, or the error saying why it was refused.
+fn body_of<T: hearth_inference::Body>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge
+        } else {
+            ApiError::bad("invalid_request", e.body_text())
+        }
+    })?;
+    parse_body(&body)
+}
+
+/// Runs a blocking desk call (sealing, hashing) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(format!("desk task: {e}")))?
+}
+
+/// The queues: how many conversations wait in each, by priority, the oldest wait, and the waiting ones
+/// in claim order (callers: this institution's agent certificates).
+#[utoipa::path(get, path = "/v1/agent/queues", operation_id = "agent_queues", tag = "agent",
+    responses((status = 200, body = agents::Queues, description = "each queue, the waiting conversations, the caller's own")))]
+async fn agent_queues(
+    State(s): State<Arc<Desk>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<agents::Queues>, ApiError> {
+    allow(&caller, &AGENTS, "GET /v1/agent/queues", &s.institution, &s.audit)?;
+    Ok(Json(s.queues(&caller.name)))
+}
+
+/// Claim the next waiting conversation, highest priority first, then longest waiting (callers: this
+/// institution's agent certificates).
+#[utoipa::path(post, path = "/v1/agent/claim", operation_id = "agent_claim", tag = "agent", request_body = agents::ClaimBody,
+    responses(
+        (status = 200, body = agents::ConversationView, description = "the conversation, now the caller's, with its context"),
+        (status = 409, body = ErrorBody, description = "`queue_empty`: nothing waits in the queue asked"),
+    ))]
+async fn agent_claim(
+    State(s): State<Arc<Desk>>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<agents::ConversationView>, ApiError> {
+    allow(&caller, &AGENTS, "POST /v1/agent/claim", &s.institution, &s.audit)?;
+    // No body is an empty one: the next conversation of either queue.
+    let body: agents::ClaimBody = match body {
+        Ok(b) if b.is_empty() => agents::ClaimBody::default(),
+        other => body_of(other)?,
+    };
+    blocking(move || s.claim(&caller.name, body.queue.as_deref())).await.map(Json)
+}
+
+/// A conversation the caller holds, with what the retention policy keeps of it (callers: this
+/// institution's agent certificates).
+#[utoipa::path(get, path = "/v1/agent/conversations/{id}", operation_id = "agent_conversation", tag = "agent",
+    params(("id" = String, Path, pattern = "^v-[0-9a-f]{32}$", description = "the conversation id (`v-` and 32 lower-case hex digits)")),
+    responses(
+        (status = 200, body = agents::ConversationView, description = "the conversation and its context"),
+        (status = 404, body = ErrorBody, description = "`unknown_conversation`"),
+        (status = 409, body = ErrorBody, description = "`not_yours`: the caller does not hold it"),
+    ))]
+async fn agent_conversation(
+    State(s): State<Arc<Desk>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<agents::ConversationView>, ApiError> {
+    allow(&caller, &AGENTS, "GET /v1/agent/conversations/{id}", &s.institution, &s.audit)?;
+    s.conversation(&caller.name, &id).map(Json)
+}
+
+/// Reply to the customer through the channel they used last (callers: this institution's agent
+/// certificates).
+#[utoipa::path(post, path = "/v1/agent/conversations/{id}/reply", operation_id = "agent_reply", tag = "agent", request_body = agents::ReplyBody,
+    params(("id" = String, Path, pattern = "^v-[0-9a-f]{32}$", description = "the conversation id")),
+    responses(
+        (status = 200, body = agents::Replied, description = "the reply is kept and its delivery started"),
+        (status = 404, body = ErrorBody, description = "`unknown_conversation`"),
+        (status = 409, body = ErrorBody, description = "`not_yours`, or `no_reply_route`: the rules file has no delivery for the channel"),
+    ))]
+async fn agent_reply(
+    State(s): State<Arc<Desk>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<agents::Replied>, ApiError> {
+    allow(&caller, &AGENTS, "POST /v1/agent/conversations/{id}/reply", &s.institution, &s.audit)?;
+    let body: agents::ReplyBody = body_of(body)?;
+    let rt = tokio::runtime::Handle::current();
+    blocking(move || s.reply(&caller.name, &id, &body.text, &rt)).await.map(Json)
+}
+
+/// Put a held conversation back in a queue (callers: this institution's agent certificates).
+#[utoipa::path(post, path = "/v1/agent/conversations/{id}/transfer", operation_id = "agent_transfer", tag = "agent", request_body = agents::TransferBody,
+    params(("id" = String, Path, pattern = "^v-[0-9a-f]{32}$", description = "the conversation id")),
+    responses(
+        (status = 200, body = agents::ConversationView, description = "the conversation, waiting in its new queue"),
+        (status = 404, body = ErrorBody, description = "`unknown_conversation`"),
+        (status = 409, body = ErrorBody, description = "`not_yours`"),
+    ))]
+async fn agent_transfer(
+    State(s): State<Arc<Desk>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<agents::ConversationView>, ApiError> {
+    allow(&caller, &AGENTS, "POST /v1/agent/conversations/{id}/transfer", &s.institution, &s.audit)?;
+    let body: agents::TransferBody = body_of(body)?;
+    blocking(move || s.transfer(&caller.name, &id, &body.queue, body.priority)).await.map(Json)
+}
+
+/// Close a held conversation (callers: this institution's agent certificates).
+#[utoipa::path(post, path = "/v1/agent/conversations/{id}/close", operation_id = "agent_close", tag = "agent",
+    params(("id" = String, Path, pattern = "^v-[0-9a-f]{32}$", description = "the conversation id")),
+    responses(
+        (status = 200, body = agents::ConversationView, description = "the conversation, closed"),
+        (status = 404, body = ErrorBody, description = "`unknown_conversation`"),
+        (status = 409, body = ErrorBody, description = "`not_yours`"),
+    ))]
+async fn agent_close(
+    State(s): State<Arc<Desk>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<agents::ConversationView>, ApiError> {
+    allow(&caller, &AGENTS, "POST /v1/agent/conversations/{id}/close", &s.institution, &s.audit)?;
+    blocking(move || s.close(&caller.name, &id)).await.map(Json)
+}
+
 /// This document (any authenticated caller).
 #[utoipa::path(get, path = "/v1/openapi.json", operation_id = "openapi", tag = "desk",
     responses((status = 200, body = super::openapi::DocumentShape, description = "the OpenAPI 3.1 document of every endpoint")))]
@@ -271,6 +400,12 @@ pub fn api() -> OpenApiRouter<Arc<Desk>> {
         .routes(routes!(reload))
         .routes(routes!(workflow_run))
         .routes(routes!(dead_letters))
+        .routes(routes!(agent_queues))
+        .routes(routes!(agent_claim))
+        .routes(routes!(agent_conversation))
+        .routes(routes!(agent_reply))
+        .routes(routes!(agent_transfer))
+        .routes(routes!(agent_close))
         .routes(routes!(openapi))
 }
 
@@ -361,6 +496,23 @@ mod tests {
         assert!(allow(&dpo, &ADMINS, "DELETE", "bank-a", &None).is_ok());
         assert!(allow(&app, &POSTERS, "POST", "bank-a", &None).is_ok());
         assert!(allow(&dpo, &POSTERS, "POST", "bank-a", &None).is_err());
+    }
+
+    #[test]
+    fn only_the_institutions_agents_work_its_queues() {
+        let agent = caller(Role::Agent, Some("bank-a"));
+        assert!(allow(&agent, &AGENTS, "POST /v1/agent/claim", "bank-a", &None).is_ok());
+        for other in [
+            caller(Role::App, Some("bank-a")),
+            caller(Role::Dpo, Some("bank-a")),
+            caller(Role::Operator, Some("bank-a")),
+            caller(Role::Agent, Some("airline-b")),
+        ] {
+            assert!(allow(&other, &AGENTS, "POST /v1/agent/claim", "bank-a", &None).is_err(), "{other:?}");
+        }
+        // An agent posts no messages and reads no history.
+        assert!(allow(&agent, &POSTERS, "POST /v1/messages", "bank-a", &None).is_err());
+        assert!(allow(&agent, &ADMINS, "GET /v1/customers/{id}/history", "bank-a", &None).is_err());
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! data and never sees a customer identifier. The participant process mounts [`api::mtls`] on its port.
 #![forbid(unsafe_code)]
 
+pub mod agents;
 pub mod api;
 pub mod config;
 pub mod error;
@@ -119,6 +120,8 @@ pub struct Desk {
     config: DeskConfig,
     /// The institution this desk serves (its participant's id): only callers acting for it get in.
     pub institution: String,
+    /// What agents did, and how long customers waited for a first reply.
+    agent_metrics: Mutex<agents::AgentMetrics>,
 }
 
 fn checked_label(what: &str, v: &str, max: usize) -> Result<String, ApiError> {
@@ -188,6 +191,7 @@ impl Desk {
             audit,
             config: config.clone(),
             institution: institution.to_string(),
+            agent_metrics: Mutex::new(agents::AgentMetrics::default()),
         })
     }
 
@@ -306,7 +310,7 @@ impl Desk {
             tier: keep("tier", tier.clone()),
             ..Default::default()
         };
-        let (attribution, session) = {
+        let (attribution, session, conversation_id) = {
             let mut dir = self.directory();
             let keys = &self.keys;
             let mut row_err = None;
@@ -328,12 +332,20 @@ impl Desk {
             for m in &merged_away {
                 self.writer.delete_customer(&m.row)?;
             }
-            let c = dir
-                .push_message(&a.customer, message, p.max_messages)
+            dir.push_message(&a.customer, message, p.max_messages)
                 .ok_or_else(|| ApiError::Internal("the attributed customer vanished".into()))?;
+            let c = dir
+                .get_mut(&a.customer)
+                .ok_or_else(|| ApiError::Internal("the attributed customer vanished".into()))?;
+            let recommended = recommendations
+                .as_ref()
+                .map(|r| r.items.iter().map(|i| i.item.clone()).collect())
+                .unwrap_or_default();
+            let conversation =
+                agents::on_message(c, decision.route, decision.priority, channel, recommended, now);
             self.seal_customer(c)?;
             let session = c.session.clone();
-            (a, session)
+            (a, session, conversation)
         };
         let session = session.ok_or_else(|| ApiError::Internal("no session after attribution".into()))?;
         if !attribution.merged.is_empty() {
@@ -370,6 +382,7 @@ impl Desk {
             unavailable,
             priority: decision.priority,
             route: decision.route,
+            conversation_id,
             replies: decision.replies,
             rules_fired: decision.fired,
             workflows: started,

@@ -179,6 +179,10 @@ pub struct MessageAnswer {
     pub priority: rules::Priority,
     /// Where it goes (`self_service`, `bot`, `human`, `senior`).
     pub route: rules::Route,
+    /// The customer's open conversation with the agents (`human` and `senior` routes queue one; later
+    /// messages join it), if any.
+    #[schema(pattern = "^v-[0-9a-f]{32}$")]
+    pub conversation_id: Option<String>,
     /// Suggested replies.
     pub replies: Vec<String>,
     /// The rules that fired, in order.

@@ -124,6 +124,10 @@ pub fn document() -> OpenApi {
             .description(Some("customer messages, identities, history, erasure, rules and workflows"))
             .build(),
         TagBuilder::new()
+            .name("agent")
+            .description(Some("the contact-centre agents' queues and conversations"))
+            .build(),
+        TagBuilder::new()
             .name("inference")
             .description(Some("the served models, one endpoint per family"))
             .build(),
@@ -155,6 +159,12 @@ mod tests {
             ("post", "/v1/admin/rules/reload"),
             ("get", "/v1/admin/workflows/{id}"),
             ("get", "/v1/admin/dead-letters"),
+            ("get", "/v1/agent/queues"),
+            ("post", "/v1/agent/claim"),
+            ("get", "/v1/agent/conversations/{id}"),
+            ("post", "/v1/agent/conversations/{id}/reply"),
+            ("post", "/v1/agent/conversations/{id}/transfer"),
+            ("post", "/v1/agent/conversations/{id}/close"),
             ("get", "/v1/openapi.json"),
             ("post", "/v1/intent"),
             ("post", "/v1/emotion"),

@@ -163,6 +163,28 @@ pub struct WorkflowDef {
     pub steps: Vec<StepDef>,
 }
 
+/// Where an agent's reply to a customer on one channel is delivered: a webhook (the channel's gateway)
+/// called like a workflow step, with the same retries and signing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyRoute {
+    /// The full URL, or
+    #[serde(default)]
+    pub url: Option<String>,
+    /// a path appended to the file's `webhook_base`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Deadline of one attempt.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Attempts after the first, as for a step.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Wait before the first retry, as for a step.
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+}
+
 /// A rules file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -177,6 +199,8 @@ struct RulesFile {
     rule: Vec<Rule>,
     #[serde(default)]
     workflows: BTreeMap<String, WorkflowDef>,
+    #[serde(default)]
+    replies: BTreeMap<String, ReplyRoute>,
 }
 
 /// A checked rules file, serving.
@@ -187,6 +211,8 @@ pub struct Rules {
     rules: Vec<Rule>,
     /// Each workflow's steps, with every step's URL resolved into `url`.
     pub workflows: BTreeMap<String, Vec<StepDef>>,
+    /// Per channel, the one step that delivers an agent's reply (named `deliver`, URL resolved).
+    pub replies: BTreeMap<String, StepDef>,
 }
 
 /// What a message is known to be, for the rules.
@@ -239,6 +265,34 @@ impl When {
     }
 }
 
+/// A step checked (its name, URL, deadline, retries and backoff) with its URL resolved against `base`;
+/// the error names the step `at`.
+fn checked_step(s: StepDef, base: Option<&str>, at: &str) -> Result<StepDef, RuleProblem> {
+    let fault = |fault: FieldFault| RuleProblem::Field { at: at.to_string(), fault };
+    let well_formed = (1..=64).contains(&s.name.len())
+        && s.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !well_formed {
+        return Err(fault(FieldFault::StepName));
+    }
+    let url = match (&s.url, &s.path, base) {
+        (Some(u), None, _) => u.clone(),
+        (None, Some(p), Some(b)) => format!("{}{}", b.trim_end_matches('/'), p),
+        (None, Some(_), None) => return Err(fault(FieldFault::PathWithoutBase)),
+        _ => return Err(fault(FieldFault::UrlOrPath)),
+    };
+    crate::webhook::Target::parse(&url).map_err(|e| fault(e.into()))?;
+    if s.timeout_ms == 0 || s.timeout_ms > 120_000 {
+        return Err(fault(FieldFault::Timeout));
+    }
+    if s.retries > 20 {
+        return Err(fault(FieldFault::Retries));
+    }
+    if s.backoff_ms > 30_000 {
+        return Err(fault(FieldFault::Backoff));
+    }
+    Ok(StepDef { url: Some(url), path: None, ..s })
+}
+
 impl Rules {
     /// Parses and checks a rules file; the error names the line (syntax, unknown or mistyped field) or
     /// the rule and field (a reference to a missing template or workflow, a bad URL).
@@ -276,33 +330,32 @@ impl Rules {
             }
             for (i, s) in w.steps.into_iter().enumerate() {
                 let at = format!("workflows.{name}.steps #{} ({:?})", i + 1, s.name);
-                let fault = |fault: FieldFault| RuleProblem::Field { at: at.clone(), fault };
-                let well_formed = (1..=64).contains(&s.name.len())
-                    && s.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-                if !well_formed || steps.iter().any(|p: &StepDef| p.name == s.name) {
-                    return Err(fault(FieldFault::StepName));
+                let step = checked_step(s, file.webhook_base.as_deref(), &at)?;
+                if steps.iter().any(|p: &StepDef| p.name == step.name) {
+                    return Err(RuleProblem::Field { at, fault: FieldFault::StepName });
                 }
-                let url = match (&s.url, &s.path, &file.webhook_base) {
-                    (Some(u), None, _) => u.clone(),
-                    (None, Some(p), Some(b)) => format!("{}{}", b.trim_end_matches('/'), p),
-                    (None, Some(_), None) => return Err(fault(FieldFault::PathWithoutBase)),
-                    _ => return Err(fault(FieldFault::UrlOrPath)),
-                };
-                crate::webhook::Target::parse(&url).map_err(|e| fault(e.into()))?;
-                if s.timeout_ms == 0 || s.timeout_ms > 120_000 {
-                    return Err(fault(FieldFault::Timeout));
-                }
-                if s.retries > 20 {
-                    return Err(fault(FieldFault::Retries));
-                }
-                if s.backoff_ms > 30_000 {
-                    return Err(fault(FieldFault::Backoff));
-                }
-                steps.push(StepDef { url: Some(url), path: None, ..s });
+                steps.push(step);
             }
             workflows.insert(name, steps);
         }
-        Ok(Self { defaults: file.defaults, templates: file.templates, rules: file.rule, workflows })
+        let mut replies = BTreeMap::new();
+        for (channel, r) in file.replies {
+            let at = format!("replies.{channel}");
+            if !CHANNELS.contains(&channel.as_str()) {
+                let fault = FieldFault::UnknownChannel { given: channel.clone(), known: CHANNELS.join(", ") };
+                return Err(RuleProblem::Field { at, fault });
+            }
+            let step = StepDef {
+                name: "deliver".into(),
+                url: r.url,
+                path: r.path,
+                timeout_ms: r.timeout_ms,
+                retries: r.retries,
+                backoff_ms: r.backoff_ms,
+            };
+            replies.insert(channel, checked_step(step, file.webhook_base.as_deref(), &at)?);
+        }
+        Ok(Self { defaults: file.defaults, templates: file.templates, rules: file.rule, workflows, replies })
     }
 
     /// How many rules there are.

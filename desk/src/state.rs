@@ -71,6 +71,10 @@ pub struct Message {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[allow(missing_docs)]
     pub tier: Option<String>,
+    /// Set on an agent's reply to the customer: the agent (`agent:<id>@<institution>`); its text and
+    /// channel are kept as the policy keeps a customer's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by_agent: Option<String>,
 }
 
 impl Message {
@@ -129,6 +133,9 @@ pub struct Customer {
     pub messages: VecDeque<Message>,
     /// The next message number.
     pub next_seq: u64,
+    /// Their conversation with the agents: waiting in a queue, held by an agent, or the last one closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<crate::agents::Conversation>,
     /// The key their record is stored under (the keyed hash of `id`); not part of the record.
     #[serde(skip)]
     pub row: LinkHash,
@@ -175,6 +182,16 @@ impl Directory {
         self.customers.get(id)
     }
 
+    /// A customer by id, to change (the caller seals the changed record).
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Customer> {
+        self.customers.get_mut(id)
+    }
+
+    /// Every customer.
+    pub fn values(&self) -> impl Iterator<Item = &Customer> {
+        self.customers.values()
+    }
+
     /// How many customers there are.
     pub fn len(&self) -> usize {
         self.customers.len()
@@ -216,6 +233,7 @@ impl Directory {
                 session: None,
                 messages: VecDeque::new(),
                 next_seq: 0,
+                conversation: None,
                 row,
             };
             self.next_order += 1;
@@ -254,6 +272,11 @@ impl Directory {
             };
             if later {
                 c.session = m.session.clone();
+            }
+            // An open conversation of a customer merged away carries on, unless this one has its own.
+            let open = |v: &Option<crate::agents::Conversation>| v.as_ref().is_some_and(|v| v.is_open());
+            if !open(&c.conversation) && open(&m.conversation) {
+                c.conversation = m.conversation.clone();
             }
         }
         if !merged_away.is_empty() {

@@ -457,3 +457,126 @@ fn a_bad_webhook_secret_file_stops_the_desk_naming_the_file() {
 fn json(v: impl Serialize) -> serde_json::Value {
     serde_json::to_value(v).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_claim_by_priority_reply_through_the_channel_used_last_transfer_and_close() {
+    let (url, calls) = scripted_receiver(vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        format!(
+            "[[rule]]\nname = \"sms-humans\"\nwhen = {{ channel = [\"sms\"] }}\nthen = {{ route = \"human\", priority = \"high\" }}\n\
+             [[rule]]\nname = \"email-senior\"\nwhen = {{ channel = [\"email\"] }}\nthen = {{ route = \"senior\", priority = \"urgent\" }}\n\
+             [replies]\nsms = {{ url = \"{url}\" }}\nemail = {{ url = \"{url}\", retries = 1 }}\n"
+        ),
+    )
+    .unwrap();
+    let config = DeskConfig { rules_file: Some(rules), ..Default::default() };
+    let rt = tokio::runtime::Handle::current();
+    let (alice, bob) = ("agent:alice@bank-a", "agent:bob@bank-a");
+    let (ann_conversation, ann) = {
+        let s = open_with(dir.path(), hearth_crypto::SuiteId::International, &config);
+        let post = |json: &str| s.message(body(json), &rt).unwrap();
+        let ann = post(
+            r#"{"channel": "sms", "identifiers": {"phone": "+447700900001"}, "text": "my card is blocked"}"#,
+        );
+        let ben = post(
+            r#"{"channel": "email", "identifiers": {"email": "ben@example.org"}, "text": "I was charged twice"}"#,
+        );
+        let bot = post(
+            r#"{"channel": "app", "identifiers": {"phone": "+447700900002"}, "text": "opening hours?"}"#,
+        );
+        assert!(bot.conversation_id.is_none(), "the bot's route queues nothing");
+        let (a, b) = (ann.conversation_id.clone().unwrap(), ben.conversation_id.clone().unwrap());
+        // Ann writes again on the same channel: the same conversation.
+        let again =
+            post(r#"{"channel": "sms", "identifiers": {"phone": "+447700900001"}, "text": "hello?"}"#);
+        assert_eq!(again.conversation_id.as_deref(), Some(a.as_str()));
+
+        let q = json(s.queues(alice));
+        assert_eq!(q["queues"][0]["queue"], "human");
+        assert_eq!(
+            (q["queues"][0]["waiting"].as_u64(), q["queues"][0]["by_priority"]["high"].as_u64()),
+            (Some(1), Some(1))
+        );
+        assert_eq!(q["queues"][1]["by_priority"]["urgent"], 1);
+        let order: Vec<&str> =
+            q["waiting"].as_array().unwrap().iter().map(|w| w["conversation_id"].as_str().unwrap()).collect();
+        assert_eq!(order, [b.as_str(), a.as_str()], "urgent before high");
+        // Alice claims the next: Ben's (urgent); nothing else waits in senior; Bob gets Ann's.
+        let claimed = json(s.claim(alice, None).unwrap());
+        assert_eq!(claimed["conversation"]["id"], b.as_str());
+        assert_eq!(claimed["conversation"]["status"], "claimed");
+        assert_eq!(s.claim(bob, Some("senior")).unwrap_err().reason(), "queue_empty");
+        assert_eq!(s.claim(bob, Some("vip")).unwrap_err().reason(), "unknown_queue");
+        let anns = json(s.claim(bob, None).unwrap());
+        assert_eq!(anns["conversation"]["id"], a.as_str());
+        // What Bob sees: the session's two messages, no customer id, no identifier.
+        let texts: Vec<&str> =
+            anns["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+        assert_eq!(texts, ["my card is blocked", "hello?"]);
+        let seen = anns.to_string();
+        assert!(!seen.contains(&ann.customer_id) && !seen.contains("7700900001"), "{seen}");
+        // Nobody else's: Alice cannot read or reply on Bob's conversation.
+        assert_eq!(s.conversation(alice, &a).unwrap_err().reason(), "not_yours");
+        assert_eq!(s.reply(alice, &a, "hi", &rt).unwrap_err().reason(), "not_yours");
+        assert_eq!(s.conversation(alice, "v-00").unwrap_err().reason(), "invalid_conversation_id");
+        let nobody = format!("v-{}", "0".repeat(32));
+        assert_eq!(s.conversation(alice, &nobody).unwrap_err().reason(), "unknown_conversation");
+        assert_eq!(s.reply(bob, &a, "  ", &rt).unwrap_err().reason(), "empty_text");
+
+        // Bob replies: delivered through sms, the channel Ann used.
+        let replied = s.reply(bob, &a, "Your card is unblocked now.", &rt).unwrap();
+        assert_eq!(replied.channel, "sms");
+        // Ann moves to the app; the next reply would go there, and the rules file has no route for it.
+        post(
+            r#"{"channel": "app", "identifiers": {"phone": "+447700900001"}, "text": "thanks, one more thing"}"#,
+        );
+        assert_eq!(s.reply(bob, &a, "Yes?", &rt).unwrap_err().reason(), "no_reply_route");
+        let view = json(s.conversation(bob, &a).unwrap());
+        assert_eq!(view["conversation"]["channel"], "app");
+        let by: Vec<&str> =
+            view["messages"].as_array().unwrap().iter().filter_map(|m| m["by_agent"].as_str()).collect();
+        assert_eq!(by, [bob], "the reply is kept in the session");
+        assert!(view["conversation"]["first_reply_at"].is_u64());
+        // Bob transfers Ann to senior at urgent: she waits again, before nobody (the only one).
+        let t = json(s.transfer(bob, &a, "senior", Some(rules::Priority::Urgent)).unwrap());
+        assert_eq!(
+            (t["conversation"]["status"].as_str(), t["conversation"]["queue"].as_str()),
+            (Some("waiting"), Some("senior"))
+        );
+        assert_eq!(s.close(bob, &a).unwrap_err().reason(), "not_yours", "it is no longer his");
+        assert_eq!(json(s.close(alice, &b).unwrap())["conversation"]["status"], "closed");
+        // The delivery reached the receiver, with the text, the channel and the conversation.
+        for _ in 0..100 {
+            if !calls.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let delivered: serde_json::Value = serde_json::from_slice(&calls.lock().unwrap()[0].1).unwrap();
+        assert_eq!(delivered["workflow"], "reply");
+        assert_eq!(delivered["context"]["text"], "Your card is unblocked now.");
+        assert_eq!(
+            (delivered["context"]["channel"].as_str(), delivered["context"]["conversation_id"].as_str()),
+            (Some("sms"), Some(a.as_str()))
+        );
+        let mut metrics = hearth_transport::ops::MetricsText::new();
+        s.render_agent_metrics(&mut metrics);
+        let text = metrics.finish();
+        assert!(text.contains(r#"hearth_desk_queue_waiting{queue="senior",priority="urgent"} 1"#), "{text}");
+        assert!(text.contains(r#"hearth_desk_agent_actions_total{action="claim"} 2"#), "{text}");
+        assert!(text.contains("hearth_desk_first_reply_seconds_count 1"), "{text}");
+        s.writer.flush().await.unwrap();
+        (a, ann.customer_id)
+    };
+    // Reopened: the queue is as it was (kept in the sealed customer records); erasing Ann takes hers.
+    let s = open_with(dir.path(), hearth_crypto::SuiteId::International, &config);
+    let claimed = json(s.claim(alice, Some("senior")).unwrap());
+    assert_eq!(claimed["conversation"]["id"], ann_conversation.as_str());
+    assert_eq!(s.claim(alice, None).unwrap_err().reason(), "queue_empty", "Ben's is closed");
+    s.erase(&ann, "dpo:test").await.unwrap();
+    assert_eq!(s.conversation(alice, &ann_conversation).unwrap_err().reason(), "unknown_conversation");
+    assert!(json(s.queues(alice))["mine"].as_array().unwrap().is_empty());
+}

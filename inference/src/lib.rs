@@ -93,6 +93,9 @@ pub enum ErrorCode {
     NotFound,
     /// The request body is over the limit (413).
     TooLarge,
+    /// What the request asks is not possible in the current state (409): a conversation another agent
+    /// holds, no reply route for a channel.
+    Conflict,
     /// No model of the family has been committed yet (503).
     NoModel,
     /// The participant failed to answer (500); its log has the details.
@@ -147,6 +150,14 @@ pub enum ApiError {
     },
     /// The caller's certificate role may not call this endpoint.
     Forbidden(String),
+    /// The request conflicts with the current state (HTTP 409, gRPC `FAILED_PRECONDITION`): reasons
+    /// `not_yours`, `not_waiting`, `queue_empty`, `no_reply_route`.
+    Conflict {
+        /// Stable reason.
+        reason: &'static str,
+        /// What is in the way and what to do instead.
+        message: String,
+    },
     /// The request body is over [`MAX_BODY_BYTES`].
     TooLarge,
     /// No model of this family has been committed yet.
@@ -173,6 +184,9 @@ impl ApiError {
                 (StatusCode::NOT_FOUND, ErrorCode::NotFound, reason, message.clone())
             }
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden, "forbidden", m.clone()),
+            ApiError::Conflict { reason, message } => {
+                (StatusCode::CONFLICT, ErrorCode::Conflict, reason, message.clone())
+            }
             ApiError::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorCode::TooLarge,
@@ -237,6 +251,7 @@ impl From<ApiError> for tonic::Status {
             ApiError::NotFound { .. } => tonic::Status::not_found(message),
             ApiError::TooLarge => tonic::Status::out_of_range(message),
             ApiError::Forbidden(_) => tonic::Status::permission_denied(message),
+            ApiError::Conflict { .. } => tonic::Status::failed_precondition(message),
             ApiError::NoModel(_) | ApiError::NotServedHere(_) => tonic::Status::unavailable(message),
             ApiError::Internal(_) => tonic::Status::internal(message),
         };

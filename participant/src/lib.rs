@@ -387,6 +387,7 @@ pub async fn start(
                     .context("the node's certificate")?,
                 audit: audit.clone(),
                 requests: Arc::clone(&requests),
+                desk: Arc::clone(&service),
             });
             Some(hearth_transport::ops::spawn_ops(at, state).await?.0)
         }

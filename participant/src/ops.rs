@@ -1,6 +1,7 @@
 //! What a participant reports on its operations endpoints: ready while its announcement stream from the
 //! coordinator is open; metrics on that connection, how many rows of each family its store holds (counts
-//! only), and its own keys and certificate (`hearth_node::metrics`).
+//! only), its own keys and certificate (`hearth_node::metrics`), and the desk's queues and agents
+//! (conversations waiting per queue and priority, the oldest wait, time to a first reply).
 
 use std::sync::Arc;
 
@@ -20,6 +21,8 @@ pub(crate) struct ParticipantOps {
     pub(crate) cert_der: Vec<u8>,
     pub(crate) audit: hearth_node::audit::AuditLog,
     pub(crate) requests: Arc<hearth_transport::ops::RequestMetrics>,
+    /// The desk: its queues and agents.
+    pub(crate) desk: Arc<hearth_desk::Desk>,
 }
 
 impl OpsState for ParticipantOps {
@@ -64,6 +67,7 @@ impl OpsState for ParticipantOps {
             &self.cert_der,
         );
         hearth_node::metrics::audit_metrics(&mut m, &self.audit);
+        self.desk.render_agent_metrics(&mut m);
         self.requests.render(&mut m);
         m.finish()
     }

@@ -25,10 +25,10 @@ pub struct RequestArgs {
     /// The node's id ([a-z0-9._-], at most 64 characters).
     #[arg(long)]
     pub id: String,
-    /// coordinator, participant, operator, app, dpo, analyst or inference.
+    /// coordinator, participant, operator, app, dpo, analyst, inference or agent.
     #[arg(long, default_value = "participant")]
     pub role: Role,
-    /// The institution (participant id) an app, dpo, operator or inference certificate acts for.
+    /// The institution (participant id) an app, dpo, operator, inference or agent certificate acts for.
     #[arg(long)]
     pub institution: Option<String>,
     /// Extra DNS names (localhost is always included).
