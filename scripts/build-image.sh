@@ -62,6 +62,11 @@ if [ -e "$module" ]; then
   printf 'directories.tokendir = /var/lib/hearth/softhsm\nobjectstore.backend = file\nlog.level = ERROR\n' \
     >"$root/etc/softhsm/softhsm2.conf"
 fi
+# The system's CA bundle: the desk checks https:// webhook receivers against it unless webhook_ca_file is set.
+if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+  mkdir -p "$root/etc/ssl/certs"
+  cp -L /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+fi
 printf 'root:x:0:0:root:/root:/usr/sbin/nologin\nhearth:x:10001:10001:Hearth:/var/lib/hearth:/usr/sbin/nologin\n' \
   >"$root/etc/passwd"
 printf 'root:x:0:\nhearth:x:10001:\n' >"$root/etc/group"

@@ -3,7 +3,8 @@
 # schema-valid and schema-invalid requests for every operation, each answer checked for
 # - no server error (5xx),
 # - a status the document lists for the operation, as JSON, matching that status's schema,
-# - every schema-valid request accepted (2xx, or 403/404 for a caller or a resource that is not there).
+# - every schema-valid request accepted (2xx, or 403/404/409 for a caller, a resource that is not there or
+#   a state that does not allow it, such as another agent's conversation).
 # Apps' endpoints are called with the institution's app certificate, the data protection officer's with
 # its DPO's, the agents' with its agent's (PKI_DIR/INSTITUTION/{app,dpo,agent}.pem, as `hearth pki init`
 # writes them).

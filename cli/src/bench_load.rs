@@ -78,7 +78,8 @@ pub struct Load {
 pub struct Outcome {
     /// Every answered request's latency, in microseconds.
     pub latency_us: Histogram<u64>,
-    /// From the first connection to the deadline.
+    /// From the first connection until every connection stopped (the deadline, and the requests in
+    /// flight at it).
     pub elapsed: Duration,
     /// Answers that were not 2xx.
     pub non_2xx: u64,

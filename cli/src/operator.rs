@@ -455,8 +455,9 @@ impl JobPlan {
             // A private job steps on the noisy mean gradient: the measured preset's rounds and server
             // optimiser, not federated averaging's.
             let preset = hearth_models::INTENT_DP_PRESET;
+            let encoder_tier = matches!(&spec, ModelSpec::Intent(s) if s.features.encoder.is_some());
             defaults.rounds = preset.rounds;
-            defaults.server_learning_rate = preset.server_learning_rate as f32;
+            defaults.server_learning_rate = preset.server_learning_rate_for(encoder_tier) as f32;
             defaults.server_momentum = preset.server_momentum as f32;
         }
         let d = defaults.train.clone();
@@ -973,7 +974,7 @@ mod reference {
             (dp.rounds, dp.server_learning_rate, p.clipping_norm, p.sampling_rate, p.bias_scale, p.delta),
             (
                 preset.rounds,
-                preset.server_learning_rate as f32,
+                preset.server_learning_rate_for(false) as f32,
                 preset.clip_norm,
                 preset.sampling_rate,
                 preset.bias_scale,

@@ -20,7 +20,9 @@
 //! - **close** it.
 //!
 //! Claims are made under the directory's lock, so two agents of one desk never hold the same
-//! conversation. Every action is audited (`service.call`, with the conversation id, never the customer).
+//! conversation. Every action is audited (`service.call`, with the conversation id, never the customer),
+//! and so is every refusal of one on a conversation the agent does not hold (`denied`). The queues are
+//! found by a scan of the customers in memory (fine for tens of thousands; an index would serve more).
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
@@ -60,7 +62,7 @@ pub enum ConversationStatus {
 pub struct Conversation {
     /// `v-` and 32 hex digits, random.
     pub id: String,
-    /// The session it started in.
+    /// The customer's session it is in now (the latest one a message joined it from).
     pub session: String,
     /// `human` or `senior`.
     pub queue: String,
@@ -119,6 +121,10 @@ pub(crate) fn on_message(
     match c.conversation.as_mut().filter(|v| v.is_open()) {
         Some(v) => {
             v.channel = channel.to_string();
+            // A customer writing after the session window joins the same conversation in a new session.
+            if let Some(session) = &c.session {
+                v.session = session.id.clone();
+            }
             if !recommended.is_empty() {
                 v.recommended = recommended;
             }
@@ -204,8 +210,8 @@ pub struct ConversationView {
     pub intent: Option<String>,
     /// The customer's last stored emotion, if the policy keeps emotions.
     pub emotion: Option<String>,
-    /// The session's stored messages, oldest first: the customer's and the agents' replies
-    /// (`by_agent`), each with only the fields the policy keeps.
+    /// The stored messages of the session and since the conversation queued, oldest first: the
+    /// customer's and the agents' replies (`by_agent`), each with only the fields the policy keeps.
     pub messages: Vec<Message>,
 }
 
@@ -337,7 +343,10 @@ fn held<'a>(dir: &'a mut Directory, agent: &str, id: &str) -> Result<&'a mut Cus
 /// What `agent` sees of `c`'s conversation.
 fn view(c: &Customer) -> Option<ConversationView> {
     let v = c.conversation.clone()?;
-    let messages: Vec<Message> = c.messages.iter().filter(|m| m.session == v.session).cloned().collect();
+    // The messages since it queued (across sessions, when the customer came back after the window),
+    // and the earlier ones of the session it started in.
+    let messages: Vec<Message> =
+        c.messages.iter().filter(|m| m.at >= v.enqueued_at || m.session == v.session).cloned().collect();
     let theirs = || c.messages.iter().rev().filter(|m| m.by_agent.is_none());
     let intent = theirs().find_map(|m| m.intent.clone());
     let emotion = theirs().find_map(|m| m.emotion.clone());
@@ -349,6 +358,19 @@ impl Desk {
         if let Some(log) = &self.audit {
             log.record_event(Event::new(agent.to_string(), Action::ServiceCall, Outcome::Ok).detail(detail));
         }
+    }
+
+    /// Records a refused agent action (another agent's conversation, one not claimed) as denied.
+    fn refused<T>(&self, agent: &str, what: &str, r: Result<T, ApiError>) -> Result<T, ApiError> {
+        if let (Err(e), Some(log)) = (&r, &self.audit) {
+            if e.reason() == "not_yours" {
+                let detail = format!("{what}: {}", e.message());
+                log.record_event(
+                    Event::new(agent.to_string(), Action::ServiceCall, Outcome::Denied).detail(detail),
+                );
+            }
+        }
+        r
     }
 
     fn count(&self, action: &'static str) {
@@ -449,7 +471,8 @@ impl Desk {
         let id = checked_conversation_id(id)?;
         let view = {
             let mut dir = self.directory();
-            view(held(&mut dir, agent, id)?).ok_or_else(unknown_conversation)?
+            let c = self.refused(agent, "read", held(&mut dir, agent, id))?;
+            view(c).ok_or_else(unknown_conversation)?
         };
         self.agent_audit(agent, format!("read conversation {id}"));
         Ok(view)
@@ -470,7 +493,7 @@ impl Desk {
         let now = unix_now();
         let (customer, channel, step, waited) = {
             let mut dir = self.directory();
-            let c = held(&mut dir, agent, id)?;
+            let c = self.refused(agent, "reply", held(&mut dir, agent, id))?;
             let v = c.conversation.as_mut().ok_or_else(unknown_conversation)?;
             let channel = v.channel.clone();
             let step = rules.replies.get(&channel).cloned().ok_or_else(|| ApiError::Conflict {
@@ -527,7 +550,7 @@ impl Desk {
         let queue = checked_queue(queue)?;
         let view = {
             let mut dir = self.directory();
-            let c = held(&mut dir, agent, id)?;
+            let c = self.refused(agent, "transfer", held(&mut dir, agent, id))?;
             if let Some(v) = c.conversation.as_mut() {
                 v.status = ConversationStatus::Waiting;
                 v.agent = None;
@@ -547,10 +570,12 @@ impl Desk {
         let id = checked_conversation_id(id)?;
         let view = {
             let mut dir = self.directory();
-            let c = held(&mut dir, agent, id)?;
+            let c = self.refused(agent, "close", held(&mut dir, agent, id))?;
             if let Some(v) = c.conversation.as_mut() {
                 v.status = ConversationStatus::Closed;
                 v.closed_at = Some(unix_now());
+                // What served the agent while it was open is not kept past it.
+                v.recommended.clear();
             }
             self.seal_customer(c)?;
             view(c).ok_or_else(unknown_conversation)?

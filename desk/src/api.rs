@@ -132,19 +132,9 @@ async fn post_message(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<MessageAnswer>, ApiError> {
     allow(&caller, &POSTERS, "POST /v1/messages", &s.institution, &s.audit)?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge
-        } else {
-            ApiError::bad("invalid_request", e.body_text())
-        }
-    })?;
-    let body: MessageBody = parse_body(&body)?;
+    let body: MessageBody = body_of(body)?;
     let rt = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || s.message(body, &rt))
-        .await
-        .map_err(|e| ApiError::Internal(format!("message task: {e}")))?
-        .map(Json)
+    blocking(move || s.message(body, &rt)).await.map(Json)
 }
 
 /// A customer's linked history across channels (callers: this institution's DPO and operator certificates).
@@ -285,7 +275,7 @@ async fn agent_queues(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<agents::Queues>, ApiError> {
     allow(&caller, &AGENTS, "GET /v1/agent/queues", &s.institution, &s.audit)?;
-    Ok(Json(s.queues(&caller.name)))
+    blocking(move || Ok(s.queues(&caller.name))).await.map(Json)
 }
 
 /// Claim the next waiting conversation, highest priority first, then longest waiting (callers: this
@@ -324,7 +314,7 @@ async fn agent_conversation(
     Path(id): Path<String>,
 ) -> Result<Json<agents::ConversationView>, ApiError> {
     allow(&caller, &AGENTS, "GET /v1/agent/conversations/{id}", &s.institution, &s.audit)?;
-    s.conversation(&caller.name, &id).map(Json)
+    blocking(move || s.conversation(&caller.name, &id)).await.map(Json)
 }
 
 /// Reply to the customer through the channel they used last (callers: this institution's agent

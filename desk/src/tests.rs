@@ -400,7 +400,8 @@ async fn https_webhooks_reach_receivers_the_configured_ca_vouches_for_and_no_oth
     assert_eq!(run.status, workflows::RunStatus::Failed);
     let failure = run.failure.unwrap();
     assert!(
-        failure.contains("attempt 1: TLS: 127.0.0.1 refused") && failure.contains("not retried"),
+        failure.contains("attempt 1: TLS: the handshake with 127.0.0.1 failed")
+            && failure.contains("not retried"),
         "{failure}"
     );
     assert!(took < Duration::from_secs(10), "no retry after the 15 to 30 s backoff: {took:?}");
@@ -579,4 +580,35 @@ async fn agents_claim_by_priority_reply_through_the_channel_used_last_transfer_a
     s.erase(&ann, "dpo:test").await.unwrap();
     assert_eq!(s.conversation(alice, &ann_conversation).unwrap_err().reason(), "unknown_conversation");
     assert!(json(s.queues(alice))["mine"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_back_after_the_session_window_joins_their_open_conversation() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nname = \"h\"\nwhen = { channel = [\"sms\"] }\nthen = { route = \"human\" }\n",
+    )
+    .unwrap();
+    let config =
+        DeskConfig { rules_file: Some(rules), session_window: Duration::from_secs(1), ..Default::default() };
+    let s = open_with(dir.path(), hearth_crypto::SuiteId::International, &config);
+    let rt = tokio::runtime::Handle::current();
+    let post = |text: &str| {
+        let m =
+            format!(r#"{{"channel": "sms", "identifiers": {{"phone": "+447700900003"}}, "text": "{text}"}}"#);
+        s.message(body(&m), &rt).unwrap()
+    };
+    let first = post("is anyone there");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let second = post("still waiting");
+    assert_ne!(first.session.id, second.session.id, "a new session after the window");
+    assert_eq!(first.conversation_id, second.conversation_id, "the same open conversation");
+    let agent = "agent:alice@bank-a";
+    let v = json(s.claim(agent, None).unwrap());
+    let texts: Vec<&str> =
+        v["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["is anyone there", "still waiting"], "both sessions' messages: {v}");
+    assert_eq!(v["conversation"]["session"], second.session.id.as_str());
 }

@@ -74,7 +74,16 @@ impl Target {
 /// What `https://` receivers are checked against: a TLS 1.3 client configuration trusting the CA file's
 /// certificates, or why there is none.
 #[derive(Clone)]
-pub struct WebhookTls(Result<Arc<rustls::ClientConfig>, String>);
+pub struct WebhookTls(Result<Arc<rustls::ClientConfig>, NoRoots>);
+
+/// Why there are no roots to check `https://` receivers against: the system's bundle is unusable and no
+/// `webhook_ca_file` is set.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "no webhook_ca_file is set and the system's CA bundle {SYSTEM_CA_BUNDLE} is not usable ({0}): install \
+     Debian's ca-certificates or set [service] webhook_ca_file"
+)]
+pub struct NoRoots(CaError);
 
 impl std::fmt::Debug for WebhookTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -100,12 +109,7 @@ impl WebhookTls {
                     .map_err(|e| CaError::Unreadable(e.to_string()))
                     .and_then(|pem| roots_from_pem(&pem))
                     .map(client_config)
-                    .map_err(|e| {
-                        format!(
-                            "no webhook_ca_file is set and the system's CA bundle {SYSTEM_CA_BUNDLE} is not \
-                             usable ({e}): install Debian's ca-certificates or set [service] webhook_ca_file"
-                        )
-                    }),
+                    .map_err(NoRoots),
             )),
         }
     }
@@ -263,14 +267,14 @@ impl Client {
         if !target.tls {
             return self.exchange(tcp, target, key, body).await;
         }
-        let config = self.tls.0.clone().map_err(CallError::Tls)?;
+        let config = self.tls.0.clone().map_err(|e| CallError::Tls(e.to_string()))?;
         let name = rustls::pki_types::ServerName::try_from(target.host.clone())
             .map_err(|e| CallError::Request(format!("{}: {e}", target.host)))?;
         let stream = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| {
             // The handshake's own refusals (a certificate not trusted, an alert) say so; anything else is
             // the connection failing, worth a retry.
             match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-                Some(tls) => CallError::Tls(format!("{} refused: {tls}", target.host)),
+                Some(tls) => CallError::Tls(format!("the handshake with {} failed: {tls}", target.host)),
                 None => CallError::Io(e.to_string()),
             }
         })?;

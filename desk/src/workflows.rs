@@ -250,6 +250,7 @@ impl Engine {
             let Some(step) = run.steps.get(run.next).cloned() else {
                 run.status = RunStatus::Done;
                 run.finished = Some(unix_now());
+                forget_text(&mut run);
                 self.save(&run).await?;
                 self.audit(Outcome::Ok, id, format!("{}: done", run.workflow));
                 return Ok(());
@@ -268,6 +269,7 @@ impl Engine {
                     run.status = RunStatus::Failed;
                     run.finished = Some(unix_now());
                     run.failure = Some(format!("step {}: {why}", step.name));
+                    forget_text(&mut run);
                     if !self.save(&run).await? {
                         return Ok(()); // erased meanwhile
                     }
@@ -333,6 +335,14 @@ impl Engine {
             }
         }
         unreachable!("the attempts count up until one returns")
+    }
+}
+
+/// A run that ended keeps no free text in its context (an agent's reply carries one until delivered):
+/// the text is kept, if the retention policy keeps texts, with the customer's messages, not in the run.
+fn forget_text(run: &mut Run) {
+    if let Some(context) = run.context.as_object_mut() {
+        context.remove("text");
     }
 }
 

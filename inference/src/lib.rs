@@ -151,7 +151,7 @@ pub enum ApiError {
     /// The caller's certificate role may not call this endpoint.
     Forbidden(String),
     /// The request conflicts with the current state (HTTP 409, gRPC `FAILED_PRECONDITION`): reasons
-    /// `not_yours`, `not_waiting`, `queue_empty`, `no_reply_route`.
+    /// `not_yours`, `queue_empty`, `no_reply_route`.
     Conflict {
         /// Stable reason.
         reason: &'static str,
@@ -220,6 +220,11 @@ impl ApiError {
     /// The stable reason.
     pub fn reason(&self) -> &'static str {
         self.parts().2
+    }
+
+    /// The message the caller gets.
+    pub fn message(&self) -> String {
+        self.parts().3
     }
 }
 

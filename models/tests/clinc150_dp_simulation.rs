@@ -12,8 +12,8 @@
 //! generator, so that a run replays: the test accuracy of a DP model varies from one noise draw to the
 //! next (mostly through the out-of-scope threshold chosen on the validation set), so an unseeded test
 //! would fail now and then whatever the code does. Measured over the noise seeds 42 and 1 to 9 with this
-//! configuration: accuracy 0.799 on average, standard deviation 0.007, lowest 0.785 (the same-features
-//! non-private model: 0.831). One share is also drawn the production way (`noise_share`, keyed from
+//! configuration: accuracy 0.798 on average, standard deviation 0.013, lowest 0.777; macro-F1 0.839,
+//! standard deviation 0.007, lowest 0.828 (the same-features non-private model: 0.831 and 0.862). One share is also drawn the production way (`noise_share`, keyed from
 //! the operating system) and timed.
 //!
 //! The private model must come within 5 points of test accuracy of the non-private federated model
@@ -164,7 +164,7 @@ fn dp_federated_training_at_epsilon_8_comes_within_5_points_of_non_private() {
 
     let dim: u32 = env("DIM", P.feature_dim);
     let rounds: u64 = env("ROUNDS", P.rounds);
-    let server_lr: f64 = env("SLR", P.server_learning_rate);
+    let server_lr: f64 = env("SLR", P.server_learning_rate_for(env("ENCODER", 0.0f32) > 0.0));
     let momentum: f64 = env("BETA", P.server_momentum);
     let target = PrivacyTarget { epsilon: env("EPS", P.target.epsilon), delta: P.target.delta };
 

@@ -534,7 +534,7 @@ pub(crate) async fn run_private(ctx: &mut Ctx, p: PrivateInputs) -> anyhow::Resu
     let mut plan = ctx.plan("demo-intent-dp", ModelSpec::Intent(spec.clone()));
     plan.rounds = rounds;
     plan.min_participants = min_survivors;
-    plan.server_learning_rate = DP.server_learning_rate as f32;
+    plan.server_learning_rate = DP.server_learning_rate_for(p.encoder) as f32;
     plan.server_momentum = DP.server_momentum as f32;
     plan.privacy = Some(v1::PrivacySpec {
         family: "intent".into(),
