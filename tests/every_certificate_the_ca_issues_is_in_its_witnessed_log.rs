@@ -63,9 +63,9 @@ fn every_certificate_the_ca_issues_is_in_its_witnessed_log() {
     hearth_ok(&["audit", "verify", s(&export), "--trusted-key", &vkey]);
     let first = issued(&export);
     let certs = certificates(&pki);
-    // Per institution its participant, app, DPO and inference replicas; the CA, coordinator and four
-    // consortium roles.
-    assert_eq!(certs.len(), 3 * 4 + 6, "{certs:?}");
+    // Per institution its participant, app, DPO, agent and inference replicas; the CA, coordinator and
+    // four consortium roles.
+    assert_eq!(certs.len(), 3 * 5 + 6, "{certs:?}");
     for (path, sha) in &certs {
         assert!(first.iter().any(|(s, _)| s == sha), "{} is not in the issuance log", path.display());
     }
