@@ -296,17 +296,12 @@ fn checked_queue(q: &str) -> Result<&'static str, ApiError> {
 }
 
 fn checked_conversation_id(id: &str) -> Result<&str, ApiError> {
-    let ok = id.len() == 34
-        && id.starts_with("v-")
-        && id[2..].bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if ok {
-        Ok(id)
-    } else {
-        Err(ApiError::bad(
-            "invalid_conversation_id",
-            "a conversation id is `v-` and 32 lower-case hex digits",
-        ))
-    }
+    crate::identity::checked_random_id(
+        id,
+        "v-",
+        "invalid_conversation_id",
+        "a conversation id is `v-` and 32 lower-case hex digits",
+    )
 }
 
 fn unknown_conversation() -> ApiError {
@@ -383,6 +378,12 @@ impl Desk {
 
     /// The queues as `agent` sees them.
     pub fn queues(&self, agent: &str) -> Queues {
+        self.survey(agent, MAX_LISTED)
+    }
+
+    /// The queues' states, `agent`'s conversations and the first `listed` waiting ones in claim order
+    /// (none, and no sorting, for the metrics).
+    fn survey(&self, agent: &str, listed: usize) -> Queues {
         let now = unix_now();
         let dir = self.directory();
         let mut waiting: Vec<&Conversation> = Vec::new();
@@ -415,10 +416,13 @@ impl Desk {
                 ConversationStatus::Closed => {}
             }
         }
+        if listed == 0 {
+            waiting.clear();
+        }
         waiting.sort_by(|a, b| a.order().cmp(&b.order()));
         let waiting = waiting
             .into_iter()
-            .take(MAX_LISTED)
+            .take(listed)
             .map(|v| WaitingConversation {
                 conversation_id: v.id.clone(),
                 queue: v.queue.clone(),
@@ -538,6 +542,30 @@ impl Desk {
         Ok(Replied { conversation_id: id.to_string(), channel, run_id })
     }
 
+    /// Changes conversation `id`, which `agent` must hold, with `change`; seals it, counts and audits
+    /// `action` (with `detail`), and returns what the agent sees of it after.
+    fn act(
+        &self,
+        agent: &str,
+        id: &str,
+        action: &'static str,
+        detail: String,
+        change: impl FnOnce(&mut Conversation),
+    ) -> Result<ConversationView, ApiError> {
+        let view = {
+            let mut dir = self.directory();
+            let c = self.refused(agent, action, held(&mut dir, agent, id))?;
+            if let Some(v) = c.conversation.as_mut() {
+                change(v);
+            }
+            self.seal_customer(c)?;
+            view(c).ok_or_else(unknown_conversation)?
+        };
+        self.count(action);
+        self.agent_audit(agent, detail);
+        Ok(view)
+    }
+
     /// Puts conversation `id`, held by `agent`, back in `queue` (at `priority`, if given).
     pub fn transfer(
         &self,
@@ -548,47 +576,29 @@ impl Desk {
     ) -> Result<ConversationView, ApiError> {
         let id = checked_conversation_id(id)?;
         let queue = checked_queue(queue)?;
-        let view = {
-            let mut dir = self.directory();
-            let c = self.refused(agent, "transfer", held(&mut dir, agent, id))?;
-            if let Some(v) = c.conversation.as_mut() {
-                v.status = ConversationStatus::Waiting;
-                v.agent = None;
-                v.queue = queue.to_string();
-                v.priority = priority.unwrap_or(v.priority);
-            }
-            self.seal_customer(c)?;
-            view(c).ok_or_else(unknown_conversation)?
-        };
-        self.count("transfer");
-        self.agent_audit(agent, format!("transferred conversation {id} to {queue}"));
-        Ok(view)
+        self.act(agent, id, "transfer", format!("transferred conversation {id} to {queue}"), |v| {
+            v.status = ConversationStatus::Waiting;
+            v.agent = None;
+            v.queue = queue.to_string();
+            v.priority = priority.unwrap_or(v.priority);
+        })
     }
 
     /// Closes conversation `id`, held by `agent`.
     pub fn close(&self, agent: &str, id: &str) -> Result<ConversationView, ApiError> {
         let id = checked_conversation_id(id)?;
-        let view = {
-            let mut dir = self.directory();
-            let c = self.refused(agent, "close", held(&mut dir, agent, id))?;
-            if let Some(v) = c.conversation.as_mut() {
-                v.status = ConversationStatus::Closed;
-                v.closed_at = Some(unix_now());
-                // What served the agent while it was open is not kept past it.
-                v.recommended.clear();
-            }
-            self.seal_customer(c)?;
-            view(c).ok_or_else(unknown_conversation)?
-        };
-        self.count("close");
-        self.agent_audit(agent, format!("closed conversation {id}"));
-        Ok(view)
+        self.act(agent, id, "close", format!("closed conversation {id}"), |v| {
+            v.status = ConversationStatus::Closed;
+            v.closed_at = Some(unix_now());
+            // What served the agent while it was open is not kept past it.
+            v.recommended.clear();
+        })
     }
 
     /// The queues' and agents' metrics: conversations waiting per queue and priority, the oldest wait,
     /// conversations held, agents' actions, and the time to a first reply.
     pub fn render_agent_metrics(&self, m: &mut hearth_transport::ops::MetricsText) {
-        let q = self.queues("");
+        let q = self.survey("", 0);
         for s in &q.queues {
             for p in ["low", "normal", "high", "urgent"] {
                 m.gauge(

@@ -146,13 +146,28 @@ pub fn new_customer_id() -> String {
 /// Checks a customer id taken from a URL path: exactly the shape [`new_customer_id`] makes, so no path
 /// traversal, injection or overlong value reaches the store.
 pub fn checked_customer_id(id: &str) -> Result<&str, ApiError> {
-    let ok = id.len() == 34
-        && id.starts_with("c-")
-        && id[2..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    checked_random_id(
+        id,
+        "c-",
+        "invalid_customer_id",
+        "a customer id is c- followed by 32 lower-case hex digits",
+    )
+}
+
+/// `id` if it is `prefix` and 32 lower-case hex digits (the desk's random ids); else a 400 with `reason`.
+pub fn checked_random_id<'a>(
+    id: &'a str,
+    prefix: &str,
+    reason: &'static str,
+    message: &'static str,
+) -> Result<&'a str, ApiError> {
+    let ok = id.len() == prefix.len() + 32
+        && id.starts_with(prefix)
+        && id[prefix.len()..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     if ok {
         Ok(id)
     } else {
-        Err(ApiError::bad("invalid_customer_id", "a customer id is c- followed by 32 lower-case hex digits"))
+        Err(ApiError::bad(reason, message))
     }
 }
 
